@@ -1,0 +1,1 @@
+"""convcli: convolutions and pooling on images, exactly as CNN layers define them."""

@@ -1,0 +1,3 @@
+from convcli.cli import main
+
+main()

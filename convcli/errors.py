@@ -1,0 +1,31 @@
+"""The one exception family of convcli.
+
+Every error a user can cause is a ``ConvcliError`` whose message names the parameter or file,
+the value and what is allowed. The CLI catches them in one place and prints one line.
+"""
+
+
+class ConvcliError(Exception):
+    """Base class: a problem with the user's input; the CLI exits 1 with one line."""
+
+    exit_code = 1
+
+
+class ParameterError(ConvcliError):
+    """An option value that is malformed or out of range (stride 0, unknown pad mode)."""
+
+
+class ShapeError(ConvcliError):
+    """Shapes that do not fit together (kernel larger than the padded input, channel counts)."""
+
+
+class KernelError(ConvcliError):
+    """A kernel that cannot be found or read, or whose weights are invalid."""
+
+
+class InputError(ConvcliError):
+    """An input file that is missing, unreadable, corrupt or of an unsupported kind."""
+
+
+class OutputError(ConvcliError):
+    """An output path that cannot be written safely (missing directory, equal to an input)."""

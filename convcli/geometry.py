@@ -1,0 +1,227 @@
+"""Shape arithmetic for convolution and pooling: pure functions, ints in, ints out.
+
+This is the one place where output sizes, padding and receptive fields are computed; the
+engine, the CLI checks and ``convcli explain`` all call it. Sizes are per axis (apply to rows
+and to columns independently); a padding is a ``(before, after)`` pair, and a 2-D padding is
+``(top, bottom, left, right)``.
+
+Conventions: ``k_eff = d*(k-1) + 1`` is the dilated ("effective") kernel size.
+
+>>> conv_output_size(5, 3)                 # the seeds' 5x5 image, 3x3 kernel, valid
+3
+>>> resolve_padding("same", (6, 6), (3, 3), (2, 2), (1, 1))   # TF: the odd pixel bottom/right
+(0, 1, 0, 1)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Union
+
+from convcli.errors import ParameterError
+
+#: A padding specification: a named rule or explicit (top, bottom, left, right) counts.
+PaddingSpec = Union[str, tuple[int, int, int, int]]
+Pair = tuple[int, int]
+
+PADDING_RULES = ("valid", "same", "full")
+
+
+def effective_kernel_size(kernel: int, dilation: int = 1) -> int:
+    """Size covered by a dilated kernel: ``d*(k-1) + 1`` (Dumoulin & Visin, Rel. 15).
+
+    >>> effective_kernel_size(3, 2)
+    5
+    """
+    return dilation * (kernel - 1) + 1
+
+
+def conv_output_size(
+    size: int, kernel: int, stride: int = 1, dilation: int = 1, pad_before: int = 0, pad_after: int = 0
+) -> int:
+    """Output length of a convolution: ``floor((i + p_b + p_a - d*(k-1) - 1) / s) + 1``.
+
+    PyTorch ``Conv2d`` rule, with asymmetric padding allowed. A result below 1 means the
+    (dilated) kernel does not fit in the padded input; callers turn that into an error.
+
+    >>> conv_output_size(7, 3, stride=2, dilation=2, pad_before=1, pad_after=1)
+    3
+    >>> conv_output_size(224, 7, stride=2, pad_before=3, pad_after=3)   # ResNet stem
+    112
+    """
+    return (size + pad_before + pad_after - effective_kernel_size(kernel, dilation)) // stride + 1
+
+
+def same_padding(size: int, kernel: int, stride: int = 1, dilation: int = 1) -> Pair:
+    """TensorFlow/Keras ``SAME`` padding ``(before, after)``: out = ceil(i/s), odd pixel after.
+
+    ``total = max((ceil(i/s) - 1)*s + k_eff - i, 0)``, ``before = total // 2``.
+
+    >>> same_padding(6, 3, stride=2)     # TF pads (0, 1), not PyTorch's symmetric 1
+    (0, 1)
+    >>> same_padding(5, 3, stride=2)
+    (1, 1)
+    >>> same_padding(6, 4)               # even kernel: the extra pixel goes bottom/right
+    (1, 2)
+    >>> same_padding(6, 3, dilation=2)
+    (2, 2)
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + effective_kernel_size(kernel, dilation) - size, 0)
+    return total // 2, total - total // 2
+
+
+def full_padding(kernel: int, dilation: int = 1) -> Pair:
+    """``full`` padding: ``d*(k-1)`` on each side, so every partial overlap is computed.
+
+    >>> full_padding(3), full_padding(3, dilation=2)
+    ((2, 2), (4, 4))
+    """
+    pad = effective_kernel_size(kernel, dilation) - 1
+    return pad, pad
+
+
+def resolve_padding(
+    padding: PaddingSpec, in_hw: Pair, kernel_hw: Pair, stride_hw: Pair = (1, 1), dilation_hw: Pair = (1, 1)
+) -> tuple[int, int, int, int]:
+    """Turn a padding spec into explicit ``(top, bottom, left, right)`` counts.
+
+    ``valid`` is no padding, ``same`` the TF/Keras rule per axis, ``full`` ``d*(k-1)`` per
+    side; an explicit tuple is returned as is.
+
+    >>> resolve_padding("valid", (5, 5), (3, 3))
+    (0, 0, 0, 0)
+    >>> resolve_padding("same", (5, 8), (2, 3))        # 2x3 kernel, stride 1
+    (0, 1, 1, 1)
+    >>> resolve_padding("full", (5, 5), (3, 1))
+    (2, 2, 0, 0)
+    >>> resolve_padding((1, 2, 3, 4), (5, 5), (3, 3))
+    (1, 2, 3, 4)
+    """
+    if isinstance(padding, tuple):
+        return padding
+    if padding == "valid":
+        return 0, 0, 0, 0
+    if padding == "same":
+        rows = same_padding(in_hw[0], kernel_hw[0], stride_hw[0], dilation_hw[0])
+        cols = same_padding(in_hw[1], kernel_hw[1], stride_hw[1], dilation_hw[1])
+    elif padding == "full":
+        rows = full_padding(kernel_hw[0], dilation_hw[0])
+        cols = full_padding(kernel_hw[1], dilation_hw[1])
+    else:
+        raise ParameterError(f"padding {padding!r} is not one of {', '.join(PADDING_RULES)} or counts")
+    return rows + cols
+
+
+def conv2d_output_shape(
+    in_hw: Pair, kernel_hw: Pair, stride_hw: Pair, dilation_hw: Pair, pads: tuple[int, int, int, int]
+) -> Pair:
+    """``(H_out, W_out)`` of a 2-D convolution with explicit pads ``(top, bottom, left, right)``.
+
+    >>> conv2d_output_shape((6, 6), (3, 3), (2, 2), (1, 1), (0, 1, 0, 1))
+    (3, 3)
+    """
+    top, bottom, left, right = pads
+    return (
+        conv_output_size(in_hw[0], kernel_hw[0], stride_hw[0], dilation_hw[0], top, bottom),
+        conv_output_size(in_hw[1], kernel_hw[1], stride_hw[1], dilation_hw[1], left, right),
+    )
+
+
+def transposed_output_size(
+    size: int, kernel: int, stride: int = 1, dilation: int = 1, padding: int = 0, output_padding: int = 0
+) -> int:
+    """PyTorch ``ConvTranspose2d``: ``(i-1)*s - 2p + d*(k-1) + output_padding + 1``.
+
+    >>> [transposed_output_size(5, 3, s, d, p, op)
+    ...  for s, p, op, d in [(2, 1, 1, 1), (2, 0, 0, 1), (1, 0, 0, 2), (3, 1, 2, 1), (2, 1, 1, 2)]]
+    [10, 11, 9, 15, 12]
+    """
+    return (size - 1) * stride - 2 * padding + effective_kernel_size(kernel, dilation) + output_padding
+
+
+def transposed_same_crop(size: int, kernel: int, stride: int = 1, dilation: int = 1) -> Pair:
+    """Keras ``Conv2DTranspose(padding='same')``: crop ``(before, after)`` of the full output.
+
+    The output is ``i*s`` long and aligned as the adjoint of a TF ``SAME`` convolution on an
+    ``i*s`` input, so ``before`` is that convolution's top/left padding. ``after`` may be
+    negative: the output then extends past the last product (filled with the bias).
+
+    >>> transposed_same_crop(5, 3, 2)     # full is 11 long: keep [0, 10)
+    (0, 1)
+    >>> transposed_same_crop(5, 4, 2)     # full is 12 long: keep [1, 11)
+    (1, 1)
+    >>> transposed_same_crop(5, 1, 3)     # full is 13 long, output 15: two extra at the end
+    (0, -2)
+    """
+    before = same_padding(size * stride, kernel, stride, dilation)[0]
+    full = (size - 1) * stride + effective_kernel_size(kernel, dilation)
+    return before, full - size * stride - before
+
+
+def pool_output_size(
+    size: int,
+    kernel: int,
+    stride: int,
+    dilation: int = 1,
+    pad_before: int = 0,
+    pad_after: int = 0,
+    ceil_mode: bool = False,
+) -> int:
+    """PyTorch pooling output length (``Pool.h: pooling_output_shape_pad_lr``).
+
+    With ``ceil_mode`` the division rounds up, but a last window that would start in the
+    right padding is dropped.
+
+    >>> pool_output_size(5, 2, 2, pad_before=1, pad_after=1, ceil_mode=True)
+    3
+    >>> pool_output_size(6, 3, 2), pool_output_size(6, 3, 2, ceil_mode=True)
+    (2, 3)
+    """
+    span = size + pad_before + pad_after - effective_kernel_size(kernel, dilation)
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad_before:
+        out -= 1
+    return out
+
+
+def unpool_output_size(size: int, kernel: int, stride: int, padding: int = 0) -> int:
+    """PyTorch ``max_unpool2d`` default output length: ``(i-1)*s - 2p + k``.
+
+    >>> unpool_output_size(2, 2, 2)
+    4
+    """
+    return (size - 1) * stride - 2 * padding + kernel
+
+
+class ReceptiveField(NamedTuple):
+    """Receptive field of one output unit along one axis, in input pixels.
+
+    ``size``: pixels seen; ``jump``: input pixels between adjacent outputs (effective
+    stride); ``start``: centre of the first output unit, in input pixel indices (0 is the
+    centre of the first input pixel; negative values lie in the padding).
+    """
+
+    size: int = 1
+    jump: int = 1
+    start: float = 0.0
+
+
+def receptive_field_step(
+    field: ReceptiveField, kernel: int, stride: int = 1, dilation: int = 1, pad_before: int = 0
+) -> ReceptiveField:
+    """Receptive field after one more conv or pool layer (Araujo et al., Distill 2019).
+
+    Forward form: ``r += (k_eff-1)*j``, ``start += ((k_eff-1)/2 - p_before)*j``, ``j *= s``.
+
+    >>> rf = ReceptiveField()
+    >>> for k, s, d, p in [(3, 1, 1, 1), (3, 2, 1, 1), (2, 2, 1, 0), (3, 1, 2, 2)]:
+    ...     rf = receptive_field_step(rf, k, s, d, p)
+    >>> rf        # the Distill worked trace: r=23, S=4, centre of unit 0 at pixel 1
+    ReceptiveField(size=23, jump=4, start=1.0)
+    """
+    k_eff = effective_kernel_size(kernel, dilation)
+    return ReceptiveField(
+        size=field.size + (k_eff - 1) * field.jump,
+        jump=field.jump * stride,
+        start=field.start + ((k_eff - 1) / 2 - pad_before) * field.jump,
+    )

@@ -1,0 +1,166 @@
+"""conv2d against the plain-loop reference, hand-pinned semantics and bad input."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import naive
+from conftest import assert_matches
+from convcli import engine
+from convcli.errors import ParameterError, ShapeError
+
+SEED_IMAGE = np.array(
+    [[1, 2, 0, 1, 3], [4, 1, 1, 0, 2], [0, 2, 3, 1, 1], [1, 0, 2, 2, 0], [3, 1, 0, 1, 2]], np.float32
+)
+VERTICAL_EDGE = np.array([[1, 0, -1]] * 3, np.float32)
+
+
+def test_seed_worked_example_is_exact():
+    out = engine.conv2d(SEED_IMAGE[None], VERTICAL_EDGE, padding="valid")
+    assert out.tolist() == [[[1, 3, -2], [-1, 0, 3], [-1, -1, 2]]]
+
+
+def test_impulse_pins_orientation():
+    impulse = np.zeros((1, 5, 5), np.float32)
+    impulse[0, 2, 2] = 1
+    kernel = np.arange(1, 10, dtype=np.float32).reshape(3, 3)
+    assert np.array_equal(engine.conv2d(impulse, kernel)[0, 1:4, 1:4], kernel[::-1, ::-1])
+    assert np.array_equal(engine.conv2d(impulse, kernel, flip=True)[0, 1:4, 1:4], kernel)
+
+
+def test_powers_of_two_kernel_catches_any_offset(rng):
+    # Every tap has its own power of two, so a tap read from a wrong pixel changes the sum.
+    x = rng.integers(0, 4, size=(2, 9, 8)).astype(np.float32)
+    kernel = (2.0 ** np.arange(12)).reshape(3, 4).astype(np.float32)
+    for stride, dilation in [((1, 1), (1, 1)), ((2, 3), (1, 1)), ((1, 2), (2, 1))]:
+        out = engine.conv2d(x, kernel, stride=stride, dilation=dilation, padding=(1, 2, 0, 3))
+        expected = naive.conv2d(x, np.broadcast_to(kernel, (2, 1, 3, 4)), stride=stride,
+                                pads=(1, 2, 0, 3), dilation=dilation, groups=2)
+        assert np.array_equal(out, expected)
+
+
+def test_same_with_even_kernel_pads_bottom_right():
+    x = np.zeros((1, 4, 4), np.float32)
+    x[0, 3, 3] = 1  # bottom-right pixel
+    out = engine.conv2d(x, np.ones((2, 2), np.float32))  # pads (0, 1, 0, 1)
+    assert out.shape == (1, 4, 4)
+    assert out[0, 3, 3] == 1 and out[0, 2, 2] == 1  # window at (3,3) sees padding below/right
+
+
+def test_same_at_stride_two_follows_tensorflow():
+    x = np.arange(36, dtype=np.float32).reshape(1, 6, 6)
+    out = engine.conv2d(x, np.ones((3, 3), np.float32), stride=(2, 2))
+    # TF pads (0, 1): the first window covers rows 0..2 and columns 0..2
+    assert out.shape == (1, 3, 3)
+    assert out[0, 0, 0] == x[0, :3, :3].sum()
+
+
+def test_three_d_kernel_sums_over_channels(rng):
+    x = rng.standard_normal((3, 6, 7)).astype(np.float32)
+    k = rng.standard_normal((3, 3, 3)).astype(np.float32)
+    out = engine.conv2d(x, k, padding="valid", bias=[0.5])
+    assert_matches(out, naive.conv2d(x, k[None], bias=[0.5]))
+
+
+def test_bias_per_output_channel(rng):
+    x = rng.standard_normal((2, 5, 5)).astype(np.float32)
+    k = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    out = engine.conv2d(x, k, bias=[1, 2, 3], padding="valid")
+    assert_matches(out, naive.conv2d(x, k, bias=[1, 2, 3]))
+
+
+@st.composite
+def conv_cases(draw):
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    kind = draw(st.sampled_from(["2d", "3d", "4d"]))
+    channels = draw(st.integers(1, 3)) * (groups if kind == "4d" else 1)
+    height, width = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = draw(st.one_of(
+        st.sampled_from(["valid", "same", "full"]),
+        st.tuples(*[st.integers(0, 4)] * 4),
+    ))
+    mode = draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"]))
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (channels, height, width)).astype(np.float32)
+    if kind == "2d":
+        kernel, groups = rng.uniform(-1, 1, (kh, kw)).astype(np.float32), 1
+        weight, naive_groups = np.broadcast_to(kernel, (channels, 1, kh, kw)), channels
+    elif kind == "3d":
+        kernel, groups = rng.uniform(-1, 1, (channels, kh, kw)).astype(np.float32), 1
+        weight, naive_groups = kernel[None], 1
+    else:
+        c_out = groups * draw(st.integers(1, 2))
+        kernel = rng.uniform(-1, 1, (c_out, channels // groups, kh, kw)).astype(np.float32)
+        weight, naive_groups = kernel, groups
+    bias = draw(st.none() | st.just(list(rng.uniform(-1, 1, weight.shape[0]))))
+    flip = draw(st.booleans())
+    return x, kernel, weight, groups, naive_groups, stride, dilation, padding, mode, bias, flip
+
+
+def _explicit_pads(padding, in_hw, k_hw, stride, dilation):
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        return naive.tf_same_pads(in_hw[0], k_hw[0], stride[0], dilation[0]) + naive.tf_same_pads(
+            in_hw[1], k_hw[1], stride[1], dilation[1])
+    if padding == "full":
+        return (dilation[0] * (k_hw[0] - 1),) * 2 + (dilation[1] * (k_hw[1] - 1),) * 2
+    return padding
+
+
+@given(conv_cases())
+def test_conv2d_matches_naive(case):
+    x, kernel, weight, groups, naive_groups, stride, dilation, padding, mode, bias, flip = case
+    k_hw = weight.shape[2:]
+    pads = _explicit_pads(padding, x.shape[1:], k_hw, stride, dilation)
+    h_out = (x.shape[1] + pads[0] + pads[1] - dilation[0] * (k_hw[0] - 1) - 1) // stride[0] + 1
+    w_out = (x.shape[2] + pads[2] + pads[3] - dilation[1] * (k_hw[1] - 1) - 1) // stride[1] + 1
+    bad_border = (mode == "reflect" and (max(pads[:2]) >= x.shape[1] or max(pads[2:]) >= x.shape[2])) or (
+        mode == "circular" and (max(pads[:2]) > x.shape[1] or max(pads[2:]) > x.shape[2]))
+    call = lambda: engine.conv2d(x, kernel, bias, stride=stride, padding=padding, dilation=dilation,
+                                 groups=groups, pad_mode=mode, flip=flip)
+    if h_out < 1 or w_out < 1 or bad_border:
+        with pytest.raises(ShapeError):
+            call()
+        return
+    used = weight[:, :, ::-1, ::-1] if flip else weight
+    assert_matches(call(), naive.conv2d(x, used, bias, stride, pads, dilation, naive_groups, mode))
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(stride=(0, 1)), ParameterError),
+    (dict(dilation=(1, 0)), ParameterError),
+    (dict(padding="valid", dilation=(3, 3)), ShapeError),
+    (dict(padding=(0, 0, 4, 4), pad_mode="reflect"), ShapeError),
+    (dict(pad_mode="mirror"), ParameterError),
+    (dict(padding="huge"), ParameterError),
+])
+def test_rejects_bad_parameters(kwargs, error):
+    with pytest.raises(error):
+        engine.conv2d(np.ones((1, 4, 4), np.float32), np.ones((3, 3), np.float32), **kwargs)
+
+
+def test_rejects_groups_that_do_not_divide():
+    with pytest.raises(ParameterError, match="groups 2 must divide"):
+        engine.conv2d(np.ones((3, 4, 4), np.float32), np.ones((2, 1, 3, 3), np.float32), groups=2)
+
+
+def test_rejects_kernel_channel_mismatch():
+    with pytest.raises(ShapeError, match="expects 2 input channels"):
+        engine.conv2d(np.ones((3, 4, 4), np.float32), np.ones((2, 3, 3), np.float32))
+
+
+def test_names_shapes_when_kernel_is_too_large():
+    with pytest.raises(ShapeError, match=r"kernel 5x5 is larger than the padded input 3x3"):
+        engine.conv2d(np.ones((1, 3, 3), np.float32), np.ones((5, 5), np.float32), padding="valid")
+
+
+def test_tiny_inputs():
+    one = np.full((1, 1, 1), 2.0, np.float32)
+    assert engine.conv2d(one, np.full((1, 1), 3.0, np.float32)).tolist() == [[[6.0]]]
+    assert engine.conv2d(one, np.ones((3, 3), np.float32)).tolist() == [[[2.0]]]  # same pads 1
