@@ -1,0 +1,223 @@
+"""Benchmarks: convcli's engine and CLI side by side with OpenCV, SciPy, PyTorch, vips, ImageMagick.
+
+Every figure is the median of several repeats, and each competitor is reported as a ratio to
+convcli measured in the same run (the machines are noisy; ratios within one run are not).
+Competitors that are not installed are left out. Results go to stdout and to a markdown
+file (default ``bench/results.md``) that the README quotes.
+
+    python bench/run.py                 # the full suite (several minutes on 2 cores)
+    python bench/run.py --quick         # small sizes, one repeat: checks the suite still runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from convcli import engine
+
+
+def _optional(name):
+    try:
+        return __import__(name)
+    except ImportError:
+        return None
+
+
+cv2, torch = _optional("cv2"), _optional("torch")
+ndimage = _optional("scipy.ndimage") and sys.modules["scipy.ndimage"]
+
+
+@dataclass
+class Case:
+    """One benchmark: convcli's callable and competitors' callables on the same data."""
+
+    name: str
+    convcli: Callable[[], object]
+    others: dict = field(default_factory=dict)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up: JIT compile or cache load, allocator, thread pools
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def depthwise_cases(size: int, kernel_sizes) -> list[Case]:
+    rng = np.random.default_rng(0)
+    image = rng.random((3, size, size), dtype=np.float32)
+    hwc = np.ascontiguousarray(image.transpose(1, 2, 0))
+    cases = []
+    for k in kernel_sizes:
+        kernel = rng.random((k, k), dtype=np.float32)
+        case = Case(f"depthwise {size}^2x3, {k}x{k}", lambda kernel=kernel: engine.conv2d(image, kernel))
+        if cv2:
+            case.others["OpenCV filter2D"] = lambda kernel=kernel: cv2.filter2D(
+                hwc, -1, kernel, borderType=cv2.BORDER_CONSTANT)
+        if ndimage and k <= 15:
+            case.others["SciPy correlate"] = lambda kernel=kernel: [
+                ndimage.correlate(image[c], kernel, mode="constant") for c in range(3)]
+        if torch:
+            t_image, t_kernel = torch.from_numpy(image)[None], torch.from_numpy(np.stack([kernel[None]] * 3))
+            case.others["PyTorch conv2d"] = lambda t_kernel=t_kernel, t_image=t_image: torch.nn.functional.conv2d(
+                t_image, t_kernel, padding="same", groups=3)
+        cases.append(case)
+    return cases
+
+
+def dense_cases(specs, stride=1, dilation=1) -> list[Case]:
+    rng = np.random.default_rng(1)
+    cases = []
+    for c_in, c_out, size in specs:
+        image = rng.random((c_in, size, size), dtype=np.float32)
+        weight = rng.random((c_out, c_in, 3, 3), dtype=np.float32)
+        label = f"dense {c_in}->{c_out} {size}^2 3x3" + (f" s{stride}" if stride > 1 else "") + (
+            f" d{dilation}" if dilation > 1 else "")
+        case = Case(label, lambda image=image, weight=weight: engine.conv2d(
+            image, weight, stride=(stride, stride), dilation=(dilation, dilation), padding=(dilation,) * 4))
+        if torch:
+            t_image, t_weight = torch.from_numpy(image)[None], torch.from_numpy(weight)
+            case.others["PyTorch conv2d"] = lambda t_image=t_image, t_weight=t_weight: torch.nn.functional.conv2d(
+                t_image, t_weight, stride=stride, padding=dilation, dilation=dilation)
+        cases.append(case)
+    return cases
+
+
+def pool_cases(size: int) -> list[Case]:
+    if not hasattr(engine, "max_pool2d"):
+        return []
+    image = np.random.default_rng(2).random((3, size, size), dtype=np.float32)
+    cases = [Case(f"max pool 2x2 {size}^2x3", lambda: engine.max_pool2d(image, (2, 2))),
+             Case(f"avg pool 2x2 {size}^2x3", lambda: engine.avg_pool2d(image, (2, 2)))]
+    if torch:
+        t_image = torch.from_numpy(image)[None]
+        cases[0].others["PyTorch max_pool2d"] = lambda: torch.nn.functional.max_pool2d(t_image, 2)
+        cases[1].others["PyTorch avg_pool2d"] = lambda: torch.nn.functional.avg_pool2d(t_image, 2)
+    return cases
+
+
+def transposed_cases(size: int) -> list[Case]:
+    if not hasattr(engine, "conv_transpose2d"):
+        return []
+    rng = np.random.default_rng(3)
+    image = rng.random((16, size, size), dtype=np.float32)
+    weight = rng.random((16, 16, 4, 4), dtype=np.float32)
+    case = Case(f"transposed 16->16 {size}^2 4x4 s2 (2x up)", lambda: engine.conv_transpose2d(
+        image, weight, stride=(2, 2), padding=(1, 1)))
+    if torch:
+        t_image, t_weight = torch.from_numpy(image)[None], torch.from_numpy(weight)
+        case.others["PyTorch conv_transpose2d"] = lambda: torch.nn.functional.conv_transpose2d(
+            t_image, t_weight, stride=2, padding=1)
+    return [case]
+
+
+def run_process(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {proc.stderr.read().decode().strip()}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def process_rows(sizes, repeats: int) -> list[tuple]:
+    """Whole-process `convcli conv` (warm JIT cache) against vips and ImageMagick, with peak RSS."""
+    from PIL import Image
+
+    rows = []
+    convcli = [sys.executable, "-m", "convcli"]
+    vips = shutil.which("vips")
+    magick = shutil.which("magick")
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            src = os.path.join(tmp, f"in{size}.png")
+            pixels = (np.random.default_rng(size).random((size, size, 3)) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(src)
+            out = os.path.join(tmp, "out.png")
+            commands = {"convcli conv": convcli + ["conv", src, "-k", "box", "-o", out]}
+            if vips:
+                mat = os.path.join(tmp, "box.mat")
+                with open(mat, "w") as handle:
+                    handle.write("3 3 9 0\n1 1 1\n1 1 1\n1 1 1\n")
+                commands["vips conv"] = [vips, "conv", src, out, mat, "--precision", "integer"]
+            if magick:
+                commands["ImageMagick"] = [magick, src, "-morphology", "Convolve", "3x3:1,1,1,1,1,1,1,1,1", out]
+            run_process(commands["convcli conv"][:3] + ["--help"])
+            results = {}
+            for label, command in commands.items():
+                run_process(command)  # warm: JIT cache, page cache
+                runs = [run_process(command) for _ in range(repeats)]
+                results[label] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
+            base = results["convcli conv"][0]
+            for label, (seconds, rss) in results.items():
+                rows.append((f"process {size}^2 RGB PNG -> PNG, 3x3", label, seconds, seconds / base, rss))
+    return rows
+
+
+def startup_rows(repeats: int) -> list[tuple]:
+    rows = []
+    for args in (["--help"], ["kernels", "list"], ["explain", "--input", "224x224x3", "conv 64 k7 s2 p3"]):
+        command = [sys.executable, "-m", "convcli"] + args
+        try:
+            run_process(command)
+        except RuntimeError:
+            continue  # that command does not exist yet in this version
+        seconds = statistics.median(run_process(command)[0] for _ in range(repeats))
+        rows.append(("start-up", "convcli " + " ".join(args[:2]), seconds, 1.0, None))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results.md"))
+    args = parser.parse_args()
+    if args.quick:
+        repeats, big, mid = 1, 256, 64
+        cases = depthwise_cases(big, (3, 7)) + dense_cases([(3, 8, mid)]) + pool_cases(big) + transposed_cases(16)
+        process_sizes = [64]
+    else:
+        repeats, big = 5, 4096
+        cases = (depthwise_cases(big, (3, 7, 15, 31))
+                 + dense_cases([(3, 16, 1024), (16, 16, 512), (64, 64, 256)])
+                 + dense_cases([(16, 16, 512)], stride=2) + dense_cases([(16, 16, 512)], dilation=2)
+                 + pool_cases(big) + transposed_cases(256))
+        process_sizes = [512, 4096]
+    rows = []
+    for case in cases:
+        base = median_seconds(case.convcli, repeats)
+        rows.append((case.name, "convcli", base, 1.0, None))
+        for label, fn in case.others.items():
+            seconds = median_seconds(fn, repeats)
+            rows.append((case.name, label, seconds, seconds / base, None))
+        print(f"{case.name}: convcli {base * 1e3:.1f} ms", flush=True)
+    rows += process_rows(process_sizes, repeats) + startup_rows(repeats)
+    lines = ["| case | tool | median | time / convcli's | peak RSS |", "|---|---|---|---|---|"]
+    for name, tool, seconds, ratio, rss in rows:
+        rss_text = f"{rss:.0f} MB" if rss else ""
+        lines.append(f"| {name} | {tool} | {seconds * 1e3:.1f} ms | {ratio:.2f} | {rss_text} |")
+    table = "\n".join(lines)
+    print(table)
+    if not args.quick:
+        with open(args.output, "w") as handle:
+            handle.write(f"Measured with `python bench/run.py` on {os.cpu_count()} cores.\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
