@@ -20,6 +20,7 @@ from convcli.runtime import numba_cache_dir
 os.environ.setdefault("NUMBA_CACHE_DIR", numba_cache_dir())
 
 import numba  # noqa: E402  (the cache directory must be set before numba is imported)
+import numpy as np  # noqa: E402
 
 # No 'nnan'/'ninf': NaN must propagate through sums and win max-pooling as in PyTorch.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -49,6 +50,103 @@ def _conv2d_valid(xp, weight, out, stride_h, stride_w, dil_h, dil_w, groups):
                         acc[j] += w * src[j * stride_w + offset]
 
 
+@numba.njit(**_PARALLEL)
+def _conv_transpose2d(x, weight, out, stride_h, stride_w, dil_h, dil_w, groups, crop_top, crop_left):
+    """Transposed convolution of ``x`` (C_in, H, W) with ``weight`` (C_in, C_out/g, kh, kw).
+
+    Input (i, j) through tap (m, n) lands on full-output cell (i*s_h + m*d_h, j*s_w + n*d_w);
+    ``out`` cell (y, z) is full cell (y + crop_top, z + crop_left). Gathered per output row,
+    so each iteration writes only its own row.
+    """
+    c_in, out_per_group, kh, kw = weight.shape
+    _, height, width = x.shape
+    c_out, h_out, w_out = out.shape
+    in_per_group = c_in // groups
+    for row in numba.prange(c_out * h_out):
+        o = row // h_out
+        y = row % h_out
+        first_in = (o // out_per_group) * in_per_group
+        o_local = o % out_per_group
+        acc = out[o, y]
+        acc[:] = 0.0
+        for m in range(kh):
+            t = y + crop_top - m * dil_h
+            if t < 0 or t % stride_h != 0 or t // stride_h >= height:
+                continue
+            i = t // stride_h
+            for n in range(kw):
+                offset = n * dil_w - crop_left  # input column j lands on output column j*s_w + offset
+                j_first = max(0, (stride_w - 1 - offset) // stride_w)
+                j_stop = min(width, (w_out - 1 - offset) // stride_w + 1)
+                for c in range(first_in, first_in + in_per_group):
+                    w = weight[c, o_local, m, n]
+                    src = x[c, i]
+                    for j in range(j_first, j_stop):
+                        acc[j * stride_w + offset] += w * src[j]
+
+
+@numba.njit(**_PARALLEL)
+def _max_pool2d(x, out, indices, kh, kw, stride_h, stride_w, dil_h, dil_w, top, left):
+    """Max over windows of ``x`` (C, H, W), padded implicitly (pad cells never win).
+
+    As PyTorch's CPU kernel: ``v > best or isnan(v)`` (first maximum wins, NaN propagates),
+    flat indices ``r*W + q`` into the unpadded plane; a window whose values are all -inf
+    (or that sees no input cell) reports its first input-aligned tap.
+    """
+    channels, height, width = x.shape
+    _, h_out, w_out = out.shape
+    for row in numba.prange(channels * h_out):
+        c = row // h_out
+        i = row % h_out
+        r_start = i * stride_h - top
+        m_first = max(0, (dil_h - 1 - r_start) // dil_h)  # taps m_first <= m < m_stop are inside
+        m_stop = min(kh, (height - r_start + dil_h - 1) // dil_h)
+        for j in range(w_out):
+            q_start = j * stride_w - left
+            n_first = max(0, (dil_w - 1 - q_start) // dil_w)
+            n_stop = min(kw, (width - q_start + dil_w - 1) // dil_w)
+            best = -np.inf
+            best_index = (r_start + m_first * dil_h) * width + q_start + n_first * dil_w
+            for m in range(m_first, m_stop):
+                src = x[c, r_start + m * dil_h]
+                for n in range(n_first, n_stop):
+                    v = src[q_start + n * dil_w]
+                    if v > best or np.isnan(v):
+                        best = v
+                        best_index = (r_start + m * dil_h) * width + q_start + n * dil_w
+            out[c, i, j] = best
+            indices[c, i, j] = best_index
+
+
+@numba.njit(**_PARALLEL)
+def _avg_pool2d(x, out, kh, kw, stride_h, stride_w, top, bottom, left, right, count_include_pad):
+    """Mean over windows of ``x`` (C, H, W) with PyTorch's divisor (``AvgPoolKernel.cpp``).
+
+    The divisor is the window clipped to the padded extent (``count_include_pad``) or to
+    the input; cells past the padding (ceil mode) are never counted. Sums in float64.
+    """
+    channels, height, width = x.shape
+    _, h_out, w_out = out.shape
+    for row in numba.prange(channels * h_out):
+        c = row // h_out
+        i = row % h_out
+        r0 = i * stride_h - top
+        r1 = min(r0 + kh, height + bottom)
+        padded_rows = r1 - r0
+        r0, r1 = max(r0, 0), min(r1, height)
+        for j in range(w_out):
+            q0 = j * stride_w - left
+            q1 = min(q0 + kw, width + right)
+            padded_cols = q1 - q0
+            q0, q1 = max(q0, 0), min(q1, width)
+            total = 0.0
+            for r in range(r0, r1):
+                for q in range(q0, q1):
+                    total += x[c, r, q]
+            count = padded_rows * padded_cols if count_include_pad else (r1 - r0) * (q1 - q0)
+            out[c, i, j] = total / count
+
+
 _lock_path = os.path.join(numba_cache_dir(), ".compile.lock")
 _ready: set = set()
 
@@ -66,8 +164,11 @@ def _compile_lock():
 
 
 def call(kernel, *args):
-    """Call a kernel; its first use in this process loads or compiles it under the lock."""
-    if kernel not in _ready:
+    """Call a kernel; its first use in this process loads or compiles it under the lock.
+
+    Under ``NUMBA_DISABLE_JIT=1`` kernels are plain Python functions, called as they are.
+    """
+    if kernel not in _ready and hasattr(kernel, "overloads"):
         signature = tuple(numba.typeof(a) for a in args)
         if signature not in kernel.overloads:
             with _compile_lock():
@@ -79,3 +180,20 @@ def call(kernel, *args):
 def conv2d_valid(xp, weight, out, stride, dilation, groups):
     """Run ``_conv2d_valid``; ``stride`` and ``dilation`` are (rows, cols) pairs."""
     call(_conv2d_valid, xp, weight, out, stride[0], stride[1], dilation[0], dilation[1], groups)
+
+
+def conv_transpose2d(x, weight, out, stride, dilation, groups, crop):
+    """Run ``_conv_transpose2d``; ``crop`` is the (top, left) offset into the full output."""
+    call(_conv_transpose2d, x, weight, out, stride[0], stride[1], dilation[0], dilation[1], groups,
+         crop[0], crop[1])
+
+
+def max_pool2d(x, out, indices, size, stride, dilation, pads):
+    """Run ``_max_pool2d``; ``pads`` is (top, bottom, left, right), of which top/left matter."""
+    call(_max_pool2d, x, out, indices, size[0], size[1], stride[0], stride[1], dilation[0], dilation[1],
+         pads[0], pads[2])
+
+
+def avg_pool2d(x, out, size, stride, pads, count_include_pad):
+    """Run ``_avg_pool2d``; ``pads`` is (top, bottom, left, right)."""
+    call(_avg_pool2d, x, out, size[0], size[1], stride[0], stride[1], *pads, bool(count_include_pad))

@@ -57,9 +57,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from convcli.commands import conv
+    from convcli.commands import conv, explain, kernels, pool
 
-    for command in (conv.conv,):
+    for command in (conv.conv, pool.pool, pool.unpool, kernels.kernels, explain.explain):
         cli.add_command(command)
 
 

@@ -15,7 +15,7 @@ array([[ 1.,  3., -2.],
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -133,12 +133,8 @@ def conv2d(
     >>> conv2d(impulse, k, flip=True)[0].astype(int).tolist()
     [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
     """
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 3:
-        raise ShapeError(f"image must be (C, H, W), got shape {_format_hw(image.shape)}")
-    for name, pair in (("stride", stride), ("dilation", dilation)):
-        if min(pair) < 1:
-            raise ParameterError(f"{name} must be at least 1, got {pair}")
+    image = _check_image(image)
+    _check_at_least_one(stride=stride, dilation=dilation)
     weight, groups = as_conv_weight(kernel, image.shape[0], groups)
     if min(weight.shape) < 1:
         raise ShapeError(f"kernel must not be empty, got shape {_format_hw(weight.shape[2:])}")
@@ -164,6 +160,286 @@ def conv2d(
     if bias_values is not None:
         out += bias_values[:, None, None]
     return out
+
+
+def as_transposed_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[np.ndarray, int]:
+    """Bring a kernel to PyTorch's transposed layout ``(C_in, C_out/groups, kh, kw)``.
+
+    - 2-D ``(kh, kw)`` filters every channel on its own: ``groups = C``, ``C_out = C``.
+    - 3-D ``(C_in, kh, kw)`` sums the channels into one map, as in ``conv2d``.
+    - 4-D ``(C_in, C_out/groups, kh, kw)`` is used as is.
+
+    >>> w, g = as_transposed_weight(np.ones((3, 2, 2), np.float32), channels=3)
+    >>> w.shape, g
+    ((3, 1, 2, 2), 1)
+    """
+    kernel = np.asarray(kernel, dtype=np.float32)
+    if kernel.ndim in (2, 3):
+        weight, groups = as_conv_weight(kernel, channels, groups)  # (C, 1, ...) or (1, C, ...)
+        return np.ascontiguousarray(weight.reshape((channels, 1) + weight.shape[2:])), groups
+    if kernel.ndim != 4:
+        raise ShapeError(f"kernel must be 2-D, 3-D or 4-D, got shape {_format_hw(kernel.shape)}")
+    if kernel.shape[0] != channels:
+        raise ShapeError(
+            f"4-D transposed kernel {_format_hw(kernel.shape)} (C_in, C_out/groups, kh, kw) expects "
+            f"{kernel.shape[0]} input channels, the input has {channels}"
+        )
+    if groups < 1 or channels % groups:
+        raise ParameterError(f"groups {groups} must divide the input channels ({channels})")
+    return np.ascontiguousarray(kernel), groups
+
+
+def _transposed_padding(padding) -> Union[str, Pair]:
+    """``same``, or symmetric (rows, cols) counts from ``valid``, (p_h, p_w) or a symmetric 4-tuple."""
+    if padding in ("same", "valid"):
+        return (0, 0) if padding == "valid" else padding
+    if isinstance(padding, tuple) and len(padding) == 4 and padding[0::2] == padding[1::2]:
+        padding = padding[0::2]
+    if isinstance(padding, tuple) and len(padding) == 2 and min(padding) >= 0:
+        return padding
+    raise ParameterError(
+        "transposed convolution takes padding same, valid, N or H,W (cropped from both sides), "
+        f"got {padding!r}"
+    )
+
+
+def conv_transpose2d(
+    image: np.ndarray,
+    kernel: np.ndarray,
+    bias: Optional[Sequence[float]] = None,
+    *,
+    stride: Pair = (1, 1),
+    padding: Union[str, Pair] = (0, 0),
+    output_padding: Pair = (0, 0),
+    dilation: Pair = (1, 1),
+    groups: int = 1,
+    flip: bool = False,
+) -> np.ndarray:
+    """Transposed convolution of ``image`` (C_in, H, W), as PyTorch ``conv_transpose2d``.
+
+    The adjoint of ``conv2d`` with the same kernel array: each input pixel scatters
+    ``x[c, i, j] * w[c, o, m, n]`` onto ``(i*s_h + m*d_h, j*s_w + n*d_w)`` of a full output
+    ``(H-1)*s + d*(k-1) + 1`` long; ``padding`` (p_h, p_w) crops that on both sides and
+    ``output_padding`` appends rows/columns at the bottom/right (bias only where nothing
+    lands), so ``H_out = (H-1)*s - 2p + d*(k-1) + output_padding + 1``. ``padding="same"`` is
+    Keras ``Conv2DTranspose``: ``H_out = H*s``, aligned by ``geometry.transposed_same_crop``.
+    Kernels: see ``as_transposed_weight``. ``flip`` rotates the kernel 180 degrees.
+
+    >>> x = np.array([[[1, 2], [3, 4]]], np.float32)
+    >>> conv_transpose2d(x, np.ones((2, 2), np.float32), stride=(2, 2))[0]   # each pixel -> 2x2
+    array([[1., 1., 2., 2.],
+           [1., 1., 2., 2.],
+           [3., 3., 4., 4.],
+           [3., 3., 4., 4.]], dtype=float32)
+    """
+    image = _check_image(image)
+    _check_at_least_one(stride=stride, dilation=dilation)
+    weight, groups = as_transposed_weight(kernel, image.shape[0], groups)
+    if min(weight.shape) < 1:
+        raise ShapeError(f"kernel must not be empty, got shape {_format_hw(weight.shape[2:])}")
+    if flip:
+        weight = np.ascontiguousarray(weight[:, :, ::-1, ::-1])
+    padding = _transposed_padding(padding)
+    in_hw, k_hw = image.shape[1:], weight.shape[2:]
+    if any(op < 0 or op >= max(s, d) for op, s, d in zip(output_padding, stride, dilation)):
+        raise ParameterError(
+            f"output padding {_format_hw(output_padding)} must be smaller than the stride "
+            f"({_format_hw(stride)}) or the dilation ({_format_hw(dilation)}) on each axis"
+        )
+    if padding == "same":
+        if any(output_padding):
+            raise ParameterError(
+                "output padding does not apply to padding 'same' (the output is input x stride)"
+            )
+        axes = zip(in_hw, k_hw, stride, dilation)
+        crop = tuple(geometry.transposed_same_crop(*axis)[0] for axis in axes)
+        out_hw = (in_hw[0] * stride[0], in_hw[1] * stride[1])
+    else:
+        crop = padding
+        axes = zip(in_hw, k_hw, stride, dilation, padding, output_padding)
+        out_hw = tuple(geometry.transposed_output_size(*axis) for axis in axes)
+        if min(out_hw) < 1:
+            raise ShapeError(
+                f"padding {_format_hw(padding)} crops away the whole transposed output "
+                f"(size {_format_hw(out_hw)} from input {_format_hw(in_hw)}, kernel {_format_hw(k_hw)})"
+            )
+    c_out = weight.shape[1] * groups
+    bias_values = _bias_vector(bias, c_out)
+    out = np.empty((c_out,) + out_hw, dtype=np.float32)
+    from convcli import _jit
+
+    _jit.conv_transpose2d(image, weight, out, stride, dilation, groups, crop)
+    if bias_values is not None:
+        out += bias_values[:, None, None]
+    return out
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    """``image`` as a C-contiguous float32 (C, H, W) array."""
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    if image.ndim != 3:
+        raise ShapeError(f"image must be (C, H, W), got shape {_format_hw(image.shape)}")
+    return image
+
+
+def _check_at_least_one(**pairs: Pair) -> None:
+    for name, pair in pairs.items():
+        if min(pair) < 1:
+            raise ParameterError(f"{name} must be at least 1, got {pair}")
+
+
+def _pool_window(
+    image: np.ndarray,
+    size: Pair,
+    stride: Optional[Pair],
+    padding: PaddingSpec,
+    dilation: Pair,
+    ceil_mode: bool,
+) -> tuple[np.ndarray, Pair, tuple[int, int, int, int], Pair]:
+    """Check a pooling call; return the image, the stride, the pads and the output (H, W)."""
+    image = _check_image(image)
+    stride = size if stride is None else stride
+    _check_at_least_one(size=size, stride=stride, dilation=dilation)
+    if padding == "full" or (padding == "same" and ceil_mode):
+        what = "ceil mode with padding 'same'" if padding == "same" else "padding 'full'"
+        raise ParameterError(f"pooling takes no {what}; use valid, same (Keras) or counts (PyTorch)")
+    in_hw = image.shape[1:]
+    pads = geometry.resolve_padding(padding, in_hw, size, stride, dilation)
+    if padding != "same" and (max(pads[:2]) > size[0] // 2 or max(pads[2:]) > size[1] // 2):
+        raise ParameterError(
+            f"pooling padding {padding} is more than half the window {_format_hw(size)}: at most "
+            f"{size[0] // 2} rows and {size[1] // 2} columns per side (PyTorch's limit)"
+        )
+    out_hw = tuple(
+        geometry.pool_output_size(n, k, s, d, before, after, ceil_mode)
+        for n, k, s, d, (before, after) in zip(in_hw, size, stride, dilation, (pads[:2], pads[2:]))
+    )
+    if min(out_hw) < 1:
+        padded = (in_hw[0] + pads[0] + pads[1], in_hw[1] + pads[2] + pads[3])
+        reach = tuple(geometry.effective_kernel_size(k, d) for k, d in zip(size, dilation))
+        dilated = f" (dilated to {_format_hw(reach)})" if reach != tuple(size) else ""
+        raise ShapeError(
+            f"pooling window {_format_hw(size)}{dilated} is larger than the padded input "
+            f"{_format_hw(padded)} (input {_format_hw(in_hw)}, padding {padding})"
+        )
+    return image, stride, pads, out_hw
+
+
+def max_pool2d(
+    image: np.ndarray,
+    size: Pair = (2, 2),
+    stride: Optional[Pair] = None,
+    padding: PaddingSpec = "valid",
+    dilation: Pair = (1, 1),
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> Union[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Max of each window of every channel of ``image`` (C, H, W), as PyTorch ``max_pool2d``.
+
+    ``stride`` defaults to ``size``. Explicit ``(top, bottom, left, right)`` padding and
+    ``ceil_mode`` follow PyTorch (each side at most half the window; a last window may not
+    start in the bottom/right padding); ``same`` is Keras ``MaxPooling2D`` (output
+    ``ceil(H/s)``, TF's split). Pad cells never win; ties go to the first cell in row-major
+    order; NaN propagates. ``return_indices`` adds the int64 flat index ``r*W + q`` of each
+    maximum in its unpadded input plane, as PyTorch does.
+
+    >>> x = np.array([[1, 3, 2, 0], [4, 6, 1, 2], [0, 2, 5, 3], [1, 2, 2, 4]], np.float32)[None]
+    >>> out, indices = max_pool2d(x, return_indices=True)     # the seeds' example
+    >>> out[0].tolist(), indices[0].tolist()       # the tied 2s: row 0 wins over row 1
+    ([[6.0, 2.0], [2.0, 5.0]], [[5, 2], [9, 10]])
+    """
+    image, stride, pads, out_hw = _pool_window(image, size, stride, padding, dilation, ceil_mode)
+    out = np.empty((image.shape[0],) + out_hw, dtype=np.float32)
+    indices = np.empty(out.shape, dtype=np.int64)
+    from convcli import _jit
+
+    _jit.max_pool2d(image, out, indices, size, stride, dilation, pads)
+    return (out, indices) if return_indices else out
+
+
+def avg_pool2d(
+    image: np.ndarray,
+    size: Pair = (2, 2),
+    stride: Optional[Pair] = None,
+    padding: PaddingSpec = "valid",
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> np.ndarray:
+    """Mean of each window of every channel of ``image`` (C, H, W), as PyTorch ``avg_pool2d``.
+
+    Windows as in ``max_pool2d`` (no dilation). With explicit padding the divisor follows
+    PyTorch: pad cells count when ``count_include_pad`` (its default), cells beyond the
+    padding (ceil mode) never do. With ``same`` (Keras ``AveragePooling2D``) pad cells never
+    count, whatever ``count_include_pad`` says.
+
+    >>> x = np.arange(1, 10, dtype=np.float32).reshape(1, 3, 3)
+    >>> avg_pool2d(x, padding="same")[0].tolist()               # Keras: (3+6)/2, not /4
+    [[3.0, 4.5], [7.5, 9.0]]
+    >>> avg_pool2d(x, (3, 3), (2, 2), (1, 1, 1, 1), count_include_pad=False)[0].tolist()
+    [[3.0, 4.0], [6.0, 7.0]]
+    """
+    image, stride, pads, out_hw = _pool_window(image, size, stride, padding, (1, 1), ceil_mode)
+    out = np.empty((image.shape[0],) + out_hw, dtype=np.float32)
+    from convcli import _jit
+
+    _jit.avg_pool2d(image, out, size, stride, pads, count_include_pad and padding != "same")
+    return out
+
+
+#: Global pooling modes and the reduction each applies to a whole channel plane.
+GLOBAL_POOL_MODES = ("avg", "max")
+
+
+def global_pool(image: np.ndarray, mode: str = "avg") -> np.ndarray:
+    """One value per channel of ``image`` (C, H, W): its mean (summed in float64) or its max.
+
+    As PyTorch ``adaptive_avg_pool2d(x, 1)`` / ``adaptive_max_pool2d(x, 1)``; NaN propagates.
+
+    >>> global_pool(np.arange(8, dtype=np.float32).reshape(2, 2, 2), "avg").tolist()
+    [1.5, 5.5]
+    """
+    image = _check_image(image)
+    if mode not in GLOBAL_POOL_MODES:
+        raise ParameterError(f"global pooling mode {mode!r} is not one of {', '.join(GLOBAL_POOL_MODES)}")
+    if mode == "max":
+        return image.max(axis=(1, 2))
+    return image.mean(axis=(1, 2), dtype=np.float64).astype(np.float32)
+
+
+def max_unpool2d(image: np.ndarray, indices: np.ndarray, output_hw: Pair) -> np.ndarray:
+    """Put every value of ``image`` (C, H, W) back at its flat index, as PyTorch ``max_unpool2d``.
+
+    ``indices`` (C, H, W) are flat positions ``r*W_out + q`` in an ``output_hw`` plane, as
+    ``max_pool2d(..., return_indices=True)`` records them; every other cell is 0. Sizes:
+    ``geometry.unpool_output_shape``.
+
+    >>> values, where = max_pool2d(np.arange(16, dtype=np.float32).reshape(1, 4, 4), return_indices=True)
+    >>> max_unpool2d(values, where, (4, 4))[0]
+    array([[ 0.,  0.,  0.,  0.],
+           [ 0.,  5.,  0.,  7.],
+           [ 0.,  0.,  0.,  0.],
+           [ 0., 13.,  0., 15.]], dtype=float32)
+    """
+    image = _check_image(image)
+    indices = np.asarray(indices)
+    if indices.shape != image.shape:
+        raise ShapeError(
+            f"indices of shape {_format_hw(indices.shape)} do not match the values "
+            f"{_format_hw(image.shape)} (channels x rows x columns)"
+        )
+    if indices.dtype.kind not in "iu":
+        raise ParameterError(f"indices must be integers, got dtype {indices.dtype}")
+    _check_at_least_one(output_hw=output_hw)
+    plane = output_hw[0] * output_hw[1]
+    if indices.size and (indices.min() < 0 or indices.max() >= plane):
+        bad = indices.min() if indices.min() < 0 else indices.max()
+        raise ShapeError(
+            f"index {bad} lies outside the {_format_hw(output_hw)} output plane (0 to {plane - 1})"
+        )
+    channels = image.shape[0]
+    out = np.zeros((channels, plane), dtype=np.float32)
+    out[np.arange(channels)[:, None], indices.reshape(channels, -1)] = image.reshape(channels, -1)
+    return out.reshape((channels,) + tuple(output_hw))
 
 
 #: ITU-R 601-2 luma weights, as Pillow's RGB -> L conversion (but without rounding).

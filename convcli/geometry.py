@@ -15,7 +15,9 @@ Conventions: ``k_eff = d*(k-1) + 1`` is the dilated ("effective") kernel size.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+import math
+from fractions import Fraction
+from typing import NamedTuple, Optional, Sequence, Union
 
 from convcli.errors import ParameterError
 
@@ -193,6 +195,34 @@ def unpool_output_size(size: int, kernel: int, stride: int, padding: int = 0) ->
     return (size - 1) * stride - 2 * padding + kernel
 
 
+def unpool_output_shape(
+    in_hw: Pair, kernel_hw: Pair, stride_hw: Pair, padding_hw: Pair = (0, 0), requested: Optional[Pair] = None
+) -> Pair:
+    """``(H, W)`` of PyTorch ``max_unpool2d``: the default, or ``requested`` if within ``s - 1`` of it.
+
+    PyTorch (``functional._unpool_output_size``) accepts ``default - s < size < default + s``:
+    every input size that pools to ``in_hw``.
+
+    >>> unpool_output_shape((2, 2), (2, 2), (2, 2))
+    (4, 4)
+    >>> unpool_output_shape((2, 2), (2, 2), (2, 2), requested=(5, 4))     # 5x4 pooled to 2x2
+    (5, 4)
+    """
+    default = tuple(map(unpool_output_size, in_hw, kernel_hw, stride_hw, padding_hw))
+    if requested is None:
+        return default
+    low = [d - s + 1 for d, s in zip(default, stride_hw)]
+    high = [d + s - 1 for d, s in zip(default, stride_hw)]
+    if not all(lo <= r <= hi for lo, r, hi in zip(low, requested, high)):
+        raise ParameterError(
+            f"output size {requested[0]}x{requested[1]} cannot come from unpooling {in_hw[0]}x{in_hw[1]} "
+            f"(window {kernel_hw[0]}x{kernel_hw[1]}, stride {stride_hw[0]}x{stride_hw[1]}, "
+            f"padding {padding_hw[0]}x{padding_hw[1]}): rows {low[0]} to {high[0]}, "
+            f"columns {low[1]} to {high[1]}"
+        )
+    return tuple(requested)
+
+
 class ReceptiveField(NamedTuple):
     """Receptive field of one output unit along one axis, in input pixels.
 
@@ -225,3 +255,102 @@ def receptive_field_step(
         jump=field.jump * stride,
         start=field.start + ((k_eff - 1) / 2 - pad_before) * field.jump,
     )
+
+
+def unread_after_last_window(
+    size: int, kernel: int, stride: int = 1, dilation: int = 1, pad_before: int = 0, pad_after: int = 0
+) -> int:
+    """Padded-input pixels after the last window, read by none: ``(i + p_b + p_a - k_eff) % s``.
+
+    The stride "does not fit" when this exceeds ``pad_after``: real rows or columns are
+    silently dropped (floor mode; meaningful when at least one window fits).
+
+    >>> unread_after_last_window(8, 3, 2)                 # windows at 0, 2, 4: row 7 is never read
+    1
+    >>> unread_after_last_window(224, 7, 2, 1, 3, 3)      # ResNet stem: only a padding row
+    1
+    """
+    return (size + pad_before + pad_after - effective_kernel_size(kernel, dilation)) % stride
+
+
+class Window(NamedTuple):
+    """One layer's window along one axis, as receptive-field arithmetic sees it.
+
+    A convolution or pool reads input ``o*stride - pad_before + m*dilation`` (``m < kernel``)
+    for output ``o``. A transposed convolution (``transposed=True``; also max-unpooling, whose
+    value may land anywhere in its window) writes input ``i`` to output
+    ``i*stride - pad_before + m*dilation``: ``pad_before`` is then the crop at the start.
+    Shape-preserving layers (activations, 1x1 convolutions at stride 1) are ``Window()``.
+    """
+
+    kernel: int = 1
+    stride: int = 1
+    dilation: int = 1
+    pad_before: int = 0
+    transposed: bool = False
+
+
+def input_span(windows: Sequence[Window], unit: int = 0) -> Optional[tuple[int, int]]:
+    """First and last input pixel that output ``unit`` of a stack of layers depends on.
+
+    Distill's ``u_0``, ``v_0`` (pixel indices; negative or past the end: in the padding),
+    walking back from the last layer: a convolution maps outputs ``[lo, hi]`` to inputs
+    ``[lo*s - p, hi*s - p + k_eff - 1]``; a transposed layer to the first and last input
+    whose products land in ``[lo, hi]``. None when the unit receives no product at all (a
+    transposed kernel smaller than its stride). Dilated kernels count their whole hull.
+
+    >>> input_span([Window(3, 2, 1, 1), Window(3, 2, 1, 1)], unit=1)   # two 3x3 s2 p1 convs
+    (1, 7)
+    >>> [input_span([Window(3, 2, 1, 1, transposed=True)], u) for u in range(3)]
+    [(0, 0), (0, 1), (1, 1)]
+    >>> input_span([Window(1, 2, transposed=True)], unit=1) is None    # odd outputs get nothing
+    True
+    """
+    lo, hi = unit, unit
+    for window in reversed(windows):
+        if not window.transposed:
+            reach = effective_kernel_size(window.kernel, window.dilation) - 1
+            lo, hi = lo * window.stride - window.pad_before, hi * window.stride - window.pad_before + reach
+            continue
+        firsts, lasts = [], []
+        for m in range(window.kernel):
+            shift = m * window.dilation - window.pad_before  # input i lands on output i*s + shift
+            first = lo + (shift - lo) % window.stride
+            last = hi - (hi - shift) % window.stride
+            if first <= hi:
+                firsts.append((first - shift) // window.stride)
+                lasts.append((last - shift) // window.stride)
+        if not firsts:
+            return None
+        lo, hi = min(firsts), max(lasts)
+    return lo, hi
+
+
+#: Output units examined for the largest receptive field of a stack with transposed layers.
+MAX_PHASES = 4096
+
+
+def receptive_field(windows: Sequence[Window]) -> ReceptiveField:
+    """Receptive field of a stack of layers along one axis, transposed layers included.
+
+    ``size``: the most input pixels one output unit spans (``input_span``; behind transposed
+    layers it depends on the unit, with period ``prod(transposed strides)``, so that many
+    units are examined, at most ``MAX_PHASES``); ``jump``: ``prod(strides) / prod(transposed
+    strides)`` input pixels between adjacent outputs (a ``Fraction`` when the stack upsamples
+    past the input); ``start``: centre of unit 0's span (None if it receives nothing).
+    Without transposed layers this is ``receptive_field_step`` applied layer by layer.
+
+    >>> receptive_field([Window(3, 1, 1, 1), Window(3, 2, 1, 1), Window(2, 2), Window(3, 1, 2, 2)])
+    ReceptiveField(size=23, jump=4, start=1.0)
+    >>> receptive_field([Window(2, 2), Window(2, 2, transposed=True)])     # pool 2, then up 2
+    ReceptiveField(size=2, jump=1, start=0.5)
+    >>> receptive_field([Window(3, 2, 1, 1, transposed=True)])             # up 2 from the input
+    ReceptiveField(size=2, jump=Fraction(1, 2), start=0.0)
+    """
+    down = math.prod(w.stride for w in windows if not w.transposed)
+    up = math.prod(w.stride for w in windows if w.transposed)
+    spans = [input_span(windows, unit) for unit in range(min(up, MAX_PHASES))]
+    size = max((hi - lo + 1 for lo, hi in filter(None, spans)), default=0)
+    jump = Fraction(down, up)
+    start = None if spans[0] is None else (spans[0][0] + spans[0][1]) / 2
+    return ReceptiveField(size, int(jump) if jump.denominator == 1 else jump, start)

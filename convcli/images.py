@@ -1,36 +1,50 @@
 """Reading inputs and writing outputs.
 
 At the edges arrays are ``H x W x C`` (images and ``.npy`` files); inside they are ``(C, H, W)``
-float32 holding the raw stored values (0..255 for 8-bit images, 0..65535 for 16-bit, the
-numbers themselves for ``.npy``), so a ``.npy`` result equals what PyTorch or OpenCV compute
-on the same pixels. Outputs are written to a temporary file beside the target and renamed
-into place, so a failed or interrupted write never leaves a partial file.
+float32 holding the raw stored values (0..255 for 8-bit images, 0..65535 for 16-bit, 0..1 for
+float TIFF, the numbers themselves for ``.npy``), so a ``.npy`` result equals what PyTorch or
+OpenCV compute on the same pixels.
+
+Writing converts units first (the input's white level becomes the output's: 255, 65535, or
+1.0 for float TIFF; ``.npy`` keeps the input's units, and a ``.npy`` input's numbers are taken
+as already in the output's units), then maps values into range (``convcli.mapping``), then
+lays channels out (one image, ``--split`` files, a ``--montage``). Every file is written to a
+temporary beside its target and renamed into place, so a failed or interrupted write never
+leaves a partial file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import struct
 import tempfile
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from convcli.errors import InputError, OutputError, ShapeError
+from convcli import mapping
+from convcli.errors import InputError, OutputError, ParameterError, ShapeError
 
-#: Output formats by extension: (Pillow format name, can store 16-bit gray, can store alpha).
+#: Image outputs by extension: Pillow's format name and, per depth, the channel counts stored
+#: (2 = gray + alpha, 4 = RGBA). 16-bit PNGs are encoded here (Pillow has no 16-bit colour).
 IMAGE_FORMATS = {
-    ".png": ("PNG", True, True),
-    ".tif": ("TIFF", True, True),
-    ".tiff": ("TIFF", True, True),
-    ".jpg": ("JPEG", False, False),
-    ".jpeg": ("JPEG", False, False),
-    ".bmp": ("BMP", False, False),
-    ".webp": ("WEBP", False, True),
+    ".png": ("PNG", {"8": (1, 2, 3, 4), "16": (1, 2, 3, 4)}),
+    ".tif": ("TIFF", {"8": (1, 2, 3, 4), "16": (1,), "32f": (1,)}),
+    ".tiff": ("TIFF", {"8": (1, 2, 3, 4), "16": (1,), "32f": (1,)}),
+    ".jpg": ("JPEG", {"8": (1, 3)}),
+    ".jpeg": ("JPEG", {"8": (1, 3)}),
+    ".bmp": ("BMP", {"8": (1, 3)}),
+    ".webp": ("WEBP", {"8": (1, 3, 4)}),
 }
 NPY = ".npy"
+#: ``--depth`` values and the white level each stores.
+DEPTHS = {"8": 255.0, "16": 65535.0, "32f": 1.0}
+_SAVE_OPTIONS = {"PNG": {"compress_level": 6}, "JPEG": {"quality": 95}, "WEBP": {"lossless": True}}
 
 #: Pillow modes converted on reading, and the white level of each stored mode.
 _CONVERT = {"1": "L", "P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB",
@@ -122,88 +136,317 @@ def _read_image(path: str, alpha_as_channel: bool) -> Picture:
     return Picture(np.ascontiguousarray(data), _WHITE[img.mode], alpha)
 
 
-def check_output_path(output: str, inputs: Sequence[str] = ()) -> None:
-    """Fail before any work if ``output`` cannot be written safely."""
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """How feature maps become files (the ``--map``, ``--depth`` and layout options).
+
+    ``map`` is a ``mapping.MAP_MODES`` mode (``scale``/``offset`` select ``offset`` when it is
+    ``auto``); ``depth`` is ``"8"``, ``"16"``, ``"32f"`` or None (derived); ``split`` writes one
+    file per map, ``montage`` one grid image (``grid`` = (rows, cols) implies it); ``rgba``
+    writes 4 maps as RGBA; ``channels_first`` writes ``.npy`` as (C, H, W).
+
+    >>> OutputSettings(offset=100).map
+    'offset'
+    >>> OutputSettings(split=True, montage=True)
+    Traceback (most recent call last):
+    ...
+    convcli.errors.ParameterError: --split and --montage exclude each other
+    """
+
+    map: str = "auto"
+    scale: Optional[float] = None
+    offset: Optional[float] = None
+    joint: bool = False
+    depth: Optional[str] = None
+    colormap: Optional[str] = None
+    split: bool = False
+    montage: bool = False
+    grid: Optional[tuple[int, int]] = None
+    rgba: bool = False
+    channels_first: bool = False
+
+    def __post_init__(self):
+        shifted = self.scale is not None or self.offset is not None
+        if shifted and self.map == "auto":
+            object.__setattr__(self, "map", "offset")
+        if self.grid is not None:
+            object.__setattr__(self, "montage", True)
+        problems = (
+            (self.map not in mapping.MAP_MODES,
+             f"--map {self.map!r} is not one of {', '.join(mapping.MAP_MODES)}"),
+            (self.depth is not None and self.depth not in DEPTHS,
+             f"--depth {self.depth!r} is not one of 8, 16, 32f"),
+            (self.colormap is not None and self.colormap not in mapping.COLORMAPS,
+             f"--colormap {self.colormap!r} is not one of {', '.join(mapping.COLORMAPS)}"),
+            (shifted and self.map != "offset",
+             f"--scale and --offset apply to --map offset, not --map {self.map}"),
+            (shifted and not np.isfinite([self.scale or 0.0, self.offset or 0.0]).all(),
+             "--scale and --offset must be finite numbers"),
+            (self.joint and self.map != "minmax", "--joint applies to --map minmax"),
+            (self.split and self.montage, "--split and --montage exclude each other"),
+            (self.rgba and (self.split or self.montage or self.colormap is not None),
+             "--rgba writes 4 maps as one RGBA image; not with --split, --montage or --colormap"),
+        )
+        for bad, message in problems:
+            if bad:
+                raise ParameterError(message)
+
+
+def split_names(path: str, count: int) -> list[str]:
+    """The files ``--split`` writes: ``stem_00.ext`` ... zero-padded to the last index (at least 2).
+
+    >>> split_names("out/maps.png", 3)
+    ['out/maps_00.png', 'out/maps_01.png', 'out/maps_02.png']
+    >>> split_names("m.npy", 101)[-1]
+    'm_100.npy'
+    """
+    stem, ext = os.path.splitext(path)
+    width = max(2, len(str(count - 1)))
+    return [f"{stem}_{index:0{width}d}{ext}" for index in range(count)]
+
+
+def check_output_path(
+    output: str, inputs: Sequence[str] = (), settings: Optional[OutputSettings] = None
+) -> None:
+    """Fail before any work if ``output`` cannot be written safely, or does not suit ``settings``."""
+    settings = settings or OutputSettings()
     ext = extension(output)
     if ext != NPY and ext not in IMAGE_FORMATS:
         known = ", ".join([NPY] + sorted(IMAGE_FORMATS))
         raise OutputError(f"output {output!r} has no known extension (use one of {known})")
+    _check_format(output, settings)
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory):
         raise OutputError(f"output directory {directory!r} does not exist")
-    if os.path.isdir(output):
+    if not os.access(directory, os.W_OK):
+        raise OutputError(f"output directory {directory!r} is not writable")
+    if os.path.isdir(output) and not settings.split:
         raise OutputError(f"output {output!r} is a directory")
+    stem, ext = os.path.splitext(os.path.basename(output))
+    split_file = re.compile(re.escape(stem) + r"_\d+" + re.escape(ext))
     for source in inputs:
-        if os.path.realpath(source) == os.path.realpath(output) or (
+        beside = os.path.realpath(os.path.dirname(os.path.abspath(source))) == os.path.realpath(directory)
+        if settings.split and beside and split_file.fullmatch(os.path.basename(source)):
+            raise OutputError(f"--split could write over the input {source!r}; "
+                              f"convcli never overwrites an input")
+        if not settings.split and (os.path.realpath(source) == os.path.realpath(output) or (
             os.path.exists(output) and os.path.exists(source) and os.path.samefile(source, output)
-        ):
-            raise OutputError(f"output {output!r} is the input {source!r}; convcli never overwrites an input")
+        )):
+            raise OutputError(f"output {output!r} is the input {source!r}; "
+                              f"convcli never overwrites an input")
 
 
-def to_pixels(maps: np.ndarray, source_white: Optional[float], bits: int) -> np.ndarray:
-    """Map float maps to unsigned integers of ``bits``: rescale white, round half to even, clip.
-
-    ``source_white`` is the input's white level (None for ``.npy``: values are taken as already
-    in the output's units). Clipping happens before the cast, so nothing wraps around.
-
-    >>> to_pixels(np.array([-63.0, 2.5, 3.5, 300.0]), 255.0, 8).tolist()
-    [0, 2, 4, 255]
-    >>> to_pixels(np.array([255.0]), 255.0, 16).tolist()
-    [65535]
-    """
-    white = 255.0 if bits == 8 else 65535.0
-    scaled = maps * (white / source_white) if source_white else maps
-    pixels = np.rint(np.nan_to_num(scaled, nan=0.0))
-    return np.clip(pixels, 0, white).astype(np.uint8 if bits == 8 else np.uint16)
-
-
-def write_output(path: str, maps: np.ndarray, white: Optional[float] = None, alpha: Optional[np.ndarray] = None) -> None:
-    """Write ``maps`` (C, H, W) to ``path``: exact float32 ``.npy`` (H, W, C), or an image.
-
-    Images take 1 map as grayscale, 3 as RGB; 16-bit when the input was 16-bit and the
-    format stores it (PNG, TIFF); ``alpha`` (H, W) is appended where the format allows.
-    """
-    ext = extension(path)
+def _check_format(output: str, settings: OutputSettings) -> None:
+    """The checks that need only the output's extension and the settings."""
+    ext = extension(output)
     if ext == NPY:
-        array = np.ascontiguousarray(maps.transpose(1, 2, 0), dtype=np.float32)
-        atomic_write(path, lambda f: np.save(f, array))
+        if settings.depth not in (None, "32f"):
+            raise ParameterError(f"--depth {settings.depth} applies to images; .npy always stores float32")
+        image_only = {"--montage": settings.montage, "--colormap": settings.colormap, "--rgba": settings.rgba}
+        for name, used in image_only.items():
+            if used:
+                raise ParameterError(f"{name} writes images, not .npy "
+                                     f"(.npy takes --split or --channels-first)")
         return
-    fmt, has_16bit, has_alpha = IMAGE_FORMATS[ext]
-    channels = maps.shape[0]
-    if channels not in (1, 3):
-        raise ShapeError(
-            f"{channels} feature maps do not fit one {fmt} image (1 = gray, 3 = RGB); write .npy instead"
+    fmt, depths = IMAGE_FORMATS[ext]
+    if settings.channels_first:
+        raise ParameterError("--channels-first applies to .npy outputs")
+    if settings.depth is not None and settings.depth not in depths:
+        raise ParameterError(
+            f"--depth {settings.depth} is not available for {fmt} (it stores {_depth_list(depths)})"
         )
-    bits = 16 if (white or 0) > 255 and has_16bit and channels == 1 and alpha is None else 8
-    pixels = to_pixels(maps, white, bits).transpose(1, 2, 0)
-    if alpha is not None and has_alpha:
-        pixels = np.concatenate([pixels, to_pixels(alpha[None], white, 8).transpose(1, 2, 0)], axis=2)
-    from PIL import Image
+    if settings.rgba and not any(4 in counts for counts in depths.values()):
+        raise ParameterError(f"--rgba needs a format with alpha (.png, .tif, .webp); {fmt} has none")
+    if settings.map == "none" and ("32f" not in depths or settings.depth not in (None, "32f")):
+        raise ParameterError("--map none keeps values unmapped, which only float outputs hold: "
+                             ".npy or .tif (32-bit float)")
+    if settings.colormap and (settings.depth == "32f" or settings.map == "none"):
+        raise ParameterError("--colormap makes 8- or 16-bit colour, not a float output")
 
-    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
-    options = {"compress_level": 6} if fmt == "PNG" else {}
-    atomic_write(path, lambda f: image.save(f, format=fmt, **options))
+
+def _depth_list(depths: dict) -> str:
+    return ", ".join("32-bit float" if d == "32f" else f"{d}-bit" for d in depths)
+
+
+def write_output(
+    path: str,
+    maps: np.ndarray,
+    white: Optional[float] = None,
+    alpha: Optional[np.ndarray] = None,
+    settings: Optional[OutputSettings] = None,
+    *,
+    signed: Optional[Sequence[bool]] = None,
+    labels: Optional[Sequence[str]] = None,
+) -> None:
+    """Write ``maps`` (C, H, W) to ``path`` as ``settings`` say; all files or none.
+
+    ``white`` is the input's white level (None for ``.npy`` inputs); ``alpha`` (H, W) is carried
+    into single images whose format stores it at the chosen depth; ``signed`` flags the maps
+    that are 0 on a flat input (``mapping.signed_maps``, for ``--map auto``); ``labels`` name
+    the montage tiles (default ``0, 1, ...``). Everything is checked before any file is written.
+    """
+    settings = settings or OutputSettings()
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim != 3 or maps.shape[0] == 0:
+        raise ShapeError(f"feature maps must be (C, H, W) with C >= 1, got shape {maps.shape}")
+    _check_format(path, settings)
+    targets = split_names(path, len(maps)) if settings.split else [path]
+    for target in targets:
+        if os.path.isdir(target):
+            raise OutputError(f"output {target!r} is a directory")
+    if extension(path) == NPY:
+        mode = "none" if settings.map == "auto" else settings.map
+        values = mapping.map_values(maps, mode, white or 1.0, **_map_options(settings))
+        arrays = [values[i:i + 1] for i in range(len(values))] if settings.split else [values]
+        savers = [_npy_saver(a if settings.channels_first else a.transpose(1, 2, 0)) for a in arrays]
+    else:
+        savers = _image_savers(path, maps, white, alpha, settings, signed, labels)
+    atomic_write_all(list(zip(targets, savers)))
+
+
+def _map_options(settings: OutputSettings) -> dict:
+    return dict(scale=settings.scale, offset=settings.offset, joint=settings.joint,
+                symmetric=settings.colormap in mapping.DIVERGING)
+
+
+def _image_savers(path, maps, white, alpha, settings, signed, labels) -> list[Callable]:
+    fmt, depths = IMAGE_FORMATS[extension(path)]
+    count = len(maps)
+    one_image = not (settings.split or settings.montage)
+    if one_image and settings.colormap and count != 1:
+        raise ShapeError(f"--colormap colours a single map; for {count} maps use --split or --montage")
+    if one_image and settings.rgba and count != 4:
+        raise ShapeError(f"--rgba needs exactly 4 feature maps, got {count}")
+    if one_image and not settings.rgba and count not in (1, 3):
+        raise ShapeError(f"{count} feature maps do not fit one {fmt} image (1 = gray, 3 = RGB, "
+                         f"4 = RGBA with --rgba); use --split, --montage or a .npy output")
+    channels = 3 if settings.colormap else (count if one_image else 1)
+    depth = _choose_depth(fmt, depths, settings, white, channels)
+    out_white = DEPTHS[depth]
+    gain = out_white / white if white else 1.0
+    mode = "none" if settings.map == "auto" and depth == "32f" else settings.map
+    values = mapping.map_values(maps * gain, mode, out_white, signed=signed, **_map_options(settings))
+    if settings.colormap:
+        values = np.stack([mapping.apply_colormap(v, out_white, settings.colormap) for v in values])
+    else:
+        values = values[:, None]
+    if settings.montage:
+        from convcli.montage import montage
+
+        names = [str(i) for i in range(count)] if labels is None else list(labels)
+        files = [montage(values, names, out_white, settings.grid)]
+    elif settings.split:
+        files = list(values)
+    else:
+        files = [values[0] if settings.colormap else values[:, 0]]
+        if alpha is not None and channels + 1 in depths[depth]:
+            files[0] = np.concatenate([files[0], np.clip(alpha * gain, 0, out_white)[None]])
+    return [_image_saver(fmt, depth, f) for f in files]
+
+
+def _choose_depth(
+    fmt: str, depths: dict, settings: OutputSettings, white: Optional[float], channels: int
+) -> str:
+    """The asked depth (which must store ``channels``), else the input's, or the next lower one
+    the format stores for ``channels``: 8-bit in -> 8, 16-bit in -> 16, float in -> 32f."""
+    asked = "32f" if settings.map == "none" else settings.depth
+    if asked is not None:
+        if channels not in depths[asked]:
+            hint = "--split, a 16-bit .png or --depth 8" if asked == "16" else "--split or a .npy output"
+            raise ShapeError(f"a {_depth_list([asked])} {fmt} holds 1 channel, these maps need {channels}; "
+                             f"use {hint}")
+        return asked
+    derived = "32f" if white == 1.0 else "16" if (white or 0) > 255 else "8"
+    lower = ("32f", "16", "8")[("32f", "16", "8").index(derived):]
+    return next(depth for depth in lower if channels in depths.get(depth, ()))
+
+
+def _npy_saver(array: np.ndarray) -> Callable:
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    return lambda handle: np.save(handle, array)
+
+
+def _image_saver(fmt: str, depth: str, values: np.ndarray) -> Callable:
+    """A saver for one image: ``values`` (K, H, W) in the depth's range, K = 1..4."""
+    if depth == "32f":
+        pixels = np.ascontiguousarray(values[0], dtype=np.float32)
+    else:
+        pixels = mapping.to_integers(values, 8 if depth == "8" else 16).transpose(1, 2, 0)
+        if fmt == "PNG" and depth == "16":
+            data = encode_png(pixels)
+            return lambda handle: handle.write(data)
+        pixels = np.ascontiguousarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+
+    def save(handle):
+        from PIL import Image
+
+        Image.fromarray(pixels).save(handle, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
+
+    return save
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """PNG file bytes for (H, W, C) uint8 or uint16 pixels: C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA.
+
+    Pillow cannot write 16-bit colour PNGs, so convcli writes every 16-bit PNG here: samples
+    big-endian, each row "Up"-filtered, zlib level 6.
+
+    >>> png = encode_png(np.array([[[0, 65535, 1]]], dtype=np.uint16))
+    >>> png[:8] == b"\\x89PNG\\r\\n\\x1a\\n", png[24:26]     # bit depth 16, colour type 2 (RGB)
+    (True, b'\\x10\\x02')
+    """
+    height, width, channels = pixels.shape
+    bits = pixels.dtype.itemsize * 8
+    samples = np.ascontiguousarray(pixels.astype(">u2" if bits == 16 else np.uint8))
+    rows = samples.view(np.uint8).reshape(height, -1)
+    above = np.vstack([np.zeros((1, rows.shape[1]), np.uint8), rows[:-1]])
+    # filter type 2 ("Up"): each byte minus the one above it, mod 256
+    filtered = np.hstack([np.full((height, 1), 2, np.uint8), rows - above])
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    header = struct.pack(">IIBBBBB", width, height, bits, colour_type, 0, 0, 0)
+    body = zlib.compress(filtered.tobytes(), 6)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 
 def atomic_write(path: str, save: Callable) -> None:
     """Call ``save(file)`` on a temporary file beside ``path``, then rename it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
+    atomic_write_all([(path, save)])
+
+
+def atomic_write_all(items: Sequence[tuple[str, Callable]]) -> None:
+    """Write every ``(path, save)`` to a temporary beside its path, then rename them all.
+
+    No target changes unless every file was written; only the renames themselves (one
+    ``os.replace`` each, atomic one by one) come after the point of no return.
+    """
+    temporaries = []
+    current = None
     try:
-        fd, temporary = tempfile.mkstemp(prefix=".convcli-", suffix=".part", dir=directory)
-    except OSError as exc:
-        raise OutputError(f"cannot write in {directory!r} ({exc.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            save(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
+        for current, save in items:
+            directory = os.path.dirname(os.path.abspath(current))
+            try:
+                fd, temporary = tempfile.mkstemp(prefix=".convcli-", suffix=".part", dir=directory)
+            except OSError as exc:
+                raise OutputError(f"cannot write in {directory!r} ({exc.strerror})") from None
+            temporaries.append(temporary)
+            with os.fdopen(fd, "wb") as handle:
+                save(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(temporary, 0o666 & ~_umask())
+        for (current, _), temporary in zip(items, temporaries):
+            os.replace(temporary, current)
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
+        for temporary in temporaries:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
         if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path!r} ({exc.strerror or exc})") from None
+            raise OutputError(f"cannot write {current!r} ({exc.strerror or exc})") from None
         raise
 
 

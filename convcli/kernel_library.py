@@ -1,28 +1,133 @@
-"""Finding kernels: built-in names (YAML files in ``kernels/``), ``NAME:param=value`` and files.
+"""Finding kernels: names in kernel folders, ``NAME:param=value``, files and inline strings.
 
 A kernel is data: weights as correlated, plus libvips-style ``scale`` and ``offset``
-(``result = correlate(x, w) / scale + offset``). No numba here: ``convcli kernels`` must start fast.
+(``result = correlate(x, w) / scale + offset``). ``resolve_kernel`` accepts
+
+- ``NAME`` or ``NAME:param=value,...``: ``NAME.yaml`` (``.yml``, ``.mat``, ``.npy``) in the
+  first folder of the search path that has it: ``--kernel-path`` folders, then
+  ``$CONVCLI_KERNEL_PATH``, then the built-in ``kernels/``;
+- a file: ``.yaml``/``.yml`` (the built-ins' schema), ``.npy`` (2-D, 3-D or 4-D), ``.mat``
+  (libvips matrix: a ``width height [scale [offset]]`` line, then the rows);
+- an ImageMagick kernel string ``"WxH[+X+Y]: v v v ..."`` (``"N:"`` means NxN).
+
+Every problem is a one-line ``KernelError`` naming the kernel or file. No numba and no rich
+here: ``convcli kernels`` must start fast.
 
 >>> resolve_kernel("box:size=2").weights.tolist()
 [[0.25, 0.25], [0.25, 0.25]]
->>> resolve_kernel("vertical_edge").weights[0].tolist()
-[1.0, 0.0, -1.0]
+>>> resolve_kernel("sobel:dir=y").weights[:, 1].tolist()
+[-2.0, 0.0, 2.0]
+>>> resolve_kernel("3x1: 1,0,-1").weights.tolist()
+[[1.0, 0.0, -1.0]]
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import math
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from convcli.errors import KernelError
+from convcli.kernel_generators import GENERATORS
+
+ENV_VAR = "CONVCLI_KERNEL_PATH"
+SUFFIXES = (".yaml", ".yml", ".mat", ".npy")  # the order a name is looked up in one folder
+# |sum| <= RELATIVE_EPS * sum(|w|) counts as zero-sum (weights are float32). ``scale: sum`` then
+# keeps scale 1 instead of dividing by ~0: ImageMagick -convolve's rule (skip normalising
+# when |sum| <= epsilon). The same tolerance decides rank 1 in ``kernel_facts``.
+RELATIVE_EPS = 1e-6
+# How weights written as nested lists of grids map to the engine's shapes; ``[c_out, kh, kw]``
+# (a bank of 2-D filters, one map each) becomes ``(c_out, 1, kh, kw)``.
+LAYOUTS = (("kh", "kw"), ("c_in", "kh", "kw"), ("c_out", "kh", "kw"), ("c_out", "c_in", "kh", "kw"))
+YAML_KEYS = ("name", "description", "source", "parameters", "generator", "weights", "layout",
+             "scale", "offset", "alias")
+ALIAS_KEYS = ("name", "description", "alias")
+PARAMETER_KEYS = ("type", "default", "min", "max", "exclusive_min", "odd", "choices")
+PARAMETER_TYPES = ("int", "float", "choice")
+
+_NAME = re.compile(r"[A-Za-z_][\w-]*\Z")
+_INLINE = re.compile(r"\s*(\d+)(?:x(\d+))?(?:\+(\d+)\+(\d+))?\s*:(.*)\Z", re.S)  # WxH+X+Y: values
+_SEPARATORS = re.compile(r'[\s,"]+')  # libvips .mat separators; grids accept the same
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A declared kernel parameter: ``int``, ``float`` or ``choice``, its default and range.
+
+    >>> size = Parameter("size", "int", 3, min=1, max=255, odd=True)
+    >>> size.parse("5", "box"), size.summary()
+    (5, 'size=3 odd [1, 255]')
+    >>> Parameter("sigma", "float", 1.0, exclusive_min=0).summary()
+    'sigma=1.0 (0, inf)'
+    """
+
+    name: str
+    type: str
+    default: Any = None
+    min: Optional[float] = None
+    max: Optional[float] = None
+    exclusive_min: Optional[float] = None
+    odd: bool = False
+    choices: tuple = ()
+
+    def parse(self, raw: Any, where: str) -> Any:
+        """The value of ``raw`` (text from ``NAME:key=value`` or a YAML default), checked."""
+        if raw is None:
+            return None  # a default of null: the generator's default rule (e.g. size from sigma)
+        text = str(raw).strip()
+        if self.type == "choice":
+            for choice in self.choices:
+                if str(choice) == text:
+                    return choice
+            raise KernelError(f"{where}: {self.name}={text} is not one of {self._choices()}")
+        try:
+            value = int(text) if self.type == "int" else float(text)
+        except ValueError:
+            kind = "a whole number" if self.type == "int" else "a number"
+            raise KernelError(f"{where}: {self.name}={text!r} is not {kind}") from None
+        if not math.isfinite(value):
+            raise KernelError(f"{where}: {self.name}={text} must be finite")
+        above, low, high = self.exclusive_min, self.min, self.max
+        rule = (
+            f"greater than {above:g}" if above is not None and value <= above
+            else f"at least {low:g}" if low is not None and value < low
+            else f"at most {high:g}" if high is not None and value > high
+            else "odd" if self.odd and value % 2 == 0
+            else None
+        )
+        if rule:
+            raise KernelError(f"{where}: {self.name}={text} must be {rule}")
+        return value
+
+    def summary(self) -> str:
+        """``name=default`` and the allowed values (an interval, or the choices)."""
+        default = "auto" if self.default is None else self.default
+        if self.type == "choice":
+            return f"{self.name}={default} ({self._choices()})"
+        low = f"({self.exclusive_min:g}" if self.exclusive_min is not None else \
+            f"[{self.min:g}" if self.min is not None else "(-inf"
+        high = f"{self.max:g}]" if self.max is not None else "inf)"
+        return f"{self.name}={default} {'odd ' if self.odd else ''}{low}, {high}"
+
+    def _choices(self) -> str:
+        return "|".join(str(c) for c in self.choices)
 
 
 @dataclass(frozen=True)
 class Kernel:
-    """Weights (2-D, 3-D or 4-D float32, as correlated) with their scale, offset and origin."""
+    """Weights (2-D, 3-D or 4-D float32, as correlated) with their libvips scale and offset.
+
+    ``source`` cites where the weights come from (a paper, OpenCV, ImageMagick...);
+    ``location`` says where convcli found them (built-in, a kernel folder, a file, inline);
+    ``parameters`` are the values used and ``declared`` what the kernel accepts.
+    """
 
     name: str
     weights: np.ndarray
@@ -30,6 +135,19 @@ class Kernel:
     offset: float = 0.0
     source: str = ""
     description: str = ""
+    location: str = ""
+    parameters: dict = field(default_factory=dict)
+    declared: tuple = ()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One name on the search path, for ``kernels list``: its kernel at defaults, or the error."""
+
+    name: str
+    location: str
+    kernel: Optional[Kernel] = None
+    error: str = ""
 
 
 def library_dir() -> Path:
@@ -38,111 +156,458 @@ def library_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "kernels"
 
 
-def _box(size: int) -> np.ndarray:
-    return np.full((size, size), 1.0 / (size * size))
+def search_path(kernel_path: Sequence[str] = ()) -> list[tuple[str, Path]]:
+    """Kernel folders in lookup order, each with how it was given.
+
+    ``kernel_path`` (``--kernel-path``, must exist), then ``$CONVCLI_KERNEL_PATH`` (split on
+    ``os.pathsep``; missing folders are skipped, as in ``PATH``), then the built-ins.
+    """
+    for folder in kernel_path:
+        if not Path(folder).is_dir():
+            raise KernelError(f"kernel folder {str(folder)!r} does not exist")
+    from_env = [Path(p) for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
+    return ([("--kernel-path", Path(p)) for p in kernel_path]
+            + [(ENV_VAR, p) for p in from_env if p.is_dir()] + [("built-in", library_dir())])
 
 
-_GENERATORS = {"box": _box}
+def is_zero_sum(weights: np.ndarray) -> bool:
+    """Whether the weights sum to zero, up to ``RELATIVE_EPS`` of their absolute sum."""
+    weights = np.asarray(weights, dtype=np.float64)
+    return bool(abs(weights.sum()) <= RELATIVE_EPS * np.abs(weights).sum())
+
+
+def kernel_facts(weights: np.ndarray) -> dict:
+    """Sum, zero-sum, and separability: every 2-D slice of rank 1 (by SVD).
+
+    For a separable 2-D kernel ``factors`` is ``(column, row)`` with ``outer(column, row) ==
+    weights``: whole numbers when some scaling gives them (Sobel), else a column summing to 1
+    (Gaussian); the factor with the larger sum is made positive.
+
+    >>> facts = kernel_facts(resolve_kernel("sobel").weights)
+    >>> facts["zero_sum"], facts["separable"], facts["factors"]
+    (True, True, ([1.0, 2.0, 1.0], [-1.0, 0.0, 1.0]))
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    slices = weights.reshape(-1, *weights.shape[-2:])
+    singular = [np.linalg.svd(s, compute_uv=False) for s in slices]
+    separable = all(len(s) < 2 or s[1] <= RELATIVE_EPS * s[0] for s in singular)
+    factors = _factors(weights) if separable and weights.ndim == 2 and weights.any() else None
+    return {"sum": float(weights.sum()), "zero_sum": is_zero_sum(weights),
+            "separable": separable, "factors": factors}
+
+
+def _factors(weights: np.ndarray) -> tuple[list, list]:
+    u, s, vt = np.linalg.svd(weights)
+    column, row = u[:, 0] * s[0], vt[0]
+    if max(column.sum(), row.sum(), key=abs) < 0:
+        column, row = -column, -row
+
+    def smallest(v):
+        return np.abs(v)[np.abs(v) > RELATIVE_EPS * np.abs(v).max()].min()
+
+    for unit in (smallest(column), 1 / smallest(row), column.sum() or np.abs(column).max()):
+        pair = column / unit, row * unit
+        if all(np.allclose(v, np.round(v), atol=1e-5) for v in pair):
+            break
+    return tuple((np.round(v, 6) + 0.0).tolist() for v in pair)
 
 
 def check_weights(weights: np.ndarray, where: str) -> np.ndarray:
     """Validate weights once at load time: 2-D to 4-D, not empty, finite real numbers."""
-    if weights.dtype.kind not in "biuf":
-        raise KernelError(f"{where}: weights must be real numbers, got dtype {weights.dtype}")
+    if not isinstance(weights, np.ndarray) or weights.dtype.kind not in "biuf":
+        kind = getattr(weights, "dtype", type(weights).__name__)
+        raise KernelError(f"{where}: weights must be real numbers, got {kind}")
     if weights.ndim not in (2, 3, 4):
         raise KernelError(f"{where}: a kernel must be 2-D, 3-D or 4-D, got shape {weights.shape}")
     if weights.size == 0:
         raise KernelError(f"{where}: the kernel is empty (shape {weights.shape})")
-    if not np.all(np.isfinite(weights)):
-        raise KernelError(f"{where}: weights must be finite (found NaN or inf)")
-    return np.ascontiguousarray(weights, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        single = np.ascontiguousarray(weights, dtype=np.float32)
+    bad = np.argwhere(~np.isfinite(single))
+    if len(bad):
+        index = tuple(int(i) for i in bad[0])
+        value = weights[index]
+        problem = "finite" if not np.isfinite(value) else "within float32's range (3.4e38)"
+        raise KernelError(f"{where}: weights must be {problem}, found {value} at {list(index)}")
+    return single
 
 
-def _parse_grid(text: str, where: str) -> np.ndarray:
-    rows = [line.replace(",", " ").split() for line in str(text).strip().splitlines() if line.strip()]
-    if not rows or len({len(r) for r in rows}) != 1:
-        raise KernelError(f"{where}: weight rows must all have the same number of values")
+def parse_grid(text: str, where: str) -> np.ndarray:
+    """Rows on lines, values separated by spaces, commas or tabs.
+
+    >>> parse_grid("1, 0, -1\\n2 0 -2", "example").tolist()
+    [[1.0, 0.0, -1.0], [2.0, 0.0, -2.0]]
+    """
+    rows = [_tokens(line) for line in text.splitlines() if line.strip()]
+    if not rows:
+        raise KernelError(f"{where}: the kernel is empty")
+    for number, row in enumerate(rows, 1):
+        if len(row) != len(rows[0]):
+            raise KernelError(f"{where}: rows must all have the same number of values "
+                              f"(row 1 has {len(rows[0])}, row {number} has {len(row)})")
+    return np.array([[_number(v, f"{where}: row {i}") for v in row]
+                     for i, row in enumerate(rows, 1)])
+
+
+def centre_origin(weights: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+    """Zero-pad a 2-D kernel so its ``origin`` (row, column) becomes the cell convcli centres on.
+
+    convcli's centre of a size-k axis is cell ``(k - 1) // 2``, where ``same`` padding puts
+    it (the odd pad after); ImageMagick's default origin is the same cell. Padding is minimal.
+
+    >>> centre_origin(np.array([[1.0, 2.0, 3.0]]), (0, 0)).tolist()
+    [[0.0, 1.0, 2.0, 3.0]]
+    """
+    pads = []
+    for size, at in zip(weights.shape, origin):
+        excess = (size - 1 - at) - at  # cells after the origin minus cells before it
+        pads.append((max(excess - 1, 0), max(-excess, 0)))
+    return np.pad(weights, pads)
+
+
+def inline_kernel(text: str) -> Kernel:
+    """An ImageMagick kernel string: ``"WxH[+X+Y]: values"`` row by row, ``"N:"`` for NxN.
+
+    ``-`` and ``nan`` mark cells outside the kernel (weight 0). A non-centre origin ``+X+Y``
+    (column X, row Y) is honoured with :func:`centre_origin`.
+
+    >>> float(inline_kernel("3: 0,-1,0 -1,5,-1 0,-1,0").weights.sum())
+    1.0
+    >>> inline_kernel("2x1+1+0: 1 2").weights.tolist()
+    [[1.0, 2.0, 0.0]]
+    """
+    match = _INLINE.match(text)
+    if match is None:
+        raise KernelError(f"{text!r} is not an inline kernel 'WxH[+X+Y]: values'")
+    width, height = int(match[1]), int(match[2] or match[1])
+    where = f"inline kernel {text.partition(':')[0].strip() + ':'!r}"
+    if width < 1 or height < 1:
+        raise KernelError(f"{where}: width and height must be at least 1")
+    cells = _tokens(match[5])
+    if len(cells) != width * height:
+        raise KernelError(f"{where}: {width}x{height} needs {width * height} values, "
+                          f"got {len(cells)}")
+    values = [0.0 if v == "-" or v.lower() == "nan" else _number(v, where) for v in cells]
+    weights = check_weights(np.array(values).reshape(height, width), where)
+    if match[3] is not None:
+        column, row = int(match[3]), int(match[4])
+        if column >= width or row >= height:
+            raise KernelError(f"{where}: origin +{column}+{row} is outside the "
+                              f"{width}x{height} kernel")
+        weights = centre_origin(weights, (row, column))
+    return Kernel(name=f"inline {width}x{height}", weights=weights, location="inline",
+                  source="ImageMagick kernel string")
+
+
+def resolve_kernel(spec: str, kernel_path: Sequence[str] = ()) -> Kernel:
+    """A kernel from a name (with parameters), a file or an inline string (see the module).
+
+    ``kernel_path`` lists user kernel folders searched before ``$CONVCLI_KERNEL_PATH`` and
+    the built-ins; the first folder holding the name wins.
+    """
+    text = str(spec).strip()
+    if not text:
+        raise KernelError("the kernel is empty: give a name, a file or an inline kernel")
+    if text.lower().endswith(SUFFIXES):
+        if not os.path.isfile(text):
+            raise KernelError(f"kernel file {text!r} does not exist")
+        return _from_file(Path(text), {}, text, f"file {text}")
+    if _INLINE.match(text):
+        return inline_kernel(text)
+    name, _, param_text = text.partition(":")
+    name = name.strip()
+    if not _NAME.match(name):
+        looks_like_a_file = any(c in name for c in "./\\")
+        hint = f" (kernel files end in {', '.join(SUFFIXES)})" if looks_like_a_file else ""
+        raise KernelError(f"{text!r} is not a kernel name, a kernel file or an inline kernel{hint}")
+    folders = search_path(kernel_path)
+    found = _locate(name, folders)
+    if found is None:
+        names = sorted(_names(folders))
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(names)})"
+        raise KernelError(f"unknown kernel {name!r}{hint}")
+    path, location, label = found
+    where = f"kernel {name!r}" + ("" if label == "built-in" else f" ({path})")
+    return _from_file(path, _parse_params(param_text, where), where, location, name)
+
+
+def catalogue(kernel_path: Sequence[str] = ()) -> list[Entry]:
+    """Every name on the search path (the first folder wins), built with default parameters."""
+    folders = search_path(kernel_path)
+    entries = []
+    for name in sorted(_names(folders)):
+        _, location, _ = _locate(name, folders)
+        try:
+            entries.append(Entry(name, location, resolve_kernel(name, kernel_path)))
+        except KernelError as exc:
+            entries.append(Entry(name, location, error=str(exc)))
+    return entries
+
+
+def _tokens(text: str) -> list[str]:
+    return [v for v in _SEPARATORS.split(text) if v]
+
+
+def _number(text: str, where: str) -> float:
     try:
-        return np.array([[float(v) for v in row] for row in rows])
-    except ValueError as exc:
-        raise KernelError(f"{where}: {exc}") from None
+        return float(text)
+    except ValueError:
+        raise KernelError(f"{where}: {text!r} is not a number") from None
 
 
-def _parse_params(text: str, name: str) -> dict:
+def _names(folders: list[tuple[str, Path]]) -> set[str]:
+    return {p.stem for _, folder in folders for p in folder.iterdir()
+            if p.suffix.lower() in SUFFIXES and p.is_file() and _NAME.match(p.stem)}
+
+
+def _find_in(folder: Path, name: str) -> Optional[Path]:
+    for suffix in SUFFIXES:
+        if (folder / (name + suffix)).is_file():
+            return folder / (name + suffix)
+    return None
+
+
+def _locate(name: str, folders: list[tuple[str, Path]]) -> Optional[tuple[Path, str, str]]:
+    """The first file for ``name``: its path, where it is (and what it overrides), its label."""
+    hits = [(label, path) for label, folder in folders if (path := _find_in(folder, name))]
+    if not hits:
+        return None
+    (label, path), *shadowed = hits
+    location = f"{label} {path}"
+    if shadowed:
+        location += f", overriding {shadowed[0][0]} {shadowed[0][1]}"
+    return path, location, label
+
+
+def _parse_params(text: str, where: str) -> dict:
     params = {}
-    for item in filter(None, text.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise KernelError(f"kernel {name!r}: parameter {item!r} is not key=value")
-        params[key.strip()] = value.strip()
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key:
+            raise KernelError(f"{where}: parameter {item!r} is not key=value")
+        if key in params:
+            raise KernelError(f"{where}: parameter {key!r} is given twice")
+        params[key] = value
     return params
 
 
-def _load_yaml(path: Path, params: dict) -> Kernel:
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _from_file(path: Path, params: dict, where: str, location: str,
+               name: Optional[str] = None) -> Kernel:
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        return _yaml_kernel(path, params, where, location, name)
+    if params:
+        raise KernelError(f"{where}: a {suffix} kernel takes no parameters")
+    scale, offset = 1.0, 0.0
+    if suffix == ".npy":
+        try:
+            weights = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise KernelError(f"{where}: not a readable .npy file ({_one_line(exc)})") from None
+    else:
+        weights, scale, offset = _read_mat(path, where)
+    return Kernel(name=name or path.stem, weights=check_weights(weights, where), scale=scale,
+                  offset=offset, location=location, source=str(path))
+
+
+def _read_text(path: Path, where: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KernelError(f"{where}: cannot read the file ({_one_line(exc)})") from None
+
+
+def _read_mat(path: Path, where: str) -> tuple[np.ndarray, float, float]:
+    """libvips matrix text: ``width height [scale [offset]]``, then ``height`` rows of ``width``."""
+    lines = [line for line in _read_text(path, where).splitlines() if line.strip()]
+    header = _tokens(lines[0]) if lines else []
+    try:
+        numbers = [float(v) for v in header]
+    except ValueError:
+        numbers = []
+    if not 2 <= len(numbers) <= 4 or not all(v.is_integer() and v >= 1 for v in numbers[:2]):
+        first = lines[0].strip() if lines else ""
+        raise KernelError(f"{where}: the first line must be 'width height [scale [offset]]', "
+                          f"got {first!r}")
+    width, height = int(numbers[0]), int(numbers[1])
+    scale, offset = (numbers[2:] + [1.0, 0.0][len(numbers) - 2:])[:2]
+    if not (math.isfinite(scale) and math.isfinite(offset)) or scale == 0:
+        raise KernelError(f"{where}: scale must be a finite non-zero number and offset finite, "
+                          f"got {scale:g} and {offset:g}")
+    if len(lines) - 1 != height:
+        raise KernelError(f"{where}: the header says {height} rows, the file has {len(lines) - 1}")
+    weights = parse_grid("\n".join(lines[1:]), where)
+    if weights.shape[1] != width:
+        raise KernelError(f"{where}: the header says {width} columns, "
+                          f"the rows have {weights.shape[1]}")
+    return weights, scale, offset
+
+
+def _read_yaml(path: Path, where: str) -> Any:
     import yaml
 
-    where = str(path)
+    text = _read_text(path, where)
+    if text.lstrip().startswith("%YAML:1.0"):
+        raise KernelError(f"{where}: OpenCV FileStorage files are not supported; "
+                          "save the matrix as .npy")
     try:
-        spec = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise KernelError(f"{where}: not a readable YAML kernel ({exc})") from None
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or _one_line(exc)
+        if isinstance(exc, yaml.constructor.ConstructorError):
+            raise KernelError(f"{where}: {at}unsafe or unknown YAML tag ({problem}); kernel files "
+                              "are read with a safe loader: mappings, lists, strings and numbers "
+                              "only") from None
+        raise KernelError(f"{where}: not valid YAML ({at}{problem})") from None
+
+
+def _yaml_kernel(path: Path, given: dict, where: str, location: str, name: Optional[str],
+                 alias_ok: bool = True) -> Kernel:
+    spec = _read_yaml(path, where)
     if not isinstance(spec, dict):
-        raise KernelError(f"{where}: a kernel file must be a mapping with name and weights")
+        raise KernelError(f"{where}: a kernel file must be a mapping with weights or a generator")
+    allowed = ALIAS_KEYS if "alias" in spec else YAML_KEYS
+    unknown = sorted(str(k) for k in set(spec) - set(allowed))
+    if unknown:
+        raise KernelError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(allowed)})")
+    if name is not None and spec.get("name", name) != name:
+        raise KernelError(f"{where}: its name {spec['name']!r} differs from its file name {name!r}")
+    name = str(spec.get("name", name or path.stem))
+    description = " ".join(str(spec.get("description", "")).split())
+    if "alias" in spec:
+        return _alias(path, spec, given, where, location, name, description, alias_ok)
+    parameters = _declare(spec.get("parameters"), where)
+    unknown = sorted(set(given) - set(parameters))
+    if unknown:
+        known = f"known: {', '.join(parameters)}" if parameters else "it takes none"
+        raise KernelError(f"{where}: unknown parameter {unknown[0]!r} ({known})")
+    values = {key: p.parse(given.get(key, p.default), where) for key, p in parameters.items()}
+    if ("generator" in spec) == ("weights" in spec):
+        raise KernelError(f"{where}: give either weights or a generator")
     if "generator" in spec:
-        declared = spec.get("parameters") or {}
-        unknown = set(params) - set(declared)
-        if unknown:
-            raise KernelError(f"{where}: unknown parameter {sorted(unknown)[0]!r} (known: {', '.join(declared)})")
-        values = {}
-        for key, rule in declared.items():
-            raw = params.get(key, rule.get("default"))
-            try:
-                value = int(raw)
-            except (TypeError, ValueError):
-                raise KernelError(f"{where}: parameter {key}={raw!r} is not a whole number") from None
-            if not rule.get("min", value) <= value <= rule.get("max", value):
-                raise KernelError(f"{where}: parameter {key}={value} is outside {rule.get('min')}..{rule.get('max')}")
-            values[key] = value
-        weights = _GENERATORS[spec["generator"]](**values)
-    elif params:
-        raise KernelError(f"{where}: kernel {spec.get('name')!r} takes no parameters")
+        weights = _generate(spec["generator"], values, where)
     else:
-        weights = _parse_grid(spec.get("weights", ""), where)
+        chosen = _choose(spec["weights"], parameters, values, where)
+        weights = _layout(_grids(chosen, where, "weights"), spec.get("layout"), where)
+    weights = check_weights(weights, where)
     return Kernel(
-        name=str(spec.get("name", path.stem)),
-        weights=check_weights(np.asarray(weights), where),
-        scale=float(spec.get("scale", 1.0)),
-        offset=float(spec.get("offset", 0.0)),
-        source=where,
-        description=str(spec.get("description", "")).strip(),
+        name=name, weights=weights, scale=_scale(spec.get("scale", 1), weights, where),
+        offset=_finite(spec.get("offset", 0), "offset", where),
+        source=" ".join(str(spec.get("source", "")).split()), description=description,
+        location=location, parameters=values, declared=tuple(parameters.values()),
     )
 
 
-def builtin_names() -> list[str]:
-    return sorted(p.stem for p in library_dir().glob("*.yaml"))
+def _alias(path, spec, given, where, location, name, description, alias_ok) -> Kernel:
+    """``alias: "sobel:dir=x"``: another kernel of the same folder, with some parameters set."""
+    target, _, param_text = (part.strip() for part in str(spec["alias"]).partition(":"))
+    target_path = _find_in(path.parent, target) if alias_ok and _NAME.match(target) else None
+    if target_path is None or target_path.suffix.lower() not in (".yaml", ".yml"):
+        raise KernelError(f"{where}: alias {spec['alias']!r} must name a YAML kernel "
+                          f"(not an alias) in {path.parent}")
+    fixed = _parse_params(param_text, where)
+    for key in set(fixed) & set(given):
+        raise KernelError(f"{where}: parameter {key!r} is fixed by the alias {spec['alias']!r}")
+    found = _yaml_kernel(target_path, {**fixed, **given}, where, location, target, alias_ok=False)
+    return replace(found, name=name, description=description or found.description,
+                   declared=tuple(p for p in found.declared if p.name not in fixed))
 
 
-def resolve_kernel(spec: str) -> Kernel:
-    """A kernel from ``NAME``, ``NAME:param=value,...``, a ``.npy`` file or a ``.yaml`` file."""
-    text = str(spec).strip()
-    if text.lower().endswith(".npy"):
-        if not os.path.isfile(text):
-            raise KernelError(f"kernel file {text!r} does not exist")
-        try:
-            weights = np.load(text, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise KernelError(f"kernel file {text!r} is not a readable .npy file ({exc})") from None
-        return Kernel(name=Path(text).stem, weights=check_weights(weights, text), source=text)
-    if text.lower().endswith((".yaml", ".yml")):
-        if not os.path.isfile(text):
-            raise KernelError(f"kernel file {text!r} does not exist")
-        return _load_yaml(Path(text), {})
-    name, _, param_text = text.partition(":")
-    path = library_dir() / f"{name}.yaml"
-    if not path.is_file():
-        import difflib
+def _declare(raw: Any, where: str) -> dict[str, Parameter]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise KernelError(f"{where}: parameters must be a mapping of name to rules")
+    declared = {}
+    for key, rule in raw.items():
+        if (not isinstance(rule, dict) or set(rule) - set(PARAMETER_KEYS)
+                or rule.get("type") not in PARAMETER_TYPES):
+            raise KernelError(f"{where}: parameter {key!r} needs a type "
+                              f"({', '.join(PARAMETER_TYPES)}) and only the rules "
+                              f"{', '.join(PARAMETER_KEYS)}")
+        if (rule["type"] == "choice") != bool(rule.get("choices")):
+            raise KernelError(f"{where}: parameter {key!r}: choices go with type choice, "
+                              "and only with it")
+        bounds = [rule.get(k) for k in ("min", "max", "exclusive_min")]
+        if any(isinstance(b, bool) or not isinstance(b, (int, float, type(None))) for b in bounds):
+            raise KernelError(f"{where}: parameter {key!r}: min, max and exclusive_min "
+                              "must be numbers")
+        parameter = Parameter(name=str(key), **{**rule, "choices": tuple(rule.get("choices", ()))})
+        parameter.parse(parameter.default, f"{where}: the declared default")
+        declared[str(key)] = parameter
+    return declared
 
-        close = difflib.get_close_matches(name, builtin_names(), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(builtin_names())})"
-        raise KernelError(f"unknown kernel {name!r}{hint}")
-    return _load_yaml(path, _parse_params(param_text, name))
+
+def _generate(generator: Any, values: dict, where: str) -> np.ndarray:
+    function = GENERATORS.get(str(generator))
+    if function is None:
+        raise KernelError(f"{where}: unknown generator {generator!r} "
+                          f"(known: {', '.join(GENERATORS)})")
+    takes = list(inspect.signature(function).parameters)
+    if sorted(takes) != sorted(values):
+        raise KernelError(f"{where}: generator {generator!r} needs exactly the parameters "
+                          f"{', '.join(takes)}")
+    return function(**values)
+
+
+def _choose(raw: Any, parameters: dict[str, Parameter], values: dict, where: str) -> Any:
+    """Weights given per value of the kernel's one choice parameter (``dir: x`` / ``dir: y``)."""
+    if not isinstance(raw, dict):
+        return raw
+    choice = next(iter(parameters.values())) if len(parameters) == 1 else None
+    keys = {str(k) for k in raw}
+    if choice is None or choice.type != "choice" or keys != {str(c) for c in choice.choices}:
+        raise KernelError(f"{where}: weights given per value need exactly one choice parameter "
+                          f"with those values as choices (the weights have "
+                          f"{', '.join(sorted(keys))})")
+    return {str(k): v for k, v in raw.items()}[str(values[choice.name])]
+
+
+def _grids(raw: Any, where: str, at: str) -> np.ndarray:
+    """A grid (text), or a list of grids, or a list of lists of grids, as one array."""
+    if isinstance(raw, list):
+        if not raw:
+            raise KernelError(f"{where}: {at} is an empty list")
+        parts = [_grids(item, where, f"{at}[{i}]") for i, item in enumerate(raw)]
+        shapes = sorted({"x".join(map(str, p.shape)) for p in parts})
+        if len(shapes) > 1:
+            raise KernelError(f"{where}: the grids of {at} differ in shape ({' vs '.join(shapes)})")
+        return np.stack(parts)
+    if raw is None or isinstance(raw, (bool, dict)) or not isinstance(raw, (str, int, float)):
+        raise KernelError(f"{where}: {at} must be a grid of numbers written as text "
+                          "(a YAML '|' block) or a list of grids")
+    return parse_grid(str(raw), f"{where}: {at}")
+
+
+def _layout(weights: np.ndarray, layout: Any, where: str) -> np.ndarray:
+    if layout is None and weights.ndim == 2:
+        return weights
+    declared = tuple(str(v) for v in layout) if isinstance(layout, list) else None
+    if declared not in LAYOUTS or len(declared) != weights.ndim:
+        known = "; ".join(f"[{', '.join(v)}]" for v in LAYOUTS if len(v) == weights.ndim)
+        raise KernelError(f"{where}: weights nested {weights.ndim - 2} list(s) deep "
+                          f"need a layout: {known}")
+    return weights[:, None] if declared == ("c_out", "kh", "kw") else weights
+
+
+def _finite(raw: Any, what: str, where: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+        raise KernelError(f"{where}: {what} must be a finite number, got {raw!r}")
+    return float(raw)
+
+
+def _scale(raw: Any, weights: np.ndarray, where: str) -> float:
+    """A number, or ``sum``: divide by the weights' sum, unless the kernel is zero-sum (then 1)."""
+    if raw == "sum":
+        return 1.0 if is_zero_sum(weights) else float(weights.sum(dtype=np.float64))
+    scale = _finite(raw, "scale (a number or 'sum')", where)
+    if scale == 0:
+        raise KernelError(f"{where}: scale must not be 0 (the result is divided by it)")
+    return scale

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import click
 
 from convcli.errors import ParameterError
@@ -19,3 +21,68 @@ def parsed(parse, *args):
             raise click.BadParameter(str(exc)) from None
 
     return callback
+
+
+# The same names as convcli.mapping.MAP_MODES / COLORMAPS and convcli.images.DEPTHS, repeated
+# here so that --help does not import numpy (a test keeps them equal).
+MAP_MODES = ("auto", "clip", "abs", "minmax", "offset", "none")
+COLORMAPS = ("gray", "viridis", "magma", "coolwarm")
+DEPTHS = ("8", "16", "32f")
+
+_OUTPUT_OPTIONS = (
+    click.option("--map", "map_mode", type=click.Choice(MAP_MODES), default="auto", show_default=True,
+                 help="Values to pixels. auto: offset for zero-sum kernels (sobel, laplacian), else "
+                      "clip; clip: to 0..white; abs: |y|; minmax: stretch each map to 0..white; "
+                      "offset: y*scale+offset; none: raw values (.npy, 32-bit float .tif)."),
+    click.option("--scale", type=float,
+                 help="--map offset: multiply first (implies --map offset).  [default: 1]"),
+    click.option("--offset", type=float,
+                 help="--map offset: add, in output units (implies --map offset).  "
+                      "[default: mid-grey: 128, 32768 or 0.5]"),
+    click.option("--joint", is_flag=True,
+                 help="--map minmax: one range for all maps instead of one per map."),
+    click.option("--depth", type=click.Choice(DEPTHS),
+                 help="Bits per sample: 8, 16 (PNG, TIFF) or 32f (float TIFF).  [default: the input's, "
+                      "as far as the format stores it]"),
+    click.option("--colormap", type=click.Choice(COLORMAPS),
+                 help="Colour each single map; coolwarm is diverging (0 in the middle)."),
+    click.option("--split", is_flag=True, help="One file per map: OUT_00.png, OUT_01.png, ..."),
+    click.option("--montage", is_flag=True, help="All maps in one grid image with labelled tiles."),
+    click.option("--montage-grid", metavar="RxC", help="Montage rows x columns (implies --montage).  "
+                                                        "[default: near-square]"),
+    click.option("--rgba", is_flag=True, help="Write exactly 4 maps as one RGBA image."),
+    click.option("--channels-first", is_flag=True,
+                 help=".npy output shaped (C, H, W) instead of (H, W, C)."),
+)
+_OUTPUT_NAMES = ("map_mode", "scale", "offset", "joint", "depth", "colormap", "split", "montage",
+                 "montage_grid", "rgba", "channels_first")
+
+
+def output_options(command):
+    """Add the output options to a command, which receives them as ``out`` (an OutputSettings).
+
+    Use it under ``@click.command()``; pass ``out`` to ``images.check_output_path`` before the
+    work and to ``images.write_output`` after it. Conflicting options are a usage error.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        values = {name: kwargs.pop(name) for name in _OUTPUT_NAMES}
+        kwargs["out"] = output_settings(**values)
+        return command(*args, **kwargs)
+
+    for option in reversed(_OUTPUT_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def output_settings(map_mode="auto", montage_grid=None, **values):
+    """Turn the parsed output options into ``images.OutputSettings`` (a ClickException if they clash)."""
+    from convcli.images import OutputSettings
+    from convcli.montage import parse_grid
+
+    try:
+        grid = None if montage_grid is None else parse_grid(montage_grid)
+        return OutputSettings(map=map_mode, grid=grid, **values)
+    except ParameterError as exc:
+        raise click.UsageError(str(exc), click.get_current_context(silent=True)) from None

@@ -1,0 +1,263 @@
+"""``convcli explain``: shape traces of layer stacks, and small convolutions worked by hand.
+
+Rendering only: ``convcli.explain`` computes the trace and the worked example. The trace is
+JSON with ``--json``, a rich table on a terminal or with ``--table``, and tab-separated text
+otherwise (for ``cut`` and ``awk``); warnings go to stderr. rich is imported only to draw a
+table, and numba never: a trace starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import replace
+from typing import Sequence
+
+import click
+
+from convcli.commands.options import parsed
+from convcli.errors import KernelError, OutputError, ParameterError, ShapeError
+from convcli.params import parse_padding, parse_pair
+
+STEP_HELP = (
+    "STEP: KIND then tokens, e.g. 'conv 64 k7 s2 p3 nobias'. Kinds: conv, depthwise, pointwise, "
+    "separable, transposed, maxpool, avgpool, globalavgpool, globalmaxpool, unpool, relu (and other "
+    "activations), batchnorm, normalise. Tokens: N (filters), kN or kHxW, sN, pN | p1,2 | p0,1,0,1 | "
+    "valid | same | full, dN, gN, mN (depth multiplier), opN (output padding), bias | nobias, ceil. "
+    "Defaults: conv-like steps pad 'same' (as conv) and have a bias; pools are 2x2, 'valid', stride = window."
+)
+
+
+def _cells(ctx, param, values):
+    try:
+        return [parse_pair(value, "cell", minimum=0) for value in values]
+    except ParameterError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command(epilog=STEP_HELP)
+@click.argument("steps", nargs=-1, metavar="[STEP]...")
+@click.option("-i", "--input", "input_spec", metavar="HxWxC|FILE",
+              help="Trace input: HxWxC (HxW for one channel), or an image or .npy file (its header only).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the trace as JSON (schema: docs/explain-schema.json).")
+@click.option("--table", is_flag=True, help="Print the table even when stdout is not a terminal.")
+@click.option("--by-hand", is_flag=True, help="Work a small convolution or pooling out cell by cell.")
+@click.option("--matrix",
+              help="By hand: the input, e.g. '1,2,0;4,1,1;0,2,3' (rows split by ;), or a .npy file.")
+@click.option("-k", "--kernel",
+              help="By hand: a 2-D kernel, in any form conv takes (vertical_edge, k.npy, '3x3: ...').")
+@click.option("--pool", type=click.Choice(["max", "avg"]), help="By hand: pool instead of convolving.")
+@click.option("--size", callback=parsed(parse_pair, "size"),
+              help="By hand, --pool: window N or H,W [default: 2].")
+@click.option("--stride", callback=parsed(parse_pair, "stride"),
+              help="By hand: N or H,W [default: 1; pools: the window].")
+@click.option("--padding", default="valid", show_default=True, callback=parsed(parse_padding),
+              help="By hand: valid, same (TF/Keras), full, N, H,W or top,bottom,left,right.")
+@click.option("--dilation", default="1", show_default=True, callback=parsed(parse_pair, "dilation"),
+              help="By hand: N or H,W.")
+@click.option("--ceil-mode", is_flag=True, help="By hand, --pool: PyTorch's ceil mode.")
+@click.option("--exclude-pad", is_flag=True,
+              help="By hand, --pool avg: padding cells do not count in the mean.")
+@click.option("--cell", "cells", multiple=True, callback=_cells, metavar="ROW,COL",
+              help="By hand: an output cell to work out (repeatable; default: the first and its neighbour).")
+@click.option("--gif", help="By hand: also write an animation of the window sliding (FILE.gif).")
+def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, size, stride, padding, dilation,
+            ceil_mode, exclude_pad, cells, gif):
+    """Trace shapes, parameters, multiply-adds and receptive fields through STEPs; or work a
+    small convolution by hand.
+
+    \b
+    convcli explain --input 224x224x3 "conv 64 k7 s2 p3 nobias" "maxpool k3 s2 p1"
+    convcli explain --by-hand --matrix "1,2,0,1,3;4,1,1,0,2;0,2,3,1,1;1,0,2,2,0;3,1,0,1,2" -k vertical_edge
+    """
+    if by_hand:
+        if steps or input_spec or as_json or table:
+            raise click.UsageError(
+                "--by-hand takes --matrix and -k or --pool, not STEPs, --input, --json or --table")
+        _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, exclude_pad, cells, gif)
+        return
+    hand_only = {"--matrix": matrix, "-k": kernel, "--pool": pool, "--size": size, "--stride": stride,
+                 "--ceil-mode": ceil_mode, "--exclude-pad": exclude_pad, "--cell": cells, "--gif": gif}
+    given = [name for name, value in hand_only.items() if value]
+    if given:
+        raise click.UsageError(f"{given[0]} applies to --by-hand")
+    if as_json and table:
+        raise click.UsageError("--json and --table exclude each other")
+    if not input_spec or not steps:
+        raise click.UsageError("a trace needs --input and at least one STEP (or use --by-hand)")
+    from convcli import explain as library
+
+    try:
+        parsed_steps = library.parse_steps(steps)
+    except ParameterError as exc:
+        raise click.BadParameter(str(exc), param_hint="STEP") from None
+    try:
+        shape = library.input_shape(input_spec)
+    except ParameterError as exc:
+        raise click.BadParameter(str(exc), param_hint="--input") from None
+    result = library.trace(shape, parsed_steps, source=input_spec)
+    show_trace(result, as_json=as_json, table=table)
+    if result.error:
+        raise ShapeError(result.error)
+
+
+def explain_conv(chw: Sequence[int], weight_shape: Sequence[int], groups: int, *, stride, padding, dilation,
+                 bias, label: str, transposed: bool = False, output_padding=(0, 0)) -> None:
+    """``convcli conv --explain``: the trace of one kernel's convolution, on stderr, before it runs.
+
+    ``weight_shape`` and ``groups`` as the engine lays the kernel out (``as_conv_weight`` or
+    ``as_transposed_weight``), so a 2-D kernel is one filter per channel.
+    """
+    from convcli import explain as library
+
+    step = library.conv_step(weight_shape, groups, transposed=transposed, stride=stride, padding=padding,
+                             dilation=dilation, output_padding=output_padding, bias=bias is not None, text="")
+    step = replace(step, text=f"-k {label}: {library.step_text(step)}")
+    result = library.trace((chw[1], chw[2], chw[0]), [step])
+    show_trace(result, err=True)
+    if result.error:
+        raise ShapeError(result.error)
+
+
+def show_trace(result, *, as_json: bool = False, table: bool = False, err: bool = False) -> None:
+    """JSON, a rich table (terminal, or ``table``), or tab-separated text; warnings on stderr."""
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2), err=err)
+        return
+    if table or (sys.stderr if err else sys.stdout).isatty():
+        _rich_table(result, err)
+    else:
+        click.echo(_tsv(result), err=err)
+    for row in result.rows:
+        for note in row.warnings:
+            click.secho(f"warning: step {row.label} {row.text!r}: {note}", fg="yellow", err=True)
+
+
+def _columns(result, row, grouped: bool = True) -> list[str]:
+    """output, arithmetic, params, MACs, RF, jump, start of one row (``row`` None: the input).
+
+    ``grouped`` writes counts with thousands separators (tables), else bare (tab-separated text).
+    """
+    from convcli.explain import hw_text, number_text, shape_text
+
+    if row is None:
+        return [shape_text(result.input), "", "", "", "1", "1", "0"]
+    rf = row.receptive_field or ()
+    starts = [number_text(axis.start) for axis in rf]
+    return [
+        shape_text(row.output),
+        f"error: {row.error}" if row.error else "; ".join(row.arithmetic),
+        _count(row.params, grouped), _count(row.macs, grouped),
+        hw_text([axis.size for axis in rf]) if rf else "",
+        hw_text([axis.jump for axis in rf]) if rf else "",
+        (starts[0] if len(set(starts)) == 1 else ", ".join(starts)) if rf else "",
+    ]
+
+
+HEADERS = ["#", "step", "output", "size arithmetic", "params", "MACs", "RF", "jump", "start"]
+CAPTION = ("output H x W x C. MACs: multiply-adds of convolutions, bias excluded (transposed: "
+           "C_in*H_in*W_in*C_out/g*kh*kw). RF: input pixels one output sees; jump: input pixels between "
+           "neighbouring outputs; start: centre of output (0, 0) in input pixels (Distill 2019).")
+
+
+def _count(value: int, grouped: bool) -> str:
+    return f"{value:,}" if grouped else str(value)
+
+
+def _total(result, grouped: bool = True) -> list[str]:
+    from convcli.explain import shape_text
+
+    last = next((row for row in reversed(result.rows) if row.receptive_field), None)
+    field = _columns(result, last)[4:] if last else _columns(result, None)[4:]
+    counts = [_count(result.params, grouped), _count(result.macs, grouped)]
+    return ["", "total", shape_text(result.output), ""] + counts + field
+
+
+def _tsv(result) -> str:
+    lines = [HEADERS, ["0", "input"] + _columns(result, None)]
+    lines += [[row.label, row.text] + _columns(result, row, grouped=False) for row in result.rows]
+    lines.append(_total(result, grouped=False))
+    return "\n".join("\t".join(line) for line in lines)
+
+
+def _rich_table(result, err: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=err, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=err, highlight=False, width=200)
+    shape = "x".join(map(str, result.input))
+    title = f"input {shape}" + (f" ({result.source})" if result.source not in ("", shape) else "")
+    table = Table(title=title, caption=CAPTION, caption_justify="left")
+    widest = max((len(line) for row in result.rows for line in row.arithmetic), default=0)
+    for name in HEADERS:
+        table.add_column(name, justify="right" if name in ("params", "MACs", "RF", "jump", "start") else "left",
+                         no_wrap=name not in ("step", "size arithmetic"),
+                         min_width=min(widest, 60) if name == "size arithmetic" else None)
+    table.add_row("0", "input", *_columns(result, None))
+    for row in result.rows:
+        style = "red" if row.error else "yellow" if row.warnings else None
+        table.add_row(row.label + (" !" if row.warnings else ""), row.text, *_columns(result, row), style=style)
+    table.add_section()
+    table.add_row(*_total(result), style="bold")
+    console.print(table)
+
+
+def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, exclude_pad, cells, gif) -> None:
+    from convcli import explain as library
+
+    if not matrix or bool(kernel) == bool(pool):
+        raise click.UsageError("--by-hand needs --matrix and one of -k or --pool")
+    if kernel and (size or ceil_mode or exclude_pad):
+        raise click.UsageError("--size, --ceil-mode and --exclude-pad apply to --pool")
+    if gif:
+        _check_gif(gif, [matrix, kernel or ""])
+    try:
+        values = library.load_matrix(matrix)
+    except ParameterError as exc:
+        raise click.BadParameter(str(exc), param_hint="--matrix") from None
+    if pool:
+        worked = library.by_hand_pool(values, pool, size or (2, 2), stride=stride, padding=padding,
+                                      dilation=dilation, ceil_mode=ceil_mode, count_include_pad=not exclude_pad)
+    else:
+        from convcli.kernel_library import resolve_kernel
+
+        found = resolve_kernel(kernel)
+        if found.weights.ndim != 2:
+            raise KernelError(f"by hand takes a 2-D kernel; {kernel!r} has shape "
+                              f"{'x'.join(map(str, found.weights.shape))}")
+        worked = library.by_hand_conv(values, found.weights.tolist(), stride=stride or (1, 1),
+                                      padding=padding, dilation=dilation, scale=found.scale,
+                                      offset=found.offset, name=found.name)
+    try:
+        text = library.render_by_hand(worked, cells or library.default_cells(worked))
+    except ParameterError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cell") from None
+    if gif:
+        _write_gif(gif, library.animation_frames(worked))
+    click.echo(text)
+
+
+def _check_gif(path: str, inputs: Sequence[str]) -> None:
+    if not path.lower().endswith(".gif"):
+        raise OutputError(f"--gif {path!r} must end in .gif")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise OutputError(f"output directory {directory!r} does not exist")
+    if any(os.path.exists(source) and os.path.realpath(source) == os.path.realpath(path) for source in inputs):
+        raise OutputError(f"output {path!r} is an input; convcli never overwrites an input")
+
+
+def _write_gif(path: str, frames: list, pause_ms: int = 700, final_ms: int = 2500) -> None:
+    from convcli.images import atomic_write
+
+    durations = [pause_ms] * (len(frames) - 1) + [final_ms]
+    try:
+        atomic_write(path, lambda f: frames[0].save(f, format="GIF", save_all=True, append_images=frames[1:],
+                                                    duration=durations, loop=0))
+    finally:
+        for frame in frames:
+            frame.close()

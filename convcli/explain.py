@@ -1,0 +1,1232 @@
+"""``convcli explain``: shape traces of CNN layer stacks, and small convolutions worked by hand.
+
+Pure functions returning data; the command (``convcli/commands/explain.py``) renders it.
+Every size comes from ``convcli.geometry``; nothing here imports numba.
+
+1. **The step language.** ``parse_step("conv 64 k7 s2 p3 nobias", 1)`` reads one layer;
+   ``step_from_dict({"op": "conv", "filters": 64, "kernel": 7, ...}, 1)`` reads the same layer
+   from a pipeline's mapping (both go through one validator). Grammar::
+
+       step   := KIND token*
+       token  := N (filters) | kN | kHxW (kernel / window) | sN (stride) | dN (dilation)
+               | pN | pH,W | pT,B,L,R | valid | same | full (padding) | gN (groups)
+               | mN (depth multiplier) | opN (output padding) | bias | nobias | ceil
+               | field=value (filters, kernel, stride, padding, dilation, groups,
+                              multiplier, output_padding, bias, ceil_mode, function)
+
+2. **Traces.** ``trace(shape, steps)`` gives one ``Row`` per layer: output ``(H, W, C)``, the
+   size formula filled in, parameters, multiply-adds and the receptive field so far.
+3. **By hand.** ``by_hand_conv`` / ``by_hand_pool`` work a small matrix cell by cell;
+   ``render_by_hand`` prints it; ``animation_frames`` draws it for a GIF.
+
+>>> t = trace((224, 224, 3), parse_steps(["conv 64 k7 s2 p3 nobias", "maxpool k3 s2 p1"]))
+>>> [(row.output, row.params, row.macs) for row in t.rows]      # the ResNet-50 stem
+[((112, 112, 64), 9408, 118013952), ((56, 56, 64), 0, 0)]
+>>> t.rows[0].arithmetic
+('floor((224 + 3 + 3 - 7) / 2) + 1 = 112',)
+>>> [(rf.size, rf.jump, rf.start) for rf, _ in (row.receptive_field for row in t.rows)]
+[(7, 2, 0.0), (11, 4, 0.0)]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from convcli import geometry
+from convcli.errors import InputError, ParameterError, ShapeError
+from convcli.geometry import PaddingSpec, Pair, ReceptiveField, Window
+from convcli.params import parse_padding, parse_pair
+
+#: (H, W, C), the order of ``--input 224x224x3``.
+Shape = tuple[int, int, int]
+Pads = tuple[int, int, int, int]
+
+#: Each step kind and the fields it takes, in the order they are listed in messages.
+FIELDS: dict[str, tuple[str, ...]] = {
+    "conv": ("filters", "kernel", "stride", "padding", "dilation", "groups", "bias"),
+    "depthwise": ("kernel", "stride", "padding", "dilation", "multiplier", "bias"),
+    "pointwise": ("filters", "stride", "groups", "bias"),
+    "separable": ("filters", "kernel", "stride", "padding", "dilation", "multiplier", "bias"),
+    "transposed": ("filters", "kernel", "stride", "padding", "output_padding", "dilation", "groups", "bias"),
+    "maxpool": ("kernel", "stride", "padding", "dilation", "ceil_mode"),
+    "avgpool": ("kernel", "stride", "padding", "ceil_mode"),
+    "globalavgpool": (),
+    "globalmaxpool": (),
+    "unpool": ("kernel", "stride", "padding"),
+    "activation": ("function",),
+    "batchnorm": (),
+    "normalise": (),
+}
+REQUIRED = {
+    "conv": ("filters", "kernel"),
+    "depthwise": ("kernel",),
+    "pointwise": ("filters",),
+    "separable": ("filters", "kernel"),
+    "transposed": ("filters", "kernel"),
+}
+#: Other spellings of the kinds (compared without ``_`` and ``-``).
+ALIASES = {
+    "conv2d": "conv", "dw": "depthwise", "dwconv": "depthwise", "pw": "pointwise",
+    "conv1x1": "pointwise", "sepconv": "separable", "dwsep": "separable",
+    "deconv": "transposed", "convtranspose": "transposed", "convtranspose2d": "transposed",
+    "upconv": "transposed", "max": "maxpool", "maxpool2d": "maxpool", "avg": "avgpool",
+    "avgpool2d": "avgpool", "gap": "globalavgpool", "globalpool": "globalavgpool",
+    "gmp": "globalmaxpool", "maxunpool": "unpool", "act": "activation", "bn": "batchnorm",
+    "batchnorm2d": "batchnorm", "normalize": "normalise", "norm": "normalise",
+}
+#: Activations that may be written as the kind itself (``relu``) or as ``act relu``.
+ACTIVATIONS = ("relu", "relu6", "leakyrelu", "gelu", "silu", "sigmoid", "tanh", "abs")
+#: Padding of conv-like steps when none is given: ``same``, as ``convcli conv``; pools: ``valid``.
+CONV_KINDS = ("conv", "depthwise", "pointwise", "separable", "transposed")
+
+_SHORT = {"k": "kernel", "s": "stride", "p": "padding", "d": "dilation", "g": "groups",
+          "m": "multiplier", "op": "output_padding"}
+_SHORT_TOKEN = re.compile(r"(op|k|s|p|d|g|m)(\d[\d,x]*)")
+_WORDS = {"valid": ("padding", "valid"), "same": ("padding", "same"), "full": ("padding", "full"),
+          "bias": ("bias", True), "nobias": ("bias", False), "ceil": ("ceil_mode", True)}
+_TOKEN_HELP = {"filters": "N", "kernel": "kN", "stride": "sN", "padding": "pN|valid|same|full",
+               "dilation": "dN", "groups": "gN", "multiplier": "mN", "output_padding": "opN",
+               "bias": "bias|nobias", "ceil_mode": "ceil", "function": "NAME"}
+
+#: The conventions every trace states (also in the JSON output).
+CONVENTIONS = {
+    "shape": "H x W x C per step (rows, columns, channels)",
+    "params": "weights C_in/groups * C_out * kh * kw, plus C_out biases; batchnorm: 2*C (scale and shift)",
+    "macs": "multiply-adds of convolutions, bias excluded: C_out*H_out*W_out*(C_in/groups)*kh*kw; "
+            "transposed: C_in*H_in*W_in*(C_out/groups)*kh*kw; pools and activations 0; FLOPs ~ 2*MACs",
+    "receptive_field": "input pixels one output unit spans (Araujo et al., Distill 2019), the largest "
+                       "over units; jump: input pixels between neighbouring outputs; start: centre of "
+                       "output (0, 0) in input pixel indices (0 = centre of the first pixel, negative = "
+                       "in the padding)",
+}
+SCHEMA_ID = "convcli-explain/1"
+
+
+class _FieldError(Exception):
+    """A bad value for one field of one step; the caller names the step and the token."""
+
+    def __init__(self, field: Optional[str], message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Step:
+    """One layer, validated. ``stride`` of pools defaults to the window; see the module docstring."""
+
+    kind: str
+    filters: Optional[int] = None
+    kernel: Pair = (1, 1)
+    stride: Pair = (1, 1)
+    padding: PaddingSpec = "valid"
+    dilation: Pair = (1, 1)
+    groups: int = 1
+    multiplier: int = 1
+    bias: bool = True
+    output_padding: Pair = (0, 0)
+    ceil_mode: bool = False
+    function: str = ""
+    number: int = 0
+    text: str = ""
+
+
+def _kind(word: Any) -> tuple[str, str]:
+    """Canonical kind and activation function of a kind word."""
+    name = re.sub(r"[_\-]", "", str(word).strip().lower())
+    if name in ACTIVATIONS:
+        return "activation", name
+    name = ALIASES.get(name, name)
+    if name not in FIELDS:
+        known = ", ".join(list(FIELDS) + list(ACTIVATIONS))
+        raise _FieldError("op", f"unknown step kind {word!r} (known: {known})")
+    return name, ""
+
+
+def _count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not re.fullmatch(r"\s*\d+\s*", str(value)):
+        raise ParameterError(f"{name} must be a whole number, got {value!r}")
+    if int(value) < 1:
+        raise ParameterError(f"{name} must be at least 1, got {value!r}")
+    return int(value)
+
+
+def _pair(value: Any, name: str, minimum: int = 1) -> Pair:
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    return parse_pair(str(value).lower().replace("x", ","), name, minimum)
+
+
+def _padding(value: Any, name: str) -> PaddingSpec:
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    return parse_padding(str(value))
+
+
+def _flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("on", "true", "yes", "1"):
+        return True
+    if text in ("off", "false", "no", "0"):
+        return False
+    raise ParameterError(f"{name} must be on or off, got {value!r}")
+
+
+def _function(value: Any, name: str) -> str:
+    function = re.sub(r"[_\-]", "", str(value).strip().lower())
+    if function not in ACTIVATIONS:
+        raise ParameterError(f"activation {value!r} is not one of {', '.join(ACTIVATIONS)}")
+    return function
+
+
+_PARSERS: dict[str, Callable[[Any, str], Any]] = {
+    "filters": _count, "kernel": _pair, "stride": _pair, "padding": _padding, "dilation": _pair,
+    "groups": _count, "multiplier": _count, "output_padding": lambda v, n: _pair(v, n, 0),
+    "bias": _flag, "ceil_mode": _flag, "function": _function,
+}
+
+
+def pool_padding_rule(padding: PaddingSpec, size: Pair, ceil_mode: bool) -> None:
+    """Reject pooling paddings the engine rejects: ``full``, ``same`` with ceil mode, counts > k//2.
+
+    >>> pool_padding_rule((2, 2, 0, 0), (3, 3), False)     # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    convcli.errors.ParameterError: pooling padding 2,0 is more than half the window 3x3: at most 1 rows ...
+    """
+    if padding == "full" or (padding == "same" and ceil_mode):
+        what = "ceil mode with padding 'same'" if padding == "same" else "padding 'full'"
+        raise ParameterError(f"pooling takes no {what}; use valid, same (Keras) or counts (PyTorch)")
+    if isinstance(padding, tuple) and (max(padding[:2]) > size[0] // 2 or max(padding[2:]) > size[1] // 2):
+        raise ParameterError(
+            f"pooling padding {padding_text(padding)} is more than half the window {shape_text(size)}: at most "
+            f"{size[0] // 2} rows and {size[1] // 2} columns per side (PyTorch's limit)"
+        )
+
+
+def _build(spec: Mapping[str, Any], number: int, text: str) -> Step:
+    """Validate a step mapping (``op`` plus fields) into a ``Step``; raises ``_FieldError``."""
+    kind, function = _kind(spec.get("op", ""))
+    allowed = FIELDS[kind]
+    for key in spec:
+        if key != "op" and key not in allowed:
+            takes = ", ".join(allowed) or "nothing"
+            raise _FieldError(key, f"{kind} takes no {key.replace('_', ' ')} (it takes {takes})")
+    for key in REQUIRED.get(kind, ()):
+        if key not in spec:
+            raise _FieldError(None, f"{kind} needs {key} (e.g. '{_EXAMPLES[kind]}')")
+    values: dict[str, Any] = {}
+    for key in allowed:
+        if key in spec:
+            try:
+                values[key] = _PARSERS[key](spec[key], key.replace("_", " "))
+            except ParameterError as exc:
+                raise _FieldError(key, str(exc)) from None
+    if function:
+        if "function" in values:
+            raise _FieldError("function", f"the activation is already {function}")
+        values["function"] = function
+    if kind in ("maxpool", "avgpool", "unpool"):
+        values.setdefault("kernel", (2, 2))
+        values.setdefault("stride", values["kernel"])
+    elif kind in CONV_KINDS:
+        values.setdefault("padding", "same")
+    step = Step(kind=kind, number=number, text=text, **values)
+    _check_step(step)
+    return step
+
+
+_EXAMPLES = {"conv": "conv 64 k3", "depthwise": "depthwise k3", "pointwise": "pointwise 64",
+             "separable": "separable 128 k3", "transposed": "transposed 32 k2 s2"}
+
+
+def _check_step(step: Step) -> None:
+    """Rules between fields, as the engine applies them (so a trace never promises more)."""
+    try:
+        if step.kind in ("maxpool", "avgpool"):
+            pool_padding_rule(step.padding, step.kernel, step.ceil_mode)
+    except ParameterError as exc:
+        raise _FieldError("padding", str(exc)) from None
+    if step.kind in ("transposed", "unpool"):
+        rules = "same, valid, N or H,W" if step.kind == "transposed" else "valid, N or H,W"
+        rejected = ("full",) if step.kind == "transposed" else ("full", "same")
+        if step.padding in rejected or (
+            isinstance(step.padding, tuple) and step.padding[0::2] != step.padding[1::2]
+        ):
+            raise _FieldError("padding", f"{step.kind} takes padding {rules} (cropped from both sides)")
+    if step.kind == "transposed":
+        if any(op >= max(s, d) for op, s, d in zip(step.output_padding, step.stride, step.dilation)):
+            raise _FieldError("output_padding", f"output padding {hw_text(step.output_padding)} must be "
+                              f"smaller than the stride ({hw_text(step.stride)}) or the dilation "
+                              f"({hw_text(step.dilation)})")
+        if step.padding == "same" and any(step.output_padding):
+            raise _FieldError("output_padding",
+                              "output padding does not apply to padding 'same' (the output is input x stride)")
+
+
+def _token_field(token: str, kind: str) -> tuple[str, Any]:
+    """The field a token sets, and its raw value."""
+    word = token.lower()
+    if "=" in token:
+        key, _, value = token.partition("=")
+        return key.strip().lower(), value
+    if word in _WORDS:
+        return _WORDS[word]
+    if re.fullmatch(r"\d+", word):
+        return "filters", word
+    match = _SHORT_TOKEN.fullmatch(word)
+    if match:
+        return _SHORT[match.group(1)], match.group(2)
+    if kind == "activation":
+        return "function", word
+    accepted = " ".join(_TOKEN_HELP[f] for f in FIELDS[kind]) or "no tokens"
+    raise _FieldError(None, f"unknown token {token!r} ({kind} takes {accepted})")
+
+
+def parse_step(text: str, number: int = 1) -> Step:
+    """One step of the step language (module docstring), e.g. ``"conv 64 k3 s2 same"``.
+
+    Errors are ``ParameterError`` naming the step number, the step and the token.
+
+    >>> step = parse_step("conv 64 k7 s2 p3 nobias")
+    >>> step.kind, step.filters, step.kernel, step.stride, step.padding, step.bias
+    ('conv', 64, (7, 7), (2, 2), (3, 3, 3, 3), False)
+    >>> parse_step("maxpool k3 s2 p1").stride, parse_step("avgpool").stride
+    ((2, 2), (2, 2))
+    >>> parse_step("conv 64 k0", 2)
+    Traceback (most recent call last):
+    ...
+    convcli.errors.ParameterError: step 2 'conv 64 k0': token 'k0': kernel must be at least 1, got '0'
+    """
+    words = str(text).split()
+    if not words:
+        raise ParameterError(f"step {number} is empty")
+    written = " ".join(words)
+    spec: dict[str, Any] = {"op": words[0]}
+    tokens = {"op": words[0]}
+    try:
+        kind, _ = _kind(words[0])
+        for token in words[1:]:
+            key, value = _token_field(token, kind)
+            if key in tokens:
+                raise ParameterError(f"step {number} {written!r}: token {token!r}: repeats the "
+                                     f"{key.replace('_', ' ')} (already {tokens[key]!r})")
+            spec[key], tokens[key] = value, token
+        return _build(spec, number, written)
+    except _FieldError as exc:
+        where = f" token {tokens[exc.field]!r}:" if exc.field in tokens else ""
+        raise ParameterError(f"step {number} {written!r}:{where} {exc.message}") from None
+
+
+def step_from_dict(spec: Mapping[str, Any], number: int = 1) -> Step:
+    """The same step from a mapping, as a pipeline file holds it: ``op`` plus field names.
+
+    >>> step_from_dict({"op": "conv", "filters": 64, "kernel": 7, "stride": 2, "padding": 3,
+    ...                 "bias": False}) == replace(parse_step("conv 64 k7 s2 p3 nobias"), text="")
+    True
+    >>> step_from_dict({"op": "maxpool", "groups": 2}, 4)     # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    convcli.errors.ParameterError: step 4: field 'groups': maxpool takes no groups (it takes kernel, ...)
+    """
+    if not isinstance(spec, Mapping):
+        raise ParameterError(f"step {number}: expected a mapping with 'op', got {spec!r}")
+    try:
+        return _build({str(k).lower(): v for k, v in spec.items()}, number, "")
+    except _FieldError as exc:
+        where = f" field {exc.field!r}:" if exc.field else ""
+        raise ParameterError(f"step {number}:{where} {exc.message}") from None
+
+
+def step_text(step: Step) -> str:
+    """A step written back in the step language (for steps that came from a mapping).
+
+    >>> step_text(step_from_dict({"op": "transposed", "filters": 32, "kernel": [2, 2], "stride": 2}))
+    'transposed 32 k2 s2 same'
+    >>> step_text(step_from_dict({"op": "maxpool", "kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True}))
+    'maxpool k3 s2 p1 ceil'
+    """
+    fields = FIELDS[step.kind]
+    words = [step.function or step.kind]
+    if step.filters is not None:
+        words.append(str(step.filters))
+    if "kernel" in fields:
+        words.append(f"k{hw_text(step.kernel)}")
+    if "stride" in fields and (step.stride != (1, 1) or step.kind in ("maxpool", "avgpool", "unpool")):
+        words.append(f"s{hw_text(step.stride)}")
+    if "padding" in fields:
+        words.append(step.padding if isinstance(step.padding, str) else f"p{padding_text(step.padding)}")
+    for field, prefix, default in (("dilation", "d", (1, 1)), ("output_padding", "op", (0, 0))):
+        if field in fields and getattr(step, field) != default:
+            words.append(f"{prefix}{hw_text(getattr(step, field))}")
+    for field, prefix in (("groups", "g"), ("multiplier", "m")):
+        if field in fields and getattr(step, field) != 1:
+            words.append(f"{prefix}{getattr(step, field)}")
+    if "bias" in fields and not step.bias:
+        words.append("nobias")
+    if step.ceil_mode:
+        words.append("ceil")
+    return " ".join(words)
+
+
+def parse_steps(texts: Sequence[str]) -> list[Step]:
+    """Steps numbered from 1."""
+    return [parse_step(text, number) for number, text in enumerate(texts, 1)]
+
+
+def conv_step(weight_shape: Sequence[int], groups: int, *, transposed: bool = False,
+              stride: Pair = (1, 1), padding: PaddingSpec = "same", dilation: Pair = (1, 1),
+              output_padding: Pair = (0, 0), bias: bool = False, text: str = "conv") -> Step:
+    """The step of one ``convcli conv`` run, from its 4-D weight shape as the engine lays it out.
+
+    ``(C_out, C_in/groups, kh, kw)``, or ``(C_in, C_out/groups, kh, kw)`` when ``transposed``.
+
+    >>> conv_step((3, 1, 3, 3), 3, padding="valid").filters
+    3
+    """
+    filters = weight_shape[1] * groups if transposed else weight_shape[0]
+    step = Step(kind="transposed" if transposed else "conv", filters=filters, kernel=tuple(weight_shape[2:]),
+                stride=tuple(stride), padding=padding, dilation=tuple(dilation), groups=groups, bias=bias,
+                output_padding=tuple(output_padding), number=1, text=text)
+    try:
+        _check_step(step)
+    except _FieldError as exc:
+        raise ParameterError(exc.message) from None
+    return step
+
+
+# --------------------------------------------------------------------------------------------
+# Input shapes
+
+
+def parse_shape(text: str) -> Shape:
+    """``HxWxC``, or ``HxW`` for one channel.
+
+    >>> parse_shape("224x224x3"), parse_shape("28x28")
+    ((224, 224, 3), (28, 28, 1))
+    """
+    parts = str(text).lower().replace(" ", "").split("x")
+    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts):
+        raise ParameterError(f"input {text!r} is not HxWxC, HxW or an existing file")
+    values = [int(p) for p in parts] + [1] * (3 - len(parts))
+    if min(values) < 1:
+        raise ParameterError(f"input {text!r} must have sizes of at least 1")
+    return tuple(values)
+
+
+def input_shape(spec: str) -> Shape:
+    """The (H, W, C) a command would see: from ``HxWxC``/``HxW`` or a file's header only.
+
+    Images: Pillow reads the size and mode without decoding (EXIF rotation swaps H and W;
+    alpha is set aside as ``convcli conv`` does by default). ``.npy``: the header, via a
+    read-only memory map.
+    """
+    if re.fullmatch(r"[\d\sxX]+", str(spec)) and not os.path.exists(spec):
+        return parse_shape(spec)
+    if not os.path.isfile(spec):
+        raise InputError(f"input {spec!r} is neither HxWxC nor an existing file")
+    if spec.lower().endswith(".npy"):
+        return _npy_shape(spec)
+    return _image_shape(spec)
+
+
+def _npy_shape(path: str) -> Shape:
+    import numpy as np
+
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        shape, kind = array.shape, array.dtype.kind
+        del array
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"input {path!r} is not a readable .npy file ({exc})") from None
+    if kind not in "biuf" or len(shape) not in (2, 3) or 0 in shape:
+        raise InputError(f"input {path!r} has shape {shape} of kind {kind!r}; "
+                         f"expected real numbers shaped (H, W) or (H, W, C)")
+    return (shape[0], shape[1], shape[2] if len(shape) == 3 else 1)
+
+
+def _orientation(img) -> int:
+    """The EXIF orientation tag, without decoding: a PNG's ``getexif()`` loads the pixels to
+    look for an eXIf chunk after them, so for PNG only a chunk before the pixels is read."""
+    if img.format != "PNG":
+        return img.getexif().get(0x0112, 1)
+    from PIL import Image
+
+    exif = Image.Exif()
+    if img.info.get("exif"):
+        exif.load(img.info["exif"])
+    return exif.get(0x0112, 1)
+
+
+def _image_shape(path: str) -> Shape:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # nothing is decoded
+            with Image.open(path) as img:
+                (width, height), mode, bands = img.size, img.mode, img.getbands()
+                orientation = _orientation(img)
+    except UnidentifiedImageError:
+        raise InputError(f"input {path!r} is not an image Pillow can read") from None
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"input {path!r} is corrupt or too large ({exc})") from None
+    if orientation in (5, 6, 7, 8):  # rotated by 90 degrees
+        height, width = width, height
+    channels = 3 if mode in ("P", "PA", "CMYK") else sum(b not in ("A", "a", "X") for b in bands)
+    return (height, width, channels)
+
+
+# --------------------------------------------------------------------------------------------
+# Traces
+
+
+@dataclass(frozen=True)
+class Row:
+    """One traced layer. ``receptive_field`` is (rows, columns) for the stack up to here."""
+
+    number: int
+    label: str
+    text: str
+    kind: str
+    input: Shape
+    output: Optional[Shape] = None
+    kernel: Optional[Pair] = None
+    stride: Optional[Pair] = None
+    dilation: Optional[Pair] = None
+    groups: Optional[int] = None
+    bias: Optional[bool] = None
+    padding: Optional[Pads] = None
+    output_padding: Optional[Pair] = None
+    arithmetic: tuple[str, ...] = ()
+    params: int = 0
+    macs: int = 0
+    receptive_field: Optional[tuple[ReceptiveField, ReceptiveField]] = None
+    warnings: tuple[str, ...] = ()
+    error: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        rf = self.receptive_field
+        return {
+            "step": self.number, "label": self.label, "text": self.text, "kind": self.kind,
+            "input": list(self.input), "output": _list(self.output),
+            "kernel": _list(self.kernel), "stride": _list(self.stride), "dilation": _list(self.dilation),
+            "groups": self.groups, "bias": self.bias, "padding": _list(self.padding),
+            "output_padding": _list(self.output_padding), "arithmetic": list(self.arithmetic),
+            "params": self.params, "macs": self.macs,
+            "receptive_field": None if rf is None else {
+                "size": [axis.size for axis in rf],
+                "jump": [_number(axis.jump) for axis in rf],
+                "start": [axis.start for axis in rf],
+            },
+            "warnings": list(self.warnings), "error": self.error,
+        }
+
+
+def _list(values: Optional[Sequence[int]]) -> Optional[list[int]]:
+    return None if values is None else list(values)
+
+
+def _number(value: Any) -> Any:
+    return value if isinstance(value, int) else float(value)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A traced stack: the input, then one ``Row`` per layer (up to the first error)."""
+
+    input: Shape
+    rows: tuple[Row, ...]
+    source: str = ""
+
+    @property
+    def error(self) -> Optional[str]:
+        """The failing step's message, with its number and text, or None."""
+        bad = next((row for row in self.rows if row.error), None)
+        return None if bad is None else f"step {bad.label} {bad.text!r}: {bad.error}"
+
+    @property
+    def output(self) -> Optional[Shape]:
+        return self.input if not self.rows else self.rows[-1].output
+
+    @property
+    def params(self) -> int:
+        return sum(row.params for row in self.rows)
+
+    @property
+    def macs(self) -> int:
+        return sum(row.macs for row in self.rows)
+
+    def to_dict(self) -> dict:
+        """The JSON form (``docs/explain-schema.json``)."""
+        fields = [row.to_dict()["receptive_field"] for row in self.rows if row.receptive_field]
+        return {
+            "schema": SCHEMA_ID,
+            "input": {"shape": list(self.input), "source": self.source},
+            "conventions": dict(CONVENTIONS),
+            "steps": [row.to_dict() for row in self.rows],
+            "total": {"params": self.params, "macs": self.macs, "output": _list(self.output),
+                      "receptive_field": fields[-1] if fields else None},
+            "error": self.error,
+        }
+
+
+def trace(input_shape: Shape, steps: Sequence[Step], source: str = "") -> Trace:
+    """Trace ``steps`` from an ``(H, W, C)`` input; stops at the first step that cannot run.
+
+    >>> distill = parse_steps(["conv 1 k3 s1 p1", "conv 1 k3 s2 p1", "maxpool k2 s2", "conv 1 k3 d2 p2"])
+    >>> [(row.output[0], row.receptive_field[0]) for row in trace((32, 32, 1), distill).rows]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [(32, ReceptiveField(size=3, jump=1, start=0.0)), (16, ReceptiveField(size=5, jump=2, start=0.0)),
+     (8, ReceptiveField(size=7, jump=4, start=1.0)), (8, ReceptiveField(size=23, jump=4, start=1.0))]
+    >>> trace((5, 5, 1), parse_steps(["conv 8 k7 valid"])).error
+    "step 1 'conv 8 k7 valid': kernel 7x7 is larger than the padded input 5x5 (input 5x5, padding valid)"
+    """
+    rows: list[Row] = []
+    windows: tuple[list[Window], list[Window]] = ([], [])
+    shape, warned_rf = tuple(input_shape), False
+    for step in steps:
+        for label, layer in _layers(step):
+            row, pair = _row(layer, label, shape)
+            if row.error:
+                return Trace(tuple(input_shape), tuple(rows) + (row,), source)
+            if pair is not None:
+                windows[0].append(pair[0])
+                windows[1].append(pair[1])
+            rf = (geometry.receptive_field(windows[0]), geometry.receptive_field(windows[1]))
+            notes = list(row.warnings)
+            if not warned_rf and (rf[0].size > input_shape[0] or rf[1].size > input_shape[1]):
+                warned_rf = True
+                notes.append(f"the receptive field ({shape_text((rf[0].size, rf[1].size))}) is larger than "
+                             f"the {shape_text(input_shape[:2])} input: outer units see padding")
+            rows.append(replace(row, receptive_field=rf, warnings=tuple(notes)))
+            shape = row.output
+    return Trace(tuple(input_shape), tuple(rows), source)
+
+
+def _layers(step: Step) -> list[tuple[str, Step]]:
+    """A separable step is two layers: depthwise (no bias, as Keras) then pointwise."""
+    if step.kind != "separable":
+        return [(str(step.number), step)]
+    depthwise = replace(step, kind="depthwise", bias=False, filters=None, text=f"{step.text} (depthwise)")
+    pointwise = replace(step, kind="pointwise", kernel=(1, 1), stride=(1, 1), padding="valid", dilation=(1, 1),
+                        multiplier=1, text=f"{step.text} (pointwise)")
+    return [(f"{step.number}a", depthwise), (f"{step.number}b", pointwise)]
+
+
+def _row(step: Step, label: str, shape: Shape) -> tuple[Row, Optional[tuple[Window, Window]]]:
+    base = Row(number=step.number, label=label, text=step.text or step_text(step), kind=step.kind, input=shape)
+    if step.kind in ("conv", "depthwise", "pointwise"):
+        return _conv_row(step, base)
+    if step.kind == "transposed":
+        return _transposed_row(step, base)
+    if step.kind in ("maxpool", "avgpool"):
+        return _pool_row(step, base)
+    if step.kind == "unpool":
+        return _unpool_row(step, base)
+    height, width, channels = shape
+    if step.kind in ("globalavgpool", "globalmaxpool"):
+        windows = (Window(height, height), Window(width, width))
+        arithmetic = (f"{height}x{width} -> 1x1 per channel",)
+        return replace(base, output=(1, 1, channels), arithmetic=arithmetic), windows
+    params = 2 * channels if step.kind == "batchnorm" else 0
+    return replace(base, output=shape, arithmetic=("shape kept",), params=params), None
+
+
+def _axes(in_hw: Sequence[int], kernel: Pair, stride: Pair, dilation: Pair, pads: Pads) -> list[tuple]:
+    """Per axis (rows, then columns): (size, kernel, stride, dilation, pad_before, pad_after)."""
+    return [(in_hw[a], kernel[a], stride[a], dilation[a], pads[2 * a], pads[2 * a + 1]) for a in (0, 1)]
+
+
+def _per_axis(texts: Sequence[str]) -> tuple[str, ...]:
+    return (texts[0],) if texts[0] == texts[1] else (f"rows: {texts[0]}", f"cols: {texts[1]}")
+
+
+def _reach(kernel: int, dilation: int) -> str:
+    """What the size formula subtracts for the kernel: ``k``, or PyTorch's ``d*(k - 1) - 1``."""
+    return f"{kernel}" if dilation == 1 else f"{dilation}*({kernel} - 1) - 1"
+
+
+def _conv_formula(size, kernel, stride, dilation, before, after, out, rounding="floor") -> str:
+    return f"{rounding}(({size} + {before} + {after} - {_reach(kernel, dilation)}) / {stride}) + 1 = {out}"
+
+
+def _too_large(what: str, in_hw, kernel, dilation, pads, padding) -> str:
+    padded = (in_hw[0] + pads[0] + pads[1], in_hw[1] + pads[2] + pads[3])
+    reach = tuple(geometry.effective_kernel_size(k, d) for k, d in zip(kernel, dilation))
+    dilated = f" (dilated to {shape_text(reach)})" if reach != tuple(kernel) else ""
+    return (f"{what} {shape_text(kernel)}{dilated} is larger than the padded input {shape_text(padded)} "
+            f"(input {shape_text(in_hw)}, padding {padding_text(padding)})")
+
+
+_PLURALS = {"row": "rows", "column": "columns", "row and column": "rows and columns"}
+
+
+def _fit_warnings(axes: Sequence[tuple], padding: PaddingSpec, pads: Pads, check_fit: bool = True) -> list[str]:
+    """Rows/columns a stride drops, and ``same`` made asymmetric by a stride > 1."""
+    notes, dropped = [], []
+    for name, (size, kernel, stride, dilation, before, after) in zip(("row", "column"), axes):
+        unread = geometry.unread_after_last_window(size, kernel, stride, dilation, before, after)
+        k_eff = geometry.effective_kernel_size(kernel, dilation)
+        if check_fit and unread > after:
+            calc = f"({size} + {before} + {after} - {k_eff}) % {stride} = {unread}"
+            dropped.append((name, unread - after, stride, calc))
+    if len(dropped) == 2 and dropped[0][1:] == dropped[1][1:]:
+        dropped = [("row and column",) + dropped[0][1:]]
+    for name, lost, stride, calc in dropped:
+        if lost == 1:
+            what = f"the last {name} of the input {'are' if ' and ' in name else 'is'}"
+        else:
+            what = f"the last {lost} {_PLURALS[name]} of the input are"
+        notes.append(f"stride {stride} does not fit: {what} never read ({calc})")
+    strided = max(axis[2] for axis in axes) > 1
+    if padding == "same" and strided and (pads[0] != pads[1] or pads[2] != pads[3]):
+        notes.append(f"same at stride {hw_text([axis[2] for axis in axes])} pads top {pads[0]}, "
+                     f"bottom {pads[1]}, left {pads[2]}, right {pads[3]} (TensorFlow: the odd pixel goes "
+                     f"bottom/right); PyTorch rejects padding='same' at stride > 1 and its symmetric "
+                     f"padding cannot reproduce this")
+    return notes
+
+
+def _conv_row(step: Step, base: Row) -> tuple[Row, Optional[tuple[Window, Window]]]:
+    height, width, channels = base.input
+    if step.kind == "depthwise":
+        groups, c_out = channels, channels * step.multiplier
+    else:
+        groups, c_out = step.groups, step.filters
+    base = replace(base, kernel=step.kernel, stride=step.stride, dilation=step.dilation, groups=groups,
+                   bias=step.bias)
+    if channels % groups or c_out % groups:
+        return replace(base, error=f"groups {groups} must divide both the input channels ({channels}) "
+                                   f"and the filters ({c_out})"), None
+    pads = geometry.resolve_padding(step.padding, (height, width), step.kernel, step.stride, step.dilation)
+    out_hw = geometry.conv2d_output_shape((height, width), step.kernel, step.stride, step.dilation, pads)
+    axes = _axes((height, width), step.kernel, step.stride, step.dilation, pads)
+    arithmetic = _per_axis([_conv_formula(*axis, out) for axis, out in zip(axes, out_hw)])
+    base = replace(base, padding=pads, arithmetic=arithmetic)
+    if min(out_hw) < 1:
+        return replace(base, error=_too_large("kernel", (height, width), step.kernel, step.dilation, pads,
+                                              step.padding)), None
+    kh, kw = step.kernel
+    per_output = (channels // groups) * kh * kw
+    row = replace(
+        base, output=out_hw + (c_out,), params=c_out * per_output + (c_out if step.bias else 0),
+        macs=c_out * out_hw[0] * out_hw[1] * per_output,
+        warnings=tuple(_fit_warnings(axes, step.padding, pads)),
+    )
+    return row, tuple(Window(k, s, d, before) for _, k, s, d, before, _ in axes)
+
+
+def _transposed_row(step: Step, base: Row) -> tuple[Row, Optional[tuple[Window, Window]]]:
+    height, width, channels = base.input
+    groups, c_out = step.groups, step.filters
+    base = replace(base, kernel=step.kernel, stride=step.stride, dilation=step.dilation, groups=groups,
+                   bias=step.bias, output_padding=step.output_padding)
+    if channels % groups or c_out % groups:
+        return replace(base, error=f"groups {groups} must divide both the input channels ({channels}) "
+                                   f"and the filters ({c_out})"), None
+    axes = list(zip((height, width), step.kernel, step.stride, step.dilation))
+    if step.padding == "same":  # Keras Conv2DTranspose: input x stride, aligned by a TF SAME crop
+        crops = [geometry.transposed_same_crop(*axis) for axis in axes]
+        out_hw = (height * step.stride[0], width * step.stride[1])
+        texts = [f"{size} * {stride} = {out} (Keras same)" for (size, _, stride, _), out in zip(axes, out_hw)]
+    else:
+        pad = (0, 0) if step.padding == "valid" else step.padding[0::2]
+        crops = [(p, p - op) for p, op in zip(pad, step.output_padding)]
+        out_hw = tuple(geometry.transposed_output_size(*axis, p, op)
+                       for axis, p, op in zip(axes, pad, step.output_padding))
+        texts = [f"({size} - 1)*{stride} - 2*{p} + {dilation}*({kernel} - 1) + {op} + 1 = {out}"
+                 for (size, kernel, stride, dilation), p, op, out
+                 in zip(axes, pad, step.output_padding, out_hw)]
+    pads = (crops[0][0], crops[0][1], crops[1][0], crops[1][1])
+    base = replace(base, padding=pads, arithmetic=_per_axis(texts))
+    if min(out_hw) < 1:
+        return replace(base, error=f"padding {padding_text(step.padding)} crops away the whole transposed "
+                                   f"output (input {shape_text((height, width))}, kernel "
+                                   f"{shape_text(step.kernel)})"), None
+    kh, kw = step.kernel
+    per_input = (c_out // groups) * kh * kw
+    row = replace(base, output=out_hw + (c_out,), params=channels * per_input + (c_out if step.bias else 0),
+                  macs=channels * height * width * per_input)
+    return row, tuple(Window(k, s, d, crop[0], transposed=True) for (_, k, s, d), crop in zip(axes, crops))
+
+
+def _pool_row(step: Step, base: Row) -> tuple[Row, Optional[tuple[Window, Window]]]:
+    height, width, channels = base.input
+    base = replace(base, kernel=step.kernel, stride=step.stride, dilation=step.dilation)
+    pads = geometry.resolve_padding(step.padding, (height, width), step.kernel, step.stride, step.dilation)
+    axes = _axes((height, width), step.kernel, step.stride, step.dilation, pads)
+    out_hw = tuple(geometry.pool_output_size(*axis, step.ceil_mode) for axis in axes)
+    texts = []
+    for (size, kernel, stride, dilation, before, after), out in zip(axes, out_hw):
+        rounding = "ceil" if step.ceil_mode else "floor"
+        text = _conv_formula(size, kernel, stride, dilation, before, after, out, rounding)
+        # ceil((x)/s) is floor((x + s - 1)/s): the count before PyTorch drops a last window
+        unruled = geometry.pool_output_size(size, kernel, stride, dilation, before, after + stride - 1)
+        if step.ceil_mode and out < unruled:
+            text = text.replace(f" = {out}", f" - 1 = {out} (a last window may not start in the padding)")
+        texts.append(text)
+    base = replace(base, padding=pads, arithmetic=_per_axis(texts))
+    if min(out_hw) < 1:
+        error = _too_large("pooling window", (height, width), step.kernel, step.dilation, pads, step.padding)
+        return replace(base, error=error), None
+    row = replace(base, output=out_hw + (channels,),
+                  warnings=tuple(_fit_warnings(axes, step.padding, pads, check_fit=not step.ceil_mode)))
+    return row, tuple(Window(k, s, d, before) for _, k, s, d, before, _ in axes)
+
+
+def _unpool_row(step: Step, base: Row) -> tuple[Row, Optional[tuple[Window, Window]]]:
+    height, width, channels = base.input
+    pad = (0, 0) if step.padding == "valid" else step.padding[0::2]
+    base = replace(base, kernel=step.kernel, stride=step.stride, padding=(pad[0], pad[0], pad[1], pad[1]))
+    axes = list(zip((height, width), step.kernel, step.stride, pad))
+    out_hw = tuple(geometry.unpool_output_size(*axis) for axis in axes)
+    texts = [f"({size} - 1)*{stride} - 2*{p} + {kernel} = {out}"
+             for (size, kernel, stride, p), out in zip(axes, out_hw)]
+    base = replace(base, arithmetic=_per_axis(texts))
+    if min(out_hw) < 1:
+        return replace(base, error=f"padding {padding_text(step.padding)} leaves no output"), None
+    return replace(base, output=out_hw + (channels,)), tuple(
+        Window(k, s, 1, p, transposed=True) for _, k, s, p in axes)
+
+
+# --------------------------------------------------------------------------------------------
+# Text helpers shared with the command
+
+
+def hw_text(values: Sequence[Any]) -> str:
+    """``7`` when both axes agree, else ``7x5``; fractions as ``1/2``.
+
+    >>> hw_text((3, 3)), hw_text((3, 1)), hw_text((Fraction(1, 2), Fraction(1, 2)))
+    ('3', '3x1', '1/2')
+    """
+    texts = [number_text(v) for v in values]
+    return texts[0] if len(set(texts)) == 1 else "x".join(texts)
+
+
+def number_text(value: Any) -> str:
+    """A number as short as exact: ``3``, ``-1.5``, ``1/3``, ``0.3333`` (floats to 4 digits).
+
+    >>> [number_text(v) for v in (3.0, -0.0, 2.5, Fraction(1, 3), 1 / 3, None)]
+    ['3', '0', '2.5', '1/3', '0.3333', '-']
+    """
+    if value is None:
+        return "-"
+    if isinstance(value, Fraction):
+        return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def padding_text(padding: PaddingSpec) -> str:
+    """A padding spec as the user writes it: ``same``, ``3``, ``1,2`` or ``0,1,0,1``."""
+    if isinstance(padding, str):
+        return padding
+    if len(set(padding)) == 1:
+        return str(padding[0])
+    if padding[0] == padding[1] and padding[2] == padding[3]:
+        return f"{padding[0]},{padding[2]}"
+    return ",".join(str(p) for p in padding)
+
+
+def shape_text(shape: Optional[Sequence[int]]) -> str:
+    return "-" if shape is None else "x".join(str(v) for v in shape)
+
+
+# --------------------------------------------------------------------------------------------
+# By hand
+
+#: Largest matrix side worked by hand (the point is to read every number).
+MAX_BY_HAND = 32
+#: Most output cells drawn in a ``--gif`` animation (one frame each).
+MAX_GIF_CELLS = 400
+
+
+def parse_matrix(text: str) -> list[list[float]]:
+    """Rows separated by ``;`` or new lines, values by ``,`` or spaces.
+
+    >>> parse_matrix("1,2,0; 4 1 1")
+    [[1.0, 2.0, 0.0], [4.0, 1.0, 1.0]]
+    """
+    rows = [r.replace(",", " ").split() for r in re.split(r"[;\n]", str(text)) if r.strip()]
+    try:
+        matrix = [[float(v) for v in row] for row in rows]
+    except ValueError as exc:
+        raise ParameterError(f"matrix {text!r}: {exc}") from None
+    return _check_matrix(matrix, f"matrix {text!r}")
+
+
+def load_matrix(spec: str) -> list[list[float]]:
+    """A small 2-D matrix from inline text (``parse_matrix``) or a ``.npy`` file ((H, W) or (H, W, 1))."""
+    if not str(spec).lower().endswith(".npy"):
+        return parse_matrix(spec)
+    import numpy as np
+
+    if not os.path.isfile(spec):
+        raise InputError(f"matrix file {spec!r} does not exist")
+    try:
+        array = np.load(spec, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"matrix file {spec!r} is not a readable .npy file ({exc})") from None
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim != 2 or array.dtype.kind not in "biuf":
+        raise InputError(f"matrix file {spec!r} holds {array.dtype} {array.shape}; "
+                         f"by hand takes a real 2-D matrix")
+    return _check_matrix(array.astype(float).tolist(), f"matrix file {spec!r}")
+
+
+def _check_matrix(matrix: list[list[float]], where: str) -> list[list[float]]:
+    if not matrix or len({len(row) for row in matrix}) != 1:
+        raise ParameterError(f"{where}: rows must all have the same number of values")
+    if len(matrix) > MAX_BY_HAND or len(matrix[0]) > MAX_BY_HAND:
+        raise ParameterError(f"{where}: {len(matrix)}x{len(matrix[0])} is too large to work by hand "
+                             f"(at most {MAX_BY_HAND}x{MAX_BY_HAND})")
+    if not all(v == v and abs(v) != float("inf") for row in matrix for v in row):
+        raise ParameterError(f"{where}: values must be finite")
+    return matrix
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One output cell worked out: the taps of its window and how they combine.
+
+    ``positions`` are input (row, column) indices (negative or past the end: padding);
+    ``values`` are None in the padding; ``products`` are value x weight (conv only).
+    """
+
+    row: int
+    col: int
+    positions: tuple[Pair, ...]
+    values: tuple[Optional[float], ...]
+    weights: tuple[float, ...]
+    products: tuple[float, ...]
+    total: float
+    divisor: int
+    value: float
+
+
+@dataclass(frozen=True)
+class Worked:
+    """A small convolution (``op="conv"``) or pooling (``"max"``, ``"avg"``) to show by hand.
+
+    ``image`` is the unpadded matrix; ``pads`` (top, bottom, left, right) come from geometry;
+    ``weights`` (conv) are used as correlated, then ``/ scale + offset`` as ``convcli conv`` does.
+    """
+
+    op: str
+    image: tuple[tuple[float, ...], ...]
+    size: Pair
+    stride: Pair
+    dilation: Pair
+    padding: PaddingSpec
+    pads: Pads
+    output_hw: Pair
+    arithmetic: tuple[str, ...]
+    weights: tuple[tuple[float, ...], ...] = ()
+    scale: float = 1.0
+    offset: float = 0.0
+    count_include_pad: bool = True
+    name: str = ""
+
+    def value_at(self, row: int, col: int) -> Optional[float]:
+        """The input value at (row, col), None outside the matrix (padding)."""
+        if 0 <= row < len(self.image) and 0 <= col < len(self.image[0]):
+            return self.image[row][col]
+        return None
+
+    def cell(self, i: int, j: int) -> Cell:
+        """Output cell (i, j), worked out tap by tap.
+
+        >>> seed = by_hand_conv(SEED_IMAGE, [[1, 0, -1]] * 3)
+        >>> seed.cell(0, 1).products, seed.cell(0, 1).value
+        ((2.0, 0.0, -1.0, 1.0, 0.0, -0.0, 2.0, 0.0, -1.0), 3.0)
+        """
+        h_out, w_out = self.output_hw
+        if not (0 <= i < h_out and 0 <= j < w_out):
+            raise ParameterError(f"cell {i},{j} is outside the {h_out}x{w_out} output "
+                                 f"(rows and columns count from 0)")
+        (kh, kw), (sh, sw), (dh, dw) = self.size, self.stride, self.dilation
+        top, left = self.pads[0], self.pads[2]
+        positions = tuple((i * sh - top + m * dh, j * sw - left + n * dw) for m in range(kh) for n in range(kw))
+        values = tuple(self.value_at(r, c) for r, c in positions)
+        real = [v for v in values if v is not None]
+        if self.op == "conv":
+            weights = tuple(w for row in self.weights for w in row)
+            products = tuple((v or 0.0) * w for v, w in zip(values, weights))
+            total = sum(products)
+            return Cell(i, j, positions, values, weights, products, total, 1, total / self.scale + self.offset)
+        if self.op == "max":  # pad cells never win (PyTorch pads with -inf; TF ignores them)
+            total = max(real, default=float("-inf"))
+            return Cell(i, j, positions, values, (), (), total, 1, total)
+        total = sum(real)
+        divisor = len(real)
+        if self.count_include_pad and self.padding != "same":  # PyTorch: pads count, ceil overhang never
+            height, width = len(self.image), len(self.image[0])
+            top, bottom, left, right = self.pads
+            divisor = sum(-top <= r < height + bottom and -left <= c < width + right for r, c in positions)
+        return Cell(i, j, positions, values, (), (), total, divisor, total / divisor)
+
+    def output(self) -> list[list[float]]:
+        """The whole output, each cell computed as ``cell`` shows it."""
+        return [[self.cell(i, j).value for j in range(self.output_hw[1])] for i in range(self.output_hw[0])]
+
+
+SEED_IMAGE = [[1, 2, 0, 1, 3], [4, 1, 1, 0, 2], [0, 2, 3, 1, 1], [1, 0, 2, 2, 0], [3, 1, 0, 1, 2]]
+
+
+def by_hand_conv(image: Sequence[Sequence[float]], weights: Sequence[Sequence[float]], *, stride: Pair = (1, 1),
+                 padding: PaddingSpec = "valid", dilation: Pair = (1, 1), scale: float = 1.0,
+                 offset: float = 0.0, name: str = "") -> Worked:
+    """A 2-D cross-correlation of a small matrix, as ``convcli conv`` (zero padding).
+
+    >>> by_hand_conv(SEED_IMAGE, [[1, 0, -1]] * 3).output()      # the seeds' vertical edges
+    [[1.0, 3.0, -2.0], [-1.0, 0.0, 3.0], [-1.0, -1.0, 2.0]]
+    """
+    image = _check_matrix([[float(v) for v in row] for row in image], "matrix")
+    weights = tuple(tuple(float(v) for v in row) for row in weights)
+    size = (len(weights), len(weights[0]))
+    in_hw = (len(image), len(image[0]))
+    pads = geometry.resolve_padding(padding, in_hw, size, stride, dilation)
+    out_hw = geometry.conv2d_output_shape(in_hw, size, stride, dilation, pads)
+    axes = _axes(in_hw, size, stride, dilation, pads)
+    arithmetic = _per_axis([_conv_formula(*axis, out) for axis, out in zip(axes, out_hw)])
+    if min(out_hw) < 1:
+        raise ShapeError(_too_large("kernel", in_hw, size, dilation, pads, padding))
+    return Worked("conv", tuple(map(tuple, image)), size, tuple(stride), tuple(dilation), padding, pads, out_hw,
+                  arithmetic, weights, scale, offset, name=name)
+
+
+def by_hand_pool(image: Sequence[Sequence[float]], mode: str, size: Pair = (2, 2), *,
+                 stride: Optional[Pair] = None, padding: PaddingSpec = "valid", dilation: Pair = (1, 1),
+                 ceil_mode: bool = False, count_include_pad: bool = True) -> Worked:
+    """Max or average pooling of a small matrix, as ``convcli pool`` (PyTorch; ``same`` as Keras).
+
+    >>> by_hand_pool([[1, 3, 2, 0], [4, 6, 1, 2], [0, 2, 5, 3], [1, 2, 2, 4]], "max").output()
+    [[6.0, 2.0], [2.0, 5.0]]
+    """
+    if mode not in ("max", "avg"):
+        raise ParameterError(f"pooling mode {mode!r} is not max or avg")
+    if mode == "avg" and tuple(dilation) != (1, 1):
+        raise ParameterError("average pooling takes no dilation (as PyTorch)")
+    stride = tuple(size) if stride is None else tuple(stride)
+    pool_padding_rule(padding, size, ceil_mode)
+    image = _check_matrix([[float(v) for v in row] for row in image], "matrix")
+    in_hw = (len(image), len(image[0]))
+    pads = geometry.resolve_padding(padding, in_hw, size, stride, dilation)
+    axes = _axes(in_hw, size, stride, dilation, pads)
+    out_hw = tuple(geometry.pool_output_size(*axis, ceil_mode) for axis in axes)
+    rounding = "ceil" if ceil_mode else "floor"
+    arithmetic = _per_axis([_conv_formula(*axis, out, rounding) for axis, out in zip(axes, out_hw)])
+    if min(out_hw) < 1:
+        raise ShapeError(_too_large("pooling window", in_hw, size, dilation, pads, padding))
+    return Worked(mode, tuple(map(tuple, image)), tuple(size), stride, tuple(dilation), padding, pads, out_hw,
+                  arithmetic, count_include_pad=count_include_pad)
+
+
+def default_cells(worked: Worked) -> list[Pair]:
+    """The first output cell and its right neighbour (or the one below, or none)."""
+    h_out, w_out = worked.output_hw
+    return [(0, 0)] + ([(0, 1)] if w_out > 1 else [(1, 0)] if h_out > 1 else [])
+
+
+def _grid(rows: Sequence[Sequence[str]]) -> list[str]:
+    width = max((len(t) for row in rows for t in row), default=1)
+    return [" ".join(t.rjust(width) for t in row) for row in rows]
+
+
+def _side_by_side(blocks: Sequence[list[str]], joins: Sequence[str]) -> list[str]:
+    """Blocks of lines next to each other; ``joins[k]`` sits on the middle line between k and k+1."""
+    height = max(len(b) for b in blocks)
+    widths = [max(len(line) for line in b) for b in blocks]
+    lines = []
+    for r in range(height):
+        parts = []
+        for k, block in enumerate(blocks):
+            parts.append((block[r] if r < len(block) else "").ljust(widths[k]))
+            if k < len(joins):
+                parts.append(f"  {joins[k] if r == height // 2 else ' ' * len(joins[k])}  ")
+        lines.append("".join(parts).rstrip())
+    return lines
+
+
+def _tap(value: Optional[float], worked: Worked) -> str:
+    """A window value; padding is marked with a leading dot (``·0``, or ``·`` where ignored)."""
+    if value is not None:
+        return number_text(value)
+    return "·" if worked.op == "max" or (worked.op == "avg" and not _pads_count(worked)) else "·0"
+
+
+def _pads_count(worked: Worked) -> bool:
+    return worked.count_include_pad and worked.padding != "same"
+
+
+def _sum_text(terms: Sequence[float]) -> str:
+    text = number_text(terms[0])
+    for term in terms[1:]:
+        text += f" - {number_text(-term)}" if term < 0 else f" + {number_text(term)}"
+    return text
+
+
+def _describe(worked: Worked) -> str:
+    h, w = len(worked.image), len(worked.image[0])
+    if worked.op == "conv":
+        what = f"{shape_text(worked.size)} kernel" + (f" {worked.name!r}" if worked.name else "")
+    else:
+        what = f"{worked.op} pooling, {shape_text(worked.size)} window"
+    pads = f" ({padding_text(worked.pads)})" if isinstance(worked.padding, str) and any(worked.pads) else ""
+    return (f"{h}x{w} input, {what}, stride {hw_text(worked.stride)}, dilation {hw_text(worked.dilation)}, "
+            f"padding {padding_text(worked.padding)}{pads}")
+
+
+def render_by_hand(worked: Worked, cells: Sequence[Pair]) -> str:
+    """Plain text: the setup, the padded input, each chosen cell worked out, then the output.
+
+    >>> print(render_by_hand(by_hand_pool([[1, 3, 2, 0], [4, 6, 1, 2], [0, 2, 5, 3], [1, 2, 2, 4]], "max"),
+    ...                      [(0, 0)]))                            # doctest: +NORMALIZE_WHITESPACE
+    4x4 input, max pooling, 2x2 window, stride 2, dilation 1, padding valid
+    output size: floor((4 + 0 + 0 - 2) / 2) + 1 = 2
+    <BLANKLINE>
+    output[0, 0]: window rows 0..1, columns 0..1
+      1 3
+      4 6
+      max(1, 3, 4, 6) = 6
+    <BLANKLINE>
+    output (2x2):
+      6 2
+      2 5
+    """
+    lines = [_describe(worked)]
+    lines += [f"output size: {text}" for text in worked.arithmetic]
+    top, bottom, left, right = worked.pads
+    height, width = len(worked.image), len(worked.image[0])
+    if any(worked.pads):
+        lines += ["", "input with its padding (· marks padding cells):"]
+        padded = [[_tap(worked.value_at(r, c), worked) for c in range(-left, width + right)]
+                  for r in range(-top, height + bottom)]
+        lines += ["  " + line for line in _grid(padded)]
+    if worked.op == "conv":
+        kernel = _grid([[number_text(w) for w in row] for row in worked.weights])
+        lines += ["", "kernel:"] + ["  " + line for line in kernel]
+    kh, kw = worked.size
+    for i, j in cells:
+        cell = worked.cell(i, j)
+        rows = sorted({r for r, _ in cell.positions})
+        cols = sorted({c for _, c in cell.positions})
+        lines += ["", f"output[{i}, {j}]: window rows {_index_text(rows)}, columns {_index_text(cols)}"]
+        window = _grid([[_tap(v, worked) for v in cell.values[m * kw:(m + 1) * kw]] for m in range(kh)])
+        if worked.op == "conv":
+            weights = _grid([[number_text(w) for w in cell.weights[m * kw:(m + 1) * kw]] for m in range(kh)])
+            products = _grid([[number_text(p) for p in cell.products[m * kw:(m + 1) * kw]] for m in range(kh)])
+            lines += ["  " + line for line in _side_by_side([window, weights, products], ["x", "="])]
+            result = f"sum: {_sum_text(cell.products)} = {number_text(cell.total)}"
+            if worked.scale != 1 or worked.offset != 0:
+                result += (f"; / scale {number_text(worked.scale)} + offset {number_text(worked.offset)}"
+                           f" = {number_text(cell.value)}")
+        else:
+            lines += ["  " + line for line in window]
+            real = [number_text(v) for v in cell.values if v is not None]
+            if worked.op == "max":
+                ignored = "; padding ignored" if len(real) < len(cell.values) else ""
+                result = f"max({', '.join(real)}{ignored}) = {number_text(cell.value)}"
+            else:
+                counted = " (padding counts)" if cell.divisor > len(real) else ""
+                result = (f"({' + '.join(real)}) / {cell.divisor}{counted} = {number_text(cell.value)}")
+        lines.append("  " + result)
+    output = worked.output()
+    lines += ["", f"output ({worked.output_hw[0]}x{worked.output_hw[1]}):"]
+    lines += ["  " + line for line in _grid([[number_text(v) for v in row] for row in output])]
+    return "\n".join(lines)
+
+
+def _index_text(indices: Sequence[int]) -> str:
+    """``0..2`` for a run, ``0, 2, 4`` for a dilated window."""
+    if len(indices) > 1 and indices[-1] - indices[0] == len(indices) - 1:
+        return f"{indices[0]}..{indices[-1]}"
+    return ", ".join(str(i) for i in indices)
+
+
+def animation_frames(worked: Worked) -> list:
+    """Pillow frames of the window sliding over the (padded) input and filling the output.
+
+    One frame per output cell, then the finished output. The caller saves and closes them.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    h_out, w_out = worked.output_hw
+    if h_out * w_out > MAX_GIF_CELLS:
+        raise ParameterError(f"the {h_out}x{w_out} output has more than {MAX_GIF_CELLS} cells to animate; "
+                             f"use a smaller matrix")
+    font = ImageFont.load_default()
+    cell_px, gap, margin, title = 34, 40, 16, 30
+    cells = [(i, j) for i in range(h_out) for j in range(w_out)]
+    captions = [_frame_caption(worked, worked.cell(*c)) for c in cells] + [_frame_caption(worked, None)]
+    top, bottom, left, right = worked.pads
+    height, width = len(worked.image), len(worked.image[0])
+    in_rows, in_cols = range(-top, height + bottom), range(-left, width + right)
+    panels = [len(in_cols)] + ([worked.size[1]] if worked.op == "conv" else []) + [w_out]
+    tallest = max(len(in_rows), worked.size[0], h_out)
+    grids = sum(panels) * cell_px + gap * (len(panels) - 1)
+    widest = max(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(c, font=font) for c in captions)
+    size = (2 * margin + max(grids, int(widest) + 1), 2 * margin + title + tallest * cell_px)
+    xs = [margin + sum(panels[:k]) * cell_px + gap * k for k in range(len(panels))]
+    y0 = margin + title
+    output = worked.output()
+
+    def box(x: int, y: int, r: int, c: int) -> tuple[int, int, int, int]:
+        return (x + c * cell_px, y + r * cell_px, x + (c + 1) * cell_px, y + (r + 1) * cell_px)
+
+    def square(draw, xy, text, fill, ink="black"):
+        draw.rectangle(xy, fill=fill, outline=(150, 150, 150))
+        left, upper, right, lower = draw.textbbox((0, 0), text, font=font)
+        centre = ((xy[0] + xy[2] - right - left) / 2, (xy[1] + xy[3] - lower - upper) / 2)
+        draw.text(centre, text, fill=ink, font=font)
+
+    frames = []
+    for index in range(len(cells) + 1):
+        current = worked.cell(*cells[index]) if index < len(cells) else None
+        taps = set(current.positions) if current else set()
+        frame = Image.new("RGB", size, "white")
+        draw = ImageDraw.Draw(frame)
+        draw.text((margin, margin), captions[index], fill="black", font=font)
+        for r, row in enumerate(in_rows):
+            for c, col in enumerate(in_cols):
+                value = worked.value_at(row, col)
+                fill = (255, 213, 79) if (row, col) in taps else (230, 230, 230) if value is None else "white"
+                ink = "black" if value is not None else "gray"
+                square(draw, box(xs[0], y0, r, c), _tap(value, worked), fill, ink)
+        if worked.op == "conv":
+            for m, row in enumerate(worked.weights):
+                for n, weight in enumerate(row):
+                    square(draw, box(xs[1], y0, m, n), number_text(weight), (200, 230, 201))
+        for k, (i, j) in enumerate(cells):
+            filled = k < index or (current is not None and k == index)
+            fill = (255, 213, 79) if k == index else (187, 222, 251) if filled else "white"
+            square(draw, box(xs[-1], y0, i, j), number_text(output[i][j]) if filled else "", fill)
+        frames.append(frame)
+    return frames
+
+
+def _frame_caption(worked: Worked, cell: Optional[Cell]) -> str:
+    if cell is None:
+        return f"output {worked.output_hw[0]}x{worked.output_hw[1]}"
+    head = f"out[{cell.row},{cell.col}] = "
+    if worked.op == "conv":
+        terms = " + ".join(f"{number_text(v or 0.0)}*{number_text(w)}"
+                           for v, w in zip(cell.values, cell.weights))
+        body = f"{terms} = {number_text(cell.value)}"
+    elif worked.op == "max":
+        real = ", ".join(number_text(v) for v in cell.values if v is not None)
+        body = f"max({real}) = {number_text(cell.value)}"
+    else:
+        real = [number_text(v) for v in cell.values if v is not None]
+        body = f"({' + '.join(real)}) / {cell.divisor} = {number_text(cell.value)}"
+    return head + body
