@@ -383,7 +383,7 @@ def parse_steps(texts: Sequence[str]) -> list[Step]:
 
 def conv_step(weight_shape: Sequence[int], groups: int, *, transposed: bool = False,
               stride: Pair = (1, 1), padding: PaddingSpec = "same", dilation: Pair = (1, 1),
-              output_padding: Pair = (0, 0), bias: bool = False, text: str = "conv") -> Step:
+              output_padding: Pair = (0, 0), bias: bool = False) -> Step:
     """The step of one ``convcli conv`` run, from its 4-D weight shape as the engine lays it out.
 
     ``(C_out, C_in/groups, kh, kw)``, or ``(C_in, C_out/groups, kh, kw)`` when ``transposed``.
@@ -394,7 +394,7 @@ def conv_step(weight_shape: Sequence[int], groups: int, *, transposed: bool = Fa
     filters = weight_shape[1] * groups if transposed else weight_shape[0]
     step = Step(kind="transposed" if transposed else "conv", filters=filters, kernel=tuple(weight_shape[2:]),
                 stride=tuple(stride), padding=padding, dilation=tuple(dilation), groups=groups, bias=bias,
-                output_padding=tuple(output_padding), number=1, text=text)
+                output_padding=tuple(output_padding), number=1)
     try:
         _check_step(step)
     except _FieldError as exc:

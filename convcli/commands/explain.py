@@ -113,7 +113,7 @@ def explain_conv(chw: Sequence[int], weight_shape: Sequence[int], groups: int, *
     from convcli import explain as library
 
     step = library.conv_step(weight_shape, groups, transposed=transposed, stride=stride, padding=padding,
-                             dilation=dilation, output_padding=output_padding, bias=bias is not None, text="")
+                             dilation=dilation, output_padding=output_padding, bias=bias is not None)
     step = replace(step, text=f"-k {label}: {library.step_text(step)}")
     result = library.trace((chw[1], chw[2], chw[0]), [step])
     show_trace(result, err=True)
