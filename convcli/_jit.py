@@ -50,6 +50,36 @@ def _conv2d_valid(xp, weight, out, stride_h, stride_w, dil_h, dil_w, groups):
                         acc[j] += w * src[j * stride_w + offset]
 
 
+def _make_fixed_depthwise(kh, kw):
+    """A depthwise stride-1 kernel with its size fixed at compile time.
+
+    With the taps known, LLVM unrolls them and vectorises across the output row, keeping the
+    sum in registers: about twice as fast as ``_conv2d_valid`` for small kernels. The size
+    is a closure constant (cacheable); the function reads no globals.
+    """
+
+    @numba.njit(**_PARALLEL)
+    def _fixed_depthwise(xp, weight, out, out_per_group):
+        c_out, h_out, w_out = out.shape
+        for row in numba.prange(c_out * h_out):
+            o = row // h_out
+            i = row % h_out
+            src = xp[o // out_per_group]
+            taps = weight[o, 0]
+            dst = out[o, i]
+            for j in range(w_out):
+                acc = np.float32(0.0)
+                for m in range(kh):
+                    for n in range(kw):
+                        acc += taps[m, n] * src[i + m, j + n]
+                dst[j] = acc
+
+    return _fixed_depthwise
+
+
+_FIXED_DEPTHWISE = {(k, k): _make_fixed_depthwise(k, k) for k in (3, 5, 7)}
+
+
 @numba.njit(**_PARALLEL)
 def _conv_transpose2d(x, weight, out, stride_h, stride_w, dil_h, dil_w, groups, crop_top, crop_left):
     """Transposed convolution of ``x`` (C_in, H, W) with ``weight`` (C_in, C_out/g, kh, kw).
@@ -178,8 +208,15 @@ def call(kernel, *args):
 
 
 def conv2d_valid(xp, weight, out, stride, dilation, groups):
-    """Run ``_conv2d_valid``; ``stride`` and ``dilation`` are (rows, cols) pairs."""
-    call(_conv2d_valid, xp, weight, out, stride[0], stride[1], dilation[0], dilation[1], groups)
+    """Correlate padded ``xp`` into ``out``; ``stride`` and ``dilation`` are (rows, cols) pairs.
+
+    Depthwise 3x3, 5x5 and 7x7 kernels at stride 1 and dilation 1 use a fixed-size kernel.
+    """
+    fixed = _FIXED_DEPTHWISE.get(weight.shape[2:])
+    if fixed is not None and weight.shape[1] == 1 and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1):
+        call(fixed, xp, weight, out, weight.shape[0] // groups)
+    else:
+        call(_conv2d_valid, xp, weight, out, stride[0], stride[1], dilation[0], dilation[1], groups)
 
 
 def conv_transpose2d(x, weight, out, stride, dilation, groups, crop):

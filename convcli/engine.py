@@ -1,7 +1,8 @@
 """Public numeric operations on channels-first float32 arrays ``(C, H, W)``.
 
 Each function validates its arguments, resolves padding and output sizes with ``geometry``,
-pads, allocates, and hands contiguous float32 arrays to a kernel in ``_jit``.
+allocates, and hands the work to ``correlate`` (convolution, band by band) or to a kernel in
+``_jit`` (pooling, transposed convolution).
 
 >>> import numpy as np
 >>> x = np.array([[1, 2, 0, 1, 3], [4, 1, 1, 0, 2], [0, 2, 3, 1, 1],
@@ -22,6 +23,7 @@ import numpy as np
 from convcli import geometry
 from convcli.errors import ParameterError, ShapeError
 from convcli.geometry import PaddingSpec, Pair
+from convcli.correlate import correlate
 from convcli.params import PAD_MODES
 
 
@@ -93,18 +95,6 @@ def check_border(in_hw: Pair, pads: tuple[int, int, int, int], pad_mode: str) ->
             )
 
 
-def pad_image(image: np.ndarray, pads: tuple[int, int, int, int], pad_mode: str = "zeros") -> np.ndarray:
-    """Pad a ``(C, H, W)`` array by ``(top, bottom, left, right)`` with a PyTorch border mode.
-
-    >>> pad_image(np.arange(4, dtype=np.float32).reshape(1, 1, 4), (0, 0, 2, 2), "reflect")[0, 0]
-    array([2., 1., 0., 1., 2., 3., 2., 1.], dtype=float32)
-    """
-    top, bottom, left, right = pads
-    check_border(image.shape[1:], pads, pad_mode)
-    widths = ((0, 0), (top, bottom), (left, right))
-    return np.ascontiguousarray(np.pad(image, widths, mode=PAD_MODES[pad_mode]), dtype=np.float32)
-
-
 def conv2d(
     image: np.ndarray,
     kernel: np.ndarray,
@@ -116,6 +106,7 @@ def conv2d(
     groups: int = 1,
     pad_mode: str = "zeros",
     flip: bool = False,
+    method: Optional[str] = None,
 ) -> np.ndarray:
     """Cross-correlate ``image`` (C, H, W) with ``kernel``, as a CNN ``Conv2d`` layer does.
 
@@ -123,6 +114,8 @@ def conv2d(
     with padding from ``geometry.resolve_padding`` (``same`` is TF/Keras's rule) and border
     values from ``pad_mode``. ``flip`` rotates the kernel 180 degrees (true convolution).
     ``bias`` is one value or one per output channel. Returns ``(C_out, H_out, W_out)`` float32.
+    ``method`` forces one of ``correlate``'s methods (tests, benchmarks); by default the
+    fastest for the work is chosen.
 
     >>> impulse = np.zeros((1, 3, 3), np.float32); impulse[0, 1, 1] = 1
     >>> k = np.arange(1, 10, dtype=np.float32).reshape(3, 3)
@@ -133,7 +126,7 @@ def conv2d(
     >>> conv2d(impulse, k, flip=True)[0].astype(int).tolist()
     [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
     """
-    image = _check_image(image)
+    image = _check_image(image, as_float32=False)
     _check_at_least_one(stride=stride, dilation=dilation)
     weight, groups = as_conv_weight(kernel, image.shape[0], groups)
     if min(weight.shape) < 1:
@@ -152,11 +145,8 @@ def conv2d(
             f"(input {_format_hw(in_hw)}, padding {padding})"
         )
     bias_values = _bias_vector(bias, weight.shape[0])
-    xp = pad_image(image, pads, pad_mode)
-    out = np.empty((weight.shape[0],) + out_hw, dtype=np.float32)
-    from convcli import _jit
-
-    _jit.conv2d_valid(xp, weight, out, stride, dilation, groups)
+    check_border(in_hw, pads, pad_mode)
+    out = correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, method)
     if bias_values is not None:
         out += bias_values[:, None, None]
     return out
@@ -274,9 +264,11 @@ def conv_transpose2d(
     return out
 
 
-def _check_image(image: np.ndarray) -> np.ndarray:
-    """``image`` as a C-contiguous float32 (C, H, W) array."""
-    image = np.ascontiguousarray(image, dtype=np.float32)
+def _check_image(image: np.ndarray, as_float32: bool = True) -> np.ndarray:
+    """``image`` as a C-contiguous float32 (C, H, W) array, or of any real dtype as given."""
+    image = np.ascontiguousarray(image, dtype=np.float32) if as_float32 else np.asarray(image)
+    if image.dtype.kind not in "biuf":
+        raise ShapeError(f"image must hold real numbers, got dtype {image.dtype}")
     if image.ndim != 3:
         raise ShapeError(f"image must be (C, H, W), got shape {_format_hw(image.shape)}")
     return image

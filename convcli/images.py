@@ -326,7 +326,8 @@ def _image_savers(path, maps, white, alpha, settings, signed, labels) -> list[Ca
     out_white = DEPTHS[depth]
     gain = out_white / white if white else 1.0
     mode = "none" if settings.map == "auto" and depth == "32f" else settings.map
-    values = mapping.map_values(maps * gain, mode, out_white, signed=signed, **_map_options(settings))
+    scaled = maps * np.float32(gain)  # a private copy, mapped in place
+    values = mapping.map_values(scaled, mode, out_white, signed=signed, in_place=True, **_map_options(settings))
     if settings.colormap:
         values = np.stack([mapping.apply_colormap(v, out_white, settings.colormap) for v in values])
     else:
@@ -372,7 +373,7 @@ def _image_saver(fmt: str, depth: str, values: np.ndarray) -> Callable:
     if depth == "32f":
         pixels = np.ascontiguousarray(values[0], dtype=np.float32)
     else:
-        pixels = mapping.to_integers(values, 8 if depth == "8" else 16).transpose(1, 2, 0)
+        pixels = mapping.to_integers(values, 8 if depth == "8" else 16, in_place=True).transpose(1, 2, 0)
         if fmt == "PNG" and depth == "16":
             data = encode_png(pixels)
             return lambda handle: handle.write(data)

@@ -171,8 +171,12 @@ def map_values(
     offset: Optional[float] = None,
     joint: bool = False,
     symmetric: bool = False,
+    in_place: bool = False,
 ) -> np.ndarray:
     """Bring ``maps`` (C, H, W), in output units, into ``[0, white]`` with a ``--map`` mode.
+
+    With ``in_place`` a float32 ``maps`` is overwritten and returned (no full-size copies:
+    a 4096x4096 RGB map is 200 MB).
 
     - ``clip``: clip to ``[0, white]``.
     - ``abs``: ``|y|``, clipped to ``white``.
@@ -192,30 +196,33 @@ def map_values(
     >>> map_values(y, "auto", 255.0, signed=[True, False])[:, 0].tolist()
     [[126.0, 128.0, 130.0], [10.0, 20.0, 30.0]]
     """
-    maps = np.asarray(maps, dtype=np.float32)
     if mode not in MAP_MODES:
         raise ParameterError(f"map mode {mode!r} is not one of {', '.join(MAP_MODES)}")
+    maps = np.asarray(maps, dtype=np.float32)
     if mode == "none":
         return maps
+    out = maps if in_place else maps.copy()
     if mode == "auto":
-        flags = np.zeros(len(maps), bool) if signed is None else np.asarray(signed, bool)
-        if flags.shape != (len(maps),):
-            raise ParameterError(f"signed flags ({flags.size}) do not match the {len(maps)} maps")
-        out = np.where(flags[:, None, None], maps + mid_level(white), maps)
+        flags = np.zeros(len(out), bool) if signed is None else np.asarray(signed, bool)
+        if flags.shape != (len(out),):
+            raise ParameterError(f"signed flags ({flags.size}) do not match the {len(out)} maps")
+        for index in np.flatnonzero(flags):
+            out[index] += mid_level(white)
     elif mode == "abs":
-        out = np.abs(maps)
+        np.abs(out, out=out)
     elif mode == "offset":
-        out = maps * (1.0 if scale is None else scale) + (mid_level(white) if offset is None else offset)
+        out *= 1.0 if scale is None else scale
+        out += mid_level(white) if offset is None else offset
     elif mode == "minmax" and joint:
-        out = _stretch(maps, white, symmetric)
+        _stretch(out, white, symmetric)
     elif mode == "minmax":
-        out = np.stack([_stretch(m, white, symmetric) for m in maps])
-    else:
-        out = maps
-    return np.clip(out, 0.0, white).astype(np.float32)
+        for plane in out:
+            _stretch(plane, white, symmetric)
+    return np.clip(out, 0.0, white, out=out)
 
 
-def _stretch(values: np.ndarray, white: float, symmetric: bool) -> np.ndarray:
+def _stretch(values: np.ndarray, white: float, symmetric: bool) -> None:
+    """Stretch ``values`` in place: finite min..max (or -m..m) to 0..white."""
     finite = values[np.isfinite(values)]
     if symmetric:
         reach = float(np.abs(finite).max()) if finite.size else 0.0
@@ -223,16 +230,21 @@ def _stretch(values: np.ndarray, white: float, symmetric: bool) -> np.ndarray:
     else:
         low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
     if high == low:
-        return np.full(values.shape, white / 2 if symmetric else 0.0, np.float32)
-    return ((values - low) * (white / (high - low))).astype(np.float32)
+        values[...] = white / 2 if symmetric else 0.0
+        return
+    values -= low
+    values *= white / (high - low)
 
 
-def to_integers(values: np.ndarray, bits: int) -> np.ndarray:
+def to_integers(values: np.ndarray, bits: int, in_place: bool = False) -> np.ndarray:
     """Round half to even, clip to ``0..2**bits - 1`` and cast; NaN becomes 0. Never wraps.
 
     >>> to_integers(np.array([-63.0, 0.5, 1.5, 2.5, 254.5, 256.0, np.nan]), 8).tolist()
     [0, 0, 2, 2, 254, 255, 0]
     """
     top = 255 if bits == 8 else 65535
-    pixels = np.clip(np.rint(np.nan_to_num(values, nan=0.0)), 0, top)
+    pixels = np.asarray(values, dtype=np.float32) if in_place else np.array(values, dtype=np.float32)
+    np.nan_to_num(pixels, copy=False, nan=0.0)
+    np.rint(pixels, out=pixels)
+    np.clip(pixels, 0, top, out=pixels)
     return pixels.astype(np.uint8 if bits == 8 else np.uint16)

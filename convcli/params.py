@@ -15,8 +15,9 @@ import math
 from convcli.errors import ParameterError
 from convcli.geometry import PADDING_RULES, PaddingSpec
 
-#: Border modes, with PyTorch's names. numpy's names for the same rules, for ``np.pad``.
-PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+#: Border modes, with PyTorch's names (numpy's ``constant``, ``reflect``, ``edge``, ``wrap``;
+#: SciPy's ``reflect`` is none of them: it repeats the edge, numpy's ``symmetric``).
+PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 def _ints(text: str, option: str) -> list[int]:

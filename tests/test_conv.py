@@ -1,5 +1,8 @@
 """conv2d against the plain-loop reference, hand-pinned semantics and bad input."""
 
+import contextlib
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -7,7 +10,7 @@ from hypothesis import strategies as st
 
 import naive
 from conftest import assert_matches
-from convcli import engine
+from convcli import correlate, engine
 from convcli.errors import ParameterError, ShapeError
 
 SEED_IMAGE = np.array(
@@ -75,7 +78,7 @@ def conv_cases(draw):
     groups = draw(st.sampled_from([1, 1, 2, 3]))
     kind = draw(st.sampled_from(["2d", "3d", "4d"]))
     channels = draw(st.integers(1, 3)) * (groups if kind == "4d" else 1)
-    height, width = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    height, width = draw(st.integers(1, 14)), draw(st.integers(1, 9))
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
@@ -99,7 +102,8 @@ def conv_cases(draw):
         weight, naive_groups = kernel, groups
     bias = draw(st.none() | st.just(list(rng.uniform(-1, 1, weight.shape[0]))))
     flip = draw(st.booleans())
-    return x, kernel, weight, groups, naive_groups, stride, dilation, padding, mode, bias, flip
+    method = draw(st.sampled_from([None, "numpy", "gemm", "numba"]))
+    return x, kernel, weight, groups, naive_groups, stride, dilation, padding, mode, bias, flip, method
 
 
 def _explicit_pads(padding, in_hw, k_hw, stride, dilation):
@@ -113,17 +117,24 @@ def _explicit_pads(padding, in_hw, k_hw, stride, dilation):
     return padding
 
 
-@given(conv_cases())
-def test_conv2d_matches_naive(case):
-    x, kernel, weight, groups, naive_groups, stride, dilation, padding, mode, bias, flip = case
+def one_row_bands():
+    """Every output row its own band, so band edges and their padding are exercised."""
+    return mock.patch.multiple(correlate, BAND_BYTES=1, MIN_BAND_ROWS=1)
+
+
+@given(conv_cases(), st.booleans())
+def test_conv2d_matches_naive(case, banded):
+    x, kernel, weight, groups, naive_groups, stride, dilation, padding, mode, bias, flip, method = case
     k_hw = weight.shape[2:]
     pads = _explicit_pads(padding, x.shape[1:], k_hw, stride, dilation)
     h_out = (x.shape[1] + pads[0] + pads[1] - dilation[0] * (k_hw[0] - 1) - 1) // stride[0] + 1
     w_out = (x.shape[2] + pads[2] + pads[3] - dilation[1] * (k_hw[1] - 1) - 1) // stride[1] + 1
     bad_border = (mode == "reflect" and (max(pads[:2]) >= x.shape[1] or max(pads[2:]) >= x.shape[2])) or (
         mode == "circular" and (max(pads[:2]) > x.shape[1] or max(pads[2:]) > x.shape[2]))
-    call = lambda: engine.conv2d(x, kernel, bias, stride=stride, padding=padding, dilation=dilation,
-                                 groups=groups, pad_mode=mode, flip=flip)
+    def call():
+        with one_row_bands() if banded else contextlib.nullcontext():
+            return engine.conv2d(x, kernel, bias, stride=stride, padding=padding, dilation=dilation,
+                                 groups=groups, pad_mode=mode, flip=flip, method=method)
     if h_out < 1 or w_out < 1 or bad_border:
         with pytest.raises(ShapeError):
             call()
@@ -164,3 +175,50 @@ def test_tiny_inputs():
     one = np.full((1, 1, 1), 2.0, np.float32)
     assert engine.conv2d(one, np.full((1, 1), 3.0, np.float32)).tolist() == [[[6.0]]]
     assert engine.conv2d(one, np.ones((3, 3), np.float32)).tolist() == [[[2.0]]]  # same pads 1
+
+
+@given(
+    hw=st.tuples(st.integers(1, 16), st.integers(1, 12)), k=st.tuples(st.integers(5, 8), st.integers(5, 8)),
+    stride=st.tuples(st.integers(1, 2), st.integers(1, 2)), dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]), banded=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_separable_method_matches_naive(hw, k, stride, dilation, mode, banded, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (2,) + hw).astype(np.float32)
+    kernel = np.outer(rng.uniform(-1, 1, k[0]), rng.uniform(-1, 1, k[1])).astype(np.float32)
+    pads = (k[0] // 2, k[0] // 2, k[1] // 2, k[1] // 2)
+    if mode == "reflect" and (pads[0] >= hw[0] or pads[2] >= hw[1]) or mode == "circular" and (
+            pads[0] > hw[0] or pads[2] > hw[1]):
+        return
+    if any(n + 2 * (kk // 2) < d * (kk - 1) + 1 for n, kk, d in zip(hw, k, dilation)):
+        return  # the dilated kernel does not fit: covered by the shape tests
+    expected = naive.conv2d(x, np.broadcast_to(kernel, (2, 1) + k), None, stride, pads, dilation, 2, mode)
+    with one_row_bands() if banded else contextlib.nullcontext():
+        out = engine.conv2d(x, kernel, stride=stride, padding=pads, dilation=dilation, pad_mode=mode,
+                            method="separable")
+    assert_matches(out, expected)
+
+
+def test_methods_are_chosen_by_work():
+    assert correlate.choose_method(np.ones((3, 1, 3, 3), np.float32), 3, (8, 8)) == "numpy"
+    assert correlate.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (8, 8)) == "gemm"
+    big = (6000, 6000)
+    assert correlate.choose_method(np.ones((3, 1, 3, 3), np.float32), 3, big) == "numba"
+    assert correlate.choose_method(np.ones((3, 1, 9, 9), np.float32), 3, big) == "separable"
+    assert correlate.choose_method(np.arange(243, dtype=np.float32).reshape(3, 1, 9, 9) ** 2, 3, big) == "numba"
+
+
+def test_separable_refuses_full_rank_kernels():
+    with pytest.raises(ValueError, match="rank 1"):
+        engine.conv2d(np.ones((1, 8, 8), np.float32), np.eye(5, dtype=np.float32), method="separable")
+
+
+@pytest.mark.parametrize("k", [3, 5, 7])
+def test_fixed_size_numba_kernels_match_naive(k, rng):
+    x = rng.uniform(-1, 1, (2, 11, 13)).astype(np.float32)
+    kernel = rng.uniform(-1, 1, (4, 1, k, k)).astype(np.float32)  # two maps per input channel
+    with one_row_bands():
+        out = engine.conv2d(x, kernel, groups=2, method="numba")
+    pads = naive.tf_same_pads(11, k) + naive.tf_same_pads(13, k)
+    assert_matches(out, naive.conv2d(x, kernel, pads=pads, groups=2))

@@ -1,0 +1,218 @@
+"""How a convolution is computed: in bands of output rows, with the fastest method for the work.
+
+``engine.conv2d`` checks the arguments and resolves the shapes, then calls ``correlate``. The
+padded input is never built whole: each band of output rows gets its own padded slice of the
+input (border values from the pad mode), so memory stays at the input, the output and a few
+megabytes. The method is chosen once per call (``choose_method``):
+
+- ``numpy``: one vectorised multiply-add per kernel tap. No compilation and no Numba import,
+  which costs about 0.5 s, so it wins end to end for small work in a fresh process.
+- ``gemm``: dense layers (many channels): each band is unfolded (im2col) and multiplied by
+  the weights with one BLAS matrix product per group.
+- ``separable``: a depthwise kernel of rank 1 (box, Gaussian, Sobel) as a row pass and then a
+  column pass, ``kh + kw`` instead of ``kh * kw`` taps per pixel; only for kernels of 5x5 and up.
+- ``numba``: compiled loops (``_jit``); 3x3, 5x5 and 7x7 depthwise kernels at stride 1 get
+  loops specialised for their size.
+
+Every method computes the same cross-correlation; the tests check each against
+``tests/naive.py``.
+
+>>> x = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+>>> w = np.ones((1, 1, 3, 3), np.float32)
+>>> correlate(x, w, 1, (1, 1, 1, 1), "replicate", (2, 2), (1, 1), (2, 2), "numpy")[0]
+array([[15., 30.],
+       [75., 90.]], dtype=float32)
+
+(The first window, with the border replicated, is 0+0+1 + 0+0+1 + 4+4+5 = 15.)
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import numpy as np
+
+#: Multiply-adds below which plain numpy beats starting Numba in a fresh process (measured:
+#: numpy does ~2e9 per second here, Numba's import and first call take ~0.5 s).
+NUMPY_WORK = 1_000_000_000
+#: Once Numba is loaded in this process (a batch), numpy is only used for tiny work.
+NUMPY_WORK_WARM = 2_000_000
+#: Bytes of padded input per band: small enough to stay in cache, large enough to keep
+#: both cores busy.
+BAND_BYTES = 4 << 20
+MIN_BAND_ROWS = 8
+
+
+def source_index(positions: np.ndarray, size: int, mode: str) -> np.ndarray:
+    """The input index each padded position reads, or -1 where it reads a zero.
+
+    >>> source_index(np.arange(-2, 6), 4, "reflect").tolist()      # c b | a b c d | c b
+    [2, 1, 0, 1, 2, 3, 2, 1]
+    >>> source_index(np.arange(-2, 6), 4, "zeros").tolist()
+    [-1, -1, 0, 1, 2, 3, -1, -1]
+    """
+    if mode == "zeros":
+        return np.where((positions >= 0) & (positions < size), positions, -1)
+    if mode == "replicate":
+        return np.clip(positions, 0, size - 1)
+    if mode == "circular":
+        return positions % size
+    period = 2 * (size - 1)  # reflect, the edge not repeated
+    folded = positions % period if period else np.zeros_like(positions)
+    return np.where(folded < size, folded, period - folded)
+
+
+def padded_band(image: np.ndarray, start: int, stop: int, pads, mode: str) -> np.ndarray:
+    """Rows ``start:stop`` of the padded image, as float32 ``(C, stop - start, W + left + right)``.
+
+    >>> padded_band(np.arange(1, 5, dtype=np.float32).reshape(1, 1, 4), 0, 3, (1, 1, 2, 1), "replicate")[0]
+    array([[1., 1., 1., 2., 3., 4., 4.],
+           [1., 1., 1., 2., 3., 4., 4.],
+           [1., 1., 1., 2., 3., 4., 4.]], dtype=float32)
+    """
+    channels, height, width = image.shape
+    top, _, left, right = pads
+    band = np.empty((channels, stop - start, left + width + right), np.float32)
+    inner = band[:, :, left:left + width]
+    positions = np.arange(start - top, stop - top)
+    inside = (positions >= 0) & (positions < height)
+    if inside.any():
+        first = int(np.argmax(inside))
+        count = int(inside.sum())
+        inner[:, first:first + count] = image[:, positions[first]:positions[first] + count]
+    outside = np.flatnonzero(~inside)
+    if outside.size:
+        rows = source_index(positions[outside], height, mode)
+        inner[:, outside] = image[:, np.maximum(rows, 0)]
+        inner[:, outside[rows < 0]] = 0.0
+    if left or right:
+        pad_columns = np.r_[0:left, left + width:left + width + right]
+        columns = source_index(pad_columns - left, width, mode)
+        band[:, :, pad_columns] = band[:, :, left + np.maximum(columns, 0)]
+        band[:, :, pad_columns[columns < 0]] = 0.0
+    return band
+
+
+def rank_one_factors(weight: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """Column and row factors ``(C_out, kh)``, ``(C_out, kw)`` if every depthwise kernel has rank 1.
+
+    >>> col, row = rank_one_factors(np.outer([1.0, 2.0, 1.0], [-1.0, 0.0, 1.0])[None, None])
+    >>> np.allclose(np.outer(col[0], row[0]), [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]])
+    True
+    """
+    if weight.shape[1] != 1:
+        return None
+    u, s, vt = np.linalg.svd(weight[:, 0].astype(np.float64))
+    if np.any(s[:, 1:] > 1e-6 * s[:, :1]):
+        return None
+    return (u[:, :, 0] * s[:, :1]).astype(np.float32), vt[:, 0, :].astype(np.float32)
+
+
+def choose_method(weight: np.ndarray, groups: int, out_hw) -> str:
+    """The method for this work: see the module docstring.
+
+    >>> choose_method(np.ones((64, 64, 3, 3), np.float32), 1, (56, 56))
+    'gemm'
+    >>> choose_method(np.ones((3, 1, 3, 3), np.float32), 3, (64, 64))
+    'numpy'
+    """
+    c_out, c_per_group, kh, kw = weight.shape
+    if c_out // groups >= 8 and c_per_group * kh * kw >= 9:
+        return "gemm"
+    work = c_out * out_hw[0] * out_hw[1] * c_per_group * kh * kw
+    if work <= (NUMPY_WORK_WARM if "convcli._jit" in sys.modules else NUMPY_WORK):
+        return "numpy"
+    if kh * kw >= 25 and min(kh, kw) > 1 and rank_one_factors(weight) is not None:
+        return "separable"
+    return "numba"
+
+
+def correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, method=None) -> np.ndarray:
+    """Cross-correlate ``image`` (C_in, H, W, any real dtype) with ``weight`` band by band.
+
+    Arguments are already checked and resolved by ``engine.conv2d``: ``weight`` is
+    ``(C_out, C_in/groups, kh, kw)`` float32, ``pads`` explicit, ``out_hw`` from ``geometry``.
+    """
+    method = method or choose_method(weight, groups, out_hw)
+    if method == "separable" and rank_one_factors(weight) is None:
+        raise ValueError("the separable method needs depthwise kernels of rank 1")
+    c_out, c_per_group, kh, kw = weight.shape
+    (stride_h, _), (dil_h, _) = stride, dilation
+    width = image.shape[2] + pads[2] + pads[3]
+    rows_per_band = max(MIN_BAND_ROWS, BAND_BYTES // (4 * width * image.shape[0] * stride_h))
+    if method == "gemm":  # bound the unfolded band too
+        rows_per_band = max(1, min(rows_per_band, (16 << 20) // (4 * out_hw[1] * c_per_group * kh * kw)))
+    compute = _COMPUTE[method]
+    out = np.empty((c_out,) + tuple(out_hw), np.float32)
+    for first in range(0, out_hw[0], rows_per_band):
+        last = min(out_hw[0], first + rows_per_band)
+        start = first * stride_h
+        band = padded_band(image, start, (last - 1) * stride_h + dil_h * (kh - 1) + 1, pads, pad_mode)
+        target = np.empty((c_out, last - first, out_hw[1]), np.float32)
+        compute(band, weight, groups, stride, dilation, target)
+        out[:, first:last] = target
+    return out
+
+
+def _window(band: np.ndarray, m: int, n: int, stride, dilation, rows: int, cols: int) -> np.ndarray:
+    """The input values tap (m, n) meets for ``rows`` x ``cols`` outputs: a strided view."""
+    (sh, sw), (dh, dw) = stride, dilation
+    return band[:, m * dh:m * dh + sh * (rows - 1) + 1:sh, n * dw:n * dw + sw * (cols - 1) + 1:sw]
+
+
+def _numpy_taps(band, weight, groups, stride, dilation, out) -> None:
+    c_out, c_per_group, kh, kw = weight.shape
+    out_per_group = c_out // groups
+    rows, cols = out.shape[1:]
+    out[:] = 0.0
+    if c_per_group == 1:  # each output map reads one input channel
+        source = band if out_per_group == 1 else np.repeat(band, out_per_group, axis=0)
+        product = np.empty_like(out)
+        for m in range(kh):
+            for n in range(kw):
+                np.multiply(weight[:, 0, m, n, None, None], _window(source, m, n, stride, dilation, rows, cols),
+                            out=product)
+                out += product
+        return
+    for g in range(groups):
+        maps = slice(g * out_per_group, (g + 1) * out_per_group)
+        inputs = band[g * c_per_group:(g + 1) * c_per_group]
+        for m in range(kh):
+            for n in range(kw):
+                window = _window(inputs, m, n, stride, dilation, rows, cols)
+                out[maps] += np.tensordot(weight[maps, :, m, n], window, axes=1)
+
+
+def _gemm(band, weight, groups, stride, dilation, out) -> None:
+    c_out, c_per_group, kh, kw = weight.shape
+    out_per_group = c_out // groups
+    rows, cols = out.shape[1:]
+    unfolded = np.empty((c_per_group, kh, kw, rows, cols), np.float32)
+    for g in range(groups):
+        inputs = band[g * c_per_group:(g + 1) * c_per_group]
+        for m in range(kh):
+            for n in range(kw):
+                unfolded[:, m, n] = _window(inputs, m, n, stride, dilation, rows, cols)
+        maps = slice(g * out_per_group, (g + 1) * out_per_group)
+        np.matmul(weight[maps].reshape(out_per_group, -1), unfolded.reshape(c_per_group * kh * kw, -1),
+                  out=out[maps].reshape(out_per_group, -1))
+
+
+def _numba(band, weight, groups, stride, dilation, out) -> None:
+    from convcli import _jit
+
+    _jit.conv2d_valid(band, weight, out, stride, dilation, groups)
+
+
+def _separable(band, weight, groups, stride, dilation, out) -> None:
+    """Row pass with the row factors, then column pass with the column factors."""
+    column, row = rank_one_factors(weight)
+    c_out, _, kh, kw = weight.shape
+    passes = _numba if "convcli._jit" in sys.modules or band.size * kh > NUMPY_WORK // 16 else _numpy_taps
+    across = np.empty((c_out, band.shape[1], out.shape[2]), np.float32)
+    passes(band, row.reshape(c_out, 1, 1, kw), groups, (1, stride[1]), (1, dilation[1]), across)
+    passes(across, column.reshape(c_out, 1, kh, 1), c_out, (stride[0], 1), (dilation[0], 1), out)
+
+
+_COMPUTE = {"numpy": _numpy_taps, "gemm": _gemm, "separable": _separable, "numba": _numba}
