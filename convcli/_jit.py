@@ -234,3 +234,22 @@ def max_pool2d(x, out, indices, size, stride, dilation, pads):
 def avg_pool2d(x, out, size, stride, pads, count_include_pad):
     """Run ``_avg_pool2d``; ``pads`` is (top, bottom, left, right)."""
     call(_avg_pool2d, x, out, size[0], size[1], stride[0], stride[1], *pads, bool(count_include_pad))
+
+
+def warm_up() -> list[str]:
+    """Compile (or load from the cache) every kernel, serially; return their names.
+
+    Runs each on tiny float32 arrays of the layouts the engine passes, so later processes
+    only load the cache (milliseconds per kernel).
+    """
+    x = np.ones((2, 9, 9), np.float32)
+    out = np.empty((2, 3, 3), np.float32)
+    conv2d_valid(x, np.ones((2, 2, 3, 3), np.float32), out, (3, 3), (1, 1), 1)
+    for (kh, kw) in _FIXED_DEPTHWISE:
+        conv2d_valid(x, np.ones((2, 1, kh, kw), np.float32), np.empty((2, 10 - kh, 10 - kw), np.float32),
+                     (1, 1), (1, 1), 2)
+    conv_transpose2d(x, np.ones((2, 1, 2, 2), np.float32), np.empty((2, 18, 18), np.float32), (2, 2), (1, 1), 2,
+                     (0, 0))
+    max_pool2d(x, out, np.empty((2, 3, 3), np.int64), (3, 3), (3, 3), (1, 1), (0, 0, 0, 0))
+    avg_pool2d(x, out, (3, 3), (3, 3), (0, 0, 0, 0), True)
+    return ["conv2d", "depthwise 3x3/5x5/7x7", "conv_transpose2d", "max_pool2d", "avg_pool2d"]

@@ -57,9 +57,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from convcli.commands import conv, explain, kernels, pool
+    from convcli.commands import conv, explain, kernels, pool, warmup
 
-    for command in (conv.conv, pool.pool, pool.unpool, kernels.kernels, explain.explain):
+    for command in (conv.conv, pool.pool, pool.unpool, kernels.kernels, explain.explain, warmup.warmup):
         cli.add_command(command)
 
 

@@ -1,9 +1,9 @@
 """Reading inputs and writing outputs.
 
 At the edges arrays are ``H x W x C`` (images and ``.npy`` files); inside they are ``(C, H, W)``
-float32 holding the raw stored values (0..255 for 8-bit images, 0..65535 for 16-bit, 0..1 for
-float TIFF, the numbers themselves for ``.npy``), so a ``.npy`` result equals what PyTorch or
-OpenCV compute on the same pixels.
+holding the raw stored values (0..255 for 8-bit images, 0..65535 for 16-bit, 0..1 for float
+TIFF, the numbers themselves for ``.npy``) and computed on in float32, so a ``.npy`` result
+equals what PyTorch or OpenCV compute on the same pixels.
 
 Writing converts units first (the input's white level becomes the output's: 255, 65535, or
 1.0 for float TIFF; ``.npy`` keeps the input's units, and a ``.npy`` input's numbers are taken
@@ -56,7 +56,9 @@ _ALPHA_BASE = {"LA": "L", "RGBA": "RGB"}
 
 @dataclass
 class Picture:
-    """An input: ``data`` (C, H, W) float32 raw values, and what is needed to write it back.
+    """An input: ``data`` (C, H, W) raw values in their stored dtype (uint8 for 8-bit images:
+    a quarter of float32's memory; every operation computes in float32), and what is needed
+    to write it back.
 
     ``white`` is the value of full white in the source encoding (255, 65535, 1.0), or None
     for ``.npy``; ``alpha`` is the (H, W) alpha plane set aside from the colour channels.
@@ -102,7 +104,7 @@ def _read_npy(path: str) -> np.ndarray:
         raise InputError(f"input {path!r} has shape {array.shape}; expected (H, W) or (H, W, C)")
     if array.size == 0:
         raise InputError(f"input {path!r} is empty (shape {array.shape})")
-    return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
 def _read_image(path: str, alpha_as_channel: bool) -> Picture:
@@ -129,7 +131,7 @@ def _read_image(path: str, alpha_as_channel: bool) -> Picture:
         img = img.convert(_ALPHA_BASE[img.mode])
     if img.mode not in _WHITE:
         raise InputError(f"input {path!r} has pixel mode {img.mode!r}, which convcli does not read")
-    data = np.asarray(img, dtype=np.float32)
+    data = np.asarray(img)  # the stored dtype: converted to float32 band by band downstream
     data = data[None] if data.ndim == 2 else data.transpose(2, 0, 1)
     if alpha is not None and alpha_as_channel:
         data, alpha = np.concatenate([data, alpha[None]]), None

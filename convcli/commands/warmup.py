@@ -1,0 +1,24 @@
+"""``convcli warmup``: compile every Numba kernel once, so later runs start fast."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+
+@click.command()
+def warmup() -> None:
+    """Compile every kernel into the cache (once per machine; run it after installing).
+
+    The cache lives in ~/.cache/convcli/numba (or $CONVCLI_CACHE_DIR, or $NUMBA_CACHE_DIR).
+    Concurrent first runs are safe: compilation holds a file lock.
+    """
+    from convcli.runtime import numba_cache_dir
+
+    start = time.perf_counter()
+    from convcli import _jit
+
+    names = _jit.warm_up()
+    click.echo(f"compiled {len(names)} kernel families ({', '.join(names)}) in "
+               f"{time.perf_counter() - start:.1f} s into {numba_cache_dir()}", err=True)

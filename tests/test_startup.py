@@ -1,0 +1,62 @@
+"""Start-up cost and the JIT cache: light commands never import numba; cold starts do not clash."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+NO_NUMBA = textwrap.dedent("""
+    import sys
+    from click.testing import CliRunner
+    from convcli.cli import cli
+    result = CliRunner().invoke(cli, sys.argv[1:])
+    assert result.exit_code == 0, result.output
+    heavy = [m for m in ("numba", "convcli._jit") if m in sys.modules]
+    assert not heavy, heavy
+""")
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"], ["conv", "--help"], ["pool", "--help"], ["kernels", "list"], ["kernels", "show", "sobel"],
+    ["explain", "--input", "224x224x3", "conv 64 k7 s2 p3", "maxpool k3 s2 p1"],
+])
+def test_light_commands_do_not_import_numba(args):
+    proc = subprocess.run([sys.executable, "-c", NO_NUMBA, *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_small_jobs_do_not_import_numba(tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((64, 64, 3), np.float32))
+    script = NO_NUMBA.replace("sys.argv[1:]", repr(["conv", str(tmp_path / "x.npy"), "-k", "sobel_x", "-o",
+                                                    str(tmp_path / "y.npy")]))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+COLD_RUN = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from convcli import engine
+    x = np.arange(3 * 40 * 40, dtype=np.float32).reshape(3, 40, 40) % 7
+    y = engine.conv2d(x, np.arange(9, dtype=np.float32).reshape(3, 3), method="numba")
+    z = engine.max_pool2d(y, (2, 2))
+    np.save(sys.argv[1], z)
+""")
+
+
+def test_concurrent_cold_starts_share_one_cache(tmp_path):
+    """Three processes compile into one empty cache at once: the lock serialises them."""
+    env = {"CONVCLI_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
+    procs = [subprocess.Popen([sys.executable, "-c", COLD_RUN, str(tmp_path / f"{i}.npy")], env=env,
+                              stderr=subprocess.PIPE, text=True) for i in range(3)]
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()
+        proc.stderr.close()
+    results = [np.load(tmp_path / f"{i}.npy") for i in range(3)]
+    assert all(np.array_equal(results[0], r) for r in results[1:])
+    rerun = subprocess.run([sys.executable, "-c", COLD_RUN, str(tmp_path / "again.npy")], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert np.array_equal(np.load(tmp_path / "again.npy"), results[0])
