@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from convcli import engine
+from convcli import _jit, engine  # noqa: F401  (in-process figures are for a warm engine, Numba loaded)
 
 
 def _optional(name):
