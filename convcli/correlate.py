@@ -133,26 +133,41 @@ def correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, m
 
     Arguments are already checked and resolved by ``engine.conv2d``: ``weight`` is
     ``(C_out, C_in/groups, kh, kw)`` float32, ``pads`` explicit, ``out_hw`` from ``geometry``.
+    A depthwise kernel (one map per channel) runs channel by channel, so that every band is
+    computed straight into its place in the output.
     """
     method = method or choose_method(weight, groups, out_hw)
     if method == "separable" and rank_one_factors(weight) is None:
         raise ValueError("the separable method needs depthwise kernels of rank 1")
+    out = np.empty((weight.shape[0],) + tuple(out_hw), np.float32)
+    if weight.shape[1] == 1 and weight.shape[0] == image.shape[0] == groups:
+        for channel in range(groups):
+            one = slice(channel, channel + 1)
+            _correlate_bands(image[one], weight[one], 1, pads, pad_mode, stride, dilation, out[one], method)
+    else:
+        _correlate_bands(image, weight, groups, pads, pad_mode, stride, dilation, out, method)
+    return out
+
+
+def _correlate_bands(image, weight, groups, pads, pad_mode, stride, dilation, out, method) -> None:
     c_out, c_per_group, kh, kw = weight.shape
     (stride_h, _), (dil_h, _) = stride, dilation
+    h_out, w_out = out.shape[1:]
     width = image.shape[2] + pads[2] + pads[3]
     rows_per_band = max(MIN_BAND_ROWS, BAND_BYTES // (4 * width * image.shape[0] * stride_h))
     if method == "gemm":  # bound the unfolded band too
-        rows_per_band = max(1, min(rows_per_band, (16 << 20) // (4 * out_hw[1] * c_per_group * kh * kw)))
+        rows_per_band = max(1, min(rows_per_band, (16 << 20) // (4 * w_out * c_per_group * kh * kw)))
     compute = _COMPUTE[method]
-    out = np.empty((c_out,) + tuple(out_hw), np.float32)
-    for first in range(0, out_hw[0], rows_per_band):
-        last = min(out_hw[0], first + rows_per_band)
+    for first in range(0, h_out, rows_per_band):
+        last = min(h_out, first + rows_per_band)
         start = first * stride_h
         band = padded_band(image, start, (last - 1) * stride_h + dil_h * (kh - 1) + 1, pads, pad_mode)
-        target = np.empty((c_out, last - first, out_hw[1]), np.float32)
-        compute(band, weight, groups, stride, dilation, target)
-        out[:, first:last] = target
-    return out
+        if c_out == 1:  # the band's rows of a single map are contiguous: compute in place
+            compute(band, weight, groups, stride, dilation, out[:, first:last])
+        else:
+            target = np.empty((c_out, last - first, w_out), np.float32)
+            compute(band, weight, groups, stride, dilation, target)
+            out[:, first:last] = target
 
 
 def _window(band: np.ndarray, m: int, n: int, stride, dilation, rows: int, cols: int) -> np.ndarray:
