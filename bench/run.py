@@ -125,6 +125,16 @@ def transposed_cases(size: int) -> list[Case]:
     return [case]
 
 
+def imagemagick():
+    """ImageMagick 7's ``magick``, or a ``convert`` that really is ImageMagick 6."""
+    for candidate in [shutil.which("magick"), shutil.which("convert"), "/usr/bin/convert"]:
+        if candidate and os.path.exists(candidate):
+            probe = subprocess.run([candidate, "-version"], capture_output=True, text=True)
+            if "ImageMagick" in probe.stdout:
+                return candidate
+    return None
+
+
 def run_process(command: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one child process."""
     start = time.perf_counter()
@@ -143,7 +153,7 @@ def process_rows(sizes, repeats: int) -> list[tuple]:
     rows = []
     convcli = [sys.executable, "-m", "convcli"]
     vips = shutil.which("vips")
-    magick = shutil.which("magick")
+    magick = imagemagick()
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
             src = os.path.join(tmp, f"in{size}.png")
