@@ -11,8 +11,10 @@ batch: it is reported with its path and the others finish.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -22,7 +24,11 @@ from convcli.errors import ConvcliError, InputError, OutputError
 #: Extensions a directory scan picks up (everything Pillow commonly reads, and .npy).
 INPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".npy", ".ppm",
                     ".pgm", ".pbm")
+#: Extensions convcli writes (``images.OUTPUT_FORMATS``, repeated so that planning needs no numpy).
+OUTPUT_EXTENSIONS = ("npy", "png", "tif", "tiff", "jpg", "jpeg", "bmp", "webp")
 STDIO = "-"
+OUT_OF_MEMORY = ("out of memory: this operation needs more than the machine has "
+                 "(try a smaller input, fewer maps, or a .npy output)")
 
 
 @dataclass
@@ -71,12 +77,17 @@ def _scan(directory: str, recursive: bool) -> list[str]:
 def output_name(source: str, template: str, ext: Optional[str] = None, **fields: str) -> str:
     """Fill a ``--name`` template: ``{stem}``, ``{name}``, ``{ext}`` and the given fields.
 
+    ``{ext}`` is ``ext`` if given, else the input's extension if convcli writes it, else png.
+
     >>> output_name("photos/cat.jpg", "{stem}_{kernel}.{ext}", kernel="sobel_x")
     'cat_sobel_x.jpg'
+    >>> output_name("scans/page.gif", "{stem}.{ext}")
+    'page.png'
     """
     name = os.path.basename(source)
     stem, dot_ext = os.path.splitext(name)
-    values = dict(stem=stem, name=name, ext=(ext or dot_ext.lstrip(".") or "png"), **fields)
+    own = dot_ext[1:].lower()
+    values = dict(stem=stem, name=name, ext=ext or (own if own in OUTPUT_EXTENSIONS else "png"), **fields)
     try:
         return template.format(**values)
     except (KeyError, IndexError, ValueError) as exc:
@@ -129,10 +140,6 @@ def _check_plan(pairs: list[tuple[str, str]]) -> None:
         seen[key] = source
 
 
-def existing_outputs(pairs: list[tuple[str, str]]) -> list[str]:
-    return [target for _, target in pairs if target != STDIO and os.path.exists(target)]
-
-
 @dataclass
 class Record:
     """What happened to one input (one line of the ``--json`` report)."""
@@ -146,8 +153,10 @@ class Record:
     error: Optional[str] = None
 
 
-def run_one(job: Callable[[str, str], dict], source: str, target: str) -> Record:
-    """Run ``job(source, target)``; a ConvcliError becomes a failed record, not an exception."""
+def run_one(job: Callable[[str, str], dict], source: str, target: str, debug: bool = False) -> Record:
+    """Run ``job(source, target)``; an error becomes a failed record, so that one bad file does
+    not stop a batch. Errors that are not a ``ConvcliError`` are bugs: reported as internal
+    errors, or raised with ``debug`` (``convcli --traceback``)."""
     start = time.perf_counter()
     record = Record(source, target)
     try:
@@ -156,54 +165,130 @@ def run_one(job: Callable[[str, str], dict], source: str, target: str) -> Record
     except ConvcliError as exc:
         record.status, record.error = "failed", str(exc)
     except MemoryError:
-        record.status, record.error = "failed", "out of memory"
+        record.status, record.error = "failed", OUT_OF_MEMORY
+    except Exception as exc:
+        if debug:
+            raise
+        record.status = "failed"
+        record.error = (f"internal error on {source!r} ({type(exc).__name__}: {exc}); please report it "
+                        f"(convcli --traceback shows where)")
     record.seconds = round(time.perf_counter() - start, 4)
     return record
 
 
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler, so that cleanup (temporary files) runs before exit 143."""
+
+
+def raise_on_sigterm() -> None:
+    """From now on SIGTERM raises ``Terminated`` in this process (call it from the main thread)."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+_busy = False  # in a worker: is a job running (whose temporary files a SIGTERM must clean up)?
+
+
 def _init_worker(threads: int) -> None:
+    """A worker: its share of the cores for Numba; SIGINT left to the parent, which stops the
+    workers with SIGTERM; SIGTERM unwinds a running job (its temporaries removed), then exits."""
     os.environ["NUMBA_NUM_THREADS"] = str(threads)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_terminated)
+
+
+def _worker_terminated(signum, frame) -> None:
+    if _busy:
+        raise Terminated()
+    os._exit(143)
+
+
+def _work(job: Callable[[str, str], dict], source: str, target: str, debug: bool) -> Record:
+    """``run_one`` in a worker process."""
+    global _busy
+    _busy = True
+    try:
+        return run_one(job, source, target, debug)
+    except Terminated:
+        os._exit(143)
+    finally:
+        _busy = False
 
 
 @dataclass
 class Batch:
-    """Runs one job over planned (input, output) pairs, in this process or in ``jobs`` workers."""
+    """Runs one job over planned (input, output) pairs, in this process or in ``jobs`` workers.
+
+    Pairs whose output is in ``skip`` are not run (status ``skipped``); ``debug`` raises the
+    errors that are bugs instead of recording them (``run_one``). Records come back in
+    the order of ``pairs``; ``progress(record)`` is called as each one finishes. Workers are
+    started with ``forkserver`` and get ``cores // jobs`` Numba threads each; they live for the
+    whole batch, so each compiles (or loads) the kernels once. On Ctrl-C or SIGTERM the workers
+    are stopped with SIGTERM, which removes the temporary file of the output being written.
+    """
 
     pairs: list[tuple[str, str]]
     jobs: int = 1
     skip: set = field(default_factory=set)
+    debug: bool = False
 
-    def run(self, job: Callable[[str, str], dict], progress: Optional[Callable[[Record], None]] = None) -> list[Record]:
-        records = [Record(s, t, status="skipped") for s, t in self.pairs if t in self.skip]
+    def run(self, job: Callable[[str, str], dict],
+            progress: Optional[Callable[[Record], None]] = None) -> list[Record]:
+        done = {t: Record(s, t, status="skipped") for s, t in self.pairs if t in self.skip}
         todo = [(s, t) for s, t in self.pairs if t not in self.skip]
         if self.jobs <= 1 or len(todo) <= 1:
-            for source, target in todo:
-                records.append(run_one(job, source, target))
-                progress and progress(records[-1])
-            return records
-        return records + self._run_parallel(job, todo, progress)
+            results = (run_one(job, source, target, self.debug) for source, target in todo)
+        else:
+            results = self._run_parallel(job, todo)
+        with contextlib.closing(results):  # an interrupt in ``progress`` still stops the workers
+            for record in results:
+                done[record.output] = record
+                if progress is not None:
+                    progress(record)
+        return [done[target] for _, target in self.pairs]
 
-    def _run_parallel(self, job, todo, progress) -> list[Record]:
+    def _run_parallel(self, job, todo):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
 
         # forkserver, not fork: forking after an OpenMP-parallel Numba kernel hangs the pool.
         threads = max(1, available_cores() // self.jobs)
         context = multiprocessing.get_context("forkserver")
-        records = []
-        with ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_init_worker,
-                                 initargs=(threads,)) as pool:
-            futures = [pool.submit(run_one, job, source, target) for source, target in todo]
-            try:
-                for future in as_completed(futures):
-                    records.append(future.result())
-                    progress and progress(records[-1])
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-        order = {target: index for index, (_, target) in enumerate(todo)}
-        return sorted(records, key=lambda r: order[r.output])
+        pool = ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_init_worker, initargs=(threads,))
+        futures = [pool.submit(_work, job, source, target, self.debug) for source, target in todo]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        except BrokenProcessPool:
+            _stop_workers()
+            raise ConvcliError("a worker process stopped unexpectedly (killed, or out of memory); "
+                               "outputs already written are complete") from None
+        except BaseException:
+            _stop_workers()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_workers() -> None:
+    """SIGTERM every worker: a running job removes its temporary file and the worker exits.
+
+    The pool then fails the futures not yet run (they are not cancelled first: Python 3.11's
+    pool would fail on a cancelled future while shutting down after a worker died).
+    """
+    import multiprocessing
+
+    workers = multiprocessing.active_children()
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.join(timeout=30)
+        if worker.is_alive():
+            worker.kill()
 
 
 def available_cores() -> int:

@@ -1,7 +1,8 @@
 """The command line: parse options, call the library, write results. Nothing numeric lives here.
 
-Exit codes: 0 success; 1 an error in the input (bad file, shapes that do not fit); 2 a usage
-error (unknown option, malformed value); 130 interrupted. Errors are one ``Error: ...`` line
+Exit codes: 0 success; 1 an error in the input (bad file, shapes that do not fit; in a batch:
+some input failed); 2 a usage error (unknown option, malformed value); 130 interrupted (Ctrl-C);
+143 terminated (SIGTERM). Errors are one ``Error: ...`` line
 on stderr; ``convcli --traceback ...`` shows the Python traceback instead, for debugging.
 Heavy modules (numpy, numba, Pillow) are imported inside the commands that need them.
 """
@@ -12,6 +13,7 @@ import sys
 
 import click
 
+from convcli.batch import OUT_OF_MEMORY, Terminated, raise_on_sigterm
 from convcli.errors import ConvcliError
 
 
@@ -26,6 +28,9 @@ class ConvcliGroup(click.Group):
     def main(self, args=None, prog_name=None, **extra):
         args = list(sys.argv[1:] if args is None else args)
         debug = "--traceback" in args
+        for arg in args:  # a real argv cannot hold NUL; an in-process caller could pass one
+            if "\0" in str(arg):
+                _fail(f"argument {str(arg)[:60]!r} contains a NUL character", 2)
         extra["standalone_mode"] = False
         try:
             code = super().main(args, prog_name or "convcli", **extra)
@@ -38,9 +43,16 @@ class ConvcliGroup(click.Group):
             if debug:
                 raise
             _fail(str(exc), exc.exit_code)
+        except MemoryError:
+            if debug:
+                raise
+            _fail(OUT_OF_MEMORY, 1)
         except (KeyboardInterrupt, click.Abort):
             click.echo("Interrupted.", err=True)
             sys.exit(130)
+        except Terminated:
+            click.echo("Terminated.", err=True)
+            sys.exit(143)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -52,14 +64,15 @@ def cli(traceback: bool) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGTERM unwinds like Ctrl-C (temporary files are removed)."""
+    raise_on_sigterm()
     cli.main()
 
 
 def _register() -> None:
-    from convcli.commands import conv, explain, kernels, pool, warmup
+    from convcli.commands import conv, explain, kernels, pool, run, warmup
 
-    for command in (conv.conv, pool.pool, pool.unpool, kernels.kernels, explain.explain, warmup.warmup):
+    for command in (conv.conv, pool.pool, pool.unpool, run.run, kernels.kernels, explain.explain, warmup.warmup):
         cli.add_command(command)
 
 

@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from convcli import geometry
+from convcli import geometry, limits
 from convcli.errors import ParameterError, ShapeError
 from convcli.geometry import PaddingSpec, Pair
 from convcli.correlate import correlate
@@ -144,6 +144,8 @@ def conv2d(
             f"kernel {_format_hw(k_hw)}{dilated} is larger than the padded input {_format_hw(padded)} "
             f"(input {_format_hw(in_hw)}, padding {padding})"
         )
+    limits.check_arrays("conv2d", output=(weight.shape[0], *out_hw), padded_input_band=(  # at least k_eff rows
+        image.shape[0], geometry.effective_kernel_size(k_hw[0], dilation[0]), in_hw[1] + pads[2] + pads[3]))
     bias_values = _bias_vector(bias, weight.shape[0])
     check_border(in_hw, pads, pad_mode)
     out = correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, method)
@@ -255,6 +257,7 @@ def conv_transpose2d(
             )
     c_out = weight.shape[1] * groups
     bias_values = _bias_vector(bias, c_out)
+    limits.check_arrays("transposed conv2d", output=(c_out, *out_hw))
     out = np.empty((c_out,) + out_hw, dtype=np.float32)
     from convcli import _jit
 
@@ -341,6 +344,7 @@ def max_pool2d(
     ([[6.0, 2.0], [2.0, 5.0]], [[5, 2], [9, 10]])
     """
     image, stride, pads, out_hw = _pool_window(image, size, stride, padding, dilation, ceil_mode)
+    limits.check_arrays("max pooling", itemsize=12, output_and_indices=(image.shape[0], *out_hw))
     out = np.empty((image.shape[0],) + out_hw, dtype=np.float32)
     indices = np.empty(out.shape, dtype=np.int64)
     from convcli import _jit
@@ -371,6 +375,7 @@ def avg_pool2d(
     [[3.0, 4.0], [6.0, 7.0]]
     """
     image, stride, pads, out_hw = _pool_window(image, size, stride, padding, (1, 1), ceil_mode)
+    limits.check_arrays("average pooling", output=(image.shape[0], *out_hw))
     out = np.empty((image.shape[0],) + out_hw, dtype=np.float32)
     from convcli import _jit
 
@@ -429,6 +434,7 @@ def max_unpool2d(image: np.ndarray, indices: np.ndarray, output_hw: Pair) -> np.
             f"index {bad} lies outside the {_format_hw(output_hw)} output plane (0 to {plane - 1})"
         )
     channels = image.shape[0]
+    limits.check_arrays("max unpooling", output=(channels, *output_hw))
     out = np.zeros((channels, plane), dtype=np.float32)
     out[np.arange(channels)[:, None], indices.reshape(channels, -1)] = image.reshape(channels, -1)
     return out.reshape((channels,) + tuple(output_hw))

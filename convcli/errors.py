@@ -27,5 +27,9 @@ class InputError(ConvcliError):
     """An input file that is missing, unreadable, corrupt or of an unsupported kind."""
 
 
+class LimitError(ConvcliError):
+    """An input or an operation beyond a limit: pixels, memory, kernel size, YAML size or depth."""
+
+
 class OutputError(ConvcliError):
     """An output path that cannot be written safely (missing directory, equal to an input)."""

@@ -12,7 +12,11 @@ Every size comes from ``convcli.geometry``; nothing here imports numba.
                | pN | pH,W | pT,B,L,R | valid | same | full (padding) | gN (groups)
                | mN (depth multiplier) | opN (output padding) | bias | nobias | ceil
                | field=value (filters, kernel, stride, padding, dilation, groups,
-                              multiplier, output_padding, bias, ceil_mode, function)
+                              multiplier, output_padding, bias, ceil_mode, function,
+                              output_size)
+
+   ``channels N`` changes the channel count only (a pipeline's ``gray`` and ``select``);
+   ``unpool`` takes ``output_size=H,W``, the size of the plane the indices point into.
 
 2. **Traces.** ``trace(shape, steps)`` gives one ``Row`` per layer: output ``(H, W, C)``, the
    size formula filled in, parameters, multiply-adds and the receptive field so far.
@@ -57,10 +61,11 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "avgpool": ("kernel", "stride", "padding", "ceil_mode"),
     "globalavgpool": (),
     "globalmaxpool": (),
-    "unpool": ("kernel", "stride", "padding"),
+    "unpool": ("kernel", "stride", "padding", "output_size"),
     "activation": ("function",),
     "batchnorm": (),
     "normalise": (),
+    "channels": ("filters",),
 }
 REQUIRED = {
     "conv": ("filters", "kernel"),
@@ -68,6 +73,7 @@ REQUIRED = {
     "pointwise": ("filters",),
     "separable": ("filters", "kernel"),
     "transposed": ("filters", "kernel"),
+    "channels": ("filters",),
 }
 #: Other spellings of the kinds (compared without ``_`` and ``-``).
 ALIASES = {
@@ -86,12 +92,13 @@ CONV_KINDS = ("conv", "depthwise", "pointwise", "separable", "transposed")
 
 _SHORT = {"k": "kernel", "s": "stride", "p": "padding", "d": "dilation", "g": "groups",
           "m": "multiplier", "op": "output_padding"}
-_SHORT_TOKEN = re.compile(r"(op|k|s|p|d|g|m)(\d[\d,x]*)")
+_SHORT_TOKEN = re.compile(r"(op|k|s|p|d|g|m)([0-9][0-9,x]*)")
 _WORDS = {"valid": ("padding", "valid"), "same": ("padding", "same"), "full": ("padding", "full"),
           "bias": ("bias", True), "nobias": ("bias", False), "ceil": ("ceil_mode", True)}
 _TOKEN_HELP = {"filters": "N", "kernel": "kN", "stride": "sN", "padding": "pN|valid|same|full",
                "dilation": "dN", "groups": "gN", "multiplier": "mN", "output_padding": "opN",
-               "bias": "bias|nobias", "ceil_mode": "ceil", "function": "NAME"}
+               "bias": "bias|nobias", "ceil_mode": "ceil", "function": "NAME",
+               "output_size": "output_size=H,W"}
 
 #: The conventions every trace states (also in the JSON output).
 CONVENTIONS = {
@@ -132,6 +139,7 @@ class Step:
     output_padding: Pair = (0, 0)
     ceil_mode: bool = False
     function: str = ""
+    output_size: Optional[Pair] = None
     number: int = 0
     text: str = ""
 
@@ -149,7 +157,7 @@ def _kind(word: Any) -> tuple[str, str]:
 
 
 def _count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not re.fullmatch(r"\s*\d+\s*", str(value)):
+    if isinstance(value, bool) or not re.fullmatch(r"\s*[0-9]+\s*", str(value)):
         raise ParameterError(f"{name} must be a whole number, got {value!r}")
     if int(value) < 1:
         raise ParameterError(f"{name} must be at least 1, got {value!r}")
@@ -189,7 +197,7 @@ def _function(value: Any, name: str) -> str:
 _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "filters": _count, "kernel": _pair, "stride": _pair, "padding": _padding, "dilation": _pair,
     "groups": _count, "multiplier": _count, "output_padding": lambda v, n: _pair(v, n, 0),
-    "bias": _flag, "ceil_mode": _flag, "function": _function,
+    "bias": _flag, "ceil_mode": _flag, "function": _function, "output_size": _pair,
 }
 
 
@@ -244,7 +252,8 @@ def _build(spec: Mapping[str, Any], number: int, text: str) -> Step:
 
 
 _EXAMPLES = {"conv": "conv 64 k3", "depthwise": "depthwise k3", "pointwise": "pointwise 64",
-             "separable": "separable 128 k3", "transposed": "transposed 32 k2 s2"}
+             "separable": "separable 128 k3", "transposed": "transposed 32 k2 s2",
+             "channels": "channels 1"}
 
 
 def _check_step(step: Step) -> None:
@@ -279,7 +288,7 @@ def _token_field(token: str, kind: str) -> tuple[str, Any]:
         return key.strip().lower(), value
     if word in _WORDS:
         return _WORDS[word]
-    if re.fullmatch(r"\d+", word):
+    if re.fullmatch(r"[0-9]+", word):
         return "filters", word
     match = _SHORT_TOKEN.fullmatch(word)
     if match:
@@ -373,6 +382,8 @@ def step_text(step: Step) -> str:
         words.append("nobias")
     if step.ceil_mode:
         words.append("ceil")
+    if step.output_size is not None:
+        words.append(f"output_size={step.output_size[0]},{step.output_size[1]}")
     return " ".join(words)
 
 
@@ -428,7 +439,7 @@ def input_shape(spec: str) -> Shape:
     alpha is set aside as ``convcli conv`` does by default). ``.npy``: the header, via a
     read-only memory map.
     """
-    if re.fullmatch(r"[\d\sxX]+", str(spec)) and not os.path.exists(spec):
+    if re.fullmatch(r"[0-9\sxX]+", str(spec)) and not os.path.exists(spec):
         return parse_shape(spec)
     if not os.path.isfile(spec):
         raise InputError(f"input {spec!r} is neither HxWxC nor an existing file")
@@ -438,13 +449,13 @@ def input_shape(spec: str) -> Shape:
 
 
 def _npy_shape(path: str) -> Shape:
-    import numpy as np
+    from convcli.images import read_npy_header  # a hostile header is a clean error
 
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-        shape, kind = array.shape, array.dtype.kind
-        del array
-    except (ValueError, OSError, EOFError) as exc:
+        with open(path, "rb") as handle:
+            shape, dtype, _ = read_npy_header(handle, f"input {path!r}")
+        kind = dtype.kind
+    except OSError as exc:
         raise InputError(f"input {path!r} is not a readable .npy file ({exc})") from None
     if kind not in "biuf" or len(shape) not in (2, 3) or 0 in shape:
         raise InputError(f"input {path!r} has shape {shape} of kind {kind!r}; "
@@ -465,13 +476,24 @@ def _orientation(img) -> int:
     return exif.get(0x0112, 1)
 
 
+def _image_formats() -> list:
+    """The formats ``convcli conv`` reads (``images.READ_FORMATS``), as Pillow has them."""
+    from PIL import Image
+
+    from convcli.images import READ_FORMATS
+
+    Image.init()
+    return [name for name in READ_FORMATS if name in Image.OPEN]
+
+
 def _image_shape(path: str) -> Shape:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # nothing is decoded
-            with Image.open(path) as img:
+            # nothing is decoded; Pillow's notes on odd metadata are not the user's problem
+            warnings.simplefilter("ignore")
+            with Image.open(path, formats=_image_formats()) as img:
                 (width, height), mode, bands = img.size, img.mode, img.getbands()
                 orientation = _orientation(img)
     except UnidentifiedImageError:
@@ -636,6 +658,9 @@ def _row(step: Step, label: str, shape: Shape) -> tuple[Row, Optional[tuple[Wind
         windows = (Window(height, height), Window(width, width))
         arithmetic = (f"{height}x{width} -> 1x1 per channel",)
         return replace(base, output=(1, 1, channels), arithmetic=arithmetic), windows
+    if step.kind == "channels":
+        return replace(base, output=(height, width, step.filters),
+                       arithmetic=(f"{channels} -> {step.filters} channels",)), None
     params = 2 * channels if step.kind == "batchnorm" else 0
     return replace(base, output=shape, arithmetic=("shape kept",), params=params), None
 
@@ -787,9 +812,13 @@ def _unpool_row(step: Step, base: Row) -> tuple[Row, Optional[tuple[Window, Wind
     pad = (0, 0) if step.padding == "valid" else step.padding[0::2]
     base = replace(base, kernel=step.kernel, stride=step.stride, padding=(pad[0], pad[0], pad[1], pad[1]))
     axes = list(zip((height, width), step.kernel, step.stride, pad))
-    out_hw = tuple(geometry.unpool_output_size(*axis) for axis in axes)
-    texts = [f"({size} - 1)*{stride} - 2*{p} + {kernel} = {out}"
-             for (size, kernel, stride, p), out in zip(axes, out_hw)]
+    try:
+        out_hw = geometry.unpool_output_shape((height, width), step.kernel, step.stride, pad, step.output_size)
+    except ParameterError as exc:
+        return replace(base, error=str(exc)), None
+    defaults = [geometry.unpool_output_size(*axis) for axis in axes]
+    texts = [f"({size} - 1)*{stride} - 2*{p} + {kernel} = {default}" + ("" if out == default else f", output_size {out}")
+             for (size, kernel, stride, p), default, out in zip(axes, defaults, out_hw)]
     base = replace(base, arithmetic=_per_axis(texts))
     if min(out_hw) < 1:
         return replace(base, error=f"padding {padding_text(step.padding)} leaves no output"), None
@@ -873,7 +902,9 @@ def load_matrix(spec: str) -> list[list[float]]:
     if not os.path.isfile(spec):
         raise InputError(f"matrix file {spec!r} does not exist")
     try:
-        array = np.load(spec, allow_pickle=False)
+        from convcli.images import load_npy  # checks the header first: no 40 GB from a tiny file
+
+        array = load_npy(spec, f"matrix file {spec!r}")
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"matrix file {spec!r} is not a readable .npy file ({exc})") from None
     if array.ndim == 3 and array.shape[2] == 1:

@@ -16,6 +16,7 @@ leaves a partial file.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import struct
@@ -27,8 +28,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from convcli import mapping
-from convcli.errors import InputError, OutputError, ParameterError, ShapeError
+from convcli import limits, mapping
+from convcli.errors import ConvcliError, InputError, LimitError, OutputError, ParameterError, ShapeError
 
 #: Image outputs by extension: Pillow's format name and, per depth, the channel counts stored
 #: (2 = gray + alpha, 4 = RGBA). 16-bit PNGs are encoded here (Pillow has no 16-bit colour).
@@ -42,6 +43,10 @@ IMAGE_FORMATS = {
     ".webp": ("WEBP", {"8": (1, 3, 4)}),
 }
 NPY = ".npy"
+#: The path that means standard input (as an input) or standard output (as ``-o -``).
+STDIO = "-"
+#: ``--format`` values: every output extension, without its dot.
+OUTPUT_FORMATS = tuple(ext[1:] for ext in (NPY, *IMAGE_FORMATS))
 #: ``--depth`` values and the white level each stores.
 DEPTHS = {"8": 255.0, "16": 65535.0, "32f": 1.0}
 _SAVE_OPTIONS = {"PNG": {"compress_level": 6}, "JPEG": {"quality": 95}, "WEBP": {"lossless": True}}
@@ -73,55 +78,225 @@ def extension(path: str) -> str:
     return os.path.splitext(path)[1].lower()
 
 
-def read_input(path: str, alpha_as_channel: bool = False) -> Picture:
-    """Read an image Pillow can open, or a ``.npy`` array shaped (H, W) or (H, W, C).
+@dataclass(frozen=True)
+class ReadOptions:
+    """How inputs are read: ``--max-pixels`` and ``--frame``.
 
-    Alpha is set aside in ``Picture.alpha`` unless ``alpha_as_channel``, which keeps it as
-    the last channel. EXIF orientation is applied (as OpenCV's ``imread`` does); of an
-    animated or multi-page file the first frame is used.
+    ``max_pixels`` limits rows x columns before anything is decoded: None means
+    ``$CONVCLI_MAX_PIXELS`` or 100 million (``limits.max_pixels``), 0 no limit. ``frame``
+    picks the frame of an animated or multi-page file, 0 (the first) by default.
     """
+
+    max_pixels: Optional[int] = None
+    frame: int = 0
+
+
+#: Image formats read (Pillow's names), recognised by their content whatever the extension:
+#: the common raster formats. Other Pillow plugins are not tried (EPS would run Ghostscript).
+READ_FORMATS = ("PNG", "JPEG", "MPO", "TIFF", "GIF", "WEBP", "BMP", "DIB", "PPM", "QOI", "ICO",
+                "JPEG2000", "AVIF", "TGA")
+#: The first bytes of every .npy file: the content, not the extension, says what a file is.
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_input(path: str, alpha_as_channel: bool = False,
+               options: Optional[ReadOptions] = None) -> Picture:
+    """Read an image (``READ_FORMATS``) or a ``.npy`` array shaped (H, W) or (H, W, C).
+
+    What a file is comes from its first bytes, not its extension (a PNG named ``.jpg`` is read
+    as a PNG). Sizes are checked on the header, before decoding: over ``options.max_pixels``
+    is a ``LimitError``, as is an estimated memory need beyond what the machine has. Alpha is
+    set aside in ``Picture.alpha`` unless ``alpha_as_channel``, which keeps it as the last
+    channel. EXIF orientation is applied (as OpenCV's ``imread`` does); of an animated or
+    multi-page file ``options.frame`` is read, the first by default.
+    """
+    options = options or ReadOptions()
+    if path == STDIO:
+        return _read_stdin(alpha_as_channel, options)
+    limit = limits.max_pixels(options.max_pixels)
+    if "\0" in str(path):
+        raise InputError(f"input {path!r} contains a NUL character")
     if not os.path.exists(path):
         raise InputError(f"input {path!r} does not exist")
     if os.path.isdir(path):
         raise InputError(f"input {path!r} is a directory, not a file")
     if not os.access(path, os.R_OK):
         raise InputError(f"input {path!r} is not readable (permission denied)")
-    if extension(path) == NPY:
-        return Picture(_read_npy(path))
-    return _read_image(path, alpha_as_channel)
-
-
-def _read_npy(path: str) -> np.ndarray:
     try:
-        array = np.load(path, allow_pickle=False)
+        with open(path, "rb") as handle:
+            head = handle.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise InputError(f"input {path!r} cannot be read ({exc.strerror or exc})") from None
+    if not head:
+        raise InputError(f"input {path!r} is empty (0 bytes)")
+    if head == NPY_MAGIC:
+        if options.frame:
+            raise InputError(_frame_message(options.frame, f"input {path!r} (a .npy array)", 1))
+        return Picture(_read_npy(path, limit))
+    return _read_image(path, alpha_as_channel, limit, options.frame)
+
+
+def _read_stdin(alpha_as_channel: bool, options: ReadOptions) -> Picture:
+    """``-``: one image or ``.npy`` array from standard input (``.npy`` known by its magic bytes).
+
+    The stream is copied to a temporary file first (removed once read), so that every check of
+    a file applies (sizes from the header, before decoding) and a large stream is not held in
+    memory twice; errors name the input ``'-' (stdin)``.
+    """
+    import shutil
+    import sys
+
+    with tempfile.NamedTemporaryFile(prefix="convcli-stdin-") as spool:
+        try:
+            shutil.copyfileobj(sys.stdin.buffer, spool)
+            spool.flush()
+        except OSError as exc:
+            raise InputError(f"input '-' (stdin) cannot be read ({exc.strerror or exc})") from None
+        try:
+            return read_input(spool.name, alpha_as_channel, options)
+        except ConvcliError as exc:
+            raise type(exc)(str(exc).replace(repr(spool.name), "'-' (stdin)")) from None
+
+
+def read_npy_header(handle, what: str, error: type = InputError) -> tuple[tuple, np.dtype, bool]:
+    """``(shape, dtype, fortran_order)`` of an open ``.npy`` file, left at the start of the data.
+
+    Only real numbers (no object, structured or complex dtypes); a malformed header is a
+    one-line ``error`` (numpy's parser raises half a dozen kinds on hostile headers).
+    """
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version not in ((1, 0), (2, 0)):
+            raise error(f"{what}: .npy format version {version[0]}.{version[1]} is not read "
+                        f"(1.0 and 2.0 are)")
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(handle)
+    except ConvcliError:
+        raise
+    except Exception as exc:  # ValueError, SyntaxError, tokenize.TokenError, RecursionError...
+        raise error(f"{what}: not a readable .npy file ({_one_line(exc)})") from None
+    if dtype.hasobject:
+        raise error(f"{what}: not a readable .npy file (Object arrays cannot be loaded: "
+                    f"convcli never unpickles)")
+    if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
+        raise error(f"{what}: holds {dtype}; convcli reads real numbers only")
+    return shape, dtype, fortran
+
+
+def load_npy(path: str, what: str, error: type = InputError,
+             check: Optional[Callable[[tuple, np.dtype], None]] = None) -> np.ndarray:
+    """A ``.npy`` array of real numbers, its header checked before any data is read.
+
+    Refuses what ``np.load`` would crash or stall on: object, structured or complex dtypes, a
+    header promising more data than the file holds (the classic tiny file that asks for a
+    40 GB array), and more than the machine's memory. ``check(shape, dtype)`` runs on the
+    header first, for the caller's own limits. Errors are one line, of class ``error``,
+    starting with ``what``.
+    """
+    try:
+        with open(path, "rb") as handle:
+            shape, dtype, fortran = read_npy_header(handle, what, error)
+            if check is not None:
+                check(shape, dtype)
+            count = math.prod(shape)
+            stored = os.fstat(handle.fileno()).st_size - handle.tell()
+            if count * dtype.itemsize > stored:
+                raise error(f"{what}: truncated: the header promises {count * dtype.itemsize:,} "
+                            f"bytes (shape {shape}), the file holds {stored:,}")
+            limits.check_memory(2 * count * dtype.itemsize, f"reading {what} (shape {shape})")
+            data = np.fromfile(handle, dtype=dtype, count=count)
     except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"input {path!r} is not a readable .npy file ({exc})") from None
-    if array.dtype.kind not in "biuf":
-        raise InputError(f"input {path!r} has dtype {array.dtype}; convcli reads real numbers only")
+        raise error(f"{what}: not a readable .npy file ({_one_line(exc)})") from None
+    return data.reshape(shape, order="F" if fortran else "C")
+
+
+def _one_line(exc: BaseException) -> str:
+    return limits.shorten(" ".join(str(exc).split()), 200)
+
+
+def _read_npy(path: str, limit: int) -> np.ndarray:
+    what = f"input {path!r}"
+
+    def check(shape: tuple, dtype: np.dtype) -> None:
+        if len(shape) not in (2, 3):
+            raise InputError(f"{what} has shape {shape}; expected (H, W) or (H, W, C)")
+        if 0 in shape:
+            raise InputError(f"{what} is empty (shape {shape})")
+        limits.check_pixels(shape[0], shape[1], limit, what)
+
+    array = load_npy(path, what, InputError, check)
     if array.ndim == 2:
         array = array[:, :, None]
-    if array.ndim != 3:
-        raise InputError(f"input {path!r} has shape {array.shape}; expected (H, W) or (H, W, C)")
-    if array.size == 0:
-        raise InputError(f"input {path!r} is empty (shape {array.shape})")
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-def _read_image(path: str, alpha_as_channel: bool) -> Picture:
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def _frame_message(frame: int, what: str, count: int) -> str:
+    return (f"--frame {frame} is out of range: {what} has {count} frame{'s' * (count != 1)} "
+            f"(0 to {count - 1})")
+
+
+@contextlib.contextmanager
+def _pixel_limit_of_our_own(image_module):
+    """Turn Pillow's decompression-bomb check off while reading: convcli checks the size
+    itself, from the header, with its own limit and message (Pillow's would stop at 179
+    million pixels whatever ``--max-pixels`` says)."""
+    saved = image_module.MAX_IMAGE_PIXELS
+    image_module.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        image_module.MAX_IMAGE_PIXELS = saved
+
+
+def _read_image(path: str, alpha_as_channel: bool, limit: int, frame: int = 0) -> Picture:
+    from PIL import Image, UnidentifiedImageError
+
+    what = f"input {path!r}"
+    Image.init()
+    formats = [name for name in READ_FORMATS if name in Image.OPEN]
+    try:
+        with warnings.catch_warnings(), _pixel_limit_of_our_own(Image):
+            # Pillow warns about odd metadata (corrupt EXIF, unknown TIFF tags): not our user's
+            # problem, and not to be turned into errors by a warnings filter.
+            warnings.simplefilter("ignore")
+            with Image.open(path, formats=formats) as img:
+                if frame:
+                    count = getattr(img, "n_frames", 1)
+                    if frame >= count:
+                        raise InputError(_frame_message(frame, what, count))
+                    img.seek(frame)
+                width, height = img.size
+                limits.check_pixels(height, width, limit, what)
+                # decoded pixels, the EXIF-rotated and mode-converted copies, the arrays
+                bands = len(img.getbands())
+                limits.check_memory(height * width * (8 + 8 * bands),
+                                    f"decoding {what} ({height}x{width} {img.mode})")
+                img.load()
+                return _picture(_upright(img), alpha_as_channel, what)
+    except UnidentifiedImageError:
+        raise InputError(f"{what} is not an image convcli reads (PNG, JPEG, TIFF, GIF, WebP, BMP, "
+                         f"PNM, ...) nor a .npy array") from None
+    except ConvcliError:
+        raise
+    except MemoryError:
+        raise LimitError(f"not enough memory to decode {what}") from None
+    except Exception as exc:  # Pillow's decoders raise many kinds on broken files
+        raise InputError(f"{what} is corrupt or truncated ({_one_line(exc)})") from None
+
+
+def _upright(img):
+    """``img`` turned as its EXIF orientation says (tag removed); as stored if that is corrupt."""
+    from PIL import ImageOps
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()
-                img = ImageOps.exif_transpose(img)
-    except UnidentifiedImageError:
-        raise InputError(f"input {path!r} is not an image Pillow can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(f"input {path!r} is too large to decode safely ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"input {path!r} is corrupt or truncated ({exc})") from None
+        return ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block: the pixels themselves are fine
+        return img
+
+
+def _picture(img, alpha_as_channel: bool, what: str) -> Picture:
+    """The Picture of a decoded Pillow image: modes converted, alpha set aside or kept."""
     target = "RGBA" if img.mode == "P" and "transparency" in img.info else _CONVERT.get(img.mode, img.mode)
     if target != img.mode:
         img = img.convert(target)
@@ -130,13 +305,12 @@ def _read_image(path: str, alpha_as_channel: bool) -> Picture:
         alpha = np.asarray(img.getchannel("A"), dtype=np.float32)
         img = img.convert(_ALPHA_BASE[img.mode])
     if img.mode not in _WHITE:
-        raise InputError(f"input {path!r} has pixel mode {img.mode!r}, which convcli does not read")
+        raise InputError(f"{what} has pixel mode {img.mode!r}, which convcli does not read")
     data = np.asarray(img)  # the stored dtype: converted to float32 band by band downstream
     data = data[None] if data.ndim == 2 else data.transpose(2, 0, 1)
     if alpha is not None and alpha_as_channel:
         data, alpha = np.concatenate([data, alpha[None]]), None
     return Picture(np.ascontiguousarray(data), _WHITE[img.mode], alpha)
-
 
 
 @dataclass(frozen=True)
@@ -209,15 +383,17 @@ def split_names(path: str, count: int) -> list[str]:
 
 
 def check_output_path(
-    output: str, inputs: Sequence[str] = (), settings: Optional[OutputSettings] = None
+    output: str, inputs: Sequence[str] = (), settings: Optional[OutputSettings] = None,
+    format: Optional[str] = None,
 ) -> None:
-    """Fail before any work if ``output`` cannot be written safely, or does not suit ``settings``."""
+    """Fail before any work if ``output`` cannot be written safely, or does not suit ``settings``.
+
+    ``output`` ``-`` is standard output, in ``format`` (an ``OUTPUT_FORMATS`` name).
+    """
     settings = settings or OutputSettings()
-    ext = extension(output)
-    if ext != NPY and ext not in IMAGE_FORMATS:
-        known = ", ".join([NPY] + sorted(IMAGE_FORMATS))
-        raise OutputError(f"output {output!r} has no known extension (use one of {known})")
-    _check_format(output, settings)
+    check_output_format(output, settings, format)
+    if output == STDIO:
+        return
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory):
         raise OutputError(f"output directory {directory!r} does not exist")
@@ -237,6 +413,30 @@ def check_output_path(
         )):
             raise OutputError(f"output {output!r} is the input {source!r}; "
                               f"convcli never overwrites an input")
+
+
+def check_output_format(output: str, settings: Optional[OutputSettings] = None,
+                        format: Optional[str] = None) -> None:
+    """The checks that need no file system: a known extension (or ``format`` for ``-``) that
+    suits the settings.
+
+    >>> check_output_format("-", OutputSettings(split=True), "png")
+    Traceback (most recent call last):
+    ...
+    convcli.errors.OutputError: --split writes one file per map; -o - (stdout) takes one
+    """
+    settings = settings or OutputSettings()
+    if output == STDIO:
+        if format not in OUTPUT_FORMATS:
+            raise OutputError(f"-o - (stdout) needs --format, one of {', '.join(OUTPUT_FORMATS)}")
+        if settings.split:
+            raise OutputError("--split writes one file per map; -o - (stdout) takes one")
+        output = f"stdout.{format}"
+    ext = extension(output)
+    if ext != NPY and ext not in IMAGE_FORMATS:
+        known = ", ".join([NPY] + sorted(IMAGE_FORMATS))
+        raise OutputError(f"output {output!r} has no known extension (use one of {known})")
+    _check_format(output, settings)
 
 
 def _check_format(output: str, settings: OutputSettings) -> None:
@@ -280,8 +480,12 @@ def write_output(
     *,
     signed: Optional[Sequence[bool]] = None,
     labels: Optional[Sequence[str]] = None,
+    format: Optional[str] = None,
 ) -> None:
     """Write ``maps`` (C, H, W) to ``path`` as ``settings`` say; all files or none.
+
+    ``path`` ``-`` writes to standard output in ``format`` (``png``, ``npy``, ...), only once
+    the whole file is encoded.
 
     ``white`` is the input's white level (None for ``.npy`` inputs); ``alpha`` (H, W) is carried
     into single images whose format stores it at the chosen depth; ``signed`` flags the maps
@@ -292,19 +496,39 @@ def write_output(
     maps = np.asarray(maps, dtype=np.float32)
     if maps.ndim != 3 or maps.shape[0] == 0:
         raise ShapeError(f"feature maps must be (C, H, W) with C >= 1, got shape {maps.shape}")
-    _check_format(path, settings)
+    check_output_format(path, settings, format)
     targets = split_names(path, len(maps)) if settings.split else [path]
     for target in targets:
         if os.path.isdir(target):
             raise OutputError(f"output {target!r} is a directory")
-    if extension(path) == NPY:
+    name = f"stdout.{format}" if path == STDIO else path  # its extension says the format
+    if extension(name) == NPY:
         mode = "none" if settings.map == "auto" else settings.map
         values = mapping.map_values(maps, mode, white or 1.0, **_map_options(settings))
         arrays = [values[i:i + 1] for i in range(len(values))] if settings.split else [values]
         savers = [_npy_saver(a if settings.channels_first else a.transpose(1, 2, 0)) for a in arrays]
     else:
-        savers = _image_savers(path, maps, white, alpha, settings, signed, labels)
-    atomic_write_all(list(zip(targets, savers)))
+        savers = _image_savers(name, maps, white, alpha, settings, signed, labels)
+    if path == STDIO:
+        write_stdout(savers[0])
+    else:
+        atomic_write_all(list(zip(targets, savers)))
+
+
+def write_stdout(save: Callable) -> None:
+    """Encode with ``save(file)`` in memory, then write it all to standard output."""
+    import io
+    import sys
+
+    encoded = io.BytesIO()
+    save(encoded)
+    try:
+        sys.stdout.buffer.write(encoded.getvalue())
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        # the reader has gone: keep Python from failing again when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise OutputError("standard output was closed by its reader (broken pipe)") from None
 
 
 def _map_options(settings: OutputSettings) -> dict:

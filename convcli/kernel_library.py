@@ -34,8 +34,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from convcli.errors import KernelError
-from convcli.kernel_generators import GENERATORS
+from convcli import limits
+from convcli.errors import ConvcliError, KernelError
+from convcli.kernel_generators import GENERATORS, gaussian_size
+from convcli.params import NUMBER
 
 ENV_VAR = "CONVCLI_KERNEL_PATH"
 SUFFIXES = (".yaml", ".yml", ".mat", ".npy")  # the order a name is looked up in one folder
@@ -53,7 +55,7 @@ PARAMETER_KEYS = ("type", "default", "min", "max", "exclusive_min", "odd", "choi
 PARAMETER_TYPES = ("int", "float", "choice")
 
 _NAME = re.compile(r"[A-Za-z_][\w-]*\Z")
-_INLINE = re.compile(r"\s*(\d+)(?:x(\d+))?(?:\+(\d+)\+(\d+))?\s*:(.*)\Z", re.S)  # WxH+X+Y: values
+_INLINE = re.compile(r"\s*([0-9]+)(?:x([0-9]+))?(?:\+([0-9]+)\+([0-9]+))?\s*:(.*)\Z", re.S)  # WxH+X+Y: values
 _SEPARATORS = re.compile(r'[\s,"]+')  # libvips .mat separators; grids accept the same
 
 
@@ -82,18 +84,22 @@ class Parameter:
         if raw is None:
             return None  # a default of null: the generator's default rule (e.g. size from sigma)
         text = str(raw).strip()
+        shown = limits.shorten(text)
         if self.type == "choice":
             for choice in self.choices:
                 if str(choice) == text:
                     return choice
-            raise KernelError(f"{where}: {self.name}={text} is not one of {self._choices()}")
-        try:
-            value = int(text) if self.type == "int" else float(text)
-        except ValueError:
-            kind = "a whole number" if self.type == "int" else "a number"
-            raise KernelError(f"{where}: {self.name}={text!r} is not {kind}") from None
-        if not math.isfinite(value):
-            raise KernelError(f"{where}: {self.name}={text} must be finite")
+            raise KernelError(f"{where}: {self.name}={shown} is not one of {self._choices()}")
+        # ASCII only: int() and float() would also take "２" and "1_0"
+        whole = self.type == "int"
+        if not (re.fullmatch(r"[+-]?[0-9]+", text, re.ASCII) if whole else NUMBER.fullmatch(text)):
+            kind = "a whole number" if whole else "a number"
+            raise KernelError(f"{where}: {self.name}={shown!r} is not {kind}")
+        if whole and len(text.lstrip("+-").lstrip("0")) > 30:  # no need to convert it
+            raise KernelError(f"{where}: {self.name}={shown} is too large")
+        value = int(text) if whole else float(text)
+        if not _is_finite(value):
+            raise KernelError(f"{where}: {self.name}={shown} must be finite")
         above, low, high = self.exclusive_min, self.min, self.max
         rule = (
             f"greater than {above:g}" if above is not None and value <= above
@@ -103,7 +109,7 @@ class Parameter:
             else None
         )
         if rule:
-            raise KernelError(f"{where}: {self.name}={text} must be {rule}")
+            raise KernelError(f"{where}: {self.name}={shown} must be {rule}")
         return value
 
     def summary(self) -> str:
@@ -221,6 +227,7 @@ def check_weights(weights: np.ndarray, where: str) -> np.ndarray:
         raise KernelError(f"{where}: a kernel must be 2-D, 3-D or 4-D, got shape {weights.shape}")
     if weights.size == 0:
         raise KernelError(f"{where}: the kernel is empty (shape {weights.shape})")
+    limits.check_kernel_shape(weights.shape, where)
     with np.errstate(over="ignore"):
         single = np.ascontiguousarray(weights, dtype=np.float32)
     bad = np.argwhere(~np.isfinite(single))
@@ -340,7 +347,7 @@ def catalogue(kernel_path: Sequence[str] = ()) -> list[Entry]:
         _, location, _ = _locate(name, folders)
         try:
             entries.append(Entry(name, location, resolve_kernel(name, kernel_path)))
-        except KernelError as exc:
+        except ConvcliError as exc:  # a kernel over a limit is broken too, not the whole list
             entries.append(Entry(name, location, error=str(exc)))
     return entries
 
@@ -393,7 +400,7 @@ def _parse_params(text: str, where: str) -> dict:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
+    return limits.shorten(" ".join(str(exc).split()), 200)
 
 
 def _from_file(path: Path, params: dict, where: str, location: str,
@@ -405,21 +412,33 @@ def _from_file(path: Path, params: dict, where: str, location: str,
         raise KernelError(f"{where}: a {suffix} kernel takes no parameters")
     scale, offset = 1.0, 0.0
     if suffix == ".npy":
-        try:
-            weights = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise KernelError(f"{where}: not a readable .npy file ({_one_line(exc)})") from None
+        from convcli.images import load_npy
+
+        weights = load_npy(str(path), where, KernelError, _check_npy_kernel(where))
     else:
         weights, scale, offset = _read_mat(path, where)
     return Kernel(name=name or path.stem, weights=check_weights(weights, where), scale=scale,
                   offset=offset, location=location, source=str(path))
 
 
+def _check_npy_kernel(where: str):
+    """The header check of a .npy kernel: 2-D to 4-D, not empty, within the kernel limits."""
+
+    def check(shape: tuple, dtype) -> None:
+        if len(shape) not in (2, 3, 4):
+            raise KernelError(f"{where}: a kernel must be 2-D, 3-D or 4-D, got shape {shape}")
+        if 0 in shape:
+            raise KernelError(f"{where}: the kernel is empty (shape {shape})")
+        limits.check_kernel_shape(shape, where)
+
+    return check
+
+
 def _read_text(path: Path, where: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KernelError(f"{where}: cannot read the file ({_one_line(exc)})") from None
+    """A text kernel file: UTF-8, at most ``limits.MAX_TEXT_BYTES``."""
+    from convcli.yamlsafe import read_text_limited
+
+    return read_text_limited(str(path), where, KernelError)
 
 
 def _read_mat(path: Path, where: str) -> tuple[np.ndarray, float, float]:
@@ -449,23 +468,14 @@ def _read_mat(path: Path, where: str) -> tuple[np.ndarray, float, float]:
 
 
 def _read_yaml(path: Path, where: str) -> Any:
-    import yaml
+    """Plain data only, size, depth and alias expansion limited: ``convcli.yamlsafe``."""
+    from convcli.yamlsafe import parse_yaml_safely
 
     text = _read_text(path, where)
     if text.lstrip().startswith("%YAML:1.0"):
         raise KernelError(f"{where}: OpenCV FileStorage files are not supported; "
                           "save the matrix as .npy")
-    try:
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or _one_line(exc)
-        if isinstance(exc, yaml.constructor.ConstructorError):
-            raise KernelError(f"{where}: {at}unsafe or unknown YAML tag ({problem}); kernel files "
-                              "are read with a safe loader: mappings, lists, strings and numbers "
-                              "only") from None
-        raise KernelError(f"{where}: not valid YAML ({at}{problem})") from None
+    return parse_yaml_safely(text, where, KernelError)
 
 
 def _yaml_kernel(path: Path, given: dict, where: str, location: str, name: Optional[str],
@@ -473,10 +483,9 @@ def _yaml_kernel(path: Path, given: dict, where: str, location: str, name: Optio
     spec = _read_yaml(path, where)
     if not isinstance(spec, dict):
         raise KernelError(f"{where}: a kernel file must be a mapping with weights or a generator")
-    allowed = ALIAS_KEYS if "alias" in spec else YAML_KEYS
-    unknown = sorted(str(k) for k in set(spec) - set(allowed))
-    if unknown:
-        raise KernelError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(allowed)})")
+    from convcli.yamlsafe import check_keys
+
+    check_keys(spec, ALIAS_KEYS if "alias" in spec else YAML_KEYS, where, KernelError)
     if name is not None and spec.get("name", name) != name:
         raise KernelError(f"{where}: its name {spec['name']!r} differs from its file name {name!r}")
     name = str(spec.get("name", name or path.stem))
@@ -536,9 +545,10 @@ def _declare(raw: Any, where: str) -> dict[str, Parameter]:
             raise KernelError(f"{where}: parameter {key!r}: choices go with type choice, "
                               "and only with it")
         bounds = [rule.get(k) for k in ("min", "max", "exclusive_min")]
-        if any(isinstance(b, bool) or not isinstance(b, (int, float, type(None))) for b in bounds):
+        if any(isinstance(b, bool) or not isinstance(b, (int, float, type(None)))
+               or (b is not None and not _is_finite(b)) for b in bounds):
             raise KernelError(f"{where}: parameter {key!r}: min, max and exclusive_min "
-                              "must be numbers")
+                              "must be finite numbers")
         parameter = Parameter(name=str(key), **{**rule, "choices": tuple(rule.get("choices", ()))})
         parameter.parse(parameter.default, f"{where}: the declared default")
         declared[str(key)] = parameter
@@ -554,7 +564,29 @@ def _generate(generator: Any, values: dict, where: str) -> np.ndarray:
     if sorted(takes) != sorted(values):
         raise KernelError(f"{where}: generator {generator!r} needs exactly the parameters "
                           f"{', '.join(takes)}")
-    return function(**values)
+    try:
+        side = _generated_side(values)
+    except (TypeError, ValueError, OverflowError):
+        raise KernelError(f"{where}: generator {generator!r} takes numbers, got "
+                          f"{_one_line(values)}") from None
+    if side > limits.MAX_KERNEL_SIDE:  # refuse before allocating side x side float64
+        raise KernelError(f"{where}: these parameters make a kernel {side} cells wide; a kernel is "
+                          f"at most {limits.MAX_KERNEL_SIDE} cells per side")
+    try:
+        with np.errstate(all="ignore"):  # overflow or 0/0 shows as non-finite weights
+            return function(**values)
+    except (ArithmeticError, ValueError, TypeError, MemoryError) as exc:
+        raise KernelError(f"{where}: generator {generator!r} failed on "
+                          f"{_one_line(values)} ({_one_line(exc)})") from None
+
+
+def _generated_side(values: dict) -> int:
+    """The side of the square a generator builds: ``size`` or ``length`` when given, else the
+    Gaussian rule of the largest ``sigma*`` (``kernel_generators.gaussian_size``), else 1."""
+    given = [values[k] for k in ("size", "length") if values.get(k) is not None]
+    sigmas = [abs(v) for k, v in values.items() if k.startswith("sigma") and v is not None]
+    side = given[0] if given else gaussian_size(max(sigmas)) if sigmas else 1
+    return abs(int(side))
 
 
 def _choose(raw: Any, parameters: dict[str, Parameter], values: dict, where: str) -> Any:
@@ -598,9 +630,18 @@ def _layout(weights: np.ndarray, layout: Any, where: str) -> np.ndarray:
 
 
 def _finite(raw: Any, what: str, where: str) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
-        raise KernelError(f"{where}: {what} must be a finite number, got {raw!r}")
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not _is_finite(raw):
+        raise KernelError(f"{where}: {what} must be a finite number, got "
+                          f"{limits.shorten(repr(raw))}")
     return float(raw)
+
+
+def _is_finite(value: Any) -> bool:
+    """Whether a number is finite as a float (an int of 400 digits is not: it overflows)."""
+    try:
+        return math.isfinite(float(value))
+    except (OverflowError, TypeError, ValueError):
+        return False
 
 
 def _scale(raw: Any, weights: np.ndarray, where: str) -> float:

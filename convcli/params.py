@@ -11,9 +11,15 @@ Pure functions: text in, validated values out, ``ParameterError`` naming the opt
 from __future__ import annotations
 
 import math
+import re
 
 from convcli.errors import ParameterError
 from convcli.geometry import PADDING_RULES, PaddingSpec
+from convcli.limits import MAX_OPTION_INT, parse_whole, shorten
+
+#: A decimal number in ASCII (``float`` also takes ``１`` and ``1_0``), or inf/nan (refused later).
+NUMBER = re.compile(r"\s*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf(?:inity)?|nan)\s*",
+                     re.ASCII | re.IGNORECASE)
 
 #: Border modes, with PyTorch's names (numpy's ``constant``, ``reflect``, ``edge``, ``wrap``;
 #: SciPy's ``reflect`` is none of them: it repeats the edge, numpy's ``symmetric``).
@@ -21,11 +27,14 @@ PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 def _ints(text: str, option: str) -> list[int]:
+    """Whole numbers in ASCII digits (not ``２`` nor ``1_0``), each at most ``MAX_OPTION_INT``."""
     parts = [p.strip() for p in str(text).split(",")]
-    try:
-        return [int(p) for p in parts]
-    except ValueError:
-        raise ParameterError(f"{option} {text!r} is not a whole number or comma-separated list") from None
+    if not all(re.fullmatch(r"[+-]?[0-9]+", p, re.ASCII) for p in parts):
+        raise ParameterError(f"{option} {shorten(text)!r} is not a whole number or comma-separated list")
+    values = [parse_whole(p, option, minimum=-(10**30), maximum=10**30) for p in parts]
+    if max(values) > MAX_OPTION_INT and min(values) >= 0:
+        raise ParameterError(f"{option} must be at most {MAX_OPTION_INT}, got {shorten(text)!r}")
+    return values
 
 
 def parse_pair(text: str, option: str, minimum: int = 1) -> tuple[int, int]:
@@ -38,10 +47,19 @@ def parse_pair(text: str, option: str, minimum: int = 1) -> tuple[int, int]:
     """
     values = _ints(text, option)
     if len(values) not in (1, 2):
-        raise ParameterError(f"{option} takes N or H,W, got {text!r}")
+        raise ParameterError(f"{option} takes N or H,W, got {shorten(text)!r}")
     if min(values) < minimum:
-        raise ParameterError(f"{option} must be at least {minimum}, got {text!r}")
+        raise ParameterError(f"{option} must be at least {minimum}, got {shorten(text)!r}")
     return (values[0], values[-1])
+
+
+def parse_count(text: str, option: str, minimum: int = 1) -> int:
+    """One whole number of at least ``minimum`` (``--groups``, ``--frame``).
+
+    >>> parse_count("3", "groups")
+    3
+    """
+    return parse_whole(text, option, minimum=minimum)
 
 
 def parse_padding(text: str) -> PaddingSpec:
@@ -51,7 +69,7 @@ def parse_padding(text: str) -> PaddingSpec:
         return word
     values = _ints(text, "padding")
     if min(values) < 0:
-        raise ParameterError(f"padding must not be negative, got {text!r}")
+        raise ParameterError(f"padding must not be negative, got {shorten(text)!r}")
     if len(values) == 1:
         return (values[0],) * 4
     if len(values) == 2:
@@ -59,7 +77,7 @@ def parse_padding(text: str) -> PaddingSpec:
     if len(values) == 4:
         return tuple(values)
     raise ParameterError(
-        f"padding {text!r} is not valid, same, full, N, H,W or top,bottom,left,right"
+        f"padding {shorten(text)!r} is not valid, same, full, N, H,W or top,bottom,left,right"
     )
 
 
@@ -67,7 +85,7 @@ def parse_pad_mode(text: str) -> str:
     """One of PyTorch's border names: zeros, reflect, replicate, circular."""
     mode = str(text).strip().lower()
     if mode not in PAD_MODES:
-        raise ParameterError(f"pad mode {text!r} is not one of {', '.join(PAD_MODES)}")
+        raise ParameterError(f"pad mode {shorten(text)!r} is not one of {', '.join(PAD_MODES)}")
     return mode
 
 
@@ -77,10 +95,22 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
     >>> parse_floats("0.5, -1", "bias")
     (0.5, -1.0)
     """
-    try:
-        values = tuple(float(p) for p in str(text).split(","))
-    except ValueError:
-        raise ParameterError(f"{option} {text!r} is not a number or comma-separated numbers") from None
+    parts = str(text).split(",")
+    if not all(NUMBER.fullmatch(p) for p in parts):
+        raise ParameterError(f"{option} {shorten(text)!r} is not a number or comma-separated numbers")
+    values = tuple(float(p) for p in parts)
     if not all(math.isfinite(v) for v in values):
-        raise ParameterError(f"{option} {text!r} must be finite")
+        raise ParameterError(f"{option} {shorten(text)!r} must be finite")
     return values
+
+
+def parse_number(text: str, option: str) -> float:
+    """One finite number, written in ASCII (``--scale``, ``--offset``).
+
+    >>> parse_number("-0.5", "offset")
+    -0.5
+    """
+    values = parse_floats(text, option)
+    if len(values) != 1:
+        raise ParameterError(f"{option} takes one number, got {shorten(text)!r}")
+    return values[0]

@@ -107,3 +107,16 @@ def test_skipped_outputs_are_not_run(tmp_path):
     target = tmp_path / "out.bin"
     records = batch.Batch([(str(source), str(target))], skip={str(target)}).run(reverse_job)
     assert records[0].status == "skipped" and not target.exists()
+
+
+def broken_job(source, target):
+    raise ValueError("a bug")
+
+
+def test_an_unexpected_error_is_a_failed_record_unless_debugging(tmp_path):
+    record = batch.run_one(broken_job, "in.png", "out.png")
+    assert record.status == "failed"
+    assert record.error == ("internal error on 'in.png' (ValueError: a bug); please report it "
+                            "(convcli --traceback shows where)")
+    with pytest.raises(ValueError, match="a bug"):
+        batch.run_one(broken_job, "in.png", "out.png", debug=True)

@@ -101,9 +101,9 @@ def test_conv_takes_every_kernel_form(seed_npy, tmp_path):
              ["-k", tmp_path / "edge.mat"], ["-k", "mine", "--kernel-path", tmp_path / "folder"],
              ["-k", "prewitt:dir=x", "--bias", "0"]]
     for form in forms:
-        got = conv_npy(seed_npy, *form, "--padding", "valid", "-o", out)
+        got = conv_npy(seed_npy, *form, "--padding", "valid", "-o", out, "--overwrite")
         assert got.tolist() == (expected if "prewitt:dir=x" not in form else (-np.array(expected)).tolist())
-    assert conv_npy(seed_npy, "-k", "mine", "--padding", "valid", "-o", out,
+    assert conv_npy(seed_npy, "-k", "mine", "--padding", "valid", "-o", out, "--overwrite",
                     **{ENV_VAR: str(tmp_path / "folder")}).tolist() == expected
 
 

@@ -86,7 +86,7 @@ def test_nothing_wraps(tmp_path):
     out = tmp_path / "o.png"
     ok("conv", src, "-k", "identity", "--bias", "-126", "--map", "clip", "-o", out)
     assert read_pixels(out)[1].tolist() == [[0, 0, 129]]  # -63 is 0, never 193
-    ok("conv", src, "-k", "identity", "--bias", "200", "-o", out)
+    ok("conv", src, "-k", "identity", "--bias", "200", "-o", out, "--overwrite")
     assert read_pixels(out)[1].tolist() == [[200, 255, 255]]
 
 
@@ -97,7 +97,7 @@ def test_depth_option_and_sixteen_bit_signed(tmp_path):
     ok("conv", src, "-k", "sobel_x", "--pad-mode", "replicate", "-o", out)
     mode, array = read_pixels(out)
     assert mode.startswith("I") and array[2, 2] == 32768 + 16000  # (1+2+1) * 2 * 2000 above mid-grey
-    ok("conv", src, "-k", "identity", "--depth", "8", "-o", out)
+    ok("conv", src, "-k", "identity", "--depth", "8", "-o", out, "--overwrite")
     assert read_pixels(out)[0] == "L"
     ok("conv", src, "-k", "identity", "-o", tmp_path / "f.tif", "--depth", "32f")
     np.testing.assert_allclose(read_pixels(tmp_path / "f.tif")[1][0, :2], [0, 2000 / 65535], rtol=1e-6)

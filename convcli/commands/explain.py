@@ -16,6 +16,7 @@ from typing import Sequence
 
 import click
 
+from convcli.commands.kernels import kernel_path_option
 from convcli.commands.options import parsed
 from convcli.errors import KernelError, OutputError, ParameterError, ShapeError
 from convcli.params import parse_padding, parse_pair
@@ -23,7 +24,7 @@ from convcli.params import parse_padding, parse_pair
 STEP_HELP = (
     "STEP: KIND then tokens, e.g. 'conv 64 k7 s2 p3 nobias'. Kinds: conv, depthwise, pointwise, "
     "separable, transposed, maxpool, avgpool, globalavgpool, globalmaxpool, unpool, relu (and other "
-    "activations), batchnorm, normalise. Tokens: N (filters), kN or kHxW, sN, pN | p1,2 | p0,1,0,1 | "
+    "activations), batchnorm, normalise, channels. Tokens: N (filters), kN or kHxW, sN, pN | p1,2 | p0,1,0,1 | "
     "valid | same | full, dN, gN, mN (depth multiplier), opN (output padding), bias | nobias, ceil. "
     "Defaults: conv-like steps pad 'same' (as conv) and have a bias; pools are 2x2, 'valid', stride = window."
 )
@@ -63,19 +64,23 @@ def _cells(ctx, param, values):
 @click.option("--cell", "cells", multiple=True, callback=_cells, metavar="ROW,COL",
               help="By hand: an output cell to work out (repeatable; default: the first and its neighbour).")
 @click.option("--gif", help="By hand: also write an animation of the window sliding (FILE.gif).")
+@click.option("--pipeline", "pipeline_file", metavar="FILE.yaml",
+              help="Trace the steps of a pipeline file (as 'convcli run' reads it) instead of STEPs.")
+@kernel_path_option
 def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, size, stride, padding, dilation,
-            ceil_mode, exclude_pad, cells, gif):
+            ceil_mode, exclude_pad, cells, gif, pipeline_file, kernel_path):
     """Trace shapes, parameters, multiply-adds and receptive fields through STEPs; or work a
     small convolution by hand.
 
     \b
     convcli explain --input 224x224x3 "conv 64 k7 s2 p3 nobias" "maxpool k3 s2 p1"
+    convcli explain --input photo.png --pipeline examples/cnn_block.yaml
     convcli explain --by-hand --matrix "1,2,0,1,3;4,1,1,0,2;0,2,3,1,1;1,0,2,2,0;3,1,0,1,2" -k vertical_edge
     """
     if by_hand:
-        if steps or input_spec or as_json or table:
+        if steps or input_spec or as_json or table or pipeline_file:
             raise click.UsageError(
-                "--by-hand takes --matrix and -k or --pool, not STEPs, --input, --json or --table")
+                "--by-hand takes --matrix and -k or --pool, not STEPs, --pipeline, --input, --json or --table")
         _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, exclude_pad, cells, gif)
         return
     hand_only = {"--matrix": matrix, "-k": kernel, "--pool": pool, "--size": size, "--stride": stride,
@@ -85,19 +90,29 @@ def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, si
         raise click.UsageError(f"{given[0]} applies to --by-hand")
     if as_json and table:
         raise click.UsageError("--json and --table exclude each other")
-    if not input_spec or not steps:
-        raise click.UsageError("a trace needs --input and at least one STEP (or use --by-hand)")
+    if steps and pipeline_file:
+        raise click.UsageError("give STEPs or --pipeline FILE, not both")
+    if not input_spec or not (steps or pipeline_file):
+        raise click.UsageError("a trace needs --input and at least one STEP or --pipeline FILE (or use --by-hand)")
     from convcli import explain as library
 
-    try:
-        parsed_steps = library.parse_steps(steps)
-    except ParameterError as exc:
-        raise click.BadParameter(str(exc), param_hint="STEP") from None
+    if pipeline_file:
+        from convcli.pipeline import load_pipeline, trace
+
+        pipeline = load_pipeline(pipeline_file, kernel_path)
+    else:
+        try:
+            parsed_steps = library.parse_steps(steps)
+        except ParameterError as exc:
+            raise click.BadParameter(str(exc), param_hint="STEP") from None
     try:
         shape = library.input_shape(input_spec)
     except ParameterError as exc:
         raise click.BadParameter(str(exc), param_hint="--input") from None
-    result = library.trace(shape, parsed_steps, source=input_spec)
+    if pipeline_file:
+        result = trace(pipeline, shape, source=input_spec)
+    else:
+        result = library.trace(shape, parsed_steps, source=input_spec)
     show_trace(result, as_json=as_json, table=table)
     if result.error:
         raise ShapeError(result.error)

@@ -7,6 +7,7 @@ import functools
 import click
 
 from convcli.errors import ParameterError
+from convcli.params import parse_count, parse_number
 
 
 def parsed(parse, *args):
@@ -34,9 +35,9 @@ _OUTPUT_OPTIONS = (
                  help="Values to pixels. auto: offset for zero-sum kernels (sobel, laplacian), else "
                       "clip; clip: to 0..white; abs: |y|; minmax: stretch each map to 0..white; "
                       "offset: y*scale+offset; none: raw values (.npy, 32-bit float .tif)."),
-    click.option("--scale", type=float,
+    click.option("--scale", callback=parsed(parse_number, "scale"),
                  help="--map offset: multiply first (implies --map offset).  [default: 1]"),
-    click.option("--offset", type=float,
+    click.option("--offset", callback=parsed(parse_number, "offset"),
                  help="--map offset: add, in output units (implies --map offset).  "
                       "[default: mid-grey: 128, 32768 or 0.5]"),
     click.option("--joint", is_flag=True,
@@ -76,6 +77,15 @@ def output_options(command):
     return wrapper
 
 
+def command_line_output_values(ctx: click.Context) -> dict:
+    """The output options given on the command line (not defaulted), by parameter name; they
+    override a pipeline file's ``output`` section."""
+    from click.core import ParameterSource
+
+    return {name: ctx.params[name] for name in _OUTPUT_NAMES
+            if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+
+
 def output_settings(map_mode="auto", montage_grid=None, **values):
     """Turn the parsed output options into ``images.OutputSettings`` (a ClickException if they clash)."""
     from convcli.images import OutputSettings
@@ -86,3 +96,41 @@ def output_settings(map_mode="auto", montage_grid=None, **values):
         return OutputSettings(map=map_mode, grid=grid, **values)
     except ParameterError as exc:
         raise click.UsageError(str(exc), click.get_current_context(silent=True)) from None
+
+
+def _max_pixels(ctx, param, value):
+    from convcli.limits import parse_whole
+
+    if value is None:
+        return None
+    try:
+        return parse_whole(value, "max pixels", minimum=0, maximum=10**15)
+    except ParameterError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+_INPUT_OPTIONS = (
+    click.option("--max-pixels", envvar="CONVCLI_MAX_PIXELS", metavar="N", callback=_max_pixels,
+                 help="Refuse inputs of more than N pixels (rows x columns), checked on the header "
+                      "before decoding; 0: no limit.  [default: 100000000, or $CONVCLI_MAX_PIXELS]"),
+    click.option("--frame", default="0", show_default=True, metavar="N",
+                 callback=parsed(parse_count, "frame", 0),
+                 help="Frame of an animated GIF/PNG/WebP, or page of a multi-page TIFF, to read "
+                      "(0 = the first)."),
+)
+
+
+def input_options(command):
+    """Add ``--max-pixels`` and ``--frame`` to a command, which receives them as ``reading``
+    (an ``images.ReadOptions``) to pass to ``images.read_input``."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from convcli.images import ReadOptions
+
+        kwargs["reading"] = ReadOptions(max_pixels=kwargs.pop("max_pixels"), frame=kwargs.pop("frame"))
+        return command(*args, **kwargs)
+
+    for option in reversed(_INPUT_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper

@@ -1,4 +1,7 @@
-"""``convcli pool`` and ``convcli unpool``: max/average pooling and max-unpooling, as CNN layers."""
+"""``convcli pool`` and ``convcli unpool``: max/average pooling and max-unpooling, as CNN layers.
+
+``pool`` is a one-step pipeline run by ``pipeline.Job`` over every input.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,14 @@ import os
 import click
 from click.core import ParameterSource
 
-from convcli.commands.options import output_options, parsed
+from convcli.commands.options import input_options, output_options, parsed
+from convcli.commands.run import ALPHA_OPTION, batch_options, check_outputs, run_batch
 from convcli.params import parse_padding, parse_pair
 
 #: Options that shape a pooling window, which ``--global`` does not take.
 _WINDOW_OPTIONS = ("size", "stride", "padding", "dilation", "ceil_mode", "count_include_pad", "indices")
+#: Batch options that ``--global`` (one input, values printed) does not take.
+_BATCH_ONLY = ("out_dir", "name_template", "out_format", "recursive", "jobs", "skip_existing", "quiet")
 
 
 def _refuse(ctx: click.Context, names: tuple, reason: str) -> None:
@@ -24,9 +30,7 @@ def _refuse(ctx: click.Context, names: tuple, reason: str) -> None:
 
 
 @click.command()
-@click.argument("input_path", metavar="INPUT")
-@click.option("-o", "--output",
-              help="Output file: .npy (exact float32) or an image. Optional with --global.")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--mode", type=click.Choice(["max", "avg"]), default="max", show_default=True,
               help="Maximum or mean of each window (or of each plane, with --global).")
 @click.option("--size", default="2", show_default=True, callback=parsed(parse_pair, "size"),
@@ -42,55 +46,54 @@ def _refuse(ctx: click.Context, names: tuple, reason: str) -> None:
               help="Average pooling with numeric padding: divide by the window clipped to the padding "
                    "(PyTorch's default) or by its input cells only.")
 @click.option("--global", "global_pool", is_flag=True,
-              help="One value per channel over the whole plane: printed, and written to -o if given.")
-@click.option("--json", "as_json", is_flag=True, help="With --global: print JSON instead of a table.")
-@click.option("--indices", help="Max pooling: also write each window's argmax as int64 .npy (H', W', C), "
-                                "flat r*W+q in the input plane (PyTorch's convention).")
-@click.option("--alpha", type=click.Choice(["keep", "drop", "channel"]), default="keep", show_default=True,
-              help="keep: carry alpha through when the size is unchanged; drop: discard it; "
-                   "channel: pool it as one more channel.")
+              help="One value per channel over the whole plane of one INPUT: printed (a table, or "
+                   "JSON with --json), and written to -o if given.")
+@click.option("--indices", help="Max pooling of one input: also write each window's argmax as int64 .npy "
+                                "(H', W', C), flat r*W+q in the input plane (PyTorch's convention).")
+@ALPHA_OPTION
+@batch_options
 @output_options
-def pool(input_path, output, mode, size, stride, padding, dilation, ceil_mode, count_include_pad,
-         global_pool, as_json, indices, alpha, out):
-    """Max or average pooling of every channel of INPUT (PyTorch max_pool2d / avg_pool2d)."""
+@input_options
+def pool(inputs, mode, size, stride, padding, dilation, ceil_mode, count_include_pad, global_pool, indices,
+         alpha, batch, out, reading):
+    """Max or average pooling of every channel of each INPUT (PyTorch max_pool2d / avg_pool2d).
+
+    INPUT: files, folders (--recursive), glob patterns, or - for stdin.
+    """
+    from convcli.pipeline import Job, Pipeline, make_step
+
     ctx = click.get_current_context()
     if global_pool:
-        _refuse(ctx, _WINDOW_OPTIONS, "does not apply to --global, which pools whole planes")
-    else:
-        if output is None:
-            raise click.UsageError("Missing option '-o' / '--output' (optional only with --global).", ctx)
-        _refuse(ctx, ("as_json",), "applies to --global")
-        _refuse(ctx, ("dilation", "indices") if mode == "avg" else ("count_include_pad",),
-                f"does not apply to --mode {mode}")
-    from convcli import engine, images
-
-    if indices is not None and images.extension(indices) != images.NPY:
-        raise click.BadParameter(f"{indices!r} must be a .npy file", ctx, param_hint="'--indices'")
-    if output is not None:
-        images.check_output_path(output, [input_path], out)
-    if indices is not None:
-        if output is not None and os.path.realpath(indices) == os.path.realpath(output):
-            raise click.UsageError("--indices and -o must name different files", ctx)
-        images.check_output_path(indices, [input_path])
-    picture = images.read_input(input_path, alpha_as_channel=alpha == "channel")
-    if global_pool:
-        values = engine.global_pool(picture.data, mode)
-        _print_values(values, mode, as_json)
-        if output is not None:
-            images.write_output(output, values[:, None, None], picture.white, settings=out)
+        _refuse(ctx, _WINDOW_OPTIONS + _BATCH_ONLY, "does not apply to --global, which pools whole planes of "
+                                                    "one input")
+        if len(inputs) != 1 or batch.output == "-":
+            raise click.UsageError("--global takes one input and prints its values on stdout (-o FILE "
+                                   "also writes them)", ctx)
+        job = Job(Pipeline((make_step("global_pool", mode=mode),)), out, alpha, overwrite=batch.overwrite,
+                  read=reading)
+        if batch.output is not None:
+            check_outputs([(inputs[0], batch.output)], out, batch)
+        maps, _ = job.process(inputs[0], batch.output)
+        _print_values(maps.data[:, 0, 0], mode, batch.as_json)
         return
-    if mode == "max":
-        maps, where = engine.max_pool2d(
-            picture.data, size, stride, padding, dilation, ceil_mode, return_indices=True
-        )
-    else:
-        maps = engine.avg_pool2d(picture.data, size, stride, padding, ceil_mode, count_include_pad)
-    carried = picture.alpha if alpha == "keep" and maps.shape[1:] == picture.data.shape[1:] else None
-    images.write_output(output, maps, picture.white, carried, out)
+    if batch.output is None and batch.out_dir is None:
+        raise click.UsageError("Missing option '-o' / '--output' or '--out-dir' (optional only with --global).",
+                               ctx)
+    _refuse(ctx, ("dilation", "indices") if mode == "avg" else ("count_include_pad",),
+            f"does not apply to --mode {mode}")
     if indices is not None:
-        import numpy as np
+        from convcli import images
 
-        images.atomic_write(indices, lambda f: np.save(f, where.transpose(1, 2, 0)))
+        if images.extension(indices) != images.NPY:
+            raise click.BadParameter(f"{indices!r} must be a .npy file", ctx, param_hint="'--indices'")
+        if batch.output is not None and os.path.realpath(indices) == os.path.realpath(batch.output):
+            raise click.UsageError("--indices and -o must name different files", ctx)
+        images.check_output_path(indices, inputs)
+    step = make_step("pool", name="pool", mode=mode, size=size, stride=stride, padding=padding, dilation=dilation,
+                     ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+    job = Job(Pipeline((step,)), out, alpha, batch.out_format, batch.overwrite, indices=indices, read=reading)
+    run_batch(inputs, job, batch, single="--indices" if indices else None,
+              extra_outputs=(indices,) if indices else (), mode=mode)
 
 
 def _print_values(values, mode: str, as_json: bool) -> None:
@@ -123,13 +126,17 @@ def _print_values(values, mode: str, as_json: bool) -> None:
               help="The pooling stride.  [default: the size]")
 @click.option("--padding", default="0", show_default=True, callback=parsed(parse_pair, "padding", 0),
               help="The pooling padding: N or H,W.")
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists (an input is never replaced).")
 @output_options
-def unpool(input_path, indices, output, output_size, size, stride, padding, out):
+@input_options
+def unpool(input_path, indices, output, output_size, size, stride, padding, overwrite, out, reading):
     """Put every value of INPUT back where max pooling found it, zeros elsewhere (PyTorch max_unpool2d)."""
     from convcli import engine, geometry, images
+    from convcli.commands.run import BatchOptions
 
     images.check_output_path(output, [input_path, indices], out)
-    picture = images.read_input(input_path)
+    check_outputs([(input_path, output)], out, BatchOptions(output=output, overwrite=overwrite))
+    picture = images.read_input(input_path, options=reading)
     where = _read_indices(indices)
     in_hw = picture.data.shape[1:]
     out_hw = geometry.unpool_output_shape(in_hw, size, stride or size, padding, output_size)
@@ -141,9 +148,10 @@ def _read_indices(path: str):
     import numpy as np
 
     from convcli.errors import InputError
+    from convcli.images import load_npy
 
     try:
-        array = np.load(path, allow_pickle=False)
+        array = load_npy(path, f"indices {path!r}")
     except (OSError, ValueError, EOFError) as exc:
         raise InputError(f"indices {path!r} is not a readable .npy file ({exc})") from None
     if array.dtype.kind not in "iu" or array.ndim not in (2, 3):

@@ -1,0 +1,215 @@
+"""Limits on what convcli reads and allocates, so that broken or hostile inputs fail fast.
+
+Each limit is checked before the work it guards, and a breach is a one-line ``LimitError``
+that names the limit and how to change it:
+
+- **pixels** of an input (``--max-pixels``, ``$CONVCLI_MAX_PIXELS``, default 100 million), read
+  from the image or ``.npy`` header before anything is decoded;
+- **memory**: the arrays an operation allocates, estimated from the shapes before allocating
+  and compared with the memory the machine has available (``$CONVCLI_MAX_MEMORY`` sets the
+  budget instead, ``0`` turns the check off);
+- **kernels**: at most ``MAX_KERNEL_SIDE`` cells per side and ``MAX_KERNEL_WEIGHTS`` weights;
+- **text files** (YAML, ``.mat``): ``MAX_TEXT_BYTES``; YAML nesting depth and node count
+  (aliases expanded) are limited by ``convcli.yamlsafe``.
+
+Pure standard library: the commands that must start fast (``kernels``, ``explain``) import it.
+
+>>> parse_bytes("1.5G", "budget")
+1610612736
+>>> format_bytes(3 * 2**30)
+'3.0 GiB'
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Optional, Sequence, Union
+
+from convcli.errors import LimitError, ParameterError
+
+#: Default pixel limit (rows x columns) of an input: a 10000 x 10000 image. Pillow's own
+#: decompression-bomb limit is 89 million pixels; convcli checks its own before decoding.
+DEFAULT_MAX_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "CONVCLI_MAX_PIXELS"
+MAX_MEMORY_ENV = "CONVCLI_MAX_MEMORY"
+#: Kernel size limits: cells per side (the library's largest, a sigma-50 Gaussian, is 401) and
+#: weights in all (a 4-D bank: 256 MiB of float32).
+MAX_KERNEL_SIDE = 1024
+MAX_KERNEL_WEIGHTS = 2**26
+#: Text kernel and pipeline files (YAML, libvips .mat): bigger kernels belong in .npy files.
+MAX_TEXT_BYTES = 1_000_000
+#: The largest whole number an option takes (stride, dilation, padding, sizes, groups): int32's.
+MAX_OPTION_INT = 2**31 - 1
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_whole(text: Union[str, int], what: str, minimum: int = 0,
+                maximum: int = MAX_OPTION_INT) -> int:
+    """A whole number written in ASCII digits (no ``２``, no ``1_000``), within the bounds.
+
+    >>> parse_whole(" 12 ", "frame")
+    12
+    >>> parse_whole("\\uff12", "stride")
+    Traceback (most recent call last):
+    ...
+    convcli.errors.ParameterError: stride '２' is not a whole number (ASCII digits)
+    """
+    value = str(text).strip()
+    if not re.fullmatch(r"[+-]?[0-9]+", value, re.ASCII):
+        raise ParameterError(f"{what} {shorten(text)!r} is not a whole number (ASCII digits)")
+    digits = value.lstrip("+-").lstrip("0")
+    # thousands of digits: no need to convert them (Python refuses beyond 4300 anyway)
+    number = int(value) if len(digits) <= 30 else (-1 if value[0] == "-" else 1) * 10**30
+    if number < minimum:
+        raise ParameterError(f"{what} must be at least {minimum}, got {shorten(text)!r}")
+    if number > maximum:
+        raise ParameterError(f"{what} must be at most {maximum}, got {shorten(text)!r}")
+    return number
+
+
+def parse_bytes(text: str, what: str) -> int:
+    """A size in bytes: a number with an optional K, M, G or T suffix (powers of 1024)."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)i?B?\s*", str(text), re.ASCII | re.I)
+    if match is None:
+        raise ParameterError(f"{what} {shorten(text)!r} is not a size in bytes (e.g. 8G, 512M)")
+    return int(float(match[1]) * _UNITS[match[2].upper()])
+
+
+def shorten(text: object, width: int = 60) -> str:
+    """``text`` as a string, cut to ``width`` characters with an ellipsis: values in messages.
+
+    >>> shorten("9" * 100, 10)
+    '9999999...'
+    """
+    text = str(text)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+# --------------------------------------------------------------------------------------------
+# Pixels
+
+
+def max_pixels(given: Optional[int] = None) -> int:
+    """The pixel limit: ``given`` (``--max-pixels``), else ``$CONVCLI_MAX_PIXELS``, else the
+    default. 0 means no limit."""
+    if given is not None:
+        return given
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    return parse_whole(raw, f"${MAX_PIXELS_ENV}") if raw else DEFAULT_MAX_PIXELS
+
+
+def check_pixels(height: int, width: int, limit: int, what: str) -> None:
+    """Refuse an input of ``height`` x ``width`` pixels over ``limit`` (0: no limit).
+
+    >>> check_pixels(20000, 10000, 100_000_000, "input 'big.png'")
+    Traceback (most recent call last):
+    ...
+    convcli.errors.LimitError: input 'big.png' is 20000x10000 (rows x columns) = 200,000,000 pixels, over the limit of 100,000,000 (raise it with --max-pixels N or $CONVCLI_MAX_PIXELS; 0 turns it off)
+    """
+    if limit and height * width > limit:
+        raise LimitError(f"{what} is {height}x{width} (rows x columns) = {height * width:,} pixels, "
+                         f"over the limit of {limit:,} (raise it with --max-pixels N or "
+                         f"${MAX_PIXELS_ENV}; 0 turns it off)")
+
+
+# --------------------------------------------------------------------------------------------
+# Memory
+
+
+def format_bytes(n_bytes: float) -> str:
+    """Bytes in the largest binary unit that keeps the number at least 1."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n_bytes < 1024 or unit == "PiB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    raise AssertionError("unreachable")
+
+
+def _meminfo(field: str) -> Optional[int]:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_room() -> Optional[int]:
+    """Memory left under this process's cgroup (v2, or v1) limit, if it has one."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file, encoding="ascii") as handle:
+                limit = handle.read().strip()
+            with open(usage_file, encoding="ascii") as handle:
+                usage = int(handle.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 2**60:  # v1 says "no limit" with a huge number
+            return max(int(limit) - usage, 0)
+    return None
+
+
+def memory_budget() -> Optional[int]:
+    """Bytes an operation may allocate: ``$CONVCLI_MAX_MEMORY``, else the memory available now
+    (Linux ``MemAvailable``, within the cgroup's limit), else free physical memory; None when
+    unknown or turned off (``$CONVCLI_MAX_MEMORY=0``)."""
+    raw = os.environ.get(MAX_MEMORY_ENV, "").strip()
+    if raw:
+        return parse_bytes(raw, f"${MAX_MEMORY_ENV}") or None
+    available = _meminfo("MemAvailable")
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    room = _cgroup_room()
+    return available if room is None else min(available, room)
+
+
+def check_memory(n_bytes: int, what: str) -> None:
+    """Refuse to allocate ``n_bytes`` for ``what`` when they exceed ``memory_budget()``.
+
+    ``what`` says what needs them, e.g. ``"conv2d: the output 512x10000x10000 (float32)"``.
+    """
+    budget = memory_budget()
+    if budget is not None and n_bytes > budget:
+        raise LimitError(f"{what} needs about {format_bytes(n_bytes)} of memory, more than the "
+                         f"{format_bytes(budget)} available (${MAX_MEMORY_ENV} sets the budget, "
+                         f"e.g. 16G, or 0 to skip this check)")
+
+
+def check_arrays(operation: str, itemsize: int = 4, **arrays: Sequence[int]) -> None:
+    """``check_memory`` for the arrays an operation is about to allocate, given by shape.
+
+    Names are written with spaces: ``check_arrays("conv2d", padded_input=(3, 9, 9),
+    output=(64, 7, 7))`` describes "the padded input 3x9x9 and the output 64x7x7".
+    """
+    total = itemsize * sum(math.prod(int(n) for n in shape) for shape in arrays.values())
+    parts = [f"the {name.replace('_', ' ')} {'x'.join(str(int(n)) for n in shape)}"
+             for name, shape in arrays.items()]
+    kind = {4: "float32", 8: "float64 or int64"}.get(itemsize, f"{itemsize} bytes per value")
+    check_memory(total, f"{operation}: {' and '.join(parts)} ({kind})")
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+
+
+def check_kernel_shape(shape: Sequence[int], where: str) -> None:
+    """Refuse kernels wider or taller than ``MAX_KERNEL_SIDE`` or with more than
+    ``MAX_KERNEL_WEIGHTS`` weights (from the shape alone, before reading the weights)."""
+    shape = tuple(int(n) for n in shape)
+    size = "x".join(map(str, shape))
+    if len(shape) >= 2 and max(shape[-2:]) > MAX_KERNEL_SIDE:
+        raise LimitError(f"{where}: a kernel is at most {MAX_KERNEL_SIDE} cells per side, "
+                         f"this one is {size}")
+    if math.prod(shape) > MAX_KERNEL_WEIGHTS:
+        raise LimitError(f"{where}: a kernel has at most {MAX_KERNEL_WEIGHTS:,} weights, "
+                         f"this one ({size}) has {math.prod(shape):,}")
