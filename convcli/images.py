@@ -481,8 +481,12 @@ def write_output(
     signed: Optional[Sequence[bool]] = None,
     labels: Optional[Sequence[str]] = None,
     format: Optional[str] = None,
+    in_place: bool = False,
 ) -> None:
     """Write ``maps`` (C, H, W) to ``path`` as ``settings`` say; all files or none.
+
+    With ``in_place`` the caller is done with a float32 ``maps``, which is then mapped where
+    it lies instead of in a copy (a 4096x4096 RGB map is 200 MB).
 
     ``path`` ``-`` writes to standard output in ``format`` (``png``, ``npy``, ...), only once
     the whole file is encoded.
@@ -508,7 +512,7 @@ def write_output(
         arrays = [values[i:i + 1] for i in range(len(values))] if settings.split else [values]
         savers = [_npy_saver(a if settings.channels_first else a.transpose(1, 2, 0)) for a in arrays]
     else:
-        savers = _image_savers(name, maps, white, alpha, settings, signed, labels)
+        savers = _image_savers(name, maps, white, alpha, settings, signed, labels, in_place)
     if path == STDIO:
         write_stdout(savers[0])
     else:
@@ -536,7 +540,7 @@ def _map_options(settings: OutputSettings) -> dict:
                 symmetric=settings.colormap in mapping.DIVERGING)
 
 
-def _image_savers(path, maps, white, alpha, settings, signed, labels) -> list[Callable]:
+def _image_savers(path, maps, white, alpha, settings, signed, labels, in_place=False) -> list[Callable]:
     fmt, depths = IMAGE_FORMATS[extension(path)]
     count = len(maps)
     one_image = not (settings.split or settings.montage)
@@ -552,7 +556,9 @@ def _image_savers(path, maps, white, alpha, settings, signed, labels) -> list[Ca
     out_white = DEPTHS[depth]
     gain = out_white / white if white else 1.0
     mode = "none" if settings.map == "auto" and depth == "32f" else settings.map
-    scaled = maps * np.float32(gain)  # a private copy, mapped in place
+    scaled = maps if in_place else maps.copy()  # mapped where it lies
+    if gain != 1.0:
+        scaled *= np.float32(gain)
     values = mapping.map_values(scaled, mode, out_white, signed=signed, in_place=True, **_map_options(settings))
     if settings.colormap:
         values = np.stack([mapping.apply_colormap(v, out_white, settings.colormap) for v in values])
@@ -599,11 +605,14 @@ def _image_saver(fmt: str, depth: str, values: np.ndarray) -> Callable:
     if depth == "32f":
         pixels = np.ascontiguousarray(values[0], dtype=np.float32)
     else:
-        pixels = mapping.to_integers(values, 8 if depth == "8" else 16, in_place=True).transpose(1, 2, 0)
+        bits = 8 if depth == "8" else 16
+        pixels = np.empty(values.shape[1:] + values.shape[:1], np.uint8 if bits == 8 else np.uint16)
+        for channel, plane in enumerate(values):  # straight into (H, W, K): no full-size transpose copy
+            pixels[:, :, channel] = mapping.to_integers(plane, bits, in_place=True)
         if fmt == "PNG" and depth == "16":
             data = encode_png(pixels)
             return lambda handle: handle.write(data)
-        pixels = np.ascontiguousarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+        pixels = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
 
     def save(handle):
         from PIL import Image

@@ -244,7 +244,7 @@ def to_integers(values: np.ndarray, bits: int, in_place: bool = False) -> np.nda
     """
     top = 255 if bits == 8 else 65535
     pixels = np.asarray(values, dtype=np.float32) if in_place else np.array(values, dtype=np.float32)
-    np.nan_to_num(pixels, copy=False, nan=0.0)
     np.rint(pixels, out=pixels)
-    np.clip(pixels, 0, top, out=pixels)
+    np.fmax(pixels, 0, out=pixels)  # fmax also turns NaN into 0, with no temporary masks
+    np.fmin(pixels, top, out=pixels)
     return pixels.astype(np.uint8 if bits == 8 else np.uint16)

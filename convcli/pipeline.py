@@ -491,12 +491,15 @@ def _conv(step: Step, maps: Maps) -> Maps:
             sizes = [f"{m.shape[1]}x{m.shape[2]}" for m in (stack[0], out)]
             raise ShapeError(f"kernel {kernels[0].name!r} gives {sizes[0]} maps, {kernel.name!r} gives "
                              f"{sizes[1]}; stacked kernels must give the same output size")
-        stack.append(out + kernel.offset if kernel.offset else out)
+        if kernel.offset:
+            out += np.float32(kernel.offset)
+        stack.append(out)
         shift = kernel.offset + np.broadcast_to(0.0 if part is None else part, count)
         zero_sum = mapping.signed_maps(weight, groups, transposed=transposed, shift=shift)
         signed.extend(zero_sum | (_fed_by_signed(maps.flags, groups, count) & (shift == 0)))
         labels.extend([kernel.name] if count == 1 else [f"{kernel.name}[{i}]" for i in range(count)])
-    return replace(maps, data=np.concatenate(stack), signed=tuple(bool(s) for s in signed), labels=tuple(labels))
+    data = stack[0] if len(stack) == 1 else np.concatenate(stack)
+    return replace(maps, data=data, signed=tuple(bool(s) for s in signed), labels=tuple(labels))
 
 
 def _fed_by_signed(flags: Sequence[bool], groups: int, count: int):
@@ -657,7 +660,7 @@ class Job:
                 if taken:
                     raise OutputError(f"output {taken[0]!r} exists (use --overwrite to replace it)")
         carried = picture.alpha if self.alpha == "keep" and maps.data.shape[1:] == picture.data.shape[1:] else None
-        images.write_output(target, maps.data, maps.white, carried, self.settings, signed=maps.flags,
+        images.write_output(target, maps.data, maps.white, carried, self.settings, in_place=True, signed=maps.flags,
                             labels=maps.labels, format=self.format)
         if self.indices is not None:
             where = maps.pools["pool"][0]
