@@ -22,13 +22,9 @@ import numpy as np
 
 from convcli import geometry, limits
 from convcli.errors import ParameterError, ShapeError
-from convcli.geometry import PaddingSpec, Pair
+from convcli.geometry import PaddingSpec, Pair, shape_text, window_too_large
 from convcli.correlate import correlate
 from convcli.params import PAD_MODES
-
-
-def _format_hw(hw: Sequence[int]) -> str:
-    return "x".join(str(v) for v in hw)
 
 
 def as_conv_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[np.ndarray, int]:
@@ -44,7 +40,7 @@ def as_conv_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[
     >>> w.shape, g
     ((3, 1, 3, 3), 3)
     """
-    kernel = np.asarray(kernel, dtype=np.float32)
+    kernel = _kernel_array(kernel)
     if kernel.ndim == 2:
         if groups != 1:
             raise ParameterError(
@@ -56,7 +52,7 @@ def as_conv_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[
             raise ParameterError("--groups applies to 4-D kernels; a 3-D kernel sums over all channels")
         if kernel.shape[0] != channels:
             raise ShapeError(
-                f"3-D kernel {_format_hw(kernel.shape)} expects {kernel.shape[0]} input channels, "
+                f"3-D kernel {shape_text(kernel.shape)} expects {kernel.shape[0]} input channels, "
                 f"the input has {channels}"
             )
         return np.ascontiguousarray(kernel[None]), 1
@@ -69,11 +65,11 @@ def as_conv_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[
             )
         if c_per_group != channels // groups:
             raise ShapeError(
-                f"4-D kernel {_format_hw(kernel.shape)} expects {c_per_group * groups} input channels "
+                f"4-D kernel {shape_text(kernel.shape)} expects {c_per_group * groups} input channels "
                 f"with groups={groups}, the input has {channels}"
             )
         return np.ascontiguousarray(kernel), groups
-    raise ShapeError(f"kernel must be 2-D, 3-D or 4-D, got shape {_format_hw(kernel.shape)}")
+    raise ShapeError(f"kernel must be 2-D, 3-D or 4-D, got shape {shape_text(kernel.shape)}")
 
 
 def check_border(in_hw: Pair, pads: tuple[int, int, int, int], pad_mode: str) -> None:
@@ -129,21 +125,12 @@ def conv2d(
     image = _check_image(image, as_float32=False)
     _check_at_least_one(stride=stride, dilation=dilation)
     weight, groups = as_conv_weight(kernel, image.shape[0], groups)
-    if min(weight.shape) < 1:
-        raise ShapeError(f"kernel must not be empty, got shape {_format_hw(weight.shape[2:])}")
-    if flip:
-        weight = np.ascontiguousarray(weight[:, :, ::-1, ::-1])
+    weight = _flipped(weight) if flip else weight
     in_hw, k_hw = image.shape[1:], weight.shape[2:]
     pads = geometry.resolve_padding(padding, in_hw, k_hw, stride, dilation)
     out_hw = geometry.conv2d_output_shape(in_hw, k_hw, stride, dilation, pads)
     if min(out_hw) < 1:
-        padded = (in_hw[0] + pads[0] + pads[1], in_hw[1] + pads[2] + pads[3])
-        reach = tuple(geometry.effective_kernel_size(k, d) for k, d in zip(k_hw, dilation))
-        dilated = f" (dilated to {_format_hw(reach)})" if reach != tuple(k_hw) else ""
-        raise ShapeError(
-            f"kernel {_format_hw(k_hw)}{dilated} is larger than the padded input {_format_hw(padded)} "
-            f"(input {_format_hw(in_hw)}, padding {padding})"
-        )
+        raise ShapeError(window_too_large("kernel", in_hw, k_hw, dilation, pads, padding))
     limits.check_arrays("conv2d", output=(weight.shape[0], *out_hw), padded_input_band=(  # at least k_eff rows
         image.shape[0], geometry.effective_kernel_size(k_hw[0], dilation[0]), in_hw[1] + pads[2] + pads[3]))
     bias_values = _bias_vector(bias, weight.shape[0])
@@ -165,15 +152,15 @@ def as_transposed_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> 
     >>> w.shape, g
     ((3, 1, 2, 2), 1)
     """
-    kernel = np.asarray(kernel, dtype=np.float32)
+    kernel = _kernel_array(kernel)
     if kernel.ndim in (2, 3):
         weight, groups = as_conv_weight(kernel, channels, groups)  # (C, 1, ...) or (1, C, ...)
         return np.ascontiguousarray(weight.reshape((channels, 1) + weight.shape[2:])), groups
     if kernel.ndim != 4:
-        raise ShapeError(f"kernel must be 2-D, 3-D or 4-D, got shape {_format_hw(kernel.shape)}")
+        raise ShapeError(f"kernel must be 2-D, 3-D or 4-D, got shape {shape_text(kernel.shape)}")
     if kernel.shape[0] != channels:
         raise ShapeError(
-            f"4-D transposed kernel {_format_hw(kernel.shape)} (C_in, C_out/groups, kh, kw) expects "
+            f"4-D transposed kernel {shape_text(kernel.shape)} (C_in, C_out/groups, kh, kw) expects "
             f"{kernel.shape[0]} input channels, the input has {channels}"
         )
     if groups < 1 or channels % groups:
@@ -227,16 +214,13 @@ def conv_transpose2d(
     image = _check_image(image)
     _check_at_least_one(stride=stride, dilation=dilation)
     weight, groups = as_transposed_weight(kernel, image.shape[0], groups)
-    if min(weight.shape) < 1:
-        raise ShapeError(f"kernel must not be empty, got shape {_format_hw(weight.shape[2:])}")
-    if flip:
-        weight = np.ascontiguousarray(weight[:, :, ::-1, ::-1])
+    weight = _flipped(weight) if flip else weight
     padding = _transposed_padding(padding)
     in_hw, k_hw = image.shape[1:], weight.shape[2:]
     if any(op < 0 or op >= max(s, d) for op, s, d in zip(output_padding, stride, dilation)):
         raise ParameterError(
-            f"output padding {_format_hw(output_padding)} must be smaller than the stride "
-            f"({_format_hw(stride)}) or the dilation ({_format_hw(dilation)}) on each axis"
+            f"output padding {shape_text(output_padding)} must be smaller than the stride "
+            f"({shape_text(stride)}) or the dilation ({shape_text(dilation)}) on each axis"
         )
     if padding == "same":
         if any(output_padding):
@@ -252,8 +236,8 @@ def conv_transpose2d(
         out_hw = tuple(geometry.transposed_output_size(*axis) for axis in axes)
         if min(out_hw) < 1:
             raise ShapeError(
-                f"padding {_format_hw(padding)} crops away the whole transposed output "
-                f"(size {_format_hw(out_hw)} from input {_format_hw(in_hw)}, kernel {_format_hw(k_hw)})"
+                f"padding {shape_text(padding)} crops away the whole transposed output "
+                f"(size {shape_text(out_hw)} from input {shape_text(in_hw)}, kernel {shape_text(k_hw)})"
             )
     c_out = weight.shape[1] * groups
     bias_values = _bias_vector(bias, c_out)
@@ -267,13 +251,25 @@ def conv_transpose2d(
     return out
 
 
+def _kernel_array(kernel) -> np.ndarray:
+    kernel = np.asarray(kernel, dtype=np.float32)
+    if kernel.size == 0:
+        raise ShapeError(f"kernel must not be empty, got shape {shape_text(kernel.shape)}")
+    return kernel
+
+
+def _flipped(weight: np.ndarray) -> np.ndarray:
+    """The kernel rotated 180 degrees (true convolution)."""
+    return np.ascontiguousarray(weight[:, :, ::-1, ::-1])
+
+
 def _check_image(image: np.ndarray, as_float32: bool = True) -> np.ndarray:
     """``image`` as a C-contiguous float32 (C, H, W) array, or of any real dtype as given."""
     image = np.ascontiguousarray(image, dtype=np.float32) if as_float32 else np.asarray(image)
     if image.dtype.kind not in "biuf":
         raise ShapeError(f"image must hold real numbers, got dtype {image.dtype}")
     if image.ndim != 3:
-        raise ShapeError(f"image must be (C, H, W), got shape {_format_hw(image.shape)}")
+        raise ShapeError(f"image must be (C, H, W), got shape {shape_text(image.shape)}")
     return image
 
 
@@ -302,7 +298,7 @@ def _pool_window(
     pads = geometry.resolve_padding(padding, in_hw, size, stride, dilation)
     if padding != "same" and (max(pads[:2]) > size[0] // 2 or max(pads[2:]) > size[1] // 2):
         raise ParameterError(
-            f"pooling padding {padding} is more than half the window {_format_hw(size)}: at most "
+            f"pooling padding {padding} is more than half the window {shape_text(size)}: at most "
             f"{size[0] // 2} rows and {size[1] // 2} columns per side (PyTorch's limit)"
         )
     out_hw = tuple(
@@ -310,13 +306,7 @@ def _pool_window(
         for n, k, s, d, (before, after) in zip(in_hw, size, stride, dilation, (pads[:2], pads[2:]))
     )
     if min(out_hw) < 1:
-        padded = (in_hw[0] + pads[0] + pads[1], in_hw[1] + pads[2] + pads[3])
-        reach = tuple(geometry.effective_kernel_size(k, d) for k, d in zip(size, dilation))
-        dilated = f" (dilated to {_format_hw(reach)})" if reach != tuple(size) else ""
-        raise ShapeError(
-            f"pooling window {_format_hw(size)}{dilated} is larger than the padded input "
-            f"{_format_hw(padded)} (input {_format_hw(in_hw)}, padding {padding})"
-        )
+        raise ShapeError(window_too_large("pooling window", in_hw, size, dilation, pads, padding))
     return image, stride, pads, out_hw
 
 
@@ -421,8 +411,8 @@ def max_unpool2d(image: np.ndarray, indices: np.ndarray, output_hw: Pair) -> np.
     indices = np.asarray(indices)
     if indices.shape != image.shape:
         raise ShapeError(
-            f"indices of shape {_format_hw(indices.shape)} do not match the values "
-            f"{_format_hw(image.shape)} (channels x rows x columns)"
+            f"indices of shape {shape_text(indices.shape)} do not match the values "
+            f"{shape_text(image.shape)} (channels x rows x columns)"
         )
     if indices.dtype.kind not in "iu":
         raise ParameterError(f"indices must be integers, got dtype {indices.dtype}")
@@ -431,7 +421,7 @@ def max_unpool2d(image: np.ndarray, indices: np.ndarray, output_hw: Pair) -> np.
     if indices.size and (indices.min() < 0 or indices.max() >= plane):
         bad = indices.min() if indices.min() < 0 else indices.max()
         raise ShapeError(
-            f"index {bad} lies outside the {_format_hw(output_hw)} output plane (0 to {plane - 1})"
+            f"index {bad} lies outside the {shape_text(output_hw)} output plane (0 to {plane - 1})"
         )
     channels = image.shape[0]
     limits.check_arrays("max unpooling", output=(channels, *output_hw))

@@ -43,7 +43,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from convcli import geometry
 from convcli.errors import InputError, ParameterError, ShapeError
-from convcli.geometry import PaddingSpec, Pair, ReceptiveField, Window
+from convcli.geometry import PaddingSpec, Pair, ReceptiveField, Window, padding_text, shape_text, window_too_large
 from convcli.params import parse_padding, parse_pair
 
 #: (H, W, C), the order of ``--input 224x224x3``.
@@ -683,14 +683,6 @@ def _conv_formula(size, kernel, stride, dilation, before, after, out, rounding="
     return f"{rounding}(({size} + {before} + {after} - {_reach(kernel, dilation)}) / {stride}) + 1 = {out}"
 
 
-def _too_large(what: str, in_hw, kernel, dilation, pads, padding) -> str:
-    padded = (in_hw[0] + pads[0] + pads[1], in_hw[1] + pads[2] + pads[3])
-    reach = tuple(geometry.effective_kernel_size(k, d) for k, d in zip(kernel, dilation))
-    dilated = f" (dilated to {shape_text(reach)})" if reach != tuple(kernel) else ""
-    return (f"{what} {shape_text(kernel)}{dilated} is larger than the padded input {shape_text(padded)} "
-            f"(input {shape_text(in_hw)}, padding {padding_text(padding)})")
-
-
 _PLURALS = {"row": "rows", "column": "columns", "row and column": "rows and columns"}
 
 
@@ -737,7 +729,7 @@ def _conv_row(step: Step, base: Row) -> tuple[Row, Optional[tuple[Window, Window
     arithmetic = _per_axis([_conv_formula(*axis, out) for axis, out in zip(axes, out_hw)])
     base = replace(base, padding=pads, arithmetic=arithmetic)
     if min(out_hw) < 1:
-        return replace(base, error=_too_large("kernel", (height, width), step.kernel, step.dilation, pads,
+        return replace(base, error=window_too_large("kernel", (height, width), step.kernel, step.dilation, pads,
                                               step.padding)), None
     kh, kw = step.kernel
     per_output = (channels // groups) * kh * kw
@@ -800,7 +792,7 @@ def _pool_row(step: Step, base: Row) -> tuple[Row, Optional[tuple[Window, Window
         texts.append(text)
     base = replace(base, padding=pads, arithmetic=_per_axis(texts))
     if min(out_hw) < 1:
-        error = _too_large("pooling window", (height, width), step.kernel, step.dilation, pads, step.padding)
+        error = window_too_large("pooling window", (height, width), step.kernel, step.dilation, pads, step.padding)
         return replace(base, error=error), None
     row = replace(base, output=out_hw + (channels,),
                   warnings=tuple(_fit_warnings(axes, step.padding, pads, check_fit=not step.ceil_mode)))
@@ -853,21 +845,6 @@ def number_text(value: Any) -> str:
     if float(value).is_integer():
         return str(int(value))
     return f"{value:.4g}"
-
-
-def padding_text(padding: PaddingSpec) -> str:
-    """A padding spec as the user writes it: ``same``, ``3``, ``1,2`` or ``0,1,0,1``."""
-    if isinstance(padding, str):
-        return padding
-    if len(set(padding)) == 1:
-        return str(padding[0])
-    if padding[0] == padding[1] and padding[2] == padding[3]:
-        return f"{padding[0]},{padding[2]}"
-    return ",".join(str(p) for p in padding)
-
-
-def shape_text(shape: Optional[Sequence[int]]) -> str:
-    return "-" if shape is None else "x".join(str(v) for v in shape)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1031,7 +1008,7 @@ def by_hand_conv(image: Sequence[Sequence[float]], weights: Sequence[Sequence[fl
     axes = _axes(in_hw, size, stride, dilation, pads)
     arithmetic = _per_axis([_conv_formula(*axis, out) for axis, out in zip(axes, out_hw)])
     if min(out_hw) < 1:
-        raise ShapeError(_too_large("kernel", in_hw, size, dilation, pads, padding))
+        raise ShapeError(window_too_large("kernel", in_hw, size, dilation, pads, padding))
     return Worked("conv", tuple(map(tuple, image)), size, tuple(stride), tuple(dilation), padding, pads, out_hw,
                   arithmetic, weights, scale, offset, name=name)
 
@@ -1058,7 +1035,7 @@ def by_hand_pool(image: Sequence[Sequence[float]], mode: str, size: Pair = (2, 2
     rounding = "ceil" if ceil_mode else "floor"
     arithmetic = _per_axis([_conv_formula(*axis, out, rounding) for axis, out in zip(axes, out_hw)])
     if min(out_hw) < 1:
-        raise ShapeError(_too_large("pooling window", in_hw, size, dilation, pads, padding))
+        raise ShapeError(window_too_large("pooling window", in_hw, size, dilation, pads, padding))
     return Worked(mode, tuple(map(tuple, image)), tuple(size), stride, tuple(dilation), padding, pads, out_hw,
                   arithmetic, count_include_pad=count_include_pad)
 

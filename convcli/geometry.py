@@ -354,3 +354,41 @@ def receptive_field(windows: Sequence[Window]) -> ReceptiveField:
     jump = Fraction(down, up)
     start = None if spans[0] is None else (spans[0][0] + spans[0][1]) / 2
     return ReceptiveField(size, int(jump) if jump.denominator == 1 else jump, start)
+
+
+def shape_text(shape: Optional[Sequence[int]]) -> str:
+    """``5x5``, ``3x7x7``; ``-`` for no shape.
+
+    >>> shape_text((3, 7, 7)), shape_text(None)
+    ('3x7x7', '-')
+    """
+    return "-" if shape is None else "x".join(str(v) for v in shape)
+
+
+def padding_text(padding: PaddingSpec) -> str:
+    """A padding spec as the user writes it: ``same``, ``3``, ``1,2`` or ``0,1,0,1``.
+
+    >>> padding_text((1, 1, 2, 2)), padding_text((0, 1, 0, 1)), padding_text("same")
+    ('1,2', '0,1,0,1', 'same')
+    """
+    if isinstance(padding, str):
+        return padding
+    if len(set(padding)) == 1:
+        return str(padding[0])
+    if padding[0] == padding[1] and padding[2] == padding[3]:
+        return f"{padding[0]},{padding[2]}"
+    return ",".join(str(p) for p in padding)
+
+
+def window_too_large(what: str, in_hw: Pair, kernel_hw: Pair, dilation_hw: Pair,
+                     pads: tuple[int, int, int, int], padding: PaddingSpec) -> str:
+    """The message for a (dilated) kernel or window that does not fit its padded input.
+
+    >>> window_too_large("kernel", (5, 5), (3, 3), (3, 3), (0, 0, 0, 0), "valid")
+    'kernel 3x3 (dilated to 7x7) is larger than the padded input 5x5 (input 5x5, padding valid)'
+    """
+    padded = (in_hw[0] + pads[0] + pads[1], in_hw[1] + pads[2] + pads[3])
+    reach = tuple(effective_kernel_size(k, d) for k, d in zip(kernel_hw, dilation_hw))
+    dilated = f" (dilated to {shape_text(reach)})" if reach != tuple(kernel_hw) else ""
+    return (f"{what} {shape_text(kernel_hw)}{dilated} is larger than the padded input {shape_text(padded)} "
+            f"(input {shape_text(in_hw)}, padding {padding_text(padding)})")
