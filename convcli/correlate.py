@@ -128,6 +128,7 @@ def choose_method(weight: np.ndarray, groups: int, out_hw) -> str:
     return "numba"
 
 
+@np.errstate(over="ignore", invalid="ignore")  # float32 overflows to inf and NaN propagates, as in PyTorch
 def correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, method=None) -> np.ndarray:
     """Cross-correlate ``image`` (C_in, H, W, any real dtype) with ``weight`` band by band.
 

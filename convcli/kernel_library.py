@@ -530,12 +530,16 @@ def _alias(path, spec, given, where, location, name, description, alias_ok) -> K
 
 
 def _declare(raw: Any, where: str) -> dict[str, Parameter]:
+    from convcli.yamlsafe import check_keys
+
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise KernelError(f"{where}: parameters must be a mapping of name to rules")
     declared = {}
     for key, rule in raw.items():
+        if isinstance(rule, dict):  # "unknown key 'mx' (did you mean 'max'?" for this parameter
+            check_keys(rule, PARAMETER_KEYS, f"{where}: parameter {limits.shorten(key)!r}", KernelError)
         if (not isinstance(rule, dict) or set(rule) - set(PARAMETER_KEYS)
                 or rule.get("type") not in PARAMETER_TYPES):
             raise KernelError(f"{where}: parameter {key!r} needs a type "

@@ -638,12 +638,15 @@ class Job:
 
     def process(self, source: str, target: Optional[str]) -> tuple[Maps, dict]:
         """As ``__call__``, and also the final maps; ``target`` None writes nothing."""
+        import numpy as np
+
         from convcli import images
 
         picture = images.read_input(source, alpha_as_channel=self.alpha == "channel", options=self.read)
-        maps = self.pipeline.run(Maps(picture.data, picture.white), self.before)
-        if target is not None:
-            self._write(target, picture, maps)
+        with np.errstate(over="ignore", invalid="ignore"):  # float32 overflows to inf, NaN propagates (PyTorch)
+            maps = self.pipeline.run(Maps(picture.data, picture.white), self.before)
+            if target is not None:
+                self._write(target, picture, maps)
         shapes = {"input_shape": _hwc(picture.data.shape), "output_shape": _hwc(maps.data.shape)}
         return maps, shapes
 

@@ -158,6 +158,15 @@ def test_npy_layouts_read_exactly(tmp_path):
     assert np.array_equal(read_input(str(tmp_path / "v2.npy")).data[0], values)
 
 
+def test_non_finite_input_values_propagate_as_in_pytorch(tmp_path):
+    values = np.array([[np.nan, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, np.inf]], np.float32)
+    np.save(tmp_path / "x.npy", values)
+    result = run("conv", tmp_path / "x.npy", "-k", "box:size=2", "--padding", "valid", "-o", tmp_path / "o.npy")
+    assert result.exit_code == 0, result.output
+    out = np.load(tmp_path / "o.npy")[..., 0]
+    assert np.isnan(out[0, 0]) and out[1, 2] == np.inf and out[0, 1] == 1
+
+
 # --------------------------------------------------------------------------------------------
 # Memory
 
@@ -479,6 +488,8 @@ YAML_CASES = {
     "deep block": ("".join(" " * i + "- \n" for i in range(200)), f"nested more than {MAX_DEPTH} levels"),
     "duplicate key": ("weights: '1'\nweights: '2'\n", "line 2: the key 'weights' is given twice"),
     "unknown key": ("wieghts: '1'\n", "unknown key 'wieghts' (did you mean 'weights'?"),
+    "unknown rule": ("weights: '1'\nparameters:\n  size:\n    type: int\n    default: 3\n    mx: 9\n",
+                     "parameter 'size': unknown key 'mx' (did you mean 'max'?"),
     "too big": ("weights: '1'\n#" + "x" * limits.MAX_TEXT_BYTES + "\n", "1,000,000-byte limit"),
     "two documents": ("weights: '1'\n---\nweights: '2'\n", "not valid YAML"),
     "unhashable key": ("? [a, b]\n: 1\n", "unhashable"),
