@@ -48,7 +48,8 @@ class Case:
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: JIT compile or cache load, allocator, thread pools
+    if repeats > 1:
+        fn()  # warm-up: allocator, thread pools (the JIT is warmed once in main)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -57,21 +58,27 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def depthwise_cases(size: int, kernel_sizes) -> list[Case]:
+def gaussian(k: int) -> np.ndarray:
+    line = np.exp(-0.5 * ((np.arange(k) - k // 2) / (k / 6)) ** 2)
+    return np.outer(line, line).astype(np.float32) / np.float32(line.sum() ** 2)
+
+
+def depthwise_cases(size: int, kernel_sizes, separable: bool = False) -> list[Case]:
     rng = np.random.default_rng(0)
     image = rng.random((3, size, size), dtype=np.float32)
     hwc = np.ascontiguousarray(image.transpose(1, 2, 0))
     cases = []
     for k in kernel_sizes:
-        kernel = rng.random((k, k), dtype=np.float32)
-        case = Case(f"depthwise {size}^2x3, {k}x{k}", lambda kernel=kernel: engine.conv2d(image, kernel))
+        kernel = gaussian(k) if separable else rng.random((k, k), dtype=np.float32)
+        kind = "Gaussian (rank 1)" if separable else "random (full rank)"
+        case = Case(f"depthwise {size}^2x3, {k}x{k} {kind}", lambda kernel=kernel: engine.conv2d(image, kernel))
         if cv2:
             case.others["OpenCV filter2D"] = lambda kernel=kernel: cv2.filter2D(
                 hwc, -1, kernel, borderType=cv2.BORDER_CONSTANT)
         if ndimage and k <= 7:  # SciPy's direct loops take minutes beyond that
             case.others["SciPy correlate"] = lambda kernel=kernel: [
                 ndimage.correlate(image[c], kernel, mode="constant") for c in range(3)]
-        if torch:
+        if torch and k <= 7:  # PyTorch's CPU depthwise path takes many seconds beyond that
             t_image, t_kernel = torch.from_numpy(image)[None], torch.from_numpy(np.stack([kernel[None]] * 3))
             case.others["PyTorch conv2d"] = lambda t_kernel=t_kernel, t_image=t_image: torch.nn.functional.conv2d(
                 t_image, t_kernel, padding="same", groups=3)
@@ -160,7 +167,7 @@ def process_rows(sizes, repeats: int) -> list[tuple]:
             pixels = (np.random.default_rng(size).random((size, size, 3)) * 255).astype(np.uint8)
             Image.fromarray(pixels).save(src)
             out = os.path.join(tmp, "out.png")
-            commands = {"convcli conv": convcli + ["conv", src, "-k", "box", "-o", out]}
+            commands = {"convcli conv": convcli + ["conv", src, "-k", "box", "-o", out, "--overwrite"]}
             if vips:
                 mat = os.path.join(tmp, "box.mat")
                 with open(mat, "w") as handle:
@@ -198,20 +205,24 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results.md"))
     args = parser.parse_args()
+    _jit.warm_up()
     if args.quick:
         repeats, big, mid = 1, 256, 64
-        cases = depthwise_cases(big, (3, 7)) + dense_cases([(3, 8, mid)]) + pool_cases(big) + transposed_cases(16)
+        cases = (depthwise_cases(big, (3, 7)) + depthwise_cases(big, (15,), separable=True)
+                 + dense_cases([(3, 8, mid)]) + pool_cases(big) + transposed_cases(16))
         process_sizes = [64]
     else:
         repeats, big = 3, 4096
-        cases = (depthwise_cases(big, (3, 7, 15, 31))
+        cases = (depthwise_cases(big, (3, 7)) + depthwise_cases(big, (15, 31), separable=True)
+                 + depthwise_cases(big, (15, 31))
                  + dense_cases([(3, 16, 1024), (16, 16, 512), (64, 64, 256)])
                  + dense_cases([(16, 16, 512)], stride=2) + dense_cases([(16, 16, 512)], dilation=2)
                  + pool_cases(big) + transposed_cases(256))
         process_sizes = [512, 4096]
     rows = []
     for case in cases:
-        base = median_seconds(case.convcli, repeats)
+        base = median_seconds(case.convcli, 1 if "full rank" in case.name and "x3, 3x3" not in case.name
+                              and "7x7" not in case.name else repeats)
         rows.append((case.name, "convcli", base, 1.0, None))
         for label, fn in case.others.items():
             seconds = median_seconds(fn, repeats)
