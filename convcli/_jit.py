@@ -177,6 +177,35 @@ def _avg_pool2d(x, out, kh, kw, stride_h, stride_w, top, bottom, left, right, co
             out[c, i, j] = total / count
 
 
+@numba.njit(**_SERIAL)
+def _png_unfilter(rows, bpp, out):
+    """Undo PNG row filters: ``rows`` (H, 1 + stride) filtered bytes, ``out`` (H, stride)."""
+    height, stride = out.shape
+    for y in range(height):
+        kind = rows[y, 0]
+        for x in range(stride):
+            value = np.int32(rows[y, x + 1])
+            left = np.int32(out[y, x - bpp]) if x >= bpp else np.int32(0)
+            up = np.int32(out[y - 1, x]) if y > 0 else np.int32(0)
+            corner = np.int32(out[y - 1, x - bpp]) if x >= bpp and y > 0 else np.int32(0)
+            if kind == 1:
+                value += left
+            elif kind == 2:
+                value += up
+            elif kind == 3:
+                value += (left + up) // 2
+            elif kind == 4:
+                guess = left + up - corner
+                to_left, to_up, to_corner = abs(guess - left), abs(guess - up), abs(guess - corner)
+                if to_left <= to_up and to_left <= to_corner:
+                    value += left
+                elif to_up <= to_corner:
+                    value += up
+                else:
+                    value += corner
+            out[y, x] = value & 255
+
+
 _lock_path = os.path.join(numba_cache_dir(), ".compile.lock")
 _ready: set = set()
 
@@ -236,6 +265,11 @@ def avg_pool2d(x, out, size, stride, pads, count_include_pad):
     call(_avg_pool2d, x, out, size[0], size[1], stride[0], stride[1], *pads, bool(count_include_pad))
 
 
+def png_unfilter(rows, bpp, out):
+    """Run ``_png_unfilter`` (16-bit colour PNG reading)."""
+    call(_png_unfilter, rows, bpp, out)
+
+
 def warm_up() -> list[str]:
     """Compile (or load from the cache) every kernel, serially; return their names.
 
@@ -252,4 +286,5 @@ def warm_up() -> list[str]:
                      (0, 0))
     max_pool2d(x, out, np.empty((2, 3, 3), np.int64), (3, 3), (3, 3), (1, 1), (0, 0, 0, 0))
     avg_pool2d(x, out, (3, 3), (3, 3), (0, 0, 0, 0), True)
-    return ["conv2d", "depthwise 3x3/5x5/7x7", "conv_transpose2d", "max_pool2d", "avg_pool2d"]
+    png_unfilter(np.zeros((2, 13), np.uint8), 6, np.empty((2, 12), np.uint8))
+    return ["conv2d", "depthwise 3x3/5x5/7x7", "conv_transpose2d", "max_pool2d", "avg_pool2d", "png_unfilter"]

@@ -28,7 +28,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from convcli import limits, mapping
+from convcli import limits, mapping, png16
 from convcli.errors import ConvcliError, InputError, LimitError, OutputError, ParameterError, ShapeError
 
 #: Image outputs by extension: Pillow's format name and, per depth, the channel counts stored
@@ -272,6 +272,8 @@ def _read_image(path: str, alpha_as_channel: bool, limit: int, frame: int = 0) -
                 bands = len(img.getbands())
                 limits.check_memory(height * width * (8 + 8 * bands),
                                     f"decoding {what} ({height}x{width} {img.mode})")
+                if img.format == "PNG" and not frame and png16.colour16(_head(path)):
+                    return _picture16(path, img.getexif().get(_ORIENTATION, 1), alpha_as_channel, what)
                 img.load()
                 return _picture(_upright(img), alpha_as_channel, what)
     except UnidentifiedImageError:
@@ -283,6 +285,25 @@ def _read_image(path: str, alpha_as_channel: bool, limit: int, frame: int = 0) -
         raise LimitError(f"not enough memory to decode {what}") from None
     except Exception as exc:  # Pillow's decoders raise many kinds on broken files
         raise InputError(f"{what} is corrupt or truncated ({_one_line(exc)})") from None
+
+
+_ORIENTATION = 0x0112  # the EXIF orientation tag
+
+
+def _head(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(26)
+
+
+def _picture16(path: str, orientation: int, alpha_as_channel: bool, what: str) -> Picture:
+    """A 16-bit RGB, gray+alpha or RGBA PNG at full precision (``png16``; Pillow keeps 8 bits)."""
+    with open(path, "rb") as handle:
+        pixels = png16.upright(png16.decode(handle.read(), what), orientation)
+    data = pixels.transpose(2, 0, 1)
+    alpha = None
+    if data.shape[0] in (2, 4) and not alpha_as_channel:  # gray+alpha, RGBA
+        data, alpha = data[:-1], data[-1].astype(np.float32)
+    return Picture(np.ascontiguousarray(data), 65535.0, alpha)
 
 
 def _upright(img):
