@@ -222,3 +222,13 @@ def test_fixed_size_numba_kernels_match_naive(k, rng):
         out = engine.conv2d(x, kernel, groups=2, method="numba")
     pads = naive.tf_same_pads(11, k) + naive.tf_same_pads(13, k)
     assert_matches(out, naive.conv2d(x, kernel, pads=pads, groups=2))
+
+
+@pytest.mark.parametrize("method", ["numpy", "gemm", "numba"])
+def test_dense_layers_across_several_bands(method, rng):
+    """Reused band buffers: partial last bands of a multi-channel output stay exact."""
+    x = rng.uniform(-1, 1, (3, 29, 7)).astype(np.float32)
+    kernel = rng.uniform(-1, 1, (8, 3, 3, 3)).astype(np.float32)
+    with mock.patch.multiple(correlate, BAND_BYTES=1, MIN_BAND_ROWS=4):  # bands of 4 rows, then 1
+        out = engine.conv2d(x, kernel, stride=(1, 2), padding=(1, 1, 1, 1), pad_mode="reflect", method=method)
+    assert_matches(out, naive.conv2d(x, kernel, stride=(1, 2), pads=(1, 1, 1, 1), mode="reflect"))
