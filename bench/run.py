@@ -143,14 +143,19 @@ def imagemagick():
 
 
 def run_process(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one child process."""
+    """Wall seconds and peak RSS (MB) of one child process.
+
+    RSS comes from GNU time when it is there (a forked child's own ``ru_maxrss`` starts at the
+    parent's size, which here holds gigabytes of benchmark arrays), else it is not reported.
+    """
+    timer = ["/usr/bin/time", "-f", "%M"] if os.path.exists("/usr/bin/time") else []
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(timer + command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(command)} failed: {proc.stderr.read().decode().strip()}")
-    return elapsed, usage.ru_maxrss / 1024
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {proc.stderr.strip()}")
+    rss = float(proc.stderr.strip().splitlines()[-1]) / 1024 if timer else 0.0
+    return elapsed, rss
 
 
 def process_rows(sizes, repeats: int) -> list[tuple]:
