@@ -48,8 +48,9 @@ class Case:
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    if repeats > 1:
-        fn()  # warm-up: allocator, thread pools (the JIT is warmed once in main)
+    if repeats > 1:  # warm-up, the same for every tool: the first large allocations of a
+        for _ in range(3):  # process and thread pools run slow for a few calls
+            fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
