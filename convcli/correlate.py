@@ -159,7 +159,7 @@ def _correlate_bands(image, weight, groups, pads, pad_mode, stride, dilation, ou
     (stride_h, _), (dil_h, _) = stride, dilation
     h_out, w_out = out.shape[1:]
     width = image.shape[2] + pads[2] + pads[3]
-    rows_per_band = max(MIN_BAND_ROWS, BAND_BYTES // (4 * width * image.shape[0] * stride_h))
+    rows_per_band = min(h_out, max(MIN_BAND_ROWS, BAND_BYTES // (4 * width * image.shape[0] * stride_h)))
     if method == "gemm":  # bound the unfolded band too
         rows_per_band = max(1, min(rows_per_band, (16 << 20) // (4 * w_out * c_per_group * kh * kw)))
     compute = _COMPUTE[method]
