@@ -47,16 +47,26 @@ class Case:
     others: dict = field(default_factory=dict)
 
 
+def seconds_of(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    if repeats > 1:  # warm-up, the same for every tool: the first large allocations of a
-        for _ in range(3):  # process and thread pools run slow for a few calls
-            fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """The median of ``repeats`` timed calls, after a warm-up that is the same for every tool.
+
+    The first calls of a process run slow (fresh pages for large arrays, thread pools starting):
+    warm up until two calls in a row agree within 10%, for at least 3 and at most 10 calls.
+    """
+    if repeats > 1:
+        previous = seconds_of(fn)
+        for calls in range(2, 11):
+            current = seconds_of(fn)
+            if calls >= 3 and abs(current - previous) <= 0.1 * previous:
+                break
+            previous = current
+    return statistics.median(seconds_of(fn) for _ in range(repeats))
 
 
 def gaussian(k: int) -> np.ndarray:
