@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
+from convcli import runtime
 from convcli.errors import ConvcliError, InputError, OutputError
 
 #: Extensions a directory scan picks up (everything Pillow commonly reads, and .npy).
@@ -256,7 +257,7 @@ class Batch:
         from concurrent.futures.process import BrokenProcessPool
 
         # forkserver, not fork: forking after an OpenMP-parallel Numba kernel hangs the pool.
-        threads = max(1, available_cores() // self.jobs)
+        threads = max(1, runtime.available_cores() // self.jobs)
         context = multiprocessing.get_context("forkserver")
         pool = ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_init_worker, initargs=(threads,))
         futures = [pool.submit(_work, job, source, target, self.debug) for source, target in todo]
@@ -289,10 +290,3 @@ def _stop_workers() -> None:
         worker.join(timeout=30)
         if worker.is_alive():
             worker.kill()
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1

@@ -11,6 +11,9 @@ megabytes. The method is chosen once per call (``choose_method``):
   the weights with one BLAS matrix product per group.
 - ``separable``: a depthwise kernel of rank 1 (box, Gaussian, Sobel) as a row pass and then a
   column pass, ``kh + kw`` instead of ``kh * kw`` taps per pixel; only for kernels of 5x5 and up.
+- ``fft``: a large depthwise kernel of full rank (12x12 and up)
+  at stride 1, by FFT in square tiles (overlap-save), the tiles spread over the cores.
+  Its float32 rounding is relative to the largest values in a tile, not to each output.
 - ``numba``: compiled loops (``_jit``); 3x3, 5x5 and 7x7 depthwise kernels at stride 1 get
   loops specialised for their size.
 
@@ -28,10 +31,14 @@ array([[15., 30.],
 
 from __future__ import annotations
 
+import functools
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import numpy as np
+
+from convcli.runtime import compute_threads
 
 #: Multiply-adds below which plain numpy beats starting Numba in a fresh process (measured:
 #: numpy does ~2e9 per second here, Numba's import and first call take ~0.5 s).
@@ -42,6 +49,14 @@ NUMPY_WORK_WARM = 2_000_000
 #: both cores busy.
 BAND_BYTES = 4 << 20
 MIN_BAND_ROWS = 8
+#: Depthwise kernels of at least this many taps (12x12) that are not separable go through the FFT
+#: (measured on 4096^2: 11x11 is faster in compiled loops, 13x13 by FFT).
+FFT_TAPS = 144
+#: The smallest side of an FFT tile: numpy's float32 FFT was fastest per pixel here at 384
+#: (2.7 ms a tile, forward and back); tiles grow for kernels larger than a quarter of it.
+FFT_TILE = 384
+#: Inputs or kernels beyond this magnitude (or not finite) bypass the FFT (see ``_fft``).
+FFT_SAFE_MAGNITUDE = 1e30
 
 
 def source_index(positions: np.ndarray, size: int, mode: str) -> np.ndarray:
@@ -113,13 +128,15 @@ def rank_one_factors(weight: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarra
     return (u[:, :, 0] * s[:, :1]).astype(np.float32), vt[:, 0, :].astype(np.float32)
 
 
-def choose_method(weight: np.ndarray, groups: int, out_hw) -> str:
+def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1)) -> str:
     """The method for this work: see the module docstring.
 
     >>> choose_method(np.ones((64, 64, 3, 3), np.float32), 1, (56, 56))
     'gemm'
     >>> choose_method(np.ones((3, 1, 3, 3), np.float32), 3, (64, 64))
     'numpy'
+    >>> choose_method(np.eye(15, dtype=np.float32)[None, None], 1, (4096, 4096))
+    'fft'
     """
     c_out, c_per_group, kh, kw = weight.shape
     if c_out // groups >= 8 and c_per_group * kh * kw >= 9:
@@ -129,6 +146,8 @@ def choose_method(weight: np.ndarray, groups: int, out_hw) -> str:
         return "numpy"
     if kh * kw >= 25 and min(kh, kw) > 1 and rank_one_factors(weight) is not None:
         return "separable"
+    if kh * kw >= FFT_TAPS and c_per_group == 1 and tuple(stride) == (1, 1):
+        return "fft"
     return "numba"
 
 
@@ -141,9 +160,11 @@ def correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, m
     A depthwise kernel (one map per channel) runs channel by channel, so that every band is
     computed straight into its place in the output.
     """
-    method = method or choose_method(weight, groups, out_hw)
+    method = method or choose_method(weight, groups, out_hw, stride)
     if method == "separable" and rank_one_factors(weight) is None:
         raise ValueError("the separable method needs depthwise kernels of rank 1")
+    if method == "fft" and (weight.shape[1] != 1 or tuple(stride) != (1, 1)):
+        raise ValueError("the fft method needs depthwise kernels at stride 1")
     out = np.empty((weight.shape[0],) + tuple(out_hw), np.float32)
     if weight.shape[1] == 1 and weight.shape[0] == image.shape[0] == groups:
         for channel in range(groups):
@@ -162,6 +183,9 @@ def _correlate_bands(image, weight, groups, pads, pad_mode, stride, dilation, ou
     rows_per_band = min(h_out, max(MIN_BAND_ROWS, BAND_BYTES // (4 * width * image.shape[0] * stride_h)))
     if method == "gemm":  # bound the unfolded band too
         rows_per_band = max(1, min(rows_per_band, (16 << 20) // (4 * w_out * c_per_group * kh * kw)))
+    if method == "fft":  # whole rows of tiles
+        step = fft_tile(dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)[0]
+        rows_per_band = min(h_out, step * max(1, rows_per_band // step))
     compute = _COMPUTE[method]
     band_rows = (rows_per_band - 1) * stride_h + dil_h * (kh - 1) + 1
     buffer = np.empty(image.shape[0] * band_rows * width, np.float32)
@@ -243,4 +267,65 @@ def _separable(band, weight, groups, stride, dilation, out) -> None:
     passes(across, column.reshape(c_out, 1, kh, 1), c_out, (stride[0], 1), (dilation[0], 1), out)
 
 
-_COMPUTE = {"numpy": _numpy_taps, "gemm": _gemm, "separable": _separable, "numba": _numba}
+def fft_tile(kh: int, kw: int) -> tuple[int, int]:
+    """Output rows per tile and the tile's side, for a (dilated) ``kh`` x ``kw`` kernel.
+
+    A tile of side T yields T - kh + 1 rows (and T - kw + 1 columns) of output.
+
+    >>> fft_tile(15, 15)
+    (370, 384)
+    >>> fft_tile(201, 3)
+    (600, 800)
+    """
+    side = max(FFT_TILE, 4 * (max(kh, kw) - 1))
+    side = next(n for n in range(side, 2 * side + 1) if _factors_at_most_7(n))
+    return side - kh + 1, side
+
+
+def _factors_at_most_7(n: int) -> bool:
+    for p in (2, 3, 5, 7):
+        while n % p == 0:
+            n //= p
+    return n == 1
+
+
+@functools.lru_cache(maxsize=4)
+def _conjugate_spectra(taps: bytes, shape, side: int) -> np.ndarray:
+    """conj(FFT) of each kernel, zero-filled to side x side: multiplying by it correlates."""
+    kernels = np.frombuffer(taps, np.float32).reshape(shape)
+    return np.conj(np.fft.rfft2(kernels, (side, side)))
+
+
+def _fft(band, weight, groups, stride, dilation, out) -> None:
+    """Overlap-save: each tile's circular correlation is exact away from its far edges.
+
+    A transform spreads a NaN or an infinity over its whole tile: bands holding one (or values
+    large enough to overflow a sum) go through the direct loops, so they stay where the
+    windows that meet them are, as in PyTorch.
+    """
+    if not (np.abs(band).max(initial=0.0) <= FFT_SAFE_MAGNITUDE >= np.abs(weight).max()):
+        _numba(band, weight, groups, stride, dilation, out)
+        return
+    c_out, _, kh, kw = weight.shape
+    (dh, dw), rows, cols = dilation, *out.shape[1:]
+    taps = np.zeros((c_out, dh * (kh - 1) + 1, dw * (kw - 1) + 1), np.float32)
+    taps[:, ::dh, ::dw] = weight[:, 0]
+    step_h, side = fft_tile(*taps.shape[1:])
+    step_w = side - taps.shape[2] + 1
+    spectra = _conjugate_spectra(taps.tobytes(), taps.shape, side)
+    out_per_group = c_out // groups
+
+    def tile(origin):
+        o, i, j = origin
+        piece = band[o // out_per_group, i:i + side, j:j + side]
+        h, w = min(step_h, rows - i), min(step_w, cols - j)
+        out[o, i:i + h, j:j + w] = np.fft.irfft2(np.fft.rfft2(piece, (side, side)) * spectra[o],
+                                                 (side, side))[:h, :w]
+
+    origins = [(o, i, j) for o in range(c_out) for i in range(0, rows, step_h) for j in range(0, cols, step_w)]
+    with ThreadPoolExecutor(min(compute_threads(), len(origins))) as pool:
+        for _ in pool.map(tile, origins):
+            pass
+
+
+_COMPUTE = {"numpy": _numpy_taps, "gemm": _gemm, "separable": _separable, "fft": _fft, "numba": _numba}

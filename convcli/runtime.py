@@ -16,3 +16,17 @@ def numba_cache_dir() -> str:
         return explicit
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "convcli", "numba")
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def compute_threads() -> int:
+    """Threads for one computation: a batch worker's share (``NUMBA_NUM_THREADS``), else all cores."""
+    share = os.environ.get("NUMBA_NUM_THREADS", "")
+    return int(share) if share.isdigit() and int(share) > 0 else available_cores()

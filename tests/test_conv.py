@@ -200,6 +200,47 @@ def test_separable_method_matches_naive(hw, k, stride, dilation, mode, banded, s
     assert_matches(out, expected)
 
 
+@given(
+    hw=st.tuples(st.integers(1, 40), st.integers(1, 40)), k=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    dilation=st.tuples(st.integers(1, 3), st.integers(1, 3)), multiplier=st.integers(1, 2),
+    mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]), banded=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_fft_method_matches_naive(hw, k, dilation, multiplier, mode, banded, seed):
+    """Tiles of side 20 (the smallest allowed, 4 * (k - 1)), so inputs span several tiles."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (2,) + hw).astype(np.float32)
+    kernel = rng.uniform(-1, 1, (2 * multiplier, 1) + k).astype(np.float32)
+    pads = tuple(p for kk, d in zip(k, dilation) for p in (d * (kk - 1) // 2, d * (kk - 1) - d * (kk - 1) // 2))
+    if mode == "reflect" and (max(pads[:2]) >= hw[0] or max(pads[2:]) >= hw[1]) or mode == "circular" and (
+            max(pads[:2]) > hw[0] or max(pads[2:]) > hw[1]):
+        return
+    expected = naive.conv2d(x, kernel, None, (1, 1), pads, dilation, 2, mode)
+    with mock.patch.object(correlate, "FFT_TILE", 20), one_row_bands() if banded else contextlib.nullcontext():
+        out = engine.conv2d(x, kernel, groups=2, padding=pads, dilation=dilation, pad_mode=mode, method="fft")
+    assert_matches(out, expected)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, 3e38])
+def test_fft_keeps_nan_and_inf_local(value, rng):
+    """A transform would smear them over a whole tile; those bands take the direct loops."""
+    x = rng.uniform(-1, 1, (1, 30, 30)).astype(np.float32)
+    x[0, 3, 4] = value
+    kernel = rng.uniform(-1, 1, (5, 5)).astype(np.float32)
+    with mock.patch.object(correlate, "FFT_TILE", 20):
+        out = engine.conv2d(x, kernel, method="fft")
+    assert_matches(np.nan_to_num(out, posinf=9, neginf=-9), np.nan_to_num(
+        naive.conv2d(x, kernel[None, None], pads=(2, 2, 2, 2)).astype(np.float32), posinf=9, neginf=-9))
+    assert np.isfinite(out[0, 10:]).all()
+
+
+@pytest.mark.parametrize("kwargs", [dict(stride=(2, 1)), dict(kernel=np.ones((1, 2, 5, 5), np.float32))])
+def test_fft_refuses_strides_and_dense_kernels(kwargs):
+    kernel = kwargs.pop("kernel", np.eye(5, dtype=np.float32))
+    with pytest.raises(ValueError, match="depthwise kernels at stride 1"):
+        engine.conv2d(np.ones((2, 8, 8), np.float32), kernel, method="fft", **kwargs)
+
+
 def test_methods_are_chosen_by_work():
     assert correlate.choose_method(np.ones((3, 1, 3, 3), np.float32), 3, (8, 8)) == "numpy"
     assert correlate.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (8, 8)) == "gemm"
@@ -207,6 +248,9 @@ def test_methods_are_chosen_by_work():
     assert correlate.choose_method(np.ones((3, 1, 3, 3), np.float32), 3, big) == "numba"
     assert correlate.choose_method(np.ones((3, 1, 9, 9), np.float32), 3, big) == "separable"
     assert correlate.choose_method(np.arange(243, dtype=np.float32).reshape(3, 1, 9, 9) ** 2, 3, big) == "numba"
+    full_rank = np.arange(507, dtype=np.float32).reshape(3, 1, 13, 13) ** 2
+    assert correlate.choose_method(full_rank, 3, big) == "fft"
+    assert correlate.choose_method(full_rank, 3, big, stride=(2, 2)) == "numba"
 
 
 def test_separable_refuses_full_rank_kernels():

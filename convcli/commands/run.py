@@ -130,6 +130,7 @@ def run_batch(inputs: Sequence[str], job, batch: BatchOptions, single: Optional[
     the ``--name`` template.
     """
     from convcli import batch as planner
+    from convcli.runtime import available_cores
 
     ctx = click.get_current_context()
     _check_usage(ctx, inputs, batch)
@@ -142,7 +143,7 @@ def run_batch(inputs: Sequence[str], job, batch: BatchOptions, single: Optional[
     if batch.out_dir is not None:
         os.makedirs(batch.out_dir, exist_ok=True)
     todo = len(pairs) - len(skip)
-    jobs = min(batch.jobs or planner.available_cores(), max(todo, 1))
+    jobs = min(batch.jobs or available_cores(), max(todo, 1))
     reporter = Reporter(len(pairs), todo, batch.quiet)
     start = time.perf_counter()
     try:
