@@ -24,6 +24,7 @@ from convcli import geometry, limits
 from convcli.errors import ParameterError, ShapeError
 from convcli.geometry import PaddingSpec, Pair, shape_text, window_too_large
 from convcli.correlate import correlate
+from convcli.scatter import conv_transpose
 from convcli.params import PAD_MODES
 
 
@@ -193,6 +194,7 @@ def conv_transpose2d(
     dilation: Pair = (1, 1),
     groups: int = 1,
     flip: bool = False,
+    method: Optional[str] = None,
 ) -> np.ndarray:
     """Transposed convolution of ``image`` (C_in, H, W), as PyTorch ``conv_transpose2d``.
 
@@ -203,6 +205,7 @@ def conv_transpose2d(
     lands), so ``H_out = (H-1)*s - 2p + d*(k-1) + output_padding + 1``. ``padding="same"`` is
     Keras ``Conv2DTranspose``: ``H_out = H*s``, aligned by ``geometry.transposed_same_crop``.
     Kernels: see ``as_transposed_weight``. ``flip`` rotates the kernel 180 degrees.
+    ``method`` forces one of ``scatter``'s methods (tests, benchmarks).
 
     >>> x = np.array([[[1, 2], [3, 4]]], np.float32)
     >>> conv_transpose2d(x, np.ones((2, 2), np.float32), stride=(2, 2))[0]   # each pixel -> 2x2
@@ -242,10 +245,7 @@ def conv_transpose2d(
     c_out = weight.shape[1] * groups
     bias_values = _bias_vector(bias, c_out)
     limits.check_arrays("transposed conv2d", output=(c_out, *out_hw))
-    out = np.empty((c_out,) + out_hw, dtype=np.float32)
-    from convcli import _jit
-
-    _jit.conv_transpose2d(image, weight, out, stride, dilation, groups, crop)
+    out = conv_transpose(image, weight, groups, stride, dilation, crop, out_hw, method)
     if bias_values is not None:
         out += bias_values[:, None, None]
     return out

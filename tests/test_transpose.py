@@ -1,5 +1,8 @@
 """conv_transpose2d against the scatter-add reference, as the adjoint of conv2d, and against PyTorch."""
 
+import contextlib
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -7,7 +10,7 @@ from hypothesis import strategies as st
 
 import naive
 from conftest import assert_matches
-from convcli import engine
+from convcli import engine, scatter
 from convcli.errors import ParameterError, ShapeError
 
 
@@ -71,18 +74,34 @@ def transpose_cases(draw):
     return x, w, bias, stride, padding, output_padding, dilation, groups
 
 
-@given(transpose_cases())
-def test_conv_transpose2d_matches_naive(case):
+@given(transpose_cases(), st.sampled_from([None, "gemm", "numba"]), st.booleans())
+def test_conv_transpose2d_matches_naive(case, method, banded):
     x, w, bias, stride, padding, output_padding, dilation, groups = case
     expected_hw = [(n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n, s, p, d, k, op in zip(
         x.shape[1:], stride, (0, 0) if padding == "same" else padding, dilation, w.shape[2:], output_padding)]
-    call = lambda: engine.conv_transpose2d(x, w, bias, stride=stride, padding=padding,
-                                           output_padding=output_padding, dilation=dilation, groups=groups)
+
+    def call():
+        with mock.patch.object(scatter, "BAND_BYTES", 1) if banded else contextlib.nullcontext():
+            return engine.conv_transpose2d(x, w, bias, stride=stride, padding=padding, output_padding=output_padding,
+                                           dilation=dilation, groups=groups, method=method)
     if padding != "same" and min(expected_hw) < 1:
         with pytest.raises(ShapeError):
             call()
         return
     assert_matches(call(), naive.conv_transpose2d(x, w, bias, stride, padding, output_padding, dilation, groups))
+
+
+@pytest.mark.parametrize("groups, stride, padding, output_padding", [(1, (2, 2), (1, 1), (1, 1)), (2, (3, 1), (0, 2), (2, 0))])
+def test_many_channels_take_the_matrix_product(groups, stride, padding, output_padding, rng):
+    x = rng.uniform(-1, 1, (16, 9, 7)).astype(np.float32)
+    w = rng.uniform(-1, 1, (16, 3, 4, 3)).astype(np.float32)
+    with mock.patch.object(scatter, "_scatter_group", wraps=scatter._scatter_group) as spy, \
+            mock.patch.object(scatter, "BAND_BYTES", 4 * 3 * 12 * 7 * 2):  # bands of 2 input rows
+        out = engine.conv_transpose2d(x, w, [0.5] * 3 * groups, stride=stride, padding=padding,
+                                      output_padding=output_padding, groups=groups)
+    assert spy.call_count == groups
+    assert_matches(out, naive.conv_transpose2d(x, w, [0.5] * 3 * groups, stride, padding, output_padding,
+                                               (1, 1), groups))
 
 
 @given(transpose_cases())
