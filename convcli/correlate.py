@@ -8,7 +8,8 @@ megabytes. The method is chosen once per call (``choose_method``):
 - ``numpy``: one vectorised multiply-add per kernel tap. No compilation and no Numba import,
   which costs about 0.5 s, so it wins end to end for small work in a fresh process.
 - ``gemm``: dense layers (many channels): each band is unfolded (im2col) and multiplied by
-  the weights with one BLAS matrix product per group.
+  the weights with one BLAS matrix product per group. Chosen for deep layers, strided ones,
+  and work too small to be worth loading Numba.
 - ``separable``: a depthwise kernel of rank 1 (box, Gaussian, Sobel) as a row pass and then a
   column pass, ``kh + kw`` instead of ``kh * kw`` taps per pixel; only for kernels of 5x5 and up.
 - ``fft``: a large depthwise kernel of full rank (12x12 and up)
@@ -49,6 +50,10 @@ NUMPY_WORK_WARM = 2_000_000
 #: both cores busy.
 BAND_BYTES = 4 << 20
 MIN_BAND_ROWS = 8
+#: Taps per output (C_in/groups * kh * kw) from which a dense layer at stride 1 is faster
+#: as a matrix product than in the compiled loops (measured: 16->16 3x3 at 512^2 takes 40 ms
+#: in the loops and 64 ms unfolded; 64->64 at 256^2, 100 ms and 90 ms).
+GEMM_DEPTH = 256
 #: Depthwise kernels of at least this many taps (12x12) that are not separable go through the FFT
 #: (measured on 4096^2: 11x11 is faster in compiled loops, 13x13 by FFT).
 FFT_TAPS = 144
@@ -139,10 +144,12 @@ def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1)) -> str
     'fft'
     """
     c_out, c_per_group, kh, kw = weight.shape
-    if c_out // groups >= 8 and c_per_group * kh * kw >= 9:
-        return "gemm"
     work = c_out * out_hw[0] * out_hw[1] * c_per_group * kh * kw
-    if work <= (NUMPY_WORK_WARM if "convcli._jit" in sys.modules else NUMPY_WORK):
+    small = work <= (NUMPY_WORK_WARM if "convcli._jit" in sys.modules else NUMPY_WORK)
+    if c_out // groups >= 8 and c_per_group * kh * kw >= 9 and (
+            small or c_per_group * kh * kw >= GEMM_DEPTH or tuple(stride) != (1, 1)):
+        return "gemm"
+    if small:
         return "numpy"
     if kh * kw >= 25 and min(kh, kw) > 1 and rank_one_factors(weight) is not None:
         return "separable"

@@ -244,6 +244,9 @@ def test_fft_refuses_strides_and_dense_kernels(kwargs):
 def test_methods_are_chosen_by_work():
     assert correlate.choose_method(np.ones((3, 1, 3, 3), np.float32), 3, (8, 8)) == "numpy"
     assert correlate.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (8, 8)) == "gemm"
+    assert correlate.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (6000, 6000)) == "numba"
+    assert correlate.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (6000, 6000), (2, 2)) == "gemm"
+    assert correlate.choose_method(np.ones((16, 32, 3, 3), np.float32), 1, (6000, 6000)) == "gemm"
     big = (6000, 6000)
     assert correlate.choose_method(np.ones((3, 1, 3, 3), np.float32), 3, big) == "numba"
     assert correlate.choose_method(np.ones((3, 1, 9, 9), np.float32), 3, big) == "separable"
