@@ -1,8 +1,8 @@
 """Public numeric operations on channels-first float32 arrays ``(C, H, W)``.
 
 Each function validates its arguments, resolves padding and output sizes with ``geometry``,
-allocates, and hands the work to ``correlate`` (convolution, band by band) or to a kernel in
-``_jit`` (pooling, transposed convolution).
+allocates, and hands the work to ``correlate`` (convolution, band by band), ``scatter``
+(transposed convolution) or a kernel in ``_jit`` (pooling).
 
 >>> import numpy as np
 >>> x = np.array([[1, 2, 0, 1, 3], [4, 1, 1, 0, 2], [0, 2, 3, 1, 1],

@@ -1,6 +1,7 @@
 """convcli.images writing: depths, formats, units, layouts, the PNG encoder, atomic writes, goldens."""
 
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -84,11 +85,32 @@ def test_png_encoder_round_trips(channels, tmp_path):
         assert np.array_equal(cv2_pixels(path), data)
 
 
-def test_png_encoder_eight_bit_matches_pillow(tmp_path):
-    data = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+@pytest.mark.parametrize("channels, mode", [(1, "L"), (2, "LA"), (3, "RGB"), (4, "RGBA")])
+@pytest.mark.parametrize("height", [1, 2, 7, 9, 300])
+def test_png_encoder_eight_bit_strips_read_back_in_pillow(channels, mode, height, tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "PNG_STRIP_BYTES", 37 * channels * 4)  # strips of 4 rows, a partial last one
+    data = np.random.default_rng(height).integers(0, 256, (height, 37, channels), dtype=np.uint8)
+    data[height // 2:] //= 16  # long runs too, not only noise
     path = tmp_path / "e.png"
     path.write_bytes(images.encode_png(data))
-    assert np.array_equal(pixels(path)[1], data)
+    with Image.open(path) as image:
+        image.verify()
+    read_mode, array = pixels(path)
+    assert read_mode == mode and np.array_equal(array.reshape(data.shape), data)
+
+
+def test_png_strips_are_one_zlib_stream(monkeypatch):
+    monkeypatch.setattr(images, "PNG_STRIP_BYTES", 27 * 3)  # 14 IDAT chunks of 3 rows (1 for the last)
+    data = np.random.default_rng(1).integers(0, 256, (40, 9, 3), dtype=np.uint8)
+    png = images.encode_png(data)
+    stream, at = b"", 33
+    while png[at + 4:at + 8] == b"IDAT":
+        length = int.from_bytes(png[at:at + 4], "big")
+        stream, at = stream + png[at + 8:at + 8 + length], at + 12 + length
+    assert png[at + 4:at + 8] == b"IEND" and png.count(b"IDAT") == 14
+    rows = np.frombuffer(zlib.decompress(stream), np.uint8).reshape(40, 28)  # checks the Adler-32 too
+    assert (rows[:, 0] == 2).all() and np.array_equal(np.cumsum(rows[:, 1:], axis=0, dtype=np.uint8),
+                                                     data.reshape(40, 27))
 
 
 def test_float_to_sixteen_bit_to_float_within_one_step(tmp_path):
