@@ -2,7 +2,11 @@ import os
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from hypothesis import settings
+from PIL import Image
+
+from convcli.cli import cli
 
 # float32 engine against a float64 reference: sums of at most a few hundred products of
 # values in [-1, 1] stay well inside this.
@@ -22,3 +26,21 @@ def assert_matches(actual, expected):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def run(*args, **kwargs):
+    """``convcli ARGS...`` in-process through Click's CliRunner (arguments may be paths)."""
+    return CliRunner().invoke(cli, [str(a) for a in args], **kwargs)
+
+
+def read_pixels(path):
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+@pytest.fixture
+def rgb_png(tmp_path):
+    """A 12x10 RGB PNG of random pixels."""
+    path = tmp_path / "rgb.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(path)
+    return path

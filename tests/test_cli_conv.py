@@ -6,18 +6,12 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 import naive
-from convcli.cli import cli
+from conftest import run, read_pixels
 
 SEED_IMAGE = [[1, 2, 0, 1, 3], [4, 1, 1, 0, 2], [0, 2, 3, 1, 1], [1, 0, 2, 2, 0], [3, 1, 0, 1, 2]]
-
-
-def read_pixels(path):
-    with Image.open(path) as image:
-        return np.asarray(image)
 
 
 def mode(path):
@@ -25,22 +19,10 @@ def mode(path):
         return image.mode
 
 
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
 @pytest.fixture
 def seed_npy(tmp_path):
     path = tmp_path / "seed.npy"
     np.save(path, np.array(SEED_IMAGE, dtype=np.uint8))
-    return path
-
-
-@pytest.fixture
-def rgb_png(tmp_path):
-    path = tmp_path / "rgb.png"
-    pixels = np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
     return path
 
 

@@ -8,19 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from convcli.cli import cli
+from conftest import run
 
 SEED = "1,2,0,1,3;4,1,1,0,2;0,2,3,1,1;1,0,2,2,0;3,1,0,1,2"
 SEED_POOL = "1,3,2,0;4,6,1,2;0,2,5,3;1,2,2,4"
 STEM = ["--input", "224x224x3", "conv 64 k7 s2 p3 nobias", "maxpool k3 s2 p1"]
 SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "explain-schema.json").read_text())
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def one_error_line(result, fragment):

@@ -5,21 +5,16 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
+from conftest import run
 from convcli import images, mapping
-from convcli.cli import cli
 from convcli.commands import options
 
 
 def read_pixels(path):
     with Image.open(path) as image:
         return image.mode, np.asarray(image)
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def ok(*args):

@@ -4,35 +4,17 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from PIL import Image
 
 import naive
-from convcli.cli import cli
+from conftest import run, read_pixels
 
 SEED = [[1, 3, 2, 0], [4, 6, 1, 2], [0, 2, 5, 3], [1, 2, 2, 4]]
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def read_pixels(path):
-    with Image.open(path) as image:
-        return np.asarray(image)
 
 
 @pytest.fixture
 def seed_npy(tmp_path):
     path = tmp_path / "seed.npy"
     np.save(path, np.array(SEED, dtype=np.uint8))
-    return path
-
-
-@pytest.fixture
-def rgb_png(tmp_path):
-    path = tmp_path / "rgb.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(path)
     return path
 
 

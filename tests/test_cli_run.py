@@ -8,26 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
+from conftest import run, read_pixels
 from convcli import engine
-from convcli.cli import cli
 from convcli.images import read_input
 from test_cli_explain import SCHEMA, errors
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 SAMPLES = ROOT / "sample_images"
-
-
-def run(*args, **kwargs):
-    return CliRunner().invoke(cli, [str(a) for a in args], **kwargs)
-
-
-def read_pixels(path):
-    with Image.open(path) as image:
-        return np.asarray(image)
 
 
 def test_there_are_examples():

@@ -9,10 +9,9 @@ import os
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from conftest import run
 from convcli import images
-from convcli.cli import cli
 
 
 @pytest.fixture
@@ -24,10 +23,6 @@ def workspace(tmp_path):
 
 def snapshot(folder):
     return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def assert_one_line_error(result, *fragments):
