@@ -12,8 +12,8 @@ megabytes. The method is chosen once per call (``choose_method``):
   and work too small to be worth loading Numba.
 - ``separable``: a depthwise kernel of rank 1 (box, Gaussian, Sobel) as a row pass and then a
   column pass, ``kh + kw`` instead of ``kh * kw`` taps per pixel; only for kernels of 5x5 and up.
-- ``fft``: a large depthwise kernel of full rank (12x12 and up)
-  at stride 1, by FFT in square tiles (overlap-save), the tiles spread over the cores.
+- ``fft``: a depthwise kernel of full rank, 12x12 and up, at stride 1, by FFT in square
+  tiles (overlap-save), the tiles spread over the cores.
   Its float32 rounding is relative to the largest values in a tile, not to each output.
 - ``numba``: compiled loops (``_jit``); 3x3, 5x5 and 7x7 depthwise kernels at stride 1 get
   loops specialised for their size.

@@ -874,8 +874,6 @@ def load_matrix(spec: str) -> list[list[float]]:
     """A small 2-D matrix from inline text (``parse_matrix``) or a ``.npy`` file ((H, W) or (H, W, 1))."""
     if not str(spec).lower().endswith(".npy"):
         return parse_matrix(spec)
-    import numpy as np
-
     if not os.path.isfile(spec):
         raise InputError(f"matrix file {spec!r} does not exist")
     try:

@@ -35,7 +35,7 @@ from convcli.errors import ConvcliError, InputError, LimitError, OutputError, Pa
 from convcli.runtime import compute_threads
 
 #: Image outputs by extension: Pillow's format name and, per depth, the channel counts stored
-#: (2 = gray + alpha, 4 = RGBA). 16-bit PNGs are encoded here (Pillow has no 16-bit colour).
+#: (2 = gray + alpha, 4 = RGBA). Every PNG is encoded here (``write_png``), the rest by Pillow.
 IMAGE_FORMATS = {
     ".png": ("PNG", {"8": (1, 2, 3, 4), "16": (1, 2, 3, 4)}),
     ".tif": ("TIFF", {"8": (1, 2, 3, 4), "16": (1,), "32f": (1,)}),
