@@ -164,7 +164,9 @@ def _avg_pool2d(x, out, kh, kw, stride_h, stride_w, top, bottom, left, right, co
     """Mean over windows of ``x`` (C, H, W) with PyTorch's divisor (``AvgPoolKernel.cpp``).
 
     The divisor is the window clipped to the padded extent (``count_include_pad``) or to
-    the input; cells past the padding (ceil mode) are never counted. Sums in float64.
+    the input; cells past the padding (ceil mode) are never counted. Each output row first
+    sums its input rows column by column (one vectorised pass), then adds up each window's
+    columns; sums in float64.
     """
     channels, height, width = x.shape
     _, h_out, w_out = out.shape
@@ -175,17 +177,20 @@ def _avg_pool2d(x, out, kh, kw, stride_h, stride_w, top, bottom, left, right, co
         r1 = min(r0 + kh, height + bottom)
         padded_rows = r1 - r0
         r0, r1 = max(r0, 0), min(r1, height)
+        column_sums = np.zeros(width, np.float64)
+        for r in range(r0, r1):
+            _add_scaled(column_sums, 1.0, x[c, r], width)
+        dst = out[c, i]
         for j in range(w_out):
             q0 = j * stride_w - left
             q1 = min(q0 + kw, width + right)
             padded_cols = q1 - q0
             q0, q1 = max(q0, 0), min(q1, width)
             total = 0.0
-            for r in range(r0, r1):
-                for q in range(q0, q1):
-                    total += x[c, r, q]
+            for q in range(q0, q1):
+                total += column_sums[q]
             count = padded_rows * padded_cols if count_include_pad else (r1 - r0) * (q1 - q0)
-            out[c, i, j] = total / count
+            dst[j] = total / count
 
 
 @numba.njit(**_SERIAL)
