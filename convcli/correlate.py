@@ -16,7 +16,8 @@ megabytes. The method is chosen once per call (``choose_method``):
   tiles (overlap-save), the tiles spread over the cores.
   Its float32 rounding is relative to the largest values in a tile, not to each output.
 - ``numba``: compiled loops (``_jit``); 3x3, 5x5 and 7x7 depthwise kernels at stride 1 get
-  loops specialised for their size.
+  loops specialised for their size, which pad a float32 image block by block themselves
+  instead of going through bands.
 
 Every method computes the same cross-correlation; the tests check each against
 ``tests/naive.py``.
@@ -173,6 +174,15 @@ def correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, m
     if method == "fft" and (weight.shape[1] != 1 or tuple(stride) != (1, 1)):
         raise ValueError("the fft method needs depthwise kernels at stride 1")
     out = np.empty((weight.shape[0],) + tuple(out_hw), np.float32)
+    if method == "numba" and image.dtype == np.float32 and image.flags.c_contiguous:
+        from convcli import _jit
+
+        if _jit.has_depthwise_kernel(weight, stride, dilation):  # pads as it goes: no bands
+            (height, width), (top, _, left, _) = image.shape[1:], pads
+            rowmap = source_index(np.arange(-top, out_hw[0] + weight.shape[2] - 1 - top), height, pad_mode)
+            colmap = source_index(np.arange(-left, out_hw[1] + weight.shape[3] - 1 - left), width, pad_mode)
+            _jit.depthwise(image, weight, rowmap, colmap, left, out)
+            return out
     if weight.shape[1] == 1 and weight.shape[0] == image.shape[0] == groups:
         for channel in range(groups):
             one = slice(channel, channel + 1)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import naive
 from conftest import assert_matches
-from convcli import correlate, engine
+from convcli import _jit, correlate, engine
 from convcli.errors import ParameterError, ShapeError
 
 SEED_IMAGE = np.array(
@@ -261,14 +261,26 @@ def test_separable_refuses_full_rank_kernels():
         engine.conv2d(np.ones((1, 8, 8), np.float32), np.eye(5, dtype=np.float32), method="separable")
 
 
-@pytest.mark.parametrize("k", [3, 5, 7])
-def test_fixed_size_numba_kernels_match_naive(k, rng):
-    x = rng.uniform(-1, 1, (2, 11, 13)).astype(np.float32)
-    kernel = rng.uniform(-1, 1, (4, 1, k, k)).astype(np.float32)  # two maps per input channel
-    with one_row_bands():
-        out = engine.conv2d(x, kernel, groups=2, method="numba")
-    pads = naive.tf_same_pads(11, k) + naive.tf_same_pads(13, k)
-    assert_matches(out, naive.conv2d(x, kernel, pads=pads, groups=2))
+@given(
+    k=st.sampled_from([3, 5, 7]), hw=st.tuples(st.integers(1, 12), st.integers(1, 12)),
+    pads=st.tuples(*[st.integers(0, 7)] * 4), mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]),
+    multiplier=st.integers(1, 2), dtype=st.sampled_from([np.float32, np.float64]), block_rows=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+)
+def test_fixed_size_numba_kernels_match_naive(k, hw, pads, mode, multiplier, dtype, block_rows, seed):
+    """3x3/5x5/7x7 depthwise: float32 images are padded block by block inside the kernel,
+    other dtypes go through bands first; both against the reference, in blocks of a few rows."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (2,) + hw).astype(dtype)
+    kernel = rng.uniform(-1, 1, (2 * multiplier, 1, k, k)).astype(np.float32)
+    if (hw[0] + pads[0] + pads[1] < k or hw[1] + pads[2] + pads[3] < k
+            or mode == "reflect" and (max(pads[:2]) >= hw[0] or max(pads[2:]) >= hw[1])
+            or mode == "circular" and (max(pads[:2]) > hw[0] or max(pads[2:]) > hw[1])):
+        return  # no output, or a border the mode cannot make: covered by the shape tests
+    block_bytes = 4 * (hw[1] + pads[2] + pads[3]) * (block_rows + k - 1)
+    with mock.patch.object(_jit, "DEPTHWISE_BLOCK_BYTES", block_bytes):
+        out = engine.conv2d(x, kernel, groups=2, padding=pads, pad_mode=mode, method="numba")
+    assert_matches(out, naive.conv2d(x.astype(np.float32), kernel, pads=pads, groups=2, mode=mode))
 
 
 @pytest.mark.parametrize("method", ["numpy", "gemm", "numba"])
