@@ -15,9 +15,9 @@ megabytes. The method is chosen once per call (``choose_method``):
 - ``fft``: a depthwise kernel of full rank, 12x12 and up, at stride 1, by FFT in square
   tiles (overlap-save), the tiles spread over the cores.
   Its float32 rounding is relative to the largest values in a tile, not to each output.
-- ``numba``: compiled loops (``_jit``); 3x3, 5x5 and 7x7 depthwise kernels at stride 1 get
-  loops specialised for their size, which pad a float32 image block by block themselves
-  instead of going through bands.
+- ``numba``: compiled loops (``_jit``). 3x3, 5x5 and 7x7 depthwise kernels and dense 3x3
+  layers at stride 1 get loops specialised for their size, which pad a float32 image block
+  by block themselves instead of going through bands.
 
 Every method computes the same cross-correlation; the tests check each against
 ``tests/naive.py``.
@@ -148,7 +148,7 @@ def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1)) -> str
     work = c_out * out_hw[0] * out_hw[1] * c_per_group * kh * kw
     small = work <= (NUMPY_WORK_WARM if "convcli._jit" in sys.modules else NUMPY_WORK)
     if c_out // groups >= 8 and c_per_group * kh * kw >= 9 and (
-            small or c_per_group * kh * kw >= GEMM_DEPTH or tuple(stride) != (1, 1)):
+            small or c_per_group * kh * kw >= GEMM_DEPTH or tuple(stride) != (1, 1) and (kh, kw) != (3, 3)):
         return "gemm"
     if small:
         return "numpy"
@@ -177,11 +177,11 @@ def correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, m
     if method == "numba" and image.dtype == np.float32 and image.flags.c_contiguous:
         from convcli import _jit
 
-        if _jit.has_depthwise_kernel(weight, stride, dilation):  # pads as it goes: no bands
-            (height, width), (top, _, left, _) = image.shape[1:], pads
-            rowmap = source_index(np.arange(-top, out_hw[0] + weight.shape[2] - 1 - top), height, pad_mode)
-            colmap = source_index(np.arange(-left, out_hw[1] + weight.shape[3] - 1 - left), width, pad_mode)
-            _jit.depthwise(image, weight, rowmap, colmap, left, out)
+        if _jit.pads_itself(weight, stride, dilation):  # no bands
+            (height, width), (top, bottom, left, right) = image.shape[1:], pads
+            rowmap = source_index(np.arange(-top, height + bottom), height, pad_mode)
+            colmap = source_index(np.arange(-left, width + right), width, pad_mode)
+            _jit.conv2d_padding(image, weight, rowmap, colmap, left, stride, dilation, groups, out)
             return out
     if weight.shape[1] == 1 and weight.shape[0] == image.shape[0] == groups:
         for channel in range(groups):

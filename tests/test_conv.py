@@ -245,7 +245,8 @@ def test_methods_are_chosen_by_work():
     assert correlate.choose_method(np.ones((3, 1, 3, 3), np.float32), 3, (8, 8)) == "numpy"
     assert correlate.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (8, 8)) == "gemm"
     assert correlate.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (6000, 6000)) == "numba"
-    assert correlate.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (6000, 6000), (2, 2)) == "gemm"
+    assert correlate.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (6000, 6000), (2, 2)) == "numba"
+    assert correlate.choose_method(np.ones((16, 16, 5, 5), np.float32), 1, (6000, 6000), (2, 2)) == "gemm"
     assert correlate.choose_method(np.ones((16, 32, 3, 3), np.float32), 1, (6000, 6000)) == "gemm"
     big = (6000, 6000)
     assert correlate.choose_method(np.ones((3, 1, 3, 3), np.float32), 3, big) == "numba"
@@ -278,9 +279,36 @@ def test_fixed_size_numba_kernels_match_naive(k, hw, pads, mode, multiplier, dty
             or mode == "circular" and (max(pads[:2]) > hw[0] or max(pads[2:]) > hw[1])):
         return  # no output, or a border the mode cannot make: covered by the shape tests
     block_bytes = 4 * (hw[1] + pads[2] + pads[3]) * (block_rows + k - 1)
-    with mock.patch.object(_jit, "DEPTHWISE_BLOCK_BYTES", block_bytes):
+    with mock.patch.object(_jit, "BLOCK_BYTES", block_bytes):
         out = engine.conv2d(x, kernel, groups=2, padding=pads, pad_mode=mode, method="numba")
     assert_matches(out, naive.conv2d(x.astype(np.float32), kernel, pads=pads, groups=2, mode=mode))
+
+
+@given(
+    hw=st.tuples(st.integers(1, 12), st.integers(1, 12)), groups=st.integers(1, 2), c_per_group=st.integers(2, 3),
+    out_per_group=st.integers(1, 6), stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    dilation=st.tuples(st.integers(1, 3), st.integers(1, 3)), pads=st.tuples(*[st.integers(0, 4)] * 4),
+    mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]), dtype=st.sampled_from([np.float32, np.float64]),
+    block_rows=st.integers(1, 4), seed=st.integers(0, 2**16),
+)
+def test_dense_3x3_numba_kernel_matches_naive(hw, groups, c_per_group, out_per_group, stride, dilation, pads, mode,
+                                              dtype, block_rows, seed):
+    """Dense 3x3: maps four at a time (a short last quad), padded block by block, column
+    strides through phases."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (groups * c_per_group,) + hw).astype(dtype)
+    kernel = rng.uniform(-1, 1, (groups * out_per_group, c_per_group, 3, 3)).astype(np.float32)
+    if (hw[0] + pads[0] + pads[1] < 2 * dilation[0] + 1 or hw[1] + pads[2] + pads[3] < 2 * dilation[1] + 1
+            or mode == "reflect" and (max(pads[:2]) >= hw[0] or max(pads[2:]) >= hw[1])
+            or mode == "circular" and (max(pads[:2]) > hw[0] or max(pads[2:]) > hw[1])):
+        return  # no output, or a border the mode cannot make: covered by the shape tests
+    block_bytes = 4 * x.shape[0] * (hw[1] + pads[2] + pads[3]) * stride[0] * (block_rows + 2 * dilation[0])
+    with mock.patch.object(_jit, "BLOCK_BYTES", block_bytes):
+        out = engine.conv2d(x, kernel, groups=groups, stride=stride, padding=pads, dilation=dilation, pad_mode=mode,
+                            method="numba")
+    expected = naive.conv2d(x.astype(np.float32), kernel, stride=stride, pads=pads, dilation=dilation, groups=groups,
+                            mode=mode)
+    assert_matches(out, expected)
 
 
 @pytest.mark.parametrize("method", ["numpy", "gemm", "numba"])
