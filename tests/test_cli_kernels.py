@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,7 +114,7 @@ def test_conv_applies_scale_and_offset(seed_npy, tmp_path):
     np.testing.assert_allclose(got, np.array(SEED_IMAGE) * 2 / 4 + 10)
 
 
-def write_bad_files(tmp: "Path"):  # noqa: F821
+def write_bad_files(tmp: Path):
     files = {
         "ragged.yaml": "weights: |\n  1 2 3\n  4 5\n",
         "word.yaml": "weights: |\n  1 x 3\n",
