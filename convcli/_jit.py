@@ -1,8 +1,9 @@
 """All Numba kernels of convcli, and the one place their JIT options are set.
 
 Kernels are small and private: they take checked, C-contiguous float32 arrays, ints and a
-preallocated output, and never read globals. The public wrappers in ``engine`` validate, pad
-and allocate (sizes from ``geometry``). Keep every ``@njit`` function in this file: Numba's
+preallocated output, and never read globals. The public wrappers in ``engine`` validate and
+allocate (sizes from ``geometry``); ``correlate`` pads, or hands the fixed-size kernels the
+maps they pad with themselves. Keep every ``@njit`` function in this file: Numba's
 cache does not notice edits to other modules a kernel calls.
 
 ``call`` runs a kernel; the first use of a kernel in a process (cache load or compile) holds
