@@ -35,6 +35,18 @@ def tf_same_pads(size, kernel, stride=1, dilation=1):
     return total // 2, total - total // 2
 
 
+def explicit_pads(padding, in_hw, k_hw, stride=(1, 1), dilation=(1, 1)):
+    """(top, bottom, left, right) for 'valid', 'same' (TensorFlow's split), 'full' or explicit pads."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        return tf_same_pads(in_hw[0], k_hw[0], stride[0], dilation[0]) + tf_same_pads(
+            in_hw[1], k_hw[1], stride[1], dilation[1])
+    if padding == "full":
+        return (dilation[0] * (k_hw[0] - 1),) * 2 + (dilation[1] * (k_hw[1] - 1),) * 2
+    return padding
+
+
 def conv2d(x, w, bias=None, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1, mode="zeros"):
     """PyTorch conv2d on one image: x (C, H, W), w (C_out, C/groups, kh, kw), explicit pads.
 

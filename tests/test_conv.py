@@ -106,17 +106,6 @@ def conv_cases(draw):
     return x, kernel, weight, groups, naive_groups, stride, dilation, padding, mode, bias, flip, method
 
 
-def _explicit_pads(padding, in_hw, k_hw, stride, dilation):
-    if padding == "valid":
-        return (0, 0, 0, 0)
-    if padding == "same":
-        return naive.tf_same_pads(in_hw[0], k_hw[0], stride[0], dilation[0]) + naive.tf_same_pads(
-            in_hw[1], k_hw[1], stride[1], dilation[1])
-    if padding == "full":
-        return (dilation[0] * (k_hw[0] - 1),) * 2 + (dilation[1] * (k_hw[1] - 1),) * 2
-    return padding
-
-
 def one_row_bands():
     """Every output row its own band, so band edges and their padding are exercised."""
     return mock.patch.multiple(correlate, BAND_BYTES=1, MIN_BAND_ROWS=1)
@@ -126,7 +115,7 @@ def one_row_bands():
 def test_conv2d_matches_naive(case, banded):
     x, kernel, weight, groups, naive_groups, stride, dilation, padding, mode, bias, flip, method = case
     k_hw = weight.shape[2:]
-    pads = _explicit_pads(padding, x.shape[1:], k_hw, stride, dilation)
+    pads = naive.explicit_pads(padding, x.shape[1:], k_hw, stride, dilation)
     h_out = (x.shape[1] + pads[0] + pads[1] - dilation[0] * (k_hw[0] - 1) - 1) // stride[0] + 1
     w_out = (x.shape[2] + pads[2] + pads[3] - dilation[1] * (k_hw[1] - 1) - 1) // stride[1] + 1
     bad_border = (mode == "reflect" and (max(pads[:2]) >= x.shape[1] or max(pads[2:]) >= x.shape[2])) or (

@@ -91,15 +91,6 @@ def pool_cases(draw):
     return x, size, stride, dilation, padding, ceil_mode
 
 
-def _pads(padding, in_hw, size, stride, dilation):
-    if padding == "valid":
-        return (0, 0, 0, 0)
-    if padding == "same":
-        return naive.tf_same_pads(in_hw[0], size[0], stride[0], dilation[0]) + naive.tf_same_pads(
-            in_hw[1], size[1], stride[1], dilation[1])
-    return padding
-
-
 def _fits(x, size, stride, pads, dilation, ceil_mode):
     return min(naive.pool_size(n, k, s, d, before, after, ceil_mode) for n, k, s, d, before, after in zip(
         x.shape[1:], size, stride, dilation, pads[0::2], pads[1::2])) >= 1
@@ -108,7 +99,7 @@ def _fits(x, size, stride, pads, dilation, ceil_mode):
 @given(pool_cases())
 def test_max_pool2d_matches_naive(case):
     x, size, stride, dilation, padding, ceil_mode = case
-    pads = _pads(padding, x.shape[1:], size, stride, dilation)
+    pads = naive.explicit_pads(padding, x.shape[1:], size, stride, dilation)
     call = lambda: engine.max_pool2d(x, size, stride, padding, dilation, ceil_mode, return_indices=True)
     if not _fits(x, size, stride, pads, dilation, ceil_mode):
         with pytest.raises(ShapeError):
@@ -124,7 +115,7 @@ def test_max_pool2d_matches_naive(case):
 @given(pool_cases(), st.booleans())
 def test_avg_pool2d_matches_naive(case, count_include_pad):
     x, size, stride, _, padding, ceil_mode = case
-    pads = _pads(padding, x.shape[1:], size, stride, (1, 1))
+    pads = naive.explicit_pads(padding, x.shape[1:], size, stride, (1, 1))
     call = lambda: engine.avg_pool2d(x, size, stride, padding, ceil_mode, count_include_pad)
     if not _fits(x, size, stride, pads, (1, 1), ceil_mode):
         with pytest.raises(ShapeError):
@@ -137,7 +128,7 @@ def test_avg_pool2d_matches_naive(case, count_include_pad):
 @given(pool_cases())
 def test_unpooling_puts_each_maximum_back_where_it_was(case):
     x, size, stride, dilation, padding, ceil_mode = case
-    pads = _pads(padding, x.shape[1:], size, stride, dilation)
+    pads = naive.explicit_pads(padding, x.shape[1:], size, stride, dilation)
     if not _fits(x, size, stride, pads, dilation, ceil_mode):
         return
     values, indices = engine.max_pool2d(x, size, stride, padding, dilation, ceil_mode, return_indices=True)
