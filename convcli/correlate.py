@@ -285,7 +285,7 @@ def _separable(band, weight, groups, stride, dilation, out) -> None:
 
 
 def fft_tile(kh: int, kw: int) -> tuple[int, int]:
-    """Output rows per tile and the tile's side, for a (dilated) ``kh`` x ``kw`` kernel.
+    """Output rows per full tile and the tile's side, for a (dilated) ``kh`` x ``kw`` kernel.
 
     A tile of side T yields T - kh + 1 rows (and T - kw + 1 columns) of output.
 
@@ -294,54 +294,68 @@ def fft_tile(kh: int, kw: int) -> tuple[int, int]:
     >>> fft_tile(201, 3)
     (600, 800)
     """
-    side = max(FFT_TILE, 4 * (max(kh, kw) - 1))
-    side = next(n for n in range(side, 2 * side + 1) if _factors_at_most_7(n))
+    import scipy.fft
+
+    side = scipy.fft.next_fast_len(max(FFT_TILE, 4 * (max(kh, kw) - 1)), real=True)
     return side - kh + 1, side
 
 
-def _factors_at_most_7(n: int) -> bool:
-    for p in (2, 3, 5, 7):
-        while n % p == 0:
-            n //= p
-    return n == 1
+def fft_spans(count: int, step: int, k: int) -> list[tuple[int, int, int]]:
+    """The tiles along one axis of ``count`` outputs: (first output, outputs, tile length).
+
+    Full tiles give ``step`` outputs; the last one is only as long as its outputs and the
+    kernel's span ``k`` need, rounded up to a fast FFT length (no transform of a nearly
+    empty full tile).
+
+    >>> fft_spans(1000, 370, 15)
+    [(0, 370, 384), (370, 370, 384), (740, 260, 288)]
+    """
+    import scipy.fft
+
+    return [(first, min(step, count - first), scipy.fft.next_fast_len(min(step, count - first) + k - 1, real=True))
+            for first in range(0, count, step)]
 
 
-@functools.lru_cache(maxsize=4)
-def _conjugate_spectra(taps: bytes, shape, side: int) -> np.ndarray:
-    """conj(FFT) of each kernel, zero-filled to side x side: multiplying by it correlates."""
+@functools.lru_cache(maxsize=8)
+def _conjugate_spectra(taps: bytes, shape, sides) -> np.ndarray:
+    """conj(FFT) of each kernel, zero-filled to ``sides``: multiplying by it correlates."""
+    import scipy.fft
+
     kernels = np.frombuffer(taps, np.float32).reshape(shape)
-    return np.conj(np.fft.rfft2(kernels, (side, side)))
+    return np.conj(scipy.fft.rfft2(kernels, sides))
 
 
 def _fft(band, weight, groups, stride, dilation, out) -> None:
     """Overlap-save: each tile's circular correlation is exact away from its far edges.
 
-    A transform spreads a NaN or an infinity over its whole tile: bands holding one (or values
-    large enough to overflow a sum) go through the direct loops, so they stay where the
-    windows that meet them are, as in PyTorch.
+    Transforms are ``scipy.fft``'s (pocketfft, 3-5x faster than ``numpy.fft`` on these
+    tiles here). A transform spreads a NaN or an infinity over its whole tile: bands
+    holding one (or values large enough to overflow a sum) go through the direct loops, so
+    they stay where the windows that meet them are, as in PyTorch.
     """
     if not (np.abs(band).max(initial=0.0) <= FFT_SAFE_MAGNITUDE >= np.abs(weight).max()):
         _numba(band, weight, groups, stride, dilation, out)
         return
+    import scipy.fft
+
     c_out, _, kh, kw = weight.shape
     (dh, dw), rows, cols = dilation, *out.shape[1:]
     taps = np.zeros((c_out, dh * (kh - 1) + 1, dw * (kw - 1) + 1), np.float32)
     taps[:, ::dh, ::dw] = weight[:, 0]
     step_h, side = fft_tile(*taps.shape[1:])
-    step_w = side - taps.shape[2] + 1
-    spectra = _conjugate_spectra(taps.tobytes(), taps.shape, side)
     out_per_group = c_out // groups
 
-    def tile(origin):
-        o, i, j = origin
-        piece = band[o // out_per_group, i:i + side, j:j + side]
-        h, w = min(step_h, rows - i), min(step_w, cols - j)
-        out[o, i:i + h, j:j + w] = np.fft.irfft2(np.fft.rfft2(piece, (side, side)) * spectra[o],
-                                                 (side, side))[:h, :w]
+    def tile(where):
+        o, (i, h, side_h), (j, w, side_w) = where
+        piece = band[o // out_per_group, i:i + side_h, j:j + side_w]
+        spectra = _conjugate_spectra(taps.tobytes(), taps.shape, (side_h, side_w))
+        out[o, i:i + h, j:j + w] = scipy.fft.irfft2(scipy.fft.rfft2(piece, (side_h, side_w)) * spectra[o],
+                                                    (side_h, side_w))[:h, :w]
 
-    origins = [(o, i, j) for o in range(c_out) for i in range(0, rows, step_h) for j in range(0, cols, step_w)]
-    with ThreadPoolExecutor(min(compute_threads(), len(origins))) as pool:
-        for _ in pool.map(tile, origins):
+    tiles = [(o, down, across) for o in range(c_out) for down in fft_spans(rows, step_h, taps.shape[1])
+             for across in fft_spans(cols, side - taps.shape[2] + 1, taps.shape[2])]
+    with ThreadPoolExecutor(min(compute_threads(), len(tiles))) as pool:
+        for _ in pool.map(tile, tiles):
             pass
 
 
