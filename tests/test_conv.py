@@ -300,6 +300,18 @@ def test_dense_3x3_numba_kernel_matches_naive(hw, groups, c_per_group, out_per_g
     assert_matches(out, expected)
 
 
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("stride", [2, 3])
+def test_dense_3x3_column_phases_read_every_border(mode, stride, rng):
+    """Strided float32 input: each phase of each padded row is filled straight from the image,
+    so every padding column (both sides, every phase) must carry the mode's value."""
+    x = rng.uniform(-1, 1, (3, 5, 11)).astype(np.float32)
+    kernel = rng.uniform(-1, 1, (5, 3, 3, 3)).astype(np.float32)
+    pads = (2, 1, 4, 4)  # left and right pads of 4 land on every phase
+    out = engine.conv2d(x, kernel, stride=(1, stride), padding=pads, pad_mode=mode, method="numba")
+    assert_matches(out, naive.conv2d(x, kernel, stride=(1, stride), pads=pads, mode=mode))
+
+
 @pytest.mark.parametrize("method", ["numpy", "gemm", "numba"])
 def test_dense_layers_across_several_bands(method, rng):
     """Reused band buffers: partial last bands of a multi-channel output stay exact."""
