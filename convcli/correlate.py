@@ -12,12 +12,12 @@ megabytes. The method is chosen once per call (``choose_method``):
   and work too small to be worth loading Numba.
 - ``separable``: a depthwise kernel of rank 1 (box, Gaussian, Sobel) as a row pass and then a
   column pass, ``kh + kw`` instead of ``kh * kw`` taps per pixel; only for kernels of 5x5 and up.
-- ``fft``: a depthwise kernel of full rank, 12x12 and up, at stride 1, by FFT in square
-  tiles (overlap-save), the tiles spread over the cores.
+- ``fft``: a depthwise kernel of full rank, 12x12 and up, at stride 1, by FFT (``scipy.fft``)
+  in tiles (overlap-save), the tiles spread over the cores.
   Its float32 rounding is relative to the largest values in a tile, not to each output.
-- ``numba``: compiled loops (``_jit``). 3x3, 5x5 and 7x7 depthwise kernels and dense 3x3
-  layers at stride 1 get loops specialised for their size, which pad a float32 image block
-  by block themselves instead of going through bands.
+- ``numba``: compiled loops (``_jit``). 3x3, 5x5 and 7x7 depthwise kernels at stride 1 and
+  dense 3x3 layers at any stride get loops specialised for their size, which pad a float32
+  image block by block themselves instead of going through bands.
 
 Every method computes the same cross-correlation; the tests check each against
 ``tests/naive.py``.
@@ -58,8 +58,9 @@ GEMM_DEPTH = 256
 #: Depthwise kernels of at least this many taps (12x12) that are not separable go through the FFT
 #: (measured on 4096^2: 11x11 is faster in compiled loops, 13x13 by FFT).
 FFT_TAPS = 144
-#: The smallest side of an FFT tile: numpy's float32 FFT was fastest per pixel here at 384
-#: (2.7 ms a tile, forward and back); tiles grow for kernels larger than a quarter of it.
+#: The smallest side of an FFT tile: scipy's float32 FFT costs about the same per pixel from
+#: 288 to 512 here (1.2-1.7 ms for 384, forward and back); tiles grow for kernels larger than
+#: a quarter of it.
 FFT_TILE = 384
 #: Inputs or kernels beyond this magnitude (or not finite) bypass the FFT (see ``_fft``).
 FFT_SAFE_MAGNITUDE = 1e30
