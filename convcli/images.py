@@ -31,6 +31,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from convcli import limits, mapping, png16
+from convcli.atomic import atomic_write_all
 from convcli.errors import ConvcliError, InputError, LimitError, OutputError, ParameterError, ShapeError
 from convcli.runtime import compute_threads
 
@@ -719,44 +720,3 @@ def _png_chunk(tag: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
 
-def atomic_write(path: str, save: Callable) -> None:
-    """Call ``save(file)`` on a temporary file beside ``path``, then rename it into place."""
-    atomic_write_all([(path, save)])
-
-
-def atomic_write_all(items: Sequence[tuple[str, Callable]]) -> None:
-    """Write every ``(path, save)`` to a temporary beside its path, then rename them all.
-
-    No target changes unless every file was written; only the renames themselves (one
-    ``os.replace`` each, atomic one by one) come after the point of no return.
-    """
-    temporaries = []
-    current = None
-    try:
-        for current, save in items:
-            directory = os.path.dirname(os.path.abspath(current))
-            try:
-                fd, temporary = tempfile.mkstemp(prefix=".convcli-", suffix=".part", dir=directory)
-            except OSError as exc:
-                raise OutputError(f"cannot write in {directory!r} ({exc.strerror})") from None
-            temporaries.append(temporary)
-            with os.fdopen(fd, "wb") as handle:
-                save(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(temporary, 0o666 & ~_umask())
-        for (current, _), temporary in zip(items, temporaries):
-            os.replace(temporary, current)
-    except BaseException as exc:
-        for temporary in temporaries:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {current!r} ({exc.strerror or exc})") from None
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

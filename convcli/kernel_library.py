@@ -35,12 +35,11 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from convcli import limits
-from convcli.errors import ConvcliError, KernelError
+from convcli.errors import KernelError
+from convcli.kernel_catalogue import NAME, SUFFIXES, find_in, kernel_names, locate, search_path
 from convcli.kernel_generators import GENERATORS, gaussian_size
 from convcli.params import NUMBER
 
-ENV_VAR = "CONVCLI_KERNEL_PATH"
-SUFFIXES = (".yaml", ".yml", ".mat", ".npy")  # the order a name is looked up in one folder
 # |sum| <= RELATIVE_EPS * sum(|w|) counts as zero-sum (weights are float32). ``scale: sum`` then
 # keeps scale 1 instead of dividing by ~0: ImageMagick -convolve's rule (skip normalising
 # when |sum| <= epsilon). The same tolerance decides rank 1 in ``kernel_facts``.
@@ -54,7 +53,6 @@ ALIAS_KEYS = ("name", "description", "alias")
 PARAMETER_KEYS = ("type", "default", "min", "max", "exclusive_min", "odd", "choices")
 PARAMETER_TYPES = ("int", "float", "choice")
 
-_NAME = re.compile(r"[A-Za-z_][\w-]*\Z")
 _INLINE = re.compile(r"\s*([0-9]+)(?:x([0-9]+))?(?:\+([0-9]+)\+([0-9]+))?\s*:(.*)\Z", re.S)  # WxH+X+Y: values
 _SEPARATORS = re.compile(r'[\s,"]+')  # libvips .mat separators; grids accept the same
 
@@ -144,36 +142,6 @@ class Kernel:
     location: str = ""
     parameters: dict = field(default_factory=dict)
     declared: tuple = ()
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One name on the search path, for ``kernels list``: its kernel at defaults, or the error."""
-
-    name: str
-    location: str
-    kernel: Optional[Kernel] = None
-    error: str = ""
-
-
-def library_dir() -> Path:
-    """The built-in kernel folder: inside the installed wheel, or ``kernels/`` in a checkout."""
-    packaged = Path(__file__).with_name("builtin_kernels")
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "kernels"
-
-
-def search_path(kernel_path: Sequence[str] = ()) -> list[tuple[str, Path]]:
-    """Kernel folders in lookup order, each with how it was given.
-
-    ``kernel_path`` (``--kernel-path``, must exist), then ``$CONVCLI_KERNEL_PATH`` (split on
-    ``os.pathsep``; missing folders are skipped, as in ``PATH``), then the built-ins.
-    """
-    for folder in kernel_path:
-        if not Path(folder).is_dir():
-            raise KernelError(f"kernel folder {str(folder)!r} does not exist")
-    from_env = [Path(p) for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
-    return ([("--kernel-path", Path(p)) for p in kernel_path]
-            + [(ENV_VAR, p) for p in from_env if p.is_dir()] + [("built-in", library_dir())])
 
 
 def is_zero_sum(weights: np.ndarray) -> bool:
@@ -323,33 +291,20 @@ def resolve_kernel(spec: str, kernel_path: Sequence[str] = ()) -> Kernel:
         return inline_kernel(text)
     name, _, param_text = text.partition(":")
     name = name.strip()
-    if not _NAME.match(name):
+    if not NAME.match(name):
         looks_like_a_file = any(c in name for c in "./\\")
         hint = f" (kernel files end in {', '.join(SUFFIXES)})" if looks_like_a_file else ""
         raise KernelError(f"{text!r} is not a kernel name, a kernel file or an inline kernel{hint}")
     folders = search_path(kernel_path)
-    found = _locate(name, folders)
+    found = locate(name, folders)
     if found is None:
-        names = sorted(_names(folders))
+        names = sorted(kernel_names(folders))
         close = difflib.get_close_matches(name, names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(names)})"
         raise KernelError(f"unknown kernel {name!r}{hint}")
     path, location, label = found
     where = f"kernel {name!r}" + ("" if label == "built-in" else f" ({path})")
     return _from_file(path, _parse_params(param_text, where), where, location, name)
-
-
-def catalogue(kernel_path: Sequence[str] = ()) -> list[Entry]:
-    """Every name on the search path (the first folder wins), built with default parameters."""
-    folders = search_path(kernel_path)
-    entries = []
-    for name in sorted(_names(folders)):
-        _, location, _ = _locate(name, folders)
-        try:
-            entries.append(Entry(name, location, resolve_kernel(name, kernel_path)))
-        except ConvcliError as exc:  # a kernel over a limit is broken too, not the whole list
-            entries.append(Entry(name, location, error=str(exc)))
-    return entries
 
 
 def _tokens(text: str) -> list[str]:
@@ -361,30 +316,6 @@ def _number(text: str, where: str) -> float:
         return float(text)
     except ValueError:
         raise KernelError(f"{where}: {text!r} is not a number") from None
-
-
-def _names(folders: list[tuple[str, Path]]) -> set[str]:
-    return {p.stem for _, folder in folders for p in folder.iterdir()
-            if p.suffix.lower() in SUFFIXES and p.is_file() and _NAME.match(p.stem)}
-
-
-def _find_in(folder: Path, name: str) -> Optional[Path]:
-    for suffix in SUFFIXES:
-        if (folder / (name + suffix)).is_file():
-            return folder / (name + suffix)
-    return None
-
-
-def _locate(name: str, folders: list[tuple[str, Path]]) -> Optional[tuple[Path, str, str]]:
-    """The first file for ``name``: its path, where it is (and what it overrides), its label."""
-    hits = [(label, path) for label, folder in folders if (path := _find_in(folder, name))]
-    if not hits:
-        return None
-    (label, path), *shadowed = hits
-    location = f"{label} {path}"
-    if shadowed:
-        location += f", overriding {shadowed[0][0]} {shadowed[0][1]}"
-    return path, location, label
 
 
 def _parse_params(text: str, where: str) -> dict:
@@ -517,7 +448,7 @@ def _yaml_kernel(path: Path, given: dict, where: str, location: str, name: Optio
 def _alias(path, spec, given, where, location, name, description, alias_ok) -> Kernel:
     """``alias: "sobel:dir=x"``: another kernel of the same folder, with some parameters set."""
     target, _, param_text = (part.strip() for part in str(spec["alias"]).partition(":"))
-    target_path = _find_in(path.parent, target) if alias_ok and _NAME.match(target) else None
+    target_path = find_in(path.parent, target) if alias_ok and NAME.match(target) else None
     if target_path is None or target_path.suffix.lower() not in (".yaml", ".yml"):
         raise KernelError(f"{where}: alias {spec['alias']!r} must name a YAML kernel "
                           f"(not an alias) in {path.parent}")

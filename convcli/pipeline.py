@@ -654,6 +654,7 @@ class Job:
         import numpy as np
 
         from convcli import images
+        from convcli.atomic import atomic_write
         from convcli.batch import STDIO
 
         if target != STDIO:
@@ -667,7 +668,7 @@ class Job:
                             labels=maps.labels, format=self.format)
         if self.indices is not None:
             where = maps.pools["pool"][0]
-            images.atomic_write(self.indices, lambda f: np.save(f, where.transpose(1, 2, 0)))
+            atomic_write(self.indices, lambda f: np.save(f, where.transpose(1, 2, 0)))
 
 
 def output_files(target: str, settings) -> list[str]:

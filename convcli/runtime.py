@@ -5,17 +5,23 @@ from __future__ import annotations
 import os
 
 
-def numba_cache_dir() -> str:
-    """Where compiled kernels are cached: ``$CONVCLI_CACHE_DIR`` or the user's cache folder.
+def cache_dir() -> str:
+    """convcli's cache folder: ``$CONVCLI_CACHE_DIR``, else ``convcli`` in the user's cache
+    folder (``$XDG_CACHE_HOME`` or ``~/.cache``).
 
-    A per-user folder works when the install itself is read-only (Numba's own in-tree cache
-    is then silently skipped). ``NUMBA_CACHE_DIR``, when set, wins over both.
+    A per-user folder works when the install itself is read-only.
     """
-    explicit = os.environ.get("NUMBA_CACHE_DIR") or os.environ.get("CONVCLI_CACHE_DIR")
+    explicit = os.environ.get("CONVCLI_CACHE_DIR")
     if explicit:
         return explicit
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "convcli", "numba")
+    return os.path.join(base, "convcli")
+
+
+def numba_cache_dir() -> str:
+    """Where compiled kernels are cached: ``$NUMBA_CACHE_DIR``, else ``numba`` in ``cache_dir()``
+    (Numba's own in-tree cache would be silently skipped in a read-only install)."""
+    return os.environ.get("NUMBA_CACHE_DIR") or os.path.join(cache_dir(), "numba")
 
 
 def available_cores() -> int:

@@ -1,6 +1,8 @@
 """`convcli kernels list|show` and the kernel forms of `conv -k`, through Click's CliRunner."""
 
+import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +15,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from convcli.cli import cli
-from convcli.kernel_library import ENV_VAR, resolve_kernel
+from convcli.kernel_catalogue import ENV_VAR
+from convcli.kernel_library import resolve_kernel
 
 SEED_IMAGE = [[1, 2, 0, 1, 3], [4, 1, 1, 0, 2], [0, 2, 3, 1, 1], [1, 0, 2, 2, 0], [3, 1, 0, 1, 2]]
 
@@ -266,3 +269,53 @@ def test_mat_kernel_matches_vips_conv_on_the_interior(tmp_path):
     ours = conv_npy(tmp_path / "in.png", "-k", tmp_path / "k.mat", "-o", tmp_path / "ours.npy")
     # vips pads by copying the edge, convcli with zeros: compare where the kernel fits inside.
     np.testing.assert_allclose(ours[1:-1, 1:-1], theirs[1:-1, 1:-1], atol=1e-3)
+
+
+def test_list_cache_follows_every_change_of_the_kernel_files(tmp_path, monkeypatch):
+    """The cached catalogue is rebuilt when a file changes (same size), appears or goes."""
+    monkeypatch.setenv("CONVCLI_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    kernel = folder / "mine.yaml"
+
+    def listed():
+        result = run("kernels", "list", "--json", "--kernel-path", folder)
+        assert result.exit_code == (1 if "could not be read" in result.stderr else 0), result.output
+        return {row["name"]: row for row in json.loads(result.stdout)}
+
+    kernel.write_text("description: one\nweights: '1 2'\n")
+    assert listed()["mine"]["description"] == "one" and listed()["mine"]["shape"] == [1, 2]
+    assert (tmp_path / "cache" / "kernel-catalogue.json").is_file()
+    stamp = kernel.stat().st_mtime_ns
+    kernel.write_text("description: two\nweights: '1 2'\n")
+    os.utime(kernel, ns=(stamp + 10**9, stamp + 10**9))
+    assert listed()["mine"]["description"] == "two"
+    (folder / "more.npy").write_bytes(b"")
+    assert "more" in listed() and "error" in listed()["more"]
+    (folder / "more.npy").unlink()
+    assert "more" not in listed()
+    cached = run("kernels", "list", "--json").stdout  # another search path: rebuilt
+    assert "mine" not in cached and "gaussian" in cached
+
+
+def test_list_without_a_usable_cache_still_lists(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("CONVCLI_CACHE_DIR", str(blocker / "cache"))  # cannot be created
+    assert "gaussian" in run("kernels", "list").stdout
+    monkeypatch.setenv("CONVCLI_CACHE_DIR", str(tmp_path))
+    (tmp_path / "kernel-catalogue.json").write_text('{"key": [], "rows": [{"bad": 1}]')
+    result = run("kernels", "list", "--json")
+    assert result.exit_code == 0 and "gaussian" in result.stdout
+    assert json.loads((tmp_path / "kernel-catalogue.json").read_text())["rows"]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "kernel-catalogue.json"]
+    assert leftovers == ["file"]
+
+
+def test_warmup_caches_the_catalogue(tmp_path, monkeypatch):
+    importlib.import_module("convcli._jit")  # its Numba cache folder is fixed at its first import
+
+    monkeypatch.setenv("CONVCLI_CACHE_DIR", str(tmp_path))
+    result = CliRunner().invoke(cli, ["warmup"])
+    assert result.exit_code == 0, result.output
+    assert "compiled" in result.stderr and (tmp_path / "kernel-catalogue.json").is_file()

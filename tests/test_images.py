@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convcli import images, mapping
+from convcli import atomic, images, mapping
 from convcli.errors import OutputError, ParameterError, ShapeError
 from convcli.images import OutputSettings, write_output
 
@@ -307,14 +307,14 @@ def test_split_is_all_or_nothing(tmp_path, monkeypatch):
 
     items = [(str(tmp_path / f"f{i}"), failing) for i in range(3)]
     with pytest.raises(OutputError, match="No space left"):
-        images.atomic_write_all(items)
+        atomic.atomic_write_all(items)
     assert not os.listdir(tmp_path)  # no target, no temporary left behind
 
 
 def test_atomic_write_replaces_existing(tmp_path):
     target = tmp_path / "t.bin"
     target.write_bytes(b"old")
-    images.atomic_write(str(target), lambda handle: handle.write(b"new"))
+    atomic.atomic_write(str(target), lambda handle: handle.write(b"new"))
     assert target.read_bytes() == b"new" and os.listdir(tmp_path) == ["t.bin"]
 
 

@@ -1,5 +1,6 @@
 """Start-up cost and the JIT cache: light commands never import numba; cold starts do not clash."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ NO_NUMBA = textwrap.dedent("""
     assert result.exit_code == 0, result.output
     heavy = [m for m in ("numba", "convcli._jit") if m in sys.modules]
     assert not heavy, heavy
+    sys.stdout.write(result.output)
 """)
 
 
@@ -25,6 +27,15 @@ NO_NUMBA = textwrap.dedent("""
 def test_light_commands_do_not_import_numba(args):
     proc = subprocess.run([sys.executable, "-c", NO_NUMBA, *args], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_kernels_list_from_its_cache_imports_neither_numpy_nor_yaml(tmp_path):
+    env = {**os.environ, "CONVCLI_CACHE_DIR": str(tmp_path)}
+    light = NO_NUMBA.replace('("numba", "convcli._jit")', '("numba", "convcli._jit", "numpy", "yaml")')
+    runs = [subprocess.run([sys.executable, "-c", script, "kernels", "list", "--json"], env=env,
+                           capture_output=True, text=True, timeout=120) for script in (NO_NUMBA, light)]
+    assert [r.returncode for r in runs] == [0, 0], runs[1].stderr
+    assert runs[1].stdout == runs[0].stdout and '"gaussian"' in runs[0].stdout
 
 
 def test_small_jobs_do_not_import_numba(tmp_path):

@@ -267,7 +267,7 @@ def _check_gif(path: str, inputs: Sequence[str]) -> None:
 
 
 def _write_gif(path: str, frames: list, pause_ms: int = 700, final_ms: int = 2500) -> None:
-    from convcli.images import atomic_write
+    from convcli.atomic import atomic_write
 
     durations = [pause_ms] * (len(frames) - 1) + [final_ms]
     try:

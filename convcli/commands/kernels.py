@@ -1,7 +1,8 @@
 """``convcli kernels list|show``: the kernel library, and one kernel's weights and properties.
 
-Imports neither numba nor the engine, so it answers at once; rich is imported inside the
-commands. Tables and JSON go to stdout.
+Imports neither numba nor the engine, so it answers at once; ``list`` reads the catalogue's
+cache and imports neither numpy nor YAML either when no kernel file has changed. rich is
+imported inside the commands. Tables and JSON go to stdout.
 """
 
 from __future__ import annotations
@@ -37,14 +38,14 @@ def list_kernels(kernel_path, as_json):
     'convcli kernels show NAME' gives all of it.
     """
     from convcli.errors import KernelError
-    from convcli.kernel_library import catalogue
+    from convcli.kernel_catalogue import catalogue
 
-    entries = catalogue(kernel_path)
+    rows = catalogue(kernel_path)
     if as_json:
-        click.echo(json.dumps([_entry_json(e) for e in entries], indent=2))
+        click.echo(json.dumps([_row_json(row) for row in rows], indent=2))
     else:
-        _print_catalogue(entries)
-    broken = [e.name for e in entries if e.error]
+        _print_catalogue(rows)
+    broken = [row.name for row in rows if row.error]
     if broken:
         raise KernelError(f"{len(broken)} kernel file(s) could not be read: {', '.join(broken)} "
                           f"(see 'convcli kernels show NAME')")
@@ -71,8 +72,8 @@ def show(spec, kernel_path, as_json):
         _print_kernel(kernel, facts)
 
 
-def _size(weights) -> str:
-    return "x".join(str(n) for n in weights.shape)
+def _size(shape) -> str:
+    return "x".join(str(n) for n in shape)
 
 
 def _plain(weights) -> list:
@@ -82,13 +83,11 @@ def _plain(weights) -> list:
     return np.vectorize(lambda v: float(str(v)), otypes=[float])(weights).tolist()
 
 
-def _entry_json(entry) -> dict:
-    kernel = entry.kernel
-    if kernel is None:
-        return {"name": entry.name, "location": entry.location, "error": entry.error}
-    return {"name": entry.name, "location": entry.location, "shape": list(kernel.weights.shape),
-            "parameters": [p.summary() for p in kernel.declared],
-            "description": kernel.description, "source": kernel.source}
+def _row_json(row) -> dict:
+    if row.error:
+        return {"name": row.name, "location": row.location, "error": row.error}
+    return {"name": row.name, "location": row.location, "shape": row.shape,
+            "parameters": row.parameters, "description": row.description, "source": row.source}
 
 
 def _kernel_json(kernel, facts) -> dict:
@@ -104,7 +103,7 @@ def _kernel_json(kernel, facts) -> dict:
     }
 
 
-def _print_catalogue(entries) -> None:
+def _print_catalogue(rows) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -112,17 +111,14 @@ def _print_catalogue(entries) -> None:
     table = Table(title="convcli kernels (weights as correlated)", show_lines=True)
     for column in ("name", "size", "parameters", "description", "source"):
         table.add_column(column, overflow="fold", no_wrap=column in ("name", "size"))
-    for entry in entries:
-        kernel = entry.kernel
-        if kernel is None:
-            table.add_row(escape(entry.name), "", "", f"[red]{escape(entry.error)}[/]",
-                          escape(entry.location))
+    for row in rows:
+        if row.error:
+            table.add_row(escape(row.name), "", "", f"[red]{escape(row.error)}[/]", escape(row.location))
             continue
-        where = "" if entry.location.startswith("built-in") else f"\nfrom {entry.location}"
-        first_sentence = re.match(r".*?\.(?=\s|$)|.*", kernel.description)[0]
-        parameters = "\n".join(p.summary() for p in kernel.declared)
-        table.add_row(*(escape(text) for text in (entry.name, _size(kernel.weights), parameters,
-                                                  first_sentence, kernel.source + where)))
+        where = "" if row.location.startswith("built-in") else f"\nfrom {row.location}"
+        first_sentence = re.match(r".*?\.(?=\s|$)|.*", row.description)[0]
+        table.add_row(*(escape(text) for text in (row.name, _size(row.shape), "\n".join(row.parameters),
+                                                  first_sentence, row.source + where)))
     Console().print(table)
 
 
@@ -145,7 +141,7 @@ def _print_kernel(kernel, facts) -> None:
     cells = [f"{v:.6g}" for v in weights.ravel()]
     width = max(len(c) for c in cells) + 3
     if weights.shape[-1] * width > console.width:
-        console.print(f"[dim]({_size(weights)}: too wide to show here; use --json)[/]")
+        console.print(f"[dim]({_size(weights.shape)}: too wide to show here; use --json)[/]")
     else:
         slices = weights.reshape(-1, *weights.shape[-2:])
         for index, grid in enumerate(slices):
@@ -163,7 +159,7 @@ def _print_kernel(kernel, facts) -> None:
     if facts["factors"]:
         column, row = ("[" + ", ".join(f"{v:.6g}" for v in f) + "]" for f in facts["factors"])
         separable += f": column {column} x row {row}"
-    console.print(f"shape {_size(weights)}   sum {facts['sum']:.6g}   zero-sum "
+    console.print(f"shape {_size(weights.shape)}   sum {facts['sum']:.6g}   zero-sum "
                   f"{'yes' if facts['zero_sum'] else 'no'}")
     console.print(f"separable (rank 1): {separable}")
     console.print(f"result = correlate(x, w) / {kernel.scale:g} + {kernel.offset:g}")
