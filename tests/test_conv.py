@@ -282,7 +282,7 @@ def test_fixed_size_numba_kernels_match_naive(k, hw, pads, mode, multiplier, dty
 )
 def test_dense_3x3_numba_kernel_matches_naive(hw, groups, c_per_group, out_per_group, stride, dilation, pads, mode,
                                               dtype, block_rows, seed):
-    """Dense 3x3: maps four at a time (a short last quad), padded block by block, column
+    """Dense 3x3: maps three at a time (a short last trio), padded block by block, column
     strides through phases."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (groups * c_per_group,) + hw).astype(dtype)
