@@ -99,8 +99,9 @@ def catalogue(kernel_path: Sequence[str] = ()) -> list[Row]:
     cache = Path(cache_dir()) / CACHE_NAME
     try:
         cached = json.loads(cache.read_text(encoding="utf-8"))
-        if cached["key"] == key:
-            return [Row(**row) for row in cached["rows"]]
+        rows = [Row(**row) for row in cached["rows"]]
+        if cached["key"] == key and all(map(_well_formed, rows)):
+            return rows
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no cache yet, or an unreadable one: build it
     rows = _build(folders, kernel_path)
@@ -123,6 +124,13 @@ def _build(folders: list[tuple[str, Path]], kernel_path: Sequence[str]) -> list[
         rows.append(Row(name, location, list(kernel.weights.shape),
                         [p.summary() for p in kernel.declared], kernel.description, kernel.source))
     return rows
+
+
+def _well_formed(row: Row) -> bool:
+    """Whether a row read back from the cache has the types the listing prints."""
+    texts = (row.name, row.location, row.description, row.source, row.error, *row.parameters)
+    return (all(isinstance(t, str) for t in texts) and isinstance(row.parameters, list)
+            and isinstance(row.shape, list) and all(type(n) is int for n in row.shape))
 
 
 def _cache_key(folders: list[tuple[str, Path]]) -> list:

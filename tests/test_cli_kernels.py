@@ -310,6 +310,11 @@ def test_list_without_a_usable_cache_still_lists(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "kernel-catalogue.json").read_text())["rows"]
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "kernel-catalogue.json"]
     assert leftovers == ["file"]
+    cache = json.loads((tmp_path / "kernel-catalogue.json").read_text())  # current key, bad rows
+    for damage in ({"parameters": [1]}, {"shape": ["7"]}, {"description": None}):
+        cache["rows"][0].update(damage)
+        (tmp_path / "kernel-catalogue.json").write_text(json.dumps(cache))
+        assert run("kernels", "list", "--json").stdout == result.stdout
 
 
 def test_warmup_caches_the_catalogue(tmp_path, monkeypatch):
