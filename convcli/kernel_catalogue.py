@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from convcli.errors import KernelError
+from convcli.errors import ConvcliError, KernelError
 from convcli.runtime import cache_dir
 
 ENV_VAR = "CONVCLI_KERNEL_PATH"
@@ -65,8 +65,7 @@ def search_path(kernel_path: Sequence[str] = ()) -> list[tuple[str, Path]]:
 
 def kernel_names(folders: list[tuple[str, Path]]) -> set[str]:
     """Every kernel name in ``folders``."""
-    return {p.stem for _, folder in folders for p in folder.iterdir()
-            if p.suffix.lower() in SUFFIXES and p.is_file() and NAME.match(p.stem)}
+    return {p.stem for _, folder in folders for p in _kernel_files(folder) if p.is_file() and NAME.match(p.stem)}
 
 
 def find_in(folder: Path, name: str) -> Optional[Path]:
@@ -110,7 +109,6 @@ def catalogue(kernel_path: Sequence[str] = ()) -> list[Row]:
 
 
 def _build(folders: list[tuple[str, Path]], kernel_path: Sequence[str]) -> list[Row]:
-    from convcli.errors import ConvcliError
     from convcli.kernel_library import resolve_kernel
 
     rows = []
@@ -126,6 +124,15 @@ def _build(folders: list[tuple[str, Path]], kernel_path: Sequence[str]) -> list[
     return rows
 
 
+def _kernel_files(folder: Path) -> list[Path]:
+    """The paths in ``folder`` with a kernel suffix; an unreadable folder is a ``KernelError``."""
+    try:
+        names = os.listdir(folder)
+    except OSError as exc:
+        raise KernelError(f"kernel folder {str(folder)!r} cannot be read ({exc.strerror or exc})") from None
+    return [folder / name for name in names if name.lower().endswith(SUFFIXES)]
+
+
 def _well_formed(row: Row) -> bool:
     """Whether a row read back from the cache has the types the listing prints."""
     texts = (row.name, row.location, row.description, row.source, row.error, *row.parameters)
@@ -137,7 +144,7 @@ def _cache_key(folders: list[tuple[str, Path]]) -> list:
     """The folders, and (path, size, mtime) of every kernel file in them and of convcli's code."""
     files = [Path(__file__).parent / f for f in os.listdir(Path(__file__).parent) if f.endswith(".py")]
     for _, folder in folders:
-        files += [folder / f for f in os.listdir(folder) if f.lower().endswith(SUFFIXES)]
+        files += _kernel_files(folder)
     key: list = [[label, str(folder)] for label, folder in folders]
     for path in sorted(files):
         try:

@@ -324,3 +324,17 @@ def test_warmup_caches_the_catalogue(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["warmup"])
     assert result.exit_code == 0, result.output
     assert "compiled" in result.stderr and (tmp_path / "kernel-catalogue.json").is_file()
+
+
+def test_an_unreadable_kernel_folder_is_one_line(tmp_path, monkeypatch):
+    real_listdir = os.listdir
+
+    def refuse(path):
+        if str(path) == str(tmp_path):
+            raise PermissionError(13, "Permission denied")
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", refuse)
+    result = run("kernels", "list", "--kernel-path", tmp_path)
+    assert result.exit_code == 1 and not result.stdout
+    assert result.stderr == f"Error: kernel folder {str(tmp_path)!r} cannot be read (Permission denied)\n"
