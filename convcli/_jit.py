@@ -16,22 +16,101 @@ import contextlib
 import fcntl
 import os
 
+from convcli.correlate import has_direct_kernel
 from convcli.runtime import numba_cache_dir
 
 os.environ.setdefault("NUMBA_CACHE_DIR", numba_cache_dir())
 
 import numba  # noqa: E402  (the cache directory must be set before numba is imported)
 import numpy as np  # noqa: E402
+from llvmlite import binding as _llvm, ir as _ir  # noqa: E402
+from numba.core import cgutils as _cgutils  # noqa: E402
+from numba.extending import intrinsic as _intrinsic, models as _models, register_model as _register_model  # noqa: E402
 
 # No 'nnan'/'ninf': NaN must propagate through sums and win max-pooling as in PyTorch.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 _SERIAL = dict(cache=True, nogil=True, fastmath=_FASTMATH)
 _PARALLEL = dict(_SERIAL, parallel=True)
-#: For kernels that write their sums as independent partial sums: with 'reassoc', LLVM folds
-#: them back into one chain of dependent multiply-adds, each waiting for the last (measured:
-#: dense 16->16 3x3 at 512^2, 14 -> 10 ms without it).
-_SERIAL_ORDERED = dict(_SERIAL, fastmath=_FASTMATH - {"reassoc"})
-_PARALLEL_ORDERED = dict(_SERIAL_ORDERED, parallel=True)
+
+#: Floats in one SIMD register of this CPU: 16 with AVX-512, else 8 (AVX2; elsewhere LLVM
+#: splits a vector over narrower registers). Numba's cache is kept per CPU, so a kernel
+#: compiled with another width is never loaded here.
+LANES = 16 if _llvm.get_host_cpu_features().get("avx512f") else 8
+#: Output columns a fixed-size kernel makes per pass: four vectors per map.
+TILE = 4 * LANES
+
+
+class _FloatVector(numba.types.Type):
+    """``LANES`` float32 values in one SIMD register (LLVM ``<LANES x float>``)."""
+
+    def __init__(self):
+        super().__init__(name=f"float32x{LANES}")
+
+
+_float_vector = _FloatVector()
+_register_model(_FloatVector)(
+    lambda dmm, fe_type: _models.PrimitiveModel(dmm, fe_type, _ir.VectorType(_ir.FloatType(), LANES)))
+
+
+def _vector_pointer(context, builder, row_type, row, start):
+    data = context.make_array(row_type)(context, builder, row).data
+    return builder.bitcast(builder.gep(data, [start]), _ir.VectorType(_ir.FloatType(), LANES).as_pointer())
+
+
+def _is_row(row):
+    return isinstance(row, numba.types.Array) and row.dtype == numba.types.float32 and row.ndim == 1 \
+        and row.layout == "C"
+
+
+@_intrinsic
+def _vload(typingctx, row, start):
+    """``row[start:start + LANES]`` of a contiguous float32 row, as a vector (unchecked)."""
+    if _is_row(row) and isinstance(start, numba.types.Integer):
+        return _float_vector(row, start), lambda context, builder, sig, args: builder.load(
+            _vector_pointer(context, builder, sig.args[0], *args), align=4)
+
+
+@_intrinsic
+def _vstore(typingctx, row, start, vector):
+    """``row[start:start + LANES] = vector`` (unchecked)."""
+    def codegen(context, builder, sig, args):
+        builder.store(args[2], _vector_pointer(context, builder, sig.args[0], args[0], args[1]), align=4)
+        return context.get_dummy_value()
+
+    if _is_row(row) and isinstance(start, numba.types.Integer) and vector == _float_vector:
+        return numba.types.none(row, start, vector), codegen
+
+
+@_intrinsic
+def _vsplat(typingctx, value):
+    """A vector of ``LANES`` copies of float32 ``value``."""
+    def codegen(context, builder, sig, args):
+        vector_type = _ir.VectorType(_ir.FloatType(), LANES)
+        first = builder.insert_element(_ir.Constant(vector_type, _ir.Undefined), args[0], _ir.Constant(_ir.IntType(32), 0))
+        return builder.shuffle_vector(first, first, _ir.Constant(_ir.VectorType(_ir.IntType(32), LANES), [0] * LANES))
+
+    if value == numba.types.float32:
+        return _float_vector(value), codegen
+
+
+@_intrinsic
+def _vfma(typingctx, a, b, c):
+    """``a * b + c`` lane by lane, in one fused multiply-add."""
+    def codegen(context, builder, sig, args):
+        vector_type = _ir.VectorType(_ir.FloatType(), LANES)
+        fma = _cgutils.get_or_insert_function(builder.module, _ir.FunctionType(vector_type, [vector_type] * 3),
+                                              f"llvm.fma.v{LANES}f32")
+        return builder.call(fma, args)
+
+    if a == b == c == _float_vector:
+        return _float_vector(a, b, c), codegen
+
+
+@_intrinsic
+def _vzero(typingctx):
+    """A vector of zeros."""
+    return _float_vector(), lambda context, builder, sig, args: _ir.Constant(
+        _ir.VectorType(_ir.FloatType(), LANES), [0.0] * LANES)
 
 
 @numba.njit(**_PARALLEL)
@@ -119,123 +198,162 @@ def _fill_phase_rows(plane, rowmap, colmap, left, first, phases):
                 line[q] = src[u] if u >= 0 else 0.0
 
 
-def _make_depthwise(kh, kw):
-    """A depthwise stride-1 kernel with its size fixed at compile time, padding as it goes.
-
-    Each task pads a block of rows of one channel into a buffer that stays in cache (no
-    padded copy of the image is ever made), then computes the block's output rows. With the
-    taps known, LLVM unrolls them and vectorises across the output row, keeping the sum in
-    registers: about twice as fast as ``_conv2d_valid`` for small kernels. The size is a
-    closure constant (cacheable); the function reads no globals.
-    """
-
-    @numba.njit(**_PARALLEL)
-    def _depthwise(x, weight, rowmap, colmap, left, block_rows, out):
-        c_out, h_out, w_out = out.shape
-        out_per_group = c_out // x.shape[0]
-        blocks = (h_out + block_rows - 1) // block_rows
-        for task in numba.prange(c_out * blocks):
-            o = task // blocks
-            first = (task % blocks) * block_rows
-            rows = min(block_rows, h_out - first)
-            padded = np.empty((rows + kh - 1, colmap.shape[0]), np.float32)
-            _fill_padded_rows(x[o // out_per_group], rowmap, colmap, left, first, padded)
-            taps = weight[o, 0]
-            for i in range(rows):
-                dst = out[o, first + i]
-                for j in range(w_out):
-                    acc = np.float32(0.0)
-                    for m in range(kh):
-                        for n in range(kw):
-                            acc += taps[m, n] * padded[i + m, j + n]
-                    dst[j] = acc
-
-    return _depthwise
+@numba.njit(inline="always", **_SERIAL)
+def _fma4(row, start, w, acc):
+    """``acc`` (four vectors) plus ``w`` times the four vectors of ``row`` from ``start``."""
+    scale = _vsplat(w)
+    return (_vfma(scale, _vload(row, start), acc[0]), _vfma(scale, _vload(row, start + LANES), acc[1]),
+            _vfma(scale, _vload(row, start + 2 * LANES), acc[2]), _vfma(scale, _vload(row, start + 3 * LANES), acc[3]))
 
 
-_DEPTHWISE = {(k, k): _make_depthwise(k, k) for k in (3, 5, 7)}
+@numba.njit(inline="always", **_SERIAL)
+def _fma4x2(row, start, w, u, acc, other):
+    """``_fma4`` for two sums (weights ``w`` and ``u``) over the same values of ``row``,
+    which are loaded once."""
+    v0, v1 = _vload(row, start), _vload(row, start + LANES)
+    v2, v3 = _vload(row, start + 2 * LANES), _vload(row, start + 3 * LANES)
+    s, t = _vsplat(w), _vsplat(u)
+    return ((_vfma(s, v0, acc[0]), _vfma(s, v1, acc[1]), _vfma(s, v2, acc[2]), _vfma(s, v3, acc[3])),
+            (_vfma(t, v0, other[0]), _vfma(t, v1, other[1]), _vfma(t, v2, other[2]), _vfma(t, v3, other[3])))
+
+
+@numba.njit(inline="always", **_SERIAL)
+def _store4(row, start, acc):
+    """``row[start:start + TILE]`` = the four vectors ``acc``."""
+    for k in range(4):
+        _vstore(row, start + k * LANES, acc[k])
+
+
+@numba.njit(inline="always", **_SERIAL)
+def _tile_start(tile, width):
+    """Where tile ``tile`` of a row of ``width >= TILE`` outputs starts: the last tile ends
+    with the row, overlapping the one before (whose columns it stores again)."""
+    return min(tile * TILE, width - TILE)
+
+
+@numba.njit(**_SERIAL)
+def _depthwise_rows(padded, taps, out):
+    """All rows of ``out`` (at least 2, at least ``TILE`` wide) from ``padded`` rows."""
+    rows, w_out = out.shape
+    kh, kw = taps.shape
+    zero = _vzero()
+    for pair in range((rows + 1) // 2):
+        i = min(2 * pair, rows - 2)  # an odd last row is made again with the one before
+        for tile in range((w_out + TILE - 1) // TILE):
+            j = _tile_start(tile, w_out)
+            upper = lower = (zero, zero, zero, zero)
+            for n in range(kw):
+                upper = _fma4(padded[i], j + n, taps[0, n], upper)
+            for m in range(1, kh):
+                for n in range(kw):
+                    upper, lower = _fma4x2(padded[i + m], j + n, taps[m, n], taps[m - 1, n], upper, lower)
+            for n in range(kw):
+                lower = _fma4(padded[i + kh], j + n, taps[kh - 1, n], lower)
+            _store4(out[i], j, upper)
+            _store4(out[i + 1], j, lower)
+
+
+@numba.njit(**_PARALLEL)
+def _depthwise(x, weight, rowmap, colmap, left, block_rows, out):
+    c_out, h_out, w_out = out.shape
+    kh, kw = weight.shape[2:]
+    out_per_group = c_out // x.shape[0]
+    blocks = (h_out + block_rows - 1) // block_rows
+    width = colmap.shape[0]
+    for task in numba.prange(c_out * blocks):
+        o = task // blocks
+        first = (task % blocks) * block_rows
+        rows = min(block_rows, h_out - first)
+        padded = np.empty((max(rows, 2) + kh - 1, max(width, TILE + kw - 1)), np.float32)
+        padded[:, width:] = 0.0  # past the row: read only for outputs never kept
+        padded[rows + kh - 1:] = 0.0
+        _fill_padded_rows(x[o // out_per_group], rowmap, colmap, left, first, padded[:rows + kh - 1, :width])
+        if rows >= 2 and w_out >= TILE:
+            _depthwise_rows(padded, weight[o, 0], out[o, first:first + rows])
+        else:  # a block of one row, or a row narrower than a tile
+            block = np.empty((max(rows, 2), max(w_out, TILE)), np.float32)
+            _depthwise_rows(padded, weight[o, 0], block)
+            out[o, first:first + rows] = block[:rows, :w_out]
+
+
 #: Bytes of padded rows each task of a self-padding kernel keeps in cache (measured best
 #: at 32 rows of 4096 for depthwise 3x3 and 7x7).
 BLOCK_BYTES = 512 << 10
 
 
-@numba.njit(inline="always", **_SERIAL)
-def _taps3x3(w):
-    """The 9 taps of a 3x3 kernel as a tuple of scalars, which stay in registers."""
-    return w[0, 0], w[0, 1], w[0, 2], w[1, 0], w[1, 1], w[1, 2], w[2, 0], w[2, 1], w[2, 2]
-
-
-@numba.njit(inline="always", **_SERIAL)
-def _dot9(t, v):
-    """Three independent sums of three (one per kernel row), then added."""
-    return (t[0] * v[0] + t[1] * v[1] + t[2] * v[2]) + (t[3] * v[3] + t[4] * v[4] + t[5] * v[5]) \
-        + (t[6] * v[6] + t[7] * v[7] + t[8] * v[8])
-
-
-@numba.njit(**_PARALLEL_ORDERED)
+@numba.njit(**_PARALLEL)
 def _dense3x3(x, weight, rowmap, colmap, left, block_rows, stride, dilation, groups, out):
     """Cross-correlate float32 ``x`` (C_in, H, W) with 3x3 ``weight`` (C_out, C_in/g, 3, 3),
     padding as it goes (``rowmap``/``colmap`` as in ``_fill_padded_rows``), in blocks of
     output rows spread over the cores (``_dense3x3_block``)."""
-    h_out = out.shape[1]
+    c_out, h_out, w_out = out.shape
     for block in numba.prange((h_out + block_rows - 1) // block_rows):
         first = block * block_rows
-        _dense3x3_block(x, weight, rowmap, colmap, left, first, min(block_rows, h_out - first), stride, dilation,
-                        groups, out)
+        rows = min(block_rows, h_out - first)
+        if w_out >= TILE:
+            _dense3x3_block(x, weight, rowmap, colmap, left, first, rows, stride, dilation, groups, out, first)
+        else:  # rows narrower than a tile
+            narrow = np.empty((c_out, rows, TILE), np.float32)
+            _dense3x3_block(x, weight, rowmap, colmap, left, first, rows, stride, dilation, groups, narrow, 0)
+            out[:, first:first + rows] = narrow[:, :, :w_out]
 
 
-@numba.njit(**_SERIAL_ORDERED)
-def _dense3x3_block(x, weight, rowmap, colmap, left, first, rows, stride, dilation, groups, out):
-    """Output rows ``first:first + rows`` of ``_dense3x3``.
+@numba.njit(**_SERIAL)
+def _dense3x3_block(x, weight, rowmap, colmap, left, first, rows, stride, dilation, groups, out, out_first):
+    """Output rows ``first:first + rows`` of ``_dense3x3``, written to ``out`` (at least
+    ``TILE`` wide) from its row ``out_first``.
 
-    Pads the block's rows of every input channel, then makes its output rows three maps at a
-    time: the 9 input values under the taps are loaded once for all three, whose 27 taps
-    mostly stay in the 32 vector registers (with four maps, 19 of the 36 were reloaded from
-    the stack on every pass: stride 2 was 20% slower). The taps are read through 1-D row
-    views (offsets known non-negative), which LLVM vectorises. With a column stride s, each padded row is
-    filled as its s phases (columns q*s + p for p < s, ``_fill_phase_rows``), so that every
-    tap still reads a contiguous run. Each map's sum is three row sums added at the end
-    (``_dot9``, compiled without 'reassoc' so LLVM keeps them apart).
+    Pads the block's rows of every input channel, then makes each output row four maps and
+    ``TILE`` columns per pass: the 16 vector sums stay in registers across all input
+    channels and taps, each input vector loaded feeds four multiply-adds, and each output
+    is stored once. With a column stride s, each padded row is filled as its s phases
+    (columns q*s + p for p < s, ``_fill_phase_rows``), so that every tap reads a contiguous
+    run. A last group of fewer than four maps overlaps the one before (maps are stored, not
+    added to, so making one twice is harmless).
     """
     (stride_h, stride_w), (dil_h, dil_w) = stride, dilation
     c_out, c_per_group = weight.shape[:2]
     w_out = out.shape[2]
     channels, width = x.shape[0], colmap.shape[0]
     out_per_group = c_out // groups
-    trios = (out_per_group + 2) // 3
+    quads = (out_per_group + 3) // 4
     rows_in = (rows - 1) * stride_h + 2 * dil_h + 1
-    phases = np.empty((channels, rows_in, stride_w, (width + stride_w - 1) // stride_w), np.float32)
+    count = (width + stride_w - 1) // stride_w
+    p1, p2 = dil_w % stride_w, 2 * dil_w % stride_w
+    e1, e2 = dil_w // stride_w, 2 * dil_w // stride_w
+    phases = np.empty((channels, rows_in, stride_w, max(count, e2 + TILE)), np.float32)
+    phases[:, :, :, count - 1:] = 0.0  # past a phase's last column: read only for outputs never stored
     for c in range(channels):
         if stride_w == 1:
-            _fill_padded_rows(x[c], rowmap, colmap, left, first * stride_h, phases[c, :, 0])
+            _fill_padded_rows(x[c], rowmap, colmap, left, first * stride_h, phases[c, :, 0, :width])
         else:
-            _fill_phase_rows(x[c], rowmap, colmap, left, first * stride_h, phases[c])
-    spare = np.empty((2, w_out), np.float32)  # where a last trio short of maps writes
-    for task in range(groups * trios * rows):
+            _fill_phase_rows(x[c], rowmap, colmap, left, first * stride_h, phases[c, :, :, :count])
+    zero = _vzero()
+    for task in range(groups * quads * rows):
         i = task % rows
-        g = task // rows // trios
-        o0 = g * out_per_group + 3 * (task // rows % trios)
-        last = (g + 1) * out_per_group - 1  # a short trio computes its last map again
-        o1, o2 = min(o0 + 1, last), min(o0 + 2, last)
-        row = first + i
-        d0 = out[o0, row, :w_out]
-        d1 = out[o1, row, :w_out] if o0 + 1 <= last else spare[0]
-        d2 = out[o2, row, :w_out] if o0 + 2 <= last else spare[1]
-        d0[:] = d1[:] = d2[:] = 0.0
-        p1, p2 = dil_w % stride_w, 2 * dil_w % stride_w
-        e1, e2 = dil_w // stride_w, 2 * dil_w // stride_w
-        for c in range(c_per_group):
-            src = phases[g * c_per_group + c]
-            t0, t1, t2 = _taps3x3(weight[o0, c]), _taps3x3(weight[o1, c]), _taps3x3(weight[o2, c])
-            r0, r1, r2 = src[i * stride_h], src[i * stride_h + dil_h], src[i * stride_h + 2 * dil_h]
-            a0, a1, a2 = r0[0, :w_out], r0[p1, e1:e1 + w_out], r0[p2, e2:e2 + w_out]
-            b0, b1, b2 = r1[0, :w_out], r1[p1, e1:e1 + w_out], r1[p2, e2:e2 + w_out]
-            c0, c1, c2 = r2[0, :w_out], r2[p1, e1:e1 + w_out], r2[p2, e2:e2 + w_out]
-            for j in range(w_out):
-                v = (a0[j], a1[j], a2[j], b0[j], b1[j], b2[j], c0[j], c1[j], c2[j])
-                d0[j] += _dot9(t0, v)
-                d1[j] += _dot9(t1, v)
-                d2[j] += _dot9(t2, v)
+        g = task // rows // quads
+        last = (g + 1) * out_per_group - 1
+        o0 = max(g * out_per_group, min(g * out_per_group + 4 * (task // rows % quads), last - 3))
+        o1, o2, o3 = min(o0 + 1, last), min(o0 + 2, last), min(o0 + 3, last)
+        for tile in range((w_out + TILE - 1) // TILE):
+            j = _tile_start(tile, w_out)
+            a = b = c = d = (zero, zero, zero, zero)
+            for k in range(c_per_group):
+                src = phases[g * c_per_group + k]
+                wa, wb, wc, wd = weight[o0, k], weight[o1, k], weight[o2, k], weight[o3, k]
+                for m in range(3):
+                    r = src[i * stride_h + m * dil_h]
+                    a, b = _fma4x2(r[0], j, wa[m, 0], wb[m, 0], a, b)
+                    c, d = _fma4x2(r[0], j, wc[m, 0], wd[m, 0], c, d)
+                    a, b = _fma4x2(r[p1], j + e1, wa[m, 1], wb[m, 1], a, b)
+                    c, d = _fma4x2(r[p1], j + e1, wc[m, 1], wd[m, 1], c, d)
+                    a, b = _fma4x2(r[p2], j + e2, wa[m, 2], wb[m, 2], a, b)
+                    c, d = _fma4x2(r[p2], j + e2, wc[m, 2], wd[m, 2], c, d)
+            row = out_first + i
+            _store4(out[o0, row], j, a)
+            _store4(out[o1, row], j, b)
+            _store4(out[o2, row], j, c)
+            _store4(out[o3, row], j, d)
 
 
 @numba.njit(**_PARALLEL)
@@ -399,16 +517,8 @@ def call(kernel, *args):
     return kernel(*args)
 
 
-def pads_itself(weight, stride, dilation) -> bool:
-    """Whether a kernel that pads its input block by block takes this work: 3x3, 5x5 or 7x7
-    depthwise at stride 1 and dilation 1, or 3x3 with several input channels per map."""
-    if weight.shape[1] == 1:
-        return weight.shape[2:] in _DEPTHWISE and tuple(stride) == (1, 1) == tuple(dilation)
-    return weight.shape[2:] == (3, 3)
-
-
 def conv2d_padding(x, weight, rowmap, colmap, left, stride, dilation, groups, out):
-    """Run a self-padding kernel (``pads_itself``) on float32 ``x`` (C_in, H, W).
+    """Run a self-padding kernel (``correlate.has_direct_kernel``) on float32 ``x`` (C_in, H, W).
 
     ``rowmap``/``colmap`` are the source index of each padded row/column (-1: zero) and
     ``left`` the columns of padding before the image's own.
@@ -417,14 +527,14 @@ def conv2d_padding(x, weight, rowmap, colmap, left, stride, dilation, groups, ou
     row_bytes = 4 * colmap.shape[0] * (1 if weight.shape[1] == 1 else x.shape[0]) * stride[0]
     block_rows = max(1, min(BLOCK_BYTES // row_bytes - kh + 1, -(-out.shape[1] // 4)))
     if weight.shape[1] == 1:
-        call(_DEPTHWISE[weight.shape[2:]], x, weight, rowmap, colmap, left, block_rows, out)
+        call(_depthwise, x, weight, rowmap, colmap, left, block_rows, out)
     else:
         call(_dense3x3, x, weight, rowmap, colmap, left, block_rows, tuple(stride), tuple(dilation), groups, out)
 
 
 def conv2d_valid(xp, weight, out, stride, dilation, groups):
     """Correlate padded ``xp`` into ``out``; ``stride`` and ``dilation`` are (rows, cols) pairs."""
-    if pads_itself(weight, stride, dilation):
+    if has_direct_kernel(weight, stride, dilation):
         conv2d_padding(xp, weight, np.arange(xp.shape[1]), np.arange(xp.shape[2]), 0, stride, dilation, groups, out)
     else:
         call(_conv2d_valid, xp, weight, out, stride[0], stride[1], dilation[0], dilation[1], groups)
@@ -462,13 +572,11 @@ def warm_up() -> list[str]:
     out = np.empty((2, 3, 3), np.float32)
     conv2d_valid(x, np.ones((2, 2, 2, 2), np.float32), out, (3, 3), (1, 1), 1)
     conv2d_valid(x, np.ones((2, 2, 3, 3), np.float32), out, (3, 3), (1, 1), 1)
-    for (kh, kw) in _DEPTHWISE:
-        conv2d_valid(x, np.ones((2, 1, kh, kw), np.float32), np.empty((2, 10 - kh, 10 - kw), np.float32),
-                     (1, 1), (1, 1), 2)
+    conv2d_valid(x, np.ones((2, 1, 3, 3), np.float32), np.empty((2, 7, 7), np.float32), (1, 1), (1, 1), 2)
     conv_transpose2d(x, np.ones((2, 1, 2, 2), np.float32), np.empty((2, 18, 18), np.float32), (2, 2), (1, 1), 2,
                      (0, 0))
     max_pool2d(x, out, np.empty((2, 3, 3), np.int64), (3, 3), (3, 3), (1, 1), (0, 0, 0, 0))
     avg_pool2d(x, out, (3, 3), (3, 3), (0, 0, 0, 0), True)
     png_unfilter(np.zeros((2, 13), np.uint8), 6, np.empty((2, 12), np.uint8))
-    return ["conv2d", "dense 3x3", "depthwise 3x3/5x5/7x7", "conv_transpose2d", "max_pool2d", "avg_pool2d",
+    return ["conv2d", "dense 3x3", "depthwise", "conv_transpose2d", "max_pool2d", "avg_pool2d",
             "png_unfilter"]

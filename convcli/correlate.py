@@ -8,16 +8,18 @@ megabytes. The method is chosen once per call (``choose_method``):
 - ``numpy``: one vectorised multiply-add per kernel tap. No compilation and no Numba import,
   which costs about 0.5 s, so it wins end to end for small work in a fresh process.
 - ``gemm``: dense layers (many channels): each band is unfolded (im2col) and multiplied by
-  the weights with one BLAS matrix product per group. Chosen for deep layers, strided ones,
-  and work too small to be worth loading Numba.
+  the weights with one BLAS matrix product per group. Chosen for deep layers, 1x1 and
+  strided ones (except 3x3, which has its own kernel), and for work too small to be worth
+  loading Numba.
 - ``separable``: a depthwise kernel of rank 1 (box, Gaussian, Sobel) as a row pass and then a
-  column pass, ``kh + kw`` instead of ``kh * kw`` taps per pixel; only for kernels of 5x5 and up.
-- ``fft``: a depthwise kernel of full rank, 12x12 and up, at stride 1, by FFT (``scipy.fft``)
+  column pass, ``kh + kw`` instead of ``kh * kw`` taps per pixel; only for kernels of 12x12
+  and up (5x5 and up when strided or dilated).
+- ``fft``: a depthwise kernel of full rank, 22x22 and up (12x12 when dilated), at stride 1, by FFT (``scipy.fft``)
   in tiles (overlap-save), the tiles spread over the cores.
   Its float32 rounding is relative to the largest values in a tile, not to each output.
-- ``numba``: compiled loops (``_jit``). 3x3, 5x5 and 7x7 depthwise kernels at stride 1 and
-  dense 3x3 layers at any stride get loops specialised for their size, which pad a float32
-  image block by block themselves instead of going through bands.
+- ``numba``: compiled loops (``_jit``). Depthwise kernels at stride 1 and dense 3x3 layers
+  at any stride and depth have kernels of their own (``has_direct_kernel``), which pad a
+  float32 image block by block themselves instead of going through bands.
 
 Every method computes the same cross-correlation; the tests check each against
 ``tests/naive.py``.
@@ -51,13 +53,21 @@ NUMPY_WORK_WARM = 2_000_000
 #: both cores busy.
 BAND_BYTES = 4 << 20
 MIN_BAND_ROWS = 8
-#: Taps per output (C_in/groups * kh * kw) from which a dense layer at stride 1 is faster
-#: as a matrix product than in the compiled loops (measured: 16->16 3x3 at 512^2 takes 40 ms
-#: in the loops and 64 ms unfolded; 64->64 at 256^2, 100 ms and 90 ms).
-GEMM_DEPTH = 256
-#: Depthwise kernels of at least this many taps (12x12) that are not separable go through the FFT
-#: (measured on 4096^2: 11x11 is faster in compiled loops, 13x13 by FFT).
-FFT_TAPS = 144
+#: Taps per output (C_in/groups * kh * kw) from which a dense layer at stride 1 other than
+#: 3x3 is faster as a matrix product than in the compiled loops (measured at 256^2, 2 cores:
+#: 32->32 5x5, 800 taps, 46 ms unfolded and 57 ms in the loops; 16->16 5x5 at 512^2, 400 taps,
+#: 144 and 67 ms). Dense 3x3 layers have their own kernel, faster at every depth measured
+#: (64->64 at 256^2: 28 ms, unfolded 86 ms; 256->256 at 64^2: 32 and 33 ms).
+GEMM_DEPTH = 800
+#: Depthwise kernels of rank 1 with at least this many taps go as a row pass and a column
+#: pass; with fewer, the direct kernel (``has_direct_kernel``) is faster (measured on 4096^2x3:
+#: Gaussian 11x11 122 ms direct, 163 ms in two passes; 15x15 193 and 156 ms). Strided or
+#: dilated kernels take plain loops, where two passes win from 5x5.
+SEPARABLE_TAPS, SEPARABLE_TAPS_LOOPS = 144, 25
+#: Depthwise kernels of full rank with at least this many taps go through the FFT (measured
+#: on 4096^2x3: 19x19 297 ms direct, 524 ms by FFT; 23x23 409 and 385 ms). Dilated ones
+#: take plain loops, slower than the FFT from 12x12.
+FFT_TAPS, FFT_TAPS_LOOPS = 484, 144
 #: The smallest side of an FFT tile: scipy's float32 FFT costs about the same per pixel from
 #: 288 to 512 here (1.2-1.7 ms for 384, forward and back); tiles grow for kernels larger than
 #: a quarter of it.
@@ -135,29 +145,44 @@ def rank_one_factors(weight: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarra
     return (u[:, :, 0] * s[:, :1]).astype(np.float32), vt[:, 0, :].astype(np.float32)
 
 
-def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1)) -> str:
+def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1), dilation=(1, 1)) -> str:
     """The method for this work: see the module docstring.
 
-    >>> choose_method(np.ones((64, 64, 3, 3), np.float32), 1, (56, 56))
+    >>> choose_method(np.ones((64, 64, 5, 5), np.float32), 1, (56, 56))
     'gemm'
     >>> choose_method(np.ones((3, 1, 3, 3), np.float32), 3, (64, 64))
     'numpy'
-    >>> choose_method(np.eye(15, dtype=np.float32)[None, None], 1, (4096, 4096))
+    >>> choose_method(np.eye(25, dtype=np.float32)[None, None], 1, (4096, 4096))
     'fft'
     """
     c_out, c_per_group, kh, kw = weight.shape
     work = c_out * out_hw[0] * out_hw[1] * c_per_group * kh * kw
     small = work <= (NUMPY_WORK_WARM if "convcli._jit" in sys.modules else NUMPY_WORK)
-    if c_out // groups >= 8 and c_per_group * kh * kw >= 9 and (
-            small or c_per_group * kh * kw >= GEMM_DEPTH or tuple(stride) != (1, 1) and (kh, kw) != (3, 3)):
+    if c_out // groups >= 8 and c_per_group * kh * kw >= 9 and (small or (kh, kw) != (3, 3) and (
+            c_per_group * kh * kw >= GEMM_DEPTH or kh * kw == 1 or tuple(stride) != (1, 1))):
         return "gemm"
     if small:
         return "numpy"
-    if kh * kw >= 25 and min(kh, kw) > 1 and rank_one_factors(weight) is not None:
+    direct = has_direct_kernel(weight, stride, dilation)
+    if kh * kw >= (SEPARABLE_TAPS if direct else SEPARABLE_TAPS_LOOPS) and min(kh, kw) > 1 \
+            and rank_one_factors(weight) is not None:
         return "separable"
-    if kh * kw >= FFT_TAPS and c_per_group == 1 and tuple(stride) == (1, 1):
+    if kh * kw >= (FFT_TAPS if direct else FFT_TAPS_LOOPS) and c_per_group == 1 and tuple(stride) == (1, 1):
         return "fft"
     return "numba"
+
+
+def has_direct_kernel(weight, stride, dilation) -> bool:
+    """Whether the engine's kernels written for this work (``_jit``, explicit SIMD, padding a
+    float32 image block by block themselves) take it: depthwise kernels of any size at
+    stride 1 without dilation, and dense 3x3 layers.
+
+    >>> has_direct_kernel(np.ones((3, 1, 9, 9)), (1, 1), (1, 1)), has_direct_kernel(np.ones((3, 1, 9, 9)), (2, 2), (1, 1))
+    (True, False)
+    """
+    if weight.shape[1] == 1:
+        return tuple(stride) == (1, 1) == tuple(dilation)
+    return weight.shape[2:] == (3, 3)
 
 
 @np.errstate(over="ignore", invalid="ignore")  # float32 overflows to inf and NaN propagates, as in PyTorch
@@ -169,7 +194,7 @@ def correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, m
     A depthwise kernel (one map per channel) runs channel by channel, so that every band is
     computed straight into its place in the output.
     """
-    method = method or choose_method(weight, groups, out_hw, stride)
+    method = method or choose_method(weight, groups, out_hw, stride, dilation)
     if method == "separable" and rank_one_factors(weight) is None:
         raise ValueError("the separable method needs depthwise kernels of rank 1")
     if method == "fft" and (weight.shape[1] != 1 or tuple(stride) != (1, 1)):
@@ -178,7 +203,7 @@ def correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, m
     if method == "numba" and image.dtype == np.float32 and image.flags.c_contiguous:
         from convcli import _jit
 
-        if _jit.pads_itself(weight, stride, dilation):  # no bands
+        if has_direct_kernel(weight, stride, dilation):  # no bands
             (height, width), (top, bottom, left, right) = image.shape[1:], pads
             rowmap = source_index(np.arange(-top, height + bottom), height, pad_mode)
             colmap = source_index(np.arange(-left, width + right), width, pad_mode)

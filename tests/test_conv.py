@@ -5,7 +5,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import naive
@@ -236,14 +236,23 @@ def test_methods_are_chosen_by_work():
     assert correlate.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (6000, 6000)) == "numba"
     assert correlate.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (6000, 6000), (2, 2)) == "numba"
     assert correlate.choose_method(np.ones((16, 16, 5, 5), np.float32), 1, (6000, 6000), (2, 2)) == "gemm"
-    assert correlate.choose_method(np.ones((16, 32, 3, 3), np.float32), 1, (6000, 6000)) == "gemm"
+    assert correlate.choose_method(np.ones((64, 64, 3, 3), np.float32), 1, (6000, 6000)) == "numba"
+    assert correlate.choose_method(np.ones((16, 16, 5, 5), np.float32), 1, (6000, 6000)) == "numba"
+    assert correlate.choose_method(np.ones((32, 32, 5, 5), np.float32), 1, (6000, 6000)) == "gemm"
+    assert correlate.choose_method(np.ones((16, 16, 1, 1), np.float32), 1, (6000, 6000)) == "gemm"
+    assert correlate.choose_method(np.ones((16, 3, 1, 1), np.float32), 1, (6000, 6000)) == "numba"
     big = (6000, 6000)
     assert correlate.choose_method(np.ones((3, 1, 3, 3), np.float32), 3, big) == "numba"
-    assert correlate.choose_method(np.ones((3, 1, 9, 9), np.float32), 3, big) == "separable"
+    assert correlate.choose_method(np.ones((3, 1, 9, 9), np.float32), 3, big) == "numba"
+    assert correlate.choose_method(np.ones((3, 1, 13, 13), np.float32), 3, big) == "separable"
+    assert correlate.choose_method(np.ones((3, 1, 5, 5), np.float32), 3, big, (2, 2)) == "separable"
+    assert correlate.choose_method(np.ones((3, 1, 5, 5), np.float32), 3, big, (1, 1), (2, 2)) == "separable"
     assert correlate.choose_method(np.arange(243, dtype=np.float32).reshape(3, 1, 9, 9) ** 2, 3, big) == "numba"
     full_rank = np.arange(507, dtype=np.float32).reshape(3, 1, 13, 13) ** 2
-    assert correlate.choose_method(full_rank, 3, big) == "fft"
+    assert correlate.choose_method(full_rank, 3, big) == "numba"
+    assert correlate.choose_method(full_rank, 3, big, dilation=(2, 2)) == "fft"
     assert correlate.choose_method(full_rank, 3, big, stride=(2, 2)) == "numba"
+    assert correlate.choose_method(np.arange(1587, dtype=np.float32).reshape(3, 1, 23, 23) ** 2, 3, big) == "fft"
 
 
 def test_separable_refuses_full_rank_kernels():
@@ -252,22 +261,23 @@ def test_separable_refuses_full_rank_kernels():
 
 
 @given(
-    k=st.sampled_from([3, 5, 7]), hw=st.tuples(st.integers(1, 12), st.integers(1, 12)),
+    kh=st.integers(1, 9), kw=st.integers(1, 9), hw=st.tuples(st.integers(1, 12), st.integers(1, 12)),
     pads=st.tuples(*[st.integers(0, 7)] * 4), mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]),
     multiplier=st.integers(1, 2), dtype=st.sampled_from([np.float32, np.float64]), block_rows=st.integers(1, 5),
     seed=st.integers(0, 2**16),
 )
-def test_fixed_size_numba_kernels_match_naive(k, hw, pads, mode, multiplier, dtype, block_rows, seed):
-    """3x3/5x5/7x7 depthwise: float32 images are padded block by block inside the kernel,
-    other dtypes go through bands first; both against the reference, in blocks of a few rows."""
+def test_depthwise_numba_kernel_matches_naive(kh, kw, hw, pads, mode, multiplier, dtype, block_rows, seed):
+    """Depthwise kernels of any size on rows narrower than a tile: float32 images are padded
+    block by block inside the kernel, other dtypes go through bands first; both against the
+    reference, in blocks of a few rows."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (2,) + hw).astype(dtype)
-    kernel = rng.uniform(-1, 1, (2 * multiplier, 1, k, k)).astype(np.float32)
-    if (hw[0] + pads[0] + pads[1] < k or hw[1] + pads[2] + pads[3] < k
+    kernel = rng.uniform(-1, 1, (2 * multiplier, 1, kh, kw)).astype(np.float32)
+    if (hw[0] + pads[0] + pads[1] < kh or hw[1] + pads[2] + pads[3] < kw
             or mode == "reflect" and (max(pads[:2]) >= hw[0] or max(pads[2:]) >= hw[1])
             or mode == "circular" and (max(pads[:2]) > hw[0] or max(pads[2:]) > hw[1])):
         return  # no output, or a border the mode cannot make: covered by the shape tests
-    block_bytes = 4 * (hw[1] + pads[2] + pads[3]) * (block_rows + k - 1)
+    block_bytes = 4 * (hw[1] + pads[2] + pads[3]) * (block_rows + kh - 1)
     with mock.patch.object(_jit, "BLOCK_BYTES", block_bytes):
         out = engine.conv2d(x, kernel, groups=2, padding=pads, pad_mode=mode, method="numba")
     assert_matches(out, naive.conv2d(x.astype(np.float32), kernel, pads=pads, groups=2, mode=mode))
@@ -282,8 +292,8 @@ def test_fixed_size_numba_kernels_match_naive(k, hw, pads, mode, multiplier, dty
 )
 def test_dense_3x3_numba_kernel_matches_naive(hw, groups, c_per_group, out_per_group, stride, dilation, pads, mode,
                                               dtype, block_rows, seed):
-    """Dense 3x3: maps three at a time (a short last trio), padded block by block, column
-    strides through phases."""
+    """Dense 3x3 on rows narrower than a tile: maps four at a time (a last group of fewer
+    overlapping the one before), padded block by block, column strides through phases."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (groups * c_per_group,) + hw).astype(dtype)
     kernel = rng.uniform(-1, 1, (groups * out_per_group, c_per_group, 3, 3)).astype(np.float32)
@@ -298,6 +308,41 @@ def test_dense_3x3_numba_kernel_matches_naive(hw, groups, c_per_group, out_per_g
     expected = naive.conv2d(x.astype(np.float32), kernel, stride=stride, pads=pads, dilation=dilation, groups=groups,
                             mode=mode)
     assert_matches(out, expected)
+
+
+#: Output widths of one tile, of several, and with a last tile overlapping the one before.
+TILED_WIDTHS = st.integers(_jit.TILE - 2, 2 * _jit.TILE + 3)
+
+
+@settings(max_examples=12)
+@given(kh=st.integers(1, 7), kw=st.integers(1, 7), height=st.integers(1, 5), w_out=TILED_WIDTHS,
+       block_rows=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_depthwise_numba_kernel_on_rows_of_several_tiles(kh, kw, height, w_out, block_rows, seed):
+    """Depthwise kernels across tiles of columns, in blocks of one to three rows (odd blocks
+    make their last row again with the one before)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (2, height, w_out)).astype(np.float32)
+    kernel = rng.uniform(-1, 1, (2, 1, kh, kw)).astype(np.float32)
+    pads = ((kh - 1) // 2, kh // 2, (kw - 1) // 2, kw // 2)
+    with mock.patch.object(_jit, "BLOCK_BYTES", 4 * (w_out + kw - 1) * (block_rows + kh - 1)):
+        out = engine.conv2d(x, kernel, groups=2, padding=pads, pad_mode="replicate", method="numba")
+    assert_matches(out, naive.conv2d(x, kernel, pads=pads, groups=2, mode="replicate"))
+
+
+@settings(max_examples=12)
+@given(height=st.integers(1, 4), w_out=TILED_WIDTHS, out_per_group=st.integers(1, 6),
+       stride=st.tuples(st.integers(1, 2), st.integers(1, 2)), dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       seed=st.integers(0, 2**16))
+def test_dense_3x3_numba_kernel_on_rows_of_several_tiles(height, w_out, out_per_group, stride, dilation, seed):
+    """Dense 3x3 across tiles of columns, with groups of maps short of four."""
+    rng = np.random.default_rng(seed)
+    width = (w_out - 1) * stride[1] + 1  # with the 'same' pads below, w_out columns of output
+    x = rng.uniform(-1, 1, (4, height, width)).astype(np.float32)
+    kernel = rng.uniform(-1, 1, (2 * out_per_group, 2, 3, 3)).astype(np.float32)
+    pads = (dilation[0], dilation[0], dilation[1], dilation[1])
+    out = engine.conv2d(x, kernel, groups=2, stride=stride, padding=pads, dilation=dilation, method="numba")
+    assert out.shape[2] == w_out
+    assert_matches(out, naive.conv2d(x, kernel, stride=stride, pads=pads, dilation=dilation, groups=2))
 
 
 @pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
