@@ -253,27 +253,57 @@ def _depthwise_rows(padded, taps, out):
             _store4(out[i + 1], j, lower)
 
 
+@numba.njit(**_SERIAL)
+def _correlate_rows(padded, taps, out):
+    """``_depthwise_rows`` for any ``out``: a block of one row, or rows narrower than a tile,
+    go through a scratch block of two rows and a tile."""
+    rows, w_out = out.shape
+    if rows >= 2 and w_out >= TILE:
+        _depthwise_rows(padded, taps, out)
+    else:
+        block = np.empty((max(rows, 2), max(w_out, TILE)), np.float32)
+        _depthwise_rows(padded, taps, block)
+        out[:] = block[:rows, :w_out]
+
+
+@numba.njit(inline="always", **_SERIAL)
+def _padded_block(plane, rowmap, colmap, left, first, rows, kh, kw):
+    """Padded rows ``first:first + rows + kh - 1`` of ``plane`` (maps as in
+    ``_fill_padded_rows``), as many as ``_depthwise_rows`` reads for ``rows`` output rows of
+    a kh x kw kernel: at least two, at least a tile wide (zeros past the image's rows)."""
+    width = colmap.shape[0]
+    padded = np.empty((max(rows, 2) + kh - 1, max(width, TILE + kw - 1)), np.float32)
+    padded[:, width:] = 0.0
+    padded[rows + kh - 1:] = 0.0
+    _fill_padded_rows(plane, rowmap, colmap, left, first, padded[:rows + kh - 1, :width])
+    return padded
+
+
 @numba.njit(**_PARALLEL)
-def _depthwise(x, weight, rowmap, colmap, left, block_rows, out):
+def _depthwise(x, weight, column, rowmap, colmap, left, block_rows, out):
+    """Depthwise stride-1 correlation of float32 ``x`` (C, H, W) with ``weight`` (C_out, 1,
+    kh, kw), padding as it goes: each task pads a block of rows of one channel into a buffer
+    that stays in cache (no padded copy of the image is ever made), then makes its rows.
+
+    A kernel of rank 1 comes as its row factor (``weight`` 1 x kw) and its column factor
+    (``column`` (C_out, kh, 1); empty otherwise): the block is passed along its rows with
+    the one, then down its columns with the other.
+    """
     c_out, h_out, w_out = out.shape
-    kh, kw = weight.shape[2:]
+    kh, kw = weight.shape[2] + max(0, column.shape[1] - 1), weight.shape[3]
     out_per_group = c_out // x.shape[0]
     blocks = (h_out + block_rows - 1) // block_rows
-    width = colmap.shape[0]
     for task in numba.prange(c_out * blocks):
         o = task // blocks
         first = (task % blocks) * block_rows
         rows = min(block_rows, h_out - first)
-        padded = np.empty((max(rows, 2) + kh - 1, max(width, TILE + kw - 1)), np.float32)
-        padded[:, width:] = 0.0  # past the row: read only for outputs never kept
-        padded[rows + kh - 1:] = 0.0
-        _fill_padded_rows(x[o // out_per_group], rowmap, colmap, left, first, padded[:rows + kh - 1, :width])
-        if rows >= 2 and w_out >= TILE:
-            _depthwise_rows(padded, weight[o, 0], out[o, first:first + rows])
-        else:  # a block of one row, or a row narrower than a tile
-            block = np.empty((max(rows, 2), max(w_out, TILE)), np.float32)
-            _depthwise_rows(padded, weight[o, 0], block)
-            out[o, first:first + rows] = block[:rows, :w_out]
+        padded = _padded_block(x[o // out_per_group], rowmap, colmap, left, first, rows, kh, kw)
+        if column.shape[1] == 0:
+            _correlate_rows(padded, weight[o, 0], out[o, first:first + rows])
+        else:
+            across = np.empty((padded.shape[0], max(w_out, TILE)), np.float32)
+            _depthwise_rows(padded, weight[o, 0], across)
+            _correlate_rows(across, column[o], out[o, first:first + rows])
 
 
 #: Bytes of padded rows each task of a self-padding kernel keeps in cache (measured best
@@ -517,6 +547,12 @@ def call(kernel, *args):
     return kernel(*args)
 
 
+def _block_rows(row_bytes, kh, h_out, least=1):
+    """Output rows per task of a self-padding kernel: as many as keep its padded rows within
+    ``BLOCK_BYTES``, at least ``least``, and no more than make four tasks."""
+    return max(1, min(max(least, BLOCK_BYTES // row_bytes - kh + 1), -(-h_out // 4)))
+
+
 def conv2d_padding(x, weight, rowmap, colmap, left, stride, dilation, groups, out):
     """Run a self-padding kernel (``correlate.has_direct_kernel``) on float32 ``x`` (C_in, H, W).
 
@@ -525,11 +561,23 @@ def conv2d_padding(x, weight, rowmap, colmap, left, stride, dilation, groups, ou
     """
     kh = dilation[0] * (weight.shape[2] - 1) + 1
     row_bytes = 4 * colmap.shape[0] * (1 if weight.shape[1] == 1 else x.shape[0]) * stride[0]
-    block_rows = max(1, min(BLOCK_BYTES // row_bytes - kh + 1, -(-out.shape[1] // 4)))
+    block_rows = _block_rows(row_bytes, kh, out.shape[1])
     if weight.shape[1] == 1:
-        call(_depthwise, x, weight, rowmap, colmap, left, block_rows, out)
+        call(_depthwise, x, weight, np.empty((weight.shape[0], 0, 1), np.float32), rowmap, colmap, left, block_rows,
+             out)
     else:
         call(_dense3x3, x, weight, rowmap, colmap, left, block_rows, tuple(stride), tuple(dilation), groups, out)
+
+
+def separable_padding(x, column, row, rowmap, colmap, left, out):
+    """Run ``_depthwise`` in two passes on float32 ``x`` (C, H, W): factors ``column``
+    (C_out, kh) and ``row`` (C_out, kw), maps as in ``conv2d_padding``; blocks of at least
+    2*kh rows, so that the row pass over the kh - 1 rows each block shares with the next
+    costs little."""
+    kh = column.shape[1]
+    block_rows = _block_rows(8 * colmap.shape[0], kh, out.shape[1], least=2 * kh)
+    call(_depthwise, x, row[:, None, None, :].copy(), column[:, :, None].copy(), rowmap, colmap, left, block_rows,
+         out)
 
 
 def conv2d_valid(xp, weight, out, stride, dilation, groups):

@@ -12,8 +12,9 @@ megabytes. The method is chosen once per call (``choose_method``):
   strided ones (except 3x3, which has its own kernel), and for work too small to be worth
   loading Numba.
 - ``separable``: a depthwise kernel of rank 1 (box, Gaussian, Sobel) as a row pass and then a
-  column pass, ``kh + kw`` instead of ``kh * kw`` taps per pixel; only for kernels of 12x12
-  and up (5x5 and up when strided or dilated).
+  column pass, ``kh + kw`` instead of ``kh * kw`` taps per pixel; only for kernels of 7x7
+  and up (5x5 and up when strided or dilated). At stride 1 both passes run block by block
+  in one kernel (``_jit._depthwise``), the row pass's output staying in cache.
 - ``fft``: a depthwise kernel of full rank, 22x22 and up (12x12 when dilated), at stride 1, by FFT (``scipy.fft``)
   in tiles (overlap-save), the tiles spread over the cores.
   Its float32 rounding is relative to the largest values in a tile, not to each output.
@@ -60,10 +61,10 @@ MIN_BAND_ROWS = 8
 #: (64->64 at 256^2: 28 ms, unfolded 86 ms; 256->256 at 64^2: 32 and 33 ms).
 GEMM_DEPTH = 800
 #: Depthwise kernels of rank 1 with at least this many taps go as a row pass and a column
-#: pass; with fewer, the direct kernel (``has_direct_kernel``) is faster (measured on 4096^2x3:
-#: Gaussian 11x11 122 ms direct, 163 ms in two passes; 15x15 193 and 156 ms). Strided or
-#: dilated kernels take plain loops, where two passes win from 5x5.
-SEPARABLE_TAPS, SEPARABLE_TAPS_LOOPS = 144, 25
+#: pass; with fewer, the direct kernel (``has_direct_kernel``) is as fast (measured on
+#: 4096^2x3: Gaussian 5x5 49 ms direct, 51 ms in two passes; 7x7 71 and 59 ms; 15x15 191 and
+#: 64 ms). Strided or dilated kernels take plain loops, where two passes win from 5x5.
+SEPARABLE_TAPS, SEPARABLE_TAPS_LOOPS = 49, 25
 #: Depthwise kernels of full rank with at least this many taps go through the FFT (measured
 #: on 4096^2x3: 19x19 297 ms direct, 524 ms by FFT; 23x23 409 and 385 ms). Dilated ones
 #: take plain loops, slower than the FFT from 12x12.
@@ -200,15 +201,18 @@ def correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, m
     if method == "fft" and (weight.shape[1] != 1 or tuple(stride) != (1, 1)):
         raise ValueError("the fft method needs depthwise kernels at stride 1")
     out = np.empty((weight.shape[0],) + tuple(out_hw), np.float32)
-    if method == "numba" and image.dtype == np.float32 and image.flags.c_contiguous:
+    if method in ("numba", "separable") and has_direct_kernel(weight, stride, dilation) \
+            and image.dtype == np.float32 and image.flags.c_contiguous:  # no bands: the kernel pads as it goes
         from convcli import _jit
 
-        if has_direct_kernel(weight, stride, dilation):  # no bands
-            (height, width), (top, bottom, left, right) = image.shape[1:], pads
-            rowmap = source_index(np.arange(-top, height + bottom), height, pad_mode)
-            colmap = source_index(np.arange(-left, width + right), width, pad_mode)
+        (height, width), (top, bottom, left, right) = image.shape[1:], pads
+        rowmap = source_index(np.arange(-top, height + bottom), height, pad_mode)
+        colmap = source_index(np.arange(-left, width + right), width, pad_mode)
+        if method == "numba":
             _jit.conv2d_padding(image, weight, rowmap, colmap, left, stride, dilation, groups, out)
-            return out
+        else:
+            _jit.separable_padding(image, *rank_one_factors(weight), rowmap, colmap, left, out)
+        return out
     if weight.shape[1] == 1 and weight.shape[0] == image.shape[0] == groups:
         for channel in range(groups):
             one = slice(channel, channel + 1)
