@@ -253,19 +253,6 @@ def _depthwise_rows(padded, taps, out):
             _store4(out[i + 1], j, lower)
 
 
-@numba.njit(**_SERIAL)
-def _correlate_rows(padded, taps, out):
-    """``_depthwise_rows`` for any ``out``: a block of one row, or rows narrower than a tile,
-    go through a scratch block of two rows and a tile."""
-    rows, w_out = out.shape
-    if rows >= 2 and w_out >= TILE:
-        _depthwise_rows(padded, taps, out)
-    else:
-        block = np.empty((max(rows, 2), max(w_out, TILE)), np.float32)
-        _depthwise_rows(padded, taps, block)
-        out[:] = block[:rows, :w_out]
-
-
 @numba.njit(inline="always", **_SERIAL)
 def _padded_block(plane, rowmap, colmap, left, first, rows, kh, kw):
     """Padded rows ``first:first + rows + kh - 1`` of ``plane`` (maps as in
@@ -289,21 +276,36 @@ def _depthwise(x, weight, column, rowmap, colmap, left, block_rows, out):
     (``column`` (C_out, kh, 1); empty otherwise): the block is passed along its rows with
     the one, then down its columns with the other.
     """
+    blocks = (out.shape[1] + block_rows - 1) // block_rows
+    for task in numba.prange(out.shape[0] * blocks):
+        _depthwise_block(x, weight, column, rowmap, colmap, left, task // blocks, (task % blocks) * block_rows,
+                         block_rows, out)
+
+
+@numba.njit(**_SERIAL)
+def _depthwise_block(x, weight, column, rowmap, colmap, left, o, first, block_rows, out):
+    """Output rows ``first:first + block_rows`` of map ``o`` of ``_depthwise`` (fewer at the
+    bottom). A block of one row, or rows narrower than a tile, is made in a scratch block of
+    two rows and a tile. ``_depthwise_rows`` is called from one place only: LLVM inlines it,
+    and each copy costs seconds of compiling.
+    """
     c_out, h_out, w_out = out.shape
     kh, kw = weight.shape[2] + max(0, column.shape[1] - 1), weight.shape[3]
-    out_per_group = c_out // x.shape[0]
-    blocks = (h_out + block_rows - 1) // block_rows
-    for task in numba.prange(c_out * blocks):
-        o = task // blocks
-        first = (task % blocks) * block_rows
-        rows = min(block_rows, h_out - first)
-        padded = _padded_block(x[o // out_per_group], rowmap, colmap, left, first, rows, kh, kw)
-        if column.shape[1] == 0:
-            _correlate_rows(padded, weight[o, 0], out[o, first:first + rows])
+    rows = min(block_rows, h_out - first)
+    source = _padded_block(x[o // (c_out // x.shape[0])], rowmap, colmap, left, first, rows, kh, kw)
+    in_place = rows >= 2 and w_out >= TILE
+    passes = 1 if column.shape[1] == 0 else 2
+    for step in range(passes):
+        if step < passes - 1:  # the row pass of a separable kernel, kept for the column pass
+            target = np.empty((source.shape[0], max(w_out, TILE)), np.float32)
+        elif in_place:
+            target = out[o, first:first + rows]
         else:
-            across = np.empty((padded.shape[0], max(w_out, TILE)), np.float32)
-            _depthwise_rows(padded, weight[o, 0], across)
-            _correlate_rows(across, column[o], out[o, first:first + rows])
+            target = np.empty((max(rows, 2), max(w_out, TILE)), np.float32)
+        _depthwise_rows(source, weight[o, 0] if step == 0 else column[o], target)
+        source = target
+    if not in_place:
+        out[o, first:first + rows] = source[:rows, :w_out]
 
 
 #: Bytes of padded rows each task of a self-padding kernel keeps in cache (measured best
@@ -316,22 +318,13 @@ def _dense3x3(x, weight, rowmap, colmap, left, block_rows, stride, dilation, gro
     """Cross-correlate float32 ``x`` (C_in, H, W) with 3x3 ``weight`` (C_out, C_in/g, 3, 3),
     padding as it goes (``rowmap``/``colmap`` as in ``_fill_padded_rows``), in blocks of
     output rows spread over the cores (``_dense3x3_block``)."""
-    c_out, h_out, w_out = out.shape
-    for block in numba.prange((h_out + block_rows - 1) // block_rows):
-        first = block * block_rows
-        rows = min(block_rows, h_out - first)
-        if w_out >= TILE:
-            _dense3x3_block(x, weight, rowmap, colmap, left, first, rows, stride, dilation, groups, out, first)
-        else:  # rows narrower than a tile
-            narrow = np.empty((c_out, rows, TILE), np.float32)
-            _dense3x3_block(x, weight, rowmap, colmap, left, first, rows, stride, dilation, groups, narrow, 0)
-            out[:, first:first + rows] = narrow[:, :, :w_out]
+    for block in numba.prange((out.shape[1] + block_rows - 1) // block_rows):
+        _dense3x3_block(x, weight, rowmap, colmap, left, block * block_rows, block_rows, stride, dilation, groups, out)
 
 
 @numba.njit(**_SERIAL)
-def _dense3x3_block(x, weight, rowmap, colmap, left, first, rows, stride, dilation, groups, out, out_first):
-    """Output rows ``first:first + rows`` of ``_dense3x3``, written to ``out`` (at least
-    ``TILE`` wide) from its row ``out_first``.
+def _dense3x3_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dilation, groups, out):
+    """Output rows ``first:first + block_rows`` of ``_dense3x3`` (fewer at the bottom).
 
     Pads the block's rows of every input channel, then makes each output row four maps and
     ``TILE`` columns per pass: the 16 vector sums stay in registers across all input
@@ -339,11 +332,15 @@ def _dense3x3_block(x, weight, rowmap, colmap, left, first, rows, stride, dilati
     is stored once. With a column stride s, each padded row is filled as its s phases
     (columns q*s + p for p < s, ``_fill_phase_rows``), so that every tap reads a contiguous
     run. A last group of fewer than four maps overlaps the one before (maps are stored, not
-    added to, so making one twice is harmless).
+    added to, so making one twice is harmless). Rows narrower than a tile are made in a
+    scratch block a tile wide.
     """
     (stride_h, stride_w), (dil_h, dil_w) = stride, dilation
     c_out, c_per_group = weight.shape[:2]
-    w_out = out.shape[2]
+    rows, w_out = min(block_rows, out.shape[1] - first), out.shape[2]
+    narrow = w_out < TILE
+    target = np.empty((c_out, rows, TILE), np.float32) if narrow else out
+    row_0 = 0 if narrow else first  # where row ``first`` goes in ``target``
     channels, width = x.shape[0], colmap.shape[0]
     out_per_group = c_out // groups
     quads = (out_per_group + 3) // 4
@@ -365,8 +362,8 @@ def _dense3x3_block(x, weight, rowmap, colmap, left, first, rows, stride, dilati
         last = (g + 1) * out_per_group - 1
         o0 = max(g * out_per_group, min(g * out_per_group + 4 * (task // rows % quads), last - 3))
         o1, o2, o3 = min(o0 + 1, last), min(o0 + 2, last), min(o0 + 3, last)
-        for tile in range((w_out + TILE - 1) // TILE):
-            j = _tile_start(tile, w_out)
+        for tile in range((target.shape[2] + TILE - 1) // TILE):
+            j = _tile_start(tile, target.shape[2])
             a = b = c = d = (zero, zero, zero, zero)
             for k in range(c_per_group):
                 src = phases[g * c_per_group + k]
@@ -379,11 +376,12 @@ def _dense3x3_block(x, weight, rowmap, colmap, left, first, rows, stride, dilati
                     c, d = _fma4x2(r[p1], j + e1, wc[m, 1], wd[m, 1], c, d)
                     a, b = _fma4x2(r[p2], j + e2, wa[m, 2], wb[m, 2], a, b)
                     c, d = _fma4x2(r[p2], j + e2, wc[m, 2], wd[m, 2], c, d)
-            row = out_first + i
-            _store4(out[o0, row], j, a)
-            _store4(out[o1, row], j, b)
-            _store4(out[o2, row], j, c)
-            _store4(out[o3, row], j, d)
+            _store4(target[o0, row_0 + i], j, a)
+            _store4(target[o1, row_0 + i], j, b)
+            _store4(target[o2, row_0 + i], j, c)
+            _store4(target[o3, row_0 + i], j, d)
+    if narrow:
+        out[:, first:first + rows] = target[:, :, :w_out]
 
 
 @numba.njit(**_PARALLEL)
