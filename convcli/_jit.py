@@ -16,7 +16,7 @@ import contextlib
 import fcntl
 import os
 
-from convcli.correlate import has_direct_kernel
+from convcli.correlate import has_depthwise_kernel
 from convcli.runtime import numba_cache_dir
 
 os.environ.setdefault("NUMBA_CACHE_DIR", numba_cache_dir())
@@ -111,31 +111,6 @@ def _vzero(typingctx):
     """A vector of zeros."""
     return _float_vector(), lambda context, builder, sig, args: _ir.Constant(
         _ir.VectorType(_ir.FloatType(), LANES), [0.0] * LANES)
-
-
-@numba.njit(**_PARALLEL)
-def _conv2d_valid(xp, weight, out, stride_h, stride_w, dil_h, dil_w, groups):
-    """Cross-correlate padded ``xp`` (C_in, Hp, Wp) with ``weight`` (C_out, C_in/g, kh, kw)."""
-    c_out, c_per_group, kh, kw = weight.shape
-    _, h_out, w_out = out.shape
-    out_per_group = c_out // groups
-    for row in numba.prange(c_out * h_out):
-        o = row // h_out
-        i = row % h_out
-        first_in = (o // out_per_group) * c_per_group
-        acc = out[o, i]
-        acc[:] = 0.0
-        for c in range(c_per_group):
-            for m in range(kh):
-                src = xp[first_in + c, i * stride_h + m * dil_h]
-                for n in range(kw):
-                    w = weight[o, c, m, n]
-                    window = src[n * dil_w:]
-                    if stride_w == 1:
-                        _add_scaled(acc, w, window, w_out)
-                    else:
-                        for j in range(w_out):
-                            acc[j] += w * window[j * stride_w]
 
 
 @numba.njit(inline="always", **_SERIAL)
@@ -314,17 +289,19 @@ BLOCK_BYTES = 512 << 10
 
 
 @numba.njit(**_PARALLEL)
-def _dense3x3(x, weight, rowmap, colmap, left, block_rows, stride, dilation, groups, out):
-    """Cross-correlate float32 ``x`` (C_in, H, W) with 3x3 ``weight`` (C_out, C_in/g, 3, 3),
-    padding as it goes (``rowmap``/``colmap`` as in ``_fill_padded_rows``), in blocks of
-    output rows spread over the cores (``_dense3x3_block``)."""
+def _dense(x, weight, rowmap, colmap, left, block_rows, stride, dilation, groups, out):
+    """Cross-correlate float32 ``x`` (C_in, H, W) with ``weight`` (C_out, C_in/g, kh, kw) at
+    any stride and dilation, padding as it goes (``rowmap``/``colmap`` as in
+    ``_fill_padded_rows``), in blocks of output rows spread over the cores (``_dense_block``).
+    Also takes the depthwise work ``_depthwise`` does not (strided or dilated), one map
+    computed four times over (about as fast as PyTorch there, not faster)."""
     for block in numba.prange((out.shape[1] + block_rows - 1) // block_rows):
-        _dense3x3_block(x, weight, rowmap, colmap, left, block * block_rows, block_rows, stride, dilation, groups, out)
+        _dense_block(x, weight, rowmap, colmap, left, block * block_rows, block_rows, stride, dilation, groups, out)
 
 
 @numba.njit(**_SERIAL)
-def _dense3x3_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dilation, groups, out):
-    """Output rows ``first:first + block_rows`` of ``_dense3x3`` (fewer at the bottom).
+def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dilation, groups, out):
+    """Output rows ``first:first + block_rows`` of ``_dense`` (fewer at the bottom).
 
     Pads the block's rows of every input channel, then makes each output row four maps and
     ``TILE`` columns per pass: the 16 vector sums stay in registers across all input
@@ -344,11 +321,12 @@ def _dense3x3_block(x, weight, rowmap, colmap, left, first, block_rows, stride, 
     channels, width = x.shape[0], colmap.shape[0]
     out_per_group = c_out // groups
     quads = (out_per_group + 3) // 4
-    rows_in = (rows - 1) * stride_h + 2 * dil_h + 1
+    kh, kw = weight.shape[2:]
+    rows_in = (rows - 1) * stride_h + dil_h * (kh - 1) + 1
     count = (width + stride_w - 1) // stride_w
-    p1, p2 = dil_w % stride_w, 2 * dil_w % stride_w
-    e1, e2 = dil_w // stride_w, 2 * dil_w // stride_w
-    phases = np.empty((channels, rows_in, stride_w, max(count, e2 + TILE)), np.float32)
+    phase = np.arange(kw) * dil_w % stride_w  # tap n reads phase[n] of a row, from column shift[n]
+    shift = np.arange(kw) * dil_w // stride_w
+    phases = np.empty((channels, rows_in, stride_w, max(count, shift[-1] + TILE)), np.float32)
     phases[:, :, :, count - 1:] = 0.0  # past a phase's last column: read only for outputs never stored
     for c in range(channels):
         if stride_w == 1:
@@ -368,14 +346,12 @@ def _dense3x3_block(x, weight, rowmap, colmap, left, first, block_rows, stride, 
             for k in range(c_per_group):
                 src = phases[g * c_per_group + k]
                 wa, wb, wc, wd = weight[o0, k], weight[o1, k], weight[o2, k], weight[o3, k]
-                for m in range(3):
+                for m in range(kh):
                     r = src[i * stride_h + m * dil_h]
-                    a, b = _fma4x2(r[0], j, wa[m, 0], wb[m, 0], a, b)
-                    c, d = _fma4x2(r[0], j, wc[m, 0], wd[m, 0], c, d)
-                    a, b = _fma4x2(r[p1], j + e1, wa[m, 1], wb[m, 1], a, b)
-                    c, d = _fma4x2(r[p1], j + e1, wc[m, 1], wd[m, 1], c, d)
-                    a, b = _fma4x2(r[p2], j + e2, wa[m, 2], wb[m, 2], a, b)
-                    c, d = _fma4x2(r[p2], j + e2, wc[m, 2], wd[m, 2], c, d)
+                    for n in range(kw):
+                        line, at = r[phase[n]], j + shift[n]
+                        a, b = _fma4x2(line, at, wa[m, n], wb[m, n], a, b)
+                        c, d = _fma4x2(line, at, wc[m, n], wd[m, n], c, d)
             _store4(target[o0, row_0 + i], j, a)
             _store4(target[o1, row_0 + i], j, b)
             _store4(target[o2, row_0 + i], j, c)
@@ -552,7 +528,8 @@ def _block_rows(row_bytes, kh, h_out, least=1):
 
 
 def conv2d_padding(x, weight, rowmap, colmap, left, stride, dilation, groups, out):
-    """Run a self-padding kernel (``correlate.has_direct_kernel``) on float32 ``x`` (C_in, H, W).
+    """Run the SIMD kernel for this work on float32 ``x`` (C_in, H, W): ``_depthwise`` where
+    ``correlate.has_depthwise_kernel``, else ``_dense``.
 
     ``rowmap``/``colmap`` are the source index of each padded row/column (-1: zero) and
     ``left`` the columns of padding before the image's own.
@@ -560,11 +537,11 @@ def conv2d_padding(x, weight, rowmap, colmap, left, stride, dilation, groups, ou
     kh = dilation[0] * (weight.shape[2] - 1) + 1
     row_bytes = 4 * colmap.shape[0] * (1 if weight.shape[1] == 1 else x.shape[0]) * stride[0]
     block_rows = _block_rows(row_bytes, kh, out.shape[1])
-    if weight.shape[1] == 1:
+    if has_depthwise_kernel(weight, stride, dilation):
         call(_depthwise, x, weight, np.empty((weight.shape[0], 0, 1), np.float32), rowmap, colmap, left, block_rows,
              out)
     else:
-        call(_dense3x3, x, weight, rowmap, colmap, left, block_rows, tuple(stride), tuple(dilation), groups, out)
+        call(_dense, x, weight, rowmap, colmap, left, block_rows, tuple(stride), tuple(dilation), groups, out)
 
 
 def separable_padding(x, column, row, rowmap, colmap, left, out):
@@ -580,10 +557,7 @@ def separable_padding(x, column, row, rowmap, colmap, left, out):
 
 def conv2d_valid(xp, weight, out, stride, dilation, groups):
     """Correlate padded ``xp`` into ``out``; ``stride`` and ``dilation`` are (rows, cols) pairs."""
-    if has_direct_kernel(weight, stride, dilation):
-        conv2d_padding(xp, weight, np.arange(xp.shape[1]), np.arange(xp.shape[2]), 0, stride, dilation, groups, out)
-    else:
-        call(_conv2d_valid, xp, weight, out, stride[0], stride[1], dilation[0], dilation[1], groups)
+    conv2d_padding(xp, weight, np.arange(xp.shape[1]), np.arange(xp.shape[2]), 0, stride, dilation, groups, out)
 
 
 def conv_transpose2d(x, weight, out, stride, dilation, groups, crop):
@@ -616,7 +590,6 @@ def warm_up() -> list[str]:
     """
     x = np.ones((2, 9, 9), np.float32)
     out = np.empty((2, 3, 3), np.float32)
-    conv2d_valid(x, np.ones((2, 2, 2, 2), np.float32), out, (3, 3), (1, 1), 1)
     conv2d_valid(x, np.ones((2, 2, 3, 3), np.float32), out, (3, 3), (1, 1), 1)
     conv2d_valid(x, np.ones((2, 1, 3, 3), np.float32), np.empty((2, 7, 7), np.float32), (1, 1), (1, 1), 2)
     conv_transpose2d(x, np.ones((2, 1, 2, 2), np.float32), np.empty((2, 18, 18), np.float32), (2, 2), (1, 1), 2,
@@ -624,5 +597,5 @@ def warm_up() -> list[str]:
     max_pool2d(x, out, np.empty((2, 3, 3), np.int64), (3, 3), (3, 3), (1, 1), (0, 0, 0, 0))
     avg_pool2d(x, out, (3, 3), (3, 3), (0, 0, 0, 0), True)
     png_unfilter(np.zeros((2, 13), np.uint8), 6, np.empty((2, 12), np.uint8))
-    return ["conv2d", "dense 3x3", "depthwise", "conv_transpose2d", "max_pool2d", "avg_pool2d",
+    return ["dense", "depthwise", "conv_transpose2d", "max_pool2d", "avg_pool2d",
             "png_unfilter"]

@@ -8,9 +8,8 @@ megabytes. The method is chosen once per call (``choose_method``):
 - ``numpy``: one vectorised multiply-add per kernel tap. No compilation and no Numba import,
   which costs about 0.5 s, so it wins end to end for small work in a fresh process.
 - ``gemm``: dense layers (many channels): each band is unfolded (im2col) and multiplied by
-  the weights with one BLAS matrix product per group. Chosen for deep layers, 1x1 and
-  strided ones (except 3x3, which has its own kernel), and for work too small to be worth
-  loading Numba.
+  the weights with one BLAS matrix product per group. Chosen for work too small to be worth
+  loading Numba (the SIMD kernel is 1.1-9x faster at every size and depth measured).
 - ``separable``: a depthwise kernel of rank 1 (box, Gaussian, Sobel) as a row pass and then a
   column pass, ``kh + kw`` instead of ``kh * kw`` taps per pixel; only for kernels of 7x7
   and up (5x5 and up when strided or dilated). At stride 1 both passes run block by block
@@ -18,9 +17,9 @@ megabytes. The method is chosen once per call (``choose_method``):
 - ``fft``: a depthwise kernel of full rank, 22x22 and up (12x12 when dilated), at stride 1, by FFT (``scipy.fft``)
   in tiles (overlap-save), the tiles spread over the cores.
   Its float32 rounding is relative to the largest values in a tile, not to each output.
-- ``numba``: compiled loops (``_jit``). Depthwise kernels at stride 1 and dense 3x3 layers
-  at any stride and depth have kernels of their own (``has_direct_kernel``), which pad a
-  float32 image block by block themselves instead of going through bands.
+- ``numba``: SIMD kernels (``_jit``): one for depthwise kernels at stride 1
+  (``has_depthwise_kernel``), one for everything else. They pad a float32 image block by
+  block themselves instead of going through bands.
 
 Every method computes the same cross-correlation; the tests check each against
 ``tests/naive.py``.
@@ -54,14 +53,8 @@ NUMPY_WORK_WARM = 2_000_000
 #: both cores busy.
 BAND_BYTES = 4 << 20
 MIN_BAND_ROWS = 8
-#: Taps per output (C_in/groups * kh * kw) from which a dense layer at stride 1 other than
-#: 3x3 is faster as a matrix product than in the compiled loops (measured at 256^2, 2 cores:
-#: 32->32 5x5, 800 taps, 46 ms unfolded and 57 ms in the loops; 16->16 5x5 at 512^2, 400 taps,
-#: 144 and 67 ms). Dense 3x3 layers have their own kernel, faster at every depth measured
-#: (64->64 at 256^2: 28 ms, unfolded 86 ms; 256->256 at 64^2: 32 and 33 ms).
-GEMM_DEPTH = 800
 #: Depthwise kernels of rank 1 with at least this many taps go as a row pass and a column
-#: pass; with fewer, the direct kernel (``has_direct_kernel``) is as fast (measured on
+#: pass; with fewer, the depthwise kernel (``has_depthwise_kernel``) is as fast (measured on
 #: 4096^2x3: Gaussian 5x5 49 ms direct, 51 ms in two passes; 7x7 71 and 59 ms; 15x15 191 and
 #: 64 ms). Strided or dilated kernels take plain loops, where two passes win from 5x5.
 SEPARABLE_TAPS, SEPARABLE_TAPS_LOOPS = 49, 25
@@ -149,7 +142,7 @@ def rank_one_factors(weight: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarra
 def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1), dilation=(1, 1)) -> str:
     """The method for this work: see the module docstring.
 
-    >>> choose_method(np.ones((64, 64, 5, 5), np.float32), 1, (56, 56))
+    >>> choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (8, 8))
     'gemm'
     >>> choose_method(np.ones((3, 1, 3, 3), np.float32), 3, (64, 64))
     'numpy'
@@ -159,12 +152,11 @@ def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1), dilati
     c_out, c_per_group, kh, kw = weight.shape
     work = c_out * out_hw[0] * out_hw[1] * c_per_group * kh * kw
     small = work <= (NUMPY_WORK_WARM if "convcli._jit" in sys.modules else NUMPY_WORK)
-    if c_out // groups >= 8 and c_per_group * kh * kw >= 9 and (small or (kh, kw) != (3, 3) and (
-            c_per_group * kh * kw >= GEMM_DEPTH or kh * kw == 1 or tuple(stride) != (1, 1))):
+    if c_out // groups >= 8 and c_per_group * kh * kw >= 9 and small:
         return "gemm"
     if small:
         return "numpy"
-    direct = has_direct_kernel(weight, stride, dilation)
+    direct = has_depthwise_kernel(weight, stride, dilation)
     if kh * kw >= (SEPARABLE_TAPS if direct else SEPARABLE_TAPS_LOOPS) and min(kh, kw) > 1 \
             and rank_one_factors(weight) is not None:
         return "separable"
@@ -173,17 +165,14 @@ def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1), dilati
     return "numba"
 
 
-def has_direct_kernel(weight, stride, dilation) -> bool:
-    """Whether the engine's kernels written for this work (``_jit``, explicit SIMD, padding a
-    float32 image block by block themselves) take it: depthwise kernels of any size at
-    stride 1 without dilation, and dense 3x3 layers.
+def has_depthwise_kernel(weight, stride, dilation) -> bool:
+    """Whether the engine's depthwise SIMD kernel (``_jit._depthwise``: two output rows per
+    pass) takes this work: one input channel per map, stride 1, no dilation, any size.
 
-    >>> has_direct_kernel(np.ones((3, 1, 9, 9)), (1, 1), (1, 1)), has_direct_kernel(np.ones((3, 1, 9, 9)), (2, 2), (1, 1))
+    >>> has_depthwise_kernel(np.ones((3, 1, 9, 9)), (1, 1), (1, 1)), has_depthwise_kernel(np.ones((3, 1, 9, 9)), (2, 2), (1, 1))
     (True, False)
     """
-    if weight.shape[1] == 1:
-        return tuple(stride) == (1, 1) == tuple(dilation)
-    return weight.shape[2:] == (3, 3)
+    return weight.shape[1] == 1 and tuple(stride) == (1, 1) == tuple(dilation)
 
 
 @np.errstate(over="ignore", invalid="ignore")  # float32 overflows to inf and NaN propagates, as in PyTorch
@@ -201,7 +190,7 @@ def correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, m
     if method == "fft" and (weight.shape[1] != 1 or tuple(stride) != (1, 1)):
         raise ValueError("the fft method needs depthwise kernels at stride 1")
     out = np.empty((weight.shape[0],) + tuple(out_hw), np.float32)
-    if method in ("numba", "separable") and has_direct_kernel(weight, stride, dilation) \
+    if (method == "numba" or method == "separable" and has_depthwise_kernel(weight, stride, dilation)) \
             and image.dtype == np.float32 and image.flags.c_contiguous:  # no bands: the kernel pads as it goes
         from convcli import _jit
 
