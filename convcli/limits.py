@@ -173,11 +173,19 @@ def memory_budget() -> Optional[int]:
     return available if room is None else min(available, room)
 
 
+#: Allocations smaller than this are not checked against the memory the system has left
+#: (reading it takes about 0.3 ms, a quarter of a small convolution); ``$CONVCLI_MAX_MEMORY``
+#: still applies to them.
+UNCHECKED_BYTES = 64 << 20
+
+
 def check_memory(n_bytes: int, what: str) -> None:
     """Refuse to allocate ``n_bytes`` for ``what`` when they exceed ``memory_budget()``.
 
     ``what`` says what needs them, e.g. ``"conv2d: the output 512x10000x10000 (float32)"``.
     """
+    if n_bytes < UNCHECKED_BYTES and not os.environ.get(MAX_MEMORY_ENV, "").strip():
+        return
     budget = memory_budget()
     if budget is not None and n_bytes > budget:
         raise LimitError(f"{what} needs about {format_bytes(n_bytes)} of memory, more than the "

@@ -215,6 +215,16 @@ def test_huge_stride_or_window_is_fine_when_the_output_is_small(seed, tmp_path):
     assert np.load(tmp_path / "max.npy")[..., 0].tolist() == [[24] * 5] * 5
 
 
+def test_memory_left_is_read_only_for_large_allocations(monkeypatch):
+    monkeypatch.delenv("CONVCLI_MAX_MEMORY", raising=False)
+    monkeypatch.setattr(limits, "_cgroup_room", lambda: None)
+    monkeypatch.setattr(limits, "_meminfo", lambda field: pytest.fail("read for a small allocation"))
+    limits.check_memory(limits.UNCHECKED_BYTES - 1, "small")
+    monkeypatch.setattr(limits, "_meminfo", lambda field: limits.UNCHECKED_BYTES)
+    with pytest.raises(LimitError, match="large needs about 64.0 MiB of memory, more than the 64.0 MiB"):
+        limits.check_memory(limits.UNCHECKED_BYTES + 1, "large")
+
+
 def test_memory_budget_parsing(monkeypatch):
     monkeypatch.setenv("CONVCLI_MAX_MEMORY", "1.5G")
     assert limits.memory_budget() == 3 * GIB // 2
