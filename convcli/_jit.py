@@ -17,9 +17,10 @@ import fcntl
 import os
 
 from convcli.correlate import has_depthwise_kernel
-from convcli.runtime import numba_cache_dir
+from convcli.runtime import keep_freed_blocks, numba_cache_dir
 
 os.environ.setdefault("NUMBA_CACHE_DIR", numba_cache_dir())
+keep_freed_blocks()
 
 import numba  # noqa: E402  (the cache directory must be set before numba is imported)
 import numpy as np  # noqa: E402
@@ -293,8 +294,8 @@ def _dense(x, weight, rowmap, colmap, left, block_rows, stride, dilation, groups
     """Cross-correlate float32 ``x`` (C_in, H, W) with ``weight`` (C_out, C_in/g, kh, kw) at
     any stride and dilation, padding as it goes (``rowmap``/``colmap`` as in
     ``_fill_padded_rows``), in blocks of output rows spread over the cores (``_dense_block``).
-    Also takes the depthwise work ``_depthwise`` does not (strided or dilated), one map
-    computed four times over (about as fast as PyTorch there, not faster)."""
+    Also takes the depthwise work ``_depthwise`` does not (strided or dilated), four maps of
+    their own channels per pass (``_four_depthwise_maps``)."""
     for block in numba.prange((out.shape[1] + block_rows - 1) // block_rows):
         _dense_block(x, weight, rowmap, colmap, left, block * block_rows, block_rows, stride, dilation, groups, out)
 
@@ -320,7 +321,9 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
     row_0 = 0 if narrow else first  # where row ``first`` goes in ``target``
     channels, width = x.shape[0], colmap.shape[0]
     out_per_group = c_out // groups
-    quads = (out_per_group + 3) // 4
+    one_channel = c_per_group == 1  # depthwise: a pass takes any four maps, each its own channel
+    span, spans = (c_out, 1) if one_channel else (out_per_group, groups)  # a pass's maps come from one span
+    quads = (span + 3) // 4
     kh, kw = weight.shape[2:]
     rows_in = (rows - 1) * stride_h + dil_h * (kh - 1) + 1
     count = (width + stride_w - 1) // stride_w
@@ -334,16 +337,19 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
         else:
             _fill_phase_rows(x[c], rowmap, colmap, left, first * stride_h, phases[c, :, :, :count])
     zero = _vzero()
-    for task in range(groups * quads * rows):
+    for task in range(spans * quads * rows):
         i = task % rows
         g = task // rows // quads
-        last = (g + 1) * out_per_group - 1
-        o0 = max(g * out_per_group, min(g * out_per_group + 4 * (task // rows % quads), last - 3))
+        last = (g + 1) * span - 1
+        o0 = max(g * span, min(g * span + 4 * (task // rows % quads), last - 3))
         o1, o2, o3 = min(o0 + 1, last), min(o0 + 2, last), min(o0 + 3, last)
         for tile in range((target.shape[2] + TILE - 1) // TILE):
             j = _tile_start(tile, target.shape[2])
             a = b = c = d = (zero, zero, zero, zero)
-            for k in range(c_per_group):
+            if one_channel:
+                a, b, c, d = _four_depthwise_maps(phases, weight, (o0, o1, o2, o3), out_per_group, i * stride_h, dil_h,
+                                                  j, phase, shift)
+            for k in range(c_per_group if not one_channel else 0):
                 src = phases[g * c_per_group + k]
                 wa, wb, wc, wd = weight[o0, k], weight[o1, k], weight[o2, k], weight[o3, k]
                 for m in range(kh):
@@ -358,6 +364,27 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
             _store4(target[o3, row_0 + i], j, d)
     if narrow:
         out[:, first:first + rows] = target[:, :, :w_out]
+
+
+@numba.njit(**_SERIAL)
+def _four_depthwise_maps(phases, weight, maps, out_per_group, top, dil_h, j, phase, shift):
+    """``_dense_block``'s sums for a tile of four depthwise maps, each reading its own input
+    channel (map o reads channel o // out_per_group; no load is shared), from padded row
+    ``top`` and column ``j`` (taps' ``phase`` and ``shift`` as there)."""
+    zero = _vzero()
+    a = b = c = d = (zero, zero, zero, zero)
+    o0, o1, o2, o3 = maps
+    s0, s1 = phases[o0 // out_per_group], phases[o1 // out_per_group]
+    s2, s3 = phases[o2 // out_per_group], phases[o3 // out_per_group]
+    for m in range(weight.shape[2]):
+        r = top + m * dil_h
+        for n in range(weight.shape[3]):
+            p, at = phase[n], j + shift[n]
+            a = _fma4(s0[r, p], at, weight[o0, 0, m, n], a)
+            b = _fma4(s1[r, p], at, weight[o1, 0, m, n], b)
+            c = _fma4(s2[r, p], at, weight[o2, 0, m, n], c)
+            d = _fma4(s3[r, p], at, weight[o3, 0, m, n], d)
+    return a, b, c, d
 
 
 @numba.njit(**_PARALLEL)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+
+#: glibc ``mallopt`` parameters (``malloc.h``).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
 def cache_dir() -> str:
@@ -36,3 +40,21 @@ def compute_threads() -> int:
     """Threads for one computation: a batch worker's share (``NUMBA_NUM_THREADS``), else all cores."""
     share = os.environ.get("NUMBA_NUM_THREADS", "")
     return int(share) if share.isdigit() and int(share) > 0 else available_cores()
+
+
+def keep_freed_blocks() -> bool:
+    """Ask glibc's malloc to keep freed blocks under 32 MiB for reuse instead of mapping and
+    unmapping each; return whether it could.
+
+    The SIMD kernels' worker threads allocate a buffer of a few hundred KB per block of rows,
+    and mid-size outputs are a few MB: with glibc's defaults each was a fresh mapping, one
+    page fault per 4 KB on every call (measured, 2 threads: a 32-channel depthwise 3x3
+    stride-2 layer on 256^2 3.1-3.8 -> 1.0-1.3 ms, dense 16->16 on 512^2 9.7-14.7 ->
+    8.1-9.9 ms). Arrays of 32 MiB and more are still mapped and given back when freed; up
+    to 64 MiB of freed heap is kept. A no-op without glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 64 << 20))

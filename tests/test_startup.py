@@ -71,3 +71,11 @@ def test_concurrent_cold_starts_share_one_cache(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert np.array_equal(np.load(tmp_path / "again.npy"), results[0])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_the_engine_keeps_freed_blocks_for_reuse():
+    """glibc takes both malloc settings (it refuses a mapping threshold above 32 MiB)."""
+    from convcli import runtime
+
+    assert runtime.keep_freed_blocks() is True
