@@ -388,41 +388,6 @@ def _four_depthwise_maps(phases, weight, maps, out_per_group, top, dil_h, j, pha
 
 
 @numba.njit(**_PARALLEL)
-def _conv_transpose2d(x, weight, out, stride_h, stride_w, dil_h, dil_w, groups, crop_top, crop_left):
-    """Transposed convolution of ``x`` (C_in, H, W) with ``weight`` (C_in, C_out/g, kh, kw).
-
-    Input (i, j) through tap (m, n) lands on full-output cell (i*s_h + m*d_h, j*s_w + n*d_w);
-    ``out`` cell (y, z) is full cell (y + crop_top, z + crop_left). Gathered per output row,
-    so each iteration writes only its own row.
-    """
-    c_in, out_per_group, kh, kw = weight.shape
-    _, height, width = x.shape
-    c_out, h_out, w_out = out.shape
-    in_per_group = c_in // groups
-    for row in numba.prange(c_out * h_out):
-        o = row // h_out
-        y = row % h_out
-        first_in = (o // out_per_group) * in_per_group
-        o_local = o % out_per_group
-        acc = out[o, y]
-        acc[:] = 0.0
-        for m in range(kh):
-            t = y + crop_top - m * dil_h
-            if t < 0 or t % stride_h != 0 or t // stride_h >= height:
-                continue
-            i = t // stride_h
-            for n in range(kw):
-                offset = n * dil_w - crop_left  # input column j lands on output column j*s_w + offset
-                j_first = max(0, (stride_w - 1 - offset) // stride_w)
-                j_stop = min(width, (w_out - 1 - offset) // stride_w + 1)
-                for c in range(first_in, first_in + in_per_group):
-                    w = weight[c, o_local, m, n]
-                    src = x[c, i]
-                    for j in range(j_first, j_stop):
-                        acc[j * stride_w + offset] += w * src[j]
-
-
-@numba.njit(**_PARALLEL)
 def _max_pool2d(x, out, indices, kh, kw, stride_h, stride_w, dil_h, dil_w, top, left):
     """Max over windows of ``x`` (C, H, W), padded implicitly (pad cells never win).
 
@@ -587,12 +552,6 @@ def conv2d_valid(xp, weight, out, stride, dilation, groups):
     conv2d_padding(xp, weight, np.arange(xp.shape[1]), np.arange(xp.shape[2]), 0, stride, dilation, groups, out)
 
 
-def conv_transpose2d(x, weight, out, stride, dilation, groups, crop):
-    """Run ``_conv_transpose2d``; ``crop`` is the (top, left) offset into the full output."""
-    call(_conv_transpose2d, x, weight, out, stride[0], stride[1], dilation[0], dilation[1], groups,
-         crop[0], crop[1])
-
-
 def max_pool2d(x, out, indices, size, stride, dilation, pads):
     """Run ``_max_pool2d``; ``pads`` is (top, bottom, left, right), of which top/left matter."""
     call(_max_pool2d, x, out, indices, size[0], size[1], stride[0], stride[1], dilation[0], dilation[1],
@@ -619,10 +578,8 @@ def warm_up() -> list[str]:
     out = np.empty((2, 3, 3), np.float32)
     conv2d_valid(x, np.ones((2, 2, 3, 3), np.float32), out, (3, 3), (1, 1), 1)
     conv2d_valid(x, np.ones((2, 1, 3, 3), np.float32), np.empty((2, 7, 7), np.float32), (1, 1), (1, 1), 2)
-    conv_transpose2d(x, np.ones((2, 1, 2, 2), np.float32), np.empty((2, 18, 18), np.float32), (2, 2), (1, 1), 2,
-                     (0, 0))
     max_pool2d(x, out, np.empty((2, 3, 3), np.int64), (3, 3), (3, 3), (1, 1), (0, 0, 0, 0))
     avg_pool2d(x, out, (3, 3), (3, 3), (0, 0, 0, 0), True)
     png_unfilter(np.zeros((2, 13), np.uint8), 6, np.empty((2, 12), np.uint8))
-    return ["dense", "depthwise", "conv_transpose2d", "max_pool2d", "avg_pool2d",
+    return ["dense", "depthwise", "max_pool2d", "avg_pool2d",
             "png_unfilter"]

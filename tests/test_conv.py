@@ -253,6 +253,17 @@ def test_methods_are_chosen_by_work():
     assert correlate.choose_method(np.arange(1587, dtype=np.float32).reshape(3, 1, 23, 23) ** 2, 3, big) == "fft"
 
 
+@pytest.mark.parametrize("method", [None, "gemm", "numba"])
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_pointwise_layers_are_one_matrix_product_per_group(method, dtype, rng):
+    x = rng.uniform(0, 9, (6, 5, 7)).astype(dtype)
+    kernel = rng.uniform(-1, 1, (4, 3, 1, 1)).astype(np.float32)
+    with mock.patch.object(correlate, "_pointwise", wraps=correlate._pointwise) as spy:
+        out = engine.conv2d(x, kernel, groups=2, method=method)
+    assert spy.call_count == (0 if method is None else 1)  # small work, no method given: numpy taps
+    assert_matches(out, naive.conv2d(x.astype(np.float32), kernel, groups=2))
+
+
 def test_separable_refuses_full_rank_kernels():
     with pytest.raises(ValueError, match="rank 1"):
         engine.conv2d(np.ones((1, 8, 8), np.float32), np.eye(5, dtype=np.float32), method="separable")
