@@ -1,10 +1,13 @@
 """All Numba kernels of convcli, and the one place their JIT options are set.
 
 Kernels are small and private: they take checked, C-contiguous float32 arrays, ints and a
-preallocated output, and never read globals. The public wrappers in ``engine`` validate and
-allocate (sizes from ``geometry``); ``correlate`` pads, or hands the fixed-size kernels the
-maps they pad with themselves. Keep every ``@njit`` function in this file: Numba's
-cache does not notice edits to other modules a kernel calls.
+preallocated output, and read no globals but the SIMD width. The public wrappers in
+``engine`` validate and allocate (sizes from ``geometry``); ``correlate`` hands the
+convolution kernels maps of the padding they make themselves. The convolution kernels are
+written in explicit SIMD vectors (``_vload`` ... ``_vfma``: Numba intrinsics for LLVM
+vectors), because LLVM's loop vectoriser does not keep sums in registers across taps and
+channels. Keep every ``@njit`` function in this file: Numba's cache does not notice edits
+to other modules a kernel calls.
 
 ``call`` runs a kernel; the first use of a kernel in a process (cache load or compile) holds
 an inter-process file lock, because concurrent first runs can corrupt Numba's cache index.
@@ -37,7 +40,7 @@ _PARALLEL = dict(_SERIAL, parallel=True)
 #: splits a vector over narrower registers). Numba's cache is kept per CPU, so a kernel
 #: compiled with another width is never loaded here.
 LANES = 16 if _llvm.get_host_cpu_features().get("avx512f") else 8
-#: Output columns a fixed-size kernel makes per pass: four vectors per map.
+#: Output columns a convolution kernel makes per pass: four vectors per map.
 TILE = 4 * LANES
 
 
@@ -284,7 +287,7 @@ def _depthwise_block(x, weight, column, rowmap, colmap, left, o, first, block_ro
         out[o, first:first + rows] = source[:rows, :w_out]
 
 
-#: Bytes of padded rows each task of a self-padding kernel keeps in cache (measured best
+#: Bytes of padded rows each task of a convolution kernel keeps in cache (measured best
 #: at 32 rows of 4096 for depthwise 3x3 and 7x7).
 BLOCK_BYTES = 512 << 10
 
@@ -514,7 +517,7 @@ def call(kernel, *args):
 
 
 def _block_rows(row_bytes, kh, h_out, least=1):
-    """Output rows per task of a self-padding kernel: as many as keep its padded rows within
+    """Output rows per task of a convolution kernel: as many as keep its padded rows within
     ``BLOCK_BYTES``, at least ``least``, and no more than make four tasks."""
     return max(1, min(max(least, BLOCK_BYTES // row_bytes - kh + 1), -(-h_out // 4)))
 

@@ -12,9 +12,9 @@ megabytes. The method is chosen once per call (``choose_method``):
   loading Numba (the SIMD kernel is 1.1-9x faster at every size and depth measured).
 - ``separable``: a depthwise kernel of rank 1 (box, Gaussian, Sobel) as a row pass and then a
   column pass, ``kh + kw`` instead of ``kh * kw`` taps per pixel; only for kernels of 7x7
-  and up (5x5 and up when strided or dilated). At stride 1 both passes run block by block
+  and up (17x17 and up when strided or dilated). At stride 1 both passes run block by block
   in one kernel (``_jit._depthwise``), the row pass's output staying in cache.
-- ``fft``: a depthwise kernel of full rank, 22x22 and up (12x12 when dilated), at stride 1, by FFT (``scipy.fft``)
+- ``fft``: a depthwise kernel of full rank, 22x22 and up (19x19 when dilated), at stride 1, by FFT (``scipy.fft``)
   in tiles (overlap-save), the tiles spread over the cores.
   Its float32 rounding is relative to the largest values in a tile, not to each output.
 - ``numba``: SIMD kernels (``_jit``): one for depthwise kernels at stride 1
@@ -56,12 +56,15 @@ MIN_BAND_ROWS = 8
 #: Depthwise kernels of rank 1 with at least this many taps go as a row pass and a column
 #: pass; with fewer, the depthwise kernel (``has_depthwise_kernel``) is as fast (measured on
 #: 4096^2x3: Gaussian 5x5 49 ms direct, 51 ms in two passes; 7x7 71 and 59 ms; 15x15 191 and
-#: 64 ms). Strided or dilated kernels take plain loops, where two passes win from 5x5.
-SEPARABLE_TAPS, SEPARABLE_TAPS_LOOPS = 49, 25
+#: 64 ms). Strided or dilated kernels take the dense kernel, where two passes (in bands) win
+#: from 17x17 (2048^2x3, stride 2: Gaussian 15x15 29 ms in the dense kernel, 35 ms in two
+#: passes; 21x21 56 and 45 ms).
+SEPARABLE_TAPS, SEPARABLE_TAPS_DENSE = 49, 289
 #: Depthwise kernels of full rank with at least this many taps go through the FFT (measured
 #: on 4096^2x3: 19x19 297 ms direct, 524 ms by FFT; 23x23 409 and 385 ms). Dilated ones
-#: take plain loops, slower than the FFT from 12x12.
-FFT_TAPS, FFT_TAPS_LOOPS = 484, 144
+#: take the dense kernel, slower than the FFT from 19x19 (2048^2x3, dilation 2: 15x15 98 ms
+#: in the dense kernel, 130 ms by FFT; 19x19 163 and 150 ms).
+FFT_TAPS, FFT_TAPS_DENSE = 484, 361
 #: The smallest side of an FFT tile: scipy's float32 FFT costs about the same per pixel from
 #: 288 to 512 here (1.2-1.7 ms for 384, forward and back); tiles grow for kernels larger than
 #: a quarter of it.
@@ -157,10 +160,10 @@ def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1), dilati
     if small:
         return "numpy"
     direct = has_depthwise_kernel(weight, stride, dilation)
-    if kh * kw >= (SEPARABLE_TAPS if direct else SEPARABLE_TAPS_LOOPS) and min(kh, kw) > 1 \
+    if kh * kw >= (SEPARABLE_TAPS if direct else SEPARABLE_TAPS_DENSE) and min(kh, kw) > 1 \
             and rank_one_factors(weight) is not None:
         return "separable"
-    if kh * kw >= (FFT_TAPS if direct else FFT_TAPS_LOOPS) and c_per_group == 1 and tuple(stride) == (1, 1):
+    if kh * kw >= (FFT_TAPS if direct else FFT_TAPS_DENSE) and c_per_group == 1 and tuple(stride) == (1, 1):
         return "fft"
     return "numba"
 

@@ -243,12 +243,15 @@ def test_methods_are_chosen_by_work():
     assert correlate.choose_method(np.ones((3, 1, 3, 3), np.float32), 3, big) == "numba"
     assert correlate.choose_method(np.ones((3, 1, 5, 5), np.float32), 3, big) == "numba"
     assert correlate.choose_method(np.ones((3, 1, 7, 7), np.float32), 3, big) == "separable"
-    assert correlate.choose_method(np.ones((3, 1, 5, 5), np.float32), 3, big, (2, 2)) == "separable"
-    assert correlate.choose_method(np.ones((3, 1, 5, 5), np.float32), 3, big, (1, 1), (2, 2)) == "separable"
+    assert correlate.choose_method(np.ones((3, 1, 15, 15), np.float32), 3, big, (2, 2)) == "numba"
+    assert correlate.choose_method(np.ones((3, 1, 17, 17), np.float32), 3, big, (2, 2)) == "separable"
+    assert correlate.choose_method(np.ones((3, 1, 17, 17), np.float32), 3, big, (1, 1), (2, 2)) == "separable"
     assert correlate.choose_method(np.arange(243, dtype=np.float32).reshape(3, 1, 9, 9) ** 2, 3, big) == "numba"
     full_rank = np.arange(507, dtype=np.float32).reshape(3, 1, 13, 13) ** 2
     assert correlate.choose_method(full_rank, 3, big) == "numba"
-    assert correlate.choose_method(full_rank, 3, big, dilation=(2, 2)) == "fft"
+    assert correlate.choose_method(full_rank, 3, big, dilation=(2, 2)) == "numba"
+    assert correlate.choose_method(np.arange(1083, dtype=np.float32).reshape(3, 1, 19, 19) ** 2, 3, big,
+                                   dilation=(2, 2)) == "fft"
     assert correlate.choose_method(full_rank, 3, big, stride=(2, 2)) == "numba"
     assert correlate.choose_method(np.arange(1587, dtype=np.float32).reshape(3, 1, 23, 23) ** 2, 3, big) == "fft"
 
