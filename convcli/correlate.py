@@ -373,7 +373,7 @@ def _fft(band, weight, groups, stride, dilation, out) -> None:
 
     Transforms are ``scipy.fft``'s (pocketfft, 3-5x faster than ``numpy.fft`` on these
     tiles here). A transform spreads a NaN or an infinity over its whole tile: bands
-    holding one (or values large enough to overflow a sum) go through the direct loops, so
+    holding one (or values large enough to overflow a sum) go through the SIMD kernels, so
     they stay where the windows that meet them are, as in PyTorch.
     """
     if not (np.abs(band).max(initial=0.0) <= FFT_SAFE_MAGNITUDE >= np.abs(weight).max()):
