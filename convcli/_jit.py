@@ -348,19 +348,20 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
         o1, o2, o3 = min(o0 + 1, last), min(o0 + 2, last), min(o0 + 3, last)
         for tile in range((target.shape[2] + TILE - 1) // TILE):
             j = _tile_start(tile, target.shape[2])
-            a = b = c = d = (zero, zero, zero, zero)
             if one_channel:
                 a, b, c, d = _four_depthwise_maps(phases, weight, (o0, o1, o2, o3), out_per_group, i * stride_h, dil_h,
                                                   j, phase, shift)
-            for k in range(c_per_group if not one_channel else 0):
-                src = phases[g * c_per_group + k]
-                wa, wb, wc, wd = weight[o0, k], weight[o1, k], weight[o2, k], weight[o3, k]
-                for m in range(kh):
-                    r = src[i * stride_h + m * dil_h]
-                    for n in range(kw):
-                        line, at = r[phase[n]], j + shift[n]
-                        a, b = _fma4x2(line, at, wa[m, n], wb[m, n], a, b)
-                        c, d = _fma4x2(line, at, wc[m, n], wd[m, n], c, d)
+            else:  # four maps of one group: each input vector loaded feeds all four
+                a = b = c = d = (zero, zero, zero, zero)
+                for k in range(c_per_group):
+                    src = phases[g * c_per_group + k]
+                    wa, wb, wc, wd = weight[o0, k], weight[o1, k], weight[o2, k], weight[o3, k]
+                    for m in range(kh):
+                        r = src[i * stride_h + m * dil_h]
+                        for n in range(kw):
+                            line, at = r[phase[n]], j + shift[n]
+                            a, b = _fma4x2(line, at, wa[m, n], wb[m, n], a, b)
+                            c, d = _fma4x2(line, at, wc[m, n], wd[m, n], c, d)
             _store4(target[o0, row_0 + i], j, a)
             _store4(target[o1, row_0 + i], j, b)
             _store4(target[o2, row_0 + i], j, c)
