@@ -211,25 +211,27 @@ def _tile_start(tile, width):
 
 
 @numba.njit(**_SERIAL)
-def _depthwise_rows(padded, taps, out):
-    """All rows of ``out`` (at least 2, at least ``TILE`` wide) from ``padded`` rows."""
-    rows, w_out = out.shape
+def _depthwise_rows(source, taps, out, column, width):
+    """``out[i, column + j]`` = the sum of ``source[i + m, j + n] * taps[m, n]`` for every
+    row of ``out`` (at least 2) and ``j < width`` (at least ``TILE``); ``source`` rows are at
+    least ``width + kw - 1`` long."""
+    rows = out.shape[0]
     kh, kw = taps.shape
     zero = _vzero()
     for pair in range((rows + 1) // 2):
         i = min(2 * pair, rows - 2)  # an odd last row is made again with the one before
-        for tile in range((w_out + TILE - 1) // TILE):
-            j = _tile_start(tile, w_out)
+        for tile in range((width + TILE - 1) // TILE):
+            j = _tile_start(tile, width)
             upper = lower = (zero, zero, zero, zero)
             for n in range(kw):
-                upper = _fma4(padded[i], j + n, taps[0, n], upper)
+                upper = _fma4(source[i], j + n, taps[0, n], upper)
             for m in range(1, kh):
                 for n in range(kw):
-                    upper, lower = _fma4x2(padded[i + m], j + n, taps[m, n], taps[m - 1, n], upper, lower)
+                    upper, lower = _fma4x2(source[i + m], j + n, taps[m, n], taps[m - 1, n], upper, lower)
             for n in range(kw):
-                lower = _fma4(padded[i + kh], j + n, taps[kh - 1, n], lower)
-            _store4(out[i], j, upper)
-            _store4(out[i + 1], j, lower)
+                lower = _fma4(source[i + kh], j + n, taps[kh - 1, n], lower)
+            _store4(out[i], column + j, upper)
+            _store4(out[i + 1], column + j, lower)
 
 
 @numba.njit(inline="always", **_SERIAL)
@@ -264,15 +266,28 @@ def _depthwise(x, weight, column, rowmap, colmap, left, block_rows, out):
 @numba.njit(**_SERIAL)
 def _depthwise_block(x, weight, column, rowmap, colmap, left, o, first, block_rows, out):
     """Output rows ``first:first + block_rows`` of map ``o`` of ``_depthwise`` (fewer at the
-    bottom). A block of one row, or rows narrower than a tile, is made in a scratch block of
-    two rows and a tile. ``_depthwise_rows`` is called from one place only: LLVM inlines it,
-    and each copy costs seconds of compiling.
+    bottom).
+
+    Where the block reads only the plane's own rows, its first pass reads them in place:
+    the columns whose window lies inside the plane straight from it, and each border of
+    ``left`` or right padding columns as a strip of one tile, gathered with its padding.
+    Other blocks are padded in full first (``_padded_block``). A block of one row, or rows
+    narrower than a tile, is made in a scratch block of two rows and a tile.
+    ``_depthwise_rows`` is called from one place only: LLVM inlines it, and each copy costs
+    seconds of compiling.
     """
     c_out, h_out, w_out = out.shape
+    plane = x[o // (c_out // x.shape[0])]
     kh, kw = weight.shape[2] + max(0, column.shape[1] - 1), weight.shape[3]
     rows = min(block_rows, h_out - first)
-    source = _padded_block(x[o // (c_out // x.shape[0])], rowmap, colmap, left, first, rows, kh, kw)
+    inner = plane.shape[1] - kw + 1  # outputs whose window lies inside the plane's columns
     in_place = rows >= 2 and w_out >= TILE
+    own = in_place and inner >= TILE and max(left, w_out - left - inner) <= TILE and \
+        _own_rows(rowmap, first, rows + kh - 1)
+    if own:
+        source = plane[rowmap[first]:rowmap[first] + rows + kh - 1]
+    else:
+        source = _padded_block(plane, rowmap, colmap, left, first, rows, kh, kw)
     passes = 1 if column.shape[1] == 0 else 2
     for step in range(passes):
         if step < passes - 1:  # the row pass of a separable kernel, kept for the column pass
@@ -281,10 +296,42 @@ def _depthwise_block(x, weight, column, rowmap, colmap, left, o, first, block_ro
             target = out[o, first:first + rows]
         else:
             target = np.empty((max(rows, 2), max(w_out, TILE)), np.float32)
-        _depthwise_rows(source, weight[o, 0] if step == 0 else column[o], target)
+        taps = weight[o, 0] if step == 0 else column[o]
+        in_plane = own and step == 0
+        borders = (left, w_out - left - inner) if in_plane else (0, 0)
+        for piece in range(3):  # the inner columns (or all of them), then each border
+            if piece == 0:
+                reads, at, width = (source, left, inner) if in_plane else (source, 0, target.shape[1])
+            elif borders[piece - 1] > 0:
+                at, width = (0 if piece == 1 else w_out - TILE), TILE
+                reads = _gathered_columns(source, colmap, at, TILE + taps.shape[1] - 1)
+            else:
+                continue
+            _depthwise_rows(reads, taps, target, at, width)
         source = target
     if not in_place:
         out[o, first:first + rows] = source[:rows, :w_out]
+
+
+@numba.njit(inline="always", **_SERIAL)
+def _own_rows(rowmap, first, count):
+    """Whether padded rows ``first:first + count`` are consecutive rows of the plane."""
+    for t in range(count):
+        if rowmap[first + t] != rowmap[first] + t or rowmap[first] < 0:
+            return False
+    return True
+
+
+@numba.njit(inline="always", **_SERIAL)
+def _gathered_columns(rows, colmap, start, width):
+    """Padded columns ``start:start + width`` of ``rows`` (the plane's own rows; ``colmap``
+    as in ``_fill_padded_rows``)."""
+    strip = np.empty((rows.shape[0], width), np.float32)
+    for q in range(width):
+        c = colmap[start + q]
+        for t in range(rows.shape[0]):
+            strip[t, q] = rows[t, c] if c >= 0 else 0.0
+    return strip
 
 
 #: Bytes of padded rows each task of a convolution kernel keeps in cache (measured best

@@ -6,7 +6,8 @@ input (border values from the pad mode), so memory stays at the input, the outpu
 megabytes. The method is chosen once per call (``choose_method``):
 
 - ``numpy``: one vectorised multiply-add per kernel tap. No compilation and no Numba import,
-  which costs about 0.5 s, so it wins end to end for small work in a fresh process.
+  which costs about 0.5 s, so it wins end to end for small work in a fresh process (until
+  numpy has taken about as much work as loading Numba costs: ``numpy_takes``).
 - ``gemm``: dense layers (many channels): each band is unfolded (im2col) and multiplied by
   the weights with one BLAS matrix product per group. Chosen for work too small to be worth
   loading Numba (the SIMD kernel is 1.1-9x faster at every size and depth measured).
@@ -47,8 +48,10 @@ from convcli.runtime import compute_threads
 #: Multiply-adds below which plain numpy beats starting Numba in a fresh process (measured:
 #: numpy does ~2e9 per second here, Numba's import and first call take ~0.5 s).
 NUMPY_WORK = 1_000_000_000
-#: Once Numba is loaded in this process (a batch), numpy is only used for tiny work.
+#: Once Numba is loaded in this process, numpy is only used for tiny work.
 NUMPY_WORK_WARM = 2_000_000
+#: Multiply-adds numpy has run in this process while Numba was not loaded (``numpy_takes``).
+_numpy_work_done = 0
 #: Bytes of padded input per band: small enough to stay in cache, large enough to keep
 #: both cores busy.
 BAND_BYTES = 4 << 20
@@ -153,8 +156,7 @@ def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1), dilati
     'fft'
     """
     c_out, c_per_group, kh, kw = weight.shape
-    work = c_out * out_hw[0] * out_hw[1] * c_per_group * kh * kw
-    small = work <= (NUMPY_WORK_WARM if "convcli._jit" in sys.modules else NUMPY_WORK)
+    small = numpy_takes(c_out * out_hw[0] * out_hw[1] * c_per_group * kh * kw)
     if c_out // groups >= 8 and c_per_group * kh * kw >= 9 and small:
         return "gemm"
     if small:
@@ -166,6 +168,27 @@ def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1), dilati
     if kh * kw >= (FFT_TAPS if direct else FFT_TAPS_DENSE) and c_per_group == 1 and tuple(stride) == (1, 1):
         return "fft"
     return "numba"
+
+
+def numpy_takes(work: int) -> bool:
+    """Whether ``work`` multiply-adds go to numpy or BLAS rather than Numba's kernels.
+
+    Once Numba is loaded, only tiny work does (``NUMPY_WORK_WARM``). Before, numpy takes
+    work as long as all it has taken in this process stays within ``NUMPY_WORK``, about
+    what loading Numba costs: a single small job never loads Numba, and a batch or a loop
+    of calls loads it once numpy has cost as much as loading it would (the ski-rental
+    rule), so repeated calls do not stay on the slow path.
+
+    >>> numpy_takes(1000)
+    True
+    """
+    global _numpy_work_done
+    if work <= NUMPY_WORK_WARM:
+        return True
+    if "convcli._jit" in sys.modules or _numpy_work_done + work > NUMPY_WORK:
+        return False
+    _numpy_work_done += work
+    return True
 
 
 def has_depthwise_kernel(weight, stride, dilation) -> bool:

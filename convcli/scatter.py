@@ -27,13 +27,12 @@ array([[1., 1., 2., 2.],
 
 from __future__ import annotations
 
-import sys
 from typing import Optional
 
 import numpy as np
 
 from convcli import limits
-from convcli.correlate import NUMPY_WORK, NUMPY_WORK_WARM
+from convcli.correlate import numpy_takes
 
 #: Bytes of tap planes per band of input rows in the ``gemm`` method.
 BAND_BYTES = 16 << 20
@@ -49,8 +48,7 @@ def conv_transpose(image, weight, groups, stride, dilation, crop, out_hw, method
     """
     in_per_group = weight.shape[0] // groups
     if method is None:
-        work = image[0].size * weight.size
-        small = work <= (NUMPY_WORK_WARM if "convcli._jit" in sys.modules else NUMPY_WORK)
+        small = numpy_takes(image[0].size * weight.size)
         method = "gemm" if in_per_group >= GEMM_CHANNELS and small else "spread"
     if method == "spread":
         return _spread(image, weight, groups, stride, dilation, crop, out_hw)

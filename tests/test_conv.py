@@ -346,6 +346,31 @@ def test_depthwise_numba_kernels_on_rows_of_several_tiles(kh, kw, height, w_out,
     assert_matches(out, naive.conv2d(x, kernel, pads=pads, groups=2, mode="replicate"))
 
 
+BORDERS = st.sampled_from([0, 1, 2, 3, _jit.TILE - 1, _jit.TILE, _jit.TILE + 1])
+
+
+@settings(max_examples=40)
+@given(kh=st.integers(1, 7), kw=st.integers(1, 7), height=st.integers(2, 12), width=st.integers(_jit.TILE, 2 * _jit.TILE + 8),
+       pads=st.tuples(st.integers(0, 3), st.integers(0, 3), BORDERS, BORDERS),
+       mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]), method=st.sampled_from(["numba", "separable"]),
+       block_rows=st.integers(2, 4), seed=st.integers(0, 2**16))
+def test_depthwise_kernels_read_the_image_in_place(kh, kw, height, width, pads, mode, method, block_rows, seed):
+    """Blocks of the image's own rows read its inner columns straight from it and each
+    border (up to a tile wide; wider ones pad the block in full) from a strip of one tile,
+    in every pad mode; the first and last blocks reach into the padding rows."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (2, height, width)).astype(np.float32)
+    kernel = rng.uniform(-1, 1, (4, 1, kh, kw)).astype(np.float32)
+    if method == "separable":
+        kernel = (rng.uniform(-1, 1, (4, 1, kh, 1)) * rng.uniform(-1, 1, (4, 1, 1, kw))).astype(np.float32)
+    if height + pads[0] + pads[1] < kh or mode == "reflect" and max(pads[2:]) >= width or (
+            mode == "reflect" and max(pads[:2]) >= height or mode == "circular" and max(pads) > min(height, width)):
+        return  # no output, or a border the mode cannot make: covered by the shape tests
+    with mock.patch.object(_jit, "BLOCK_BYTES", 4 * (width + pads[2] + pads[3]) * (block_rows + kh - 1)):
+        out = engine.conv2d(x, kernel, groups=2, padding=pads, pad_mode=mode, method=method)
+    assert_matches(out, naive.conv2d(x, kernel, pads=pads, groups=2, mode=mode))
+
+
 @settings(max_examples=12)
 @given(height=st.integers(1, 4), w_out=TILED_WIDTHS, k=st.tuples(st.integers(1, 4), st.integers(1, 4)),
        c_per_group=st.integers(1, 2), out_per_group=st.integers(1, 6), stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),

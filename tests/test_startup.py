@@ -46,6 +46,26 @@ def test_small_jobs_do_not_import_numba(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
+REPEATED_CALLS = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from convcli import engine
+    x, k = np.ones((3, 800, 800), np.float32), np.ones((5, 5), np.float32)  # 4.8e7 multiply-adds
+    loaded = []
+    for call in range(25):
+        engine.conv2d(x, k)
+        loaded.append("convcli._jit" in sys.modules)
+    print(loaded.index(True))
+""")
+
+
+def test_repeated_calls_load_numba_once_numpy_has_cost_as_much():
+    proc = subprocess.run([sys.executable, "-c", REPEATED_CALLS], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    from convcli import correlate
+    assert int(proc.stdout) == correlate.NUMPY_WORK // (3 * 800 * 800 * 25)  # the first call past numpy's budget
+
+
 COLD_RUN = textwrap.dedent("""
     import sys
     import numpy as np
