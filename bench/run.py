@@ -234,8 +234,7 @@ def main() -> None:
         process_sizes = [512, 4096]
     rows = []
     for case in cases:
-        base = median_seconds(case.convcli, 1 if "full rank" in case.name and "x3, 3x3" not in case.name
-                              and "7x7" not in case.name else repeats)
+        base = median_seconds(case.convcli, repeats)
         rows.append((case.name, "convcli", base, 1.0, None))
         for label, fn in case.others.items():
             seconds = median_seconds(fn, repeats)
