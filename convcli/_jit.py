@@ -440,13 +440,23 @@ def _four_depthwise_maps(phases, weight, maps, out_per_group, top, dil_h, j, pha
     return a, b, c, d
 
 
+@numba.njit(inline="always", **_SERIAL)
+def _taps_inside(start, taps, dilation, size):
+    """The taps ``first <= t < stop`` of a window of ``taps`` taps ``dilation`` apart, from
+    ``start``, that fall inside ``0..size - 1``: ``_taps_inside(-1, 3, 1, 4) == (1, 3)``."""
+    return max(0, (dilation - 1 - start) // dilation), min(taps, (size - start + dilation - 1) // dilation)
+
+
 @numba.njit(**_PARALLEL)
 def _max_pool2d(x, out, indices, kh, kw, stride_h, stride_w, dil_h, dil_w, top, left):
     """Max over windows of ``x`` (C, H, W), padded implicitly (pad cells never win).
 
     As PyTorch's CPU kernel: ``v > best or isnan(v)`` (first maximum wins, NaN propagates),
     flat indices ``r*W + q`` into the unpadded plane; a window whose values are all -inf
-    (or that sees no input cell) reports its first input-aligned tap.
+    (or that sees no input cell) reports its first input-aligned tap. With an empty
+    ``indices``, only the values, in two passes per output row: the max of its input rows
+    column by column (a vectorised pass), then of each window's columns (of equal zeros,
+    another sign of zero may then win).
     """
     channels, height, width = x.shape
     _, h_out, w_out = out.shape
@@ -454,13 +464,24 @@ def _max_pool2d(x, out, indices, kh, kw, stride_h, stride_w, dil_h, dil_w, top, 
         c = row // h_out
         i = row % h_out
         r_start = i * stride_h - top
-        m_first = max(0, (dil_h - 1 - r_start) // dil_h)  # taps m_first <= m < m_stop are inside
-        m_stop = min(kh, (height - r_start + dil_h - 1) // dil_h)
+        m_first, m_stop = _taps_inside(r_start, kh, dil_h, height)
+        if indices.size == 0:
+            column_max = np.full(width, -np.inf, np.float32)
+            for m in range(m_first, m_stop):
+                src = x[c, r_start + m * dil_h]
+                for q in range(width):
+                    v = src[q]
+                    column_max[q] = v if v > column_max[q] or v != v else column_max[q]
         for j in range(w_out):
             q_start = j * stride_w - left
-            n_first = max(0, (dil_w - 1 - q_start) // dil_w)
-            n_stop = min(kw, (width - q_start + dil_w - 1) // dil_w)
-            best = -np.inf
+            n_first, n_stop = _taps_inside(q_start, kw, dil_w, width)
+            best = np.float32(-np.inf)
+            if indices.size == 0:
+                for n in range(n_first, n_stop):
+                    v = column_max[q_start + n * dil_w]
+                    best = v if v > best or v != v else best
+                out[c, i, j] = best
+                continue
             best_index = (r_start + m_first * dil_h) * width + q_start + n_first * dil_w
             for m in range(m_first, m_stop):
                 src = x[c, r_start + m * dil_h]
@@ -606,7 +627,9 @@ def conv2d_valid(xp, weight, out, stride, dilation, groups):
 
 
 def max_pool2d(x, out, indices, size, stride, dilation, pads):
-    """Run ``_max_pool2d``; ``pads`` is (top, bottom, left, right), of which top/left matter."""
+    """Run ``_max_pool2d`` (values only when ``indices`` is None); ``pads`` is (top, bottom,
+    left, right), of which top/left matter."""
+    indices = np.empty((0, 0, 0), np.int64) if indices is None else indices
     call(_max_pool2d, x, out, indices, size[0], size[1], stride[0], stride[1], dilation[0], dilation[1],
          pads[0], pads[2])
 
@@ -634,5 +657,4 @@ def warm_up() -> list[str]:
     max_pool2d(x, out, np.empty((2, 3, 3), np.int64), (3, 3), (3, 3), (1, 1), (0, 0, 0, 0))
     avg_pool2d(x, out, (3, 3), (3, 3), (0, 0, 0, 0), True)
     png_unfilter(np.zeros((2, 13), np.uint8), 6, np.empty((2, 12), np.uint8))
-    return ["dense", "depthwise", "max_pool2d", "avg_pool2d",
-            "png_unfilter"]
+    return ["dense", "depthwise", "max_pool2d", "avg_pool2d", "png_unfilter"]

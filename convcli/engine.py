@@ -334,9 +334,12 @@ def max_pool2d(
     ([[6.0, 2.0], [2.0, 5.0]], [[5, 2], [9, 10]])
     """
     image, stride, pads, out_hw = _pool_window(image, size, stride, padding, dilation, ceil_mode)
-    limits.check_arrays("max pooling", itemsize=12, output_and_indices=(image.shape[0], *out_hw))
+    if return_indices:
+        limits.check_arrays("max pooling", itemsize=12, output_and_indices=(image.shape[0], *out_hw))
+    else:
+        limits.check_arrays("max pooling", output=(image.shape[0], *out_hw))
     out = np.empty((image.shape[0],) + out_hw, dtype=np.float32)
-    indices = np.empty(out.shape, dtype=np.int64)
+    indices = np.empty(out.shape, dtype=np.int64) if return_indices else None
     from convcli import _jit
 
     _jit.max_pool2d(image, out, indices, size, stride, dilation, pads)

@@ -65,6 +65,15 @@ def test_keras_same_max_never_picks_padding():
     assert out.shape == (1, 4, 4) and (out == -1).all()
 
 
+@pytest.mark.parametrize("return_indices", [True, False])
+def test_nan_propagates_and_pad_cells_never_win(return_indices):
+    x = np.full((1, 5, 6), -np.inf, np.float32)
+    x[0, 1, 1], x[0, 3, 4], x[0, 4, 0] = np.nan, 7, -3
+    out = engine.max_pool2d(x, (3, 3), (2, 2), (1, 1, 1, 1), return_indices=return_indices)
+    out = out[0] if return_indices else out
+    assert np.array_equal(out[0], [[np.nan, np.nan, -np.inf], [np.nan, np.nan, 7], [-3, -np.inf, 7]], equal_nan=True)
+
+
 def test_ties_take_the_first_index_and_nan_propagates():
     _, indices = engine.max_pool2d(np.full((1, 2, 2), 5, np.float32), return_indices=True)
     assert indices.tolist() == [[[0]]]
@@ -108,6 +117,8 @@ def test_max_pool2d_matches_naive(case):
     out, indices = call()
     expected, expected_indices = naive.max_pool2d(x, size, stride, pads, dilation, ceil_mode)
     assert np.array_equal(out, expected) and np.array_equal(indices, expected_indices)
+    values_only = engine.max_pool2d(x, size, stride, padding, dilation, ceil_mode)  # its own kernel
+    assert np.array_equal(values_only, expected)
     if padding == "same":
         assert out.shape[1:] == (-(-x.shape[1] // stride[0]), -(-x.shape[2] // stride[1]))
 
