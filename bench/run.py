@@ -1,7 +1,8 @@
 """Benchmarks: convcli's engine and CLI side by side with OpenCV, SciPy, PyTorch, vips, ImageMagick.
 
-Every figure is the median of several repeats, and each competitor is reported as a ratio to
-convcli measured in the same run (the machines are noisy; ratios within one run are not).
+Every figure is the median of several rounds, each round timing every tool once in turn, and
+each competitor is reported as a ratio to convcli measured in the same rounds (the machines
+are noisy; ratios within one run are not).
 Competitors that are not installed are left out. Results go to stdout and to a markdown
 file (default ``bench/results.md``) that the README quotes.
 
@@ -54,20 +55,32 @@ def seconds_of(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """The median of ``repeats`` timed calls, after a warm-up that is the same for every tool.
+def warm(fn: Callable[[], object]) -> None:
+    """Call ``fn`` until two calls in a row agree within 10%, at least 3 and at most 10 times.
 
-    The first calls of a process run slow (fresh pages for large arrays, thread pools starting):
-    warm up until two calls in a row agree within 10%, for at least 3 and at most 10 calls.
+    The first calls of a process run slow (fresh pages for large arrays, thread pools
+    starting, Numba's kernels loading); every tool gets the same warm-up.
     """
+    previous = seconds_of(fn)
+    for calls in range(2, 11):
+        current = seconds_of(fn)
+        if calls >= 3 and abs(current - previous) <= 0.1 * previous:
+            break
+        previous = current
+
+
+def interleaved_medians(fns: dict, repeats: int) -> dict:
+    """The median seconds of each of ``fns`` over ``repeats`` rounds, each round calling every
+    tool once in turn: a slow spell of the machine then hits all tools alike, rather than
+    whichever tool it was timing (one repeat and no warm-up with ``repeats`` of 1)."""
     if repeats > 1:
-        previous = seconds_of(fn)
-        for calls in range(2, 11):
-            current = seconds_of(fn)
-            if calls >= 3 and abs(current - previous) <= 0.1 * previous:
-                break
-            previous = current
-    return statistics.median(seconds_of(fn) for _ in range(repeats))
+        for fn in fns.values():
+            warm(fn)
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(seconds_of(fn))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def gaussian(k: int) -> np.ndarray:
@@ -189,11 +202,14 @@ def process_rows(sizes, repeats: int) -> list[tuple]:
             if magick:
                 commands["ImageMagick"] = [magick, src, "-morphology", "Convolve", "3x3:1,1,1,1,1,1,1,1,1", out]
             run_process(commands["convcli conv"][:3] + ["--help"])
-            results = {}
-            for label, command in commands.items():
+            runs = {label: [] for label in commands}
+            for command in commands.values():
                 run_process(command)  # warm: JIT cache, page cache
-                runs = [run_process(command) for _ in range(repeats)]
-                results[label] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
+            for _ in range(repeats):  # interleaved, as in ``interleaved_medians``
+                for label, command in commands.items():
+                    runs[label].append(run_process(command))
+            results = {label: (statistics.median(r[0] for r in measured), max(r[1] for r in measured))
+                       for label, measured in runs.items()}
             base = results["convcli conv"][0]
             for label, (seconds, rss) in results.items():
                 rows.append((f"process {size}^2 RGB PNG -> PNG, 3x3", label, seconds, seconds / base, rss))
@@ -225,7 +241,7 @@ def main() -> None:
                  + dense_cases([(3, 8, mid)]) + pool_cases(big) + transposed_cases(16))
         process_sizes = [64]
     else:
-        repeats, big = 3, 4096
+        repeats, big = 5, 4096
         cases = (depthwise_cases(big, (3, 7)) + depthwise_cases(big, (15, 31), separable=True)
                  + depthwise_cases(big, (15, 31))
                  + dense_cases([(3, 16, 1024), (16, 16, 512), (64, 64, 256)])
@@ -234,10 +250,9 @@ def main() -> None:
         process_sizes = [512, 4096]
     rows = []
     for case in cases:
-        base = median_seconds(case.convcli, repeats)
-        rows.append((case.name, "convcli", base, 1.0, None))
-        for label, fn in case.others.items():
-            seconds = median_seconds(fn, repeats)
+        medians = interleaved_medians({"convcli": case.convcli, **case.others}, repeats)
+        base = medians["convcli"]
+        for label, seconds in medians.items():
             rows.append((case.name, label, seconds, seconds / base, None))
         print(f"{case.name}: convcli {base * 1e3:.1f} ms", flush=True)
     rows += process_rows(process_sizes, repeats) + startup_rows(repeats)
