@@ -350,10 +350,11 @@ BORDERS = st.sampled_from([0, 1, 2, 3, _jit.TILE - 1, _jit.TILE, _jit.TILE + 1])
 
 
 @settings(max_examples=40)
-@given(kh=st.integers(1, 7), kw=st.integers(1, 7), height=st.integers(2, 12), width=st.integers(_jit.TILE, 2 * _jit.TILE + 8),
+@given(kh=st.integers(1, 7), kw=st.integers(1, 7), height=st.integers(2, 12),
+       width=st.integers(_jit.TILE, 2 * _jit.TILE + 8),
        pads=st.tuples(st.integers(0, 3), st.integers(0, 3), BORDERS, BORDERS),
-       mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]), method=st.sampled_from(["numba", "separable"]),
-       block_rows=st.integers(2, 4), seed=st.integers(0, 2**16))
+       mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]),
+       method=st.sampled_from(["numba", "separable"]), block_rows=st.integers(2, 4), seed=st.integers(0, 2**16))
 def test_depthwise_kernels_read_the_image_in_place(kh, kw, height, width, pads, mode, method, block_rows, seed):
     """Blocks of the image's own rows read its inner columns straight from it and each
     border (up to a tile wide; wider ones pad the block in full) from a strip of one tile,
