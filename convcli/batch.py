@@ -187,7 +187,15 @@ def raise_on_sigterm() -> None:
 
 
 def _raise_terminated(signum, frame) -> None:
+    _ignore_further_sigterms()
     raise Terminated()
+
+
+def _ignore_further_sigterms() -> None:
+    """Let the cleanup a first SIGTERM starts finish: a second one (a pool stopping its
+    workers after one has exited sends its own) would otherwise interrupt it and leave a
+    temporary file behind."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 _busy = False  # in a worker: is a job running (whose temporary files a SIGTERM must clean up)?
@@ -202,6 +210,7 @@ def _init_worker(threads: int) -> None:
 
 
 def _worker_terminated(signum, frame) -> None:
+    _ignore_further_sigterms()
     if _busy:
         raise Terminated()
     os._exit(143)
