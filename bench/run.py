@@ -76,11 +76,17 @@ def interleaved_medians(fns: dict, repeats: int) -> dict:
     if repeats > 1:
         for fn in fns.values():
             warm(fn)
-    times = {name: [] for name in fns}
+    return {name: statistics.median(values) for name, values in interleaved_rounds(fns, repeats).items()}
+
+
+def interleaved_rounds(subjects: dict, repeats: int, measure=seconds_of) -> dict:
+    """``measure(subject)`` of each of ``subjects``, in ``repeats`` rounds that take every
+    subject once in turn: a list of measures per subject."""
+    measured = {name: [] for name in subjects}
     for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name].append(seconds_of(fn))
-    return {name: statistics.median(values) for name, values in times.items()}
+        for name, subject in subjects.items():
+            measured[name].append(measure(subject))
+    return measured
 
 
 def gaussian(k: int) -> np.ndarray:
@@ -202,14 +208,10 @@ def process_rows(sizes, repeats: int) -> list[tuple]:
             if magick:
                 commands["ImageMagick"] = [magick, src, "-morphology", "Convolve", "3x3:1,1,1,1,1,1,1,1,1", out]
             run_process(commands["convcli conv"][:3] + ["--help"])
-            runs = {label: [] for label in commands}
             for command in commands.values():
                 run_process(command)  # warm: JIT cache, page cache
-            for _ in range(repeats):  # interleaved, as in ``interleaved_medians``
-                for label, command in commands.items():
-                    runs[label].append(run_process(command))
-            results = {label: (statistics.median(r[0] for r in measured), max(r[1] for r in measured))
-                       for label, measured in runs.items()}
+            results = {label: (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
+                       for label, runs in interleaved_rounds(commands, repeats, run_process).items()}
             base = results["convcli conv"][0]
             for label, (seconds, rss) in results.items():
                 rows.append((f"process {size}^2 RGB PNG -> PNG, 3x3", label, seconds, seconds / base, rss))

@@ -15,8 +15,8 @@ megabytes. The method is chosen once per call (``choose_method``):
   column pass, ``kh + kw`` instead of ``kh * kw`` taps per pixel; only for kernels of 7x7
   and up (17x17 and up when strided or dilated). At stride 1 both passes run block by block
   in one kernel (``_jit._depthwise``), the row pass's output staying in cache.
-- ``fft``: a depthwise kernel of full rank, 22x22 and up (19x19 when dilated), at stride 1, by FFT (``scipy.fft``)
-  in tiles (overlap-save), the tiles spread over the cores.
+- ``fft``: a depthwise kernel of full rank, 22x22 and up (19x19 when dilated), at stride 1,
+  by FFT (``scipy.fft``) in tiles (overlap-save), the tiles spread over the cores.
   Its float32 rounding is relative to the largest values in a tile, not to each output.
 - ``numba``: SIMD kernels (``_jit``): one for depthwise kernels at stride 1
   (``has_depthwise_kernel``), one for everything else. They pad a float32 image block by

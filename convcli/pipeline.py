@@ -524,10 +524,12 @@ def _pool(step: Step, maps: Maps) -> Maps:
         out = engine.avg_pool2d(maps.data, p["size"], p["stride"], p["padding"], p["ceil_mode"],
                                 p["count_include_pad"])
         return replace(maps, data=out)
+    if not step.name:  # nothing can refer to its indices (unpool names the pool it undoes)
+        return replace(maps, data=engine.max_pool2d(maps.data, p["size"], p["stride"], p["padding"], p["dilation"],
+                                                    p["ceil_mode"]))
     out, where = engine.max_pool2d(maps.data, p["size"], p["stride"], p["padding"], p["dilation"],
                                    p["ceil_mode"], return_indices=True)
-    pools = {**maps.pools, step.name: (where, maps.data.shape[1:])} if step.name else maps.pools
-    return replace(maps, data=out, pools=pools)
+    return replace(maps, data=out, pools={**maps.pools, step.name: (where, maps.data.shape[1:])})
 
 
 def _global_pool(step: Step, maps: Maps) -> Maps:

@@ -15,7 +15,7 @@ cell (y + crop_top, z + crop_left), and full cells outside ``out`` are dropped.
 - ``gemm``: per group and band of input rows, one BLAS product gives every tap's
   contribution, ``(C_out/g * kh * kw, C_in/g) @ (C_in/g, rows * W)``; each tap's plane is
   then added onto its strided place in the output. Chosen at 8 or more input channels per
-  group when the work is too small to be worth loading Numba (``correlate.NUMPY_WORK``).
+  group when the work is too small to be worth loading Numba (``correlate.numpy_takes``).
 
 >>> x = np.array([[[1, 2], [3, 4]]], np.float32)
 >>> conv_transpose(x, np.ones((1, 1, 2, 2), np.float32), 1, (2, 2), (1, 1), (0, 0), (4, 4), "gemm")[0]

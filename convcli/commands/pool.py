@@ -89,7 +89,8 @@ def pool(inputs, mode, size, stride, padding, dilation, ceil_mode, count_include
         if batch.output is not None and os.path.realpath(indices) == os.path.realpath(batch.output):
             raise click.UsageError("--indices and -o must name different files", ctx)
         images.check_output_path(indices, inputs)
-    step = make_step("pool", name="pool", mode=mode, size=size, stride=stride, padding=padding, dilation=dilation,
+    step = make_step("pool", name="pool" if indices else None,  # only a named pool keeps its indices
+                     mode=mode, size=size, stride=stride, padding=padding, dilation=dilation,
                      ceil_mode=ceil_mode, count_include_pad=count_include_pad)
     job = Job(Pipeline((step,)), out, alpha, batch.out_format, batch.overwrite, indices=indices, read=reading)
     run_batch(inputs, job, batch, single="--indices" if indices else None,
