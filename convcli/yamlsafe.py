@@ -10,7 +10,10 @@ null) and refuses, each with one line naming the file and the line:
   to 10^9 values), and an alias to a collection that contains it (a recursive structure).
   These are counted on the parser's events, before any Python object is built, so a hostile
   document is refused at once and the C parser's recursive composer (which crashes on a deep
-  enough document) never sees it;
+  enough document) never sees it. Where libyaml refuses a document by a limit of its own
+  (newer releases stop at 1,000 levels while scanning ahead), the events are walked again with
+  PyYAML's pure-Python parser, so the limits and the messages are convcli's whatever PyYAML
+  and libyaml are installed;
 - a key given twice in one mapping (YAML forbids it; PyYAML would keep the last silently).
 
 ``check_keys`` reports an unknown key with the field it was found in and a close known name.
@@ -80,7 +83,7 @@ def parse_yaml_safely(text: str, what: str, error: type = InputError) -> Any:
     """``load_yaml_safely`` for text already read (and size-checked) by the caller."""
     yaml, base, strict = _loader_classes()
     try:
-        _check_events(yaml.parse(text, Loader=base), what, error)
+        _check_events(text, yaml, base, what, error)
         return yaml.load(text, Loader=strict)
     except ConvcliError:
         raise
@@ -116,14 +119,24 @@ def read_text_limited(path: str, what: str, error: type = InputError,
         raise error(f"{what}: not UTF-8 text (byte {exc.start})") from None
 
 
-def _check_events(events: Iterable, what: str, error: type) -> None:
+def _check_events(text: str, yaml, loader: type, what: str, error: type) -> None:
+    """``_walk_events`` on ``loader``'s parser; if that parser refuses the document, on the
+    pure-Python one, whose only limits are ours (a document both refuse is a syntax error)."""
+    try:
+        _walk_events(yaml.parse(text, Loader=loader), yaml, what, error)
+    except yaml.YAMLError:
+        if loader is yaml.SafeLoader:
+            raise
+        _walk_events(yaml.parse(text, Loader=yaml.SafeLoader), yaml, what, error)
+        raise
+
+
+def _walk_events(events: Iterable, yaml, what: str, error: type) -> None:
     """Walk the parser's events: depth, expanded size and recursive aliases, before building.
 
     Each open collection is a stack entry [anchor, values so far]; a closed anchored one
     records its expanded size, which every alias to it adds again.
     """
-    import yaml
-
     stack: list[list] = []
     sizes: dict[str, int] = {}
     total = 0

@@ -496,6 +496,10 @@ YAML_CASES = {
     "recursive alias": ("weights: &a [1, *a]\n", "refers to a collection that contains it"),
     "deep flow": ("weights: " + "[" * 50000 + "]" * 50000 + "\n", f"nested more than {MAX_DEPTH} levels"),
     "deep block": ("".join(" " * i + "- \n" for i in range(200)), f"nested more than {MAX_DEPTH} levels"),
+    # past libyaml's own limit (1,000 levels in newer releases): still convcli's check and message
+    "deeper block": ("- " * 1500 + "1\n", f"nested more than {MAX_DEPTH} levels"),
+    "deep flow maps": ("weights: " + "{{a: " * 1500 + "1" + "}}" * 1500 + "\n",
+                       f"nested more than {MAX_DEPTH} levels"),
     "duplicate key": ("weights: '1'\nweights: '2'\n", "line 2: the key 'weights' is given twice"),
     "unknown key": ("wieghts: '1'\n", "unknown key 'wieghts' (did you mean 'weights'?"),
     "unknown rule": ("weights: '1'\nparameters:\n  size:\n    type: int\n    default: 3\n    mx: 9\n",
