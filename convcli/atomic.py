@@ -50,6 +50,20 @@ def atomic_write_all(items: Sequence[tuple[str, Callable]]) -> None:
         raise
 
 
+def make_folder(path: str) -> None:
+    """``os.makedirs(path, exist_ok=True)``, any failure one ``OutputError`` line.
+
+    >>> make_folder("/dev/null/maps")
+    Traceback (most recent call last):
+    ...
+    convcli.errors.OutputError: cannot create the folder '/dev/null/maps' (Not a directory)
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder {path!r} ({exc.strerror or exc})") from None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -111,8 +111,8 @@ def plan_outputs(
     elif out_dir is not None:
         pairs = []
         for source in sources:
-            relative = "" if source.path == STDIO else os.path.relpath(os.path.dirname(source.path), source.root or ".")
-            target = os.path.normpath(os.path.join(out_dir, relative, output_name(source.path, template, ext, **fields)))
+            name = output_name(source.path, template, ext, **fields)
+            target = os.path.normpath(os.path.join(out_dir, _folder_below_root(source), name))
             if not _inside(target, out_dir):
                 raise OutputError(f"output {target!r} for {source.path!r} escapes --out-dir {out_dir!r}")
             pairs.append((source.path, target))
@@ -120,6 +120,19 @@ def plan_outputs(
         raise OutputError("give -o/--output FILE or --out-dir DIR")
     _check_plan(pairs)
     return pairs
+
+
+def _folder_below_root(source: Source) -> str:
+    """The folder of ``source`` relative to its root, which its output keeps below --out-dir.
+
+    A bare file name has no folder part (``os.path.dirname`` is ``''``): it is the current one.
+
+    >>> _folder_below_root(Source("a.png", "")), _folder_below_root(Source("in/b/c.png", "in"))
+    ('.', 'b')
+    """
+    if source.path == STDIO:
+        return os.curdir
+    return os.path.relpath(os.path.dirname(source.path) or os.curdir, source.root or os.curdir)
 
 
 def _inside(path: str, directory: str) -> bool:

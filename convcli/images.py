@@ -421,6 +421,8 @@ def check_output_path(
     ``output`` ``-`` is standard output, in ``format`` (an ``OUTPUT_FORMATS`` name).
     """
     settings = settings or OutputSettings()
+    if output != STDIO and not settings.split and (output.endswith(("/", os.sep)) or os.path.isdir(output)):
+        raise OutputError(f"output {output!r} is a directory: -o names a file (--out-dir a folder of them)")
     check_output_format(output, settings, format)
     if output == STDIO:
         return
@@ -429,8 +431,6 @@ def check_output_path(
         raise OutputError(f"output directory {directory!r} does not exist")
     if not os.access(directory, os.W_OK):
         raise OutputError(f"output directory {directory!r} is not writable")
-    if os.path.isdir(output) and not settings.split:
-        raise OutputError(f"output {output!r} is a directory")
     stem, ext = os.path.splitext(os.path.basename(output))
     split_file = re.compile(re.escape(stem) + r"_\d+" + re.escape(ext))
     for source in inputs:

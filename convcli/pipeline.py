@@ -656,11 +656,11 @@ class Job:
         import numpy as np
 
         from convcli import images
-        from convcli.atomic import atomic_write
+        from convcli.atomic import atomic_write, make_folder
         from convcli.batch import STDIO
 
         if target != STDIO:
-            os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+            make_folder(os.path.dirname(os.path.abspath(target)))
             if not self.overwrite:
                 taken = [t for t in output_files(target, self.settings) if os.path.exists(t)]
                 if taken:

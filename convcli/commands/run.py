@@ -130,6 +130,7 @@ def run_batch(inputs: Sequence[str], job, batch: BatchOptions, single: Optional[
     the ``--name`` template.
     """
     from convcli import batch as planner
+    from convcli.atomic import make_folder
     from convcli.runtime import available_cores
 
     ctx = click.get_current_context()
@@ -141,7 +142,7 @@ def run_batch(inputs: Sequence[str], job, batch: BatchOptions, single: Optional[
                                  batch.out_format, **fields)
     skip = check_outputs(pairs, job.settings, batch, extra_outputs)
     if batch.out_dir is not None:
-        os.makedirs(batch.out_dir, exist_ok=True)
+        make_folder(batch.out_dir)
     todo = len(pairs) - len(skip)
     jobs = min(batch.jobs or available_cores(), max(todo, 1))
     reporter = Reporter(len(pairs), todo, batch.quiet)
