@@ -167,14 +167,18 @@ class Record:
     error: Optional[str] = None
 
 
-def run_one(job: Callable[[str, str], dict], source: str, target: str, debug: bool = False) -> Record:
+def run_one(job: Callable[[str, str], dict], source: str, target: str, debug: bool = False,
+            calls: int = 1) -> Record:
     """Run ``job(source, target)``; an error becomes a failed record, so that one bad file does
     not stop a batch. Errors that are not a ``ConvcliError`` are bugs: reported as internal
-    errors, or raised with ``debug`` (``convcli --traceback``)."""
+    errors, or raised with ``debug`` (``convcli --traceback``). ``calls`` is the size of the
+    batch, declared to the engine (``runtime.repeated``) so that every file of it takes the
+    same method."""
     start = time.perf_counter()
     record = Record(source, target)
     try:
-        shapes = job(source, target) or {}
+        with runtime.repeated(calls):
+            shapes = job(source, target) or {}
         record.input_shape, record.output_shape = shapes.get("input_shape"), shapes.get("output_shape")
     except ConvcliError as exc:
         record.status, record.error = "failed", str(exc)
@@ -229,12 +233,12 @@ def _worker_terminated(signum, frame) -> None:
     os._exit(143)
 
 
-def _work(job: Callable[[str, str], dict], source: str, target: str, debug: bool) -> Record:
+def _work(job: Callable[[str, str], dict], source: str, target: str, debug: bool, calls: int) -> Record:
     """``run_one`` in a worker process."""
     global _busy
     _busy = True
     try:
-        return run_one(job, source, target, debug)
+        return run_one(job, source, target, debug, calls)
     except Terminated:
         os._exit(143)
     finally:
@@ -247,7 +251,10 @@ class Batch:
 
     Pairs whose output is in ``skip`` are not run (status ``skipped``); ``debug`` raises the
     errors that are bugs instead of recording them (``run_one``). Records come back in
-    the order of ``pairs``; ``progress(record)`` is called as each one finishes. Workers are
+    the order of ``pairs``; ``progress(record)`` is called as each one finishes. Every file
+    declares the whole batch, skipped files included, to the engine (``runtime.repeated``), so
+    that it takes the same method, and gives the same bytes, whichever worker runs it, in
+    whatever order, and when a batch is resumed with ``--skip-existing``. Workers are
     started with ``forkserver`` and get ``cores // jobs`` Numba threads each; they live for the
     whole batch, so each compiles (or loads) the kernels once. On Ctrl-C or SIGTERM the workers
     are stopped with SIGTERM, which removes the temporary file of the output being written.
@@ -263,7 +270,7 @@ class Batch:
         done = {t: Record(s, t, status="skipped") for s, t in self.pairs if t in self.skip}
         todo = [(s, t) for s, t in self.pairs if t not in self.skip]
         if self.jobs <= 1 or len(todo) <= 1:
-            results = (run_one(job, source, target, self.debug) for source, target in todo)
+            results = (run_one(job, source, target, self.debug, len(self.pairs)) for source, target in todo)
         else:
             results = self._run_parallel(job, todo)
         with contextlib.closing(results):  # an interrupt in ``progress`` still stops the workers
@@ -282,7 +289,7 @@ class Batch:
         threads = max(1, runtime.available_cores() // self.jobs)
         context = multiprocessing.get_context("forkserver")
         pool = ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_init_worker, initargs=(threads,))
-        futures = [pool.submit(_work, job, source, target, self.debug) for source, target in todo]
+        futures = [pool.submit(_work, job, source, target, self.debug, len(self.pairs)) for source, target in todo]
         try:
             for future in as_completed(futures):
                 yield future.result()

@@ -6,8 +6,8 @@ input (border values from the pad mode), so memory stays at the input, the outpu
 megabytes. The method is chosen once per call (``choose_method``):
 
 - ``numpy``: one vectorised multiply-add per kernel tap. No compilation and no Numba import,
-  which costs about 0.5 s, so it wins end to end for small work in a fresh process (until
-  numpy has taken about as much work as loading Numba costs: ``numpy_takes``).
+  which costs about 0.5 s, so it wins end to end for small work (``numpy_takes``: the work
+  of one call times the calls declared by ``runtime.repeated``, never the process's history).
 - ``gemm``: dense layers (many channels): each band is unfolded (im2col) and multiplied by
   the weights with one BLAS matrix product per group. Chosen for work too small to be worth
   loading Numba (the SIMD kernel is 1.1-9x faster at every size and depth measured).
@@ -37,21 +37,19 @@ array([[15., 30.],
 from __future__ import annotations
 
 import functools
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import numpy as np
 
+from convcli import runtime
 from convcli.runtime import compute_threads
 
-#: Multiply-adds below which plain numpy beats starting Numba in a fresh process (measured:
+#: Multiply-adds below which plain numpy beats loading Numba in a fresh process (measured:
 #: numpy does ~2e9 per second here, Numba's import and first call take ~0.5 s).
 NUMPY_WORK = 1_000_000_000
-#: Once Numba is loaded in this process, numpy is only used for tiny work.
-NUMPY_WORK_WARM = 2_000_000
-#: Multiply-adds numpy has run in this process while Numba was not loaded (``numpy_takes``).
-_numpy_work_done = 0
+#: Multiply-adds so few that numpy takes them however often they are repeated.
+NUMPY_WORK_TINY = 2_000_000
 #: Bytes of padded input per band: small enough to stay in cache, large enough to keep
 #: both cores busy.
 BAND_BYTES = 4 << 20
@@ -173,22 +171,19 @@ def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1), dilati
 def numpy_takes(work: int) -> bool:
     """Whether ``work`` multiply-adds go to numpy or BLAS rather than Numba's kernels.
 
-    Once Numba is loaded, only tiny work does (``NUMPY_WORK_WARM``). Before, numpy takes
-    work as long as all it has taken in this process stays within ``NUMPY_WORK``, about
-    what loading Numba costs: a single small job never loads Numba, and a batch or a loop
-    of calls loads it once numpy has cost as much as loading it would (the ski-rental
-    rule), so repeated calls do not stay on the slow path.
+    Numpy takes tiny work (``NUMPY_WORK_TINY``) always, and other work while the work of one
+    call times the calls the caller declared (``runtime.repeated``: the files of a batch)
+    stays within ``NUMPY_WORK``, about what loading Numba costs. Nothing else counts, so the
+    same call takes the same method, and gives the same bytes, in a fresh process and deep
+    inside a batch.
 
-    >>> numpy_takes(1000)
+    >>> numpy_takes(10_000_000)
     True
+    >>> with runtime.repeated(1000):
+    ...     numpy_takes(10_000_000), numpy_takes(1000)
+    (False, True)
     """
-    global _numpy_work_done
-    if work <= NUMPY_WORK_WARM:
-        return True
-    if "convcli._jit" in sys.modules or _numpy_work_done + work > NUMPY_WORK:
-        return False
-    _numpy_work_done += work
-    return True
+    return work <= NUMPY_WORK_TINY or work * runtime.declared_calls() <= NUMPY_WORK
 
 
 def has_depthwise_kernel(weight, stride, dilation) -> bool:
@@ -341,13 +336,13 @@ def _numba(band, weight, groups, stride, dilation, out) -> None:
 
 
 def _separable(band, weight, groups, stride, dilation, out) -> None:
-    """Row pass with the row factors, then column pass with the column factors."""
+    """Row pass with the row factors, then column pass with the column factors (the method is
+    chosen only for work that numpy does not take, so both passes are Numba's)."""
     column, row = rank_one_factors(weight)
     c_out, _, kh, kw = weight.shape
-    passes = _numba if "convcli._jit" in sys.modules or band.size * kh > NUMPY_WORK // 16 else _numpy_taps
     across = np.empty((c_out, band.shape[1], out.shape[2]), np.float32)
-    passes(band, row.reshape(c_out, 1, 1, kw), groups, (1, stride[1]), (1, dilation[1]), across)
-    passes(across, column.reshape(c_out, 1, kh, 1), c_out, (stride[0], 1), (dilation[0], 1), out)
+    _numba(band, row.reshape(c_out, 1, 1, kw), groups, (1, stride[1]), (1, dilation[1]), across)
+    _numba(across, column.reshape(c_out, 1, kh, 1), c_out, (stride[0], 1), (dilation[0], 1), out)
 
 
 def fft_tile(kh: int, kw: int) -> tuple[int, int]:

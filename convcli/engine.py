@@ -4,6 +4,10 @@ Each function validates its arguments, resolves padding and output sizes with ``
 allocates, and hands the work to ``correlate`` (convolution, band by band), ``scatter``
 (transposed convolution) or a kernel in ``_jit`` (pooling).
 
+Numba is loaded only when the work of a call pays for it. A loop doing the same work many
+times says so with ``repeated(calls)`` (from ``convcli.runtime``), as a batch of files does:
+the method then depends on the call and the declaration, never on earlier calls.
+
 >>> import numpy as np
 >>> x = np.array([[1, 2, 0, 1, 3], [4, 1, 1, 0, 2], [0, 2, 3, 1, 1],
 ...               [1, 0, 2, 2, 0], [3, 1, 0, 1, 2]], dtype=np.float32)[None]
@@ -26,6 +30,7 @@ from convcli.geometry import PaddingSpec, Pair, shape_text, window_too_large
 from convcli.correlate import correlate
 from convcli.scatter import conv_transpose
 from convcli.params import PAD_MODES
+from convcli.runtime import repeated  # noqa: F401  (public: see the module docstring)
 
 
 def as_conv_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[np.ndarray, int]:

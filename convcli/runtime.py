@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
 import os
 
@@ -26,6 +28,38 @@ def numba_cache_dir() -> str:
     """Where compiled kernels are cached: ``$NUMBA_CACHE_DIR``, else ``numba`` in ``cache_dir()``
     (Numba's own in-tree cache would be silently skipped in a read-only install)."""
     return os.environ.get("NUMBA_CACHE_DIR") or os.path.join(cache_dir(), "numba")
+
+
+#: How many times the caller declared the work in hand is done (``repeated``).
+_declared_calls = contextvars.ContextVar("convcli_declared_calls", default=1)
+
+
+@contextlib.contextmanager
+def repeated(calls: int):
+    """Declare that the work inside is done ``calls`` times: the files of a batch, a loop.
+
+    The engine loads Numba only when the work pays for it: the work of one call times the
+    calls declared (``correlate.numpy_takes``). The method, and so every output byte, then
+    depends on the call's own arguments and this declaration only, never on what the process
+    did before: the first file of a batch and the thousandth take the same method, in a
+    fresh process and in a warm one.
+
+    >>> with repeated(40):
+    ...     declared_calls()
+    40
+    >>> declared_calls()
+    1
+    """
+    token = _declared_calls.set(max(1, int(calls)))
+    try:
+        yield
+    finally:
+        _declared_calls.reset(token)
+
+
+def declared_calls() -> int:
+    """The calls declared by the innermost ``repeated`` (1 outside any)."""
+    return _declared_calls.get()
 
 
 def available_cores() -> int:
