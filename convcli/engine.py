@@ -2,7 +2,7 @@
 
 Each function validates its arguments, resolves padding and output sizes with ``geometry``,
 allocates, and hands the work to ``correlate`` (convolution, band by band), ``scatter``
-(transposed convolution) or a kernel in ``_jit`` (pooling).
+(transposed convolution) or ``pooling``.
 
 Numba is loaded only when the work of a call pays for it. A loop doing the same work many
 times says so with ``repeated(calls)`` (from ``convcli.runtime``), as a batch of files does:
@@ -24,7 +24,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from convcli import geometry, limits
+from convcli import geometry, limits, pooling
 from convcli.errors import ParameterError, ShapeError
 from convcli.geometry import PaddingSpec, Pair, shape_text, window_too_large
 from convcli.correlate import correlate
@@ -323,6 +323,7 @@ def max_pool2d(
     dilation: Pair = (1, 1),
     ceil_mode: bool = False,
     return_indices: bool = False,
+    method: Optional[str] = None,
 ) -> Union[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Max of each window of every channel of ``image`` (C, H, W), as PyTorch ``max_pool2d``.
 
@@ -331,7 +332,8 @@ def max_pool2d(
     start in the bottom/right padding); ``same`` is Keras ``MaxPooling2D`` (output
     ``ceil(H/s)``, TF's split). Pad cells never win; ties go to the first cell in row-major
     order; NaN propagates. ``return_indices`` adds the int64 flat index ``r*W + q`` of each
-    maximum in its unpadded input plane, as PyTorch does.
+    maximum in its unpadded input plane, as PyTorch does. ``method`` forces one of
+    ``pooling``'s methods (tests, benchmarks); by default the work decides.
 
     >>> x = np.array([[1, 3, 2, 0], [4, 6, 1, 2], [0, 2, 5, 3], [1, 2, 2, 4]], np.float32)[None]
     >>> out, indices = max_pool2d(x, return_indices=True)     # the seeds' example
@@ -345,9 +347,7 @@ def max_pool2d(
         limits.check_arrays("max pooling", output=(image.shape[0], *out_hw))
     out = np.empty((image.shape[0],) + out_hw, dtype=np.float32)
     indices = np.empty(out.shape, dtype=np.int64) if return_indices else None
-    from convcli import _jit
-
-    _jit.max_pool2d(image, out, indices, size, stride, dilation, pads)
+    pooling.max_pool(image, out, indices, size, stride, dilation, pads, method)
     return (out, indices) if return_indices else out
 
 
@@ -358,13 +358,14 @@ def avg_pool2d(
     padding: PaddingSpec = "valid",
     ceil_mode: bool = False,
     count_include_pad: bool = True,
+    method: Optional[str] = None,
 ) -> np.ndarray:
     """Mean of each window of every channel of ``image`` (C, H, W), as PyTorch ``avg_pool2d``.
 
     Windows as in ``max_pool2d`` (no dilation). With explicit padding the divisor follows
     PyTorch: pad cells count when ``count_include_pad`` (its default), cells beyond the
     padding (ceil mode) never do. With ``same`` (Keras ``AveragePooling2D``) pad cells never
-    count, whatever ``count_include_pad`` says.
+    count, whatever ``count_include_pad`` says. ``method`` as in ``max_pool2d``.
 
     >>> x = np.arange(1, 10, dtype=np.float32).reshape(1, 3, 3)
     >>> avg_pool2d(x, padding="same")[0].tolist()               # Keras: (3+6)/2, not /4
@@ -375,9 +376,7 @@ def avg_pool2d(
     image, stride, pads, out_hw = _pool_window(image, size, stride, padding, (1, 1), ceil_mode)
     limits.check_arrays("average pooling", output=(image.shape[0], *out_hw))
     out = np.empty((image.shape[0],) + out_hw, dtype=np.float32)
-    from convcli import _jit
-
-    _jit.avg_pool2d(image, out, size, stride, pads, count_include_pad and padding != "same")
+    pooling.avg_pool(image, out, size, stride, pads, count_include_pad and padding != "same", method)
     return out
 
 

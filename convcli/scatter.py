@@ -7,11 +7,12 @@ a matrix product and a scatter-add (col2im) when the work is small.
 cell (y + crop_top, z + crop_left), and full cells outside ``out`` are dropped.
 
 - ``spread``: the input spread out by the stride (s - 1 zeros between pixels), correlated
-  with the kernel rotated 180 degrees and its channel axes swapped, by the engine's SIMD
-  kernel (``correlate``). Most of its multiply-adds meet zeros (3 in 4 at stride 2), and it
-  still wins: 16->16 at 256^2, 4x4, stride 2: 17 ms against 40 ms by ``gemm`` (PyTorch:
-  9 ms); a 3-channel depthwise one at 1024^2, 20 ms (PyTorch: 157 ms). The spread input
-  is about as large as the output.
+  with the kernel rotated 180 degrees and its channel axes swapped (``correlate``, which
+  chooses its method by the work: numpy for small work, no Numba import; ``numpy`` and
+  ``numba`` force one). Most of its multiply-adds meet zeros (3 in 4 at stride 2), and it
+  still wins in the SIMD kernel: 16->16 at 256^2, 4x4, stride 2: 17 ms against 40 ms by
+  ``gemm`` (PyTorch: 9 ms); a 3-channel depthwise one at 1024^2, 20 ms (PyTorch: 157 ms).
+  The spread input is about as large as the output.
 - ``gemm``: per group and band of input rows, one BLAS product gives every tap's
   contribution, ``(C_out/g * kh * kw, C_in/g) @ (C_in/g, rows * W)``; each tap's plane is
   then added onto its strided place in the output. Chosen at 8 or more input channels per
@@ -50,8 +51,10 @@ def conv_transpose(image, weight, groups, stride, dilation, crop, out_hw, method
     if method is None:
         small = numpy_takes(image[0].size * weight.size)
         method = "gemm" if in_per_group >= GEMM_CHANNELS and small else "spread"
-    if method == "spread":
-        return _spread(image, weight, groups, stride, dilation, crop, out_hw)
+    if method in ("spread", "numpy", "numba"):
+        return _spread(image, weight, groups, stride, dilation, crop, out_hw, None if method == "spread" else method)
+    if method != "gemm":
+        raise ValueError(f"unknown transposed-convolution method {method!r}")
     out_shape = (weight.shape[1] * groups,) + tuple(out_hw)
     out = np.zeros(out_shape, np.float32)
     for g in range(groups):
@@ -61,7 +64,7 @@ def conv_transpose(image, weight, groups, stride, dilation, crop, out_hw, method
     return out
 
 
-def _spread(image, weight, groups, stride, dilation, crop, out_hw) -> np.ndarray:
+def _spread(image, weight, groups, stride, dilation, crop, out_hw, method=None) -> np.ndarray:
     """The same as the correlation of the input spread out by the stride (s - 1 zeros between
     its pixels) with the kernel rotated 180 degrees and its channel axes swapped, which the
     engine's dense kernel computes."""
@@ -80,7 +83,7 @@ def _spread(image, weight, groups, stride, dilation, crop, out_hw) -> np.ndarray
     spread = np.ascontiguousarray(spread[:, max(0, -before[0]):spread_hw[0] - max(0, -after[0]),
                                            max(0, -before[1]):spread_hw[1] - max(0, -after[1])])
     pads = (max(0, before[0]), max(0, after[0]), max(0, before[1]), max(0, after[1]))
-    return correlate(spread, flipped, groups, pads, "zeros", (1, 1), dilation, tuple(out_hw), "numba")
+    return correlate(spread, flipped, groups, pads, "zeros", (1, 1), dilation, tuple(out_hw), method)
 
 
 def _scatter_group(image, weight, stride, dilation, crop, out) -> None:

@@ -16,9 +16,10 @@ ONE_TO_SIXTEEN = np.arange(1, 17, dtype=np.float32).reshape(1, 4, 4)
 ONE_TO_SIX = np.arange(1, 7, dtype=np.float32).reshape(1, 1, 6)
 
 
-def test_seed_max_and_average_examples_are_exact():
-    assert engine.max_pool2d(SEED).tolist() == [[[6, 2], [2, 5]]]
-    assert engine.avg_pool2d(SEED).tolist() == [[[3.5, 1.25], [1.25, 3.5]]]
+@pytest.mark.parametrize("method", ["numpy", "numba"])
+def test_seed_max_and_average_examples_are_exact(method):
+    assert engine.max_pool2d(SEED, method=method).tolist() == [[[6, 2], [2, 5]]]
+    assert engine.avg_pool2d(SEED, method=method).tolist() == [[[3.5, 1.25], [1.25, 3.5]]]
 
 
 def test_torch_verified_average_divisors():
@@ -65,11 +66,11 @@ def test_keras_same_max_never_picks_padding():
     assert out.shape == (1, 4, 4) and (out == -1).all()
 
 
-@pytest.mark.parametrize("return_indices", [True, False])
-def test_nan_propagates_and_pad_cells_never_win(return_indices):
+@pytest.mark.parametrize("return_indices, method", [(True, "numba"), (False, "numba"), (False, "numpy")])
+def test_nan_propagates_and_pad_cells_never_win(return_indices, method):
     x = np.full((1, 5, 6), -np.inf, np.float32)
     x[0, 1, 1], x[0, 3, 4], x[0, 4, 0] = np.nan, 7, -3
-    out = engine.max_pool2d(x, (3, 3), (2, 2), (1, 1, 1, 1), return_indices=return_indices)
+    out = engine.max_pool2d(x, (3, 3), (2, 2), (1, 1, 1, 1), return_indices=return_indices, method=method)
     out = out[0] if return_indices else out
     assert np.array_equal(out[0], [[np.nan, np.nan, -np.inf], [np.nan, np.nan, 7], [-3, -np.inf, 7]], equal_nan=True)
 
@@ -105,8 +106,9 @@ def _fits(x, size, stride, pads, dilation, ceil_mode):
         x.shape[1:], size, stride, dilation, pads[0::2], pads[1::2])) >= 1
 
 
-@given(pool_cases())
-def test_max_pool2d_matches_naive(case):
+@pytest.mark.parametrize("method", ["numpy", "numba"])
+@given(case=pool_cases())
+def test_max_pool2d_matches_naive(case, method):
     x, size, stride, dilation, padding, ceil_mode = case
     pads = naive.explicit_pads(padding, x.shape[1:], size, stride, dilation)
     call = lambda: engine.max_pool2d(x, size, stride, padding, dilation, ceil_mode, return_indices=True)
@@ -117,17 +119,18 @@ def test_max_pool2d_matches_naive(case):
     out, indices = call()
     expected, expected_indices = naive.max_pool2d(x, size, stride, pads, dilation, ceil_mode)
     assert np.array_equal(out, expected) and np.array_equal(indices, expected_indices)
-    values_only = engine.max_pool2d(x, size, stride, padding, dilation, ceil_mode)  # its own kernel
+    values_only = engine.max_pool2d(x, size, stride, padding, dilation, ceil_mode, method=method)
     assert np.array_equal(values_only, expected)
     if padding == "same":
         assert out.shape[1:] == (-(-x.shape[1] // stride[0]), -(-x.shape[2] // stride[1]))
 
 
-@given(pool_cases(), st.booleans())
-def test_avg_pool2d_matches_naive(case, count_include_pad):
+@pytest.mark.parametrize("method", ["numpy", "numba"])
+@given(case=pool_cases(), count_include_pad=st.booleans())
+def test_avg_pool2d_matches_naive(case, count_include_pad, method):
     x, size, stride, _, padding, ceil_mode = case
     pads = naive.explicit_pads(padding, x.shape[1:], size, stride, (1, 1))
-    call = lambda: engine.avg_pool2d(x, size, stride, padding, ceil_mode, count_include_pad)
+    call = lambda: engine.avg_pool2d(x, size, stride, padding, ceil_mode, count_include_pad, method=method)
     if not _fits(x, size, stride, pads, (1, 1), ceil_mode):
         with pytest.raises(ShapeError):
             call()
@@ -251,3 +254,28 @@ def test_global_pool_equals_torch(F, rng):
     t = torch.from_numpy(x)[None]
     assert_matches(engine.global_pool(x), F.adaptive_avg_pool2d(t, 1).numpy().ravel())
     assert np.array_equal(engine.global_pool(x, "max"), F.adaptive_max_pool2d(t, 1).numpy().ravel())
+
+
+@pytest.mark.parametrize("band_bytes", [64, 4 << 20])
+@given(case=pool_cases(), count_include_pad=st.booleans())
+def test_numpy_pooling_in_bands_of_one_row_matches_naive(band_bytes, case, count_include_pad):
+    """The numpy method pads band by band: bands of one output row each meet every edge case."""
+    from convcli import pooling
+
+    x, size, stride, dilation, padding, ceil_mode = case
+    pads = naive.explicit_pads(padding, x.shape[1:], size, stride, dilation)
+    if not _fits(x, size, stride, pads, dilation, ceil_mode):
+        return
+    saved, pooling.BAND_BYTES = pooling.BAND_BYTES, band_bytes
+    try:
+        values = engine.max_pool2d(x, size, stride, padding, dilation, ceil_mode, method="numpy")
+        flat_pads = naive.explicit_pads(padding, x.shape[1:], size, stride, (1, 1))
+        mean = None
+        if _fits(x, size, stride, flat_pads, (1, 1), ceil_mode):
+            mean = engine.avg_pool2d(x, size, stride, padding, ceil_mode, count_include_pad, method="numpy")
+    finally:
+        pooling.BAND_BYTES = saved
+    assert np.array_equal(values, naive.max_pool2d(x, size, stride, pads, dilation, ceil_mode)[0])
+    if mean is not None:
+        include = count_include_pad and padding != "same"
+        assert_matches(mean, naive.avg_pool2d(x, size, stride, flat_pads, ceil_mode, include))

@@ -74,7 +74,7 @@ def transpose_cases(draw):
     return x, w, bias, stride, padding, output_padding, dilation, groups
 
 
-@given(transpose_cases(), st.sampled_from([None, "gemm", "spread"]), st.booleans())
+@given(transpose_cases(), st.sampled_from([None, "gemm", "spread", "numpy", "numba"]), st.booleans())
 def test_conv_transpose2d_matches_naive(case, method, banded):
     x, w, bias, stride, padding, output_padding, dilation, groups = case
     expected_hw = [(n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n, s, p, d, k, op in zip(
