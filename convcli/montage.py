@@ -10,13 +10,18 @@ Tiles keep their size (no resampling); each sits below its label, cells are sepa
 from __future__ import annotations
 
 import math
+import re
 from typing import Optional, Sequence
 
 import numpy as np
 
 from convcli.errors import ParameterError, ShapeError
+from convcli.limits import parse_whole, shorten
 
 GAP = 4
+#: Rows or columns of a montage grid: a 2**16-wide grid of 1-pixel tiles is already
+#: 262,144 pixels wide (past every image format's limit but PNG's).
+MAX_GRID_SIDE = 2**16
 
 
 def parse_grid(text: str) -> tuple[int, int]:
@@ -26,12 +31,12 @@ def parse_grid(text: str) -> tuple[int, int]:
     (2, 3)
     """
     parts = str(text).lower().replace(" ", "").split("x")
-    try:
-        rows, cols = (int(p) for p in parts)
-    except ValueError:
-        raise ParameterError(f"montage grid {text!r} is not RxC, e.g. 2x4") from None
+    if len(parts) != 2 or not all(re.fullmatch(r"[0-9]+", p, re.ASCII) for p in parts):
+        raise ParameterError(f"montage grid {shorten(text)!r} is not RxC, e.g. 2x4")
+    rows, cols = (parse_whole(p, f"montage grid {shorten(text)!r}: the {axis}", 0, MAX_GRID_SIDE)
+                  for p, axis in zip(parts, ("rows", "columns")))
     if min(rows, cols) < 1:
-        raise ParameterError(f"montage grid {text!r} needs at least 1 row and 1 column")
+        raise ParameterError(f"montage grid {shorten(text)!r} needs at least 1 row and 1 column")
     return rows, cols
 
 
