@@ -653,12 +653,26 @@ class Job:
         from convcli import images
 
         picture = images.read_input(source, alpha_as_channel=self.alpha == "channel", options=self.read)
+        if target is not None:
+            self._check_planned(target, picture)
         with np.errstate(over="ignore", invalid="ignore"):  # float32 overflows to inf, NaN propagates (PyTorch)
             maps = self.pipeline.run(Maps(picture.data, picture.white), self.before)
             if target is not None:
                 self._write(target, picture, maps)
         shapes = {"input_shape": _hwc(picture.data.shape), "output_shape": _hwc(maps.data.shape)}
         return maps, shapes
+
+    def _check_planned(self, target: str, picture) -> None:
+        """Before the steps run: the output shape ``trace`` plans must suit the output's format
+        (a 20000-pixel-wide WebP is refused now, not after the work)."""
+        from convcli import images
+
+        try:
+            planned = trace(self.pipeline, tuple(_hwc(picture.data.shape)))
+        except ConvcliError:  # the steps themselves will say what is wrong
+            return
+        if planned.error is None and planned.output is not None:
+            images.check_output_shape(target, self.settings, planned.output, picture.white, self.format)
 
     def _write(self, target: str, picture, maps: Maps) -> None:
         import numpy as np

@@ -188,3 +188,59 @@ def test_error_lines_stay_short_through_a_real_process(work):
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and len(lines[0]) <= 1000, result.stderr[:300]
+
+
+# --------------------------------------------------------------------------------------------
+# Class 6: output formats, checked on the planned shape before the work
+
+
+@pytest.fixture
+def wide(work):
+    """A 2x17000 gray PNG: past WebP's 16383 pixels per side, not JPEG's 65500."""
+    Image.fromarray(np.zeros((2, 17000), np.uint8)).save(work / "wide.png")
+    Image.fromarray(np.zeros((2, 66000), np.uint8)).save(work / "wider.png")
+    return work
+
+
+@pytest.mark.parametrize("source, output, problem", [
+    ("wide.png", "o.webp", "WEBP stores at most 16383 per side"),
+    ("wider.png", "o.jpg", "JPEG stores at most 65500 per side"),
+])
+def test_format_size_limits_are_checked_before_the_work(wide, source, output, problem):
+    before = snapshot(wide)
+    # a real process: libjpeg prints its own line on stderr when it is asked to encode
+    result = subprocess.run([sys.executable, "-m", "convcli", "conv", source, "-k", "box", "-o", output],
+                            capture_output=True, text=True, timeout=120, cwd=wide)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"Error: output {output!r} would be "
+                                          f"{result.stderr.split('would be ')[1].split(' pixels')[0]} "
+                                          f"pixels (rows x columns); {problem} (use .png, .tif or .npy)"]
+    assert problem in result.stderr
+    assert snapshot(wide) == before
+
+
+def test_format_limits_before_the_steps_run(wide, monkeypatch):
+    """The planned shape is refused before the pipeline runs: the steps are never applied."""
+    from convcli import pipeline
+
+    def never(*args, **kwargs):
+        raise AssertionError("the steps ran")
+
+    monkeypatch.setattr(pipeline.Pipeline, "run", never)
+    refused(run("pool", "wide.png", "--size", "1", "-o", "o.webp"), 1, "WEBP stores at most 16383")
+    refused(run("run", "steps.yaml", "wide.png", "-o", "o.webp"), 1, "WEBP stores at most 16383")
+
+
+def test_a_montage_past_its_format_is_refused_before_it_is_drawn(work):
+    before = snapshot(work)
+    refused(run("conv", "a.png", "-k", "box", "--montage-grid", "7000x1", "-o", "m.jpg"), 1,
+            "JPEG stores at most 65500 per side")
+    refused(run("conv", "a.png", "-k", "box", "--montage-grid", "65536x65536", "-o", "m.png"), 1,
+            "montage")
+    assert snapshot(work) == before
+
+
+def test_unpool_checks_its_format_before_the_work(wide):
+    np.save(wide / "i.npy", np.zeros((1, 9000), np.int64))
+    Image.fromarray(np.zeros((1, 9000), np.uint8)).save(wide / "half.png")
+    refused(run("unpool", "half.png", "--indices", "i.npy", "-o", "u.webp"), 1, "WEBP stores at most 16383")
