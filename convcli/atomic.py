@@ -1,4 +1,5 @@
-"""Writing files atomically: a temporary file beside the target, then a rename.
+"""Writing files atomically: a temporary file beside the target, then a rename; and the rules
+every output follows before any work (``check_target``, ``taken``).
 
 No numpy here: the kernel catalogue's cache uses it too.
 """
@@ -10,6 +11,7 @@ import os
 import tempfile
 from typing import Callable, Sequence
 
+from convcli import limits
 from convcli.errors import OutputError
 
 
@@ -48,6 +50,57 @@ def atomic_write_all(items: Sequence[tuple[str, Callable]]) -> None:
         if isinstance(exc, OSError):
             raise OutputError(f"cannot write {current!r} ({exc.strerror or exc})") from None
         raise
+
+
+def taken(path: str) -> bool:
+    """Whether writing ``path`` would replace something: any existing path, a dangling
+    symbolic link included (``os.path.exists`` follows the link and says no; the rename
+    would replace the link). Outputs that are taken need ``--overwrite``.
+    """
+    return os.path.lexists(path)
+
+
+def check_target(path: str, what: str = "output", overwrite: bool = True) -> None:
+    """The checks every file convcli writes goes through before any work: a path within the
+    file-name limits, whose nearest existing folder really is a folder (``file.png/x.png``
+    is refused here, not after the work), that is not a directory; and, unless
+    ``overwrite``, not ``taken``.
+
+    >>> check_target("/dev/null/maps.png")
+    Traceback (most recent call last):
+    ...
+    convcli.errors.OutputError: output '/dev/null/maps.png': '/dev/null' is not a folder
+    """
+    limits.check_path_length(path, what)
+    shown = limits.shorten(path)
+    ancestor = _nearest_existing(os.path.dirname(os.path.abspath(path)))
+    if not os.path.isdir(ancestor):
+        raise OutputError(f"{what} {shown!r}: {limits.shorten(ancestor)!r} is not a folder")
+    if os.path.isdir(path):
+        raise OutputError(f"{what} {shown!r} is a directory")
+    if not overwrite and taken(path):
+        raise OutputError(f"{what} {shown!r} exists (use --overwrite to replace it)")
+
+
+def check_folder(path: str) -> None:
+    """Refuse, before any work, a folder ``make_folder`` could not create because a file
+    stands where one of its folders should be; ``make_folder``'s message.
+
+    >>> check_folder("/dev/null/maps")
+    Traceback (most recent call last):
+    ...
+    convcli.errors.OutputError: cannot create the folder '/dev/null/maps' (Not a directory)
+    """
+    limits.check_path_length(path, "the folder")
+    if not os.path.isdir(_nearest_existing(os.path.abspath(path))):
+        raise OutputError(f"cannot create the folder {limits.shorten(path)!r} (Not a directory)")
+
+
+def _nearest_existing(path: str) -> str:
+    """``path`` or its nearest ancestor that exists (a dangling link counts as existing)."""
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path
 
 
 def make_folder(path: str) -> None:

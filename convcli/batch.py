@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
 import signal
+import string
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
-from convcli import runtime
+from convcli import limits, runtime
 from convcli.errors import ConvcliError, InputError, OutputError
 
 #: Extensions a directory scan picks up (everything Pillow commonly reads, and .npy).
@@ -90,10 +92,38 @@ def output_name(source: str, template: str, ext: Optional[str] = None, **fields:
     own = dot_ext[1:].lower()
     values = dict(stem=stem, name=name, ext=ext or (own if own in OUTPUT_EXTENSIONS else "png"), **fields)
     try:
-        return template.format(**values)
-    except (KeyError, IndexError, ValueError) as exc:
+        check_template(template)
+        filled = template.format(**values)
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
         known = ", ".join("{" + k + "}" for k in values)
-        raise OutputError(f"--name template {template!r} is not valid ({exc}); fields: {known}") from None
+        raise OutputError(f"--name template {limits.shorten(template)!r} is not valid "
+                          f"({limits.shorten(exc, 160)}); fields: {known}") from None
+    limits.check_path_length(filled, f"--name {limits.shorten(template)!r} gives")
+    return filled
+
+
+def check_template(template: str) -> None:
+    """Refuse, before filling it, a ``--name`` template that could not make a file name: a
+    width or precision over ``limits.MAX_NAME_BYTES`` (``{stem:>2000000}`` would build two
+    million characters), or a field inside a format spec (``{name:{stem}}``: the width would
+    come from a file name). Raises ValueError, which ``output_name`` reports.
+
+    >>> check_template("{stem:>8}_{kernel}.{ext}")
+    >>> check_template("{stem:>2000000}.png")
+    Traceback (most recent call last):
+    ...
+    ValueError: the width or precision 2000000 in '{stem:>2000000}' is more than a file name may hold (255 bytes)
+    """
+    for _, field_name, spec, _ in string.Formatter().parse(template):
+        if field_name is None or not spec:
+            continue
+        if "{" in spec:
+            raise ValueError(f"a field inside the format spec of {{{limits.shorten(field_name)}}}")
+        for digits in re.findall(r"[0-9]+", spec):
+            if len(digits.lstrip("0")) > 3 or int(digits) > limits.MAX_NAME_BYTES:
+                raise ValueError(f"the width or precision {limits.shorten(digits, 12)} in "
+                                 f"{limits.shorten('{' + field_name + ':' + spec + '}', 30)!r} is "
+                                 f"more than a file name may hold ({limits.MAX_NAME_BYTES} bytes)")
 
 
 def plan_outputs(

@@ -18,7 +18,9 @@ from convcli.errors import ConvcliError
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"Error: {message}", err=True)
+    from convcli.limits import short_message
+
+    click.echo(f"Error: {short_message(message)}", err=True)
     sys.exit(code)
 
 

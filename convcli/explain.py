@@ -44,6 +44,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from convcli import geometry
 from convcli.errors import InputError, ParameterError, ShapeError
 from convcli.geometry import PaddingSpec, Pair, ReceptiveField, Window, padding_text, shape_text, window_too_large
+from convcli.limits import parse_real, parse_whole, shorten
 from convcli.params import parse_padding, parse_pair
 
 #: (H, W, C), the order of ``--input 224x224x3``.
@@ -158,10 +159,8 @@ def _kind(word: Any) -> tuple[str, str]:
 
 def _count(value: Any, name: str) -> int:
     if isinstance(value, bool) or not re.fullmatch(r"\s*[0-9]+\s*", str(value)):
-        raise ParameterError(f"{name} must be a whole number, got {value!r}")
-    if int(value) < 1:
-        raise ParameterError(f"{name} must be at least 1, got {value!r}")
-    return int(value)
+        raise ParameterError(f"{name} must be a whole number, got {shorten(repr(value))}")
+    return parse_whole(value, name, minimum=1)
 
 
 def _pair(value: Any, name: str, minimum: int = 1) -> Pair:
@@ -424,11 +423,11 @@ def parse_shape(text: str) -> Shape:
     ((224, 224, 3), (28, 28, 1))
     """
     parts = str(text).lower().replace(" ", "").split("x")
-    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts):
-        raise ParameterError(f"input {text!r} is not HxWxC, HxW or an existing file")
-    values = [int(p) for p in parts] + [1] * (3 - len(parts))
+    if len(parts) not in (2, 3) or not all(re.fullmatch(r"[0-9]+", p, re.ASCII) for p in parts):
+        raise ParameterError(f"input {shorten(text)!r} is not HxWxC, HxW or an existing file")
+    values = [parse_whole(p, f"input {shorten(text)!r}: a size") for p in parts] + [1] * (3 - len(parts))
     if min(values) < 1:
-        raise ParameterError(f"input {text!r} must have sizes of at least 1")
+        raise ParameterError(f"input {shorten(text)!r} must have sizes of at least 1")
     return tuple(values)
 
 
@@ -863,11 +862,9 @@ def parse_matrix(text: str) -> list[list[float]]:
     [[1.0, 2.0, 0.0], [4.0, 1.0, 1.0]]
     """
     rows = [r.replace(",", " ").split() for r in re.split(r"[;\n]", str(text)) if r.strip()]
-    try:
-        matrix = [[float(v) for v in row] for row in rows]
-    except ValueError as exc:
-        raise ParameterError(f"matrix {text!r}: {exc}") from None
-    return _check_matrix(matrix, f"matrix {text!r}")
+    where = f"matrix {shorten(text)!r}"
+    matrix = [[parse_real(v, f"{where}: value", finite=False) for v in row] for row in rows]
+    return _check_matrix(matrix, where)
 
 
 def load_matrix(spec: str) -> list[list[float]]:

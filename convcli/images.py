@@ -59,6 +59,12 @@ PNG_LEVEL = 1
 #: PNG rows are compressed in strips of about this many bytes, on the cores in parallel.
 PNG_STRIP_BYTES = 4 << 20
 _SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}
+#: The widest and tallest image each format stores: libwebp's 16383, libjpeg's 65500
+#: (JPEG_MAX_DIMENSION), PNG's 2**31 - 1, BMP's signed 32-bit sizes; TIFF's 32-bit ones.
+MAX_SIDE = {"PNG": 2**31 - 1, "JPEG": 65500, "WEBP": 16383, "BMP": 2**31 - 1, "TIFF": 2**32 - 1}
+#: Pixel bytes a file of the format holds: classic TIFF and BMP address their data with 32
+#: bits (less a margin for headers and the BMP palette).
+MAX_PIXEL_BYTES = {"TIFF": 2**32 - 2**20, "BMP": 2**32 - 2**11}
 
 #: Pillow modes converted on reading, and the white level of each stored mode.
 _CONVERT = {"1": "L", "P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB",
@@ -497,6 +503,67 @@ def _check_format(output: str, settings: OutputSettings) -> None:
         raise ParameterError("--colormap makes 8- or 16-bit colour, not a float output")
 
 
+def check_output_shape(output: str, settings: Optional[OutputSettings], shape: Sequence[int],
+                       white: Optional[float] = None, format: Optional[str] = None) -> None:
+    """Before the work: refuse an output whose planned maps (H, W, C) its format cannot hold
+    (too wide or tall, too many bytes); channel counts are the writer's to refuse, after the
+    steps have said what is wrong with them.
+
+    A montage is checked on its tiles and gaps (its labels can only make it wider); the
+    writer checks every image again at its exact size, before encoding it.
+
+    >>> check_output_shape("wide.webp", None, (10, 20000, 1))
+    Traceback (most recent call last):
+    ...
+    convcli.errors.OutputError: output 'wide.webp' would be 10x20000 pixels (rows x columns); WEBP stores at most 16383 per side (use .png, .tif or .npy)
+    """
+    settings = settings or OutputSettings()
+    name = f"stdout.{format}" if output == STDIO else output
+    if extension(name) == NPY:
+        return
+    fmt, depths = IMAGE_FORMATS[extension(name)]
+    height, width, count = (int(n) for n in shape)
+    channels = 3 if settings.colormap else 1
+    if settings.montage:
+        from convcli.montage import GAP, grid_shape
+
+        rows, cols = grid_shape(count, settings.grid)
+        height, width = rows * height + (rows - 1) * GAP, cols * width + (cols - 1) * GAP
+    elif not settings.split:
+        channels = 3 if settings.colormap else count
+    if not any(channels in counts for counts in depths.values()):
+        return  # the writer names the channel counts the format holds
+    try:
+        depth = _choose_depth(fmt, depths, settings, white, channels)
+    except ShapeError:  # channels the format does not hold: the steps' errors come first
+        return
+    check_image_size(output, fmt, height, width, channels, depth)
+
+
+def check_image_size(output: str, fmt: str, height: int, width: int, channels: int, depth: str) -> None:
+    """Refuse an image of ``height`` x ``width`` x ``channels`` at ``depth`` that ``fmt`` cannot
+    store (``MAX_SIDE``, ``MAX_PIXEL_BYTES``)."""
+    shown = limits.shorten(output)
+    if max(height, width) > MAX_SIDE[fmt]:
+        raise OutputError(f"output {shown!r} would be {height}x{width} pixels (rows x columns); {fmt} "
+                          f"stores at most {MAX_SIDE[fmt]} per side (use .png, .tif or .npy)")
+    n_bytes = height * width * channels * {"8": 1, "16": 2, "32f": 4}[depth]
+    if n_bytes > MAX_PIXEL_BYTES.get(fmt, n_bytes):
+        raise OutputError(f"output {shown!r} would hold {limits.format_bytes(n_bytes)} of pixels; a {fmt} "
+                          f"file holds at most {limits.format_bytes(MAX_PIXEL_BYTES[fmt])} (use .png or .npy)")
+
+
+def _check_channels(fmt: str, count: int, settings: OutputSettings) -> None:
+    """The map counts one image of ``fmt`` holds (without --split or --montage)."""
+    if settings.colormap and count != 1:
+        raise ShapeError(f"--colormap colours a single map; for {count} maps use --split or --montage")
+    if settings.rgba and count != 4:
+        raise ShapeError(f"--rgba needs exactly 4 feature maps, got {count}")
+    if not settings.rgba and count not in (1, 3):
+        raise ShapeError(f"{count} feature maps do not fit one {fmt} image (1 = gray, 3 = RGB, "
+                         f"4 = RGBA with --rgba); use --split, --montage or a .npy output")
+
+
 def _depth_list(depths: dict) -> str:
     return ", ".join("32-bit float" if d == "32f" else f"{d}-bit" for d in depths)
 
@@ -574,15 +641,12 @@ def _image_savers(path, maps, white, alpha, settings, signed, labels, in_place=F
     fmt, depths = IMAGE_FORMATS[extension(path)]
     count = len(maps)
     one_image = not (settings.split or settings.montage)
-    if one_image and settings.colormap and count != 1:
-        raise ShapeError(f"--colormap colours a single map; for {count} maps use --split or --montage")
-    if one_image and settings.rgba and count != 4:
-        raise ShapeError(f"--rgba needs exactly 4 feature maps, got {count}")
-    if one_image and not settings.rgba and count not in (1, 3):
-        raise ShapeError(f"{count} feature maps do not fit one {fmt} image (1 = gray, 3 = RGB, "
-                         f"4 = RGBA with --rgba); use --split, --montage or a .npy output")
+    if one_image:
+        _check_channels(fmt, count, settings)
     channels = 3 if settings.colormap else (count if one_image else 1)
     depth = _choose_depth(fmt, depths, settings, white, channels)
+    if not settings.montage:  # a montage is checked at its exact size before it is drawn
+        check_image_size(path, fmt, *maps.shape[1:], channels, depth)
     out_white = DEPTHS[depth]
     gain = out_white / white if white else 1.0
     mode = "none" if settings.map == "auto" and depth == "32f" else settings.map
@@ -598,7 +662,8 @@ def _image_savers(path, maps, white, alpha, settings, signed, labels, in_place=F
         from convcli.montage import montage
 
         names = [str(i) for i in range(count)] if labels is None else list(labels)
-        files = [montage(values, names, out_white, settings.grid)]
+        files = [montage(values, names, out_white, settings.grid,
+                         check=lambda shape: check_image_size(path, fmt, *shape[1:], shape[0], depth))]
     elif settings.split:
         files = list(values)
     else:

@@ -38,7 +38,6 @@ from convcli import limits
 from convcli.errors import KernelError
 from convcli.kernel_catalogue import NAME, SUFFIXES, find_in, kernel_names, locate, search_path
 from convcli.kernel_generators import GENERATORS, gaussian_size
-from convcli.params import NUMBER
 
 # |sum| <= RELATIVE_EPS * sum(|w|) counts as zero-sum (weights are float32). ``scale: sum`` then
 # keeps scale 1 instead of dividing by ~0: ImageMagick -convolve's rule (skip normalising
@@ -90,11 +89,12 @@ class Parameter:
             raise KernelError(f"{where}: {self.name}={shown} is not one of {self._choices()}")
         # ASCII only: int() and float() would also take "２" and "1_0"
         whole = self.type == "int"
-        if not (re.fullmatch(r"[+-]?[0-9]+", text, re.ASCII) if whole else NUMBER.fullmatch(text)):
+        if not (re.fullmatch(r"[+-]?[0-9]+", text, re.ASCII) if whole else limits.NUMBER.fullmatch(text)):
             kind = "a whole number" if whole else "a number"
             raise KernelError(f"{where}: {self.name}={shown!r} is not {kind}")
         if whole and len(text.lstrip("+-").lstrip("0")) > 30:  # no need to convert it
             raise KernelError(f"{where}: {self.name}={shown} is too large")
+        limits.check_digits(text, f"{where}: {self.name}", KernelError)
         value = int(text) if whole else float(text)
         if not _is_finite(value):
             raise KernelError(f"{where}: {self.name}={shown} must be finite")
@@ -254,8 +254,9 @@ def inline_kernel(text: str) -> Kernel:
     match = _INLINE.match(text)
     if match is None:
         raise KernelError(f"{text!r} is not an inline kernel 'WxH[+X+Y]: values'")
-    width, height = int(match[1]), int(match[2] or match[1])
-    where = f"inline kernel {text.partition(':')[0].strip() + ':'!r}"
+    where = f"inline kernel {limits.shorten(text.partition(':')[0].strip() + ':')!r}"
+    width, height = (limits.parse_whole(n, f"{where}: the {side}", 0, limits.MAX_KERNEL_SIDE, KernelError)
+                     for n, side in ((match[1], "width"), (match[2] or match[1], "height")))
     if width < 1 or height < 1:
         raise KernelError(f"{where}: width and height must be at least 1")
     cells = _tokens(match[5])
@@ -265,7 +266,8 @@ def inline_kernel(text: str) -> Kernel:
     values = [0.0 if v == "-" or v.lower() == "nan" else _number(v, where) for v in cells]
     weights = check_weights(np.array(values).reshape(height, width), where)
     if match[3] is not None:
-        column, row = int(match[3]), int(match[4])
+        column, row = (limits.parse_whole(n, f"{where}: the origin", 0, error=KernelError)
+                       for n in (match[3], match[4]))
         if column >= width or row >= height:
             raise KernelError(f"{where}: origin +{column}+{row} is outside the "
                               f"{width}x{height} kernel")
@@ -312,10 +314,8 @@ def _tokens(text: str) -> list[str]:
 
 
 def _number(text: str, where: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise KernelError(f"{where}: {text!r} is not a number") from None
+    """A weight: any number (a non-finite one is named with its cell by ``check_weights``)."""
+    return limits.parse_real(text, f"{where}:", KernelError, finite=False)
 
 
 def _parse_params(text: str, where: str) -> dict:
@@ -377,13 +377,14 @@ def _read_mat(path: Path, where: str) -> tuple[np.ndarray, float, float]:
     lines = [line for line in _read_text(path, where).splitlines() if line.strip()]
     header = _tokens(lines[0]) if lines else []
     try:
-        numbers = [float(v) for v in header]
-    except ValueError:
+        numbers = [limits.parse_real(v, f"{where}: the first line", KernelError, finite=False)
+                   for v in header]
+    except KernelError:
         numbers = []
     if not 2 <= len(numbers) <= 4 or not all(v.is_integer() and v >= 1 for v in numbers[:2]):
         first = lines[0].strip() if lines else ""
         raise KernelError(f"{where}: the first line must be 'width height [scale [offset]]', "
-                          f"got {first!r}")
+                          f"got {limits.shorten(first)!r}")
     width, height = int(numbers[0]), int(numbers[1])
     scale, offset = (numbers[2:] + [1.0, 0.0][len(numbers) - 2:])[:2]
     if not (math.isfinite(scale) and math.isfinite(offset)) or scale == 0:

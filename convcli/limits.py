@@ -42,13 +42,27 @@ MAX_KERNEL_WEIGHTS = 2**26
 MAX_TEXT_BYTES = 1_000_000
 #: The largest whole number an option takes (stride, dilation, padding, sizes, groups): int32's.
 MAX_OPTION_INT = 2**31 - 1
+#: Digits a number may be written with (option, kernel string, YAML value), counted before it is
+#: converted: more than a float64 needs written out exactly (767 significant digits), far less
+#: than Python's own limit (4,300 digits, a ValueError) or the time a huge string takes.
+MAX_NUMBER_DIGITS = 1000
+#: A decimal number in ASCII (``float`` also takes ``１`` and ``1_0``), or inf/nan.
+NUMBER = re.compile(r"\s*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf(?:inity)?|nan)\s*",
+                    re.ASCII | re.IGNORECASE)
+
+#: File-name limits of Linux (NAME_MAX, PATH_MAX): bytes per path component and in a whole path.
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
+#: An error line's length: values are cut with ``shorten``; this bounds what is left.
+MAX_MESSAGE = 1000
 
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 def parse_whole(text: Union[str, int], what: str, minimum: int = 0,
-                maximum: int = MAX_OPTION_INT) -> int:
-    """A whole number written in ASCII digits (no ``２``, no ``1_000``), within the bounds.
+                maximum: int = MAX_OPTION_INT, error: type = ParameterError) -> int:
+    """A whole number written in ASCII digits (no ``２``, no ``1_000``), within the bounds,
+    compared with them without converting a long one (Python refuses 4,300 digits and more).
 
     >>> parse_whole(" 12 ", "frame")
     12
@@ -59,23 +73,67 @@ def parse_whole(text: Union[str, int], what: str, minimum: int = 0,
     """
     value = str(text).strip()
     if not re.fullmatch(r"[+-]?[0-9]+", value, re.ASCII):
-        raise ParameterError(f"{what} {shorten(text)!r} is not a whole number (ASCII digits)")
+        raise error(f"{what} {shorten(text)!r} is not a whole number (ASCII digits)")
     digits = value.lstrip("+-").lstrip("0")
-    # thousands of digits: no need to convert them (Python refuses beyond 4300 anyway)
     number = int(value) if len(digits) <= 30 else (-1 if value[0] == "-" else 1) * 10**30
     if number < minimum:
-        raise ParameterError(f"{what} must be at least {minimum}, got {shorten(text)!r}")
+        raise error(f"{what} must be at least {minimum}, got {shorten(text)!r}")
     if number > maximum:
-        raise ParameterError(f"{what} must be at most {maximum}, got {shorten(text)!r}")
+        raise error(f"{what} must be at most {maximum}, got {shorten(text)!r}")
     return number
 
 
+def check_digits(text: str, what: str, error: type = ParameterError) -> None:
+    """Refuse a number written with more than ``MAX_NUMBER_DIGITS`` digits, before converting it.
+
+    >>> check_digits("9" * 5000, "stride")     # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    convcli.errors.ParameterError: stride '999...' has 5,000 digits, more than the 1,000 a number may have
+    """
+    digits = sum(map(str.isdigit, str(text)))
+    if digits > MAX_NUMBER_DIGITS:
+        raise error(f"{what} {shorten(text)!r} has {digits:,} digits, more than the "
+                    f"{MAX_NUMBER_DIGITS:,} a number may have")
+
+
+def parse_real(text: Union[str, float], what: str, error: type = ParameterError,
+               finite: bool = True) -> float:
+    """A number written in ASCII (``1.5``, ``-2e3``; ``inf`` and ``nan`` unless ``finite``),
+    its digits counted (``check_digits``) before it is converted.
+
+    >>> parse_real(" -2e3 ", "offset")
+    -2000.0
+    >>> parse_real("1e999999", "scale")
+    Traceback (most recent call last):
+    ...
+    convcli.errors.ParameterError: scale '1e999999' must be finite
+    """
+    if not NUMBER.fullmatch(str(text)):
+        raise error(f"{what} {shorten(text)!r} is not a number")
+    check_digits(text, what, error)
+    value = float(text)
+    if finite and not math.isfinite(value):
+        raise error(f"{what} {shorten(text)!r} must be finite")
+    return value
+
+
 def parse_bytes(text: str, what: str) -> int:
-    """A size in bytes: a number with an optional K, M, G or T suffix (powers of 1024)."""
+    """A size in bytes: a number with an optional K, M, G or T suffix (powers of 1024), at most
+    2**63 bytes.
+
+    >>> parse_bytes("9" * 400, "budget")
+    Traceback (most recent call last):
+    ...
+    convcli.errors.ParameterError: budget '999999999999999999999999999999999999999999999999999999999...' is more than 2**63 bytes
+    """
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)i?B?\s*", str(text), re.ASCII | re.I)
     if match is None:
         raise ParameterError(f"{what} {shorten(text)!r} is not a size in bytes (e.g. 8G, 512M)")
-    return int(float(match[1]) * _UNITS[match[2].upper()])
+    size = parse_real(match[1], what, finite=False) * _UNITS[match[2].upper()]
+    if size > 2**63:
+        raise ParameterError(f"{what} {shorten(text)!r} is more than 2**63 bytes")
+    return int(size)
 
 
 def shorten(text: object, width: int = 60) -> str:
@@ -86,6 +144,40 @@ def shorten(text: object, width: int = 60) -> str:
     """
     text = str(text)
     return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def short_message(message: str) -> str:
+    """An error message as one short line: runs of more than 200 characters without a space
+    (a value a caller did not shorten) are cut, then the whole to ``MAX_MESSAGE``.
+
+    >>> len(short_message("bad " + "x" * 10**6))
+    204
+    """
+    message = " ".join(str(message).splitlines())
+    message = re.sub(r"\S{201,}", lambda run: shorten(run[0], 200), message)
+    return shorten(message, MAX_MESSAGE)
+
+
+def check_path_length(path: str, what: str = "output") -> None:
+    """Refuse a path longer than ``MAX_PATH_BYTES`` or with a component longer than
+    ``MAX_NAME_BYTES`` (in the file system's encoding), before any work.
+
+    >>> check_path_length("out/" + "a" * 300 + ".png")     # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    convcli.errors.OutputError: output 'out/aaa...': the name 'aaa...' is 304 bytes, more than the 255 a file name may have
+    """
+    from convcli.errors import OutputError
+
+    encoded = os.fsencode(path)
+    if len(encoded) > MAX_PATH_BYTES:
+        raise OutputError(f"{what} {shorten(path)!r} is {len(encoded):,} bytes, more than the "
+                          f"{MAX_PATH_BYTES:,} a path may have")
+    for part in encoded.split(b"/"):
+        if len(part) > MAX_NAME_BYTES:
+            name = os.fsdecode(part)
+            raise OutputError(f"{what} {shorten(path, 20)!r}: the name {shorten(name, 20)!r} is "
+                              f"{len(part):,} bytes, more than the {MAX_NAME_BYTES} a file name may have")
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,13 +10,18 @@ Tiles keep their size (no resampling); each sits below its label, cells are sepa
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+import re
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from convcli.errors import ParameterError, ShapeError
+from convcli.limits import check_arrays, parse_whole, shorten
 
 GAP = 4
+#: Rows or columns of a montage grid: a 2**16-wide grid of 1-pixel tiles is already
+#: 262,144 pixels wide (past every image format's limit but PNG's).
+MAX_GRID_SIDE = 2**16
 
 
 def parse_grid(text: str) -> tuple[int, int]:
@@ -26,12 +31,12 @@ def parse_grid(text: str) -> tuple[int, int]:
     (2, 3)
     """
     parts = str(text).lower().replace(" ", "").split("x")
-    try:
-        rows, cols = (int(p) for p in parts)
-    except ValueError:
-        raise ParameterError(f"montage grid {text!r} is not RxC, e.g. 2x4") from None
+    if len(parts) != 2 or not all(re.fullmatch(r"[0-9]+", p, re.ASCII) for p in parts):
+        raise ParameterError(f"montage grid {shorten(text)!r} is not RxC, e.g. 2x4")
+    rows, cols = (parse_whole(p, f"montage grid {shorten(text)!r}: the {axis}", 0, MAX_GRID_SIDE)
+                  for p, axis in zip(parts, ("rows", "columns")))
     if min(rows, cols) < 1:
-        raise ParameterError(f"montage grid {text!r} needs at least 1 row and 1 column")
+        raise ParameterError(f"montage grid {shorten(text)!r} needs at least 1 row and 1 column")
     return rows, cols
 
 
@@ -48,10 +53,13 @@ def grid_shape(count: int, grid: Optional[tuple[int, int]] = None) -> tuple[int,
 
 
 def montage(tiles: np.ndarray, labels: Sequence[str], white: float,
-            grid: Optional[tuple[int, int]] = None) -> np.ndarray:
+            grid: Optional[tuple[int, int]] = None,
+            check: Optional[Callable[[tuple[int, int, int]], None]] = None) -> np.ndarray:
     """Lay ``tiles`` (N, K, H, W) out on a grid with ``labels``: returns (K, rows, cols) float32.
 
     Cells are as wide as the tile or its label, whichever is wider; text is ``white``.
+    ``check(shape)`` may refuse the canvas's shape before it is allocated (as does the
+    memory budget).
 
     >>> tiles = np.ones((3, 1, 8, 8), np.float32)
     >>> out = montage(tiles, ["a", "b", "c"], 255.0)
@@ -69,6 +77,9 @@ def montage(tiles: np.ndarray, labels: Sequence[str], white: float,
     cell_w = max([width] + [math.ceil(font.getbbox(text)[2]) + 1 for text in labels])
     cell_h = label_height + height
     shape = (channels, rows * cell_h + (rows - 1) * GAP, cols * cell_w + (cols - 1) * GAP)
+    if check is not None:
+        check(shape)
+    check_arrays("montage", canvas=shape)
     canvas = np.zeros(shape, np.float32)
     for index, (tile, text) in enumerate(zip(tiles, labels)):
         top, left = (index // cols) * (cell_h + GAP), (index % cols) * (cell_w + GAP)

@@ -15,11 +15,7 @@ import re
 
 from convcli.errors import ParameterError
 from convcli.geometry import PADDING_RULES, PaddingSpec
-from convcli.limits import MAX_OPTION_INT, parse_whole, shorten
-
-#: A decimal number in ASCII (``float`` also takes ``１`` and ``1_0``), or inf/nan (refused later).
-NUMBER = re.compile(r"\s*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf(?:inity)?|nan)\s*",
-                     re.ASCII | re.IGNORECASE)
+from convcli.limits import MAX_OPTION_INT, NUMBER, parse_real, parse_whole, shorten
 
 #: Border modes, with PyTorch's names (numpy's ``constant``, ``reflect``, ``edge``, ``wrap``;
 #: SciPy's ``reflect`` is none of them: it repeats the edge, numpy's ``symmetric``).
@@ -53,13 +49,13 @@ def parse_pair(text: str, option: str, minimum: int = 1) -> tuple[int, int]:
     return (values[0], values[-1])
 
 
-def parse_count(text: str, option: str, minimum: int = 1) -> int:
-    """One whole number of at least ``minimum`` (``--groups``, ``--frame``).
+def parse_count(text: str, option: str, minimum: int = 1, maximum: int = MAX_OPTION_INT) -> int:
+    """One whole number from ``minimum`` to ``maximum`` (``--groups``, ``--frame``, ``--jobs``).
 
     >>> parse_count("3", "groups")
     3
     """
-    return parse_whole(text, option, minimum=minimum)
+    return parse_whole(text, option, minimum=minimum, maximum=maximum)
 
 
 def parse_padding(text: str) -> PaddingSpec:
@@ -98,7 +94,7 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
     parts = str(text).split(",")
     if not all(NUMBER.fullmatch(p) for p in parts):
         raise ParameterError(f"{option} {shorten(text)!r} is not a number or comma-separated numbers")
-    values = tuple(float(p) for p in parts)
+    values = tuple(parse_real(p, option, finite=False) for p in parts)
     if not all(math.isfinite(v) for v in values):
         raise ParameterError(f"{option} {shorten(text)!r} must be finite")
     return values

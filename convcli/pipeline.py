@@ -34,10 +34,12 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from convcli.errors import ConvcliError, InputError, OutputError, ParameterError, ShapeError
+from convcli.limits import MAX_OPTION_INT, shorten
 from convcli.params import PAD_MODES
 
 REQUIRED = object()
@@ -56,9 +58,11 @@ _NAME = re.compile(r"[A-Za-z_][\w-]*\Z")
 
 def _whole(value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ParameterError(f"must be a whole number, got {value!r}")
+        raise ParameterError(f"must be a whole number, got {_short(value)}")
     if value < minimum:
-        raise ParameterError(f"must be at least {minimum}, got {value}")
+        raise ParameterError(f"must be at least {minimum}, got {_short(value)}")
+    if value > MAX_OPTION_INT:
+        raise ParameterError(f"must be at most {MAX_OPTION_INT}, got {_short(value)}")
     return value
 
 
@@ -68,7 +72,7 @@ def _pair(minimum: int) -> Callable[[Any], tuple[int, int]]:
     def parse(value: Any) -> tuple[int, int]:
         values = value if isinstance(value, list) else [value]
         if len(values) not in (1, 2):
-            raise ParameterError(f"takes N or [rows, cols], got {value!r}")
+            raise ParameterError(f"takes N or [rows, cols], got {_short(value)}")
         rows, cols = (_whole(v, minimum) for v in (values[0], values[-1]))
         return rows, cols
 
@@ -81,10 +85,10 @@ def _padding(value: Any):
         if value.strip().lower() in ("valid", "same", "full"):
             return value.strip().lower()
         raise ParameterError(f"must be valid, same, full, N, [rows, cols] or [top, bottom, left, right], "
-                             f"got {value!r}")
+                             f"got {_short(value)}")
     values = [_whole(v, 0) for v in (value if isinstance(value, list) else [value])]
     if len(values) not in (1, 2, 4):
-        raise ParameterError(f"takes 1, 2 or 4 numbers, got {value!r}")
+        raise ParameterError(f"takes 1, 2 or 4 numbers, got {_short(value)}")
     if len(values) == 4:
         return tuple(values)
     return (values[0], values[0], values[-1], values[-1])
@@ -93,7 +97,7 @@ def _padding(value: Any):
 def _choice(*choices: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if not isinstance(value, str) or value.strip().lower() not in choices:
-            raise ParameterError(f"must be one of {', '.join(choices)}, got {value!r}")
+            raise ParameterError(f"must be one of {', '.join(choices)}, got {_short(value)}")
         return value.strip().lower()
 
     return parse
@@ -101,20 +105,22 @@ def _choice(*choices: str) -> Callable[[Any], str]:
 
 def _flag(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ParameterError(f"must be true or false, got {value!r}")
+        raise ParameterError(f"must be true or false, got {_short(value)}")
     return value
 
 
 def _text(value: Any) -> str:
     """A word or a number, as text (``depth: 8`` is ``"8"``)."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ParameterError(f"must be a word or a number, got {value!r}")
+        raise ParameterError(f"must be a word or a number, got {_short(value)}")
     return str(value)
 
 
 def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ParameterError(f"must be a finite number, got {value!r}")
+    # an int of 400 digits is no float (math.isfinite would overflow on it)
+    if isinstance(value, bool) or not (isinstance(value, float) and math.isfinite(value)
+                                       or isinstance(value, int) and abs(value) <= sys.float_info.max):
+        raise ParameterError(f"must be a finite number, got {_short(value)}")
     return float(value)
 
 
@@ -126,13 +132,13 @@ def _numbers(value: Any) -> tuple[float, ...]:
     try:
         return tuple(_number(v) for v in values)
     except ParameterError:
-        raise ParameterError(f"must be a finite number or a list of them, got {value!r}") from None
+        raise ParameterError(f"must be a finite number or a list of them, got {_short(value)}") from None
 
 
 def _positive_numbers(value: Any) -> tuple[float, ...]:
     values = _numbers(value)
     if min(values) <= 0:
-        raise ParameterError(f"must be greater than 0, got {value!r}")
+        raise ParameterError(f"must be greater than 0, got {_short(value)}")
     return values
 
 
@@ -146,7 +152,7 @@ def _channels(value: Any) -> tuple[int, ...]:
 def _step_name(value: Any) -> str:
     if not isinstance(value, str) or not _NAME.match(value):
         raise ParameterError(f"must be a name of letters, digits, _ and - (not starting with a digit), "
-                             f"got {value!r}")
+                             f"got {_short(value)}")
     return value
 
 
@@ -154,7 +160,7 @@ def _kernel_specs(value: Any) -> tuple[str, ...]:
     values = value if isinstance(value, list) else [value]
     if not values or not all(isinstance(v, str) and v.strip() for v in values):
         raise ParameterError(f"must be a kernel (a name, a file or an inline kernel) or a list of them, "
-                             f"got {value!r}")
+                             f"got {_short(value)}")
     return tuple(values)
 
 
@@ -279,7 +285,7 @@ def parse_pipeline(document: Any, source: str = "pipeline", kernel_path: Sequenc
                              f"(and 'output', 'description'); got {_short(document)}")
     for key in document:
         if key not in TOP_KEYS:
-            raise ParameterError(f"{source}: unknown key {key!r} (a pipeline has {', '.join(TOP_KEYS)})")
+            raise ParameterError(f"{source}: unknown key {_short(key)} (a pipeline has {', '.join(TOP_KEYS)})")
     if not isinstance(document.get("steps"), list) or not document["steps"]:
         raise ParameterError(f"{source}: steps: must be a list of at least one step")
     description = document.get("description") or ""
@@ -292,8 +298,10 @@ def parse_pipeline(document: Any, source: str = "pipeline", kernel_path: Sequenc
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """``repr(value)`` cut for a message (a huge int is not even turned into text whole)."""
+    if isinstance(value, int) and not -10**60 < value < 10**60:
+        return "a number of more than 60 digits"
+    return shorten(repr(value))
 
 
 def _parse_step(spec: Any, number: int, earlier: list[Step], source: str, kernel_path: Sequence[str],
@@ -306,7 +314,7 @@ def _parse_step(spec: Any, number: int, earlier: list[Step], source: str, kernel
     word = str(spec["op"]).strip().lower().replace("-", "_")
     op = ALIASES.get(word, word)
     if op not in FIELDS:
-        raise ParameterError(f"{source}: step {number}: unknown op {spec['op']!r} (known: {', '.join(FIELDS)})")
+        raise ParameterError(f"{source}: step {number}: unknown op {_short(spec['op'])} (known: {', '.join(FIELDS)})")
     where = f"{source}: step {number} ({op})"
     fields = FIELDS[op]
     for key in spec:
@@ -645,6 +653,8 @@ class Job:
         from convcli import images
 
         picture = images.read_input(source, alpha_as_channel=self.alpha == "channel", options=self.read)
+        if target is not None:
+            self._check_planned(target, picture)
         with np.errstate(over="ignore", invalid="ignore"):  # float32 overflows to inf, NaN propagates (PyTorch)
             maps = self.pipeline.run(Maps(picture.data, picture.white), self.before)
             if target is not None:
@@ -652,19 +662,29 @@ class Job:
         shapes = {"input_shape": _hwc(picture.data.shape), "output_shape": _hwc(maps.data.shape)}
         return maps, shapes
 
+    def _check_planned(self, target: str, picture) -> None:
+        """Before the steps run: the output shape ``trace`` plans must suit the output's format
+        (a 20000-pixel-wide WebP is refused now, not after the work)."""
+        from convcli import images
+
+        try:
+            planned = trace(self.pipeline, tuple(_hwc(picture.data.shape)))
+        except ConvcliError:  # the steps themselves will say what is wrong
+            return
+        if planned.error is None and planned.output is not None:
+            images.check_output_shape(target, self.settings, planned.output, picture.white, self.format)
+
     def _write(self, target: str, picture, maps: Maps) -> None:
         import numpy as np
 
         from convcli import images
-        from convcli.atomic import atomic_write, make_folder
+        from convcli.atomic import atomic_write, check_target, make_folder
         from convcli.batch import STDIO
 
         if target != STDIO:
             make_folder(os.path.dirname(os.path.abspath(target)))
-            if not self.overwrite:
-                taken = [t for t in output_files(target, self.settings) if os.path.exists(t)]
-                if taken:
-                    raise OutputError(f"output {taken[0]!r} exists (use --overwrite to replace it)")
+            for path in output_files(target, self.settings) + ([self.indices] if self.indices else []):
+                check_target(path, overwrite=self.overwrite)
         carried = picture.alpha if self.alpha == "keep" and maps.data.shape[1:] == picture.data.shape[1:] else None
         images.write_output(target, maps.data, maps.white, carried, self.settings, in_place=True, signed=maps.flags,
                             labels=maps.labels, format=self.format)

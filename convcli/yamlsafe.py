@@ -66,6 +66,24 @@ def _loader_classes():
                         key_node.start_mark)
             return super().construct_mapping(node, deep=deep)
 
+        def construct_yaml_int(self, node):
+            self._check_digits(node)
+            return super().construct_yaml_int(node)
+
+        def construct_yaml_float(self, node):
+            self._check_digits(node)
+            return super().construct_yaml_float(node)
+
+        @staticmethod
+        def _check_digits(node):
+            """Python's int() refuses 4,300 digits with a ValueError: count them first."""
+            try:
+                limits.check_digits(node.value, "the number")
+            except ConvcliError as exc:
+                raise yaml.constructor.ConstructorError(None, None, str(exc), node.start_mark) from None
+
+    StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
+    StrictLoader.add_constructor("tag:yaml.org,2002:float", StrictLoader.construct_yaml_float)
     return yaml, base, StrictLoader
 
 

@@ -64,11 +64,12 @@ def _cells(ctx, param, values):
 @click.option("--cell", "cells", multiple=True, callback=_cells, metavar="ROW,COL",
               help="By hand: an output cell to work out (repeatable; default: the first and its neighbour).")
 @click.option("--gif", help="By hand: also write an animation of the window sliding (FILE.gif).")
+@click.option("--overwrite", is_flag=True, help="By hand: replace the --gif file if it exists.")
 @click.option("--pipeline", "pipeline_file", metavar="FILE.yaml",
               help="Trace the steps of a pipeline file (as 'convcli run' reads it) instead of STEPs.")
 @kernel_path_option
 def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, size, stride, padding, dilation,
-            ceil_mode, exclude_pad, cells, gif, pipeline_file, kernel_path):
+            ceil_mode, exclude_pad, cells, gif, overwrite, pipeline_file, kernel_path):
     """Trace shapes, parameters, multiply-adds and receptive fields through STEPs; or work a
     small convolution by hand.
 
@@ -81,10 +82,14 @@ def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, si
         if steps or input_spec or as_json or table or pipeline_file:
             raise click.UsageError(
                 "--by-hand takes --matrix and -k or --pool, not STEPs, --pipeline, --input, --json or --table")
-        _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, exclude_pad, cells, gif)
+        if overwrite and not gif:
+            raise click.UsageError("--overwrite applies to --gif")
+        _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, exclude_pad, cells, gif,
+                 overwrite)
         return
     hand_only = {"--matrix": matrix, "-k": kernel, "--pool": pool, "--size": size, "--stride": stride,
-                 "--ceil-mode": ceil_mode, "--exclude-pad": exclude_pad, "--cell": cells, "--gif": gif}
+                 "--ceil-mode": ceil_mode, "--exclude-pad": exclude_pad, "--cell": cells, "--gif": gif,
+                 "--overwrite": overwrite}
     given = [name for name, value in hand_only.items() if value]
     if given:
         raise click.UsageError(f"{given[0]} applies to --by-hand")
@@ -221,7 +226,8 @@ def _rich_table(result, err: bool) -> None:
     console.print(table)
 
 
-def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, exclude_pad, cells, gif) -> None:
+def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, exclude_pad, cells, gif,
+             overwrite=False) -> None:
     from convcli import explain as library
 
     if not matrix or bool(kernel) == bool(pool):
@@ -229,7 +235,7 @@ def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, e
     if kernel and (size or ceil_mode or exclude_pad):
         raise click.UsageError("--size, --ceil-mode and --exclude-pad apply to --pool")
     if gif:
-        _check_gif(gif, [matrix, kernel or ""])
+        _check_gif(gif, [matrix, kernel or ""], overwrite)
     try:
         values = library.load_matrix(matrix)
     except ParameterError as exc:
@@ -256,14 +262,19 @@ def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, e
     click.echo(text)
 
 
-def _check_gif(path: str, inputs: Sequence[str]) -> None:
+def _check_gif(path: str, inputs: Sequence[str], overwrite: bool) -> None:
+    """The rules of every output (``atomic.check_target``), before any work."""
+    from convcli.atomic import check_target
+    from convcli.limits import shorten
+
     if not path.lower().endswith(".gif"):
-        raise OutputError(f"--gif {path!r} must end in .gif")
+        raise OutputError(f"--gif {shorten(path)!r} must end in .gif")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise OutputError(f"output directory {directory!r} does not exist")
+        raise OutputError(f"output directory {shorten(directory)!r} does not exist")
     if any(os.path.exists(source) and os.path.realpath(source) == os.path.realpath(path) for source in inputs):
         raise OutputError(f"output {path!r} is an input; convcli never overwrites an input")
+    check_target(path, "--gif", overwrite)
 
 
 def _write_gif(path: str, frames: list, pause_ms: int = 700, final_ms: int = 2500) -> None:

@@ -141,6 +141,7 @@ def unpool(input_path, indices, output, output_size, size, stride, padding, over
     where = _read_indices(indices)
     in_hw = picture.data.shape[1:]
     out_hw = geometry.unpool_output_shape(in_hw, size, stride or size, padding, output_size)
+    images.check_output_shape(output, out, (*out_hw, len(picture.data)), picture.white)
     images.write_output(output, engine.max_unpool2d(picture.data, where, out_hw), picture.white, settings=out)
 
 

@@ -21,7 +21,11 @@ from typing import Any, Optional, Sequence
 import click
 
 from convcli.commands.kernels import kernel_path_option
-from convcli.commands.options import command_line_output_values, input_options, output_options
+from convcli.commands.options import command_line_output_values, input_options, output_options, parsed
+from convcli.params import parse_count
+
+#: The most worker processes ``--jobs`` starts.
+MAX_JOBS = 256
 
 # The same names as convcli.images.OUTPUT_FORMATS, repeated so that --help needs no numpy.
 OUTPUT_FORMATS = ("npy", "png", "tif", "tiff", "jpg", "jpeg", "bmp", "webp")
@@ -45,8 +49,9 @@ _BATCH_OPTIONS = (
                  help="Format of -o - and {ext} in --out-dir.  [default for --out-dir: the input's "
                       "extension if convcli writes it, else png]"),
     click.option("-r", "--recursive", is_flag=True, help="Descend into the subfolders of directory inputs."),
-    click.option("-j", "--jobs", type=click.IntRange(min=1),
-                 help="Files processed in parallel (worker processes).  [default: the cores; 1 for one input]"),
+    click.option("-j", "--jobs", callback=parsed(parse_count, "jobs", 1, MAX_JOBS), metavar="N",
+                 help=f"Files processed in parallel (worker processes), at most {MAX_JOBS}.  "
+                      "[default: the cores; 1 for one input]"),
     click.option("--overwrite", is_flag=True, help="Replace existing outputs (an input is never replaced)."),
     click.option("--skip-existing", is_flag=True,
                  help="Keep existing outputs and skip their inputs (to resume a batch)."),
@@ -191,19 +196,26 @@ def check_outputs(pairs: Sequence[tuple[str, str]], settings, batch: BatchOption
     names the first and counts the others.
     """
     from convcli import images
+    from convcli.atomic import check_folder, check_target, taken
     from convcli.errors import OutputError
     from convcli.pipeline import output_files
 
+    if batch.out_dir is not None and os.path.exists(batch.out_dir) and not os.path.isdir(batch.out_dir):
+        raise OutputError(f"--out-dir {batch.out_dir!r} is a file, not a directory")
+    if batch.out_dir is not None:
+        check_folder(batch.out_dir)
     for source, target in pairs:
+        if target != images.STDIO:
+            check_target(target)
         if batch.out_dir is not None and not os.path.isdir(os.path.dirname(os.path.abspath(target))):
             images.check_output_format(target, settings)  # a folder in --out-dir: made when written
         else:
             images.check_output_path(target, [source], settings, batch.out_format)
-    if batch.out_dir is not None and os.path.exists(batch.out_dir) and not os.path.isdir(batch.out_dir):
-        raise OutputError(f"--out-dir {batch.out_dir!r} is a file, not a directory")
+    for path in extra_outputs:
+        check_target(path)
     existing = [target for _, target in pairs if target != images.STDIO
-                and any(os.path.exists(f) for f in output_files(target, settings))]
-    existing += [path for path in extra_outputs if os.path.exists(path)]
+                and any(taken(f) for f in output_files(target, settings))]
+    existing += [path for path in extra_outputs if taken(path)]
     if existing and not (batch.overwrite or batch.skip_existing):
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise OutputError(f"output {existing[0]!r} exists{more}; use --overwrite to replace or "
@@ -219,8 +231,10 @@ def error_line(source: str, message: str, batch: bool) -> str:
     >>> error_line("a.png", "input 'a.png' does not exist", True)
     "Error: input 'a.png' does not exist"
     """
+    from convcli.limits import short_message
+
     named = not batch or repr(source) in message
-    return f"Error: {message}" if named else f"Error: {source}: {message}"
+    return short_message(f"Error: {message}" if named else f"Error: {source}: {message}")
 
 
 class Reporter:
