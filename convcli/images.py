@@ -185,12 +185,37 @@ def read_npy_header(handle, what: str, error: type = InputError) -> tuple[tuple,
         raise
     except Exception as exc:  # ValueError, SyntaxError, tokenize.TokenError, RecursionError...
         raise error(f"{what}: not a readable .npy file ({_one_line(exc)})") from None
+    _check_npy_shape(shape, dtype, what, error)
     if dtype.hasobject:
         raise error(f"{what}: not a readable .npy file (Object arrays cannot be loaded: "
                     f"convcli never unpickles)")
     if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
         raise error(f"{what}: holds {dtype}; convcli reads real numbers only")
     return shape, dtype, fortran
+
+
+#: Dimensions a ``.npy`` header may declare (numpy's own limit is 64).
+MAX_NPY_DIMENSIONS = 32
+
+
+def _check_npy_shape(shape, dtype: np.dtype, what: str, error: type) -> None:
+    """Refuse a ``.npy`` shape that is not a short tuple of whole numbers >= 0 whose data fits
+    in 2**63 bytes (numpy's header parser lets negative sizes and booleans through).
+
+    >>> _check_npy_shape((-2, 4), np.dtype("<f4"), "input 'a.npy'", ValueError)
+    Traceback (most recent call last):
+    ...
+    ValueError: input 'a.npy': the .npy header declares shape (-2, 4); sizes must be whole numbers >= 0
+    """
+    shown = limits.shorten(repr(shape), 80)
+    if not isinstance(shape, tuple) or len(shape) > MAX_NPY_DIMENSIONS:
+        raise error(f"{what}: the .npy header declares shape {shown}; at most "
+                    f"{MAX_NPY_DIMENSIONS} dimensions are read")
+    if not all(type(n) is int and n >= 0 for n in shape):
+        raise error(f"{what}: the .npy header declares shape {shown}; sizes must be whole "
+                    f"numbers >= 0")
+    if math.prod(shape) * max(dtype.itemsize, 1) >= 2**63:
+        raise error(f"{what}: the .npy header declares shape {shown}, more than 2**63 bytes")
 
 
 def load_npy(path: str, what: str, error: type = InputError,
