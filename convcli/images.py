@@ -287,6 +287,8 @@ def _read_image(path: str, alpha_as_channel: bool, limit: int, frame: int = 0) -
     from PIL import Image, UnidentifiedImageError
 
     what = f"input {path!r}"
+    if not frame and png16.colour16(_head(path)):
+        return _picture16(path, alpha_as_channel, limit, what)
     Image.init()
     formats = [name for name in READ_FORMATS if name in Image.OPEN]
     try:
@@ -306,8 +308,6 @@ def _read_image(path: str, alpha_as_channel: bool, limit: int, frame: int = 0) -
                 bands = len(img.getbands())
                 limits.check_memory(height * width * (8 + 8 * bands),
                                     f"decoding {what} ({height}x{width} {img.mode})")
-                if img.format == "PNG" and not frame and png16.colour16(_head(path)):
-                    return _picture16(path, img.getexif().get(_ORIENTATION, 1), alpha_as_channel, what)
                 img.load()
                 return _picture(_upright(img), alpha_as_channel, what)
     except UnidentifiedImageError:
@@ -321,18 +321,28 @@ def _read_image(path: str, alpha_as_channel: bool, limit: int, frame: int = 0) -
         raise InputError(f"{what} is corrupt or truncated ({_one_line(exc)})") from None
 
 
-_ORIENTATION = 0x0112  # the EXIF orientation tag
-
-
 def _head(path: str) -> bytes:
     with open(path, "rb") as handle:
         return handle.read(26)
 
 
-def _picture16(path: str, orientation: int, alpha_as_channel: bool, what: str) -> Picture:
-    """A 16-bit RGB, gray+alpha or RGBA PNG at full precision (``png16``; Pillow keeps 8 bits)."""
-    with open(path, "rb") as handle:
-        pixels = png16.upright(png16.decode(handle.read(), what), orientation)
+def _picture16(path: str, alpha_as_channel: bool, limit: int, what: str) -> Picture:
+    """A 16-bit RGB, gray+alpha or RGBA PNG at full precision (``png16``; Pillow keeps 8 bits),
+    decoded once, its size checked on the header before anything is inflated."""
+    try:
+        with open(path, "rb") as handle:
+            header = png16.read_header(handle, what)
+            limits.check_pixels(header.height, header.width, limit, what)
+            # the inflated rows, the unfiltered bytes, the uint16 pixels and a turned copy
+            limits.check_memory(2 * header.image_bytes + 4 * header.width * header.height
+                                * header.samples, f"decoding {what} ({header.height}x"
+                                f"{header.width}, 16-bit, {header.samples} samples)")
+            pixels, exif = png16.decode(handle, header, what)
+    except OSError as exc:
+        raise InputError(f"{what} cannot be read ({exc.strerror or exc})") from None
+    except MemoryError:
+        raise LimitError(f"not enough memory to decode {what}") from None
+    pixels = png16.upright(pixels, png16.orientation(exif))
     data = pixels.transpose(2, 0, 1)
     alpha = None
     if data.shape[0] in (2, 4) and not alpha_as_channel:  # gray+alpha, RGBA
