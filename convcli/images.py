@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from convcli import limits, mapping, png16
+from convcli import image_claims, limits, mapping, png16
 from convcli.atomic import atomic_write_all
 from convcli.errors import ConvcliError, InputError, LimitError, OutputError, ParameterError, ShapeError
 from convcli.runtime import compute_threads
@@ -308,6 +308,7 @@ def _read_image(path: str, alpha_as_channel: bool, limit: int, frame: int = 0) -
                 bands = len(img.getbands())
                 limits.check_memory(height * width * (8 + 8 * bands),
                                     f"decoding {what} ({height}x{width} {img.mode})")
+                image_claims.check_plausible(img, path, frame, what)
                 img.load()
                 return _picture(_upright(img), alpha_as_channel, what)
     except UnidentifiedImageError:
