@@ -143,7 +143,7 @@ def _chunks(handle: BinaryIO, what: str, keep, each_piece):
             raise InputError(f"{what} is corrupt or truncated (no IEND chunk: the file ends "
                              f"after {position:,} bytes)")
         length, name = struct.unpack(">I", head[:4])[0], head[4:]
-        shown = limits.shorten(repr(name)[1:], 20)
+        shown = name.decode("ascii") if name.isalpha() else limits.shorten(repr(name)[1:], 20)
         if length > _MAX_CHUNK or position + 12 + length > end:
             raise InputError(f"{what} is corrupt or truncated (chunk {shown} of {length:,} bytes "
                              f"runs past the end of the file)")
