@@ -137,6 +137,7 @@ def test_decoded_once_without_pillow_or_numba(tmp_path):
 def hostile_pngs():
     pixels = np.arange(48, dtype=np.uint16).reshape(4, 4, 3) * 1000
     good = zlib.compress(filtered_rows(pixels, [0, 1, 2, 3]))
+    rows = filtered_rows(pixels, [0] * 4)
     bad_idat = png16_file(pixels, idat=good)
     bad_idat = bad_idat[:-16] + bytes([bad_idat[-16] ^ 1]) + bad_idat[-15:]  # the IDAT CRC
     return {
@@ -149,11 +150,10 @@ def hostile_pngs():
                        "runs past the end of the file"),
         "no IEND": (png16_file(pixels, tail=b""), "no IEND chunk"),
         "truncated IDAT": (png16_file(pixels, idat=good[:-8]), "corrupt or truncated"),
-        "too little data": (png16_file(pixels, idat=zlib.compress(filtered_rows(pixels, [0] * 4)[:-1])),
-                            "expected 100"),
-        "extra rows": (png16_file(pixels, idat=zlib.compress(filtered_rows(pixels, [0] * 4) + b"\0")),
-                       "inflates to more"),
-        "data after the stream": (png16_file(pixels, idat=good + b"\x78\x9c"), "data after the end"),
+        "too little data": (png16_file(pixels, idat=zlib.compress(rows[:-1])), "expected 100"),
+        "extra rows": (png16_file(pixels, idat=zlib.compress(rows + b"\0")), "inflates to more"),
+        "data after the stream": (png16_file(pixels, idat=good + b"\x78\x9c"),
+                                  "data after the end"),
         "huge header": (png16.SIGNATURE + ihdr(60000, 50000) + chunk(b"IDAT", good)
                         + chunk(b"IEND", b""), "over the limit"),
     }
