@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from convcli import limits, mapping, png16
+from convcli import image_claims, limits, mapping, png16
 from convcli.atomic import atomic_write_all
 from convcli.errors import ConvcliError, InputError, LimitError, OutputError, ParameterError, ShapeError
 from convcli.runtime import compute_threads
@@ -191,12 +191,37 @@ def read_npy_header(handle, what: str, error: type = InputError) -> tuple[tuple,
         raise
     except Exception as exc:  # ValueError, SyntaxError, tokenize.TokenError, RecursionError...
         raise error(f"{what}: not a readable .npy file ({_one_line(exc)})") from None
+    _check_npy_shape(shape, dtype, what, error)
     if dtype.hasobject:
         raise error(f"{what}: not a readable .npy file (Object arrays cannot be loaded: "
                     f"convcli never unpickles)")
     if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
         raise error(f"{what}: holds {dtype}; convcli reads real numbers only")
     return shape, dtype, fortran
+
+
+#: Dimensions a ``.npy`` header may declare (numpy's own limit is 64).
+MAX_NPY_DIMENSIONS = 32
+
+
+def _check_npy_shape(shape, dtype: np.dtype, what: str, error: type) -> None:
+    """Refuse a ``.npy`` shape that is not a short tuple of whole numbers >= 0 whose data fits
+    in 2**63 bytes (numpy's header parser lets negative sizes and booleans through).
+
+    >>> _check_npy_shape((-2, 4), np.dtype("<f4"), "input 'a.npy'", ValueError)
+    Traceback (most recent call last):
+    ...
+    ValueError: input 'a.npy': the .npy header declares shape (-2, 4); sizes must be whole numbers >= 0
+    """
+    shown = limits.shorten(repr(shape), 80)
+    if not isinstance(shape, tuple) or len(shape) > MAX_NPY_DIMENSIONS:
+        raise error(f"{what}: the .npy header declares shape {shown}; at most "
+                    f"{MAX_NPY_DIMENSIONS} dimensions are read")
+    if not all(type(n) is int and n >= 0 for n in shape):
+        raise error(f"{what}: the .npy header declares shape {shown}; sizes must be whole "
+                    f"numbers >= 0")
+    if math.prod(shape) * max(dtype.itemsize, 1) >= 2**63:
+        raise error(f"{what}: the .npy header declares shape {shown}, more than 2**63 bytes")
 
 
 def load_npy(path: str, what: str, error: type = InputError,
@@ -268,6 +293,8 @@ def _read_image(path: str, alpha_as_channel: bool, limit: int, frame: int = 0) -
     from PIL import Image, UnidentifiedImageError
 
     what = f"input {path!r}"
+    if not frame and png16.colour16(_head(path)):
+        return _picture16(path, alpha_as_channel, limit, what)
     Image.init()
     formats = [name for name in READ_FORMATS if name in Image.OPEN]
     try:
@@ -287,8 +314,7 @@ def _read_image(path: str, alpha_as_channel: bool, limit: int, frame: int = 0) -
                 bands = len(img.getbands())
                 limits.check_memory(height * width * (8 + 8 * bands),
                                     f"decoding {what} ({height}x{width} {img.mode})")
-                if img.format == "PNG" and not frame and png16.colour16(_head(path)):
-                    return _picture16(path, img.getexif().get(_ORIENTATION, 1), alpha_as_channel, what)
+                image_claims.check_plausible(img, path, frame, what)
                 img.load()
                 return _picture(_upright(img), alpha_as_channel, what)
     except UnidentifiedImageError:
@@ -302,18 +328,28 @@ def _read_image(path: str, alpha_as_channel: bool, limit: int, frame: int = 0) -
         raise InputError(f"{what} is corrupt or truncated ({_one_line(exc)})") from None
 
 
-_ORIENTATION = 0x0112  # the EXIF orientation tag
-
-
 def _head(path: str) -> bytes:
     with open(path, "rb") as handle:
         return handle.read(26)
 
 
-def _picture16(path: str, orientation: int, alpha_as_channel: bool, what: str) -> Picture:
-    """A 16-bit RGB, gray+alpha or RGBA PNG at full precision (``png16``; Pillow keeps 8 bits)."""
-    with open(path, "rb") as handle:
-        pixels = png16.upright(png16.decode(handle.read(), what), orientation)
+def _picture16(path: str, alpha_as_channel: bool, limit: int, what: str) -> Picture:
+    """A 16-bit RGB, gray+alpha or RGBA PNG at full precision (``png16``; Pillow keeps 8 bits),
+    decoded once, its size checked on the header before anything is inflated."""
+    try:
+        with open(path, "rb") as handle:
+            header = png16.read_header(handle, what)
+            limits.check_pixels(header.height, header.width, limit, what)
+            # the inflated rows, the unfiltered bytes, the uint16 pixels and a turned copy
+            limits.check_memory(2 * header.image_bytes + 4 * header.width * header.height
+                                * header.samples, f"decoding {what} ({header.height}x"
+                                f"{header.width}, 16-bit, {header.samples} samples)")
+            pixels, exif = png16.decode(handle, header, what)
+    except OSError as exc:
+        raise InputError(f"{what} cannot be read ({exc.strerror or exc})") from None
+    except MemoryError:
+        raise LimitError(f"not enough memory to decode {what}") from None
+    pixels = png16.upright(pixels, png16.orientation(exif))
     data = pixels.transpose(2, 0, 1)
     alpha = None
     if data.shape[0] in (2, 4) and not alpha_as_channel:  # gray+alpha, RGBA
