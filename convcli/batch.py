@@ -21,6 +21,7 @@ from typing import Callable, Optional, Sequence
 
 from convcli import runtime
 from convcli.errors import ConvcliError, InputError, OutputError
+from convcli.paths import is_regular_file
 
 #: Extensions a directory scan picks up (everything Pillow commonly reads, and .npy).
 INPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".npy", ".ppm",
@@ -40,8 +41,14 @@ class Source:
     root: str
 
 
-def expand_inputs(arguments: Sequence[str], recursive: bool = False) -> list[Source]:
+def expand_inputs(arguments: Sequence[str], recursive: bool = False,
+                  out_dir: Optional[str] = None) -> list[Source]:
     """Files, directories (their image files; ``recursive`` descends) and glob patterns.
+
+    A directory scan or a pattern finds regular files only (a named pipe would block the
+    batch, a device never end), and nothing inside ``out_dir`` when it lies below the folder
+    scanned: a batch's own outputs are not its inputs when it is run again. A file named
+    explicitly is kept whatever it is (reading it says what is wrong).
 
     >>> [s.path for s in expand_inputs(["-"])]
     ['-']
@@ -51,7 +58,7 @@ def expand_inputs(arguments: Sequence[str], recursive: bool = False) -> list[Sou
         if argument == STDIO:
             sources.append(Source(STDIO, ""))
         elif os.path.isdir(argument):
-            found = _scan(argument, recursive)
+            found = _scan(argument, recursive, out_dir)
             if not found:
                 raise InputError(f"directory {argument!r} has no image or .npy files"
                                  + ("" if recursive else " (use --recursive to descend)"))
@@ -59,20 +66,49 @@ def expand_inputs(arguments: Sequence[str], recursive: bool = False) -> list[Sou
         elif os.path.exists(argument) or not glob.has_magic(argument):
             sources.append(Source(argument, os.path.dirname(argument)))
         else:
-            matches = sorted(p for p in glob.glob(argument, recursive=True) if os.path.isfile(p))
+            searched = _fixed_folder(argument)
+            matches = sorted(p for p in glob.glob(argument, recursive=True)
+                             if is_regular_file(p) and not _output_below(p, out_dir, searched))
             if not matches:
                 raise InputError(f"pattern {argument!r} matches no files")
             sources.extend(Source(path, os.path.dirname(path)) for path in matches)
     return sources
 
 
-def _scan(directory: str, recursive: bool) -> list[str]:
+def _scan(directory: str, recursive: bool, out_dir: Optional[str] = None) -> list[str]:
     found = []
     for folder, subfolders, files in os.walk(directory):
-        subfolders[:] = sorted(s for s in subfolders if not s.startswith(".")) if recursive else []
-        found.extend(os.path.join(folder, f) for f in sorted(files)
-                     if f.lower().endswith(INPUT_EXTENSIONS) and not f.startswith("."))
+        kept = (s for s in subfolders if not s.startswith(".")
+                and not _output_below(os.path.join(folder, s), out_dir, directory))
+        subfolders[:] = sorted(kept) if recursive else []
+        paths = (os.path.join(folder, f) for f in sorted(files)
+                 if f.lower().endswith(INPUT_EXTENSIONS) and not f.startswith("."))
+        found.extend(path for path in paths if is_regular_file(path))
     return found
+
+
+def _output_below(path: str, out_dir: Optional[str], searched: str) -> bool:
+    """Whether ``path`` is in ``out_dir`` and ``out_dir`` lies strictly below ``searched``.
+
+    >>> _output_below("in/out/a.png", "in/out", "in"), _output_below("in/a.png", "in", "in")
+    (True, False)
+    """
+    if out_dir is None:
+        return False
+    searched = searched or os.curdir
+    return (os.path.realpath(out_dir) != os.path.realpath(searched) and _inside(out_dir, searched)
+            and _inside(path, out_dir))
+
+
+def _fixed_folder(pattern: str) -> str:
+    """The folder of a glob pattern before its first wildcard.
+
+    >>> _fixed_folder("in/**/*.png"), _fixed_folder("*.png"), _fixed_folder("/*.png")
+    ('in', '', '/')
+    """
+    parts = pattern.split(os.sep)
+    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    return os.sep.join(parts[:fixed]) or (os.sep if pattern.startswith(os.sep) else "")
 
 
 def output_name(source: str, template: str, ext: Optional[str] = None, **fields: str) -> str:

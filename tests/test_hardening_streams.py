@@ -1,0 +1,123 @@
+"""Inputs that are not regular files, standard streams that fail, processes left behind.
+
+Named pipes are made with ``os.mkfifo``; a command that opened one for reading would block, so
+the commands that could hang run in a subprocess with a timeout. Every refusal is one
+``Error: ...`` line, exit 1, nothing written.
+"""
+
+import os
+import sys
+import subprocess
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from convcli.cli import cli
+
+CONVCLI = [sys.executable, "-m", "convcli"]
+#: Seconds a command that should end at once may take (a hang fails the test instead).
+PROMPTLY = 120
+
+
+def run(*args, **kwargs):
+    return CliRunner().invoke(cli, [str(a) for a in args], **kwargs)
+
+
+def refused(code, stderr, *expected):
+    """A one-line refusal, exit 1, whose line holds each of ``expected``."""
+    lines = stderr.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), (code, stderr)
+    for text in expected:
+        assert text in lines[0], lines[0]
+
+
+def convcli(*args, **kwargs):
+    """``convcli ARGS...`` in a real process, ended by ``PROMPTLY``."""
+    kwargs.setdefault("capture_output", True)
+    return subprocess.run(CONVCLI + [str(a) for a in args], timeout=PROMPTLY, **kwargs)
+
+
+@pytest.fixture
+def png(tmp_path):
+    path = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(7).integers(0, 256, (12, 10), dtype=np.uint8)).save(path)
+    return path
+
+
+# ---- inputs that are not regular files ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, kind", [("fifo", "a named pipe"),
+                                        ("/dev/zero", "a character device")])
+def test_a_non_regular_input_is_refused_before_it_is_opened(tmp_path, name, kind):
+    source = tmp_path / "in.png"
+    if name == "fifo":
+        os.mkfifo(source)
+    else:
+        source = name
+    proc = convcli("conv", source, "-k", "box", "-o", tmp_path / "out.png", text=True)
+    refused(proc.returncode, proc.stderr, f"input {str(source)!r} is not a regular file ({kind})")
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_folder_scan_or_a_pattern_takes_regular_files_only(tmp_path, png):
+    os.mkfifo(tmp_path / "b.png")
+    proc = convcli("conv", tmp_path, "-k", "box", "--out-dir", tmp_path / "out", "-j", "2",
+                   text=True)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    result = run("conv", tmp_path / "*.png", "-k", "box", "--out-dir", tmp_path / "out2")
+    assert result.exit_code == 0, result.output
+    for out in ("out", "out2"):
+        assert sorted(p.name for p in (tmp_path / out).iterdir()) == ["a.png"]
+
+
+@pytest.fixture
+def fifos(tmp_path):
+    """Named pipes called like a kernel file, a kernel folder, a pipeline and an image."""
+    for name in ("k.npy", "k.yaml", "folder", "p.yaml", "in.png"):
+        os.mkfifo(tmp_path / name)
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, what", [
+    (["conv", "{png}", "-k", "{tmp}/k.npy", "-o", "{tmp}/o.png"], "kernel file '{tmp}/k.npy'"),
+    (["conv", "{png}", "-k", "/dev/zero", "-o", "{tmp}/o.png"], "kernel file '/dev/zero'"),
+    (["kernels", "show", "{tmp}/k.yaml"], "kernel file '{tmp}/k.yaml'"),
+    (["run", "{tmp}/p.yaml", "{png}", "-o", "{tmp}/o.png"], "pipeline '{tmp}/p.yaml'"),
+    (["explain", "--input", "{png}", "--pipeline", "{tmp}/p.yaml"], "pipeline '{tmp}/p.yaml'"),
+    (["explain", "--input", "{tmp}/in.png", "relu"], "input '{tmp}/in.png'"),
+    (["explain", "--by-hand", "--matrix", "{tmp}/k.npy", "-k", "box"], "matrix file '{tmp}/k.npy'"),
+])
+def test_kernels_pipelines_and_matrices_that_are_not_regular_files(fifos, png, args, what):
+    result = run(*(a.format(tmp=fifos, png=png) for a in args))
+    kind = "a character device" if "/dev/zero" in what else "a named pipe"
+    expected = f"{what.format(tmp=fifos)} is not a regular file ({kind})"
+    refused(result.exit_code, result.stderr, expected)
+    assert not (fifos / "o.png").exists()
+
+
+@pytest.mark.parametrize("folder, kind", [("{tmp}/folder", "a named pipe"),
+                                          ("/dev/null", "a character device")])
+def test_a_kernel_path_that_is_not_a_directory(fifos, folder, kind):
+    folder = folder.format(tmp=fifos)
+    for args in (["kernels", "list"], ["kernels", "show", "box"]):
+        result = run(*args, "--kernel-path", folder)
+        expected = f"kernel folder {folder!r} is not a directory ({kind})"
+        refused(result.exit_code, result.stderr, expected)
+
+
+@pytest.mark.parametrize("pattern", [False, True])
+def test_a_recursive_batch_into_its_own_folder_resumes(tmp_path, png, pattern):
+    (tmp_path / "sub").mkdir()
+    Image.open(png).save(tmp_path / "sub" / "b.png")
+    given = str(tmp_path / "**" / "*.png") if pattern else str(tmp_path)
+    args = ["conv", given, "-r", "-k", "box", "--out-dir", tmp_path / "out", "-q", "--json"]
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    written = sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*.png"))
+    again = run(*args, "--skip-existing")
+    assert again.exit_code == 0, again.output
+    assert '"done": 0' in again.stdout and '"skipped": 2' in again.stdout
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*.png")) == written
