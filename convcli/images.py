@@ -550,17 +550,12 @@ def write_output(
 def write_stdout(save: Callable) -> None:
     """Encode with ``save(file)`` in memory, then write it all to standard output."""
     import io
-    import sys
+
+    from convcli.streams import write_bytes
 
     encoded = io.BytesIO()
     save(encoded)
-    try:
-        sys.stdout.buffer.write(encoded.getvalue())
-        sys.stdout.buffer.flush()
-    except BrokenPipeError:
-        # the reader has gone: keep Python from failing again when it flushes stdout at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise OutputError("standard output was closed by its reader (broken pipe)") from None
+    write_bytes(encoded.getvalue())
 
 
 def _map_options(settings: OutputSettings) -> dict:

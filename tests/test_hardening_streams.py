@@ -121,3 +121,73 @@ def test_a_recursive_batch_into_its_own_folder_resumes(tmp_path, png, pattern):
     assert again.exit_code == 0, again.output
     assert '"done": 0' in again.stdout and '"skipped": 2' in again.stdout
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*.png")) == written
+
+
+# ---- standard streams that fail ----------------------------------------------------------------
+
+
+def with_closed(redirection, *args):
+    """``convcli ARGS...`` run by ``sh`` with a standard descriptor closed (``<&-``, ``>&-``)."""
+    return ["sh", "-c", f'exec "$@" {redirection}', "sh", *CONVCLI, *(str(a) for a in args)]
+
+
+@pytest.fixture
+def big_png(tmp_path):
+    """An image whose .npy output (1 MiB) is larger than a pipe holds."""
+    path = tmp_path / "big.png"
+    pixels = np.random.default_rng(8).integers(0, 256, (512, 512), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_a_reader_that_closes_the_pipe_early_is_an_error(big_png):
+    args = ["conv", str(big_png), "-k", "box", "-o", "-", "--format", "npy"]
+    proc = subprocess.Popen(CONVCLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(10) == b"\x93NUMPY\x01\x00v\x00"
+    proc.stdout.close()  # as `| head -c 10` does: the rest can never be written
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+    code = proc.wait(timeout=PROMPTLY)
+    refused(code, stderr, "cannot write to standard output (its reader closed the pipe)")
+
+
+FULL_STDOUT = {
+    "-o -": ["conv", "{png}", "-k", "box", "-o", "-", "--format", "npy"],
+    "--json": ["conv", "{tmp}/*.png", "-k", "box", "--out-dir", "{tmp}/out", "--json", "-j", "2",
+               "-q"],
+    "table": ["kernels", "list"],
+    "json": ["kernels", "show", "box", "--json"],
+    "trace": ["explain", "--input", "64x64x3", "conv 8 k3", "--table"],
+    "values": ["pool", "{png}", "--global"],
+    "help": ["conv", "--help"],
+}
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("case", FULL_STDOUT)
+def test_a_full_stdout_is_one_error_line(tmp_path, png, big_png, case):
+    args = [a.format(png=png, tmp=tmp_path) for a in FULL_STDOUT[case]]
+    with open("/dev/full", "wb") as full:
+        proc = convcli(*args, stdout=full, stderr=subprocess.PIPE, capture_output=False, text=True)
+    expected = "cannot write to standard output (No space left on device)"
+    refused(proc.returncode, proc.stderr, expected)
+
+
+@pytest.mark.parametrize("case", ["table", "--json"])
+def test_a_closed_stdout_is_one_error_line(tmp_path, png, big_png, case):
+    args = [a.format(png=png, tmp=tmp_path) for a in FULL_STDOUT[case]]
+    proc = subprocess.run(with_closed(">&-", *args), capture_output=True, text=True,
+                          timeout=PROMPTLY)
+    refused(proc.returncode, proc.stderr, "cannot write to standard output (Bad file descriptor)")
+
+
+def test_a_closed_stdin(tmp_path, png, big_png):
+    proc = subprocess.run(with_closed("<&-", "conv", "-", "-k", "box", "-o", tmp_path / "o.png"),
+                          capture_output=True, text=True, timeout=PROMPTLY)
+    refused(proc.returncode, proc.stderr, "input '-' (stdin) cannot be read")
+    assert not (tmp_path / "o.png").exists()
+    batch = ["conv", png, big_png, "-k", "box", "--out-dir", tmp_path / "out", "-j", "2", "-q"]
+    proc = subprocess.run(with_closed("<&-", *batch), capture_output=True, text=True,
+                          timeout=PROMPTLY)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "big.png"]
