@@ -248,14 +248,41 @@ def _ignore_further_sigterms() -> None:
 
 
 _busy = False  # in a worker: is a job running (whose temporary files a SIGTERM must clean up)?
+#: Seconds an orphaned worker gives its running job to unwind before it exits regardless (a
+#: compiled kernel runs to its end before the SIGTERM handler can).
+ORPHAN_GRACE = 5.0
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent_alive) -> None:
     """A worker: its share of the cores for Numba; SIGINT left to the parent, which stops the
-    workers with SIGTERM; SIGTERM unwinds a running job (its temporaries removed), then exits."""
+    workers with SIGTERM; SIGTERM unwinds a running job (its temporaries removed), then exits.
+
+    ``parent_alive`` is the reading end of a pipe whose only writer is the parent: it ends
+    when the parent does, however it died (``_exit_with_parent``).
+    """
+    import threading
+
     os.environ["NUMBA_NUM_THREADS"] = str(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _worker_terminated)
+    threading.Thread(target=_exit_with_parent, args=(parent_alive,), name="convcli-parent-watch",
+                     daemon=True).start()
+
+
+def _exit_with_parent(parent_alive) -> None:
+    """Wait for the end of ``parent_alive``, then stop this worker as SIGTERM does.
+
+    A worker's parent is the forkserver, not convcli, so ``PR_SET_PDEATHSIG`` cannot see a
+    SIGKILLed convcli; and the pool's own pipes stay open in every worker. Without this, the
+    workers wait for work forever, keeping the forkserver, the resource tracker and the
+    caller's stdout and stderr alive with them.
+    """
+    with contextlib.suppress(EOFError, OSError):
+        while True:
+            parent_alive.recv_bytes()
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(ORPHAN_GRACE)
+    os._exit(143)
 
 
 def _worker_terminated(signum, frame) -> None:
@@ -286,7 +313,8 @@ class Batch:
     the order of ``pairs``; ``progress(record)`` is called as each one finishes. Workers are
     started with ``forkserver`` and get ``cores // jobs`` Numba threads each; they live for the
     whole batch, so each compiles (or loads) the kernels once. On Ctrl-C or SIGTERM the workers
-    are stopped with SIGTERM, which removes the temporary file of the output being written.
+    are stopped with SIGTERM, which removes the temporary file of the output being written; if
+    the parent dies without stopping them (SIGKILL), they stop themselves the same way.
     """
 
     pairs: list[tuple[str, str]]
@@ -317,7 +345,9 @@ class Batch:
         # forkserver, not fork: forking after an OpenMP-parallel Numba kernel hangs the pool.
         threads = max(1, runtime.available_cores() // self.jobs)
         context = multiprocessing.get_context("forkserver")
-        pool = ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_init_worker, initargs=(threads,))
+        parent_alive, alive = context.Pipe(duplex=False)  # ``alive`` stays here until the end
+        pool = ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_init_worker,
+                                   initargs=(threads, parent_alive))
         futures = [pool.submit(_work, job, source, target, self.debug) for source, target in todo]
         try:
             for future in as_completed(futures):
@@ -331,6 +361,8 @@ class Batch:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            parent_alive.close()
+            alive.close()
 
 
 def _stop_workers() -> None:

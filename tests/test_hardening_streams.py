@@ -6,8 +6,10 @@ the commands that could hang run in a subprocess with a timeout. Every refusal i
 """
 
 import os
-import sys
+import signal
 import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -191,3 +193,53 @@ def test_a_closed_stdin(tmp_path, png, big_png):
                           timeout=PROMPTLY)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "big.png"]
+
+
+# ---- processes left behind ---------------------------------------------------------------------
+
+
+def session_members(session):
+    """Live processes (not zombies) of a session: ``(pid, command line)``, from ``/proc``."""
+    members = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat") as handle:
+                fields = handle.read().rpartition(")")[2].split()
+            with open(f"/proc/{name}/cmdline", "rb") as handle:
+                command = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            members.append((int(name), command))
+    return members
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc (Linux)")
+def test_a_killed_parent_takes_its_workers_and_helpers_along(tmp_path):
+    (tmp_path / "in").mkdir()
+    rng = np.random.default_rng(5)
+    for index in range(10):
+        np.save(tmp_path / "in" / f"b{index}.npy", rng.random((600, 600, 3), dtype=np.float32))
+    out = tmp_path / "out"
+    args = ["conv", str(tmp_path / "in"), "-k", "box:size=9", "--out-dir", str(out), "-j", "2",
+            "--format", "npy"]
+    proc = subprocess.Popen(CONVCLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)  # its session holds the batch's processes
+    try:
+        deadline = time.monotonic() + PROMPTLY
+        while not (out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir())):
+            assert proc.poll() is None and time.monotonic() < deadline, "ended before the kill"
+            time.sleep(0.01)
+        helpers = [command for pid, command in session_members(proc.pid) if pid != proc.pid]
+        assert sum("forkserver" in c for c in helpers) == 3, helpers  # a server, two workers
+        proc.kill()
+        proc.communicate(timeout=30)  # both pipes reach their end: no one holds them
+        deadline = time.monotonic() + 30
+        while session_members(proc.pid):
+            assert time.monotonic() < deadline, session_members(proc.pid)
+            time.sleep(0.05)
+    finally:
+        for pid, _ in session_members(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+    assert not [p for p in out.iterdir() if p.name.startswith(".convcli-")]  # workers cleaned up
+    assert all(np.load(path).shape == (600, 600, 3) for path in out.glob("*.npy"))
