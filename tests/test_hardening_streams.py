@@ -64,6 +64,15 @@ def test_a_non_regular_input_is_refused_before_it_is_opened(tmp_path, name, kind
     assert not (tmp_path / "out.png").exists()
 
 
+def test_unpool_indices_that_are_not_a_regular_file(tmp_path, png):
+    os.mkfifo(tmp_path / "where.npy")
+    proc = convcli("unpool", png, "--indices", tmp_path / "where.npy", "-o", tmp_path / "out.png",
+                   text=True)
+    expected = f"indices {str(tmp_path / 'where.npy')!r} is not a regular file (a named pipe)"
+    refused(proc.returncode, proc.stderr, expected)
+    assert not (tmp_path / "out.png").exists()
+
+
 def test_a_folder_scan_or_a_pattern_takes_regular_files_only(tmp_path, png):
     os.mkfifo(tmp_path / "b.png")
     proc = convcli("conv", tmp_path, "-k", "box", "--out-dir", tmp_path / "out", "-j", "2",

@@ -150,7 +150,9 @@ def _read_indices(path: str):
 
     from convcli.errors import InputError
     from convcli.images import load_npy
+    from convcli.paths import require_regular_file
 
+    require_regular_file(path, "indices")
     try:
         array = load_npy(path, f"indices {path!r}")
     except (OSError, ValueError, EOFError) as exc:
