@@ -23,6 +23,7 @@ from typing import Callable, Optional, Sequence
 
 from convcli import limits, runtime
 from convcli.errors import ConvcliError, InputError, OutputError
+from convcli.paths import is_regular_file
 
 #: Extensions a directory scan picks up (everything Pillow commonly reads, and .npy).
 INPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".npy", ".ppm",
@@ -42,8 +43,14 @@ class Source:
     root: str
 
 
-def expand_inputs(arguments: Sequence[str], recursive: bool = False) -> list[Source]:
+def expand_inputs(arguments: Sequence[str], recursive: bool = False,
+                  out_dir: Optional[str] = None) -> list[Source]:
     """Files, directories (their image files; ``recursive`` descends) and glob patterns.
+
+    A directory scan or a pattern finds regular files only (a named pipe would block the
+    batch, a device never end), and nothing inside ``out_dir`` when it lies below the folder
+    scanned: a batch's own outputs are not its inputs when it is run again. A file named
+    explicitly is kept whatever it is (reading it says what is wrong).
 
     >>> [s.path for s in expand_inputs(["-"])]
     ['-']
@@ -53,7 +60,7 @@ def expand_inputs(arguments: Sequence[str], recursive: bool = False) -> list[Sou
         if argument == STDIO:
             sources.append(Source(STDIO, ""))
         elif os.path.isdir(argument):
-            found = _scan(argument, recursive)
+            found = _scan(argument, recursive, out_dir)
             if not found:
                 raise InputError(f"directory {argument!r} has no image or .npy files"
                                  + ("" if recursive else " (use --recursive to descend)"))
@@ -61,20 +68,49 @@ def expand_inputs(arguments: Sequence[str], recursive: bool = False) -> list[Sou
         elif os.path.exists(argument) or not glob.has_magic(argument):
             sources.append(Source(argument, os.path.dirname(argument)))
         else:
-            matches = sorted(p for p in glob.glob(argument, recursive=True) if os.path.isfile(p))
+            searched = _fixed_folder(argument)
+            matches = sorted(p for p in glob.glob(argument, recursive=True)
+                             if is_regular_file(p) and not _output_below(p, out_dir, searched))
             if not matches:
                 raise InputError(f"pattern {argument!r} matches no files")
             sources.extend(Source(path, os.path.dirname(path)) for path in matches)
     return sources
 
 
-def _scan(directory: str, recursive: bool) -> list[str]:
+def _scan(directory: str, recursive: bool, out_dir: Optional[str] = None) -> list[str]:
     found = []
     for folder, subfolders, files in os.walk(directory):
-        subfolders[:] = sorted(s for s in subfolders if not s.startswith(".")) if recursive else []
-        found.extend(os.path.join(folder, f) for f in sorted(files)
-                     if f.lower().endswith(INPUT_EXTENSIONS) and not f.startswith("."))
+        kept = (s for s in subfolders if not s.startswith(".")
+                and not _output_below(os.path.join(folder, s), out_dir, directory))
+        subfolders[:] = sorted(kept) if recursive else []
+        paths = (os.path.join(folder, f) for f in sorted(files)
+                 if f.lower().endswith(INPUT_EXTENSIONS) and not f.startswith("."))
+        found.extend(path for path in paths if is_regular_file(path))
     return found
+
+
+def _output_below(path: str, out_dir: Optional[str], searched: str) -> bool:
+    """Whether ``path`` is in ``out_dir`` and ``out_dir`` lies strictly below ``searched``.
+
+    >>> _output_below("in/out/a.png", "in/out", "in"), _output_below("in/a.png", "in", "in")
+    (True, False)
+    """
+    if out_dir is None:
+        return False
+    searched = searched or os.curdir
+    return (os.path.realpath(out_dir) != os.path.realpath(searched) and _inside(out_dir, searched)
+            and _inside(path, out_dir))
+
+
+def _fixed_folder(pattern: str) -> str:
+    """The folder of a glob pattern before its first wildcard.
+
+    >>> _fixed_folder("in/**/*.png"), _fixed_folder("*.png"), _fixed_folder("/*.png")
+    ('in', '', '/')
+    """
+    parts = pattern.split(os.sep)
+    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    return os.sep.join(parts[:fixed]) or (os.sep if pattern.startswith(os.sep) else "")
 
 
 def output_name(source: str, template: str, ext: Optional[str] = None, **fields: str) -> str:
@@ -246,14 +282,41 @@ def _ignore_further_sigterms() -> None:
 
 
 _busy = False  # in a worker: is a job running (whose temporary files a SIGTERM must clean up)?
+#: Seconds an orphaned worker gives its running job to unwind before it exits regardless (a
+#: compiled kernel runs to its end before the SIGTERM handler can).
+ORPHAN_GRACE = 5.0
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent_alive) -> None:
     """A worker: its share of the cores for Numba; SIGINT left to the parent, which stops the
-    workers with SIGTERM; SIGTERM unwinds a running job (its temporaries removed), then exits."""
+    workers with SIGTERM; SIGTERM unwinds a running job (its temporaries removed), then exits.
+
+    ``parent_alive`` is the reading end of a pipe whose only writer is the parent: it ends
+    when the parent does, however it died (``_exit_with_parent``).
+    """
+    import threading
+
     os.environ["NUMBA_NUM_THREADS"] = str(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _worker_terminated)
+    threading.Thread(target=_exit_with_parent, args=(parent_alive,), name="convcli-parent-watch",
+                     daemon=True).start()
+
+
+def _exit_with_parent(parent_alive) -> None:
+    """Wait for the end of ``parent_alive``, then stop this worker as SIGTERM does.
+
+    A worker's parent is the forkserver, not convcli, so ``PR_SET_PDEATHSIG`` cannot see a
+    SIGKILLed convcli; and the pool's own pipes stay open in every worker. Without this, the
+    workers wait for work forever, keeping the forkserver, the resource tracker and the
+    caller's stdout and stderr alive with them.
+    """
+    with contextlib.suppress(EOFError, OSError):
+        while True:
+            parent_alive.recv_bytes()
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(ORPHAN_GRACE)
+    os._exit(143)
 
 
 def _worker_terminated(signum, frame) -> None:
@@ -287,7 +350,8 @@ class Batch:
     whatever order, and when a batch is resumed with ``--skip-existing``. Workers are
     started with ``forkserver`` and get ``cores // jobs`` Numba threads each; they live for the
     whole batch, so each compiles (or loads) the kernels once. On Ctrl-C or SIGTERM the workers
-    are stopped with SIGTERM, which removes the temporary file of the output being written.
+    are stopped with SIGTERM, which removes the temporary file of the output being written; if
+    the parent dies without stopping them (SIGKILL), they stop themselves the same way.
     """
 
     pairs: list[tuple[str, str]]
@@ -318,8 +382,11 @@ class Batch:
         # forkserver, not fork: forking after an OpenMP-parallel Numba kernel hangs the pool.
         threads = max(1, runtime.available_cores() // self.jobs)
         context = multiprocessing.get_context("forkserver")
-        pool = ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_init_worker, initargs=(threads,))
-        futures = [pool.submit(_work, job, source, target, self.debug, len(self.pairs)) for source, target in todo]
+        parent_alive, alive = context.Pipe(duplex=False)  # ``alive`` stays here until the end
+        pool = ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_init_worker,
+                                   initargs=(threads, parent_alive))
+        futures = [pool.submit(_work, job, source, target, self.debug, len(self.pairs))
+                   for source, target in todo]
         try:
             for future in as_completed(futures):
                 yield future.result()
@@ -332,6 +399,8 @@ class Batch:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            parent_alive.close()
+            alive.close()
 
 
 def _stop_workers() -> None:

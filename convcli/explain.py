@@ -46,6 +46,7 @@ from convcli.errors import InputError, ParameterError, ShapeError
 from convcli.geometry import PaddingSpec, Pair, ReceptiveField, Window, padding_text, shape_text, window_too_large
 from convcli.limits import parse_real, parse_whole, shorten
 from convcli.params import parse_padding, parse_pair
+from convcli.paths import require_regular_file
 
 #: (H, W, C), the order of ``--input 224x224x3``.
 Shape = tuple[int, int, int]
@@ -440,8 +441,9 @@ def input_shape(spec: str) -> Shape:
     """
     if re.fullmatch(r"[0-9\sxX]+", str(spec)) and not os.path.exists(spec):
         return parse_shape(spec)
-    if not os.path.isfile(spec):
+    if not os.path.exists(spec):
         raise InputError(f"input {spec!r} is neither HxWxC nor an existing file")
+    require_regular_file(spec, "input")
     if spec.lower().endswith(".npy"):
         return _npy_shape(spec)
     return _image_shape(spec)
@@ -871,8 +873,7 @@ def load_matrix(spec: str) -> list[list[float]]:
     """A small 2-D matrix from inline text (``parse_matrix``) or a ``.npy`` file ((H, W) or (H, W, 1))."""
     if not str(spec).lower().endswith(".npy"):
         return parse_matrix(spec)
-    if not os.path.isfile(spec):
-        raise InputError(f"matrix file {spec!r} does not exist")
+    require_regular_file(spec, "matrix file")
     try:
         from convcli.images import load_npy  # checks the header first: no 40 GB from a tiny file
 

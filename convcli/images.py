@@ -33,6 +33,7 @@ import numpy as np
 from convcli import image_claims, limits, mapping, png16
 from convcli.atomic import atomic_write_all
 from convcli.errors import ConvcliError, InputError, LimitError, OutputError, ParameterError, ShapeError
+from convcli.paths import require_regular_file
 from convcli.runtime import compute_threads
 
 #: Image outputs by extension: Pillow's format name and, per depth, the channel counts stored
@@ -131,10 +132,7 @@ def read_input(path: str, alpha_as_channel: bool = False,
     limit = limits.max_pixels(options.max_pixels)
     if "\0" in str(path):
         raise InputError(f"input {path!r} contains a NUL character")
-    if not os.path.exists(path):
-        raise InputError(f"input {path!r} does not exist")
-    if os.path.isdir(path):
-        raise InputError(f"input {path!r} is a directory, not a file")
+    require_regular_file(path, "input")  # a named pipe would block, a device never end
     if not os.access(path, os.R_OK):
         raise InputError(f"input {path!r} is not readable (permission denied)")
     try:
@@ -655,17 +653,12 @@ def write_output(
 def write_stdout(save: Callable) -> None:
     """Encode with ``save(file)`` in memory, then write it all to standard output."""
     import io
-    import sys
+
+    from convcli.streams import write_bytes
 
     encoded = io.BytesIO()
     save(encoded)
-    try:
-        sys.stdout.buffer.write(encoded.getvalue())
-        sys.stdout.buffer.flush()
-    except BrokenPipeError:
-        # the reader has gone: keep Python from failing again when it flushes stdout at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise OutputError("standard output was closed by its reader (broken pipe)") from None
+    write_bytes(encoded.getvalue())
 
 
 def _map_options(settings: OutputSettings) -> dict:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from convcli.errors import ConvcliError, KernelError
+from convcli.paths import require_directory
 from convcli.runtime import cache_dir
 
 ENV_VAR = "CONVCLI_KERNEL_PATH"
@@ -56,8 +57,7 @@ def search_path(kernel_path: Sequence[str] = ()) -> list[tuple[str, Path]]:
     ``os.pathsep``; missing folders are skipped, as in ``PATH``), then the built-ins.
     """
     for folder in kernel_path:
-        if not Path(folder).is_dir():
-            raise KernelError(f"kernel folder {str(folder)!r} does not exist")
+        require_directory(str(folder), "kernel folder", KernelError)
     from_env = [Path(p) for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
     return ([("--kernel-path", Path(p)) for p in kernel_path]
             + [(ENV_VAR, p) for p in from_env if p.is_dir()] + [("built-in", library_dir())])

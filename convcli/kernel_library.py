@@ -38,6 +38,7 @@ from convcli import limits
 from convcli.errors import KernelError
 from convcli.kernel_catalogue import NAME, SUFFIXES, find_in, kernel_names, locate, search_path
 from convcli.kernel_generators import GENERATORS, gaussian_size
+from convcli.paths import require_regular_file
 
 # |sum| <= RELATIVE_EPS * sum(|w|) counts as zero-sum (weights are float32). ``scale: sum`` then
 # keeps scale 1 instead of dividing by ~0: ImageMagick -convolve's rule (skip normalising
@@ -286,14 +287,15 @@ def resolve_kernel(spec: str, kernel_path: Sequence[str] = ()) -> Kernel:
     if not text:
         raise KernelError("the kernel is empty: give a name, a file or an inline kernel")
     if text.lower().endswith(SUFFIXES):
-        if not os.path.isfile(text):
-            raise KernelError(f"kernel file {text!r} does not exist")
+        require_regular_file(text, "kernel file", KernelError)
         return _from_file(Path(text), {}, text, f"file {text}")
     if _INLINE.match(text):
         return inline_kernel(text)
     name, _, param_text = text.partition(":")
     name = name.strip()
     if not NAME.match(name):
+        if os.path.lexists(text):  # /dev/zero, a named pipe: say what it is, not its suffix
+            require_regular_file(text, "kernel file", KernelError)
         looks_like_a_file = any(c in name for c in "./\\")
         hint = f" (kernel files end in {', '.join(SUFFIXES)})" if looks_like_a_file else ""
         raise KernelError(f"{text!r} is not a kernel name, a kernel file or an inline kernel{hint}")

@@ -41,6 +41,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from convcli.errors import ConvcliError, InputError, OutputError, ParameterError, ShapeError
 from convcli.limits import MAX_OPTION_INT, shorten
 from convcli.params import PAD_MODES
+from convcli.paths import require_regular_file
 
 REQUIRED = object()
 POOL_MODES = ("max", "avg")
@@ -262,9 +263,7 @@ def load_pipeline(path: str, kernel_path: Sequence[str] = ()) -> Pipeline:
     """
     from convcli.yamlsafe import load_yaml_safely
 
-    if not os.path.isfile(path):
-        raise InputError(f"pipeline {path!r} does not exist" if not os.path.exists(path)
-                         else f"pipeline {path!r} is not a file")
+    require_regular_file(path, "pipeline")
     document = load_yaml_safely(path, f"pipeline {path!r}")
     return parse_pipeline(document, path, kernel_path, os.path.dirname(path))
 

@@ -151,7 +151,10 @@ def _read_indices(path: str):
 
     from convcli.errors import InputError
     from convcli.images import load_npy
+    from convcli.paths import require_regular_file
 
+    if os.path.exists(path):  # a missing file is load_npy's "No such file" error
+        require_regular_file(path, "indices")
     try:
         array = load_npy(path, f"indices {path!r}")
     except (OSError, ValueError, EOFError) as exc:

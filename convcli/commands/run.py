@@ -140,7 +140,7 @@ def run_batch(inputs: Sequence[str], job, batch: BatchOptions, single: Optional[
 
     ctx = click.get_current_context()
     _check_usage(ctx, inputs, batch)
-    sources = planner.expand_inputs(inputs, batch.recursive)
+    sources = planner.expand_inputs(inputs, batch.recursive, batch.out_dir)
     if single and len(sources) != 1:
         raise click.UsageError(f"{single} takes one input, got {len(sources)}", ctx)
     pairs = planner.plan_outputs(sources, batch.output, batch.out_dir, batch.name_template or "{stem}.{ext}",
