@@ -52,6 +52,11 @@ NUMPY_WORK = 1_000_000_000
 NUMPY_WORK_WARM = 2_000_000
 #: Multiply-adds numpy has run in this process while Numba was not loaded (``numpy_takes``).
 _numpy_work_done = 0
+#: A depthwise layer runs channel by channel (each band computed straight into its place in
+#: the output) when a channel has at least this many pixels; smaller channels go together,
+#: so that many small maps (300,000 channels of 1x1) cost their arithmetic, not a Python
+#: loop over channels.
+CHANNEL_BY_CHANNEL_PIXELS = 1 << 16
 #: Bytes of padded input per band: small enough to stay in cache, large enough to keep
 #: both cores busy.
 BAND_BYTES = 4 << 20
@@ -231,7 +236,8 @@ def correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, m
         else:
             _jit.separable_padding(image, *rank_one_factors(weight), rowmap, colmap, left, out)
         return out
-    if weight.shape[1] == 1 and weight.shape[0] == image.shape[0] == groups:
+    if weight.shape[1] == 1 and weight.shape[0] == image.shape[0] == groups \
+            and image.shape[1] * image.shape[2] >= CHANNEL_BY_CHANNEL_PIXELS:
         for channel in range(groups):
             one = slice(channel, channel + 1)
             _correlate_bands(image[one], weight[one], 1, pads, pad_mode, stride, dilation, out[one], method)
@@ -272,12 +278,14 @@ def _correlate_bands(image, weight, groups, pads, pad_mode, stride, dilation, ou
     compute = _COMPUTE[method]
     band_rows = (rows_per_band - 1) * stride_h + dil_h * (kh - 1) + 1
     buffer = np.empty(image.shape[0] * band_rows * width, np.float32)
-    target = np.empty(c_out * rows_per_band * w_out, np.float32) if c_out > 1 else None
+    # one map, or all rows in one band: the band's rows of the output are contiguous
+    contiguous = c_out == 1 or rows_per_band == h_out
+    target = None if contiguous else np.empty(c_out * rows_per_band * w_out, np.float32)
     for first in range(0, h_out, rows_per_band):
         last = min(h_out, first + rows_per_band)
         start = first * stride_h
         band = padded_band(image, start, (last - 1) * stride_h + dil_h * (kh - 1) + 1, pads, pad_mode, buffer)
-        if target is None:  # the band's rows of a single map are contiguous: compute in place
+        if target is None:
             compute(band, weight, groups, stride, dilation, out[:, first:last])
         else:
             rows = _view(target, (c_out, last - first, w_out))

@@ -527,15 +527,19 @@ def write_output(
     the montage tiles (default ``0, 1, ...``). Everything is checked before any file is written.
     """
     settings = settings or OutputSettings()
-    maps = np.asarray(maps, dtype=np.float32)
-    if maps.ndim != 3 or maps.shape[0] == 0:
-        raise ShapeError(f"feature maps must be (C, H, W) with C >= 1, got shape {maps.shape}")
+    shape = np.shape(maps)
+    if len(shape) != 3 or shape[0] == 0:
+        raise ShapeError(f"feature maps must be (C, H, W) with C >= 1, got shape {shape}")
     check_output_format(path, settings, format)
+    if settings.split or settings.montage:
+        limits.check_layout(shape[0], "--split files" if settings.split else "--montage tiles")
+    name = f"stdout.{format}" if path == STDIO else path  # its extension says the format
+    _check_writer_memory(name, maps, settings, in_place, path == STDIO)
+    maps = np.asarray(maps, dtype=np.float32)
     targets = split_names(path, len(maps)) if settings.split else [path]
     for target in targets:
         if os.path.isdir(target):
             raise OutputError(f"output {target!r} is a directory")
-    name = f"stdout.{format}" if path == STDIO else path  # its extension says the format
     if extension(name) == NPY:
         mode = "none" if settings.map == "auto" else settings.map
         values = mapping.map_values(maps, mode, white or 1.0, **_map_options(settings))
@@ -549,6 +553,24 @@ def write_output(
         atomic_write_all(list(zip(targets, savers)))
 
 
+def _check_writer_memory(name: str, maps, settings: OutputSettings, in_place: bool, stdout: bool) -> None:
+    """The memory check of ``write_output``: the float32 copy it maps (unless ``in_place`` on
+    float32 maps), colours (three float32 planes per map, the positions looked up and a
+    float64 plane being interpolated), the transposed ``.npy`` copy or the 8/16-bit pixels, and for ``-o -`` the
+    encoded file in memory, per value of ``maps``.
+    """
+    dtype = getattr(maps, "dtype", np.dtype(np.float32))
+    copied = 0 if in_place and dtype == np.float32 else 4
+    if extension(name) == NPY:
+        per_value = copied + 4 + 4 * stdout
+    else:
+        colours = 3 if settings.colormap else 1
+        pixel = 2 * colours if settings.depth == "16" or (settings.depth is None and dtype != np.uint8) else colours
+        per_value = copied + (28 if settings.colormap else 0) + pixel * (1 + stdout)
+    limits.check_arrays(f"writing {limits.shorten(name)!r}", itemsize=per_value,
+                        mapped_and_encoded_maps=np.shape(maps))
+
+
 def write_stdout(save: Callable) -> None:
     """Encode with ``save(file)`` in memory, then write it all to standard output."""
     import io
@@ -557,7 +579,7 @@ def write_stdout(save: Callable) -> None:
     encoded = io.BytesIO()
     save(encoded)
     try:
-        sys.stdout.buffer.write(encoded.getvalue())
+        sys.stdout.buffer.write(encoded.getbuffer())
         sys.stdout.buffer.flush()
     except BrokenPipeError:
         # the reader has gone: keep Python from failing again when it flushes stdout at exit
@@ -591,7 +613,7 @@ def _image_savers(path, maps, white, alpha, settings, signed, labels, in_place=F
         scaled *= np.float32(gain)
     values = mapping.map_values(scaled, mode, out_white, signed=signed, in_place=True, **_map_options(settings))
     if settings.colormap:
-        values = np.stack([mapping.apply_colormap(v, out_white, settings.colormap) for v in values])
+        values = mapping.apply_colormap(values, out_white, settings.colormap).swapaxes(0, 1)
     else:
         values = values[:, None]
     if settings.montage:
@@ -626,8 +648,9 @@ def _choose_depth(
 
 
 def _npy_saver(array: np.ndarray) -> Callable:
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    return lambda handle: np.save(handle, array)
+    """A saver of ``array`` as float32 ``.npy``: made contiguous when it is written (a file of
+    ``--split`` at a time, not all of them at once)."""
+    return lambda handle: np.save(handle, np.ascontiguousarray(array, dtype=np.float32))
 
 
 def _image_saver(fmt: str, depth: str, values: np.ndarray) -> Callable:

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from convcli import limits
 from convcli.errors import ParameterError, ShapeError
 
 GAP = 4
@@ -69,6 +70,7 @@ def montage(tiles: np.ndarray, labels: Sequence[str], white: float,
     cell_w = max([width] + [math.ceil(font.getbbox(text)[2]) + 1 for text in labels])
     cell_h = label_height + height
     shape = (channels, rows * cell_h + (rows - 1) * GAP, cols * cell_w + (cols - 1) * GAP)
+    limits.check_arrays("montage", canvas=shape)
     canvas = np.zeros(shape, np.float32)
     for index, (tile, text) in enumerate(zip(tiles, labels)):
         top, left = (index // cols) * (cell_h + GAP), (index % cols) * (cell_w + GAP)
