@@ -229,6 +229,20 @@ class Pipeline:
     source: str = ""
     description: str = ""
 
+    def maps_made(self, channels: int) -> int:
+        """How many maps the steps make from ``channels`` input channels (for the limits that
+        are checked before the work). Steps that cannot run on them fail later, when run.
+
+        >>> parse_pipeline([{"op": "conv", "kernel": ["sobel_x", "box"]}, "relu"]).maps_made(3)
+        6
+        """
+        for step in self.steps:
+            if step.op in ("conv", "transposed"):
+                channels = sum(_maps_of(k.weights.shape, channels, step) for k in step.params["kernel"])
+            elif step.op in ("gray", "select"):
+                channels = len(step.params["channels"]) if step.op == "select" else 1
+        return channels
+
     def run(self, maps: "Maps", before: Optional[Callable[[Step, "Maps"], None]] = None) -> "Maps":
         """Apply every step; ``before(step, maps)`` is called ahead of each (``conv --explain``).
 
@@ -244,6 +258,15 @@ class Pipeline:
                     raise
                 raise type(exc)(f"{step.label}: {exc}") from None
         return maps
+
+
+def _maps_of(shape: Sequence[int], channels: int, step: Step) -> int:
+    """The maps a kernel of ``shape`` makes from ``channels`` channels (``engine.as_conv_weight``)."""
+    if len(shape) == 2:
+        return channels
+    if len(shape) == 3:
+        return 1
+    return shape[1] * step.params["groups"] if step.op == "transposed" else shape[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -576,14 +599,14 @@ def _conv(step: Step, maps: Maps) -> Maps:
     stack, signed = [], []
     for kernel, (weight, groups), count, start in zip(kernels, layers, counts, starts):
         part = bias if bias is None or len(bias) == 1 or len(kernels) == 1 else bias[start:start + count]
+        # the layer's 4-D weight and groups, as laid out above (a 2-D kernel is not copied again)
         if transposed:
-            out = engine.conv_transpose2d(maps.data, kernel.weights / kernel.scale, part, stride=p["stride"],
+            out = engine.conv_transpose2d(maps.data, weight, part, stride=p["stride"],
                                           padding=p["padding"], output_padding=p["output_padding"],
-                                          dilation=p["dilation"], groups=p["groups"], flip=p["flip"])
+                                          dilation=p["dilation"], groups=groups, flip=p["flip"])
         else:
-            out = engine.conv2d(maps.data, kernel.weights / kernel.scale, part, stride=p["stride"],
-                                padding=p["padding"], dilation=p["dilation"], groups=p["groups"],
-                                pad_mode=p["pad_mode"], flip=p["flip"])
+            out = engine.conv2d(maps.data, weight, part, stride=p["stride"], padding=p["padding"],
+                                dilation=p["dilation"], groups=groups, pad_mode=p["pad_mode"], flip=p["flip"])
         if stack and out.shape[1:] != stack[0].shape[1:]:
             sizes = [f"{m.shape[1]}x{m.shape[2]}" for m in (stack[0], out)]
             raise ShapeError(f"kernel {kernels[0].name!r} gives {sizes[0]} maps, {kernel.name!r} gives "
@@ -591,9 +614,13 @@ def _conv(step: Step, maps: Maps) -> Maps:
         if kernel.offset:
             out += np.float32(kernel.offset)
         stack.append(out)
-        shift = kernel.offset + np.broadcast_to(0.0 if part is None else part, count)
-        zero_sum = mapping.signed_maps(weight, groups, transposed=transposed, shift=shift)
-        signed.append(zero_sum | (_fed_by_signed(maps.flags, groups, count) & (shift == 0)))
+        shift = kernel.offset + np.asarray(0.0 if part is None else part, np.float64)  # one, or one per map
+        unshifted = np.broadcast_to(shift == 0, count)
+        if kernel.weights.ndim == 2:  # one kernel for every channel: its sum says it for all
+            zero_sum = mapping.signed_maps(weight[:1], 1, transposed=transposed) & unshifted
+        else:
+            zero_sum = mapping.signed_maps(weight, groups, transposed=transposed, shift=shift)
+        signed.append(zero_sum | (_fed_by_signed(maps.flags, groups, count) & unshifted))
     if len(stack) > 1:
         limits.check_arrays(f"{step.op} with {len(stack)} kernels", stacked_maps=(sum(counts), *stack[0].shape[1:]))
     data = stack[0] if len(stack) == 1 else np.concatenate(stack)
@@ -771,6 +798,11 @@ class Job:
         from convcli import images
 
         picture = images.read_input(source, alpha_as_channel=self.alpha == "channel", options=self.read)
+        if target is not None and self.settings is not None and (self.settings.split or self.settings.montage):
+            from convcli import limits
+
+            limits.check_layout(self.pipeline.maps_made(len(picture.data)),
+                                "--split files" if self.settings.split else "--montage tiles")
         with np.errstate(over="ignore", invalid="ignore"):  # float32 overflows to inf, NaN propagates (PyTorch)
             maps = self.pipeline.run(Maps(picture.data, picture.white), self.before)
             if target is not None:
