@@ -133,8 +133,10 @@ def conv2d(
     out_hw = geometry.conv2d_output_shape(in_hw, k_hw, stride, dilation, pads)
     if min(out_hw) < 1:
         raise ShapeError(window_too_large("kernel", in_hw, k_hw, dilation, pads, padding))
+    converted = {} if image.dtype == np.float32 else {"input_as_float32": image.shape}  # at most one copy
     limits.check_arrays("conv2d", output=(weight.shape[0], *out_hw), padded_input_band=(  # at least k_eff rows
-        image.shape[0], geometry.effective_kernel_size(k_hw[0], dilation[0]), in_hw[1] + pads[2] + pads[3]))
+        image.shape[0], geometry.effective_kernel_size(k_hw[0], dilation[0]), in_hw[1] + pads[2] + pads[3]),
+        **converted)
     bias_values = _bias_vector(bias, weight.shape[0])
     check_border(in_hw, pads, pad_mode)
     out = correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, method)
