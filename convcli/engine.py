@@ -133,10 +133,12 @@ def conv2d(
     out_hw = geometry.conv2d_output_shape(in_hw, k_hw, stride, dilation, pads)
     if min(out_hw) < 1:
         raise ShapeError(window_too_large("kernel", in_hw, k_hw, dilation, pads, padding))
-    converted = {} if image.dtype == np.float32 else {"input_as_float32": image.shape}  # at most one copy
-    limits.check_arrays("conv2d", output=(weight.shape[0], *out_hw), padded_input_band=(  # at least k_eff rows
-        image.shape[0], geometry.effective_kernel_size(k_hw[0], dilation[0]), in_hw[1] + pads[2] + pads[3]),
-        **converted)
+    # at least k_eff rows of padded input; at most one float32 copy of an 8-bit input
+    band_rows = geometry.effective_kernel_size(k_hw[0], dilation[0])
+    band = (image.shape[0], band_rows, in_hw[1] + pads[2] + pads[3])
+    converted = {} if image.dtype == np.float32 else {"input_as_float32": image.shape}
+    limits.check_arrays("conv2d", output=(weight.shape[0], *out_hw), padded_input_band=band,
+                        **converted)
     bias_values = _bias_vector(bias, weight.shape[0])
     check_border(in_hw, pads, pad_mode)
     out = correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, method)
@@ -266,7 +268,8 @@ def _flipped(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(weight[:, :, ::-1, ::-1])
 
 
-def _check_image(image: np.ndarray, as_float32: bool = True, what: str = "an operation") -> np.ndarray:
+def _check_image(image: np.ndarray, as_float32: bool = True,
+                 what: str = "an operation") -> np.ndarray:
     """``image`` as a C-contiguous float32 (C, H, W) array (a copy checked against the memory
     budget, for ``what``), or of any real dtype as given."""
     image = np.asarray(image)

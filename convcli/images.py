@@ -204,22 +204,24 @@ def _stdin_allowance(stream, what: str, options: ReadOptions) -> tuple[bytes, in
         _check_npy_input(shape, what, limit)
         data_bytes = math.prod(shape) * dtype.itemsize
         limits.check_memory(2 * data_bytes, f"reading {what} (shape {shape})")
-        return (recorder.taken, len(recorder.taken) + data_bytes,
-                f"holds more data than its .npy header says ({data_bytes:,} bytes for shape {shape})")
+        return (recorder.taken, len(recorder.taken) + data_bytes, f"holds more data than its .npy "
+                f"header says ({data_bytes:,} bytes for shape {shape})")
     while True:
         size = _image_size(head)
         if size is not None:
             (width, height), bands = size
             limits.check_pixels(height, width, limit, what)
-            limits.check_memory(height * width * (8 + 8 * bands), f"decoding {what} ({height}x{width})")
+            limits.check_memory(height * width * (8 + 8 * bands),
+                                f"decoding {what} ({height}x{width})")
             allowed = 2 * height * width * bands * 4 + STDIN_SLACK_BYTES
-            return head, allowed, f"is longer than a {height}x{width} image can be (over {allowed:,} bytes)"
+            return head, allowed, (f"is longer than a {height}x{width} image can be "
+                                   f"(over {allowed:,} bytes)")
         more = _read_up_to(stream, min(max(len(head), 1 << 16), STDIN_HEADER_BYTES - len(head)))
         if not more:  # the whole stream: read_input says what is wrong with it
             if len(head) < STDIN_HEADER_BYTES:
                 return head, len(head), ""
-            raise InputError(f"{what} is not an image convcli reads (PNG, JPEG, TIFF, GIF, WebP, BMP, "
-                             f"PNM, ...) nor a .npy array (no image header in its first "
+            raise InputError(f"{what} is not an image convcli reads (PNG, JPEG, TIFF, GIF, WebP, "
+                             f"BMP, PNM, ...) nor a .npy array (no image header in its first "
                              f"{limits.format_bytes(STDIN_HEADER_BYTES)})")
         head += more
 
@@ -230,10 +232,11 @@ def _image_size(head: bytes) -> Optional[tuple[tuple[int, int], int]]:
     from PIL import Image
 
     Image.init()
+    formats = [name for name in READ_FORMATS if name in Image.OPEN]
     try:
         with warnings.catch_warnings(), _pixel_limit_of_our_own(Image):
             warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(head), formats=[n for n in READ_FORMATS if n in Image.OPEN]) as img:
+            with Image.open(io.BytesIO(head), formats=formats) as img:
                 return img.size, len(img.getbands())
     except Exception:  # not an image, or not enough of its header yet
         return None
@@ -339,7 +342,8 @@ def _check_npy_input(shape: tuple, what: str, limit: int) -> None:
 
 def _read_npy(path: str, limit: int) -> np.ndarray:
     what = f"input {path!r}"
-    array = load_npy(path, what, InputError, lambda shape, dtype: _check_npy_input(shape, what, limit))
+    array = load_npy(path, what, InputError,
+                     lambda shape, dtype: _check_npy_input(shape, what, limit))
     if array.ndim == 2:
         array = array[:, :, None]
     return np.ascontiguousarray(array.transpose(2, 0, 1))
@@ -658,11 +662,12 @@ def write_output(
         atomic_write_all(list(zip(targets, savers)))
 
 
-def _check_writer_memory(name: str, maps, settings: OutputSettings, in_place: bool, stdout: bool) -> None:
-    """The memory check of ``write_output``: the float32 copy it maps (unless ``in_place`` on
-    float32 maps), colours (three float32 planes per map, the positions looked up and a
-    float64 plane being interpolated), the transposed ``.npy`` copy or the 8/16-bit pixels, and for ``-o -`` the
-    encoded file in memory, per value of ``maps``.
+def _check_writer_memory(name: str, maps, settings: OutputSettings, in_place: bool,
+                         stdout: bool) -> None:
+    """The memory check of ``write_output``, per value of ``maps``: the float32 copy it maps
+    (unless ``in_place`` on float32 maps), colours (three float32 planes per map, the
+    positions looked up and a float64 plane being interpolated), the transposed ``.npy`` copy
+    or the 8/16-bit pixels, and for ``-o -`` the encoded file in memory.
     """
     dtype = getattr(maps, "dtype", np.dtype(np.float32))
     copied = 0 if in_place and dtype == np.float32 else 4
@@ -670,7 +675,8 @@ def _check_writer_memory(name: str, maps, settings: OutputSettings, in_place: bo
         per_value = copied + 4 + 4 * stdout
     else:
         colours = 3 if settings.colormap else 1
-        pixel = 2 * colours if settings.depth == "16" or (settings.depth is None and dtype != np.uint8) else colours
+        sixteen = settings.depth == "16" or (settings.depth is None and dtype != np.uint8)
+        pixel = 2 * colours if sixteen else colours
         per_value = copied + (28 if settings.colormap else 0) + pixel * (1 + stdout)
     limits.check_arrays(f"writing {limits.shorten(name)!r}", itemsize=per_value,
                         mapped_and_encoded_maps=np.shape(maps))

@@ -164,7 +164,8 @@ def kernel_facts(weights: np.ndarray) -> dict:
     weights = np.asarray(weights, dtype=np.float64)
     slices = weights.reshape(-1, *weights.shape[-2:])
     singular = np.linalg.svd(slices, compute_uv=False)  # every slice at once: (slices, min(kh, kw))
-    separable = singular.shape[1] < 2 or bool(np.all(singular[:, 1] <= RELATIVE_EPS * singular[:, 0]))
+    rank_one = singular.shape[1] < 2 or singular[:, 1] <= RELATIVE_EPS * singular[:, 0]
+    separable = bool(np.all(rank_one))
     factors = _factors(weights) if separable and weights.ndim == 2 and weights.any() else None
     return {"sum": float(weights.sum()), "zero_sum": is_zero_sum(weights),
             "separable": separable, "factors": factors}

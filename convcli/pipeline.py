@@ -238,7 +238,8 @@ class Pipeline:
         """
         for step in self.steps:
             if step.op in ("conv", "transposed"):
-                channels = sum(_maps_of(k.weights.shape, channels, step) for k in step.params["kernel"])
+                kernels = step.params["kernel"]
+                channels = sum(_maps_of(k.weights.shape, channels, step) for k in kernels)
             elif step.op in ("gray", "select"):
                 channels = len(step.params["channels"]) if step.op == "select" else 1
         return channels
@@ -261,7 +262,8 @@ class Pipeline:
 
 
 def _maps_of(shape: Sequence[int], channels: int, step: Step) -> int:
-    """The maps a kernel of ``shape`` makes from ``channels`` channels (``engine.as_conv_weight``)."""
+    """The maps a kernel of ``shape`` makes from ``channels`` channels (as
+    ``engine.as_conv_weight`` lays it out)."""
     if len(shape) == 2:
         return channels
     if len(shape) == 3:
@@ -488,7 +490,9 @@ class Flags(abc.Sequence):
     def __eq__(self, other: Any) -> bool:
         import numpy as np
 
-        if isinstance(other, str) or not isinstance(other, (abc.Sequence, np.ndarray)) or len(other) != len(self):
+        if isinstance(other, str) or not isinstance(other, (abc.Sequence, np.ndarray)):
+            return False
+        if len(other) != len(self):
             return False
         return bool(np.array_equal(self.array, np.asarray(other, dtype=bool)))
 
@@ -606,7 +610,8 @@ def _conv(step: Step, maps: Maps) -> Maps:
                                           dilation=p["dilation"], groups=groups, flip=p["flip"])
         else:
             out = engine.conv2d(maps.data, weight, part, stride=p["stride"], padding=p["padding"],
-                                dilation=p["dilation"], groups=groups, pad_mode=p["pad_mode"], flip=p["flip"])
+                                dilation=p["dilation"], groups=groups, pad_mode=p["pad_mode"],
+                                flip=p["flip"])
         if stack and out.shape[1:] != stack[0].shape[1:]:
             sizes = [f"{m.shape[1]}x{m.shape[2]}" for m in (stack[0], out)]
             raise ShapeError(f"kernel {kernels[0].name!r} gives {sizes[0]} maps, {kernel.name!r} gives "
@@ -614,7 +619,8 @@ def _conv(step: Step, maps: Maps) -> Maps:
         if kernel.offset:
             out += np.float32(kernel.offset)
         stack.append(out)
-        shift = kernel.offset + np.asarray(0.0 if part is None else part, np.float64)  # one, or one per map
+        # the shift of every map: one value, or one per map
+        shift = kernel.offset + np.asarray(0.0 if part is None else part, np.float64)
         unshifted = np.broadcast_to(shift == 0, count)
         if kernel.weights.ndim == 2:  # one kernel for every channel: its sum says it for all
             zero_sum = mapping.signed_maps(weight[:1], 1, transposed=transposed) & unshifted
@@ -622,7 +628,8 @@ def _conv(step: Step, maps: Maps) -> Maps:
             zero_sum = mapping.signed_maps(weight, groups, transposed=transposed, shift=shift)
         signed.append(zero_sum | (_fed_by_signed(maps.flags, groups, count) & unshifted))
     if len(stack) > 1:
-        limits.check_arrays(f"{step.op} with {len(stack)} kernels", stacked_maps=(sum(counts), *stack[0].shape[1:]))
+        limits.check_arrays(f"{step.op} with {len(stack)} kernels",
+                            stacked_maps=(sum(counts), *stack[0].shape[1:]))
     data = stack[0] if len(stack) == 1 else np.concatenate(stack)
     labels = Labels([(kernel.name, count) for kernel, count in zip(kernels, counts)])
     return replace(maps, data=data, signed=Flags(np.concatenate(signed)), labels=labels)
@@ -715,8 +722,8 @@ def _normalise(step: Step, maps: Maps) -> Maps:
 
     shape = "x".join(str(n) for n in maps.data.shape)
     # the float64 copy, a float64 temporary of the standard deviation, the float32 result
-    limits.check_memory(20 * math.prod(maps.data.shape),
-                        f"normalise: float64 work arrays and the output {shape} (20 bytes per value)")
+    limits.check_memory(20 * math.prod(maps.data.shape), f"normalise: float64 work arrays and "
+                                                         f"the output {shape} (20 bytes per value)")
     p, x = step.params, np.array(maps.data, dtype=np.float64)
     channels = len(x)
     if p["mode"] == "minmax":
@@ -735,7 +742,8 @@ def _normalise(step: Step, maps: Maps) -> Maps:
         mean, std = (np.asarray(p[key], np.float64)[:, None, None] for key in ("mean", "std"))
     x -= mean
     x /= std
-    return replace(maps, data=x.astype(np.float32), white=1.0, signed=Flags(np.ones(channels, bool)))
+    signed = Flags(np.ones(channels, bool))
+    return replace(maps, data=x.astype(np.float32), white=1.0, signed=signed)
 
 
 def _gray(step: Step, maps: Maps) -> Maps:
@@ -743,7 +751,8 @@ def _gray(step: Step, maps: Maps) -> Maps:
 
     from convcli import engine
 
-    return replace(maps, data=engine.luma(maps.data), signed=Flags([np.all(maps.flags.array)]), labels=None)
+    signed = Flags([np.all(maps.flags.array)])
+    return replace(maps, data=engine.luma(maps.data), signed=signed, labels=None)
 
 
 def _select(step: Step, maps: Maps) -> Maps:
@@ -798,11 +807,12 @@ class Job:
         from convcli import images
 
         picture = images.read_input(source, alpha_as_channel=self.alpha == "channel", options=self.read)
-        if target is not None and self.settings is not None and (self.settings.split or self.settings.montage):
+        settings = self.settings
+        if target is not None and settings is not None and (settings.split or settings.montage):
             from convcli import limits
 
             limits.check_layout(self.pipeline.maps_made(len(picture.data)),
-                                "--split files" if self.settings.split else "--montage tiles")
+                                "--split files" if settings.split else "--montage tiles")
         with np.errstate(over="ignore", invalid="ignore"):  # float32 overflows to inf, NaN propagates (PyTorch)
             maps = self.pipeline.run(Maps(picture.data, picture.white), self.before)
             if target is not None:

@@ -160,7 +160,8 @@ def _print_kernel(kernel, facts) -> None:
                 table.add_row(*(f"{v:.6g}" for v in row))
             console.print(table)
         if len(slices) > len(shown):
-            console.print(f"[dim](and {len(slices) - len(shown):,} more {_size(weights.shape[-2:])} slices; "
+            rest = len(slices) - len(shown)
+            console.print(f"[dim](and {rest:,} more {_size(weights.shape[-2:])} slices; "
                           f"--json gives all of them)[/]")
     separable = "yes" if facts["separable"] else "no"
     if facts["factors"]:
