@@ -124,8 +124,8 @@ def test_an_endless_stdin_ends_with_one_error_line(tmp_path, stream):
     spool.mkdir()
     body = "".join(f"    {line}\n" for line in GENERATORS[stream].splitlines())
     source = f"import sys\nout = sys.stdout.buffer\ntry:\n{body}except OSError:\n    pass\n"
-    feeder = subprocess.Popen([sys.executable, "-c", source, *(tmp_path / f"a.{x}" for x in ("png", "npy"))],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    arguments = [sys.executable, "-c", source, tmp_path / "a.png", tmp_path / "a.npy"]
+    feeder = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         done = subprocess.run([sys.executable, "-m", "convcli", "conv", "-", "-k", "box", "-o",
                                str(tmp_path / "o.npy")], stdin=feeder.stdout, capture_output=True,
