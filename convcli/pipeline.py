@@ -762,8 +762,8 @@ def _select(step: Step, maps: Maps) -> Maps:
     if max(channels) >= count:
         raise ShapeError(f"channel {max(channels)} does not exist: the input has {count} "
                          f"(0 to {count - 1})")
-    limits.check_arrays("select", itemsize=maps.data.dtype.itemsize,
-                        output=(len(channels), *maps.data.shape[1:]))
+    # counted as float32: the next step or the writer makes that of 8-bit maps anyway
+    limits.check_arrays("select", output=(len(channels), *maps.data.shape[1:]))
     labels = maps.labels or Labels.numbers(count)
     return replace(maps, data=maps.data[list(channels)], signed=maps.flags[list(channels)],
                    labels=labels.select(channels))
