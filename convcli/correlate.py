@@ -50,6 +50,11 @@ from convcli.runtime import compute_threads
 NUMPY_WORK = 1_000_000_000
 #: Multiply-adds so few that numpy takes them however often they are repeated.
 NUMPY_WORK_TINY = 2_000_000
+#: A depthwise layer runs channel by channel (each band computed straight into its place in
+#: the output) when a channel has at least this many pixels; smaller channels go together,
+#: so that many small maps (300,000 channels of 1x1) cost their arithmetic, not a Python
+#: loop over channels.
+CHANNEL_BY_CHANNEL_PIXELS = 1 << 16
 #: Bytes of padded input per band: small enough to stay in cache, large enough to keep
 #: both cores busy.
 BAND_BYTES = 4 << 20
@@ -61,6 +66,12 @@ MIN_BAND_ROWS = 8
 #: from 17x17 (2048^2x3, stride 2: Gaussian 15x15 29 ms in the dense kernel, 35 ms in two
 #: passes; 21x21 56 and 45 ms).
 SEPARABLE_TAPS, SEPARABLE_TAPS_DENSE = 49, 289
+#: Depthwise kernels of rank 1 at stride 1 whose two passes would take at least this many
+#: taps (kh + kw) go through the FFT instead, whose cost hardly grows with the kernel
+#: (measured on 2048^2x3 float32: Gaussian 91x91 128 ms in two passes, 243 ms by FFT;
+#: 121x121 486 and 207 ms; 241x241 682 and 227 ms; a sigma-50 Gaussian, 301x301, on an
+#: 8-bit image 1.4 s in two passes, 0.1 s by FFT).
+SEPARABLE_SIDES_FFT = 200
 #: Depthwise kernels of full rank with at least this many taps go through the FFT (measured
 #: on 4096^2x3: 19x19 297 ms direct, 524 ms by FFT; 23x23 409 and 385 ms). Dilated ones
 #: take the dense kernel, slower than the FFT from 19x19 (2048^2x3, dilation 2: 15x15 98 ms
@@ -152,6 +163,8 @@ def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1), dilati
     'numpy'
     >>> choose_method(np.eye(25, dtype=np.float32)[None, None], 1, (4096, 4096))
     'fft'
+    >>> choose_method(np.ones((1, 1, 301, 301), np.float32), 1, (2048, 2048))  # rank 1, but large
+    'fft'
     """
     c_out, c_per_group, kh, kw = weight.shape
     small = numpy_takes(c_out * out_hw[0] * out_hw[1] * c_per_group * kh * kw)
@@ -160,10 +173,11 @@ def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1), dilati
     if small:
         return "numpy"
     direct = has_depthwise_kernel(weight, stride, dilation)
+    fft = c_per_group == 1 and tuple(stride) == (1, 1)
     if kh * kw >= (SEPARABLE_TAPS if direct else SEPARABLE_TAPS_DENSE) and min(kh, kw) > 1 \
             and rank_one_factors(weight) is not None:
-        return "separable"
-    if kh * kw >= (FFT_TAPS if direct else FFT_TAPS_DENSE) and c_per_group == 1 and tuple(stride) == (1, 1):
+        return "fft" if fft and kh + kw >= SEPARABLE_SIDES_FFT else "separable"
+    if kh * kw >= (FFT_TAPS if direct else FFT_TAPS_DENSE) and fft:
         return "fft"
     return "numba"
 
@@ -211,6 +225,10 @@ def correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, m
     if method == "fft" and (weight.shape[1] != 1 or tuple(stride) != (1, 1)):
         raise ValueError("the fft method needs depthwise kernels at stride 1")
     out = np.empty((weight.shape[0],) + tuple(out_hw), np.float32)
+    if method == "separable" and has_depthwise_kernel(weight, stride, dilation):
+        # the two-pass kernel reads float32 (an 8-bit image in bands went through the dense
+        # kernel, 5x slower): one copy, within engine.conv2d's memory check
+        image = np.ascontiguousarray(image, dtype=np.float32)
     if weight.shape[2:] == (1, 1) and tuple(stride) == (1, 1) and not any(pads) and method in ("gemm", "numba"):
         _pointwise(image, weight, groups, out)
         return out
@@ -226,7 +244,8 @@ def correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, m
         else:
             _jit.separable_padding(image, *rank_one_factors(weight), rowmap, colmap, left, out)
         return out
-    if weight.shape[1] == 1 and weight.shape[0] == image.shape[0] == groups:
+    if weight.shape[1] == 1 and weight.shape[0] == image.shape[0] == groups \
+            and image.shape[1] * image.shape[2] >= CHANNEL_BY_CHANNEL_PIXELS:
         for channel in range(groups):
             one = slice(channel, channel + 1)
             _correlate_bands(image[one], weight[one], 1, pads, pad_mode, stride, dilation, out[one], method)
@@ -267,12 +286,14 @@ def _correlate_bands(image, weight, groups, pads, pad_mode, stride, dilation, ou
     compute = _COMPUTE[method]
     band_rows = (rows_per_band - 1) * stride_h + dil_h * (kh - 1) + 1
     buffer = np.empty(image.shape[0] * band_rows * width, np.float32)
-    target = np.empty(c_out * rows_per_band * w_out, np.float32) if c_out > 1 else None
+    # one map, or all rows in one band: the band's rows of the output are contiguous
+    contiguous = c_out == 1 or rows_per_band == h_out
+    target = None if contiguous else np.empty(c_out * rows_per_band * w_out, np.float32)
     for first in range(0, h_out, rows_per_band):
         last = min(h_out, first + rows_per_band)
         start = first * stride_h
         band = padded_band(image, start, (last - 1) * stride_h + dil_h * (kh - 1) + 1, pads, pad_mode, buffer)
-        if target is None:  # the band's rows of a single map are contiguous: compute in place
+        if target is None:
             compute(band, weight, groups, stride, dilation, out[:, first:last])
         else:
             rows = _view(target, (c_out, last - first, w_out))

@@ -52,6 +52,7 @@ def as_conv_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[
             raise ParameterError(
                 "--groups applies to 4-D kernels; a 2-D kernel already filters each channel on its own"
             )
+        limits.check_arrays("conv2d", kernel_for_every_channel=(channels, 1) + kernel.shape)
         return np.ascontiguousarray(np.broadcast_to(kernel, (channels, 1) + kernel.shape)), channels
     if kernel.ndim == 3:
         if groups != 1:
@@ -137,8 +138,12 @@ def conv2d(
     out_hw = geometry.conv2d_output_shape(in_hw, k_hw, stride, dilation, pads)
     if min(out_hw) < 1:
         raise ShapeError(window_too_large("kernel", in_hw, k_hw, dilation, pads, padding))
-    limits.check_arrays("conv2d", output=(weight.shape[0], *out_hw), padded_input_band=(  # at least k_eff rows
-        image.shape[0], geometry.effective_kernel_size(k_hw[0], dilation[0]), in_hw[1] + pads[2] + pads[3]))
+    # at least k_eff rows of padded input; at most one float32 copy of an 8-bit input
+    band_rows = geometry.effective_kernel_size(k_hw[0], dilation[0])
+    band = (image.shape[0], band_rows, in_hw[1] + pads[2] + pads[3])
+    converted = {} if image.dtype == np.float32 else {"input_as_float32": image.shape}
+    limits.check_arrays("conv2d", output=(weight.shape[0], *out_hw), padded_input_band=band,
+                        **converted)
     bias_values = _bias_vector(bias, weight.shape[0])
     check_border(in_hw, pads, pad_mode)
     out = correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, method)
@@ -219,7 +224,7 @@ def conv_transpose2d(
            [3., 3., 4., 4.],
            [3., 3., 4., 4.]], dtype=float32)
     """
-    image = _check_image(image)
+    image = _check_image(image, what="transposed conv2d")
     _check_at_least_one(stride=stride, dilation=dilation)
     weight, groups = as_transposed_weight(kernel, image.shape[0], groups)
     weight = _flipped(weight) if flip else weight
@@ -268,13 +273,18 @@ def _flipped(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(weight[:, :, ::-1, ::-1])
 
 
-def _check_image(image: np.ndarray, as_float32: bool = True) -> np.ndarray:
-    """``image`` as a C-contiguous float32 (C, H, W) array, or of any real dtype as given."""
-    image = np.ascontiguousarray(image, dtype=np.float32) if as_float32 else np.asarray(image)
+def _check_image(image: np.ndarray, as_float32: bool = True,
+                 what: str = "an operation") -> np.ndarray:
+    """``image`` as a C-contiguous float32 (C, H, W) array (a copy checked against the memory
+    budget, for ``what``), or of any real dtype as given."""
+    image = np.asarray(image)
     if image.dtype.kind not in "biuf":
         raise ShapeError(f"image must hold real numbers, got dtype {image.dtype}")
     if image.ndim != 3:
         raise ShapeError(f"image must be (C, H, W), got shape {shape_text(image.shape)}")
+    if as_float32 and not (image.dtype == np.float32 and image.flags.c_contiguous):
+        limits.check_arrays(what, input_as_float32=image.shape)
+        image = np.ascontiguousarray(image, dtype=np.float32)
     return image
 
 
@@ -293,7 +303,7 @@ def _pool_window(
     ceil_mode: bool,
 ) -> tuple[np.ndarray, Pair, tuple[int, int, int, int], Pair]:
     """Check a pooling call; return the image, the stride, the pads and the output (H, W)."""
-    image = _check_image(image)
+    image = _check_image(image, what="pooling")
     stride = size if stride is None else stride
     _check_at_least_one(size=size, stride=stride, dilation=dilation)
     if padding == "full" or (padding == "same" and ceil_mode):
@@ -392,7 +402,7 @@ def global_pool(image: np.ndarray, mode: str = "avg") -> np.ndarray:
     >>> global_pool(np.arange(8, dtype=np.float32).reshape(2, 2, 2), "avg").tolist()
     [1.5, 5.5]
     """
-    image = _check_image(image)
+    image = _check_image(image, what="global pooling")
     if mode not in GLOBAL_POOL_MODES:
         raise ParameterError(f"global pooling mode {mode!r} is not one of {', '.join(GLOBAL_POOL_MODES)}")
     if mode == "max":
@@ -414,7 +424,7 @@ def max_unpool2d(image: np.ndarray, indices: np.ndarray, output_hw: Pair) -> np.
            [ 0.,  0.,  0.,  0.],
            [ 0., 13.,  0., 15.]], dtype=float32)
     """
-    image = _check_image(image)
+    image = _check_image(image, what="max unpooling")
     indices = np.asarray(indices)
     if indices.shape != image.shape:
         raise ShapeError(
@@ -451,8 +461,9 @@ def luma(image: np.ndarray) -> np.ndarray:
         return image
     if image.shape[0] != 3:
         raise ShapeError(f"--gray needs 1 or 3 channels, the input has {image.shape[0]}")
+    limits.check_arrays("gray", input_as_float32=image.shape, output=(1, *image.shape[1:]))
     weights = np.asarray(LUMA_WEIGHTS, dtype=np.float32)
-    return np.tensordot(weights, image, axes=1)[None].astype(np.float32)
+    return np.tensordot(weights, image, axes=1)[None].astype(np.float32, copy=False)
 
 
 def _bias_vector(bias: Optional[Sequence[float]], channels: int) -> Optional[np.ndarray]:

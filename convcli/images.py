@@ -149,26 +149,131 @@ def read_input(path: str, alpha_as_channel: bool = False,
     return _read_image(path, alpha_as_channel, limit, options.frame)
 
 
+#: Bytes of standard input searched for an image's header (its size) before any more is read.
+STDIN_HEADER_BYTES = 16 << 20
+#: An image on standard input holds at most twice its pixels at 4 bytes a sample, plus this
+#: much (metadata, colour profiles, other frames); a longer stream is refused.
+STDIN_SLACK_BYTES = 16 << 20
+_STDIN = "'-' (stdin)"
+
+
 def _read_stdin(alpha_as_channel: bool, options: ReadOptions) -> Picture:
     """``-``: one image or ``.npy`` array from standard input (``.npy`` known by its magic bytes).
 
-    The stream is copied to a temporary file first (removed once read), so that every check of
-    a file applies (sizes from the header, before decoding) and a large stream is not held in
-    memory twice; errors name the input ``'-' (stdin)``.
+    The header is read first and checked against the pixel limit and the memory budget, as a
+    file's would be; then at most the bytes that header allows (``_stdin_allowance``) are
+    copied to a temporary file (removed once read) and the stream is refused if it holds
+    more, so an endless stream costs bounded time, memory and disk. Errors name the input
+    ``'-' (stdin)``.
     """
-    import shutil
     import sys
 
-    with tempfile.NamedTemporaryFile(prefix="convcli-stdin-") as spool:
-        try:
-            shutil.copyfileobj(sys.stdin.buffer, spool)
+    what = f"input {_STDIN}"
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:
+        raise InputError(f"{what} cannot be read (standard input is closed)")
+    try:
+        head, allowed, too_long = _stdin_allowance(stream, what, options)
+        with tempfile.NamedTemporaryFile(prefix="convcli-stdin-") as spool:
+            spool.write(head)
+            copied = len(head)
+            while True:
+                chunk = stream.read(max(0, min(1 << 20, allowed + 1 - copied)))
+                if not chunk:
+                    break
+                spool.write(chunk)
+                copied += len(chunk)
+                if copied > allowed:
+                    raise InputError(f"{what} {too_long}")
             spool.flush()
-        except OSError as exc:
-            raise InputError(f"input '-' (stdin) cannot be read ({exc.strerror or exc})") from None
-        try:
-            return read_input(spool.name, alpha_as_channel, options)
-        except ConvcliError as exc:
-            raise type(exc)(str(exc).replace(repr(spool.name), "'-' (stdin)")) from None
+            try:
+                return read_input(spool.name, alpha_as_channel, options)
+            except ConvcliError as exc:
+                raise type(exc)(str(exc).replace(repr(spool.name), _STDIN)) from None
+    except OSError as exc:
+        raise InputError(f"{what} cannot be read ({exc.strerror or exc})") from None
+
+
+def _stdin_allowance(stream, what: str, options: ReadOptions) -> tuple[bytes, int, str]:
+    """The bytes read from ``stream`` to learn the input's size, how many bytes in all it may
+    hold, and what a longer stream holds (for the error): a ``.npy`` exactly what its header
+    says; an image (found by Pillow within ``STDIN_HEADER_BYTES``) twice its pixels at 4
+    bytes a sample plus ``STDIN_SLACK_BYTES``. The pixel limit and the memory budget are
+    checked here, before the body is read."""
+    limit = limits.max_pixels(options.max_pixels)
+    head = _read_up_to(stream, len(NPY_MAGIC))
+    if head == NPY_MAGIC:
+        recorder = _Recorder(stream, head)
+        shape, dtype, _ = read_npy_header(recorder, what)
+        _check_npy_input(shape, what, limit)
+        data_bytes = math.prod(shape) * dtype.itemsize
+        limits.check_memory(2 * data_bytes, f"reading {what} (shape {shape})")
+        return (recorder.taken, len(recorder.taken) + data_bytes, f"holds more data than its .npy "
+                f"header says ({data_bytes:,} bytes for shape {shape})")
+    while True:
+        size = _image_size(head)
+        if size is not None:
+            (width, height), bands = size
+            limits.check_pixels(height, width, limit, what)
+            limits.check_memory(height * width * (8 + 8 * bands),
+                                f"decoding {what} ({height}x{width})")
+            allowed = 2 * height * width * bands * 4 + STDIN_SLACK_BYTES
+            return head, allowed, (f"is longer than a {height}x{width} image can be "
+                                   f"(over {allowed:,} bytes)")
+        more = _read_up_to(stream, min(max(len(head), 1 << 16), STDIN_HEADER_BYTES - len(head)))
+        if not more:  # the whole stream: read_input says what is wrong with it
+            if len(head) < STDIN_HEADER_BYTES:
+                return head, len(head), ""
+            raise InputError(f"{what} is not an image convcli reads (PNG, JPEG, TIFF, GIF, WebP, "
+                             f"BMP, PNM, ...) nor a .npy array (no image header in its first "
+                             f"{limits.format_bytes(STDIN_HEADER_BYTES)})")
+        head += more
+
+
+def _image_size(head: bytes) -> Optional[tuple[tuple[int, int], int]]:
+    """``((width, height), bands)`` of the image whose first bytes are ``head``, if Pillow finds
+    its header in them."""
+    from PIL import Image
+
+    Image.init()
+    formats = [name for name in READ_FORMATS if name in Image.OPEN]
+    try:
+        with warnings.catch_warnings(), _pixel_limit_of_our_own(Image):
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(head), formats=formats) as img:
+                return img.size, len(img.getbands())
+    except Exception:  # not an image, or not enough of its header yet
+        return None
+
+
+def _read_up_to(stream, count: int) -> bytes:
+    """``count`` bytes of ``stream``, fewer only at its end."""
+    parts, got = [], 0
+    while got < count:
+        part = stream.read(count - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+class _Recorder:
+    """A read-only stream that keeps what it reads (after ``taken``): a ``.npy`` header read
+    from standard input, to be written out again."""
+
+    def __init__(self, stream, taken: bytes):
+        self.stream, self.taken = stream, taken
+        self.position = 0
+
+    def read(self, count: int = -1) -> bytes:
+        if self.position < len(self.taken):
+            part = self.taken[self.position:self.position + count]
+        else:
+            part = _read_up_to(self.stream, count)
+            self.taken += part
+        self.position += len(part)
+        return part
 
 
 def read_npy_header(handle, what: str, error: type = InputError) -> tuple[tuple, np.dtype, bool]:
@@ -253,17 +358,21 @@ def _one_line(exc: BaseException) -> str:
     return limits.shorten(" ".join(str(exc).split()), 200)
 
 
+def _check_npy_input(shape: tuple, what: str, limit: int) -> None:
+    """The header checks of a ``.npy`` input: (H, W) or (H, W, C), not empty, within ``limit``."""
+    if len(shape) not in (2, 3):
+        raise InputError(f"{what} has shape {shape}; expected (H, W) or (H, W, C)")
+    if min(shape) < 0:
+        raise InputError(f"{what} has shape {shape}: a size cannot be negative")
+    if 0 in shape:
+        raise InputError(f"{what} is empty (shape {shape})")
+    limits.check_pixels(shape[0], shape[1], limit, what)
+
+
 def _read_npy(path: str, limit: int) -> np.ndarray:
     what = f"input {path!r}"
-
-    def check(shape: tuple, dtype: np.dtype) -> None:
-        if len(shape) not in (2, 3):
-            raise InputError(f"{what} has shape {shape}; expected (H, W) or (H, W, C)")
-        if 0 in shape:
-            raise InputError(f"{what} is empty (shape {shape})")
-        limits.check_pixels(shape[0], shape[1], limit, what)
-
-    array = load_npy(path, what, InputError, check)
+    array = load_npy(path, what, InputError,
+                     lambda shape, dtype: _check_npy_input(shape, what, limit))
     if array.ndim == 2:
         array = array[:, :, None]
     return np.ascontiguousarray(array.transpose(2, 0, 1))
@@ -628,15 +737,19 @@ def write_output(
     the montage tiles (default ``0, 1, ...``). Everything is checked before any file is written.
     """
     settings = settings or OutputSettings()
-    maps = np.asarray(maps, dtype=np.float32)
-    if maps.ndim != 3 or maps.shape[0] == 0:
-        raise ShapeError(f"feature maps must be (C, H, W) with C >= 1, got shape {maps.shape}")
+    shape = np.shape(maps)
+    if len(shape) != 3 or shape[0] == 0:
+        raise ShapeError(f"feature maps must be (C, H, W) with C >= 1, got shape {shape}")
     check_output_format(path, settings, format)
+    if settings.split or settings.montage:
+        limits.check_layout(shape[0], "--split files" if settings.split else "--montage tiles")
+    name = f"stdout.{format}" if path == STDIO else path  # its extension says the format
+    _check_writer_memory(name, maps, settings, in_place, path == STDIO)
+    maps = np.asarray(maps, dtype=np.float32)
     targets = split_names(path, len(maps)) if settings.split else [path]
     for target in targets:
         if os.path.isdir(target):
             raise OutputError(f"output {target!r} is a directory")
-    name = f"stdout.{format}" if path == STDIO else path  # its extension says the format
     if extension(name) == NPY:
         mode = "none" if settings.map == "auto" else settings.map
         values = mapping.map_values(maps, mode, white or 1.0, **_map_options(settings))
@@ -650,6 +763,26 @@ def write_output(
         atomic_write_all(list(zip(targets, savers)))
 
 
+def _check_writer_memory(name: str, maps, settings: OutputSettings, in_place: bool,
+                         stdout: bool) -> None:
+    """The memory check of ``write_output``, per value of ``maps``: the float32 copy it maps
+    (unless ``in_place`` on float32 maps), colours (three float32 planes per map, the
+    positions looked up and a float64 plane being interpolated), the transposed ``.npy`` copy
+    or the 8/16-bit pixels, and for ``-o -`` the encoded file in memory.
+    """
+    dtype = getattr(maps, "dtype", np.dtype(np.float32))
+    copied = 0 if in_place and dtype == np.float32 else 4
+    if extension(name) == NPY:
+        per_value = copied + 4 + 4 * stdout
+    else:
+        colours = 3 if settings.colormap else 1
+        sixteen = settings.depth == "16" or (settings.depth is None and dtype != np.uint8)
+        pixel = 2 * colours if sixteen else colours
+        per_value = copied + (28 if settings.colormap else 0) + pixel * (1 + stdout)
+    limits.check_arrays(f"writing {limits.shorten(name)!r}", itemsize=per_value,
+                        mapped_and_encoded_maps=np.shape(maps))
+
+
 def write_stdout(save: Callable) -> None:
     """Encode with ``save(file)`` in memory, then write it all to standard output."""
     import io
@@ -658,7 +791,7 @@ def write_stdout(save: Callable) -> None:
 
     encoded = io.BytesIO()
     save(encoded)
-    write_bytes(encoded.getvalue())
+    write_bytes(encoded.getbuffer())
 
 
 def _map_options(settings: OutputSettings) -> dict:
@@ -684,7 +817,7 @@ def _image_savers(path, maps, white, alpha, settings, signed, labels, in_place=F
         scaled *= np.float32(gain)
     values = mapping.map_values(scaled, mode, out_white, signed=signed, in_place=True, **_map_options(settings))
     if settings.colormap:
-        values = np.stack([mapping.apply_colormap(v, out_white, settings.colormap) for v in values])
+        values = mapping.apply_colormap(values, out_white, settings.colormap).swapaxes(0, 1)
     else:
         values = values[:, None]
     if settings.montage:
@@ -720,8 +853,9 @@ def _choose_depth(
 
 
 def _npy_saver(array: np.ndarray) -> Callable:
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    return lambda handle: np.save(handle, array)
+    """A saver of ``array`` as float32 ``.npy``: made contiguous when it is written (a file of
+    ``--split`` at a time, not all of them at once)."""
+    return lambda handle: np.save(handle, np.ascontiguousarray(array, dtype=np.float32))
 
 
 def _image_saver(fmt: str, depth: str, values: np.ndarray) -> Callable:

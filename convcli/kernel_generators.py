@@ -128,7 +128,10 @@ def motion_blur(length: int, angle: float) -> np.ndarray:
     [[0.125, 0.25, 0.25, 0.25, 0.125]]
     >>> motion_blur(3, 90).shape
     (3, 1)
+    >>> bool(np.array_equal(motion_blur(9, -360), motion_blur(9, 0)))   # angles modulo 180
+    True
     """
+    angle = angle % 180.0  # a segment centred on the origin: angle and angle + 180 draw the same
     half = (length - 1) / 2
     offsets = centred_grid(2 * math.ceil(half) + 1)
     across, up = np.meshgrid(offsets, -offsets)  # columns to the right, rows upwards

@@ -164,8 +164,9 @@ def kernel_facts(weights: np.ndarray) -> dict:
     """
     weights = np.asarray(weights, dtype=np.float64)
     slices = weights.reshape(-1, *weights.shape[-2:])
-    singular = [np.linalg.svd(s, compute_uv=False) for s in slices]
-    separable = all(len(s) < 2 or s[1] <= RELATIVE_EPS * s[0] for s in singular)
+    singular = np.linalg.svd(slices, compute_uv=False)  # every slice at once: (slices, min(kh, kw))
+    rank_one = singular.shape[1] < 2 or singular[:, 1] <= RELATIVE_EPS * singular[:, 0]
+    separable = bool(np.all(rank_one))
     factors = _factors(weights) if separable and weights.ndim == 2 and weights.any() else None
     return {"sum": float(weights.sum()), "zero_sum": is_zero_sum(weights),
             "separable": separable, "factors": factors}

@@ -40,6 +40,9 @@ MAX_KERNEL_SIDE = 1024
 MAX_KERNEL_WEIGHTS = 2**26
 #: Text kernel and pipeline files (YAML, libvips .mat): bigger kernels belong in .npy files.
 MAX_TEXT_BYTES = 1_000_000
+#: Feature maps ``--split`` writes as files or ``--montage`` lays out as tiles (a 128x128 grid):
+#: more are written as one ``.npy``.
+MAX_LAYOUT_MAPS = 16_384
 #: The largest whole number an option takes (stride, dilation, padding, sizes, groups): int32's.
 MAX_OPTION_INT = 2**31 - 1
 #: Digits a number may be written with (option, kernel string, YAML value), counted before it is
@@ -294,8 +297,22 @@ def check_arrays(operation: str, itemsize: int = 4, **arrays: Sequence[int]) -> 
     total = itemsize * sum(math.prod(int(n) for n in shape) for shape in arrays.values())
     parts = [f"the {name.replace('_', ' ')} {'x'.join(str(int(n)) for n in shape)}"
              for name, shape in arrays.items()]
-    kind = {4: "float32", 8: "float64 or int64"}.get(itemsize, f"{itemsize} bytes per value")
+    kinds = {1: "1 byte per value", 4: "float32", 8: "float64 or int64"}
+    kind = kinds.get(itemsize, f"{itemsize} bytes per value")
     check_memory(total, f"{operation}: {' and '.join(parts)} ({kind})")
+
+
+def check_layout(count: int, what: str) -> None:
+    """Refuse to lay ``count`` maps out as ``what`` (files or tiles) beyond ``MAX_LAYOUT_MAPS``.
+
+    >>> check_layout(300_000, "--split files")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    convcli.errors.LimitError: 300,000 feature maps are more --split files than the limit of ...
+    """
+    if count > MAX_LAYOUT_MAPS:
+        raise LimitError(f"{count:,} feature maps are more {what} than the limit of "
+                         f"{MAX_LAYOUT_MAPS:,}; write them as one .npy (-o maps.npy)")
 
 
 # --------------------------------------------------------------------------------------------

@@ -112,7 +112,8 @@ def colormap_table(name: str) -> np.ndarray:
 
 
 def apply_colormap(values: np.ndarray, white: float, name: str) -> np.ndarray:
-    """Colour one map ``(H, W)`` in ``[0, white]``: returns ``(3, H, W)`` in ``[0, white]``.
+    """Colour maps ``values`` (any shape, e.g. (H, W) or (C, H, W)) in ``[0, white]``:
+    returns ``(3, *values.shape)`` float32 in ``[0, white]``, one colour plane at a time.
 
     Position ``value / white`` is looked up in the 256-entry table with linear interpolation
     between entries; NaN takes the first entry.
@@ -123,7 +124,12 @@ def apply_colormap(values: np.ndarray, white: float, name: str) -> np.ndarray:
     table = colormap_table(name)
     position = np.nan_to_num(np.clip(values / white, 0.0, 1.0), nan=0.0) * 255.0
     index = np.arange(256)
-    return np.stack([np.interp(position, index, table[:, k]) * white for k in range(3)]).astype(np.float32)
+    colours = np.empty((3,) + np.shape(values), np.float32)
+    for k in range(3):
+        plane = np.interp(position, index, table[:, k])
+        plane *= white
+        colours[k] = plane
+    return colours
 
 
 def signed_maps(weight: np.ndarray, groups: int = 1, *, transposed: bool = False,
@@ -206,8 +212,7 @@ def map_values(
         flags = np.zeros(len(out), bool) if signed is None else np.asarray(signed, bool)
         if flags.shape != (len(out),):
             raise ParameterError(f"signed flags ({flags.size}) do not match the {len(out)} maps")
-        for index in np.flatnonzero(flags):
-            out[index] += mid_level(white)
+        np.add(out, np.float32(mid_level(white)), out=out, where=flags[:, None, None])
     elif mode == "abs":
         np.abs(out, out=out)
     elif mode == "offset":
@@ -216,24 +221,42 @@ def map_values(
     elif mode == "minmax" and joint:
         _stretch(out, white, symmetric)
     elif mode == "minmax":
-        for plane in out:
-            _stretch(plane, white, symmetric)
+        per_group = max(1, STRETCH_VALUES // max(1, out[0].size))
+        for first in range(0, len(out), per_group):
+            _stretch(out[first:first + per_group], white, symmetric, each=True)
     return np.clip(out, 0.0, white, out=out)
 
 
-def _stretch(values: np.ndarray, white: float, symmetric: bool) -> None:
-    """Stretch ``values`` in place: finite min..max (or -m..m) to 0..white."""
-    finite = values[np.isfinite(values)]
+#: ``minmax`` stretches maps in groups of about this many values: one vectorised pass per
+#: group (no Python loop over a million 1x1 maps), temporaries of a few megabytes.
+STRETCH_VALUES = 1 << 20
+
+
+def _stretch(values: np.ndarray, white: float, symmetric: bool, each: bool = False) -> None:
+    """Stretch ``values`` in place: finite min..max (or -m..m) to 0..white; with ``each``,
+    every map of ``values`` (N, H, W) by its own range (one finite value: a constant map).
+
+    >>> maps = np.array([[[1.0, 3.0]], [[5.0, 5.0]], [[-1.0, np.inf]]], np.float32)
+    >>> _stretch(maps, 2.0, False, each=True); maps[:, 0].tolist()
+    [[0.0, 2.0], [0.0, 0.0], [0.0, 0.0]]
+    """
+    axes = tuple(range(1, values.ndim)) if each else None
+    finite = np.isfinite(values)
     if symmetric:
-        reach = float(np.abs(finite).max()) if finite.size else 0.0
+        reach = np.max(np.abs(values), axis=axes, where=finite, initial=0.0, keepdims=each)
         low, high = -reach, reach
     else:
-        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    if high == low:
-        values[...] = white / 2 if symmetric else 0.0
-        return
-    values -= low
-    values *= white / (high - low)
+        low = np.min(values, axis=axes, where=finite, initial=np.inf, keepdims=each)
+        high = np.max(values, axis=axes, where=finite, initial=-np.inf, keepdims=each)
+        empty = low > high  # no finite value: as a constant map
+        low, high = np.where(empty, 0.0, low), np.where(empty, 0.0, high)
+    low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+    flat = high == low
+    gain = white / np.where(flat, 1.0, high - low)
+    values -= low.astype(values.dtype)
+    values *= gain.astype(values.dtype)
+    if np.any(flat):
+        values[...] = np.where(flat, white / 2 if symmetric else 0.0, values)
 
 
 def to_integers(values: np.ndarray, bits: int, in_place: bool = False) -> np.ndarray:

@@ -35,6 +35,7 @@ import math
 import os
 import re
 import sys
+from collections import abc
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -235,6 +236,21 @@ class Pipeline:
     source: str = ""
     description: str = ""
 
+    def maps_made(self, channels: int) -> int:
+        """How many maps the steps make from ``channels`` input channels (for the limits that
+        are checked before the work). Steps that cannot run on them fail later, when run.
+
+        >>> parse_pipeline([{"op": "conv", "kernel": ["sobel_x", "box"]}, "relu"]).maps_made(3)
+        6
+        """
+        for step in self.steps:
+            if step.op in ("conv", "transposed"):
+                kernels = step.params["kernel"]
+                channels = sum(_maps_of(k.weights.shape, channels, step) for k in kernels)
+            elif step.op in ("gray", "select"):
+                channels = len(step.params["channels"]) if step.op == "select" else 1
+        return channels
+
     def run(self, maps: "Maps", before: Optional[Callable[[Step, "Maps"], None]] = None) -> "Maps":
         """Apply every step; ``before(step, maps)`` is called ahead of each (``conv --explain``).
 
@@ -250,6 +266,16 @@ class Pipeline:
                     raise
                 raise type(exc)(f"{step.label}: {exc}") from None
         return maps
+
+
+def _maps_of(shape: Sequence[int], channels: int, step: Step) -> int:
+    """The maps a kernel of ``shape`` makes from ``channels`` channels (as
+    ``engine.as_conv_weight`` lays it out)."""
+    if len(shape) == 2:
+        return channels
+    if len(shape) == 3:
+        return 1
+    return shape[1] * step.params["groups"] if step.op == "transposed" else shape[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,21 +471,119 @@ def output_settings(values: Mapping[str, Any]):
 # Running
 
 
+class Flags(abc.Sequence):
+    """One boolean per map, held in a numpy array (a map count can be in the millions: no
+    Python object per map). Equal to any sequence of the same booleans.
+
+    >>> flags = Flags([True, False, True])
+    >>> flags == (True, False, True), flags[[2, 0]] == [True, True], bool(flags[1])
+    (True, True, False)
+    """
+
+    def __init__(self, values: Any):
+        import numpy as np
+
+        self.array = np.array(values, dtype=bool).reshape(-1)
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, index):
+        return bool(self.array[index]) if isinstance(index, int) else Flags(self.array[index])
+
+    def __array__(self, dtype=None, copy=None):
+        return self.array if dtype is None else self.array.astype(dtype)
+
+    def __eq__(self, other: Any) -> bool:
+        import numpy as np
+
+        if isinstance(other, str) or not isinstance(other, (abc.Sequence, np.ndarray)):
+            return False
+        if len(other) != len(self):
+            return False
+        return bool(np.array_equal(self.array, np.asarray(other, dtype=bool)))
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Flags({self.array.tolist() if len(self) <= 8 else f'<{len(self)} maps>'})"
+
+
+class Labels(abc.Sequence):
+    """Montage labels, made on demand: kernel ``name`` for a kernel's only map, ``name[i]`` for
+    its i-th, the channel number for an input's maps; ``picked`` holds the maps a select step
+    kept. Equal to any sequence of the same strings.
+
+    >>> labels = Labels((("sobel", 2), ("box", 1)))
+    >>> list(labels), labels.select([2, 0]) == ("box", "sobel[0]"), Labels.numbers(3)[1]
+    (['sobel[0]', 'sobel[1]', 'box'], True, '1')
+    """
+
+    def __init__(self, runs: Sequence[tuple[str, int]], picked: Any = None):
+        import numpy as np
+
+        self.runs = tuple(runs)
+        self.starts = np.cumsum([0] + [count for _, count in self.runs])
+        self.picked = None if picked is None else np.asarray(picked, dtype=np.int64).reshape(-1)
+
+    @classmethod
+    def numbers(cls, count: int) -> "Labels":
+        """``0``, ``1``, ... for ``count`` maps that no kernel named."""
+        return cls((("", count),))
+
+    def __len__(self) -> int:
+        return int(self.starts[-1]) if self.picked is None else len(self.picked)
+
+    def __getitem__(self, index):
+        import numpy as np
+
+        if not isinstance(index, int):
+            return [self[i] for i in range(len(self))[index]]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        index %= len(self)
+        where = index if self.picked is None else int(self.picked[index])
+        run = int(np.searchsorted(self.starts, where, side="right")) - 1
+        name, count = self.runs[run]
+        offset = where - int(self.starts[run])
+        return str(offset) if not name else name if count == 1 else f"{name}[{offset}]"
+
+    def select(self, channels: Sequence[int]) -> "Labels":
+        """The labels of the maps ``channels`` picks, in that order."""
+        import numpy as np
+
+        where = np.asarray(channels, dtype=np.int64)
+        return Labels(self.runs, where if self.picked is None else self.picked[where])
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, str) or not isinstance(other, abc.Sequence) or len(other) != len(self):
+            return False
+        return all(a == b for a, b in zip(self, other))
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Labels({list(self) if len(self) <= 8 else f'<{len(self)} maps>'})"
+
+
 @dataclass
 class Maps:
     """The values between steps: ``data`` (C, H, W), the white level (255, 65535, 1.0; None for
-    ``.npy``), which maps are signed (0 on a flat input, for ``--map auto``), montage labels, and
-    the argmax of each named max pool step with the size it pooled (for ``unpool``)."""
+    ``.npy``), which maps are signed (0 on a flat input, for ``--map auto``: ``Flags``), montage
+    labels (``Labels``), and the argmax of each named max pool step with the size it pooled
+    (for ``unpool``)."""
 
     data: Any
     white: Optional[float] = None
-    signed: Optional[tuple[bool, ...]] = None
-    labels: Optional[tuple[str, ...]] = None
+    signed: Optional[Flags] = None
+    labels: Optional[Labels] = None
     pools: dict = field(default_factory=dict)
 
     @property
-    def flags(self) -> tuple[bool, ...]:
-        return self.signed if self.signed is not None else (False,) * len(self.data)
+    def flags(self) -> Flags:
+        import numpy as np
+
+        return self.signed if self.signed is not None else Flags(np.zeros(len(self.data), bool))
 
 
 def _float(maps: Maps):
@@ -472,7 +596,7 @@ def _conv(step: Step, maps: Maps) -> Maps:
     """Convolve with each kernel and stack the maps (as ``conv -k a -k b``)."""
     import numpy as np
 
-    from convcli import engine, mapping
+    from convcli import engine, limits, mapping
 
     p, transposed = step.params, step.op == "transposed"
     kernels, bias = p["kernel"], p["bias"]
@@ -483,17 +607,18 @@ def _conv(step: Step, maps: Maps) -> Maps:
         raise ShapeError(f"bias has {len(bias)} values, the {len(kernels)} kernels give {sum(counts)} "
                          f"channels (give 1 or {sum(counts)})")
     starts = np.cumsum([0] + counts)
-    stack, signed, labels = [], [], []
+    stack, signed = [], []
     for kernel, (weight, groups), count, start in zip(kernels, layers, counts, starts):
         part = bias if bias is None or len(bias) == 1 or len(kernels) == 1 else bias[start:start + count]
+        # the layer's 4-D weight and groups, as laid out above (a 2-D kernel is not copied again)
         if transposed:
-            out = engine.conv_transpose2d(maps.data, kernel.weights / kernel.scale, part, stride=p["stride"],
+            out = engine.conv_transpose2d(maps.data, weight, part, stride=p["stride"],
                                           padding=p["padding"], output_padding=p["output_padding"],
-                                          dilation=p["dilation"], groups=p["groups"], flip=p["flip"])
+                                          dilation=p["dilation"], groups=groups, flip=p["flip"])
         else:
-            out = engine.conv2d(maps.data, kernel.weights / kernel.scale, part, stride=p["stride"],
-                                padding=p["padding"], dilation=p["dilation"], groups=p["groups"],
-                                pad_mode=p["pad_mode"], flip=p["flip"])
+            out = engine.conv2d(maps.data, weight, part, stride=p["stride"], padding=p["padding"],
+                                dilation=p["dilation"], groups=groups, pad_mode=p["pad_mode"],
+                                flip=p["flip"])
         if stack and out.shape[1:] != stack[0].shape[1:]:
             sizes = [f"{m.shape[1]}x{m.shape[2]}" for m in (stack[0], out)]
             raise ShapeError(f"kernel {kernels[0].name!r} gives {sizes[0]} maps, {kernel.name!r} gives "
@@ -501,12 +626,20 @@ def _conv(step: Step, maps: Maps) -> Maps:
         if kernel.offset:
             out += np.float32(kernel.offset)
         stack.append(out)
-        shift = kernel.offset + np.broadcast_to(0.0 if part is None else part, count)
-        zero_sum = mapping.signed_maps(weight, groups, transposed=transposed, shift=shift)
-        signed.extend(zero_sum | (_fed_by_signed(maps.flags, groups, count) & (shift == 0)))
-        labels.extend([kernel.name] if count == 1 else [f"{kernel.name}[{i}]" for i in range(count)])
+        # the shift of every map: one value, or one per map
+        shift = kernel.offset + np.asarray(0.0 if part is None else part, np.float64)
+        unshifted = np.broadcast_to(shift == 0, count)
+        if kernel.weights.ndim == 2:  # one kernel for every channel: its sum says it for all
+            zero_sum = mapping.signed_maps(weight[:1], 1, transposed=transposed) & unshifted
+        else:
+            zero_sum = mapping.signed_maps(weight, groups, transposed=transposed, shift=shift)
+        signed.append(zero_sum | (_fed_by_signed(maps.flags, groups, count) & unshifted))
+    if len(stack) > 1:
+        limits.check_arrays(f"{step.op} with {len(stack)} kernels",
+                            stacked_maps=(sum(counts), *stack[0].shape[1:]))
     data = stack[0] if len(stack) == 1 else np.concatenate(stack)
-    return replace(maps, data=data, signed=tuple(bool(s) for s in signed), labels=tuple(labels))
+    labels = Labels([(kernel.name, count) for kernel, count in zip(kernels, counts)])
+    return replace(maps, data=data, signed=Flags(np.concatenate(signed)), labels=labels)
 
 
 def _fed_by_signed(flags: Sequence[bool], groups: int, count: int):
@@ -553,22 +686,34 @@ def _unpool(step: Step, maps: Maps) -> Maps:
 
 
 def _activation(step: Step, maps: Maps) -> Maps:
-    """relu, leaky_relu (slope), abs, sigmoid, tanh: each value on its own, as PyTorch's."""
+    """relu, leaky_relu (slope), abs, sigmoid, tanh: each value on its own, as PyTorch's.
+
+    Computed in place on one float32 copy of the input (leaky_relu also needs a mask of the
+    negative values).
+    """
     import numpy as np
 
-    x = _float(maps)
+    from convcli import limits
+
+    leaky = step.op == "leaky_relu"
+    limits.check_arrays(step.op, itemsize=5 if leaky else 4,
+                        **{"output_and_mask" if leaky else "output": maps.data.shape})
+    y = np.array(maps.data, dtype=np.float32)
     if step.op == "relu":
-        y = np.maximum(x, 0)
-    elif step.op == "leaky_relu":
-        y = np.where(x >= 0, x, x * np.float32(step.params["slope"]))
+        np.maximum(y, 0, out=y)
+    elif leaky:
+        np.multiply(y, np.float32(step.params["slope"]), out=y, where=y < 0)
     elif step.op == "abs":
-        y = np.abs(x)
-    elif step.op == "sigmoid":
-        y = 0.5 + 0.5 * np.tanh(0.5 * x)  # = 1 / (1 + exp(-x)), without overflow
+        np.abs(y, out=y)
+    elif step.op == "sigmoid":  # = 1 / (1 + exp(-x)), without overflow
+        y *= 0.5
+        np.tanh(y, out=y)
+        y *= 0.5
+        y += 0.5
     else:
-        y = np.tanh(x)
+        np.tanh(y, out=y)
     keeps_sign = step.op in ("leaky_relu", "tanh")
-    return replace(maps, data=y.astype(np.float32), signed=maps.flags if keeps_sign else None)
+    return replace(maps, data=y, signed=maps.flags if keeps_sign else None)
 
 
 def _normalise(step: Step, maps: Maps) -> Maps:
@@ -576,16 +721,23 @@ def _normalise(step: Step, maps: Maps) -> Maps:
     white = 1 (so 1.0 is written as white).
 
     Fixed ``mean``/``std`` apply to the values divided by the input's white level, as
-    torchvision's ``Normalize`` after ``ToTensor``.
+    torchvision's ``Normalize`` after ``ToTensor``. Computed in float64, in place on one copy.
     """
     import numpy as np
 
-    p, x = step.params, _float(maps).astype(np.float64)
+    from convcli import limits
+
+    shape = "x".join(str(n) for n in maps.data.shape)
+    # the float64 copy, a float64 temporary of the standard deviation, the float32 result
+    limits.check_memory(20 * math.prod(maps.data.shape), f"normalise: float64 work arrays and "
+                                                         f"the output {shape} (20 bytes per value)")
+    p, x = step.params, np.array(maps.data, dtype=np.float64)
     channels = len(x)
     if p["mode"] == "minmax":
         low, high = x.min(axis=(1, 2), keepdims=True), x.max(axis=(1, 2), keepdims=True)
-        span = np.where(high > low, high - low, 1.0)
-        return replace(maps, data=((x - low) / span).astype(np.float32), white=1.0, signed=None)
+        x -= low
+        x /= np.where(high > low, high - low, 1.0)
+        return replace(maps, data=x.astype(np.float32), white=1.0, signed=None)
     if p["mean"] is None:
         mean, std = x.mean(axis=(1, 2), keepdims=True), x.std(axis=(1, 2), keepdims=True)
         std = np.where(std > 0, std, 1.0)
@@ -595,23 +747,33 @@ def _normalise(step: Step, maps: Maps) -> Maps:
                 raise ShapeError(f"{key} has {len(p[key])} values, the input has {channels} channels")
         x /= maps.white or 1.0
         mean, std = (np.asarray(p[key], np.float64)[:, None, None] for key in ("mean", "std"))
-    return replace(maps, data=((x - mean) / std).astype(np.float32), white=1.0, signed=(True,) * channels)
+    x -= mean
+    x /= std
+    signed = Flags(np.ones(channels, bool))
+    return replace(maps, data=x.astype(np.float32), white=1.0, signed=signed)
 
 
 def _gray(step: Step, maps: Maps) -> Maps:
+    import numpy as np
+
     from convcli import engine
 
-    return replace(maps, data=engine.luma(maps.data), signed=(all(maps.flags),), labels=None)
+    signed = Flags([np.all(maps.flags.array)])
+    return replace(maps, data=engine.luma(maps.data), signed=signed, labels=None)
 
 
 def _select(step: Step, maps: Maps) -> Maps:
+    from convcli import limits
+
     channels, count = step.params["channels"], len(maps.data)
     if max(channels) >= count:
         raise ShapeError(f"channel {max(channels)} does not exist: the input has {count} "
                          f"(0 to {count - 1})")
-    labels = maps.labels or tuple(str(i) for i in range(count))
-    return replace(maps, data=maps.data[list(channels)], signed=tuple(maps.flags[i] for i in channels),
-                   labels=tuple(labels[i] for i in channels))
+    # counted as float32: the next step or the writer makes that of 8-bit maps anyway
+    limits.check_arrays("select", output=(len(channels), *maps.data.shape[1:]))
+    labels = maps.labels or Labels.numbers(count)
+    return replace(maps, data=maps.data[list(channels)], signed=maps.flags[list(channels)],
+                   labels=labels.select(channels))
 
 
 _APPLY: dict[str, Callable[[Step, Maps], Maps]] = {
@@ -652,6 +814,12 @@ class Job:
         from convcli import images
 
         picture = images.read_input(source, alpha_as_channel=self.alpha == "channel", options=self.read)
+        settings = self.settings
+        if target is not None and settings is not None and (settings.split or settings.montage):
+            from convcli import limits
+
+            limits.check_layout(self.pipeline.maps_made(len(picture.data)),
+                                "--split files" if settings.split else "--montage tiles")
         if target is not None:
             self._check_planned(target, picture)
         with np.errstate(over="ignore", invalid="ignore"):  # float32 overflows to inf, NaN propagates (PyTorch)

@@ -72,6 +72,10 @@ def show(spec, kernel_path, as_json):
         _print_kernel(kernel, facts)
 
 
+#: 2-D slices of a 3-D or 4-D kernel that ``kernels show`` prints; the rest are counted.
+SHOWN_SLICES = 8
+
+
 def _size(shape) -> str:
     return "x".join(str(n) for n in shape)
 
@@ -138,13 +142,13 @@ def _print_kernel(kernel, facts) -> None:
         if text:
             console.print(label + escape(text))
     weights = kernel.weights
-    cells = [f"{v:.6g}" for v in weights.ravel()]
-    width = max(len(c) for c in cells) + 3
+    slices = weights.reshape(-1, *weights.shape[-2:])
+    shown = slices[:SHOWN_SLICES]
+    width = max(len(f"{v:.6g}") for v in shown.ravel()) + 3
     if weights.shape[-1] * width > console.width:
         console.print(f"[dim]({_size(weights.shape)}: too wide to show here; use --json)[/]")
     else:
-        slices = weights.reshape(-1, *weights.shape[-2:])
-        for index, grid in enumerate(slices):
+        for index, grid in enumerate(shown):
             if weights.ndim > 2:
                 out, inp = divmod(index, weights.shape[1]) if weights.ndim == 4 else (None, index)
                 console.print(f"input channel {inp}" if out is None
@@ -155,6 +159,10 @@ def _print_kernel(kernel, facts) -> None:
             for row in grid:
                 table.add_row(*(f"{v:.6g}" for v in row))
             console.print(table)
+        if len(slices) > len(shown):
+            rest = len(slices) - len(shown)
+            console.print(f"[dim](and {rest:,} more {_size(weights.shape[-2:])} slices; "
+                          f"--json gives all of them)[/]")
     separable = "yes" if facts["separable"] else "no"
     if facts["factors"]:
         column, row = ("[" + ", ".join(f"{v:.6g}" for v in f) + "]" for f in facts["factors"])
