@@ -33,6 +33,20 @@ def run(*args, **kwargs):
     return CliRunner().invoke(cli, [str(a) for a in args], **kwargs)
 
 
+def refused(result, code, *expected):
+    """``result`` is a one-line, short refusal with exit ``code`` holding each of ``expected``:
+    no traceback, no exception but the exit."""
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == code, result.output
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr[:2000]
+    assert len(lines[0]) <= 1000, lines[0][:300]
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
 def read_pixels(path):
     with Image.open(path) as image:
         return np.asarray(image)

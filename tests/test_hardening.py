@@ -11,11 +11,10 @@ import zlib
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import refused, run
 from PIL import Image
 
 from convcli import limits
-from convcli.cli import cli
 from convcli.errors import InputError, KernelError, LimitError
 from convcli.images import ReadOptions, read_input
 from convcli.kernel_library import resolve_kernel
@@ -24,19 +23,6 @@ from convcli.yamlsafe import MAX_DEPTH, MAX_NODES, check_keys, load_yaml_safely
 GIB = 2**30
 
 
-def run(*args, **kwargs):
-    return CliRunner().invoke(cli, [str(a) for a in args], **kwargs)
-
-
-def refused(result, code, *expected):
-    """``result`` is a one-line refusal with exit ``code`` whose line holds each of ``expected``."""
-    lines = result.stderr.strip().splitlines()
-    assert result.exit_code == code, result.output
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.output
-    for text in expected:
-        assert text in lines[0], lines[0]
-    return lines[0]
 
 
 def snapshot(folder):

@@ -10,28 +10,12 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import refused, run
 from PIL import Image
-
-from convcli.cli import cli
 
 BIG = "9" * 5000  # over Python's 4,300-digit limit of int()
 
 
-def run(*args, **kwargs):
-    return CliRunner().invoke(cli, [str(a) for a in args], **kwargs)
-
-
-def refused(result, code, *expected):
-    """``result`` is a one-line, short refusal with exit ``code`` holding each of ``expected``."""
-    lines = result.stderr.strip().splitlines()
-    assert result.exit_code == code, result.output
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr[:2000]
-    assert len(lines[0]) <= 1000, lines[0][:300]
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    for text in expected:
-        assert text in lines[0], lines[0]
-    return lines[0]
 
 
 def snapshot(folder):

@@ -15,26 +15,17 @@ import tracemalloc
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
+from conftest import refused as refused_with
+from conftest import run
 
 from convcli import correlate, engine, limits
-from convcli.cli import cli
 from convcli.kernel_generators import gaussian, motion_blur
 from convcli.kernel_library import kernel_facts, resolve_kernel
 from convcli.pipeline import Maps, parse_pipeline
 
 
-def run(*args, **kwargs):
-    return CliRunner().invoke(cli, [str(a) for a in args], **kwargs)
-
-
 def refused(result, *expected):
-    """``result`` is a one-line ``Error:`` refusal, exit 1, holding each of ``expected``."""
-    lines = result.stderr.strip().splitlines()
-    assert result.exit_code == 1, result.output
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for text in expected:
-        assert text in lines[0], lines[0]
+    return refused_with(result, 1, *expected)
 
 
 def files(folder):

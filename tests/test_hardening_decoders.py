@@ -12,26 +12,19 @@ import zlib
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import refused as refused_with
+from conftest import run
 from PIL import Image
 
 from convcli import png16
-from convcli.cli import cli
 from convcli.images import read_input
 
 cv2 = pytest.importorskip("cv2")
 
 
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
 
 def refused(result, *expected):
-    lines = result.stderr.strip().splitlines()
-    assert result.exit_code == 1, result.output
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for text in expected:
-        assert text in lines[0], lines[0]
+    return refused_with(result, 1, *expected)
 
 
 def refused_by_every_command(tmp_path, name, *expected):
