@@ -39,7 +39,7 @@ from collections import abc
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from convcli.errors import ConvcliError, InputError, OutputError, ParameterError, ShapeError
+from convcli.errors import ConvcliError, ParameterError, ShapeError
 from convcli.limits import MAX_OPTION_INT, shorten
 from convcli.params import PAD_MODES
 from convcli.paths import require_regular_file
