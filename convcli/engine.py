@@ -33,14 +33,18 @@ from convcli.params import PAD_MODES
 from convcli.runtime import repeated  # noqa: F401  (public: see the module docstring)
 
 
-def as_conv_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[np.ndarray, int]:
+def as_conv_weight(kernel: np.ndarray, channels: int, groups: int = 1, *, copy: bool = True,
+                   held: int = 0) -> tuple[np.ndarray, int]:
     """Bring a 2-D, 3-D or 4-D kernel to PyTorch's ``(C_out, C_in/groups, kh, kw)``.
 
     - 2-D ``(kh, kw)`` filters every channel on its own: ``groups = C``, ``C_out = C``.
     - 3-D ``(C_in, kh, kw)`` sums over the channels into one map.
     - 4-D ``(C_out, C_in/groups, kh, kw)`` is used as is.
 
-    Returns the 4-D weight and the groups to use.
+    Returns the 4-D weight and the groups to use. ``copy=False`` returns a view (a 2-D kernel
+    broadcast to every channel takes no memory): enough for shapes, and the engine lays a view
+    out in memory when it runs, checked against the budget beside the ``held`` bytes of its
+    input (``limits.check_memory``).
 
     >>> w, g = as_conv_weight(np.ones((3, 3), np.float32), channels=3)
     >>> w.shape, g
@@ -52,8 +56,8 @@ def as_conv_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[
             raise ParameterError(
                 "--groups applies to 4-D kernels; a 2-D kernel already filters each channel on its own"
             )
-        limits.check_arrays("conv2d", kernel_for_every_channel=(channels, 1) + kernel.shape)
-        return np.ascontiguousarray(np.broadcast_to(kernel, (channels, 1) + kernel.shape)), channels
+        weight = np.broadcast_to(kernel, (channels, 1) + kernel.shape)
+        return (_laid_out(weight, "conv2d", held) if copy else weight), channels
     if kernel.ndim == 3:
         if groups != 1:
             raise ParameterError("--groups applies to 4-D kernels; a 3-D kernel sums over all channels")
@@ -62,7 +66,7 @@ def as_conv_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[
                 f"3-D kernel {shape_text(kernel.shape)} expects {kernel.shape[0]} input channels, "
                 f"the input has {channels}"
             )
-        return np.ascontiguousarray(kernel[None]), 1
+        return (_laid_out(kernel[None], "conv2d", held) if copy else kernel[None]), 1
     if kernel.ndim == 4:
         c_out, c_per_group = kernel.shape[:2]
         if groups < 1 or channels % groups or c_out % groups:
@@ -75,8 +79,16 @@ def as_conv_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[
                 f"4-D kernel {shape_text(kernel.shape)} expects {c_per_group * groups} input channels "
                 f"with groups={groups}, the input has {channels}"
             )
-        return np.ascontiguousarray(kernel), groups
+        return (_laid_out(kernel, "conv2d", held) if copy else kernel), groups
     raise ShapeError(f"kernel must be 2-D, 3-D or 4-D, got shape {shape_text(kernel.shape)}")
+
+
+def _laid_out(weight: np.ndarray, operation: str, held: int) -> np.ndarray:
+    """``weight`` as a C-contiguous array; a copy (a kernel broadcast to every channel) is
+    checked against the memory budget first."""
+    if not weight.flags.c_contiguous:
+        limits.check_arrays(operation, held=held, kernel_for_every_channel=weight.shape)
+    return np.ascontiguousarray(weight)
 
 
 def check_border(in_hw: Pair, pads: tuple[int, int, int, int], pad_mode: str) -> None:
@@ -131,7 +143,7 @@ def conv2d(
     """
     image = _check_image(image, as_float32=False)
     _check_at_least_one(stride=stride, dilation=dilation)
-    weight, groups = as_conv_weight(kernel, image.shape[0], groups)
+    weight, groups = as_conv_weight(kernel, image.shape[0], groups, held=image.nbytes)
     weight = _flipped(weight) if flip else weight
     in_hw, k_hw = image.shape[1:], weight.shape[2:]
     pads = geometry.resolve_padding(padding, in_hw, k_hw, stride, dilation)
@@ -142,7 +154,8 @@ def conv2d(
     band_rows = geometry.effective_kernel_size(k_hw[0], dilation[0])
     band = (image.shape[0], band_rows, in_hw[1] + pads[2] + pads[3])
     converted = {} if image.dtype == np.float32 else {"input_as_float32": image.shape}
-    limits.check_arrays("conv2d", output=(weight.shape[0], *out_hw), padded_input_band=band,
+    limits.check_arrays("conv2d", held=image.nbytes + weight.nbytes,
+                        output=(weight.shape[0], *out_hw), padded_input_band=band,
                         **converted)
     bias_values = _bias_vector(bias, weight.shape[0])
     check_border(in_hw, pads, pad_mode)
@@ -152,12 +165,15 @@ def conv2d(
     return out
 
 
-def as_transposed_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> tuple[np.ndarray, int]:
+def as_transposed_weight(kernel: np.ndarray, channels: int, groups: int = 1, *, copy: bool = True,
+                         held: int = 0) -> tuple[np.ndarray, int]:
     """Bring a kernel to PyTorch's transposed layout ``(C_in, C_out/groups, kh, kw)``.
 
     - 2-D ``(kh, kw)`` filters every channel on its own: ``groups = C``, ``C_out = C``.
     - 3-D ``(C_in, kh, kw)`` sums the channels into one map, as in ``conv2d``.
     - 4-D ``(C_in, C_out/groups, kh, kw)`` is used as is.
+
+    ``copy`` and ``held`` as in ``as_conv_weight``.
 
     >>> w, g = as_transposed_weight(np.ones((3, 2, 2), np.float32), channels=3)
     >>> w.shape, g
@@ -165,8 +181,9 @@ def as_transposed_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> 
     """
     kernel = _kernel_array(kernel)
     if kernel.ndim in (2, 3):
-        weight, groups = as_conv_weight(kernel, channels, groups)  # (C, 1, ...) or (1, C, ...)
-        return np.ascontiguousarray(weight.reshape((channels, 1) + weight.shape[2:])), groups
+        weight, groups = as_conv_weight(kernel, channels, groups, copy=False)  # (C, 1, ...) or (1, C, ...)
+        weight = weight.reshape((channels, 1) + weight.shape[2:])
+        return (_laid_out(weight, "transposed conv2d", held) if copy else weight), groups
     if kernel.ndim != 4:
         raise ShapeError(f"kernel must be 2-D, 3-D or 4-D, got shape {shape_text(kernel.shape)}")
     if kernel.shape[0] != channels:
@@ -176,7 +193,7 @@ def as_transposed_weight(kernel: np.ndarray, channels: int, groups: int = 1) -> 
         )
     if groups < 1 or channels % groups:
         raise ParameterError(f"groups {groups} must divide the input channels ({channels})")
-    return np.ascontiguousarray(kernel), groups
+    return (_laid_out(kernel, "transposed conv2d", held) if copy else kernel), groups
 
 
 def _transposed_padding(padding) -> Union[str, Pair]:
@@ -226,7 +243,7 @@ def conv_transpose2d(
     """
     image = _check_image(image, what="transposed conv2d")
     _check_at_least_one(stride=stride, dilation=dilation)
-    weight, groups = as_transposed_weight(kernel, image.shape[0], groups)
+    weight, groups = as_transposed_weight(kernel, image.shape[0], groups, held=image.nbytes)
     weight = _flipped(weight) if flip else weight
     padding = _transposed_padding(padding)
     in_hw, k_hw = image.shape[1:], weight.shape[2:]
@@ -254,7 +271,7 @@ def conv_transpose2d(
             )
     c_out = weight.shape[1] * groups
     bias_values = _bias_vector(bias, c_out)
-    limits.check_arrays("transposed conv2d", output=(c_out, *out_hw))
+    limits.check_arrays("transposed conv2d", held=image.nbytes + weight.nbytes, output=(c_out, *out_hw))
     out = conv_transpose(image, weight, groups, stride, dilation, crop, out_hw, method)
     if bias_values is not None:
         out += bias_values[:, None, None]
@@ -283,7 +300,7 @@ def _check_image(image: np.ndarray, as_float32: bool = True,
     if image.ndim != 3:
         raise ShapeError(f"image must be (C, H, W), got shape {shape_text(image.shape)}")
     if as_float32 and not (image.dtype == np.float32 and image.flags.c_contiguous):
-        limits.check_arrays(what, input_as_float32=image.shape)
+        limits.check_arrays(what, held=image.nbytes, input_as_float32=image.shape)
         image = np.ascontiguousarray(image, dtype=np.float32)
     return image
 
@@ -352,9 +369,10 @@ def max_pool2d(
     """
     image, stride, pads, out_hw = _pool_window(image, size, stride, padding, dilation, ceil_mode)
     if return_indices:
-        limits.check_arrays("max pooling", itemsize=12, output_and_indices=(image.shape[0], *out_hw))
+        limits.check_arrays("max pooling", itemsize=12, held=image.nbytes,
+                            output_and_indices=(image.shape[0], *out_hw))
     else:
-        limits.check_arrays("max pooling", output=(image.shape[0], *out_hw))
+        limits.check_arrays("max pooling", held=image.nbytes, output=(image.shape[0], *out_hw))
     out = np.empty((image.shape[0],) + out_hw, dtype=np.float32)
     indices = np.empty(out.shape, dtype=np.int64) if return_indices else None
     pooling.max_pool(image, out, indices, size, stride, dilation, pads, method)
@@ -384,7 +402,7 @@ def avg_pool2d(
     [[3.0, 4.0], [6.0, 7.0]]
     """
     image, stride, pads, out_hw = _pool_window(image, size, stride, padding, (1, 1), ceil_mode)
-    limits.check_arrays("average pooling", output=(image.shape[0], *out_hw))
+    limits.check_arrays("average pooling", held=image.nbytes, output=(image.shape[0], *out_hw))
     out = np.empty((image.shape[0],) + out_hw, dtype=np.float32)
     pooling.avg_pool(image, out, size, stride, pads, count_include_pad and padding != "same", method)
     return out
@@ -441,7 +459,7 @@ def max_unpool2d(image: np.ndarray, indices: np.ndarray, output_hw: Pair) -> np.
             f"index {bad} lies outside the {shape_text(output_hw)} output plane (0 to {plane - 1})"
         )
     channels = image.shape[0]
-    limits.check_arrays("max unpooling", output=(channels, *output_hw))
+    limits.check_arrays("max unpooling", held=image.nbytes + indices.nbytes, output=(channels, *output_hw))
     out = np.zeros((channels, plane), dtype=np.float32)
     out[np.arange(channels)[:, None], indices.reshape(channels, -1)] = image.reshape(channels, -1)
     return out.reshape((channels,) + tuple(output_hw))
@@ -461,7 +479,7 @@ def luma(image: np.ndarray) -> np.ndarray:
         return image
     if image.shape[0] != 3:
         raise ShapeError(f"--gray needs 1 or 3 channels, the input has {image.shape[0]}")
-    limits.check_arrays("gray", input_as_float32=image.shape, output=(1, *image.shape[1:]))
+    limits.check_arrays("gray", held=image.nbytes, input_as_float32=image.shape, output=(1, *image.shape[1:]))
     weights = np.asarray(LUMA_WEIGHTS, dtype=np.float32)
     return np.tensordot(weights, image, axes=1)[None].astype(np.float32, copy=False)
 

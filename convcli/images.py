@@ -779,7 +779,7 @@ def _check_writer_memory(name: str, maps, settings: OutputSettings, in_place: bo
         sixteen = settings.depth == "16" or (settings.depth is None and dtype != np.uint8)
         pixel = 2 * colours if sixteen else colours
         per_value = copied + (28 if settings.colormap else 0) + pixel * (1 + stdout)
-    limits.check_arrays(f"writing {limits.shorten(name)!r}", itemsize=per_value,
+    limits.check_arrays(f"writing {limits.shorten(name)!r}", itemsize=per_value, held=getattr(maps, "nbytes", 0),
                         mapped_and_encoded_maps=np.shape(maps))
 
 

@@ -274,22 +274,35 @@ def memory_budget() -> Optional[int]:
 UNCHECKED_BYTES = 64 << 20
 
 
-def check_memory(n_bytes: int, what: str) -> None:
-    """Refuse to allocate ``n_bytes`` for ``what`` when they exceed ``memory_budget()``.
+def check_memory(n_bytes: int, what: str, held: int = 0) -> None:
+    """Refuse to allocate ``n_bytes`` for ``what`` when, with the ``held`` bytes its inputs
+    already take and keep while it runs, they exceed ``memory_budget()``: the budget bounds
+    what an operation holds at its peak, not each allocation alone.
 
     ``what`` says what needs them, e.g. ``"conv2d: the output 512x10000x10000 (float32)"``.
+
+    >>> import os; os.environ["CONVCLI_MAX_MEMORY"] = "1M"
+    >>> check_memory(600_000, "x: the output 150000 (float32)", held=600_000)
+    Traceback (most recent call last):
+    ...
+    convcli.errors.LimitError: x: the output 150000 (float32) needs about 585.9 KiB of memory, more than the 438.1 KiB left of the 1.0 MiB available beside the 585.9 KiB its inputs hold ($CONVCLI_MAX_MEMORY sets the budget, e.g. 16G, or 0 to skip this check)
+    >>> del os.environ["CONVCLI_MAX_MEMORY"]
     """
-    if n_bytes < UNCHECKED_BYTES and not os.environ.get(MAX_MEMORY_ENV, "").strip():
+    total = n_bytes + held
+    if total < UNCHECKED_BYTES and not os.environ.get(MAX_MEMORY_ENV, "").strip():
         return
     budget = memory_budget()
-    if budget is not None and n_bytes > budget:
-        raise LimitError(f"{what} needs about {format_bytes(n_bytes)} of memory, more than the "
-                         f"{format_bytes(budget)} available (${MAX_MEMORY_ENV} sets the budget, "
-                         f"e.g. 16G, or 0 to skip this check)")
+    if budget is not None and total > budget:
+        room = (f"the {format_bytes(max(budget - held, 0))} left of the {format_bytes(budget)} "
+                f"available beside the {format_bytes(held)} its inputs hold" if held
+                else f"the {format_bytes(budget)} available")
+        raise LimitError(f"{what} needs about {format_bytes(n_bytes)} of memory, more than {room} "
+                         f"(${MAX_MEMORY_ENV} sets the budget, e.g. 16G, or 0 to skip this check)")
 
 
-def check_arrays(operation: str, itemsize: int = 4, **arrays: Sequence[int]) -> None:
-    """``check_memory`` for the arrays an operation is about to allocate, given by shape.
+def check_arrays(operation: str, itemsize: int = 4, held: int = 0, **arrays: Sequence[int]) -> None:
+    """``check_memory`` for the arrays an operation is about to allocate, given by shape, beside
+    the ``held`` bytes of its inputs.
 
     Names are written with spaces: ``check_arrays("conv2d", padded_input=(3, 9, 9),
     output=(64, 7, 7))`` describes "the padded input 3x9x9 and the output 64x7x7".
@@ -299,7 +312,7 @@ def check_arrays(operation: str, itemsize: int = 4, **arrays: Sequence[int]) -> 
              for name, shape in arrays.items()]
     kinds = {1: "1 byte per value", 4: "float32", 8: "float64 or int64"}
     kind = kinds.get(itemsize, f"{itemsize} bytes per value")
-    check_memory(total, f"{operation}: {' and '.join(parts)} ({kind})")
+    check_memory(total, f"{operation}: {' and '.join(parts)} ({kind})", held)
 
 
 def check_layout(count: int, what: str) -> None:

@@ -79,7 +79,7 @@ def montage(tiles: np.ndarray, labels: Sequence[str], white: float,
     shape = (channels, rows * cell_h + (rows - 1) * GAP, cols * cell_w + (cols - 1) * GAP)
     if check is not None:
         check(shape)
-    check_arrays("montage", canvas=shape)
+    check_arrays("montage", held=tiles.nbytes, canvas=shape)
     canvas = np.zeros(shape, np.float32)
     for index, (tile, text) in enumerate(zip(tiles, labels)):
         top, left = (index // cols) * (cell_h + GAP), (index % cols) * (cell_w + GAP)

@@ -601,7 +601,7 @@ def _conv(step: Step, maps: Maps) -> Maps:
     p, transposed = step.params, step.op == "transposed"
     kernels, bias = p["kernel"], p["bias"]
     layout = engine.as_transposed_weight if transposed else engine.as_conv_weight
-    layers = [layout(k.weights / k.scale, maps.data.shape[0], p["groups"]) for k in kernels]
+    layers = [layout(k.weights / k.scale, maps.data.shape[0], p["groups"], copy=False) for k in kernels]
     counts = [w.shape[1] * g if transposed else w.shape[0] for w, g in layers]
     if bias is not None and len(kernels) > 1 and len(bias) not in (1, sum(counts)):
         raise ShapeError(f"bias has {len(bias)} values, the {len(kernels)} kernels give {sum(counts)} "
@@ -635,7 +635,7 @@ def _conv(step: Step, maps: Maps) -> Maps:
             zero_sum = mapping.signed_maps(weight, groups, transposed=transposed, shift=shift)
         signed.append(zero_sum | (_fed_by_signed(maps.flags, groups, count) & unshifted))
     if len(stack) > 1:
-        limits.check_arrays(f"{step.op} with {len(stack)} kernels",
+        limits.check_arrays(f"{step.op} with {len(stack)} kernels", held=sum(a.nbytes for a in stack),
                             stacked_maps=(sum(counts), *stack[0].shape[1:]))
     data = stack[0] if len(stack) == 1 else np.concatenate(stack)
     labels = Labels([(kernel.name, count) for kernel, count in zip(kernels, counts)])
@@ -696,7 +696,7 @@ def _activation(step: Step, maps: Maps) -> Maps:
     from convcli import limits
 
     leaky = step.op == "leaky_relu"
-    limits.check_arrays(step.op, itemsize=5 if leaky else 4,
+    limits.check_arrays(step.op, itemsize=5 if leaky else 4, held=maps.data.nbytes,
                         **{"output_and_mask" if leaky else "output": maps.data.shape})
     y = np.array(maps.data, dtype=np.float32)
     if step.op == "relu":
@@ -730,7 +730,8 @@ def _normalise(step: Step, maps: Maps) -> Maps:
     shape = "x".join(str(n) for n in maps.data.shape)
     # the float64 copy, a float64 temporary of the standard deviation, the float32 result
     limits.check_memory(20 * math.prod(maps.data.shape), f"normalise: float64 work arrays and "
-                                                         f"the output {shape} (20 bytes per value)")
+                                                         f"the output {shape} (20 bytes per value)",
+                        maps.data.nbytes)
     p, x = step.params, np.array(maps.data, dtype=np.float64)
     channels = len(x)
     if p["mode"] == "minmax":
@@ -770,7 +771,7 @@ def _select(step: Step, maps: Maps) -> Maps:
         raise ShapeError(f"channel {max(channels)} does not exist: the input has {count} "
                          f"(0 to {count - 1})")
     # counted as float32: the next step or the writer makes that of 8-bit maps anyway
-    limits.check_arrays("select", output=(len(channels), *maps.data.shape[1:]))
+    limits.check_arrays("select", held=maps.data.nbytes, output=(len(channels), *maps.data.shape[1:]))
     labels = maps.labels or Labels.numbers(count)
     return replace(maps, data=maps.data[list(channels)], signed=maps.flags[list(channels)],
                    labels=labels.select(channels))
@@ -927,7 +928,7 @@ def _explain_spec(step: Step, shape: tuple[int, int, int], pooled: dict) -> dict
     if step.op in ("conv", "transposed"):
         transposed = step.op == "transposed"
         layout = engine.as_transposed_weight if transposed else engine.as_conv_weight
-        layers = [layout(k.weights, channels, p["groups"]) for k in p["kernel"]]
+        layers = [layout(k.weights, channels, p["groups"], copy=False) for k in p["kernel"]]
         shapes = {(w.shape[2:], g) for w, g in layers}
         if len(shapes) > 1:
             raise ParameterError("explain traces stacked kernels of one size and channel layout; these "

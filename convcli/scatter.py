@@ -75,7 +75,8 @@ def _spread(image, weight, groups, stride, dilation, crop, out_hw, method=None) 
     flipped = weight.reshape(groups, in_per_group, out_per_group, kh, kw)[..., ::-1, ::-1]
     flipped = np.ascontiguousarray(flipped.transpose(0, 2, 1, 3, 4).reshape(-1, in_per_group, kh, kw))
     spread_hw = [(n - 1) * s + 1 for n, s in zip((height, width), stride)]
-    limits.check_arrays("transposed conv2d", input_spread_by_the_stride=(c_in, *spread_hw))
+    limits.check_arrays("transposed conv2d", held=image.nbytes + weight.nbytes,
+                        input_spread_by_the_stride=(c_in, *spread_hw), output=(len(flipped), *out_hw))
     before = [d * (k - 1) - c for d, k, c in zip(dilation, (kh, kw), crop)]  # negative: cropped
     after = [o - n - b + d * (k - 1) for o, n, b, d, k in zip(out_hw, spread_hw, before, dilation, (kh, kw))]
     spread = np.zeros((c_in, *spread_hw), np.float32)

@@ -165,7 +165,7 @@ def test_memory_estimate_refuses_a_kernel_bank_too_big(tmp_path, monkeypatch):
     result = run("conv", tmp_path / "x.npy", "-k", tmp_path / "bank.npy", "-o", tmp_path / "o.npy")
     refused(result, 1, "conv2d: the output 512x100x100 and the padded input band 1x3x102 (float32) "
                        "needs about 19.5 MiB",
-            "more than the 16.0 MiB available", "CONVCLI_MAX_MEMORY")
+            "left of the 16.0 MiB available beside the 57.1 KiB its inputs hold", "CONVCLI_MAX_MEMORY")
     assert snapshot(tmp_path) == before
     monkeypatch.setenv("CONVCLI_MAX_MEMORY", "0")  # 0: no check
     assert run("conv", tmp_path / "x.npy", "-k", tmp_path / "bank.npy", "-o", tmp_path / "o.npy").exit_code == 0

@@ -95,7 +95,7 @@ class ExplainConv:
         p, transposed = step.params, step.op == "transposed"
         layout = engine.as_transposed_weight if transposed else engine.as_conv_weight
         for spec, kernel in zip(self.specs, p["kernel"]):
-            weight, groups = layout(kernel.weights / kernel.scale, maps.data.shape[0], p["groups"])
+            weight, groups = layout(kernel.weights / kernel.scale, maps.data.shape[0], p["groups"], copy=False)
             explain_conv(maps.data.shape, weight.shape, groups, stride=p["stride"], padding=p["padding"],
                          dilation=p["dilation"], bias=p["bias"], label=spec, transposed=transposed,
                          output_padding=p.get("output_padding", (0, 0)))
