@@ -55,6 +55,9 @@ NUMPY_WORK_TINY = 2_000_000
 #: so that many small maps (300,000 channels of 1x1) cost their arithmetic, not a Python
 #: loop over channels.
 CHANNEL_BY_CHANNEL_PIXELS = 1 << 16
+#: Output values per chunk of maps in the numpy method's depthwise loop: the product of one
+#: tap is held for one chunk at a time (1 MB), not for every map at once.
+TAP_CHUNK_VALUES = 1 << 18
 #: Bytes of padded input per band: small enough to stay in cache, large enough to keep
 #: both cores busy.
 BAND_BYTES = 4 << 20
@@ -317,14 +320,18 @@ def _numpy_taps(band, weight, groups, stride, dilation, out) -> None:
     out_per_group = c_out // groups
     rows, cols = out.shape[1:]
     out[:] = 0.0
-    if c_per_group == 1:  # each output map reads one input channel
-        source = band if out_per_group == 1 else np.repeat(band, out_per_group, axis=0)
-        product = np.empty_like(out)
-        for m in range(kh):
-            for n in range(kw):
-                np.multiply(weight[:, 0, m, n, None, None], _window(source, m, n, stride, dilation, rows, cols),
-                            out=product)
-                out += product
+    if c_per_group == 1:  # each output map reads one input channel; maps in chunks
+        per_chunk = max(1, TAP_CHUNK_VALUES // max(1, rows * cols))
+        product = np.empty((min(c_out, per_chunk), rows, cols), np.float32)
+        for first in range(0, c_out, per_chunk):
+            maps = slice(first, min(c_out, first + per_chunk))
+            source = band[maps] if out_per_group == 1 else band[np.arange(maps.start, maps.stop) // out_per_group]
+            scratch = product[:maps.stop - maps.start]
+            for m in range(kh):
+                for n in range(kw):
+                    np.multiply(weight[maps, 0, m, n, None, None],
+                                _window(source, m, n, stride, dilation, rows, cols), out=scratch)
+                    out[maps] += scratch
         return
     for g in range(groups):
         maps = slice(g * out_per_group, (g + 1) * out_per_group)

@@ -107,8 +107,9 @@ def conv_cases(draw):
 
 
 def one_row_bands():
-    """Every output row its own band, so band edges and their padding are exercised."""
-    return mock.patch.multiple(correlate, BAND_BYTES=1, MIN_BAND_ROWS=1)
+    """Every output row its own band, so band edges and their padding are exercised, and every
+    map its own chunk in the numpy method's depthwise loop."""
+    return mock.patch.multiple(correlate, BAND_BYTES=1, MIN_BAND_ROWS=1, TAP_CHUNK_VALUES=1)
 
 
 @given(conv_cases(), st.booleans())
@@ -409,3 +410,16 @@ def test_dense_layers_across_several_bands(method, rng):
     with mock.patch.multiple(correlate, BAND_BYTES=1, MIN_BAND_ROWS=4):  # bands of 4 rows, then 1
         out = engine.conv2d(x, kernel, stride=(1, 2), padding=(1, 1, 1, 1), pad_mode="reflect", method=method)
     assert_matches(out, naive.conv2d(x, kernel, stride=(1, 2), pads=(1, 1, 1, 1), mode="reflect"))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1 << 18])
+@pytest.mark.parametrize("multiplier", [1, 2, 3])
+def test_numpy_depthwise_maps_in_chunks_match_naive(chunk, multiplier, rng):
+    """The numpy method holds one tap's product for a chunk of maps: chunks of one, of a few
+    (cutting through a channel's multiplier maps) and of all give the naive result."""
+    x = rng.uniform(-1, 1, (4, 7, 6)).astype(np.float32)
+    w = rng.uniform(-1, 1, (4 * multiplier, 1, 3, 2)).astype(np.float32)
+    with mock.patch.object(correlate, "TAP_CHUNK_VALUES", chunk * 7 * 6):
+        out = engine.conv2d(x, w, groups=4, padding="same", method="numpy")
+    pads = naive.explicit_pads("same", x.shape[1:], (3, 2), (1, 1), (1, 1))
+    assert_matches(out, naive.conv2d(x, w, None, (1, 1), pads, (1, 1), 4, "zeros"))
