@@ -132,12 +132,12 @@ def padded_band(image: np.ndarray, start: int, stop: int, pads, mode: str, buffe
     outside = np.flatnonzero(~inside)
     if outside.size:
         rows = source_index(positions[outside], height, mode)
-        inner[:, outside] = image[:, np.maximum(rows, 0)]
+        inner[:, outside[rows >= 0]] = image[:, rows[rows >= 0]]  # an image of no rows reads none
         inner[:, outside[rows < 0]] = 0.0
     if left or right:
         pad_columns = np.r_[0:left, left + width:left + width + right]
         columns = source_index(pad_columns - left, width, mode)
-        band[:, :, pad_columns] = band[:, :, left + np.maximum(columns, 0)]
+        band[:, :, pad_columns[columns >= 0]] = band[:, :, left + columns[columns >= 0]]
         band[:, :, pad_columns[columns < 0]] = 0.0
     return band
 

@@ -194,3 +194,16 @@ def test_same_aligns_as_keras(F, k, crop, padding):
     full = F.conv_transpose2d(torch.from_numpy(x)[None], torch.from_numpy(w), stride=2, padding=padding)[0].numpy()
     expected = full[:, crop:crop + 10, crop:crop + 10] if padding == 0 else full
     assert_matches(engine.conv_transpose2d(x, w, stride=(2, 2), padding="same"), expected)
+
+
+@pytest.mark.parametrize("method", [None, "gemm", "numpy", "numba"])
+def test_a_crop_that_leaves_the_spread_input_no_rows(method):
+    """One input row at stride 3, padding 1, output padding 2: the spread input is cropped
+    away entirely and the output row is only where nothing lands (hypothesis found it)."""
+    y = np.array([[[0.25, -0.5]]], np.float32)
+    out = engine.conv_transpose2d(y, np.full((1, 1, 1, 1), 2.0, np.float32), stride=(3, 1), padding=(1, 0),
+                                  output_padding=(2, 0), method=method)
+    expected = naive.conv_transpose2d(y, np.full((1, 1, 1, 1), 2.0, np.float32), None, (3, 1), (1, 0), (2, 0),
+                                      (1, 1), 1)
+    assert out.shape == (1, 1, 2)
+    assert_matches(out, expected)
