@@ -141,8 +141,10 @@ def output_name(source: str, template: str, ext: Optional[str] = None, **fields:
 def check_template(template: str) -> None:
     """Refuse, before filling it, a ``--name`` template that could not make a file name: a
     width or precision over ``limits.MAX_NAME_BYTES`` (``{stem:>2000000}`` would build two
-    million characters), or a field inside a format spec (``{name:{stem}}``: the width would
-    come from a file name). Raises ValueError, which ``output_name`` reports.
+    million characters), a field inside a format spec (``{name:{stem}}``: the width would
+    come from a file name), and anything but a plain field name and a spec: attributes,
+    indices and conversions (``{stem.__class__}``, ``{stem!r}``) are Python, not names.
+    Raises ValueError, which ``output_name`` reports.
 
     >>> check_template("{stem:>8}_{kernel}.{ext}")
     >>> check_template("{stem:>2000000}.png")
@@ -150,8 +152,14 @@ def check_template(template: str) -> None:
     ...
     ValueError: the width or precision 2000000 in '{stem:>2000000}' is more than a file name may hold (255 bytes)
     """
-    for _, field_name, spec, _ in string.Formatter().parse(template):
-        if field_name is None or not spec:
+    for _, field_name, spec, conversion in string.Formatter().parse(template):
+        if field_name is None:
+            continue
+        if conversion or not re.fullmatch(r"\w+", field_name):
+            shown = field_name + (f"!{conversion}" if conversion else "")
+            raise ValueError(f"{{{limits.shorten(shown, 30)}}} is not a field name (a field is "
+                             f"written {{stem}}, with an optional format such as {{stem:>8}})")
+        if not spec:
             continue
         if "{" in spec:
             raise ValueError(f"a field inside the format spec of {{{limits.shorten(field_name)}}}")

@@ -107,6 +107,13 @@ def test_name_templates_with_huge_widths_are_refused_before_filling(work, templa
     assert snapshot(work) == before
 
 
+@pytest.mark.parametrize("template", ["{stem.__class__}.png", "{stem!r}.png", "{stem[0]}.png"])
+def test_name_templates_hold_field_names_only(work, template):
+    before = snapshot(work)
+    refused(run("conv", "a.png", "-k", "box", "--out-dir", "out", "--name", template), 1, "is not a field name")
+    assert snapshot(work) == before
+
+
 def test_filled_names_past_the_file_name_limits_are_refused(work):
     refused(run("conv", "a.png", "-k", "box", "--out-dir", "out", "--name", "{stem:>250}{stem:>250}.png"),
             1, "more than the 255 a file name may have")
@@ -150,6 +157,21 @@ def test_skip_existing_skips_a_dangling_symlink(work):
     result = run("conv", "a.png", "-k", "box", "--out-dir", "out", "--skip-existing", "--json")
     assert result.exit_code == 0, result.output
     assert '"skipped": 1' in result.stdout and (work / "out" / "a.png").is_symlink()
+
+
+@pytest.mark.parametrize("kept", ["p.png", "idx.npy"])
+def test_skip_existing_keeps_only_complete_outputs(work, kept):
+    """pool --indices writes two files: --skip-existing skips both or refuses before the work."""
+    assert run("pool", "a.png", "--indices", "idx.npy", "-o", "p.png").exit_code == 0
+    (work / ("idx.npy" if kept == "p.png" else "p.png")).unlink()
+    before = snapshot(work)
+    refused(run("pool", "a.png", "--indices", "idx.npy", "-o", "p.png", "--skip-existing"), 1,
+            f"output '{kept}' exists but", "keeps only complete outputs")
+    assert snapshot(work) == before
+    skipped = run("pool", "a.png", "--indices", "idx.npy", "-o", "p.png", "--overwrite")
+    assert skipped.exit_code == 0
+    again = run("pool", "a.png", "--indices", "idx.npy", "-o", "p.png", "--skip-existing", "--json")
+    assert again.exit_code == 0 and '"skipped": 1' in again.stdout
 
 
 def test_by_hand_gif_follows_the_rules_of_every_output(work):

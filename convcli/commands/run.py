@@ -215,7 +215,15 @@ def check_outputs(pairs: Sequence[tuple[str, str]], settings, batch: BatchOption
         check_target(path)
     existing = [target for _, target in pairs if target != images.STDIO
                 and any(taken(f) for f in output_files(target, settings))]
-    existing += [path for path in extra_outputs if taken(path)]
+    extra_existing = [path for path in extra_outputs if taken(path)]
+    if batch.skip_existing and extra_outputs:  # one input, whose outputs are kept all or none
+        present = existing + extra_existing
+        missing = [t for _, t in pairs if t not in existing] + sorted(set(extra_outputs) - set(extra_existing))
+        if present and missing:
+            raise OutputError(f"output {present[0]!r} exists but {missing[0]!r} does not; "
+                              f"--skip-existing keeps only complete outputs (use --overwrite to "
+                              f"make them again)")
+    existing += extra_existing
     if existing and not (batch.overwrite or batch.skip_existing):
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise OutputError(f"output {existing[0]!r} exists{more}; use --overwrite to replace or "
