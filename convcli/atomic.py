@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from typing import Callable, Sequence
 
 from convcli import limits
@@ -24,18 +23,17 @@ def atomic_write_all(items: Sequence[tuple[str, Callable]]) -> None:
     """Write every ``(path, save)`` to a temporary beside its path, then rename them all.
 
     No target changes unless every file was written; only the renames themselves (one
-    ``os.replace`` each, atomic one by one) come after the point of no return.
+    ``os.replace`` each, atomic one by one) come after the point of no return. A temporary is
+    listed before it is created, so an interrupt at any point removes it (``remove_temporaries``
+    too, for a process that must exit at once).
     """
     temporaries = []
     current = None
     try:
         for current, save in items:
             directory = os.path.dirname(os.path.abspath(current))
-            try:
-                fd, temporary = tempfile.mkstemp(prefix=".convcli-", suffix=".part", dir=directory)
-            except OSError as exc:
-                raise OutputError(f"cannot write in {directory!r} ({exc.strerror})") from None
-            temporaries.append(temporary)
+            fd = _create_temporary(directory, temporaries)
+            temporary = temporaries[-1]
             with os.fdopen(fd, "wb") as handle:
                 save(handle)
                 handle.flush()
@@ -43,13 +41,44 @@ def atomic_write_all(items: Sequence[tuple[str, Callable]]) -> None:
             os.chmod(temporary, 0o666 & ~_umask())
         for (current, _), temporary in zip(items, temporaries):
             os.replace(temporary, current)
+            _live.discard(temporary)
     except BaseException as exc:
         for temporary in temporaries:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
+            _live.discard(temporary)
         if isinstance(exc, OSError):
             raise OutputError(f"cannot write {current!r} ({exc.strerror or exc})") from None
         raise
+
+
+#: Temporaries this process has listed and not yet renamed or removed.
+_live: set = set()
+
+
+def _create_temporary(directory: str, temporaries: list) -> int:
+    """Name a ``.convcli-*.part`` file in ``directory``, list it (in ``temporaries`` and
+    ``_live``), then create it: the name is listed before the file exists. Returns its fd."""
+    while True:
+        temporary = os.path.join(directory, f".convcli-{os.urandom(6).hex()}.part")
+        temporaries.append(temporary)
+        _live.add(temporary)
+        try:
+            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another file has this name: not ours to remove
+            temporaries.pop()
+            _live.discard(temporary)
+        except OSError as exc:
+            temporaries.pop()
+            _live.discard(temporary)
+            raise OutputError(f"cannot write in {directory!r} ({exc.strerror})") from None
+
+
+def remove_temporaries() -> None:
+    """Remove every temporary this process is writing (before an immediate ``os._exit``)."""
+    for temporary in list(_live):
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
 
 
 def taken(path: str) -> bool:

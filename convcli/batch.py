@@ -324,6 +324,9 @@ def _exit_with_parent(parent_alive) -> None:
             parent_alive.recv_bytes()
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(ORPHAN_GRACE)
+    from convcli.atomic import remove_temporaries
+
+    remove_temporaries()  # the job is still in compiled code: its output is given up
     os._exit(143)
 
 

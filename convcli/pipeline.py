@@ -849,10 +849,10 @@ class Job:
         from convcli.atomic import atomic_write, check_target, make_folder
         from convcli.batch import STDIO
 
-        if target != STDIO:
-            make_folder(os.path.dirname(os.path.abspath(target)))
+        if target != STDIO:  # checked before its folder is made: a refused output leaves nothing
             for path in output_files(target, self.settings) + ([self.indices] if self.indices else []):
                 check_target(path, overwrite=self.overwrite)
+            make_folder(os.path.dirname(os.path.abspath(target)))
         carried = picture.alpha if self.alpha == "keep" and maps.data.shape[1:] == picture.data.shape[1:] else None
         images.write_output(target, maps.data, maps.white, carried, self.settings, in_place=True, signed=maps.flags,
                             labels=maps.labels, format=self.format)
