@@ -293,7 +293,7 @@ def read_npy_header(handle, what: str, error: type = InputError) -> tuple[tuple,
     except ConvcliError:
         raise
     except Exception as exc:  # ValueError, SyntaxError, tokenize.TokenError, RecursionError...
-        raise error(f"{what}: not a readable .npy file ({_one_line(exc)})") from None
+        raise error(f"{what}: not a readable .npy file ({limits.one_line(exc)})") from None
     _check_npy_shape(shape, dtype, what, error)
     if dtype.hasobject:
         raise error(f"{what}: not a readable .npy file (Object arrays cannot be loaded: "
@@ -350,20 +350,14 @@ def load_npy(path: str, what: str, error: type = InputError,
             limits.check_memory(2 * count * dtype.itemsize, f"reading {what} (shape {shape})")
             data = np.fromfile(handle, dtype=dtype, count=count)
     except (ValueError, OSError, EOFError) as exc:
-        raise error(f"{what}: not a readable .npy file ({_one_line(exc)})") from None
+        raise error(f"{what}: not a readable .npy file ({limits.one_line(exc)})") from None
     return data.reshape(shape, order="F" if fortran else "C")
-
-
-def _one_line(exc: BaseException) -> str:
-    return limits.shorten(" ".join(str(exc).split()), 200)
 
 
 def _check_npy_input(shape: tuple, what: str, limit: int) -> None:
     """The header checks of a ``.npy`` input: (H, W) or (H, W, C), not empty, within ``limit``."""
     if len(shape) not in (2, 3):
         raise InputError(f"{what} has shape {shape}; expected (H, W) or (H, W, C)")
-    if min(shape) < 0:
-        raise InputError(f"{what} has shape {shape}: a size cannot be negative")
     if 0 in shape:
         raise InputError(f"{what} is empty (shape {shape})")
     limits.check_pixels(shape[0], shape[1], limit, what)
@@ -432,7 +426,7 @@ def _read_image(path: str, alpha_as_channel: bool, limit: int, frame: int = 0) -
     except MemoryError:
         raise LimitError(f"not enough memory to decode {what}") from None
     except Exception as exc:  # Pillow's decoders raise many kinds on broken files
-        raise InputError(f"{what} is corrupt or truncated ({_one_line(exc)})") from None
+        raise InputError(f"{what} is corrupt or truncated ({limits.one_line(exc)})") from None
 
 
 def _head(path: str) -> bytes:

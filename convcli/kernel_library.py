@@ -333,10 +333,6 @@ def _parse_params(text: str, where: str) -> dict:
     return params
 
 
-def _one_line(exc: BaseException) -> str:
-    return limits.shorten(" ".join(str(exc).split()), 200)
-
-
 def _from_file(path: Path, params: dict, where: str, location: str,
                name: Optional[str] = None) -> Kernel:
     suffix = path.suffix.lower()
@@ -507,7 +503,7 @@ def _generate(generator: Any, values: dict, where: str) -> np.ndarray:
         side = _generated_side(values)
     except (TypeError, ValueError, OverflowError):
         raise KernelError(f"{where}: generator {generator!r} takes numbers, got "
-                          f"{_one_line(values)}") from None
+                          f"{limits.one_line(values)}") from None
     if side > limits.MAX_KERNEL_SIDE:  # refuse before allocating side x side float64
         raise KernelError(f"{where}: these parameters make a kernel {side} cells wide; a kernel is "
                           f"at most {limits.MAX_KERNEL_SIDE} cells per side")
@@ -516,7 +512,7 @@ def _generate(generator: Any, values: dict, where: str) -> np.ndarray:
             return function(**values)
     except (ArithmeticError, ValueError, TypeError, MemoryError) as exc:
         raise KernelError(f"{where}: generator {generator!r} failed on "
-                          f"{_one_line(values)} ({_one_line(exc)})") from None
+                          f"{limits.one_line(values)} ({limits.one_line(exc)})") from None
 
 
 def _generated_side(values: dict) -> int:

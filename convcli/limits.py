@@ -149,6 +149,16 @@ def shorten(text: object, width: int = 60) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
+def one_line(text: object, width: int = 200) -> str:
+    """``text`` with its white space folded to single spaces, cut to ``width``: a library's
+    message (which may span lines) inside ours.
+
+    >>> one_line("bad  value   at row 3")
+    'bad value at row 3'
+    """
+    return shorten(" ".join(str(text).split()), width)
+
+
 def short_message(message: str) -> str:
     """An error message as one short line: runs of more than 200 characters without a space
     (a value a caller did not shorten) are cut, then the whole to ``MAX_MESSAGE``.

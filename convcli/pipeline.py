@@ -586,12 +586,6 @@ class Maps:
         return self.signed if self.signed is not None else Flags(np.zeros(len(self.data), bool))
 
 
-def _float(maps: Maps):
-    import numpy as np
-
-    return np.asarray(maps.data, dtype=np.float32)
-
-
 def _conv(step: Step, maps: Maps) -> Maps:
     """Convolve with each kernel and stack the maps (as ``conv -k a -k b``)."""
     import numpy as np

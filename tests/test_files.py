@@ -34,10 +34,14 @@ def assert_one_line_error(result, *fragments):
 
 
 def test_unwritable_directory_is_one_line_and_leaves_nothing(workspace, monkeypatch):
-    def refuse(*args, **kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied")
+    real_open = os.open
 
-    monkeypatch.setattr(images.tempfile, "mkstemp", refuse)
+    def refuse(path, *args, **kwargs):  # creating the temporary beside the output fails
+        if str(path).endswith(".part"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuse)
     before = snapshot(workspace)
     result = run("conv", workspace / "x.npy", "-k", "box", "-o", workspace / "out" / "y.png")
     assert_one_line_error(result, "cannot write in", "Permission denied")
