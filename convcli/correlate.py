@@ -223,7 +223,8 @@ def correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, m
     computed straight into its place in the output.
     """
     method = method or choose_method(weight, groups, out_hw, stride, dilation)
-    if method == "separable" and rank_one_factors(weight) is None:
+    factors = rank_one_factors(weight) if method == "separable" else None  # one SVD per call
+    if method == "separable" and factors is None:
         raise ValueError("the separable method needs depthwise kernels of rank 1")
     if method == "fft" and (weight.shape[1] != 1 or tuple(stride) != (1, 1)):
         raise ValueError("the fft method needs depthwise kernels at stride 1")
@@ -245,15 +246,16 @@ def correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, m
         if method == "numba":
             _jit.conv2d_padding(image, weight, rowmap, colmap, left, stride, dilation, groups, out)
         else:
-            _jit.separable_padding(image, *rank_one_factors(weight), rowmap, colmap, left, out)
+            _jit.separable_padding(image, *factors, rowmap, colmap, left, out)
         return out
     if weight.shape[1] == 1 and weight.shape[0] == image.shape[0] == groups \
             and image.shape[1] * image.shape[2] >= CHANNEL_BY_CHANNEL_PIXELS:
         for channel in range(groups):
             one = slice(channel, channel + 1)
-            _correlate_bands(image[one], weight[one], 1, pads, pad_mode, stride, dilation, out[one], method)
+            _correlate_bands(image[one], weight[one], 1, pads, pad_mode, stride, dilation, out[one], method,
+                             factors and (factors[0][one], factors[1][one]))
     else:
-        _correlate_bands(image, weight, groups, pads, pad_mode, stride, dilation, out, method)
+        _correlate_bands(image, weight, groups, pads, pad_mode, stride, dilation, out, method, factors)
     return out
 
 
@@ -275,7 +277,8 @@ def _pointwise(image, weight, groups, out) -> None:
                   out=out[g * out_per_group:(g + 1) * out_per_group].reshape(out_per_group, -1))
 
 
-def _correlate_bands(image, weight, groups, pads, pad_mode, stride, dilation, out, method) -> None:
+def _correlate_bands(image, weight, groups, pads, pad_mode, stride, dilation, out, method,
+                     factors=None) -> None:
     c_out, c_per_group, kh, kw = weight.shape
     (stride_h, _), (dil_h, _) = stride, dilation
     h_out, w_out = out.shape[1:]
@@ -286,7 +289,7 @@ def _correlate_bands(image, weight, groups, pads, pad_mode, stride, dilation, ou
     if method == "fft":  # whole rows of tiles
         step = fft_tile(dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)[0]
         rows_per_band = min(h_out, step * max(1, rows_per_band // step))
-    compute = _COMPUTE[method]
+    compute = functools.partial(_separable, factors=factors) if method == "separable" else _COMPUTE[method]
     band_rows = (rows_per_band - 1) * stride_h + dil_h * (kh - 1) + 1
     buffer = np.empty(image.shape[0] * band_rows * width, np.float32)
     # one map, or all rows in one band: the band's rows of the output are contiguous
@@ -363,10 +366,10 @@ def _numba(band, weight, groups, stride, dilation, out) -> None:
     _jit.conv2d_valid(band, weight, out, stride, dilation, groups)
 
 
-def _separable(band, weight, groups, stride, dilation, out) -> None:
+def _separable(band, weight, groups, stride, dilation, out, factors) -> None:
     """Row pass with the row factors, then column pass with the column factors (the method is
     chosen only for work that numpy does not take, so both passes are Numba's)."""
-    column, row = rank_one_factors(weight)
+    column, row = factors
     c_out, _, kh, kw = weight.shape
     across = np.empty((c_out, band.shape[1], out.shape[2]), np.float32)
     _numba(band, row.reshape(c_out, 1, 1, kw), groups, (1, stride[1]), (1, dilation[1]), across)
@@ -448,4 +451,4 @@ def _fft(band, weight, groups, stride, dilation, out) -> None:
             pass
 
 
-_COMPUTE = {"numpy": _numpy_taps, "gemm": _gemm, "separable": _separable, "fft": _fft, "numba": _numba}
+_COMPUTE = {"numpy": _numpy_taps, "gemm": _gemm, "fft": _fft, "numba": _numba}
