@@ -643,8 +643,9 @@ def _check_format(output: str, settings: OutputSettings) -> None:
 def check_output_shape(output: str, settings: Optional[OutputSettings], shape: Sequence[int],
                        white: Optional[float] = None, format: Optional[str] = None) -> None:
     """Before the work: refuse an output whose planned maps (H, W, C) its format cannot hold
-    (too wide or tall, too many bytes); channel counts are the writer's to refuse, after the
-    steps have said what is wrong with them.
+    (too wide or tall, too many bytes), or too many maps to lay out (``limits.check_layout``);
+    channel counts are the writer's to refuse, after the steps have said what is wrong with
+    them.
 
     A montage is checked on its tiles and gaps (its labels can only make it wider); the
     writer checks every image again at its exact size, before encoding it.
@@ -655,11 +656,13 @@ def check_output_shape(output: str, settings: Optional[OutputSettings], shape: S
     convcli.errors.OutputError: output 'wide.webp' would be 10x20000 pixels (rows x columns); WEBP stores at most 16383 per side (use .png, .tif or .npy)
     """
     settings = settings or OutputSettings()
+    height, width, count = (int(n) for n in shape)
+    if settings.split or settings.montage:
+        limits.check_layout(count, "--split files" if settings.split else "--montage tiles")
     name = f"stdout.{format}" if output == STDIO else output
     if extension(name) == NPY:
         return
     fmt, depths = IMAGE_FORMATS[extension(name)]
-    height, width, count = (int(n) for n in shape)
     channels = 3 if settings.colormap else 1
     if settings.montage:
         from convcli.montage import GAP, grid_shape

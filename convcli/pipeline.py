@@ -236,21 +236,6 @@ class Pipeline:
     source: str = ""
     description: str = ""
 
-    def maps_made(self, channels: int) -> int:
-        """How many maps the steps make from ``channels`` input channels (for the limits that
-        are checked before the work). Steps that cannot run on them fail later, when run.
-
-        >>> parse_pipeline([{"op": "conv", "kernel": ["sobel_x", "box"]}, "relu"]).maps_made(3)
-        6
-        """
-        for step in self.steps:
-            if step.op in ("conv", "transposed"):
-                kernels = step.params["kernel"]
-                channels = sum(_maps_of(k.weights.shape, channels, step) for k in kernels)
-            elif step.op in ("gray", "select"):
-                channels = len(step.params["channels"]) if step.op == "select" else 1
-        return channels
-
     def run(self, maps: "Maps", before: Optional[Callable[[Step, "Maps"], None]] = None) -> "Maps":
         """Apply every step; ``before(step, maps)`` is called ahead of each (``conv --explain``).
 
@@ -266,16 +251,6 @@ class Pipeline:
                     raise
                 raise type(exc)(f"{step.label}: {exc}") from None
         return maps
-
-
-def _maps_of(shape: Sequence[int], channels: int, step: Step) -> int:
-    """The maps a kernel of ``shape`` makes from ``channels`` channels (as
-    ``engine.as_conv_weight`` lays it out)."""
-    if len(shape) == 2:
-        return channels
-    if len(shape) == 3:
-        return 1
-    return shape[1] * step.params["groups"] if step.op == "transposed" else shape[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -809,12 +784,6 @@ class Job:
         from convcli import images
 
         picture = images.read_input(source, alpha_as_channel=self.alpha == "channel", options=self.read)
-        settings = self.settings
-        if target is not None and settings is not None and (settings.split or settings.montage):
-            from convcli import limits
-
-            limits.check_layout(self.pipeline.maps_made(len(picture.data)),
-                                "--split files" if settings.split else "--montage tiles")
         if target is not None:
             self._check_planned(target, picture)
         with np.errstate(over="ignore", invalid="ignore"):  # float32 overflows to inf, NaN propagates (PyTorch)
