@@ -37,7 +37,7 @@ def test_list_names_every_builtin_with_its_size():
     assert result.exit_code == 0, result.output
     for name in ("gaussian", "sobel", "kirsch", "motion_blur", "rgb_sobel", "vertical_edge"):
         assert name in result.stdout
-    listed = {e["name"]: e for e in json.loads(run("kernels", "list", "--json").stdout)}
+    listed = {e["name"]: e for e in json.loads(run("kernels", "list", "--json").stdout)["kernels"]}
     assert listed["gaussian"]["shape"] == [7, 7]
     assert listed["gaussian"]["parameters"] == ["sigma=1.0 (0, 50]", "size=auto odd [1, 401]"]
     assert listed["rgb_sobel"]["shape"] == [2, 3, 3, 3]
@@ -45,7 +45,7 @@ def test_list_names_every_builtin_with_its_size():
 
 
 def test_show_prints_the_grid_sum_and_separability():
-    result = run("kernels", "show", "sobel:dir=y")
+    result = run("kernels", "show", "sobel:dir=y", "--table")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == "sobel:dir=y" and lines[1].startswith("from: built-in ")
@@ -54,7 +54,7 @@ def test_show_prints_the_grid_sum_and_separability():
     assert "separable (rank 1): yes: column [-1, 0, 1] x row [1, 2, 1]" in result.stdout
     assert "separable (rank 1): no" in run("kernels", "show", "laplacian:neighbours=8").stdout
     assert "map 1, input channel 2" in run("kernels", "show", "rgb_sobel").stdout
-    assert "too wide" in run("kernels", "show", "gaussian:sigma=5").stdout
+    assert "too wide" in run("kernels", "show", "gaussian:sigma=5", "--table").stdout
 
 
 def test_show_json_for_scripts():
@@ -281,7 +281,7 @@ def test_list_cache_follows_every_change_of_the_kernel_files(tmp_path, monkeypat
     def listed():
         result = run("kernels", "list", "--json", "--kernel-path", folder)
         assert result.exit_code == (1 if "could not be read" in result.stderr else 0), result.output
-        return {row["name"]: row for row in json.loads(result.stdout)}
+        return {row["name"]: row for row in json.loads(result.stdout)["kernels"]}
 
     kernel.write_text("description: one\nweights: '1 2'\n")
     assert listed()["mine"]["description"] == "one" and listed()["mine"]["shape"] == [1, 2]

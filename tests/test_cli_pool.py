@@ -54,7 +54,8 @@ def test_global_prints_a_table_json_and_writes_npy(seed_npy, tmp_path):
     result = run("pool", seed_npy, "--global", "--mode", "avg")
     assert result.exit_code == 0 and "global avg" in result.stdout and "2.375" in result.stdout
     result = run("pool", seed_npy, "--global", "--json")
-    assert json.loads(result.stdout) == {"mode": "max", "values": [6.0]}
+    assert json.loads(result.stdout) == {"schema": "convcli-global-pool/1", "mode": "max",
+                                         "values": [6.0]}
     out = tmp_path / "g.npy"
     assert run("pool", seed_npy, "--global", "--mode", "avg", "-o", out).exit_code == 0
     assert np.load(out).shape == (1, 1, 1) and np.load(out)[0, 0, 0] == 2.375

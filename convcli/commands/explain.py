@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import replace
 from typing import Sequence
 
@@ -18,6 +17,7 @@ import click
 
 from convcli.commands.kernels import kernel_path_option
 from convcli.commands.options import parsed
+from convcli.commands.tables import check_table_or_json, show_table, table_option
 from convcli.errors import KernelError, OutputError, ParameterError, ShapeError
 from convcli.params import parse_padding, parse_pair
 
@@ -43,7 +43,7 @@ def _cells(ctx, param, values):
               help="Trace input: HxWxC (HxW for one channel), or an image or .npy file (its header only).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the trace as JSON (schema: docs/explain-schema.json).")
-@click.option("--table", is_flag=True, help="Print the table even when stdout is not a terminal.")
+@table_option
 @click.option("--by-hand", is_flag=True, help="Work a small convolution or pooling out cell by cell.")
 @click.option("--matrix",
               help="By hand: the input, e.g. '1,2,0;4,1,1;0,2,3' (rows split by ;), or a .npy file.")
@@ -93,8 +93,7 @@ def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, si
     given = [name for name, value in hand_only.items() if value]
     if given:
         raise click.UsageError(f"{given[0]} applies to --by-hand")
-    if as_json and table:
-        raise click.UsageError("--json and --table exclude each other")
+    check_table_or_json(as_json, table)
     if steps and pipeline_file:
         raise click.UsageError("give STEPs or --pipeline FILE, not both")
     if not input_spec or not (steps or pipeline_file):
@@ -146,10 +145,8 @@ def show_trace(result, *, as_json: bool = False, table: bool = False, err: bool 
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2), err=err)
         return
-    if table or (sys.stderr if err else sys.stdout).isatty():
-        _rich_table(result, err)
-    else:
-        click.echo(_tsv(result), err=err)
+    show_table(_tsv_rows(result), lambda console: _rich_table(result, console), table=table,
+               err=err)
     for row in result.rows:
         for note in row.warnings:
             click.secho(f"warning: step {row.label} {row.text!r}: {note}", fg="yellow", err=True)
@@ -195,20 +192,16 @@ def _total(result, grouped: bool = True) -> list[str]:
     return ["", "total", shape_text(result.output), ""] + counts + field
 
 
-def _tsv(result) -> str:
+def _tsv_rows(result) -> list[list[str]]:
     lines = [HEADERS, ["0", "input"] + _columns(result, None)]
     lines += [[row.label, row.text] + _columns(result, row, grouped=False) for row in result.rows]
     lines.append(_total(result, grouped=False))
-    return "\n".join("\t".join(line) for line in lines)
+    return lines
 
 
-def _rich_table(result, err: bool) -> None:
-    from rich.console import Console
+def _rich_table(result, console) -> None:
     from rich.table import Table
 
-    console = Console(stderr=err, highlight=False)
-    if not console.is_terminal:
-        console = Console(stderr=err, highlight=False, width=200)
     shape = "x".join(map(str, result.input))
     title = f"input {shape}" + (f" ({result.source})" if result.source not in ("", shape) else "")
     table = Table(title=title, caption=CAPTION, caption_justify="left")

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -14,6 +13,7 @@ from click.core import ParameterSource
 
 from convcli.commands.options import input_options, output_options, parsed
 from convcli.commands.run import ALPHA_OPTION, batch_options, check_outputs, run_batch
+from convcli.commands.tables import check_table_or_json, print_json, show_table, table_option
 from convcli.params import parse_padding, parse_pair
 
 #: Options that shape a pooling window, which ``--global`` does not take.
@@ -46,16 +46,18 @@ def _refuse(ctx: click.Context, names: tuple, reason: str) -> None:
               help="Average pooling with numeric padding: divide by the window clipped to the padding "
                    "(PyTorch's default) or by its input cells only.")
 @click.option("--global", "global_pool", is_flag=True,
-              help="One value per channel over the whole plane of one INPUT: printed (a table, or "
-                   "JSON with --json), and written to -o if given.")
+              help="One value per channel over the whole plane of one INPUT: printed (a table on "
+                   "a terminal, tab-separated text in a pipe, JSON with --json), and written to -o "
+                   "if given.")
+@table_option
 @click.option("--indices", help="Max pooling of one input: also write each window's argmax as int64 .npy "
                                 "(H', W', C), flat r*W+q in the input plane (PyTorch's convention).")
 @ALPHA_OPTION
 @batch_options
 @output_options
 @input_options
-def pool(inputs, mode, size, stride, padding, dilation, ceil_mode, count_include_pad, global_pool, indices,
-         alpha, batch, out, reading):
+def pool(inputs, mode, size, stride, padding, dilation, ceil_mode, count_include_pad, global_pool,
+         table, indices, alpha, batch, out, reading):
     """Max or average pooling of every channel of each INPUT (PyTorch max_pool2d / avg_pool2d).
 
     INPUT: files, folders (--recursive), glob patterns, or - for stdin.
@@ -66,6 +68,7 @@ def pool(inputs, mode, size, stride, padding, dilation, ceil_mode, count_include
     if global_pool:
         _refuse(ctx, _WINDOW_OPTIONS + _BATCH_ONLY, "does not apply to --global, which pools whole planes of "
                                                     "one input")
+        check_table_or_json(batch.as_json, table)
         if len(inputs) != 1 or batch.output == "-":
             raise click.UsageError("--global takes one input and prints its values on stdout (-o FILE "
                                    "also writes them)", ctx)
@@ -74,8 +77,10 @@ def pool(inputs, mode, size, stride, padding, dilation, ceil_mode, count_include
         if batch.output is not None:
             check_outputs([(inputs[0], batch.output)], out, batch)
         maps, _ = job.process(inputs[0], batch.output)
-        _print_values(maps.data[:, 0, 0], mode, batch.as_json)
+        _print_values(maps.data[:, 0, 0], mode, batch.as_json, table)
         return
+    if table:
+        raise click.UsageError("--table applies to --global", ctx)
     if batch.output is None and batch.out_dir is None:
         raise click.UsageError("Missing option '-o' / '--output' or '--out-dir' (optional only with --global).",
                                ctx)
@@ -97,21 +102,26 @@ def pool(inputs, mode, size, stride, padding, dilation, ceil_mode, count_include
               extra_outputs=(indices,) if indices else (), mode=mode)
 
 
-def _print_values(values, mode: str, as_json: bool) -> None:
-    """Per-channel values on stdout: a table, or JSON (non-finite values as null)."""
+def _print_values(values, mode: str, as_json: bool, table: bool) -> None:
+    """Per-channel values on stdout: a table, tab-separated text, or JSON (non-finite as null)."""
     # str() of a float32 is its shortest round-trip form (1.3333334, not 1.3333333730697632)
     numbers = [float(str(v)) for v in values]
     if as_json:
         finite = [v if math.isfinite(v) else None for v in numbers]
-        click.echo(json.dumps({"mode": mode, "values": finite}))
+        print_json("global-pool", {"mode": mode, "values": finite})
         return
-    from rich.console import Console
-    from rich.table import Table
+    rows = [["channel", f"global {mode}"]]
+    rows += [[str(channel), str(value)] for channel, value in enumerate(values)]
 
-    table = Table("channel", f"global {mode}")
-    for channel, value in enumerate(values):
-        table.add_row(str(channel), str(value))
-    Console().print(table)
+    def draw(console) -> None:
+        from rich.table import Table
+
+        drawn = Table(*rows[0])
+        for row in rows[1:]:
+            drawn.add_row(*row)
+        console.print(drawn)
+
+    show_table(rows, draw, table=table)
 
 
 @click.command()

@@ -10,7 +10,6 @@ as they happen and ends with a summary, an optional JSON report and the exit cod
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 import sys
@@ -22,6 +21,7 @@ import click
 
 from convcli.commands.kernels import kernel_path_option
 from convcli.commands.options import command_line_output_values, input_options, output_options, parsed
+from convcli.commands.tables import print_json
 from convcli.params import parse_count
 
 #: The most worker processes ``--jobs`` starts.
@@ -162,8 +162,7 @@ def run_batch(inputs: Sequence[str], job, batch: BatchOptions, single: Optional[
         click.echo(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
                    f"in {time.perf_counter() - start:.1f} s", err=True)
     if batch.as_json:
-        click.echo(json.dumps({"schema": "convcli-batch/1", **counts, "records": [asdict(r) for r in records]},
-                              indent=2))
+        print_json("batch", {**counts, "records": [asdict(r) for r in records]})
     if counts["failed"]:
         ctx.exit(1)
 
