@@ -29,7 +29,7 @@ from convcli.errors import ParameterError, ShapeError
 from convcli.geometry import PaddingSpec, Pair, shape_text, window_too_large
 from convcli.correlate import correlate
 from convcli.scatter import conv_transpose
-from convcli.params import PAD_MODES
+from convcli.params import PAD_MODES, not_one_of
 from convcli.runtime import repeated  # noqa: F401  (public: see the module docstring)
 
 
@@ -97,7 +97,7 @@ def check_border(in_hw: Pair, pads: tuple[int, int, int, int], pad_mode: str) ->
     ``reflect`` needs pad < size (the mirror excludes the edge); ``circular`` needs pad <= size.
     """
     if pad_mode not in PAD_MODES:
-        raise ParameterError(f"pad mode {pad_mode!r} is not one of {', '.join(PAD_MODES)}")
+        raise ParameterError(not_one_of("pad mode", pad_mode, PAD_MODES))
     for axis, size, (before, after) in (("rows", in_hw[0], pads[:2]), ("columns", in_hw[1], pads[2:])):
         widest = max(before, after)
         if pad_mode == "reflect" and widest >= size:
@@ -422,7 +422,7 @@ def global_pool(image: np.ndarray, mode: str = "avg") -> np.ndarray:
     """
     image = _check_image(image, what="global pooling")
     if mode not in GLOBAL_POOL_MODES:
-        raise ParameterError(f"global pooling mode {mode!r} is not one of {', '.join(GLOBAL_POOL_MODES)}")
+        raise ParameterError(not_one_of("global pooling mode", mode, GLOBAL_POOL_MODES))
     if mode == "max":
         return image.max(axis=(1, 2))
     return image.mean(axis=(1, 2), dtype=np.float64).astype(np.float32)

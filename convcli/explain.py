@@ -45,7 +45,7 @@ from convcli import geometry
 from convcli.errors import InputError, ParameterError, ShapeError
 from convcli.geometry import PaddingSpec, Pair, ReceptiveField, Window, padding_text, shape_text, window_too_large
 from convcli.limits import parse_real, parse_whole, shorten
-from convcli.params import parse_padding, parse_pair
+from convcli.params import not_one_of, parse_padding, parse_pair
 from convcli.paths import require_regular_file
 
 #: (H, W, C), the order of ``--input 224x224x3``.
@@ -153,8 +153,7 @@ def _kind(word: Any) -> tuple[str, str]:
         return "activation", name
     name = ALIASES.get(name, name)
     if name not in FIELDS:
-        known = ", ".join(list(FIELDS) + list(ACTIVATIONS))
-        raise _FieldError("op", f"unknown step kind {word!r} (known: {known})")
+        raise _FieldError("op", not_one_of("step kind", word, list(FIELDS) + list(ACTIVATIONS)))
     return name, ""
 
 
@@ -190,7 +189,7 @@ def _flag(value: Any, name: str) -> bool:
 def _function(value: Any, name: str) -> str:
     function = re.sub(r"[_\-]", "", str(value).strip().lower())
     if function not in ACTIVATIONS:
-        raise ParameterError(f"activation {value!r} is not one of {', '.join(ACTIVATIONS)}")
+        raise ParameterError(not_one_of("activation", value, ACTIVATIONS))
     return function
 
 

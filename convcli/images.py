@@ -33,6 +33,7 @@ import numpy as np
 from convcli import image_claims, limits, mapping, png16
 from convcli.atomic import atomic_write_all
 from convcli.errors import ConvcliError, InputError, LimitError, OutputError, ParameterError, ShapeError
+from convcli.params import not_one_of
 from convcli.paths import require_regular_file
 from convcli.runtime import compute_threads
 
@@ -521,13 +522,12 @@ class OutputSettings:
             object.__setattr__(self, "map", "offset")
         if self.grid is not None:
             object.__setattr__(self, "montage", True)
+        for option, value, known in (("--map", self.map, mapping.MAP_MODES),
+                                     ("--depth", self.depth, DEPTHS),
+                                     ("--colormap", self.colormap, mapping.COLORMAPS)):
+            if value is not None and value not in known:
+                raise ParameterError(not_one_of(option, value, known))
         problems = (
-            (self.map not in mapping.MAP_MODES,
-             f"--map {self.map!r} is not one of {', '.join(mapping.MAP_MODES)}"),
-            (self.depth is not None and self.depth not in DEPTHS,
-             f"--depth {self.depth!r} is not one of 8, 16, 32f"),
-            (self.colormap is not None and self.colormap not in mapping.COLORMAPS,
-             f"--colormap {self.colormap!r} is not one of {', '.join(mapping.COLORMAPS)}"),
             (shifted and self.map != "offset",
              f"--scale and --offset apply to --map offset, not --map {self.map}"),
             (shifted and not np.isfinite([self.scale or 0.0, self.offset or 0.0]).all(),
@@ -607,8 +607,8 @@ def check_output_format(output: str, settings: Optional[OutputSettings] = None,
         output = f"stdout.{format}"
     ext = extension(output)
     if ext != NPY and ext not in IMAGE_FORMATS:
-        known = ", ".join([NPY] + sorted(IMAGE_FORMATS))
-        raise OutputError(f"output {output!r} has no known extension (use one of {known})")
+        known = not_one_of("", ext, [NPY] + sorted(IMAGE_FORMATS))
+        raise OutputError(f"output {output!r} has no known extension: {known}")
     _check_format(output, settings)
 
 

@@ -23,7 +23,6 @@ here: ``convcli kernels`` must start fast.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 import os
@@ -38,6 +37,7 @@ from convcli import limits
 from convcli.errors import KernelError
 from convcli.kernel_catalogue import NAME, SUFFIXES, find_in, kernel_names, locate, search_path
 from convcli.kernel_generators import GENERATORS, gaussian_size
+from convcli.params import closest
 from convcli.paths import require_regular_file
 
 # |sum| <= RELATIVE_EPS * sum(|w|) counts as zero-sum (weights are float32). ``scale: sum`` then
@@ -304,8 +304,8 @@ def resolve_kernel(spec: str, kernel_path: Sequence[str] = ()) -> Kernel:
     found = locate(name, folders)
     if found is None:
         names = sorted(kernel_names(folders))
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(names)})"
+        near = closest(name, names)
+        hint = f"; did you mean {near!r}?" if near else f" (known: {', '.join(names)})"
         raise KernelError(f"unknown kernel {name!r}{hint}")
     path, location, label = found
     where = f"kernel {name!r}" + ("" if label == "built-in" else f" ({path})")

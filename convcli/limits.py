@@ -149,6 +149,17 @@ def shorten(text: object, width: int = 60) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
+def short_repr(value: object) -> str:
+    """``repr(value)`` cut for a message (a huge int is not even turned into text whole).
+
+    >>> short_repr("sam"), short_repr(10**100)
+    ("'sam'", 'a number of more than 60 digits')
+    """
+    if isinstance(value, int) and not -10**60 < value < 10**60:
+        return "a number of more than 60 digits"
+    return shorten(repr(value))
+
+
 def one_line(text: object, width: int = 200) -> str:
     """``text`` with its white space folded to single spaces, cut to ``width``: a library's
     message (which may span lines) inside ours.

@@ -19,6 +19,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from convcli.errors import ParameterError
+from convcli.params import not_one_of
 
 #: ``--map`` modes. ``auto`` is ``offset`` for maps that are 0 on a flat input, else ``clip``.
 MAP_MODES = ("auto", "clip", "abs", "minmax", "offset", "none")
@@ -106,7 +107,7 @@ def colormap_table(name: str) -> np.ndarray:
         where = np.linspace(0.0, 1.0, len(points))
         table = np.stack([np.interp(np.linspace(0, 1, 256), where, points[:, k]) for k in range(3)], 1)
     else:
-        raise ParameterError(f"colormap {name!r} is not one of {', '.join(COLORMAPS)}")
+        raise ParameterError(not_one_of("colormap", name, COLORMAPS))
     table.setflags(write=False)
     return table
 
@@ -203,7 +204,7 @@ def map_values(
     [[126.0, 128.0, 130.0], [10.0, 20.0, 30.0]]
     """
     if mode not in MAP_MODES:
-        raise ParameterError(f"map mode {mode!r} is not one of {', '.join(MAP_MODES)}")
+        raise ParameterError(not_one_of("map mode", mode, MAP_MODES))
     maps = np.asarray(maps, dtype=np.float32)
     if mode == "none":
         return maps

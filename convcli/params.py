@@ -6,20 +6,69 @@ Pure functions: text in, validated values out, ``ParameterError`` naming the opt
 ((2, 2), (1, 3))
 >>> parse_padding("same"), parse_padding("2"), parse_padding("1,2"), parse_padding("0,1,2,3")
 ('same', (2, 2, 2, 2), (1, 1, 2, 2), (0, 1, 2, 3))
+
+Every closed vocabulary (padding words, pad modes, map modes, colormaps, pipeline ops and fields,
+explain's step kinds) is checked by ``one_of``, whose message is always the same shape:
+
+>>> one_of("Replicat", PAD_MODES, "pad mode")     # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+convcli.errors.ParameterError: pad mode 'Replicat' is not one of ... (did you mean 'replicate'?)
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
+from typing import Any, Iterable, Optional
 
 from convcli.errors import ParameterError
 from convcli.geometry import PADDING_RULES, PaddingSpec
-from convcli.limits import MAX_OPTION_INT, NUMBER, parse_real, parse_whole, shorten
+from convcli.limits import MAX_OPTION_INT, NUMBER, parse_real, parse_whole, short_repr, shorten
 
 #: Border modes, with PyTorch's names (numpy's ``constant``, ``reflect``, ``edge``, ``wrap``;
 #: SciPy's ``reflect`` is none of them: it repeats the edge, numpy's ``symmetric``).
 PAD_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def closest(word: Any, known: Iterable[str]) -> Optional[str]:
+    """The known word nearest to ``word`` (difflib's ratio of at least 0.6), or None.
+
+    >>> closest("maxpol", ["conv", "maxpool", "avgpool"]), closest("blur", ["conv", "pool"])
+    ('maxpool', None)
+    """
+    lowered = {str(name).lower(): name for name in known}
+    found = difflib.get_close_matches(str(word).strip().lower(), list(lowered), n=1)
+    return lowered[found[0]] if found else None
+
+
+def not_one_of(what: str, value: Any, known: Iterable[str]) -> str:
+    """``WHAT 'value' is not one of a, b, c (did you mean 'b'?)``: the one message of every
+    closed vocabulary (``what`` may be empty when the caller names the option itself).
+
+    >>> not_one_of("padding", "sam", ("valid", "same", "full"))
+    "padding 'sam' is not one of valid, same, full (did you mean 'same'?)"
+    """
+    known = list(known)
+    near = closest(value, known)
+    hint = f" (did you mean {near!r}?)" if near else ""
+    shown = repr(shorten(value)) if isinstance(value, str) else short_repr(value)
+    return f"{what} {shown}".lstrip() + f" is not one of {', '.join(known)}{hint}"
+
+
+def one_of(value: Any, known: Iterable[str], what: str) -> str:
+    """``value`` stripped and lower-cased if it is one of ``known``; else a ParameterError
+    (``not_one_of``).
+
+    >>> one_of(" Same ", ("valid", "same", "full"), "padding")
+    'same'
+    """
+    known = tuple(known)
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word not in known:
+        raise ParameterError(not_one_of(what, value, known))
+    return word
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -61,8 +110,8 @@ def parse_count(text: str, option: str, minimum: int = 1, maximum: int = MAX_OPT
 def parse_padding(text: str) -> PaddingSpec:
     """``valid``, ``same``, ``full``, or ``N``, ``H,W``, ``top,bottom,left,right`` counts >= 0."""
     word = str(text).strip().lower()
-    if word in PADDING_RULES:
-        return word
+    if word in PADDING_RULES or word.isalpha():
+        return one_of(str(text), PADDING_RULES, "padding")
     values = _ints(text, "padding")
     if min(values) < 0:
         raise ParameterError(f"padding must not be negative, got {shorten(text)!r}")
@@ -79,10 +128,7 @@ def parse_padding(text: str) -> PaddingSpec:
 
 def parse_pad_mode(text: str) -> str:
     """One of PyTorch's border names: zeros, reflect, replicate, circular."""
-    mode = str(text).strip().lower()
-    if mode not in PAD_MODES:
-        raise ParameterError(f"pad mode {shorten(text)!r} is not one of {', '.join(PAD_MODES)}")
-    return mode
+    return one_of(str(text), PAD_MODES, "pad mode")
 
 
 def parse_floats(text: str, option: str) -> tuple[float, ...]:

@@ -40,8 +40,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from convcli.errors import ConvcliError, ParameterError, ShapeError
-from convcli.limits import MAX_OPTION_INT, shorten
-from convcli.params import PAD_MODES
+from convcli.geometry import PADDING_RULES
+from convcli.limits import MAX_OPTION_INT
+from convcli.limits import short_repr as _short
+from convcli.params import PAD_MODES, not_one_of, one_of
 from convcli.paths import require_regular_file
 
 REQUIRED = object()
@@ -84,8 +86,8 @@ def _pair(minimum: int) -> Callable[[Any], tuple[int, int]]:
 def _padding(value: Any):
     """valid, same, full, N, [rows, cols] or [top, bottom, left, right]."""
     if isinstance(value, str):
-        if value.strip().lower() in ("valid", "same", "full"):
-            return value.strip().lower()
+        if value.strip().isalpha():
+            return one_of(value, PADDING_RULES, "")
         raise ParameterError(f"must be valid, same, full, N, [rows, cols] or [top, bottom, left, right], "
                              f"got {_short(value)}")
     values = [_whole(v, 0) for v in (value if isinstance(value, list) else [value])]
@@ -97,12 +99,7 @@ def _padding(value: Any):
 
 
 def _choice(*choices: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if not isinstance(value, str) or value.strip().lower() not in choices:
-            raise ParameterError(f"must be one of {', '.join(choices)}, got {_short(value)}")
-        return value.strip().lower()
-
-    return parse
+    return lambda value: one_of(value, choices, "")
 
 
 def _flag(value: Any) -> bool:
@@ -276,7 +273,7 @@ def parse_pipeline(document: Any, source: str = "pipeline", kernel_path: Sequenc
     >>> parse_pipeline({"steps": [{"op": "pool", "kernel": 3}]}, "p.yaml")     # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    convcli.errors.ParameterError: p.yaml: step 1 (pool): kernel: unknown field (pool takes mode, size, ...)
+    convcli.errors.ParameterError: p.yaml: step 1 (pool): field 'kernel' is not one of mode, ...
     """
     if isinstance(document, list):
         document = {"steps": document}
@@ -285,7 +282,7 @@ def parse_pipeline(document: Any, source: str = "pipeline", kernel_path: Sequenc
                              f"(and 'output', 'description'); got {_short(document)}")
     for key in document:
         if key not in TOP_KEYS:
-            raise ParameterError(f"{source}: unknown key {_short(key)} (a pipeline has {', '.join(TOP_KEYS)})")
+            raise ParameterError(f"{source}: {not_one_of('key', key, TOP_KEYS)}")
     if not isinstance(document.get("steps"), list) or not document["steps"]:
         raise ParameterError(f"{source}: steps: must be a list of at least one step")
     description = document.get("description") or ""
@@ -295,13 +292,6 @@ def parse_pipeline(document: Any, source: str = "pipeline", kernel_path: Sequenc
     for number, spec in enumerate(document["steps"], 1):
         steps.append(_parse_step(spec, number, steps, source, kernel_path, folder))
     return Pipeline(tuple(steps), _parse_output(document.get("output"), source), source, description)
-
-
-def _short(value: Any) -> str:
-    """``repr(value)`` cut for a message (a huge int is not even turned into text whole)."""
-    if isinstance(value, int) and not -10**60 < value < 10**60:
-        return "a number of more than 60 digits"
-    return shorten(repr(value))
 
 
 def _parse_step(spec: Any, number: int, earlier: list[Step], source: str, kernel_path: Sequence[str],
@@ -314,13 +304,12 @@ def _parse_step(spec: Any, number: int, earlier: list[Step], source: str, kernel
     word = str(spec["op"]).strip().lower().replace("-", "_")
     op = ALIASES.get(word, word)
     if op not in FIELDS:
-        raise ParameterError(f"{source}: step {number}: unknown op {_short(spec['op'])} (known: {', '.join(FIELDS)})")
+        raise ParameterError(f"{source}: step {number}: {not_one_of('op', spec['op'], FIELDS)}")
     where = f"{source}: step {number} ({op})"
     fields = FIELDS[op]
     for key in spec:
         if key not in fields and key not in ("op", "name"):
-            takes = ", ".join(list(fields) + ["name"])
-            raise ParameterError(f"{where}: {key}: unknown field ({op} takes {takes})")
+            raise ParameterError(f"{where}: {not_one_of('field', key, list(fields) + ['name'])}")
     params = {}
     for key, (parse, default) in fields.items():
         if key in spec:
@@ -418,7 +407,7 @@ def _parse_output(section: Any, source: str) -> dict[str, Any]:
     values = {}
     for key, value in section.items():
         if key not in OUTPUT_FIELDS:
-            raise ParameterError(f"{source}: output: {key}: unknown option (known: {', '.join(OUTPUT_FIELDS)})")
+            raise ParameterError(f"{source}: output: {not_one_of('option', key, OUTPUT_FIELDS)}")
         option, parse = OUTPUT_FIELDS[key]
         try:
             values[option] = parse(value)

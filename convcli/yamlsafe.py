@@ -28,11 +28,11 @@ null) and refuses, each with one line naming the file and the line:
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Iterable, Mapping
 
 from convcli import limits
 from convcli.errors import ConvcliError, InputError
+from convcli.params import closest
 
 #: Nesting depth allowed (a 4-D kernel written as lists of lists of grids is 3 deep; a
 #: pipeline step with a list option about 5).
@@ -202,7 +202,7 @@ def check_keys(mapping: Mapping, known: Iterable[str], where: str, error: type =
     known = list(known)
     unknown = sorted(str(key) for key in mapping if str(key) not in known)
     if unknown:
-        close = difflib.get_close_matches(unknown[0], known, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        near = closest(unknown[0], known)
+        hint = f"did you mean {near!r}? " if near else ""
         raise error(f"{where}: unknown key {limits.shorten(unknown[0])!r} "
                     f"({hint}known: {', '.join(known)})")

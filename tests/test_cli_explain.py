@@ -205,7 +205,7 @@ def test_real_process_trace():
 BAD_TRACES = {
     "bad token": (["--input", "8x8", "relu", "conv 64 k0"], 2,
                   "step 2 'conv 64 k0': token 'k0': kernel must be"),
-    "unknown kind": (["--input", "8x8", "pool k2"], 2, "unknown step kind 'pool'"),
+    "unknown kind": (["--input", "8x8", "pool k2"], 2, "step kind 'pool' is not one of conv,"),
     "bad shape": (["--input", "8x0x3", "relu"], 2, "must have sizes of at least 1"),
     "missing file": (["--input", "{tmp}/nope.png", "relu"], 1, "is neither HxWxC nor an existing file"),
     "not an image": (["--input", "{tmp}/text.png", "relu"], 1, "not an image Pillow can read"),

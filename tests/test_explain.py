@@ -106,7 +106,7 @@ def test_step_text_reads_back_as_the_same_step(text):
     ("unpool k2 same", "'same'", "unpool takes padding valid, N or H,W"),
     ("relu gelu", "'gelu'", "the activation is already relu"),
     ("act swish", "'swish'", "activation 'swish' is not one of"),
-    ("pool k2", "'pool'", "unknown step kind 'pool'"),
+    ("pool k2", "'pool'", "step kind 'pool' is not one of conv,"),
 ])
 def test_bad_steps_name_the_step_and_the_token(text, token, fragment):
     with pytest.raises(ParameterError) as caught:

@@ -7,7 +7,7 @@ import functools
 import click
 
 from convcli.errors import ParameterError
-from convcli.params import parse_count, parse_number
+from convcli.params import not_one_of, parse_count, parse_number
 
 
 def parsed(parse, *args):
@@ -24,6 +24,17 @@ def parsed(parse, *args):
     return callback
 
 
+class Choice(click.Choice):
+    """``click.Choice`` that refuses in convcli's words (``params.not_one_of``), with the nearest
+    choice: ``'minmx' is not one of auto, clip, ... (did you mean 'minmax'?)``."""
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(not_one_of("", value, self.choices), param, ctx)
+
+
 # The same names as convcli.mapping.MAP_MODES / COLORMAPS and convcli.images.DEPTHS, repeated
 # here so that --help does not import numpy (a test keeps them equal).
 MAP_MODES = ("auto", "clip", "abs", "minmax", "offset", "none")
@@ -31,7 +42,7 @@ COLORMAPS = ("gray", "viridis", "magma", "coolwarm")
 DEPTHS = ("8", "16", "32f")
 
 _OUTPUT_OPTIONS = (
-    click.option("--map", "map_mode", type=click.Choice(MAP_MODES), default="auto", show_default=True,
+    click.option("--map", "map_mode", type=Choice(MAP_MODES), default="auto", show_default=True,
                  help="Values to pixels. auto: offset for zero-sum kernels (sobel, laplacian), else "
                       "clip; clip: to 0..white; abs: |y|; minmax: stretch each map to 0..white; "
                       "offset: y*scale+offset; none: raw values (.npy, 32-bit float .tif)."),
@@ -42,10 +53,10 @@ _OUTPUT_OPTIONS = (
                       "[default: mid-grey: 128, 32768 or 0.5]"),
     click.option("--joint", is_flag=True,
                  help="--map minmax: one range for all maps instead of one per map."),
-    click.option("--depth", type=click.Choice(DEPTHS),
+    click.option("--depth", type=Choice(DEPTHS),
                  help="Bits per sample: 8, 16 (PNG, TIFF) or 32f (float TIFF).  [default: the input's, "
                       "as far as the format stores it]"),
-    click.option("--colormap", type=click.Choice(COLORMAPS),
+    click.option("--colormap", type=Choice(COLORMAPS),
                  help="Colour each single map; coolwarm is diverging (0 in the middle)."),
     click.option("--split", is_flag=True, help="One file per map: OUT_00.png, OUT_01.png, ..."),
     click.option("--montage", is_flag=True, help="All maps in one grid image with labelled tiles."),

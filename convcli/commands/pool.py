@@ -11,7 +11,7 @@ import os
 import click
 from click.core import ParameterSource
 
-from convcli.commands.options import input_options, output_options, parsed
+from convcli.commands.options import Choice, input_options, output_options, parsed
 from convcli.commands.run import ALPHA_OPTION, batch_options, check_outputs, run_batch
 from convcli.commands.tables import check_table_or_json, print_json, show_table, table_option
 from convcli.params import parse_padding, parse_pair
@@ -31,7 +31,7 @@ def _refuse(ctx: click.Context, names: tuple, reason: str) -> None:
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("--mode", type=click.Choice(["max", "avg"]), default="max", show_default=True,
+@click.option("--mode", type=Choice(["max", "avg"]), default="max", show_default=True,
               help="Maximum or mean of each window (or of each plane, with --global).")
 @click.option("--size", default="2", show_default=True, callback=parsed(parse_pair, "size"),
               help="Window: N or H,W.")

@@ -20,7 +20,8 @@ from typing import Any, Optional, Sequence
 import click
 
 from convcli.commands.kernels import kernel_path_option
-from convcli.commands.options import command_line_output_values, input_options, output_options, parsed
+from convcli.commands.options import (Choice, command_line_output_values, input_options,
+                                      output_options, parsed)
 from convcli.commands.tables import print_json
 from convcli.params import parse_count
 
@@ -31,7 +32,7 @@ MAX_JOBS = 256
 OUTPUT_FORMATS = ("npy", "png", "tif", "tiff", "jpg", "jpeg", "bmp", "webp")
 
 ALPHA_OPTION = click.option(
-    "--alpha", type=click.Choice(["keep", "drop", "channel"]), default="keep", show_default=True,
+    "--alpha", type=Choice(["keep", "drop", "channel"]), default="keep", show_default=True,
     help="keep: process colour only, carry alpha through when the size is unchanged; drop: "
          "discard it; channel: process it as one more channel.")
 
@@ -45,7 +46,7 @@ _BATCH_OPTIONS = (
     click.option("--name", "name_template", metavar="TEMPLATE",
                  help="Output names in --out-dir: {stem}, {name}, {ext} and the command's fields "
                       "(conv: {kernel}; pool: {mode}; run: {pipeline}).  [default: {stem}.{ext}]"),
-    click.option("--format", "out_format", type=click.Choice(OUTPUT_FORMATS),
+    click.option("--format", "out_format", type=Choice(OUTPUT_FORMATS),
                  help="Format of -o - and {ext} in --out-dir.  [default for --out-dir: the input's "
                       "extension if convcli writes it, else png]"),
     click.option("-r", "--recursive", is_flag=True, help="Descend into the subfolders of directory inputs."),
