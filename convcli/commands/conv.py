@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import click
 
-from convcli.commands.kernels import kernel_path_option
+from convcli.commands.kernels import complete_kernel, kernel_path_option
 from convcli.commands.options import input_options, output_options, parsed
 from convcli.commands.run import ALPHA_OPTION, batch_options, run_batch, slug
 from convcli.params import PAD_MODES, parse_count, parse_floats, parse_pad_mode, parse_padding, parse_pair
@@ -17,7 +17,7 @@ from convcli.params import PAD_MODES, parse_count, parse_floats, parse_pad_mode,
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("-k", "--kernel", required=True, multiple=True,
+@click.option("-k", "--kernel", required=True, multiple=True, shell_complete=complete_kernel,
               help="NAME or NAME:param=value,... (sobel:dir=y, gaussian:sigma=2; see 'convcli kernels "
                    "list'), a .yaml/.npy/.mat file, or inline '3x3: 1,0,-1 ...'. Repeat it "
                    "(-k a -k b) to stack each kernel's maps as channels (same output size).")

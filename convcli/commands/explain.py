@@ -15,7 +15,7 @@ from typing import Sequence
 
 import click
 
-from convcli.commands.kernels import kernel_path_option
+from convcli.commands.kernels import complete_kernel, kernel_path_option
 from convcli.commands.options import Choice, parsed
 from convcli.commands.tables import check_table_or_json, show_table, table_option
 from convcli.errors import KernelError, OutputError, ParameterError, ShapeError
@@ -47,7 +47,7 @@ def _cells(ctx, param, values):
 @click.option("--by-hand", is_flag=True, help="Work a small convolution or pooling out cell by cell.")
 @click.option("--matrix",
               help="By hand: the input, e.g. '1,2,0;4,1,1;0,2,3' (rows split by ;), or a .npy file.")
-@click.option("-k", "--kernel",
+@click.option("-k", "--kernel", shell_complete=complete_kernel,
               help="By hand: a 2-D kernel, in any form conv takes (vertical_edge, k.npy, '3x3: ...').")
 @click.option("--pool", type=Choice(["max", "avg"]), help="By hand: pool instead of convolving.")
 @click.option("--size", callback=parsed(parse_pair, "size"),
