@@ -185,6 +185,8 @@ for args in (["explain", "--input", "224x224x3", "conv 64 k7 s2 p3", "maxpool k3
              ["explain", "--input", {str(tmp_path / 'photo.png')!r}, "transposed 4 k2 s2", "--table"],
              ["explain", "--by-hand", "--matrix", "{SEED}", "-k", {str(tmp_path / 'k.npy')!r}],
              ["explain", "--by-hand", "--matrix", "{SEED_POOL}", "--pool", "max"],
+             ["explain", "--by-hand", "--transpose", "--matrix", "{SEED}", "-k", "vertical_edge", "--stride", "2",
+              "--gif", {str(tmp_path / 'up.gif')!r}],
              ["explain", "--help"]):
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, (args, result.output)
@@ -282,6 +284,30 @@ def test_gif(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["slide.gif"]
 
 
+def test_transposed_by_hand_and_its_gif(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "scatter.gif"
+    result = run("explain", "--by-hand", "--transpose", "--matrix", "1,2,0;4,1,1", "-k", "vertical_edge",
+                 "--stride", "2", "--padding", "1", "--output-padding", "1", "--cell", "1,1", "--gif", path)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "cols: (3 - 1)*2 - 2*1 + 1*(3 - 1) + 1 + 1 = 6" in out
+    assert "rows: (2 - 1)*2 - 2*1 + 1*(3 - 1) + 1 + 1 = 4" in out
+    assert "(a) scatter" in out and "(b) the same as a convolution" in out
+    assert re.findall(r"output\[\d, \d\]:", out) == ["output[1, 1]:"]
+    grid = out[out.rindex("output (4x6):"):].splitlines()[1:]
+    expected = torch.nn.functional.conv_transpose2d(
+        torch.tensor([[[[1.0, 2, 0], [4, 1, 1]]]]), torch.tensor([[[[1.0, 0, -1]] * 3]]), stride=2, padding=1,
+        output_padding=1)[0, 0]
+    assert [[float(v) for v in line.split()] for line in grid] == expected.tolist()
+    with Image.open(path) as gif:
+        assert gif.format == "GIF" and gif.n_frames == 2 * 3 + 1
+    again = run("explain", "--by-hand", "--transpose", "--matrix", "1,2;3,4", "-k", "vertical_edge", "--gif", path)
+    assert again.exit_code == 1 and "--overwrite" in again.stderr
+    assert run("explain", "--by-hand", "--transpose", "--matrix", "1,2;3,4", "-k", "vertical_edge", "--gif", path,
+               "--overwrite").exit_code == 0
+
+
 BAD_BY_HAND = {
     "no matrix": (["-k", "vertical_edge"], 2, "needs --matrix and one of -k or --pool"),
     "both": (["--matrix", SEED, "-k", "vertical_edge", "--pool", "max"], 2, "one of -k or --pool"),
@@ -296,6 +322,17 @@ BAD_BY_HAND = {
     "gif directory": (["--matrix", SEED, "-k", "vertical_edge", "--gif", "{tmp}/no/a.gif"], 1,
                       "does not exist"),
     "with steps": (["--matrix", SEED, "--pool", "max", "relu"], 2, "not STEPs"),
+    "output padding alone": (["--matrix", SEED, "-k", "vertical_edge", "--output-padding", "1"], 2,
+                             "--output-padding applies to --transpose"),
+    "transposed pool": (["--matrix", SEED, "--pool", "max", "--transpose"], 2, "--transpose applies to -k"),
+    "output padding rule": (["--matrix", SEED, "-k", "vertical_edge", "--transpose", "--output-padding", "1"], 1,
+                            "output padding 1x1 must be smaller than the stride (1x1) or the dilation (1x1)"),
+    "transposed full": (["--matrix", SEED, "-k", "vertical_edge", "--transpose", "--padding", "full"], 1,
+                        "transposed convolution takes padding same, valid, N or H,W"),
+    "transposed crops all": (["--matrix", "1", "-k", "vertical_edge", "--transpose", "--padding", "2"], 1,
+                             "crops away the whole transposed output"),
+    "transposed gif": (["--matrix", SEED, "-k", "vertical_edge", "--transpose", "--gif", "{tmp}/a.png"], 1,
+                       "must end in .gif"),
 }
 
 

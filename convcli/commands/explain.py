@@ -61,6 +61,10 @@ def _cells(ctx, param, values):
 @click.option("--ceil-mode", is_flag=True, help="By hand, --pool: PyTorch's ceil mode.")
 @click.option("--exclude-pad", is_flag=True,
               help="By hand, --pool avg: padding cells do not count in the mean.")
+@click.option("--transpose", is_flag=True,
+              help="By hand, -k: a transposed convolution, as the scatter and as the equivalent convolution.")
+@click.option("--output-padding", callback=parsed(parse_pair, "output padding", 0),
+              help="By hand, --transpose: rows,cols added at the bottom/right [default: 0].")
 @click.option("--cell", "cells", multiple=True, callback=_cells, metavar="ROW,COL",
               help="By hand: an output cell to work out (repeatable; default: the first and its neighbour).")
 @click.option("--gif", help="By hand: also write an animation of the window sliding (FILE.gif).")
@@ -69,7 +73,7 @@ def _cells(ctx, param, values):
               help="Trace the steps of a pipeline file (as 'convcli run' reads it) instead of STEPs.")
 @kernel_path_option
 def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, size, stride, padding, dilation,
-            ceil_mode, exclude_pad, cells, gif, overwrite, pipeline_file, kernel_path):
+            ceil_mode, exclude_pad, transpose, output_padding, cells, gif, overwrite, pipeline_file, kernel_path):
     """Trace shapes, parameters, multiply-adds and receptive fields through STEPs; or work a
     small convolution by hand.
 
@@ -84,12 +88,16 @@ def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, si
                 "--by-hand takes --matrix and -k or --pool, not STEPs, --pipeline, --input, --json or --table")
         if overwrite and not gif:
             raise click.UsageError("--overwrite applies to --gif")
+        if output_padding and not transpose:
+            raise click.UsageError("--output-padding applies to --transpose")
+        if transpose and pool:
+            raise click.UsageError("--transpose applies to -k, not --pool")
         _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, exclude_pad, cells, gif,
-                 overwrite)
+                 overwrite, transpose, output_padding)
         return
     hand_only = {"--matrix": matrix, "-k": kernel, "--pool": pool, "--size": size, "--stride": stride,
-                 "--ceil-mode": ceil_mode, "--exclude-pad": exclude_pad, "--cell": cells, "--gif": gif,
-                 "--overwrite": overwrite}
+                 "--ceil-mode": ceil_mode, "--exclude-pad": exclude_pad, "--transpose": transpose,
+                 "--output-padding": output_padding, "--cell": cells, "--gif": gif, "--overwrite": overwrite}
     given = [name for name, value in hand_only.items() if value]
     if given:
         raise click.UsageError(f"{given[0]} applies to --by-hand")
@@ -227,7 +235,7 @@ def _rich_table(result, err: bool) -> None:
 
 
 def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, exclude_pad, cells, gif,
-             overwrite=False) -> None:
+             overwrite=False, transpose=False, output_padding=None) -> None:
     from convcli import explain as library
 
     if not matrix or bool(kernel) == bool(pool):
@@ -250,15 +258,22 @@ def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, e
         if found.weights.ndim != 2:
             raise KernelError(f"by hand takes a 2-D kernel; {kernel!r} has shape "
                               f"{'x'.join(map(str, found.weights.shape))}")
-        worked = library.by_hand_conv(values, found.weights.tolist(), stride=stride or (1, 1),
-                                      padding=padding, dilation=dilation, scale=found.scale,
-                                      offset=found.offset, name=found.name)
+        options = {"stride": stride or (1, 1), "padding": padding, "dilation": dilation, "scale": found.scale,
+                   "offset": found.offset, "name": found.name}
+        if transpose:
+            worked = library.by_hand_transposed(values, found.weights.tolist(),
+                                                output_padding=output_padding or (0, 0), **options)
+        else:
+            worked = library.by_hand_conv(values, found.weights.tolist(), **options)
     try:
-        text = library.render_by_hand(worked, cells or library.default_cells(worked))
+        if transpose:
+            text = library.render_transposed(worked, cells or library.default_cells(worked.direct()))
+        else:
+            text = library.render_by_hand(worked, cells or library.default_cells(worked))
     except ParameterError as exc:
         raise click.BadParameter(str(exc), param_hint="--cell") from None
     if gif:
-        _write_gif(gif, library.animation_frames(worked))
+        _write_gif(gif, library.scatter_frames(worked) if transpose else library.animation_frames(worked))
     click.echo(text)
 
 
