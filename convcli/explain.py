@@ -872,16 +872,43 @@ def parse_matrix(text: str) -> list[list[float]]:
     >>> parse_matrix("1,2,0; 4 1 1")
     [[1.0, 2.0, 0.0], [4.0, 1.0, 1.0]]
     """
+    return one_plane(parse_planes(text), f"matrix {shorten(text)!r}")
+
+
+def parse_planes(text: str) -> list[list[list[float]]]:
+    """A matrix of several channels, as planes (C, H, W): each value ``a|b|c`` holds a cell's channels.
+
+    >>> parse_planes("1|10, 2|20; 3|30, 4|40")
+    [[[1.0, 2.0], [3.0, 4.0]], [[10.0, 20.0], [30.0, 40.0]]]
+    """
     rows = [r.replace(",", " ").split() for r in re.split(r"[;\n]", str(text)) if r.strip()]
     where = f"matrix {shorten(text)!r}"
-    matrix = [[parse_real(v, f"{where}: value", finite=False) for v in row] for row in rows]
-    return _check_matrix(matrix, where)
+    cells = [[[parse_real(v, f"{where}: value", finite=False) for v in cell.split("|")] for cell in row]
+             for row in rows]
+    depths = {len(cell) for row in cells for cell in row}
+    if len(depths) > 1:
+        raise ParameterError(f"{where}: every cell must have the same number of |-separated channels")
+    planes = [[[cell[c] for cell in row] for row in cells] for c in range(max(depths, default=1))]
+    return [_check_matrix(plane, where) for plane in planes]
 
 
 def load_matrix(spec: str) -> list[list[float]]:
     """A small 2-D matrix from inline text (``parse_matrix``) or a ``.npy`` file ((H, W) or (H, W, 1))."""
+    return one_plane(load_planes(spec), f"matrix file {spec!r}" if str(spec).lower().endswith(".npy")
+                      else f"matrix {shorten(spec)!r}")
+
+
+def one_plane(planes: list, where: str) -> list[list[float]]:
+    """The only plane of ``planes``; several are an ``InputError`` naming ``where``."""
+    if len(planes) != 1:
+        raise InputError(f"{where} has {len(planes)} channels; by hand takes one here")
+    return planes[0]
+
+
+def load_planes(spec: str) -> list[list[list[float]]]:
+    """Small planes (C, H, W) from inline text (``parse_planes``) or a ``.npy`` file ((H, W) or (H, W, C))."""
     if not str(spec).lower().endswith(".npy"):
-        return parse_matrix(spec)
+        return parse_planes(spec)
     require_regular_file(spec, "matrix file")
     try:
         from convcli.images import load_npy  # checks the header first: no 40 GB from a tiny file
@@ -889,12 +916,12 @@ def load_matrix(spec: str) -> list[list[float]]:
         array = load_npy(spec, f"matrix file {spec!r}")
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"matrix file {spec!r} is not a readable .npy file ({exc})") from None
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if array.ndim != 2 or array.dtype.kind not in "biuf":
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.dtype.kind not in "biuf" or array.shape[2] > MAX_BY_HAND:
         raise InputError(f"matrix file {spec!r} holds {array.dtype} {array.shape}; "
-                         f"by hand takes a real 2-D matrix")
-    return _check_matrix(array.astype(float).tolist(), f"matrix file {spec!r}")
+                         f"by hand takes a real (H, W) or (H, W, C) matrix")
+    return [_check_matrix(plane, f"matrix file {spec!r}") for plane in array.astype(float).transpose(2, 0, 1).tolist()]
 
 
 def _check_matrix(matrix: list[list[float]], where: str) -> list[list[float]]:
@@ -1043,6 +1070,93 @@ def by_hand_pool(image: Sequence[Sequence[float]], mode: str, size: Pair = (2, 2
         raise ShapeError(window_too_large("pooling window", in_hw, size, dilation, pads, padding))
     return Worked(mode, tuple(map(tuple, image)), tuple(size), stride, tuple(dilation), padding, pads, out_hw,
                   arithmetic, count_include_pad=count_include_pad)
+
+
+@dataclass(frozen=True)
+class Channels:
+    """A convolution of a several-channel matrix with a ``(C_in, kh, kw)`` kernel (one filter of a
+    bank): each channel correlated with its slice, then the sum over channels (the seeds'
+    ``sum over m, n, c``), then ``/ scale + offset``.
+    """
+
+    planes: tuple[Worked, ...]
+    scale: float = 1.0
+    offset: float = 0.0
+    name: str = ""
+    out_channel: Optional[int] = None
+
+    @property
+    def output_hw(self) -> Pair:
+        return self.planes[0].output_hw
+
+    def output(self) -> list[list[float]]:
+        """Every cell: the sum over channels of each channel's sum of products.
+
+        >>> by_hand_channels([[[1, 2]], [[10, 20]]], [[[1, 1]], [[1, -1]]]).output()
+        [[-7.0]]
+        """
+        h, w = self.output_hw
+        return [[sum(p.cell(i, j).total for p in self.planes) / self.scale + self.offset for j in range(w)]
+                for i in range(h)]
+
+
+def by_hand_channels(planes: Sequence[Sequence[Sequence[float]]], weights: Sequence[Sequence[Sequence[float]]],
+                     *, stride: Pair = (1, 1), padding: PaddingSpec = "valid", dilation: Pair = (1, 1),
+                     scale: float = 1.0, offset: float = 0.0, name: str = "",
+                     out_channel: Optional[int] = None) -> Channels:
+    """Planes (C, H, W) correlated with a ``(C, kh, kw)`` kernel and summed over channels, as
+    ``convcli conv`` with a 3-D kernel (PyTorch ``conv2d`` with one filter)."""
+    if len(planes) != len(weights):
+        raise ShapeError(f"the kernel has {len(weights)} input channels and the matrix {len(planes)}")
+    worked = tuple(by_hand_conv(plane, kernel, stride=stride, padding=padding, dilation=dilation)
+                   for plane, kernel in zip(planes, weights))
+    return Channels(worked, scale, offset, name, out_channel)
+
+
+def render_channels(channels: Channels, cells: Sequence[Pair]) -> str:
+    """Plain text: each chosen cell worked channel by channel, then summed over the channels.
+
+    >>> print(render_channels(by_hand_channels([[[1, 2]], [[10, 20]]], [[[1, 1]], [[1, -1]]]), [(0, 0)]))
+    1x2x2 input, 2x1x2 kernel (C_in x kh x kw), stride 1, dilation 1, padding valid
+    output size: floor((2 + 0 + 0 - 2) / 1) + 1 = 1
+    <BLANKLINE>
+    output[0, 0]: window rows 0, columns 0..1
+      channel 0:  1 2  x  1 1  =  1 2   sum 3
+      channel 1:  10 20  x  1 -1  =  10 -20   sum -10
+      sum over m, n, c: 3 - 10 = -7
+    <BLANKLINE>
+    output (1x1):
+      -7
+    """
+    first = channels.planes[0]
+    (h, w), c_in, (kh, kw) = _hw(first.image), len(channels.planes), first.size
+    bank = f", output channel {channels.out_channel} of the bank" if channels.out_channel is not None else ""
+    name = f" {channels.name!r}" if channels.name else ""
+    lines = [f"{h}x{w}x{c_in} input, {c_in}x{kh}x{kw} kernel{name} (C_in x kh x kw){bank}, "
+             f"stride {hw_text(first.stride)}, dilation {hw_text(first.dilation)}, "
+             f"padding {padding_text(first.padding)}"]
+    lines += [f"output size: {text}" for text in first.arithmetic]
+    for i, j in cells:
+        parts = [plane.cell(i, j) for plane in channels.planes]
+        rows = sorted({r for r, _ in parts[0].positions})
+        cols = sorted({c for _, c in parts[0].positions})
+        lines += ["", f"output[{i}, {j}]: window rows {_index_text(rows)}, columns {_index_text(cols)}"]
+        for c, (plane, cell) in enumerate(zip(channels.planes, parts)):
+            window = _grid([[_tap(v, plane) for v in cell.values[m * kw:(m + 1) * kw]] for m in range(kh)])
+            weights = _grid([[number_text(v) for v in cell.weights[m * kw:(m + 1) * kw]] for m in range(kh)])
+            products = _grid([[number_text(v) for v in cell.products[m * kw:(m + 1) * kw]] for m in range(kh)])
+            block = _side_by_side([window, weights, products, [f" sum {number_text(cell.total)}"]], ["x", "=", ""])
+            lines += [f"  channel {c}:  " + block[0].lstrip()] if kh == 1 else [f"  channel {c}:"]
+            lines += [] if kh == 1 else ["    " + line for line in block]
+        total = sum(cell.total for cell in parts)
+        result = f"sum over m, n, c: {_sum_text([cell.total for cell in parts])} = {number_text(total)}"
+        if channels.scale != 1 or channels.offset != 0:
+            result += (f"; / scale {number_text(channels.scale)} + offset {number_text(channels.offset)}"
+                       f" = {number_text(total / channels.scale + channels.offset)}")
+        lines.append("  " + result)
+    lines += ["", f"output ({channels.output_hw[0]}x{channels.output_hw[1]}):"]
+    lines += ["  " + line for line in _grid([[number_text(v) for v in row] for row in channels.output()])]
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)

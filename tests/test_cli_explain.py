@@ -308,6 +308,26 @@ def test_transposed_by_hand_and_its_gif(tmp_path):
                "--overwrite").exit_code == 0
 
 
+def test_channels_by_hand_from_npy_and_a_bank(tmp_path):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    x, bank = rng.integers(-4, 5, (4, 5, 3)), rng.integers(-2, 3, (2, 3, 3, 3)).astype(np.float32)
+    np.save(tmp_path / "m.npy", x.astype(np.int16))
+    np.save(tmp_path / "bank.npy", bank)
+    result = run("explain", "--by-hand", "--matrix", tmp_path / "m.npy", "-k", tmp_path / "bank.npy",
+                 "--out-channel", "1", "--padding", "1", "--stride", "2")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "4x5x3 input, 3x3x3 kernel 'bank' (C_in x kh x kw), output channel 1 of the bank" in out
+    assert out.count("  channel 2:") == 2 and out.count("sum over m, n, c: ") == 2
+    expected = torch.nn.functional.conv2d(torch.tensor(x.transpose(2, 0, 1)[None], dtype=torch.float64),
+                                          torch.tensor(bank, dtype=torch.float64), stride=2, padding=1)[0, 1]
+    grid = out[out.rindex("output (2x3):"):].splitlines()[1:]
+    assert [[float(v) for v in line.split()] for line in grid] == expected.tolist()
+    inline = run("explain", "--by-hand", "--matrix", "1|10,2|20;3|30,4|40", "-k", tmp_path / "bank.npy")
+    assert inline.exit_code == 1 and "(C_in, kh, kw)" in inline.stderr
+
+
 BAD_BY_HAND = {
     "no matrix": (["-k", "vertical_edge"], 2, "needs --matrix and one of -k or --pool"),
     "both": (["--matrix", SEED, "-k", "vertical_edge", "--pool", "max"], 2, "one of -k or --pool"),
@@ -331,6 +351,11 @@ BAD_BY_HAND = {
                         "transposed convolution takes padding same, valid, N or H,W"),
     "transposed crops all": (["--matrix", "1", "-k", "vertical_edge", "--transpose", "--padding", "2"], 1,
                              "crops away the whole transposed output"),
+    "bank filter": (["--matrix", "1|2|3", "-k", "{tmp}/bank.npy", "--out-channel", "2"], 1,
+                    "--out-channel 2 is outside the bank of 2 filters"),
+    "out channel of 2-D": (["--matrix", SEED, "-k", "vertical_edge", "--out-channel", "0"], 2,
+                           "--out-channel applies to a 4-D kernel"),
+    "channels pooled": (["--matrix", "1|2,3|4", "--pool", "max"], 1, "has 2 channels; by hand takes one here"),
     "transposed gif": (["--matrix", SEED, "-k", "vertical_edge", "--transpose", "--gif", "{tmp}/a.png"], 1,
                        "must end in .gif"),
 }
@@ -339,6 +364,7 @@ BAD_BY_HAND = {
 @pytest.mark.parametrize("name", list(BAD_BY_HAND))
 def test_bad_by_hand_is_one_line_and_writes_nothing(name, tmp_path):
     np.save(tmp_path / "k3.npy", np.ones((2, 3, 3), np.float32))
+    np.save(tmp_path / "bank.npy", np.ones((2, 3, 1, 1), np.float32))
     before = sorted(tmp_path.iterdir())
     args, code, fragment = BAD_BY_HAND[name]
     result = run("explain", "--by-hand", *[a.format(tmp=tmp_path) for a in args])

@@ -642,3 +642,36 @@ def test_scatter_frames():
     finally:
         for frame in frames:
             frame.close()
+
+
+# ---- several channels by hand --------------------------------------------------------------
+
+def test_channels_sum_over_m_n_c():
+    planes = explain.parse_planes("1|10, 2|20; 3|30, 4|40")
+    assert planes == [[[1, 2], [3, 4]], [[10, 20], [30, 40]]]
+    worked = explain.by_hand_channels(planes, [[[1, 0], [0, 1]], [[0, 1], [-1, 0]]])
+    assert worked.output() == [[(1 + 4) + (20 - 30)]]
+    text = explain.render_channels(worked, [(0, 0)])
+    assert "  sum over m, n, c: 5 - 10 = -5" in text and "2x2x2 input, 2x2x2 kernel (C_in x kh x kw)" in text
+    with pytest.raises(ParameterError, match="same number of |-separated channels"):
+        explain.parse_planes("1|2, 3")
+    with pytest.raises(ShapeError, match="the kernel has 1 input channels and the matrix 2"):
+        explain.by_hand_channels(planes, [[[1]]])
+
+
+@given(channels=st.integers(1, 3), h=st.integers(1, 5), w=st.integers(1, 5), k=st.integers(1, 3),
+       stride=st.integers(1, 2), dilation=st.integers(1, 2), pad=st.integers(0, 2), seed=st.integers(0, 99))
+def test_by_hand_channels_equals_torch_and_naive(channels, h, w, k, stride, dilation, pad, seed):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(seed)
+    x, weight = rng.integers(-5, 6, (channels, h, w)).astype(float), rng.integers(-3, 4, (channels, k, k)).astype(float)
+    try:
+        worked = explain.by_hand_channels(x.tolist(), weight.tolist(), stride=(stride, stride), padding=(pad,) * 4,
+                                          dilation=(dilation, dilation))
+    except ShapeError:
+        assume(False)
+    expected = torch.nn.functional.conv2d(torch.tensor(x)[None], torch.tensor(weight)[None], stride=stride,
+                                          padding=pad, dilation=dilation)[0, 0].numpy()
+    assert_matches(worked.output(), expected)
+    assert_matches(worked.output(), naive.conv2d(x, weight[None], stride=(stride, stride), pads=(pad,) * 4,
+                                                 dilation=(dilation, dilation))[0])
