@@ -1118,11 +1118,12 @@ def render_channels(channels: Channels, cells: Sequence[Pair]) -> str:
 
     >>> print(render_channels(by_hand_channels([[[1, 2]], [[10, 20]]], [[[1, 1]], [[1, -1]]]), [(0, 0)]))
     1x2x2 input, 2x1x2 kernel (C_in x kh x kw), stride 1, dilation 1, padding valid
-    output size: floor((2 + 0 + 0 - 2) / 1) + 1 = 1
+    output size: rows: floor((1 + 0 + 0 - 1) / 1) + 1 = 1
+    output size: cols: floor((2 + 0 + 0 - 2) / 1) + 1 = 1
     <BLANKLINE>
     output[0, 0]: window rows 0, columns 0..1
-      channel 0:  1 2  x  1 1  =  1 2   sum 3
-      channel 1:  10 20  x  1 -1  =  10 -20   sum -10
+      channel 0:  1 2  x  1 1  =  1 2     sum 3
+      channel 1:  10 20  x   1 -1  =   10 -20     sum -10
       sum over m, n, c: 3 - 10 = -7
     <BLANKLINE>
     output (1x1):
