@@ -245,8 +245,27 @@ def conv_transpose2d(
     _check_at_least_one(stride=stride, dilation=dilation)
     weight, groups = as_transposed_weight(kernel, image.shape[0], groups, held=image.nbytes)
     weight = _flipped(weight) if flip else weight
+    crop, out_hw = transposed_plan(image.shape[1:], weight.shape[2:], stride, padding, output_padding, dilation)
+    c_out = weight.shape[1] * groups
+    bias_values = _bias_vector(bias, c_out)
+    limits.check_arrays("transposed conv2d", held=image.nbytes + weight.nbytes, output=(c_out, *out_hw))
+    out = conv_transpose(image, weight, groups, stride, dilation, crop, out_hw, method)
+    if bias_values is not None:
+        out += bias_values[:, None, None]
+    return out
+
+
+def transposed_plan(in_hw: Pair, k_hw: Pair, stride: Pair, padding: Union[str, Pair, tuple],
+                    output_padding: Pair, dilation: Pair) -> tuple[Pair, Pair]:
+    """Check a transposed convolution's padding rules; return the crop (top, left) of the full
+    output and the output (H, W). ``conv_transpose2d`` and ``explain``'s by-hand work use it.
+
+    >>> transposed_plan((3, 3), (3, 3), (2, 2), (1, 1), (1, 1), (1, 1))
+    ((1, 1), (6, 6))
+    >>> transposed_plan((3, 3), (3, 3), (2, 2), "same", (0, 0), (1, 1))    # Keras: input x stride
+    ((0, 0), (6, 6))
+    """
     padding = _transposed_padding(padding)
-    in_hw, k_hw = image.shape[1:], weight.shape[2:]
     if any(op < 0 or op >= max(s, d) for op, s, d in zip(output_padding, stride, dilation)):
         raise ParameterError(
             f"output padding {shape_text(output_padding)} must be smaller than the stride "
@@ -269,13 +288,7 @@ def conv_transpose2d(
                 f"padding {shape_text(padding)} crops away the whole transposed output "
                 f"(size {shape_text(out_hw)} from input {shape_text(in_hw)}, kernel {shape_text(k_hw)})"
             )
-    c_out = weight.shape[1] * groups
-    bias_values = _bias_vector(bias, c_out)
-    limits.check_arrays("transposed conv2d", held=image.nbytes + weight.nbytes, output=(c_out, *out_hw))
-    out = conv_transpose(image, weight, groups, stride, dilation, crop, out_hw, method)
-    if bias_values is not None:
-        out += bias_values[:, None, None]
-    return out
+    return crop, out_hw
 
 
 def _kernel_array(kernel) -> np.ndarray:

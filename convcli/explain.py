@@ -753,17 +753,15 @@ def _transposed_row(step: Step, base: Row) -> tuple[Row, Optional[tuple[Window, 
     if step.padding == "same":  # Keras Conv2DTranspose: input x stride, aligned by a TF SAME crop
         crops = [geometry.transposed_same_crop(*axis) for axis in axes]
         out_hw = (height * step.stride[0], width * step.stride[1])
-        texts = [f"{size} * {stride} = {out} (Keras same)" for (size, _, stride, _), out in zip(axes, out_hw)]
     else:
         pad = (0, 0) if step.padding == "valid" else step.padding[0::2]
         crops = [(p, p - op) for p, op in zip(pad, step.output_padding)]
         out_hw = tuple(geometry.transposed_output_size(*axis, p, op)
                        for axis, p, op in zip(axes, pad, step.output_padding))
-        texts = [f"({size} - 1)*{stride} - 2*{p} + {dilation}*({kernel} - 1) + {op} + 1 = {out}"
-                 for (size, kernel, stride, dilation), p, op, out
-                 in zip(axes, pad, step.output_padding, out_hw)]
     pads = (crops[0][0], crops[0][1], crops[1][0], crops[1][1])
-    base = replace(base, padding=pads, arithmetic=_per_axis(texts))
+    texts = _transposed_formulas((height, width), step.kernel, step.stride, step.dilation, step.padding,
+                                 step.output_padding, out_hw)
+    base = replace(base, padding=pads, arithmetic=texts)
     if min(out_hw) < 1:
         return replace(base, error=f"padding {padding_text(step.padding)} crops away the whole transposed "
                                    f"output (input {shape_text((height, width))}, kernel "
@@ -773,6 +771,17 @@ def _transposed_row(step: Step, base: Row) -> tuple[Row, Optional[tuple[Window, 
     row = replace(base, output=out_hw + (c_out,), params=channels * per_input + (c_out if step.bias else 0),
                   macs=channels * height * width * per_input)
     return row, tuple(Window(k, s, d, crop[0], transposed=True) for (_, k, s, d), crop in zip(axes, crops))
+
+
+def _transposed_formulas(in_hw: Sequence[int], kernel: Pair, stride: Pair, dilation: Pair,
+                         padding: PaddingSpec, output_padding: Pair, out_hw: Sequence[int]) -> tuple[str, ...]:
+    """The transposed output size filled in, per axis (PyTorch's formula, or Keras ``same``)."""
+    if padding == "same":
+        return _per_axis([f"{size} * {s} = {out} (Keras same)" for size, s, out in zip(in_hw, stride, out_hw)])
+    pad = (0, 0) if padding == "valid" else padding[0::2]
+    return _per_axis([f"({size} - 1)*{s} - 2*{p} + {d}*({k} - 1) + {op} + 1 = {out}"
+                      for size, k, s, d, p, op, out in zip(in_hw, kernel, stride, dilation, pad, output_padding,
+                                                           out_hw)])
 
 
 def _pool_row(step: Step, base: Row) -> tuple[Row, Optional[tuple[Window, Window]]]:
@@ -862,16 +871,43 @@ def parse_matrix(text: str) -> list[list[float]]:
     >>> parse_matrix("1,2,0; 4 1 1")
     [[1.0, 2.0, 0.0], [4.0, 1.0, 1.0]]
     """
+    return one_plane(parse_planes(text), f"matrix {shorten(text)!r}")
+
+
+def parse_planes(text: str) -> list[list[list[float]]]:
+    """A matrix of several channels, as planes (C, H, W): each value ``a|b|c`` holds a cell's channels.
+
+    >>> parse_planes("1|10, 2|20; 3|30, 4|40")
+    [[[1.0, 2.0], [3.0, 4.0]], [[10.0, 20.0], [30.0, 40.0]]]
+    """
     rows = [r.replace(",", " ").split() for r in re.split(r"[;\n]", str(text)) if r.strip()]
     where = f"matrix {shorten(text)!r}"
-    matrix = [[parse_real(v, f"{where}: value", finite=False) for v in row] for row in rows]
-    return _check_matrix(matrix, where)
+    cells = [[[parse_real(v, f"{where}: value", finite=False) for v in cell.split("|")] for cell in row]
+             for row in rows]
+    depths = {len(cell) for row in cells for cell in row}
+    if len(depths) > 1:
+        raise ParameterError(f"{where}: every cell must have the same number of |-separated channels")
+    planes = [[[cell[c] for cell in row] for row in cells] for c in range(max(depths, default=1))]
+    return [_check_matrix(plane, where) for plane in planes]
 
 
 def load_matrix(spec: str) -> list[list[float]]:
     """A small 2-D matrix from inline text (``parse_matrix``) or a ``.npy`` file ((H, W) or (H, W, 1))."""
+    return one_plane(load_planes(spec), f"matrix file {spec!r}" if str(spec).lower().endswith(".npy")
+                      else f"matrix {shorten(spec)!r}")
+
+
+def one_plane(planes: list, where: str) -> list[list[float]]:
+    """The only plane of ``planes``; several are an ``InputError`` naming ``where``."""
+    if len(planes) != 1:
+        raise InputError(f"{where} has {len(planes)} channels; by hand takes one here")
+    return planes[0]
+
+
+def load_planes(spec: str) -> list[list[list[float]]]:
+    """Small planes (C, H, W) from inline text (``parse_planes``) or a ``.npy`` file ((H, W) or (H, W, C))."""
     if not str(spec).lower().endswith(".npy"):
-        return parse_matrix(spec)
+        return parse_planes(spec)
     require_regular_file(spec, "matrix file")
     try:
         from convcli.images import load_npy  # checks the header first: no 40 GB from a tiny file
@@ -879,12 +915,12 @@ def load_matrix(spec: str) -> list[list[float]]:
         array = load_npy(spec, f"matrix file {spec!r}")
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"matrix file {spec!r} is not a readable .npy file ({exc})") from None
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if array.ndim != 2 or array.dtype.kind not in "biuf":
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.dtype.kind not in "biuf" or array.shape[2] > MAX_BY_HAND:
         raise InputError(f"matrix file {spec!r} holds {array.dtype} {array.shape}; "
-                         f"by hand takes a real 2-D matrix")
-    return _check_matrix(array.astype(float).tolist(), f"matrix file {spec!r}")
+                         f"by hand takes a real (H, W) or (H, W, C) matrix")
+    return [_check_matrix(plane, f"matrix file {spec!r}") for plane in array.astype(float).transpose(2, 0, 1).tolist()]
 
 
 def _check_matrix(matrix: list[list[float]], where: str) -> list[list[float]]:
@@ -1035,6 +1071,210 @@ def by_hand_pool(image: Sequence[Sequence[float]], mode: str, size: Pair = (2, 2
                   arithmetic, count_include_pad=count_include_pad)
 
 
+@dataclass(frozen=True)
+class Channels:
+    """A convolution of a several-channel matrix with a ``(C_in, kh, kw)`` kernel (one filter of a
+    bank): each channel correlated with its slice, then the sum over channels (the seeds'
+    ``sum over m, n, c``), then ``/ scale + offset``.
+    """
+
+    planes: tuple[Worked, ...]
+    scale: float = 1.0
+    offset: float = 0.0
+    name: str = ""
+    out_channel: Optional[int] = None
+
+    @property
+    def output_hw(self) -> Pair:
+        return self.planes[0].output_hw
+
+    def output(self) -> list[list[float]]:
+        """Every cell: the sum over channels of each channel's sum of products.
+
+        >>> by_hand_channels([[[1, 2]], [[10, 20]]], [[[1, 1]], [[1, -1]]]).output()
+        [[-7.0]]
+        """
+        h, w = self.output_hw
+        return [[sum(p.cell(i, j).total for p in self.planes) / self.scale + self.offset for j in range(w)]
+                for i in range(h)]
+
+
+def by_hand_channels(planes: Sequence[Sequence[Sequence[float]]], weights: Sequence[Sequence[Sequence[float]]],
+                     *, stride: Pair = (1, 1), padding: PaddingSpec = "valid", dilation: Pair = (1, 1),
+                     scale: float = 1.0, offset: float = 0.0, name: str = "",
+                     out_channel: Optional[int] = None) -> Channels:
+    """Planes (C, H, W) correlated with a ``(C, kh, kw)`` kernel and summed over channels, as
+    ``convcli conv`` with a 3-D kernel (PyTorch ``conv2d`` with one filter)."""
+    if len(planes) != len(weights):
+        raise ShapeError(f"the kernel has {len(weights)} input channels and the matrix {len(planes)}")
+    worked = tuple(by_hand_conv(plane, kernel, stride=stride, padding=padding, dilation=dilation)
+                   for plane, kernel in zip(planes, weights))
+    return Channels(worked, scale, offset, name, out_channel)
+
+
+def render_channels(channels: Channels, cells: Sequence[Pair]) -> str:
+    """Plain text: each chosen cell worked channel by channel, then summed over the channels.
+
+    >>> print(render_channels(by_hand_channels([[[1, 2]], [[10, 20]]], [[[1, 1]], [[1, -1]]]), [(0, 0)]))
+    1x2x2 input, 2x1x2 kernel (C_in x kh x kw), stride 1, dilation 1, padding valid
+    output size: rows: floor((1 + 0 + 0 - 1) / 1) + 1 = 1
+    output size: cols: floor((2 + 0 + 0 - 2) / 1) + 1 = 1
+    <BLANKLINE>
+    output[0, 0]: window rows 0, columns 0..1
+      channel 0:  1 2  x  1 1  =  1 2     sum 3
+      channel 1:  10 20  x   1 -1  =   10 -20     sum -10
+      sum over m, n, c: 3 - 10 = -7
+    <BLANKLINE>
+    output (1x1):
+      -7
+    """
+    first = channels.planes[0]
+    (h, w), c_in, (kh, kw) = _hw(first.image), len(channels.planes), first.size
+    bank = f", output channel {channels.out_channel} of the bank" if channels.out_channel is not None else ""
+    name = f" {channels.name!r}" if channels.name else ""
+    lines = [f"{h}x{w}x{c_in} input, {c_in}x{kh}x{kw} kernel{name} (C_in x kh x kw){bank}, "
+             f"stride {hw_text(first.stride)}, dilation {hw_text(first.dilation)}, "
+             f"padding {padding_text(first.padding)}"]
+    lines += [f"output size: {text}" for text in first.arithmetic]
+    for i, j in cells:
+        parts = [plane.cell(i, j) for plane in channels.planes]
+        rows = sorted({r for r, _ in parts[0].positions})
+        cols = sorted({c for _, c in parts[0].positions})
+        lines += ["", f"output[{i}, {j}]: window rows {_index_text(rows)}, columns {_index_text(cols)}"]
+        for c, (plane, cell) in enumerate(zip(channels.planes, parts)):
+            window = _grid([[_tap(v, plane) for v in cell.values[m * kw:(m + 1) * kw]] for m in range(kh)])
+            weights = _grid([[number_text(v) for v in cell.weights[m * kw:(m + 1) * kw]] for m in range(kh)])
+            products = _grid([[number_text(v) for v in cell.products[m * kw:(m + 1) * kw]] for m in range(kh)])
+            block = _side_by_side([window, weights, products, [f" sum {number_text(cell.total)}"]], ["x", "=", ""])
+            lines += [f"  channel {c}:  " + block[0].lstrip()] if kh == 1 else [f"  channel {c}:"]
+            lines += [] if kh == 1 else ["    " + line for line in block]
+        total = sum(cell.total for cell in parts)
+        result = f"sum over m, n, c: {_sum_text([cell.total for cell in parts])} = {number_text(total)}"
+        if channels.scale != 1 or channels.offset != 0:
+            result += (f"; / scale {number_text(channels.scale)} + offset {number_text(channels.offset)}"
+                       f" = {number_text(total / channels.scale + channels.offset)}")
+        lines.append("  " + result)
+    lines += ["", f"output ({channels.output_hw[0]}x{channels.output_hw[1]}):"]
+    lines += ["  " + line for line in _grid([[number_text(v) for v in row] for row in channels.output()])]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Scattered:
+    """A small transposed convolution by hand, as ``convcli conv --transpose`` (PyTorch
+    ``conv_transpose2d``, Keras ``same``): the scatter, and the direct convolution it equals.
+
+    Input cell (i, j) adds ``value x kernel`` at output rows ``i*s + m*d - crop[0]`` and columns
+    ``j*s + n*d - crop[1]``; products landing outside ``output_hw`` are cropped by the padding;
+    output padding adds rows and columns at the bottom/right where nothing may land.
+    """
+
+    image: tuple[tuple[float, ...], ...]
+    weights: tuple[tuple[float, ...], ...]
+    stride: Pair
+    dilation: Pair
+    padding: PaddingSpec
+    output_padding: Pair
+    crop: Pair
+    output_hw: Pair
+    arithmetic: tuple[str, ...]
+    scale: float = 1.0
+    offset: float = 0.0
+    name: str = ""
+
+    @property
+    def full_hw(self) -> Pair:
+        """The output before any crop: ``(i - 1)*s + d*(k - 1) + 1`` per axis."""
+        size = (len(self.weights), len(self.weights[0]))
+        in_hw = (len(self.image), len(self.image[0]))
+        return tuple(geometry.transposed_output_size(*axis) for axis in zip(in_hw, size, self.stride, self.dilation))
+
+    def landings(self, i: int, j: int) -> tuple[tuple[int, int, float, float], ...]:
+        """Where input cell (i, j) adds: (output row, output column, weight, value x weight) per tap.
+
+        >>> up = by_hand_transposed([[1, 2], [3, 4]], [[1, 1], [1, 1]], stride=(2, 2))
+        >>> up.landings(0, 1)[:2], up.output()[0]
+        (((0, 2, 1.0, 2.0), (0, 3, 1.0, 2.0)), [1.0, 1.0, 2.0, 2.0])
+        """
+        (sh, sw), (dh, dw), (top, left) = self.stride, self.dilation, self.crop
+        value = self.image[i][j]
+        return tuple((i * sh + m * dh - top, j * sw + n * dw - left, w, value * w)
+                     for m, row in enumerate(self.weights) for n, w in enumerate(row))
+
+    def sources(self, r: int, c: int) -> list[tuple[Pair, Pair]]:
+        """What lands on output (r, c): the (input cell, kernel tap) of each product."""
+        kw = len(self.weights[0])
+        return [((i, j), divmod(tap, kw)) for i in range(len(self.image)) for j in range(len(self.image[0]))
+                for tap, (row, col, _, _) in enumerate(self.landings(i, j)) if (row, col) == (r, c)]
+
+    def sums(self) -> dict[Pair, float]:
+        """Every product added at its place, the cropped ones included (keys in output indices)."""
+        sums: dict[Pair, float] = {}
+        for i in range(len(self.image)):
+            for j in range(len(self.image[0])):
+                for row, col, _, product in self.landings(i, j):
+                    sums[row, col] = sums.get((row, col), 0.0) + product
+        return sums
+
+    def output(self) -> list[list[float]]:
+        """The scatter's sums inside the output (0 where nothing lands), then ``/ scale + offset``."""
+        sums = self.sums()
+        return [[sums.get((r, c), 0.0) / self.scale + self.offset for c in range(self.output_hw[1])]
+                for r in range(self.output_hw[0])]
+
+    def direct(self) -> Worked:
+        """The same output as a convolution: the input spread by the stride (``s - 1`` zeros between
+        cells), padded by ``d*(k - 1) - crop`` (negative: cut), correlated with the kernel rotated
+        180 degrees at stride 1.
+
+        >>> by_hand_transposed([[1, 2], [3, 4]], [[1, 2], [3, 4]], stride=(2, 2)).direct().image
+        ((1.0, 0.0, 2.0), (0.0, 0.0, 0.0), (3.0, 0.0, 4.0))
+        """
+        (sh, sw), (h, w) = self.stride, (len(self.image), len(self.image[0]))
+        spread = [[0.0] * ((w - 1) * sw + 1) for _ in range((h - 1) * sh + 1)]
+        for i, row in enumerate(self.image):
+            for j, value in enumerate(row):
+                spread[i * sh][j * sw] = value
+        size = (len(self.weights), len(self.weights[0]))
+        reach = [d * (k - 1) for k, d in zip(size, self.dilation)]
+        before = [r - crop for r, crop in zip(reach, self.crop)]
+        spread_hw = (len(spread), len(spread[0]))
+        after = [out + r - n - b for out, r, n, b in zip(self.output_hw, reach, spread_hw, before)]
+        pads = (before[0], after[0], before[1], after[1])
+        axes = _axes(spread_hw, size, (1, 1), self.dilation, pads)
+        arithmetic = _per_axis([_conv_formula(*axis, out) for axis, out in zip(axes, self.output_hw)])
+        rotated = tuple(tuple(reversed(row)) for row in reversed(self.weights))
+        return Worked("conv", tuple(map(tuple, spread)), size, (1, 1), self.dilation, pads, pads, self.output_hw,
+                      arithmetic, rotated, self.scale, self.offset, name=self.name)
+
+
+def by_hand_transposed(image: Sequence[Sequence[float]], weights: Sequence[Sequence[float]], *,
+                       stride: Pair = (1, 1), padding: PaddingSpec = "valid", output_padding: Pair = (0, 0),
+                       dilation: Pair = (1, 1), scale: float = 1.0, offset: float = 0.0,
+                       name: str = "") -> Scattered:
+    """A transposed convolution of a small matrix, checked by the engine's rules (``conv --transpose``).
+
+    >>> by_hand_transposed([[1, 2], [3, 4]], [[1, 2], [3, 4]]).output()
+    [[1.0, 4.0, 4.0], [6.0, 20.0, 16.0], [9.0, 24.0, 16.0]]
+    """
+    from convcli import engine  # its rules, so that errors read as conv --transpose's
+
+    image = _check_matrix([[float(v) for v in row] for row in image], "matrix")
+    weights = tuple(tuple(float(v) for v in row) for row in weights)
+    size = (len(weights), len(weights[0]))
+    in_hw = (len(image), len(image[0]))
+    crop, out_hw = engine.transposed_plan(in_hw, size, stride, padding, output_padding, dilation)
+    arithmetic = _transposed_formulas(in_hw, size, stride, dilation, padding, output_padding, out_hw)
+    return Scattered(tuple(map(tuple, image)), weights, tuple(stride), tuple(dilation), padding,
+                     tuple(output_padding), tuple(crop), tuple(out_hw), arithmetic, scale, offset, name)
+
+
+def default_input_cells(scattered: Scattered) -> list[Pair]:
+    """The input cells whose scatter is shown: the first and its right neighbour (or the one below)."""
+    h, w = len(scattered.image), len(scattered.image[0])
+    return [(0, 0)] + ([(0, 1)] if w > 1 else [(1, 0)] if h > 1 else [])
+
+
 def default_cells(worked: Worked) -> list[Pair]:
     """The first output cell and its right neighbour (or the one below, or none)."""
     h_out, w_out = worked.output_hw
@@ -1109,6 +1349,12 @@ def render_by_hand(worked: Worked, cells: Sequence[Pair]) -> str:
     """
     lines = [_describe(worked)]
     lines += [f"output size: {text}" for text in worked.arithmetic]
+    return "\n".join(lines + _worked_lines(worked, cells))
+
+
+def _worked_lines(worked: Worked, cells: Sequence[Pair]) -> list[str]:
+    """The padded input, the kernel, each cell worked out, and the output."""
+    lines = []
     top, bottom, left, right = worked.pads
     height, width = len(worked.image), len(worked.image[0])
     if any(worked.pads):
@@ -1147,7 +1393,76 @@ def render_by_hand(worked: Worked, cells: Sequence[Pair]) -> str:
     output = worked.output()
     lines += ["", f"output ({worked.output_hw[0]}x{worked.output_hw[1]}):"]
     lines += ["  " + line for line in _grid([[number_text(v) for v in row] for row in output])]
-    return "\n".join(lines)
+    return lines
+
+
+def render_transposed(scattered: Scattered, cells: Sequence[Pair],
+                      input_cells: Optional[Sequence[Pair]] = None) -> str:
+    """Plain text: (a) the scatter of ``input_cells`` and what lands on each of ``cells``;
+    (b) the direct convolution of the spread, padded input with the rotated kernel, cell by cell.
+
+    >>> text = render_transposed(by_hand_transposed([[1, 2], [3, 4]], [[1, 2], [3, 4]]), [(1, 1)])
+    >>> print("\\n".join(text[text.index("output[1, 1] ="):].splitlines()[:2]))
+    output[1, 1] = input[0, 0] x kernel[1, 1] + input[0, 1] x kernel[1, 0] + input[1, 0] x kernel[0, 1] + input[1, 1] x kernel[0, 0]
+      = 1*4 + 2*3 + 3*2 + 4*1 = 20
+    """
+    h_out, w_out = scattered.output_hw
+    for i, j in cells:
+        if not (0 <= i < h_out and 0 <= j < w_out):
+            raise ParameterError(f"cell {i},{j} is outside the {h_out}x{w_out} output "
+                                 f"(rows and columns count from 0)")
+    (kh, kw), height, width = (len(scattered.weights), len(scattered.weights[0])), *_hw(scattered.image)
+    kernel = f"{kh}x{kw} kernel" + (f" {scattered.name!r}" if scattered.name else "")
+    setup = (f"{height}x{width} input, {kernel}, transposed: stride {hw_text(scattered.stride)}, "
+             f"padding {padding_text(scattered.padding)}, output padding {hw_text(scattered.output_padding)}, "
+             f"dilation {hw_text(scattered.dilation)}")
+    lines = [setup]
+    lines += [f"output size: {text}" for text in scattered.arithmetic]
+    lines += ["", "(a) scatter: each input cell adds value x kernel into the output"]
+    weights = _grid([[number_text(w) for w in row] for row in scattered.weights])
+    for i, j in input_cells or default_input_cells(scattered):
+        if not (0 <= i < height and 0 <= j < width):
+            raise ParameterError(f"input cell {i},{j} is outside the {height}x{width} input")
+        landed = scattered.landings(i, j)
+        rows, cols = [r for r, _, _, _ in landed], [c for _, c, _, _ in landed]
+        where = (f"input[{i}, {j}] = {number_text(scattered.image[i][j])} adds to output rows "
+                 f"{_index_text(sorted(set(rows)))}, columns {_index_text(sorted(set(cols)))}:")
+        lines += ["", where]
+        products = _grid([[number_text(p) for _, _, _, p in landed[m * kw:(m + 1) * kw]] for m in range(kh)])
+        lines += ["  " + line for line in _side_by_side([[number_text(scattered.image[i][j])], weights, products],
+                                                        ["x", "="])]
+    sums = scattered.sums()
+    rows = range(min(0, min(r for r, _ in sums)), max(h_out, max(r for r, _ in sums) + 1))
+    cols = range(min(0, min(c for _, c in sums)), max(w_out, max(c for _, c in sums) + 1))
+    kept = [[("" if 0 <= r < h_out and 0 <= c < w_out else "·") + number_text(sums.get((r, c), 0.0))
+             for c in cols] for r in rows]
+    lines += ["", "all products added (· marks the cells the padding crops):"]
+    lines += ["  " + line for line in _grid(kept)]
+    for r, c in cells:
+        pairs = [(scattered.image[i][j], scattered.weights[m][n], f"input[{i}, {j}] x kernel[{m}, {n}]")
+                 for (i, j), (m, n) in scattered.sources(r, c)]
+        named = " + ".join(name for _, _, name in pairs) or "nothing lands here"
+        terms = " + ".join(f"{number_text(v)}*{number_text(w)}" for v, w, _ in pairs) or "0"
+        total = sum(v * w for v, w, _ in pairs)
+        lines += ["", f"output[{r}, {c}] = {named}", f"  = {terms} = {number_text(total)}"]
+        if scattered.scale != 1 or scattered.offset != 0:
+            lines[-1] += (f"; / scale {number_text(scattered.scale)} + offset {number_text(scattered.offset)}"
+                          f" = {number_text(scattered.output()[r][c])}")
+    direct = scattered.direct()
+    spread = [f"{s - 1} zeros" if s != 2 else "1 zero" for s in scattered.stride]
+    pads = _per_axis([f"{d}*({k} - 1) - {crop} = {before}" + (f" (bottom/right {after})" if after != before else "")
+                      for k, d, crop, before, after in zip(direct.size, direct.dilation, scattered.crop,
+                                                           direct.pads[0::2], direct.pads[1::2])])
+    view = (f"(b) the same as a convolution: the input spread by the stride ({', '.join(_per_axis(spread))} "
+            f"between cells), padded by d*(k - 1) - p: {'; '.join(pads)}, and the kernel rotated "
+            f"180 degrees, at stride 1")
+    lines += ["", view]
+    lines += [f"output size: {text}" for text in direct.arithmetic]
+    return "\n".join(lines + _worked_lines(direct, cells))
+
+
+def _hw(matrix: Sequence[Sequence[Any]]) -> Pair:
+    return len(matrix), len(matrix[0])
 
 
 def _index_text(indices: Sequence[int]) -> str:
@@ -1157,65 +1472,130 @@ def _index_text(indices: Sequence[int]) -> str:
     return ", ".join(str(i) for i in indices)
 
 
-def animation_frames(worked: Worked) -> list:
+#: GIF colours: the cells read or written now, padding, kernel, output filled so far.
+_CURRENT, _PADDING, _KERNEL, _FILLED = (255, 213, 79), (230, 230, 230), (200, 230, 201), (187, 222, 251)
+#: One drawn cell: its text and its fill (text starting with ``·``: padding, drawn in gray).
+Square = tuple[str, Any]
+#: One frame: its caption, its panels (title, rows of squares) and the signs between panels.
+Scene = tuple[str, Sequence[tuple[str, Sequence[Sequence[Square]]]], Sequence[str]]
+
+
+def draw_scenes(scenes: Sequence[Scene], cell_px: int = 34) -> list:
+    """Pillow frames, all of one size: each scene's caption on top, then its panels side by side,
+    each with its title above and a sign (``x``, ``=``) between neighbours. The caller closes them.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=max(8, cell_px * 2 // 5))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line = measure.textbbox((0, 0), "Ag", font=font)[3] + 6
+    gap, margin = max(2 * line, cell_px), 16
+    widths = [[max(len(row) for row in grid) * cell_px if grid else 0 for _, grid in panels]
+              for _, panels, _ in scenes]
+    titles = [[max(cell_px * len(grid[0]) if grid else 0, int(measure.textlength(title, font=font)) + 4)
+               for title, grid in panels] for _, panels, _ in scenes]
+    spans = [[max(w, t) for w, t in zip(ws, ts)] for ws, ts in zip(widths, titles)]
+    grids = max(sum(span) + gap * (len(span) - 1) for span in spans)
+    caption = max(int(measure.textlength(text, font=font)) + 1 for text, _, _ in scenes)
+    tallest = max(len(grid) for _, panels, _ in scenes for _, grid in panels)
+    size = (2 * margin + max(grids, caption), 2 * margin + 2 * line + tallest * cell_px)
+    y0 = margin + 2 * line
+    frames = []
+    for (text, panels, signs), span in zip(scenes, spans):
+        frame = Image.new("RGB", size, "white")
+        draw = ImageDraw.Draw(frame)
+        draw.text((margin, margin), text, fill="black", font=font)
+        x = margin
+        for k, (title, grid) in enumerate(panels):
+            draw.text((x, margin + line), title, fill="black", font=font)
+            for r, row in enumerate(grid):
+                for c, (label, fill) in enumerate(row):
+                    box = (x + c * cell_px, y0 + r * cell_px, x + (c + 1) * cell_px, y0 + (r + 1) * cell_px)
+                    draw.rectangle(box, fill=fill, outline=(150, 150, 150))
+                    left, upper, right, lower = draw.textbbox((0, 0), label, font=font)
+                    centre = ((box[0] + box[2] - right - left) / 2, (box[1] + box[3] - lower - upper) / 2)
+                    draw.text(centre, label, fill="gray" if label.startswith("·") else "black", font=font)
+            x += span[k]
+            if k < len(signs):  # on the middle row of the shorter neighbour
+                width = draw.textlength(signs[k], font=font)
+                rows = min(len(grid), len(panels[k + 1][1]))
+                draw.text((x + (gap - width) / 2, y0 + (rows * cell_px - line) / 2), signs[k], fill="black",
+                          font=font)
+            x += gap
+        frames.append(frame)
+    return frames
+
+
+def _check_animated(cells: int, what: str) -> None:
+    if cells > MAX_GIF_CELLS:
+        raise ParameterError(f"{what} has more than {MAX_GIF_CELLS} cells to animate; use a smaller matrix")
+
+
+def animation_frames(worked: Worked, cell_px: int = 34) -> list:
     """Pillow frames of the window sliding over the (padded) input and filling the output.
 
     One frame per output cell, then the finished output. The caller saves and closes them.
     """
-    from PIL import Image, ImageDraw, ImageFont
-
     h_out, w_out = worked.output_hw
-    if h_out * w_out > MAX_GIF_CELLS:
-        raise ParameterError(f"the {h_out}x{w_out} output has more than {MAX_GIF_CELLS} cells to animate; "
-                             f"use a smaller matrix")
-    font = ImageFont.load_default()
-    cell_px, gap, margin, title = 34, 40, 16, 30
+    _check_animated(h_out * w_out, f"the {h_out}x{w_out} output")
     cells = [(i, j) for i in range(h_out) for j in range(w_out)]
-    captions = [_frame_caption(worked, worked.cell(*c)) for c in cells] + [_frame_caption(worked, None)]
     top, bottom, left, right = worked.pads
-    height, width = len(worked.image), len(worked.image[0])
-    in_rows, in_cols = range(-top, height + bottom), range(-left, width + right)
-    panels = [len(in_cols)] + ([worked.size[1]] if worked.op == "conv" else []) + [w_out]
-    tallest = max(len(in_rows), worked.size[0], h_out)
-    grids = sum(panels) * cell_px + gap * (len(panels) - 1)
-    widest = max(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(c, font=font) for c in captions)
-    size = (2 * margin + max(grids, int(widest) + 1), 2 * margin + title + tallest * cell_px)
-    xs = [margin + sum(panels[:k]) * cell_px + gap * k for k in range(len(panels))]
-    y0 = margin + title
+    height, width = _hw(worked.image)
     output = worked.output()
-
-    def box(x: int, y: int, r: int, c: int) -> tuple[int, int, int, int]:
-        return (x + c * cell_px, y + r * cell_px, x + (c + 1) * cell_px, y + (r + 1) * cell_px)
-
-    def square(draw, xy, text, fill, ink="black"):
-        draw.rectangle(xy, fill=fill, outline=(150, 150, 150))
-        left, upper, right, lower = draw.textbbox((0, 0), text, font=font)
-        centre = ((xy[0] + xy[2] - right - left) / 2, (xy[1] + xy[3] - lower - upper) / 2)
-        draw.text(centre, text, fill=ink, font=font)
-
-    frames = []
+    marked = " (· padding)" if any(worked.pads) else ""
+    scenes = []
     for index in range(len(cells) + 1):
         current = worked.cell(*cells[index]) if index < len(cells) else None
         taps = set(current.positions) if current else set()
-        frame = Image.new("RGB", size, "white")
-        draw = ImageDraw.Draw(frame)
-        draw.text((margin, margin), captions[index], fill="black", font=font)
-        for r, row in enumerate(in_rows):
-            for c, col in enumerate(in_cols):
-                value = worked.value_at(row, col)
-                fill = (255, 213, 79) if (row, col) in taps else (230, 230, 230) if value is None else "white"
-                ink = "black" if value is not None else "gray"
-                square(draw, box(xs[0], y0, r, c), _tap(value, worked), fill, ink)
+        image = [[(_tap(worked.value_at(r, c), worked),
+                   _CURRENT if (r, c) in taps else _PADDING if worked.value_at(r, c) is None else "white")
+                  for c in range(-left, width + right)] for r in range(-top, height + bottom)]
+        panels = [("input" + marked, image)]
         if worked.op == "conv":
-            for m, row in enumerate(worked.weights):
-                for n, weight in enumerate(row):
-                    square(draw, box(xs[1], y0, m, n), number_text(weight), (200, 230, 201))
-        for k, (i, j) in enumerate(cells):
-            filled = k < index or (current is not None and k == index)
-            fill = (255, 213, 79) if k == index else (187, 222, 251) if filled else "white"
-            square(draw, box(xs[-1], y0, i, j), number_text(output[i][j]) if filled else "", fill)
-        frames.append(frame)
-    return frames
+            panels.append(("kernel", [[(number_text(w), _KERNEL) for w in row] for row in worked.weights]))
+        filled = [[(number_text(output[i][j]), _CURRENT if (i, j) == cells[min(index, len(cells) - 1)]
+                    and current else _FILLED) if i * w_out + j <= index else ("", "white")
+                   for j in range(w_out)] for i in range(h_out)]
+        panels.append(("output", filled))
+        signs = ["x", "="] if worked.op == "conv" else [f"{worked.op} ="]
+        scenes.append((_frame_caption(worked, current), panels, signs))
+    return draw_scenes(scenes, cell_px)
+
+
+def scatter_frames(scattered: Scattered, cell_px: int = 34) -> list:
+    """Pillow frames of a transposed convolution's scatter: one frame per input cell, adding
+    ``value x kernel`` into the output (its cropped border shown, marked ``·``), then the output.
+    """
+    height, width = _hw(scattered.image)
+    sums = scattered.sums()
+    h_out, w_out = scattered.output_hw
+    rows = range(min(0, min(r for r, _ in sums)), max(h_out, max(r for r, _ in sums) + 1))
+    cols = range(min(0, min(c for _, c in sums)), max(w_out, max(c for _, c in sums) + 1))
+    _check_animated(len(rows) * len(cols), f"the {len(rows)}x{len(cols)} scatter")
+    kernel = ("kernel", [[(number_text(w), _KERNEL) for w in row] for row in scattered.weights])
+    added: dict[Pair, float] = {}
+    order = [(i, j) for i in range(height) for j in range(width)]
+    scenes = []
+    for index in range(len(order) + 1):
+        landed = scattered.landings(*order[index]) if index < len(order) else ()
+        for r, c, _, product in landed:
+            added[r, c] = added.get((r, c), 0.0) + product
+        now = {(r, c) for r, c, _, _ in landed}
+        image = [[(number_text(v), _CURRENT if (i, j) == order[min(index, len(order) - 1)] and landed else "white")
+                  for j, v in enumerate(row)] for i, row in enumerate(scattered.image)]
+        out = [[(("" if 0 <= r < h_out and 0 <= c < w_out else "·") + number_text(added[r, c])
+                 if (r, c) in added else "·" if not (0 <= r < h_out and 0 <= c < w_out) else "",
+                 _CURRENT if (r, c) in now else _PADDING if not (0 <= r < h_out and 0 <= c < w_out)
+                 else _FILLED if (r, c) in added else "white") for c in cols] for r in rows]
+        if landed:
+            i, j = order[index]
+            value = number_text(scattered.image[i][j])
+            caption = (f"out[{_index_text(sorted({r for r, _ in now}))}, {_index_text(sorted({c for _, c in now}))}]"
+                       f" += {value} x kernel (input[{i},{j}] = {value})")
+        else:
+            caption = f"output {h_out}x{w_out}: the sums inside the crop"
+        scenes.append((caption, [("input", image), kernel, ("output (· cropped)", out)], ["x", "+="]))
+    return draw_scenes(scenes, cell_px)
 
 
 def _frame_caption(worked: Worked, cell: Optional[Cell]) -> str:

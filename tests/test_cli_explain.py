@@ -185,6 +185,8 @@ for args in (["explain", "--input", "224x224x3", "conv 64 k7 s2 p3", "maxpool k3
              ["explain", "--input", {str(tmp_path / 'photo.png')!r}, "transposed 4 k2 s2", "--table"],
              ["explain", "--by-hand", "--matrix", "{SEED}", "-k", {str(tmp_path / 'k.npy')!r}],
              ["explain", "--by-hand", "--matrix", "{SEED_POOL}", "--pool", "max"],
+             ["explain", "--by-hand", "--transpose", "--matrix", "{SEED}", "-k", "vertical_edge", "--stride", "2",
+              "--gif", {str(tmp_path / 'up.gif')!r}],
              ["explain", "--help"]):
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, (args, result.output)
@@ -282,6 +284,50 @@ def test_gif(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["slide.gif"]
 
 
+def test_transposed_by_hand_and_its_gif(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "scatter.gif"
+    result = run("explain", "--by-hand", "--transpose", "--matrix", "1,2,0;4,1,1", "-k", "vertical_edge",
+                 "--stride", "2", "--padding", "1", "--output-padding", "1", "--cell", "1,1", "--gif", path)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "cols: (3 - 1)*2 - 2*1 + 1*(3 - 1) + 1 + 1 = 6" in out
+    assert "rows: (2 - 1)*2 - 2*1 + 1*(3 - 1) + 1 + 1 = 4" in out
+    assert "(a) scatter" in out and "(b) the same as a convolution" in out
+    assert re.findall(r"output\[\d, \d\]:", out) == ["output[1, 1]:"]
+    grid = out[out.rindex("output (4x6):"):].splitlines()[1:]
+    expected = torch.nn.functional.conv_transpose2d(
+        torch.tensor([[[[1.0, 2, 0], [4, 1, 1]]]]), torch.tensor([[[[1.0, 0, -1]] * 3]]), stride=2, padding=1,
+        output_padding=1)[0, 0]
+    assert [[float(v) for v in line.split()] for line in grid] == expected.tolist()
+    with Image.open(path) as gif:
+        assert gif.format == "GIF" and gif.n_frames == 2 * 3 + 1
+    again = run("explain", "--by-hand", "--transpose", "--matrix", "1,2;3,4", "-k", "vertical_edge", "--gif", path)
+    assert again.exit_code == 1 and "--overwrite" in again.stderr
+    assert run("explain", "--by-hand", "--transpose", "--matrix", "1,2;3,4", "-k", "vertical_edge", "--gif", path,
+               "--overwrite").exit_code == 0
+
+
+def test_channels_by_hand_from_npy_and_a_bank(tmp_path):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    x, bank = rng.integers(-4, 5, (4, 5, 3)), rng.integers(-2, 3, (2, 3, 3, 3)).astype(np.float32)
+    np.save(tmp_path / "m.npy", x.astype(np.int16))
+    np.save(tmp_path / "bank.npy", bank)
+    result = run("explain", "--by-hand", "--matrix", tmp_path / "m.npy", "-k", tmp_path / "bank.npy",
+                 "--out-channel", "1", "--padding", "1", "--stride", "2")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "4x5x3 input, 3x3x3 kernel 'bank' (C_in x kh x kw), output channel 1 of the bank" in out
+    assert out.count("  channel 2:") == 2 and out.count("sum over m, n, c: ") == 2
+    expected = torch.nn.functional.conv2d(torch.tensor(x.transpose(2, 0, 1)[None], dtype=torch.float64),
+                                          torch.tensor(bank, dtype=torch.float64), stride=2, padding=1)[0, 1]
+    grid = out[out.rindex("output (2x3):"):].splitlines()[1:]
+    assert [[float(v) for v in line.split()] for line in grid] == expected.tolist()
+    inline = run("explain", "--by-hand", "--matrix", "1|10,2|20;3|30,4|40", "-k", tmp_path / "bank.npy")
+    assert inline.exit_code == 1 and "(C_in, kh, kw)" in inline.stderr
+
+
 BAD_BY_HAND = {
     "no matrix": (["-k", "vertical_edge"], 2, "needs --matrix and one of -k or --pool"),
     "both": (["--matrix", SEED, "-k", "vertical_edge", "--pool", "max"], 2, "one of -k or --pool"),
@@ -296,12 +342,29 @@ BAD_BY_HAND = {
     "gif directory": (["--matrix", SEED, "-k", "vertical_edge", "--gif", "{tmp}/no/a.gif"], 1,
                       "does not exist"),
     "with steps": (["--matrix", SEED, "--pool", "max", "relu"], 2, "not STEPs"),
+    "output padding alone": (["--matrix", SEED, "-k", "vertical_edge", "--output-padding", "1"], 2,
+                             "--output-padding applies to --transpose"),
+    "transposed pool": (["--matrix", SEED, "--pool", "max", "--transpose"], 2, "--transpose applies to -k"),
+    "output padding rule": (["--matrix", SEED, "-k", "vertical_edge", "--transpose", "--output-padding", "1"], 1,
+                            "output padding 1x1 must be smaller than the stride (1x1) or the dilation (1x1)"),
+    "transposed full": (["--matrix", SEED, "-k", "vertical_edge", "--transpose", "--padding", "full"], 1,
+                        "transposed convolution takes padding same, valid, N or H,W"),
+    "transposed crops all": (["--matrix", "1", "-k", "vertical_edge", "--transpose", "--padding", "2"], 1,
+                             "crops away the whole transposed output"),
+    "bank filter": (["--matrix", "1|2|3", "-k", "{tmp}/bank.npy", "--out-channel", "2"], 1,
+                    "--out-channel 2 is outside the bank of 2 filters"),
+    "out channel of 2-D": (["--matrix", SEED, "-k", "vertical_edge", "--out-channel", "0"], 2,
+                           "--out-channel applies to a 4-D kernel"),
+    "channels pooled": (["--matrix", "1|2,3|4", "--pool", "max"], 1, "has 2 channels; by hand takes one here"),
+    "transposed gif": (["--matrix", SEED, "-k", "vertical_edge", "--transpose", "--gif", "{tmp}/a.png"], 1,
+                       "must end in .gif"),
 }
 
 
 @pytest.mark.parametrize("name", list(BAD_BY_HAND))
 def test_bad_by_hand_is_one_line_and_writes_nothing(name, tmp_path):
     np.save(tmp_path / "k3.npy", np.ones((2, 3, 3), np.float32))
+    np.save(tmp_path / "bank.npy", np.ones((2, 3, 1, 1), np.float32))
     before = sorted(tmp_path.iterdir())
     args, code, fragment = BAD_BY_HAND[name]
     result = run("explain", "--by-hand", *[a.format(tmp=tmp_path) for a in args])

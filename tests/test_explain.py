@@ -566,3 +566,112 @@ def test_animation_frames():
     finally:
         for frame in frames:
             frame.close()
+
+
+# ---- transposed convolution by hand --------------------------------------------------------
+
+def torch_transposed(matrix, weights, stride, padding, output_padding, dilation):
+    torch = pytest.importorskip("torch")
+    x = torch.tensor(np.array(matrix, np.float64))[None, None]
+    w = torch.tensor(np.array(weights, np.float64))[None, None]
+    return torch.nn.functional.conv_transpose2d(x, w, stride=stride, padding=padding,
+                                                output_padding=output_padding, dilation=dilation)[0, 0].numpy()
+
+
+def test_the_seeds_up_convolution_doubles_the_size():
+    # seeds: "transpose of a stride-2 conv -> doubles spatial dimensions"; each cell becomes value x kernel
+    up = explain.by_hand_transposed([[1, 2], [3, 4]], [[1, 2], [3, 4]], stride=(2, 2))
+    assert up.output_hw == (4, 4)
+    assert up.output() == [[1, 2, 2, 4], [3, 4, 6, 8], [3, 6, 4, 8], [9, 12, 12, 16]]
+    assert up.direct().output() == up.output()
+    assert up.arithmetic == ("(2 - 1)*2 - 2*0 + 1*(2 - 1) + 0 + 1 = 4",)
+
+
+def test_transposed_views_by_hand():
+    up = explain.by_hand_transposed([[1, 2], [3, 4]], [[1, 2], [3, 4]], stride=(2, 2), padding=(1, 1, 1, 1),
+                                    output_padding=(1, 1))
+    # full output 4x4 (above), padding 1 crops a row and a column each side, output padding adds one back
+    assert up.output() == [[4, 6, 8], [6, 4, 8], [12, 12, 16]]
+    direct = up.direct()
+    assert direct.image == ((1, 0, 2), (0, 0, 0), (3, 0, 4))           # spread by the stride
+    assert direct.weights == ((4, 3), (2, 1))                          # rotated 180 degrees
+    assert direct.pads == (0, 1, 0, 1)                                 # d*(k-1) - p = 0, + output padding
+    text = explain.render_transposed(up, [(0, 0)])
+    assert "input[0, 1] = 2 adds to output rows -1..0, columns 1..2:" in text
+    assert "output[0, 0] = input[0, 0] x kernel[1, 1]\n  = 1*4 = 4" in text
+    assert "padded by d*(k - 1) - p: 1*(2 - 1) - 1 = 0 (bottom/right 1)" in text
+    assert "  ·1 ·2 ·2 ·4\n  ·3  4  6  8\n" in text                    # the cropped products marked
+    assert text.endswith("output (3x3):\n   4  6  8\n   6  4  8\n  12 12 16")
+
+
+@given(matrix=small, kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)), stride=st.integers(1, 3),
+       dilation=st.integers(1, 2), pad=st.integers(0, 3), same=st.booleans(), extra=st.integers(0, 2),
+       seed=st.integers(0, 99))
+def test_by_hand_transposed_equals_torch_the_engine_and_naive(matrix, kernel, stride, dilation, pad, same, extra,
+                                                              seed):
+    weights = np.random.default_rng(seed).integers(-3, 4, kernel).astype(float).tolist()
+    options = dict(stride=(stride, stride), dilation=(dilation, dilation), output_padding=(extra, extra))
+    padding = "same" if same else (pad, pad)
+    try:
+        up = explain.by_hand_transposed(matrix, weights, padding="same" if same else (pad,) * 4, **options)
+    except (ParameterError, ShapeError) as exc:
+        with pytest.raises(type(exc), match=re.escape(str(exc))):  # the rule conv --transpose applies
+            engine.conv_transpose2d(np.array(matrix, np.float32)[None], np.array(weights, np.float32),
+                                    padding=padding, **options)
+        return
+    expected = naive.conv_transpose2d(np.array(matrix)[None], np.array(weights)[None, None], padding=padding,
+                                      **options)[0]
+    assert_matches(up.output(), expected)
+    assert_matches(up.direct().output(), expected)
+    assert_matches(up.output(), engine.conv_transpose2d(np.array(matrix, np.float32)[None],
+                                                        np.array(weights, np.float32), padding=padding,
+                                                        **options)[0])
+    if not same:
+        assert_matches(up.output(), torch_transposed(matrix, weights, padding=pad, **options))
+    sizes = [int(re.search(r"= (-?[0-9]+)", text[text.rindex("="):]).group(1)) for text in up.arithmetic]
+    assert sizes == list(up.output_hw[:len(sizes)])
+
+
+def test_scatter_frames():
+    up = explain.by_hand_transposed([[1, 2, 0], [4, 1, 1]], VERTICAL_EDGE, stride=(2, 2), padding=(1, 1, 1, 1))
+    frames = explain.scatter_frames(up)
+    try:
+        assert len(frames) == 2 * 3 + 1                                # one per input cell, then the output
+        assert len({frame.size for frame in frames}) == 1
+        assert len({frame.tobytes() for frame in frames}) == len(frames)
+    finally:
+        for frame in frames:
+            frame.close()
+
+
+# ---- several channels by hand --------------------------------------------------------------
+
+def test_channels_sum_over_m_n_c():
+    planes = explain.parse_planes("1|10, 2|20; 3|30, 4|40")
+    assert planes == [[[1, 2], [3, 4]], [[10, 20], [30, 40]]]
+    worked = explain.by_hand_channels(planes, [[[1, 0], [0, 1]], [[0, 1], [-1, 0]]])
+    assert worked.output() == [[(1 + 4) + (20 - 30)]]
+    text = explain.render_channels(worked, [(0, 0)])
+    assert "  sum over m, n, c: 5 - 10 = -5" in text and "2x2x2 input, 2x2x2 kernel (C_in x kh x kw)" in text
+    with pytest.raises(ParameterError, match="same number of |-separated channels"):
+        explain.parse_planes("1|2, 3")
+    with pytest.raises(ShapeError, match="the kernel has 1 input channels and the matrix 2"):
+        explain.by_hand_channels(planes, [[[1]]])
+
+
+@given(channels=st.integers(1, 3), h=st.integers(1, 5), w=st.integers(1, 5), k=st.integers(1, 3),
+       stride=st.integers(1, 2), dilation=st.integers(1, 2), pad=st.integers(0, 2), seed=st.integers(0, 99))
+def test_by_hand_channels_equals_torch_and_naive(channels, h, w, k, stride, dilation, pad, seed):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(seed)
+    x, weight = rng.integers(-5, 6, (channels, h, w)).astype(float), rng.integers(-3, 4, (channels, k, k)).astype(float)
+    try:
+        worked = explain.by_hand_channels(x.tolist(), weight.tolist(), stride=(stride, stride), padding=(pad,) * 4,
+                                          dilation=(dilation, dilation))
+    except ShapeError:
+        assume(False)
+    expected = torch.nn.functional.conv2d(torch.tensor(x)[None], torch.tensor(weight)[None], stride=stride,
+                                          padding=pad, dilation=dilation)[0, 0].numpy()
+    assert_matches(worked.output(), expected)
+    assert_matches(worked.output(), naive.conv2d(x, weight[None], stride=(stride, stride), pads=(pad,) * 4,
+                                                 dilation=(dilation, dilation))[0])

@@ -19,6 +19,7 @@ from convcli.commands.kernels import complete_kernel, kernel_path_option
 from convcli.commands.options import Choice, parsed
 from convcli.commands.tables import check_table_or_json, show_table, table_option
 from convcli.errors import KernelError, OutputError, ParameterError, ShapeError
+from convcli.limits import parse_whole
 from convcli.params import parse_padding, parse_pair
 
 STEP_HELP = (
@@ -46,9 +47,13 @@ def _cells(ctx, param, values):
 @table_option
 @click.option("--by-hand", is_flag=True, help="Work a small convolution or pooling out cell by cell.")
 @click.option("--matrix",
-              help="By hand: the input, e.g. '1,2,0;4,1,1;0,2,3' (rows split by ;), or a .npy file.")
+              help="By hand: the input, e.g. '1,2,0;4,1,1;0,2,3' (rows split by ;; channels of a cell by |, "
+                   "'1|5,2|6;3|7,4|8'), or a .npy file (H, W) or (H, W, C).")
 @click.option("-k", "--kernel", shell_complete=complete_kernel,
-              help="By hand: a 2-D kernel, in any form conv takes (vertical_edge, k.npy, '3x3: ...').")
+              help="By hand: a kernel in any form conv takes (vertical_edge, k.npy, '3x3: ...'): 2-D, "
+                   "(C_in, kh, kw) for a matrix of C_in channels, or a (C_out, C_in, kh, kw) bank.")
+@click.option("--out-channel", callback=parsed(parse_whole, "out channel", 0),
+              help="By hand, 4-D -k: the filter of the bank to work [default: 0].")
 @click.option("--pool", type=Choice(["max", "avg"]), help="By hand: pool instead of convolving.")
 @click.option("--size", callback=parsed(parse_pair, "size"),
               help="By hand, --pool: window N or H,W [default: 2].")
@@ -61,6 +66,10 @@ def _cells(ctx, param, values):
 @click.option("--ceil-mode", is_flag=True, help="By hand, --pool: PyTorch's ceil mode.")
 @click.option("--exclude-pad", is_flag=True,
               help="By hand, --pool avg: padding cells do not count in the mean.")
+@click.option("--transpose", is_flag=True,
+              help="By hand, -k: a transposed convolution, as the scatter and as the equivalent convolution.")
+@click.option("--output-padding", callback=parsed(parse_pair, "output padding", 0),
+              help="By hand, --transpose: rows,cols added at the bottom/right [default: 0].")
 @click.option("--cell", "cells", multiple=True, callback=_cells, metavar="ROW,COL",
               help="By hand: an output cell to work out (repeatable; default: the first and its neighbour).")
 @click.option("--gif", help="By hand: also write an animation of the window sliding (FILE.gif).")
@@ -69,7 +78,8 @@ def _cells(ctx, param, values):
               help="Trace the steps of a pipeline file (as 'convcli run' reads it) instead of STEPs.")
 @kernel_path_option
 def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, size, stride, padding, dilation,
-            ceil_mode, exclude_pad, cells, gif, overwrite, pipeline_file, kernel_path):
+            out_channel, ceil_mode, exclude_pad, transpose, output_padding, cells, gif, overwrite, pipeline_file,
+            kernel_path):
     """Trace shapes, parameters, multiply-adds and receptive fields through STEPs; or work a
     small convolution by hand.
 
@@ -84,12 +94,16 @@ def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, si
                 "--by-hand takes --matrix and -k or --pool, not STEPs, --pipeline, --input, --json or --table")
         if overwrite and not gif:
             raise click.UsageError("--overwrite applies to --gif")
+        if output_padding and not transpose:
+            raise click.UsageError("--output-padding applies to --transpose")
+        if transpose and pool:
+            raise click.UsageError("--transpose applies to -k, not --pool")
         _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, exclude_pad, cells, gif,
-                 overwrite)
+                 overwrite, transpose, output_padding, out_channel)
         return
     hand_only = {"--matrix": matrix, "-k": kernel, "--pool": pool, "--size": size, "--stride": stride,
-                 "--ceil-mode": ceil_mode, "--exclude-pad": exclude_pad, "--cell": cells, "--gif": gif,
-                 "--overwrite": overwrite}
+                 "--ceil-mode": ceil_mode, "--exclude-pad": exclude_pad, "--out-channel": out_channel is not None, "--transpose": transpose,
+                 "--output-padding": output_padding, "--cell": cells, "--gif": gif, "--overwrite": overwrite}
     given = [name for name, value in hand_only.items() if value]
     if given:
         raise click.UsageError(f"{given[0]} applies to --by-hand")
@@ -220,7 +234,7 @@ def _rich_table(result, console) -> None:
 
 
 def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, exclude_pad, cells, gif,
-             overwrite=False) -> None:
+             overwrite=False, transpose=False, output_padding=None, out_channel=None) -> None:
     from convcli import explain as library
 
     if not matrix or bool(kernel) == bool(pool):
@@ -230,9 +244,11 @@ def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, e
     if gif:
         _check_gif(gif, [matrix, kernel or ""], overwrite)
     try:
-        values = library.load_matrix(matrix)
+        planes = library.load_planes(matrix)
     except ParameterError as exc:
         raise click.BadParameter(str(exc), param_hint="--matrix") from None
+    if pool or transpose:
+        values = library.one_plane(planes, f"--matrix {matrix!r}")
     if pool:
         worked = library.by_hand_pool(values, pool, size or (2, 2), stride=stride, padding=padding,
                                       dilation=dilation, ceil_mode=ceil_mode, count_include_pad=not exclude_pad)
@@ -240,19 +256,49 @@ def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, e
         from convcli.kernel_library import resolve_kernel
 
         found = resolve_kernel(kernel)
-        if found.weights.ndim != 2:
-            raise KernelError(f"by hand takes a 2-D kernel; {kernel!r} has shape "
-                              f"{'x'.join(map(str, found.weights.shape))}")
-        worked = library.by_hand_conv(values, found.weights.tolist(), stride=stride or (1, 1),
-                                      padding=padding, dilation=dilation, scale=found.scale,
-                                      offset=found.offset, name=found.name)
+        weights = _kernel_for(found.weights, len(planes), kernel, out_channel, transpose)
+        options = {"stride": stride or (1, 1), "padding": padding, "dilation": dilation, "scale": found.scale,
+                   "offset": found.offset, "name": found.name}
+        if transpose:
+            worked = library.by_hand_transposed(values, weights, output_padding=output_padding or (0, 0),
+                                                **options)
+        elif len(weights) and isinstance(weights[0][0], list):
+            if gif:
+                raise click.UsageError("--gif draws one channel; give a one-channel matrix and a 2-D kernel")
+            worked = library.by_hand_channels(planes, weights, out_channel=out_channel, **options)
+        else:
+            worked = library.by_hand_conv(planes[0], weights, **options)
     try:
-        text = library.render_by_hand(worked, cells or library.default_cells(worked))
+        if transpose:
+            text = library.render_transposed(worked, cells or library.default_cells(worked.direct()))
+        elif isinstance(worked, library.Channels):
+            text = library.render_channels(worked, cells or library.default_cells(worked.planes[0]))
+        else:
+            text = library.render_by_hand(worked, cells or library.default_cells(worked))
     except ParameterError as exc:
         raise click.BadParameter(str(exc), param_hint="--cell") from None
     if gif:
-        _write_gif(gif, library.animation_frames(worked))
+        _write_gif(gif, library.scatter_frames(worked) if transpose else library.animation_frames(worked))
     click.echo(text)
+
+
+def _kernel_for(weights, channels: int, spec: str, out_channel, transpose: bool) -> list:
+    """The 2-D kernel of a one-channel matrix, or the (C_in, kh, kw) filter of a bank."""
+    if weights.ndim == 4:
+        index = out_channel or 0
+        if index >= weights.shape[0]:
+            raise ParameterError(f"--out-channel {index} is outside the bank of {weights.shape[0]} filters "
+                                 f"(0 to {weights.shape[0] - 1})")
+        weights = weights[index]
+    elif out_channel is not None:
+        raise click.UsageError("--out-channel applies to a 4-D kernel (C_out, C_in, kh, kw)")
+    if weights.ndim == 3 and weights.shape[0] == channels and not transpose:
+        return weights.tolist()
+    if weights.ndim == 2 and channels == 1:
+        return weights.tolist()
+    raise KernelError(f"by hand takes a 2-D kernel for a one-channel matrix, or (C_in, kh, kw) and "
+                      f"(C_out, C_in, kh, kw) kernels whose C_in is the matrix's channels ({channels}; "
+                      f"transposed: one); {spec!r} has shape {'x'.join(map(str, weights.shape))}")
 
 
 def _check_gif(path: str, inputs: Sequence[str], overwrite: bool) -> None:
