@@ -193,6 +193,7 @@ OUTPUT_FIELDS = {
     "map": ("map_mode", _text), "scale": ("scale", _number), "offset": ("offset", _number),
     "joint": ("joint", _flag), "depth": ("depth", _text), "colormap": ("colormap", _text),
     "split": ("split", _flag), "montage": ("montage", _flag), "montage_grid": ("montage_grid", _text),
+    "legend": ("legend", _flag),
     "rgba": ("rgba", _flag), "channels_first": ("channels_first", _flag),
 }
 
@@ -358,9 +359,10 @@ def _resolve(text: str, where: str, kernel_path: Sequence[str], folder: str):
     if spec.lower().endswith(SUFFIXES) and not os.path.isabs(spec):
         spec = os.path.join(folder, spec)
     try:
-        return resolve_kernel(spec, kernel_path)
+        kernel = resolve_kernel(spec, kernel_path)
     except ConvcliError as exc:
         raise type(exc)(f"{where}: kernel: {exc}") from None
+    return replace(kernel, spec=kernel.spec and text.strip())  # as written, not joined to the folder
 
 
 class _FieldError(Exception):
@@ -485,8 +487,9 @@ class Flags(abc.Sequence):
 
 
 class Labels(abc.Sequence):
-    """Montage labels, made on demand: kernel ``name`` for a kernel's only map, ``name[i]`` for
-    its i-th, the channel number for an input's maps; ``picked`` holds the maps a select step
+    """Montage labels, made on demand: the kernel as written (``sobel:dir=y``; or the name of
+    the pipeline step) for a kernel's only map, ``spec[i]`` for its i-th, the channel number
+    for an input's maps; ``picked`` holds the maps a select step
     kept. Equal to any sequence of the same strings.
 
     >>> labels = Labels((("sobel", 2), ("box", 1)))
@@ -607,7 +610,10 @@ def _conv(step: Step, maps: Maps) -> Maps:
         limits.check_arrays(f"{step.op} with {len(stack)} kernels", held=sum(a.nbytes for a in stack),
                             stacked_maps=(sum(counts), *stack[0].shape[1:]))
     data = stack[0] if len(stack) == 1 else np.concatenate(stack)
-    labels = Labels([(kernel.name, count) for kernel, count in zip(kernels, counts)])
+    if step.name:  # a named pipeline step labels its maps with its name
+        labels = Labels(((step.name, sum(counts)),))
+    else:
+        labels = Labels([(kernel.spec or kernel.name, count) for kernel, count in zip(kernels, counts)])
     return replace(maps, data=data, signed=Flags(np.concatenate(signed)), labels=labels)
 
 
