@@ -43,6 +43,7 @@ from convcli.errors import ConvcliError, ParameterError, ShapeError
 from convcli.limits import MAX_OPTION_INT, shorten
 from convcli.params import PAD_MODES
 from convcli.paths import require_regular_file
+from convcli.stats import DEFAULT_PERCENTILES
 
 REQUIRED = object()
 POOL_MODES = ("max", "avg")
@@ -158,6 +159,12 @@ def _step_name(value: Any) -> str:
     return value
 
 
+def _percentiles(value: Any) -> tuple[float, ...]:
+    from convcli.stats import check_percentiles
+
+    return check_percentiles(_numbers(value))
+
+
 def _kernel_specs(value: Any) -> tuple[str, ...]:
     values = value if isinstance(value, list) else [value]
     if not values or not all(isinstance(v, str) and v.strip() for v in values):
@@ -184,6 +191,7 @@ FIELDS: dict[str, dict[str, tuple[Callable, Any]]] = {
                   "std": (_positive_numbers, None)},
     "gray": {},
     "select": {"channels": (_channels, REQUIRED)},
+    "stats": {"percentiles": (_percentiles, DEFAULT_PERCENTILES)},
 }
 #: Other spellings of ops (compared after lower-casing and turning ``-`` into ``_``).
 ALIASES = {"normalize": "normalise", "grey": "gray", "leakyrelu": "leaky_relu", "conv_transpose": "transposed"}
@@ -549,13 +557,14 @@ class Maps:
     """The values between steps: ``data`` (C, H, W), the white level (255, 65535, 1.0; None for
     ``.npy``), which maps are signed (0 on a flat input, for ``--map auto``: ``Flags``), montage
     labels (``Labels``), and the argmax of each named max pool step with the size it pooled
-    (for ``unpool``)."""
+    (for ``unpool``), and the input's path (for ``stats`` reports)."""
 
     data: Any
     white: Optional[float] = None
     signed: Optional[Flags] = None
     labels: Optional[Labels] = None
     pools: dict = field(default_factory=dict)
+    source: str = ""
 
     @property
     def flags(self) -> Flags:
@@ -752,9 +761,24 @@ def _select(step: Step, maps: Maps) -> Maps:
                    labels=labels.select(channels))
 
 
+def _stats(step: Step, maps: Maps) -> Maps:
+    """Report each channel's statistics (as ``convcli stats``) on stderr, one tab-separated
+    block per input and step written at once; the maps go on unchanged."""
+    import click
+
+    from convcli.stats import channel_stats, header, text_rows
+
+    percentiles = step.params["percentiles"]
+    lines = [header(percentiles, ("input", "step", "channel"))]
+    lines += text_rows([maps.source or "-", str(step.number)], channel_stats(maps.data, percentiles))
+    click.echo("\n".join("\t".join(line) for line in lines), err=True)
+    return maps
+
+
 _APPLY: dict[str, Callable[[Step, Maps], Maps]] = {
     "conv": _conv, "transposed": _conv, "pool": _pool, "global_pool": _global_pool, "unpool": _unpool,
     **{name: _activation for name in ACTIVATIONS}, "normalise": _normalise, "gray": _gray, "select": _select,
+    "stats": _stats,
 }
 
 
@@ -793,7 +817,7 @@ class Job:
         if target is not None:
             self._check_planned(target, picture)
         with np.errstate(over="ignore", invalid="ignore"):  # float32 overflows to inf, NaN propagates (PyTorch)
-            maps = self.pipeline.run(Maps(picture.data, picture.white), self.before)
+            maps = self.pipeline.run(Maps(picture.data, picture.white, source=source), self.before)
             if target is not None:
                 self._write(target, picture, maps)
         shapes = {"input_shape": _hwc(picture.data.shape), "output_shape": _hwc(maps.data.shape)}
@@ -928,6 +952,8 @@ def _explain_spec(step: Step, shape: tuple[int, int, int], pooled: dict) -> dict
         return {"op": ACTIVATIONS[step.op]}
     if step.op == "normalise":
         return {"op": "normalise"}
+    if step.op == "stats":  # reports; the maps go on as they are
+        return {"op": "channels", "filters": channels}
     if step.op == "gray":
         if channels not in (1, 3):
             raise ShapeError(f"gray needs 1 or 3 channels, the input has {channels}")
