@@ -3,7 +3,8 @@
 Pure numpy, in float64, one channel at a time. The standard deviation is the population one
 (``ddof=0``: numpy's default, PyTorch's ``std(unbiased=False)``); percentiles interpolate
 linearly between the two nearest values (numpy's default ``method="linear"``, PyTorch's
-``torch.quantile``). A NaN in a channel makes its numbers NaN, as in numpy and PyTorch.
+``torch.quantile``). NaN and infinities propagate as numpy's reductions make them (a NaN
+makes a channel's numbers NaN).
 numpy is imported by ``channel_stats`` only: pipelines and ``--help`` read the defaults here.
 
 >>> import numpy as np
@@ -75,8 +76,9 @@ def channel_stats(data: Any, percentiles: Sequence[float] = DEFAULT_PERCENTILES)
         if size == 0:
             numbers = [math.nan] * (len(COLUMNS) + len(percentiles))
         else:
-            numbers = [values.min(), values.max(), values.mean(), values.std()]
-            numbers += list(np.percentile(values, percentiles))
+            with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN propagate, as in numpy
+                numbers = [values.min(), values.max(), values.mean(), values.std()]
+                numbers += list(np.percentile(values, percentiles))
         numbers = [float(n) for n in numbers]
         rows.append({**dict(zip(COLUMNS, numbers)), "percentiles": numbers[len(COLUMNS):]})
     return rows
