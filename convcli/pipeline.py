@@ -495,8 +495,8 @@ class Flags(abc.Sequence):
 
 
 class Labels(abc.Sequence):
-    """Montage labels, made on demand: the kernel as written (``sobel:dir=y``; or the name of
-    the pipeline step) for a kernel's only map, ``spec[i]`` for its i-th, the channel number
+    """Montage labels, made on demand: the kernel as written (``sobel:dir=y``, after the
+    pipeline step's name if it has one: ``edges: sobel:dir=y``) for a kernel's only map, ``spec[i]`` for its i-th, the channel number
     for an input's maps; ``picked`` holds the maps a select step
     kept. Equal to any sequence of the same strings.
 
@@ -619,10 +619,8 @@ def _conv(step: Step, maps: Maps) -> Maps:
         limits.check_arrays(f"{step.op} with {len(stack)} kernels", held=sum(a.nbytes for a in stack),
                             stacked_maps=(sum(counts), *stack[0].shape[1:]))
     data = stack[0] if len(stack) == 1 else np.concatenate(stack)
-    if step.name:  # a named pipeline step labels its maps with its name
-        labels = Labels(((step.name, sum(counts)),))
-    else:
-        labels = Labels([(kernel.spec or kernel.name, count) for kernel, count in zip(kernels, counts)])
+    named = f"{step.name}: " if step.name else ""  # a named pipeline step: "features: sobel_x"
+    labels = Labels([(named + (kernel.spec or kernel.name), count) for kernel, count in zip(kernels, counts)])
     return replace(maps, data=data, signed=Flags(np.concatenate(signed)), labels=labels)
 
 

@@ -59,7 +59,7 @@ def test_pipeline_labels_banks_and_named_steps(tmp_path):
                           folder=str(tmp_path))
     assert list(pipe.run(x).labels) == ["bank.npy[0]", "bank.npy[1]", "box:size=5"]
     named = parse_pipeline([{"op": "conv", "name": "edges", "kernel": ["sobel_x", "sobel_y"]}])
-    assert list(named.run(x).labels) == ["edges[0]", "edges[1]"]
+    assert list(named.run(x).labels) == ["edges: sobel_x", "edges: sobel_y"]
 
 
 @pytest.mark.parametrize("tile, count, grid", [((256, 256), 4, None), ((40, 30), 5, (1, 5)),
