@@ -496,9 +496,9 @@ class Flags(abc.Sequence):
 
 class Labels(abc.Sequence):
     """Montage labels, made on demand: the kernel as written (``sobel:dir=y``, after the
-    pipeline step's name if it has one: ``edges: sobel:dir=y``) for a kernel's only map, ``spec[i]`` for its i-th, the channel number
-    for an input's maps; ``picked`` holds the maps a select step
-    kept. Equal to any sequence of the same strings.
+    pipeline step's name if it has one: ``edges: sobel:dir=y``) for a kernel's only map,
+    ``spec[i]`` for its i-th, the channel number for an input's maps; ``picked`` holds the
+    maps a select step kept. Equal to any sequence of the same strings.
 
     >>> labels = Labels((("sobel", 2), ("box", 1)))
     >>> list(labels), labels.select([2, 0]) == ("box", "sobel[0]"), Labels.numbers(3)[1]

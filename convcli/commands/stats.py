@@ -18,8 +18,9 @@ from convcli.stats import DEFAULT_PERCENTILES, parse_percentiles
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--percentiles", default=",".join(f"{p:g}" for p in DEFAULT_PERCENTILES), show_default=True,
-              metavar="P,P,...", callback=parsed(parse_percentiles), help="Percentiles to report, 0 to 100 (linear interpolation, "
-                                                  "as numpy.percentile and torch.quantile).")
+              metavar="P,P,...", callback=parsed(parse_percentiles),
+              help="Percentiles to report, 0 to 100 (linear interpolation, as numpy.percentile and "
+                   "torch.quantile).")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into the subfolders of directory inputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schema convcli-stats/1).")
 @click.option("--table", is_flag=True, help="Print the table even when stdout is not a terminal.")
