@@ -84,9 +84,10 @@ def main() -> None:
 
 
 def _register() -> None:
-    from convcli.commands import conv, explain, kernels, pool, run, warmup
+    from convcli.commands import conv, explain, kernels, pool, run, stats, warmup
 
-    for command in (conv.conv, pool.pool, pool.unpool, run.run, kernels.kernels, explain.explain, warmup.warmup):
+    for command in (conv.conv, pool.pool, pool.unpool, run.run, kernels.kernels, explain.explain, stats.stats,
+                    warmup.warmup):
         cli.add_command(command)
 
 

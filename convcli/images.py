@@ -25,7 +25,7 @@ import tempfile
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -494,7 +494,8 @@ class OutputSettings:
     ``map`` is a ``mapping.MAP_MODES`` mode (``scale``/``offset`` select ``offset`` when it is
     ``auto``); ``depth`` is ``"8"``, ``"16"``, ``"32f"`` or None (derived); ``split`` writes one
     file per map, ``montage`` one grid image (``grid`` = (rows, cols) implies it); ``rgba``
-    writes 4 maps as RGBA; ``channels_first`` writes ``.npy`` as (C, H, W).
+    writes 4 maps as RGBA; ``channels_first`` writes ``.npy`` as (C, H, W); ``legend`` draws
+    a ramp and the values it stands for beside each single map or montage tile.
 
     >>> OutputSettings(offset=100).map
     'offset'
@@ -515,6 +516,7 @@ class OutputSettings:
     grid: Optional[tuple[int, int]] = None
     rgba: bool = False
     channels_first: bool = False
+    legend: bool = False
 
     def __post_init__(self):
         shifted = self.scale is not None or self.offset is not None
@@ -536,6 +538,9 @@ class OutputSettings:
             (self.split and self.montage, "--split and --montage exclude each other"),
             (self.rgba and (self.split or self.montage or self.colormap is not None),
              "--rgba writes 4 maps as one RGBA image; not with --split, --montage or --colormap"),
+            (self.legend and self.rgba, "--legend goes beside single maps; not with --rgba"),
+            (self.legend and self.map == "none", "--legend shows the range --map puts into pixels; "
+                                                 "--map none keeps raw values"),
         )
         for bad, message in problems:
             if bad:
@@ -618,7 +623,8 @@ def _check_format(output: str, settings: OutputSettings) -> None:
     if ext == NPY:
         if settings.depth not in (None, "32f"):
             raise ParameterError(f"--depth {settings.depth} applies to images; .npy always stores float32")
-        image_only = {"--montage": settings.montage, "--colormap": settings.colormap, "--rgba": settings.rgba}
+        image_only = {"--montage": settings.montage, "--colormap": settings.colormap, "--rgba": settings.rgba,
+                      "--legend": settings.legend}
         for name, used in image_only.items():
             if used:
                 raise ParameterError(f"{name} writes images, not .npy "
@@ -647,8 +653,8 @@ def check_output_shape(output: str, settings: Optional[OutputSettings], shape: S
     channel counts are the writer's to refuse, after the steps have said what is wrong with
     them.
 
-    A montage is checked on its tiles and gaps (its labels can only make it wider); the
-    writer checks every image again at its exact size, before encoding it.
+    A montage or a legend is checked at its size (``montage.canvas_shape``); the writer
+    checks every image again at its exact size, before encoding it.
 
     >>> check_output_shape("wide.webp", None, (10, 20000, 1))
     Traceback (most recent call last):
@@ -664,13 +670,14 @@ def check_output_shape(output: str, settings: Optional[OutputSettings], shape: S
         return
     fmt, depths = IMAGE_FORMATS[extension(name)]
     channels = 3 if settings.colormap else 1
-    if settings.montage:
-        from convcli.montage import GAP, grid_shape
-
-        rows, cols = grid_shape(count, settings.grid)
-        height, width = rows * height + (rows - 1) * GAP, cols * width + (cols - 1) * GAP
-    elif not settings.split:
+    if not (settings.split or settings.montage):
         channels = 3 if settings.colormap else count
+    if settings.montage or (settings.legend and channels == 1):
+        from convcli.montage import canvas_shape
+
+        tiles = count if settings.montage else 1
+        height, width = canvas_shape(tiles, height, width, channels, settings.grid, settings.montage,
+                                     settings.legend)[1:]
     if not any(channels in counts for counts in depths.values()):
         return  # the writer names the channel counts the format holds
     try:
@@ -697,6 +704,8 @@ def _check_channels(fmt: str, count: int, settings: OutputSettings) -> None:
     """The map counts one image of ``fmt`` holds (without --split or --montage)."""
     if settings.colormap and count != 1:
         raise ShapeError(f"--colormap colours a single map; for {count} maps use --split or --montage")
+    if settings.legend and count != 1:
+        raise ShapeError(f"--legend goes beside a single map; for {count} maps use --split or --montage")
     if settings.rgba and count != 4:
         raise ShapeError(f"--rgba needs exactly 4 feature maps, got {count}")
     if not settings.rgba and count not in (1, 3):
@@ -804,7 +813,7 @@ def _image_savers(path, maps, white, alpha, settings, signed, labels, in_place=F
         _check_channels(fmt, count, settings)
     channels = 3 if settings.colormap else (count if one_image else 1)
     depth = _choose_depth(fmt, depths, settings, white, channels)
-    if not settings.montage:  # a montage is checked at its exact size before it is drawn
+    if not (settings.montage or settings.legend):  # checked at their exact size before drawing
         check_image_size(path, fmt, *maps.shape[1:], channels, depth)
     out_white = DEPTHS[depth]
     gain = out_white / white if white else 1.0
@@ -812,17 +821,24 @@ def _image_savers(path, maps, white, alpha, settings, signed, labels, in_place=F
     scaled = maps if in_place else maps.copy()  # mapped where it lies
     if gain != 1.0:
         scaled *= np.float32(gain)
-    values = mapping.map_values(scaled, mode, out_white, signed=signed, in_place=True, **_map_options(settings))
-    if settings.colormap:
-        values = mapping.apply_colormap(values, out_white, settings.colormap).swapaxes(0, 1)
-    else:
-        values = values[:, None]
-    if settings.montage:
+    if settings.legend and mode == "none":
+        raise ParameterError("--legend shows the range --map puts into pixels; a float output keeps "
+                             "raw values (give --map minmax, clip, abs or offset)")
+    values, used = mapping.map_with_range(scaled, mode, out_white, signed=signed, in_place=True,
+                                          **_map_options(settings))
+    colour = _colouring(settings.colormap, out_white)
+    values = colour(values).swapaxes(0, 1)
+    if settings.montage or settings.legend:
         from convcli.montage import montage
 
-        names = [str(i) for i in range(count)] if labels is None else list(labels)
-        files = [montage(values, names, out_white, settings.grid,
-                         check=lambda shape: check_image_size(path, fmt, *shape[1:], shape[0], depth))]
+        legend = _legend(used, gain, out_white, colour, settings.colormap) if settings.legend else None
+        check = lambda shape: check_image_size(path, fmt, *shape[1:], shape[0], depth)  # noqa: E731
+        if settings.montage:
+            names = [str(i) for i in range(count)] if labels is None else list(labels)
+            files = [montage(values, names, out_white, settings.grid, check, legend)]
+        else:  # one map, or each --split file: a one-tile montage without a label
+            files = [montage(values[i:i + 1], None, out_white, (1, 1), check,
+                             legend and replace(legend, values=legend.values[i:i + 1])) for i in range(count)]
     elif settings.split:
         files = list(values)
     else:
@@ -830,6 +846,25 @@ def _image_savers(path, maps, white, alpha, settings, signed, labels, in_place=F
         if alpha is not None and channels + 1 in depths[depth]:
             files[0] = np.concatenate([files[0], np.clip(alpha * gain, 0, out_white)[None]])
     return [_image_saver(fmt, depth, f) for f in files]
+
+
+def _colouring(colormap: Optional[str], white: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Levels (any shape) in ``[0, white]`` to colour planes (K, *shape): the colormap's three,
+    or the levels themselves as one gray plane."""
+    if colormap:
+        return lambda levels: mapping.apply_colormap(levels, white, colormap)
+    return lambda levels: np.asarray(levels)[None]
+
+
+def _legend(used: mapping.MapRange, gain: float, white: float, colour: Callable, colormap: Optional[str]):
+    """What white, the middle and black stand for in each map, in the maps' own units (those
+    of a ``.npy`` output: ``used`` is in the output's units, ``gain`` times larger). The middle
+    is the colormap's centre, or the mid-grey that ``--map offset`` puts 0 on (128 of 255)."""
+    from convcli.montage import Legend
+
+    levels = (1.0, 0.5 if colormap else mapping.mid_level(white) / white, 0.0)
+    values = np.stack([used.at(level) / gain for level in levels], axis=1)
+    return Legend(values, colour, used.absolute)
 
 
 def _choose_depth(

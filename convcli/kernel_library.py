@@ -131,7 +131,8 @@ class Kernel:
 
     ``source`` cites where the weights come from (a paper, OpenCV, ImageMagick...);
     ``location`` says where convcli found them (built-in, a kernel folder, a file, inline);
-    ``parameters`` are the values used and ``declared`` what the kernel accepts.
+    ``parameters`` are the values used and ``declared`` what the kernel accepts; ``spec`` is
+    the text that named it (``sobel:dir=y``, ``bank.npy``), for montage labels ("" inline).
     """
 
     name: str
@@ -143,6 +144,7 @@ class Kernel:
     location: str = ""
     parameters: dict = field(default_factory=dict)
     declared: tuple = ()
+    spec: str = ""
 
 
 def is_zero_sum(weights: np.ndarray) -> bool:
@@ -289,7 +291,7 @@ def resolve_kernel(spec: str, kernel_path: Sequence[str] = ()) -> Kernel:
         raise KernelError("the kernel is empty: give a name, a file or an inline kernel")
     if text.lower().endswith(SUFFIXES):
         require_regular_file(text, "kernel file", KernelError)
-        return _from_file(Path(text), {}, text, f"file {text}")
+        return replace(_from_file(Path(text), {}, text, f"file {text}"), spec=text)
     if _INLINE.match(text):
         return inline_kernel(text)
     name, _, param_text = text.partition(":")
@@ -309,7 +311,7 @@ def resolve_kernel(spec: str, kernel_path: Sequence[str] = ()) -> Kernel:
         raise KernelError(f"unknown kernel {name!r}{hint}")
     path, location, label = found
     where = f"kernel {name!r}" + ("" if label == "built-in" else f" ({path})")
-    return _from_file(path, _parse_params(param_text, where), where, location, name)
+    return replace(_from_file(path, _parse_params(param_text, where), where, location, name), spec=text)
 
 
 def _tokens(text: str) -> list[str]:

@@ -13,6 +13,7 @@ level ``white`` is 255 (8-bit), 65535 (16-bit) or 1.0 (float); ``map_values`` br
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from typing import Optional, Sequence, Union
 
@@ -168,6 +169,25 @@ def mid_level(white: float) -> float:
     return float(np.ceil(white / 2)) if white > 1 else white / 2
 
 
+@dataclass(frozen=True)
+class MapRange:
+    """What a ``--map`` mode made of each map: ``low`` became 0 and ``high`` became white
+    (float64, one per map, in the units of the maps that were mapped); with ``absolute`` they
+    are values of ``|y|`` (``abs``). Values between are linear; outside, clipped.
+
+    >>> MapRange(np.array([-128.0]), np.array([127.0])).at(128 / 255).tolist()   # offset's mid-grey
+    [0.0]
+    """
+
+    low: np.ndarray
+    high: np.ndarray
+    absolute: bool = False
+
+    def at(self, fraction: float) -> np.ndarray:
+        """The value of each map that the level ``fraction`` of white (0..1) stands for."""
+        return self.low + (self.high - self.low) * fraction
+
+
 def map_values(
     maps: np.ndarray,
     mode: str,
@@ -203,29 +223,64 @@ def map_values(
     >>> map_values(y, "auto", 255.0, signed=[True, False])[:, 0].tolist()
     [[126.0, 128.0, 130.0], [10.0, 20.0, 30.0]]
     """
+    return map_with_range(maps, mode, white, signed=signed, scale=scale, offset=offset, joint=joint,
+                          symmetric=symmetric, in_place=in_place)[0]
+
+
+def map_with_range(
+    maps: np.ndarray,
+    mode: str,
+    white: float,
+    *,
+    signed: Optional[Sequence[bool]] = None,
+    scale: Optional[float] = None,
+    offset: Optional[float] = None,
+    joint: bool = False,
+    symmetric: bool = False,
+    in_place: bool = False,
+) -> tuple[np.ndarray, Optional[MapRange]]:
+    """``map_values``, and the ``MapRange`` it applied (None for ``none``): what ``--legend``
+    prints.
+
+    >>> y = np.array([[[-2.0, 0.0, 2.0]], [[10.0, 20.0, 30.0]]])
+    >>> used = map_with_range(y, "minmax", 255.0)[1]
+    >>> used.low.tolist(), used.high.tolist()
+    ([-2.0, 10.0], [2.0, 30.0])
+    >>> used = map_with_range(y, "auto", 255.0, signed=[True, False])[1]
+    >>> used.low.tolist(), used.high.tolist()
+    ([-128.0, 0.0], [127.0, 255.0])
+    """
     if mode not in MAP_MODES:
         raise ParameterError(not_one_of("map mode", mode, MAP_MODES))
     maps = np.asarray(maps, dtype=np.float32)
     if mode == "none":
-        return maps
+        return maps, None
     out = maps if in_place else maps.copy()
+    count = len(out)
+    low, high = np.zeros(count), np.full(count, float(white))
     if mode == "auto":
-        flags = np.zeros(len(out), bool) if signed is None else np.asarray(signed, bool)
-        if flags.shape != (len(out),):
-            raise ParameterError(f"signed flags ({flags.size}) do not match the {len(out)} maps")
+        flags = np.zeros(count, bool) if signed is None else np.asarray(signed, bool)
+        if flags.shape != (count,):
+            raise ParameterError(f"signed flags ({flags.size}) do not match the {count} maps")
         np.add(out, np.float32(mid_level(white)), out=out, where=flags[:, None, None])
+        low -= np.where(flags, mid_level(white), 0.0)
+        high -= np.where(flags, mid_level(white), 0.0)
     elif mode == "abs":
         np.abs(out, out=out)
     elif mode == "offset":
-        out *= 1.0 if scale is None else scale
-        out += mid_level(white) if offset is None else offset
+        gain = 1.0 if scale is None else scale
+        shift = mid_level(white) if offset is None else offset
+        out *= gain
+        out += shift
+        low, high = (low - shift) / gain, (high - shift) / gain
     elif mode == "minmax" and joint:
-        _stretch(out, white, symmetric)
+        low[:], high[:] = _stretch(out, white, symmetric)
     elif mode == "minmax":
         per_group = max(1, STRETCH_VALUES // max(1, out[0].size))
-        for first in range(0, len(out), per_group):
-            _stretch(out[first:first + per_group], white, symmetric, each=True)
-    return np.clip(out, 0.0, white, out=out)
+        for first in range(0, count, per_group):
+            part = slice(first, first + per_group)
+            low[part], high[part] = _stretch(out[part], white, symmetric, each=True)
+    return np.clip(out, 0.0, white, out=out), MapRange(low, high, absolute=mode == "abs")
 
 
 #: ``minmax`` stretches maps in groups of about this many values: one vectorised pass per
@@ -233,13 +288,15 @@ def map_values(
 STRETCH_VALUES = 1 << 20
 
 
-def _stretch(values: np.ndarray, white: float, symmetric: bool, each: bool = False) -> None:
+def _stretch(values: np.ndarray, white: float, symmetric: bool,
+             each: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Stretch ``values`` in place: finite min..max (or -m..m) to 0..white; with ``each``,
     every map of ``values`` (N, H, W) by its own range (one finite value: a constant map).
+    Returns the range used (float64, one value per map with ``each``).
 
     >>> maps = np.array([[[1.0, 3.0]], [[5.0, 5.0]], [[-1.0, np.inf]]], np.float32)
-    >>> _stretch(maps, 2.0, False, each=True); maps[:, 0].tolist()
-    [[0.0, 2.0], [0.0, 0.0], [0.0, 0.0]]
+    >>> low, high = _stretch(maps, 2.0, False, each=True); maps[:, 0].tolist(), low.tolist()
+    ([[0.0, 2.0], [0.0, 0.0], [0.0, 0.0]], [1.0, 5.0, -1.0])
     """
     axes = tuple(range(1, values.ndim)) if each else None
     finite = np.isfinite(values)
@@ -258,6 +315,7 @@ def _stretch(values: np.ndarray, white: float, symmetric: bool, each: bool = Fal
     values *= gain.astype(values.dtype)
     if np.any(flat):
         values[...] = np.where(flat, white / 2 if symmetric else 0.0, values)
+    return low.reshape(-1), high.reshape(-1)
 
 
 def to_integers(values: np.ndarray, bits: int, in_place: bool = False) -> np.ndarray:

@@ -45,6 +45,7 @@ from convcli.limits import MAX_OPTION_INT
 from convcli.limits import short_repr as _short
 from convcli.params import PAD_MODES, not_one_of, one_of
 from convcli.paths import require_regular_file
+from convcli.stats import DEFAULT_PERCENTILES
 
 REQUIRED = object()
 POOL_MODES = ("max", "avg")
@@ -155,6 +156,12 @@ def _step_name(value: Any) -> str:
     return value
 
 
+def _percentiles(value: Any) -> tuple[float, ...]:
+    from convcli.stats import check_percentiles
+
+    return check_percentiles(_numbers(value))
+
+
 def _kernel_specs(value: Any) -> tuple[str, ...]:
     values = value if isinstance(value, list) else [value]
     if not values or not all(isinstance(v, str) and v.strip() for v in values):
@@ -181,6 +188,7 @@ FIELDS: dict[str, dict[str, tuple[Callable, Any]]] = {
                   "std": (_positive_numbers, None)},
     "gray": {},
     "select": {"channels": (_channels, REQUIRED)},
+    "stats": {"percentiles": (_percentiles, DEFAULT_PERCENTILES)},
 }
 #: Other spellings of ops (compared after lower-casing and turning ``-`` into ``_``).
 ALIASES = {"normalize": "normalise", "grey": "gray", "leakyrelu": "leaky_relu", "conv_transpose": "transposed"}
@@ -190,6 +198,7 @@ OUTPUT_FIELDS = {
     "map": ("map_mode", _text), "scale": ("scale", _number), "offset": ("offset", _number),
     "joint": ("joint", _flag), "depth": ("depth", _text), "colormap": ("colormap", _text),
     "split": ("split", _flag), "montage": ("montage", _flag), "montage_grid": ("montage_grid", _text),
+    "legend": ("legend", _flag),
     "rgba": ("rgba", _flag), "channels_first": ("channels_first", _flag),
 }
 
@@ -347,9 +356,10 @@ def _resolve(text: str, where: str, kernel_path: Sequence[str], folder: str):
     if spec.lower().endswith(SUFFIXES) and not os.path.isabs(spec):
         spec = os.path.join(folder, spec)
     try:
-        return resolve_kernel(spec, kernel_path)
+        kernel = resolve_kernel(spec, kernel_path)
     except ConvcliError as exc:
         raise type(exc)(f"{where}: kernel: {exc}") from None
+    return replace(kernel, spec=kernel.spec and text.strip())  # as written, not joined to the folder
 
 
 class _FieldError(Exception):
@@ -474,9 +484,10 @@ class Flags(abc.Sequence):
 
 
 class Labels(abc.Sequence):
-    """Montage labels, made on demand: kernel ``name`` for a kernel's only map, ``name[i]`` for
-    its i-th, the channel number for an input's maps; ``picked`` holds the maps a select step
-    kept. Equal to any sequence of the same strings.
+    """Montage labels, made on demand: the kernel as written (``sobel:dir=y``, after the
+    pipeline step's name if it has one: ``edges: sobel:dir=y``) for a kernel's only map,
+    ``spec[i]`` for its i-th, the channel number for an input's maps; ``picked`` holds the
+    maps a select step kept. Equal to any sequence of the same strings.
 
     >>> labels = Labels((("sobel", 2), ("box", 1)))
     >>> list(labels), labels.select([2, 0]) == ("box", "sobel[0]"), Labels.numbers(3)[1]
@@ -535,13 +546,14 @@ class Maps:
     """The values between steps: ``data`` (C, H, W), the white level (255, 65535, 1.0; None for
     ``.npy``), which maps are signed (0 on a flat input, for ``--map auto``: ``Flags``), montage
     labels (``Labels``), and the argmax of each named max pool step with the size it pooled
-    (for ``unpool``)."""
+    (for ``unpool``), and the input's path (for ``stats`` reports)."""
 
     data: Any
     white: Optional[float] = None
     signed: Optional[Flags] = None
     labels: Optional[Labels] = None
     pools: dict = field(default_factory=dict)
+    source: str = ""
 
     @property
     def flags(self) -> Flags:
@@ -596,7 +608,8 @@ def _conv(step: Step, maps: Maps) -> Maps:
         limits.check_arrays(f"{step.op} with {len(stack)} kernels", held=sum(a.nbytes for a in stack),
                             stacked_maps=(sum(counts), *stack[0].shape[1:]))
     data = stack[0] if len(stack) == 1 else np.concatenate(stack)
-    labels = Labels([(kernel.name, count) for kernel, count in zip(kernels, counts)])
+    named = f"{step.name}: " if step.name else ""  # a named pipeline step: "features: sobel_x"
+    labels = Labels([(named + (kernel.spec or kernel.name), count) for kernel, count in zip(kernels, counts)])
     return replace(maps, data=data, signed=Flags(np.concatenate(signed)), labels=labels)
 
 
@@ -735,9 +748,24 @@ def _select(step: Step, maps: Maps) -> Maps:
                    labels=labels.select(channels))
 
 
+def _stats(step: Step, maps: Maps) -> Maps:
+    """Report each channel's statistics (as ``convcli stats``) on stderr, one tab-separated
+    block per input and step written at once; the maps go on unchanged."""
+    import click
+
+    from convcli.stats import channel_stats, header, text_rows
+
+    percentiles = step.params["percentiles"]
+    lines = [header(percentiles, ("input", "step", "channel"))]
+    lines += text_rows([maps.source or "-", str(step.number)], channel_stats(maps.data, percentiles))
+    click.echo("\n".join("\t".join(line) for line in lines), err=True)
+    return maps
+
+
 _APPLY: dict[str, Callable[[Step, Maps], Maps]] = {
     "conv": _conv, "transposed": _conv, "pool": _pool, "global_pool": _global_pool, "unpool": _unpool,
     **{name: _activation for name in ACTIVATIONS}, "normalise": _normalise, "gray": _gray, "select": _select,
+    "stats": _stats,
 }
 
 
@@ -776,7 +804,7 @@ class Job:
         if target is not None:
             self._check_planned(target, picture)
         with np.errstate(over="ignore", invalid="ignore"):  # float32 overflows to inf, NaN propagates (PyTorch)
-            maps = self.pipeline.run(Maps(picture.data, picture.white), self.before)
+            maps = self.pipeline.run(Maps(picture.data, picture.white, source=source), self.before)
             if target is not None:
                 self._write(target, picture, maps)
         shapes = {"input_shape": _hwc(picture.data.shape), "output_shape": _hwc(maps.data.shape)}
@@ -911,6 +939,8 @@ def _explain_spec(step: Step, shape: tuple[int, int, int], pooled: dict) -> dict
         return {"op": ACTIVATIONS[step.op]}
     if step.op == "normalise":
         return {"op": "normalise"}
+    if step.op == "stats":  # reports; the maps go on as they are
+        return {"op": "channels", "filters": channels}
     if step.op == "gray":
         if channels not in (1, 3):
             raise ShapeError(f"gray needs 1 or 3 channels, the input has {channels}")

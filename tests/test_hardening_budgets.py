@@ -150,7 +150,7 @@ def test_many_small_channels_are_one_pass_and_no_python_object_each(monkeypatch)
     finally:
         tracemalloc.stop()
     assert len(calls) == 2  # one pass per kernel, not one per channel
-    assert out.labels[0] == "box[5]" and out.labels[1].endswith("[999999]") and out.signed is None
+    assert out.labels[0] == "box:size=1[5]" and out.labels[1].endswith("[999999]") and out.signed is None
     # the data: per kernel the weights for every channel, the output, the padded band and a
     # temporary, then the stack: about 40 bytes a channel; a label and a flag object for each
     # map would add over 100 more

@@ -62,12 +62,15 @@ _OUTPUT_OPTIONS = (
     click.option("--montage", is_flag=True, help="All maps in one grid image with labelled tiles."),
     click.option("--montage-grid", metavar="RxC", help="Montage rows x columns (implies --montage).  "
                                                         "[default: near-square]"),
+    click.option("--legend", is_flag=True,
+                 help="Draw a grey ramp or colour bar beside the map (each montage tile), with the "
+                      "values white, mid-grey and black stand for."),
     click.option("--rgba", is_flag=True, help="Write exactly 4 maps as one RGBA image."),
     click.option("--channels-first", is_flag=True,
                  help=".npy output shaped (C, H, W) instead of (H, W, C)."),
 )
 _OUTPUT_NAMES = ("map_mode", "scale", "offset", "joint", "depth", "colormap", "split", "montage",
-                 "montage_grid", "rgba", "channels_first")
+                 "montage_grid", "legend", "rgba", "channels_first")
 
 
 def output_options(command):
