@@ -95,6 +95,8 @@ def check_border(in_hw: Pair, pads: tuple[int, int, int, int], pad_mode: str) ->
     """Reject pads that a border mode cannot fill (PyTorch's limits).
 
     ``reflect`` needs pad < size (the mirror excludes the edge); ``circular`` needs pad <= size.
+    ``symmetric`` (not in PyTorch) takes any width, as numpy, SciPy and OpenCV do: the
+    mirrored image repeats (``correlate.source_index``).
     """
     if pad_mode not in PAD_MODES:
         raise ParameterError(f"pad mode {pad_mode!r} is not one of {', '.join(PAD_MODES)}")

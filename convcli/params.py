@@ -17,9 +17,10 @@ from convcli.errors import ParameterError
 from convcli.geometry import PADDING_RULES, PaddingSpec
 from convcli.limits import MAX_OPTION_INT, NUMBER, parse_real, parse_whole, shorten
 
-#: Border modes, with PyTorch's names (numpy's ``constant``, ``reflect``, ``edge``, ``wrap``;
-#: SciPy's ``reflect`` is none of them: it repeats the edge, numpy's ``symmetric``).
-PAD_MODES = ("zeros", "reflect", "replicate", "circular")
+#: Border modes: PyTorch's four names (numpy's ``constant``, ``reflect``, ``edge``, ``wrap``),
+#: and numpy's ``symmetric``, the edge repeated, which PyTorch lacks (SciPy ndimage's
+#: ``reflect``, OpenCV's ``BORDER_REFLECT``, the ``mirror`` of ImageMagick and libvips).
+PAD_MODES = ("zeros", "reflect", "replicate", "circular", "symmetric")
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -78,7 +79,11 @@ def parse_padding(text: str) -> PaddingSpec:
 
 
 def parse_pad_mode(text: str) -> str:
-    """One of PyTorch's border names: zeros, reflect, replicate, circular."""
+    """A border mode of ``PAD_MODES``: PyTorch's four, or numpy's ``symmetric``.
+
+    >>> parse_pad_mode(" Symmetric ")
+    'symmetric'
+    """
     mode = str(text).strip().lower()
     if mode not in PAD_MODES:
         raise ParameterError(f"pad mode {shorten(text)!r} is not one of {', '.join(PAD_MODES)}")

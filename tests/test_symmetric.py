@@ -1,0 +1,125 @@
+"""The ``symmetric`` border (the edge repeated: ``b a | a b c d | d c``) against SciPy ndimage's
+``reflect`` and OpenCV's ``BORDER_REFLECT`` on real images, and through conv, pipelines and explain.
+
+Every engine method is checked against ``tests/naive.py`` in every pad mode in ``test_conv.py``.
+"""
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+import naive
+from conftest import assert_matches, refused, run
+from convcli import engine
+
+SAMPLES = os.path.join(os.path.dirname(__file__), "..", "sample_images")
+
+
+def sample(name):
+    """A sample image as float32 (C, H, W)."""
+    with Image.open(os.path.join(SAMPLES, name)) as image:
+        pixels = np.asarray(image.convert("RGB") if image.mode == "RGBA" else image, np.float32)
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1).copy()
+
+
+def centred_pads(kh, kw):
+    """SciPy's and OpenCV's default origin: the kernel's centre is cell (kh // 2, kw // 2)."""
+    return (kh // 2, kh - 1 - kh // 2, kw // 2, kw - 1 - kw // 2)
+
+
+KERNELS = {
+    "sobel": np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32),
+    "asymmetric 4x5": np.arange(20, dtype=np.float32).reshape(4, 5) - 9.5,
+    "gaussian 9x9": np.outer(*[np.exp(-0.5 * (np.arange(-4, 5) / 2.0) ** 2)] * 2).astype(np.float32),
+    "random 23x23 (fft)": np.random.default_rng(3).uniform(-1, 1, (23, 23)).astype(np.float32),
+}
+
+
+@pytest.mark.parametrize("image", ["camera.png", "chelsea.png"])
+@pytest.mark.parametrize("name", list(KERNELS))
+@pytest.mark.parametrize("method", ["numpy", "gemm", "numba", "separable", "fft"])
+def test_symmetric_equals_scipy_reflect_on_images(image, name, method):
+    ndimage = pytest.importorskip("scipy.ndimage")
+    x, kernel = sample(image), KERNELS[name]
+    if method == "separable" and np.linalg.matrix_rank(kernel) > 1:
+        pytest.skip("the separable method takes kernels of rank 1")
+    out = engine.conv2d(x, kernel, padding=centred_pads(*kernel.shape), pad_mode="symmetric", method=method)
+    expected = np.stack([ndimage.correlate(plane.astype(np.float64), kernel.astype(np.float64), mode="reflect")
+                         for plane in x])
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=2e-3 * np.abs(kernel).sum())
+
+
+@pytest.mark.parametrize("image", ["camera.png", "chelsea.png"])
+@pytest.mark.parametrize("name", list(KERNELS))
+def test_symmetric_equals_opencv_border_reflect_on_images(image, name):
+    cv2 = pytest.importorskip("cv2")
+    x, kernel = sample(image), KERNELS[name]
+    out = engine.conv2d(x, kernel, padding=centred_pads(*kernel.shape), pad_mode="symmetric")
+    expected = np.stack([cv2.filter2D(plane.astype(np.float64), -1, kernel.astype(np.float64),
+                                      borderType=cv2.BORDER_REFLECT) for plane in x])
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=2e-3 * np.abs(kernel).sum())
+
+
+@given(hw=st.tuples(st.integers(1, 6), st.integers(1, 6)), k=st.tuples(st.integers(1, 15), st.integers(1, 15)),
+       seed=st.integers(0, 2**16))
+def test_symmetric_fills_pads_wider_than_the_image_as_scipy(hw, k, seed):
+    """No limit on the pad width: the mirrored image repeats (numpy, SciPy and OpenCV agree)."""
+    ndimage = pytest.importorskip("scipy.ndimage")
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (1,) + hw).astype(np.float32)
+    kernel = rng.uniform(-1, 1, k).astype(np.float32)
+    pads = centred_pads(*k)
+    out = engine.conv2d(x, kernel, padding=pads, pad_mode="symmetric")
+    assert_matches(out, ndimage.correlate(x[0].astype(np.float64), kernel.astype(np.float64), mode="reflect")[None])
+    assert_matches(out, naive.conv2d(x, kernel[None, None], pads=pads, mode="symmetric"))
+
+
+def test_symmetric_repeats_the_edge_by_hand():
+    """A 1x4 row ``a b c d`` with two pad columns a side reads ``b a | a b c d | d c``."""
+    row = np.array([[[1, 10, 100, 1000]]], np.float32)
+    picks = [np.eye(5, dtype=np.float32)[None, n] for n in range(5)]  # 1x5 kernels picking one tap
+    columns = [engine.conv2d(row, kernel, padding=(0, 0, 2, 2), pad_mode="symmetric")[0, 0].tolist()
+               for kernel in picks]
+    assert columns[0] == [10, 1, 1, 10]                 # taps two to the left: b a a b
+    assert columns[4] == [100, 1000, 1000, 100]         # taps two to the right: c d d c
+
+
+def test_conv_pad_mode_symmetric_on_a_file(tmp_path):
+    out = tmp_path / "o.npy"
+    source = os.path.join(SAMPLES, "camera.png")
+    result = run("conv", source, "-k", "gaussian:sigma=2", "--pad-mode", "symmetric", "-o", out)
+    assert result.exit_code == 0, result.output
+    x = sample("camera.png")
+    ndimage = pytest.importorskip("scipy.ndimage")
+    from convcli.kernel_library import resolve_kernel
+
+    kernel = resolve_kernel("gaussian:sigma=2")
+    expected = ndimage.correlate(x[0].astype(np.float64), kernel.weights / kernel.scale, mode="reflect")
+    np.testing.assert_allclose(np.load(out)[..., 0], expected, atol=1e-3)
+    # a flat picture blurred stays flat to its edges: no darkened frame as with zeros
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.full((9, 7), 200, np.uint8)).save(flat)
+    assert run("conv", flat, "-k", "box:size=5", "--pad-mode", "symmetric", "-o", tmp_path / "f.npy").exit_code == 0
+    np.testing.assert_allclose(np.load(tmp_path / "f.npy"), 200, atol=1e-3)
+
+
+def test_pipeline_pad_mode_symmetric(tmp_path):
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("steps:\n  - op: conv\n    kernel: sobel_x\n    pad_mode: Symmetric\n")
+    matrix = np.arange(20, dtype=np.float32).reshape(4, 5) ** 2
+    source = tmp_path / "m.npy"
+    np.save(source, matrix)
+    result = run("run", pipeline, source, "-o", tmp_path / "o.npy")
+    assert result.exit_code == 0, result.output
+    sobel = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], float)
+    expected = naive.conv2d(matrix[None], sobel[None, None], pads=(1, 1, 1, 1), mode="symmetric")
+    np.testing.assert_allclose(np.load(tmp_path / "o.npy")[..., 0], expected[0], atol=1e-3)
+
+
+def test_bad_pad_mode_names_symmetric(tmp_path):
+    source = os.path.join(SAMPLES, "camera.png")
+    refused(run("conv", source, "-k", "box", "--pad-mode", "mirror", "-o", tmp_path / "o.npy"), 2, "symmetric")
