@@ -22,6 +22,10 @@ from convcli.limits import MAX_OPTION_INT, NUMBER, parse_real, parse_whole, shor
 #: ``reflect``, OpenCV's ``BORDER_REFLECT``, the ``mirror`` of ImageMagick and libvips).
 PAD_MODES = ("zeros", "reflect", "replicate", "circular", "symmetric")
 
+#: How ``--combine`` folds the maps of several kernels into one map per channel: the root of
+#: the sum of squares (gradient magnitude), the sum, or the largest value.
+COMBINE_MODES = ("magnitude", "sum", "max")
+
 
 def _ints(text: str, option: str) -> list[int]:
     """Whole numbers in ASCII digits (not ``２`` nor ``1_0``), each at most ``MAX_OPTION_INT``."""

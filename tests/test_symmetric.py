@@ -6,14 +6,14 @@ Every engine method is checked against ``tests/naive.py`` in every pad mode in `
 
 import os
 
+import naive
 import numpy as np
 import pytest
+from conftest import assert_matches, refused, run
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-import naive
-from conftest import assert_matches, refused, run
 from convcli import engine
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "sample_images")

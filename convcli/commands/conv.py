@@ -12,7 +12,8 @@ import click
 from convcli.commands.kernels import kernel_path_option
 from convcli.commands.options import input_options, output_options, parsed
 from convcli.commands.run import ALPHA_OPTION, batch_options, run_batch, slug
-from convcli.params import PAD_MODES, parse_count, parse_floats, parse_pad_mode, parse_padding, parse_pair
+from convcli.params import (COMBINE_MODES, PAD_MODES, parse_count, parse_floats, parse_pad_mode, parse_padding,
+                            parse_pair)
 
 
 @click.command()
@@ -22,6 +23,10 @@ from convcli.params import PAD_MODES, parse_count, parse_floats, parse_pad_mode,
                    "list'), a .yaml/.npy/.mat file, or inline '3x3: 1,0,-1 ...'. Repeat it "
                    "(-k a -k b) to stack each kernel's maps as channels (same output size).")
 @kernel_path_option
+@click.option("--combine", type=click.Choice(COMBINE_MODES, case_sensitive=False),
+              help="With several -k kernels giving as many maps each: one map per channel instead of the "
+                   "stack, magnitude = sqrt(a^2 + b^2 + ...) (-k sobel_x -k sobel_y: edge strength), sum, "
+                   "or max.")
 @click.option("--stride", default="1", show_default=True, callback=parsed(parse_pair, "stride"),
               help="N or H,W.")
 @click.option("--padding", default="same", show_default=True, callback=parsed(parse_padding),
@@ -49,7 +54,7 @@ from convcli.params import PAD_MODES, parse_count, parse_floats, parse_pad_mode,
 @batch_options
 @output_options
 @input_options
-def conv(inputs, kernel, kernel_path, stride, padding, pad_mode, dilation, groups, flip, transpose,
+def conv(inputs, kernel, kernel_path, combine, stride, padding, pad_mode, dilation, groups, flip, transpose,
          output_padding, bias, gray, alpha, show_trace, batch, out, reading):
     """Cross-correlate each INPUT with a kernel (as PyTorch conv2d) and write the feature maps.
 
@@ -62,6 +67,8 @@ def conv(inputs, kernel, kernel_path, stride, padding, pad_mode, dilation, group
     """
     if output_padding is not None and not transpose:
         raise click.UsageError("--output-padding applies only with --transpose")
+    if combine and len(kernel) < 2:
+        raise click.UsageError("--combine needs two or more -k kernels, whose maps it combines")
     if transpose and pad_mode != "zeros":
         raise click.UsageError(f"--pad-mode {pad_mode} does not apply to --transpose, which pads with zeros")
     from convcli.kernel_library import resolve_kernel
@@ -69,7 +76,7 @@ def conv(inputs, kernel, kernel_path, stride, padding, pad_mode, dilation, group
 
     kernels = tuple(resolve_kernel(spec, kernel_path) for spec in kernel)
     common = dict(kernel=kernels, stride=stride, padding=padding, dilation=dilation, groups=groups, flip=flip,
-                  bias=bias)
+                  bias=bias, combine=combine and combine.lower())
     if transpose:
         step = make_step("transposed", 2, output_padding=output_padding or (0, 0), **common)
     else:
