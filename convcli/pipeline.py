@@ -961,6 +961,8 @@ def _explain_spec(step: Step, shape: tuple[int, int, int], pooled: dict) -> dict
                 "dilation": list(p["dilation"]), "bias": p["bias"] is not None}
         if transposed:
             spec["output_padding"] = list(p["output_padding"])
+        else:
+            spec["pad_mode"] = p["pad_mode"]
         return spec
     if step.op == "pool":
         spec = {"op": f"{p['mode']}pool", "kernel": list(p["size"]), "stride": list(p["stride"] or p["size"]),

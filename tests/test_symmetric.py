@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from convcli import engine
+from convcli import engine, explain
+from convcli.errors import ShapeError
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "sample_images")
 
@@ -123,3 +124,53 @@ def test_pipeline_pad_mode_symmetric(tmp_path):
 def test_bad_pad_mode_names_symmetric(tmp_path):
     source = os.path.join(SAMPLES, "camera.png")
     refused(run("conv", source, "-k", "box", "--pad-mode", "mirror", "-o", tmp_path / "o.npy"), 2, "symmetric")
+
+
+def test_step_language_takes_pad_modes():
+    step = explain.parse_step("conv 8 k3 symmetric")
+    assert step.pad_mode == "symmetric" and explain.step_text(step) == "conv 8 k3 same symmetric"
+    assert explain.step_from_dict({"op": "depthwise", "kernel": 3, "pad_mode": "Reflect"}).pad_mode == "reflect"
+    # a border the mode cannot fill ends the trace, as the engine refuses it
+    shapes = explain.trace((4, 4, 1), explain.parse_steps(["conv 8 k9 symmetric", "conv 8 k9 reflect"]))
+    assert shapes.rows[0].output == (4, 4, 8)
+    assert shapes.error.endswith("reflect padding of 4 needs more than 4 input rows, the input has 4")
+
+
+def test_explain_pipeline_shows_and_checks_the_pad_mode(tmp_path):
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("steps:\n  - op: conv\n    kernel: box:size=7\n    pad_mode: reflect\n")
+    assert "conv 1 k7 same nobias reflect" in run("explain", "--input", "9x9x1", "--pipeline", pipeline).output
+    refused(run("explain", "--input", "3x3x1", "--pipeline", pipeline), 1, "reflect padding of 3")
+
+
+@given(hw=st.tuples(st.integers(1, 4), st.integers(1, 4)), k=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       pads=st.tuples(*[st.integers(0, 5)] * 4), mode=st.sampled_from(naive.PAD_MODES), seed=st.integers(0, 999))
+def test_by_hand_reads_the_border_values_of_every_pad_mode(hw, k, pads, mode, seed):
+    rng = np.random.default_rng(seed)
+    matrix, kernel = rng.integers(-9, 10, hw), rng.integers(-3, 4, k)
+    expected_error = (hw[0] + pads[0] + pads[1] < k[0] or hw[1] + pads[2] + pads[3] < k[1]
+                      or mode == "reflect" and (max(pads[:2]) >= hw[0] or max(pads[2:]) >= hw[1])
+                      or mode == "circular" and (max(pads[:2]) > hw[0] or max(pads[2:]) > hw[1]))
+    if expected_error:
+        with pytest.raises(ShapeError):
+            explain.by_hand_conv(matrix.tolist(), kernel.tolist(), padding=pads, pad_mode=mode)
+        return
+    worked = explain.by_hand_conv(matrix.tolist(), kernel.tolist(), padding=pads, pad_mode=mode)
+    assert worked.output() == naive.conv2d(matrix[None], kernel[None, None], pads=pads, mode=mode)[0].tolist()
+
+
+def test_by_hand_prints_the_border_values(tmp_path):
+    result = run("explain", "--by-hand", "--matrix", "1,2,0;4,1,1;0,2,3", "-k", "sobel_x", "--padding", "1",
+                 "--pad-mode", "symmetric", "--cell", "0,0", "--gif", tmp_path / "a.gif")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].endswith("padding 1, pad mode symmetric")
+    assert [line.split() for line in lines[4:9]] == [
+        ["·1", "·1", "·2", "·0", "·0"], ["·1", "1", "2", "0", "·0"], ["·4", "4", "1", "1", "·1"],
+        ["·0", "0", "2", "3", "·3"], ["·0", "·0", "·2", "·3", "·3"]]
+    assert "sum: -1 + 0 + 2 - 2 + 0 + 4 - 4 + 0 + 1 = 0" in result.output
+    assert (tmp_path / "a.gif").stat().st_size > 0
+    refused(run("explain", "--by-hand", "--matrix", "1,2;4,1", "--pool", "max", "--pad-mode", "reflect"), 2,
+            "--pad-mode applies to -k")
+    refused(run("explain", "--input", "3x3", "conv 1 k3", "--pad-mode", "reflect"), 2,
+            "--pad-mode applies to --by-hand")

@@ -105,4 +105,4 @@ class ExplainConv:
             weight, groups = layout(kernel.weights / kernel.scale, maps.data.shape[0], p["groups"], copy=False)
             explain_conv(maps.data.shape, weight.shape, groups, stride=p["stride"], padding=p["padding"],
                          dilation=p["dilation"], bias=p["bias"], label=spec, transposed=transposed,
-                         output_padding=p.get("output_padding", (0, 0)))
+                         output_padding=p.get("output_padding", (0, 0)), pad_mode=p.get("pad_mode", "zeros"))

@@ -19,13 +19,14 @@ import click
 from convcli.commands.kernels import kernel_path_option
 from convcli.commands.options import parsed
 from convcli.errors import KernelError, OutputError, ParameterError, ShapeError
-from convcli.params import parse_padding, parse_pair
+from convcli.params import PAD_MODES, parse_pad_mode, parse_padding, parse_pair
 
 STEP_HELP = (
     "STEP: KIND then tokens, e.g. 'conv 64 k7 s2 p3 nobias'. Kinds: conv, depthwise, pointwise, "
     "separable, transposed, maxpool, avgpool, globalavgpool, globalmaxpool, unpool, relu (and other "
     "activations), batchnorm, normalise, channels. Tokens: N (filters), kN or kHxW, sN, pN | p1,2 | p0,1,0,1 | "
-    "valid | same | full, dN, gN, mN (depth multiplier), opN (output padding), bias | nobias, ceil. "
+    "valid | same | full, dN, gN, mN (depth multiplier), opN (output padding), bias | nobias, ceil, "
+    "zeros | reflect | replicate | circular | symmetric (pad mode). "
     "Defaults: conv-like steps pad 'same' (as conv) and have a bias; pools are 2x2, 'valid', stride = window."
 )
 
@@ -58,6 +59,8 @@ def _cells(ctx, param, values):
               help="By hand: valid, same (TF/Keras), full, N, H,W or top,bottom,left,right.")
 @click.option("--dilation", default="1", show_default=True, callback=parsed(parse_pair, "dilation"),
               help="By hand: N or H,W.")
+@click.option("--pad-mode", callback=parsed(parse_pad_mode),
+              help=f"By hand, -k: the border values, as conv's: {', '.join(PAD_MODES)}.  [default: zeros]")
 @click.option("--ceil-mode", is_flag=True, help="By hand, --pool: PyTorch's ceil mode.")
 @click.option("--exclude-pad", is_flag=True,
               help="By hand, --pool avg: padding cells do not count in the mean.")
@@ -69,7 +72,7 @@ def _cells(ctx, param, values):
               help="Trace the steps of a pipeline file (as 'convcli run' reads it) instead of STEPs.")
 @kernel_path_option
 def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, size, stride, padding, dilation,
-            ceil_mode, exclude_pad, cells, gif, overwrite, pipeline_file, kernel_path):
+            pad_mode, ceil_mode, exclude_pad, cells, gif, overwrite, pipeline_file, kernel_path):
     """Trace shapes, parameters, multiply-adds and receptive fields through STEPs; or work a
     small convolution by hand.
 
@@ -84,10 +87,11 @@ def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, si
                 "--by-hand takes --matrix and -k or --pool, not STEPs, --pipeline, --input, --json or --table")
         if overwrite and not gif:
             raise click.UsageError("--overwrite applies to --gif")
-        _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, exclude_pad, cells, gif,
-                 overwrite)
+        _by_hand(matrix, kernel, pool, size, stride, padding, dilation, pad_mode, ceil_mode, exclude_pad, cells,
+                 gif, overwrite)
         return
     hand_only = {"--matrix": matrix, "-k": kernel, "--pool": pool, "--size": size, "--stride": stride,
+                 "--pad-mode": pad_mode,
                  "--ceil-mode": ceil_mode, "--exclude-pad": exclude_pad, "--cell": cells, "--gif": gif,
                  "--overwrite": overwrite}
     given = [name for name, value in hand_only.items() if value]
@@ -124,7 +128,7 @@ def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, si
 
 
 def explain_conv(chw: Sequence[int], weight_shape: Sequence[int], groups: int, *, stride, padding, dilation,
-                 bias, label: str, transposed: bool = False, output_padding=(0, 0)) -> None:
+                 bias, label: str, transposed: bool = False, output_padding=(0, 0), pad_mode: str = "zeros") -> None:
     """``convcli conv --explain``: the trace of one kernel's convolution, on stderr, before it runs.
 
     ``weight_shape`` and ``groups`` as the engine lays the kernel out (``as_conv_weight`` or
@@ -133,7 +137,8 @@ def explain_conv(chw: Sequence[int], weight_shape: Sequence[int], groups: int, *
     from convcli import explain as library
 
     step = library.conv_step(weight_shape, groups, transposed=transposed, stride=stride, padding=padding,
-                             dilation=dilation, output_padding=output_padding, bias=bias is not None)
+                             dilation=dilation, output_padding=output_padding, bias=bias is not None,
+                             pad_mode=pad_mode)
     step = replace(step, text=f"-k {label}: {library.step_text(step)}")
     result = library.trace((chw[1], chw[2], chw[0]), [step])
     show_trace(result, err=True)
@@ -226,7 +231,7 @@ def _rich_table(result, err: bool) -> None:
     console.print(table)
 
 
-def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, exclude_pad, cells, gif,
+def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, pad_mode, ceil_mode, exclude_pad, cells, gif,
              overwrite=False) -> None:
     from convcli import explain as library
 
@@ -234,6 +239,8 @@ def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, e
         raise click.UsageError("--by-hand needs --matrix and one of -k or --pool")
     if kernel and (size or ceil_mode or exclude_pad):
         raise click.UsageError("--size, --ceil-mode and --exclude-pad apply to --pool")
+    if pool and pad_mode:
+        raise click.UsageError("--pad-mode applies to -k: pooling pads with cells that never win or count")
     if gif:
         _check_gif(gif, [matrix, kernel or ""], overwrite)
     try:
@@ -252,7 +259,7 @@ def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, e
                               f"{'x'.join(map(str, found.weights.shape))}")
         worked = library.by_hand_conv(values, found.weights.tolist(), stride=stride or (1, 1),
                                       padding=padding, dilation=dilation, scale=found.scale,
-                                      offset=found.offset, name=found.name)
+                                      offset=found.offset, name=found.name, pad_mode=pad_mode or "zeros")
     try:
         text = library.render_by_hand(worked, cells or library.default_cells(worked))
     except ParameterError as exc:
