@@ -162,3 +162,17 @@ def test_combine_magnitude_equals_vips_sobel_on_float_input(tmp_path):
     assert run("conv", source, "-k", "sobel_x", "-k", "sobel_y", "--combine", "magnitude", "-o", out).exit_code == 0
     ours, theirs = np.clip(np.load(out)[..., 0], 0, 255), read_pixels(tmp_path / "v.png").astype(np.float64)
     assert np.abs(ours[1:-1, 1:-1] - theirs[1:-1, 1:-1]).max() <= 1
+
+
+def test_transposed_step_combines_too(tmp_path):
+    """Each 2x2 kernel scatters every pixel (stride 2); the sum of two is one map per channel."""
+    source = tmp_path / "m.npy"
+    np.save(source, np.arange(12, dtype=np.float32).reshape(3, 4))
+    a, b = np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[0.0, -1.0], [5.0, 0.5]])
+    out = tmp_path / "o.npy"
+    result = run("conv", source, "--transpose", "-k", inline(a), "-k", inline(b), "--combine", "sum",
+                 "--stride", "2", "--padding", "valid", "-o", out)
+    assert result.exit_code == 0, result.output
+    x = np.arange(12, dtype=np.float64).reshape(1, 3, 4)
+    expected = sum(naive.conv_transpose2d(x, w[None, None], stride=(2, 2)) for w in (a, b))
+    np.testing.assert_allclose(np.load(out)[..., 0], expected[0], atol=1e-4)

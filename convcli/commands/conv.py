@@ -32,7 +32,8 @@ from convcli.params import (COMBINE_MODES, PAD_MODES, parse_count, parse_floats,
 @click.option("--padding", default="same", show_default=True, callback=parsed(parse_padding),
               help="valid, same (TF/Keras), full, N, H,W or top,bottom,left,right.")
 @click.option("--pad-mode", default="zeros", show_default=True, callback=parsed(parse_pad_mode),
-              help=f"Border values: {', '.join(PAD_MODES)} (PyTorch's meanings).")
+              help=f"Border values: {', '.join(PAD_MODES)} (PyTorch's meanings; symmetric repeats the "
+                   "edge, as SciPy's reflect and ImageMagick's mirror).")
 @click.option("--dilation", default="1", show_default=True, callback=parsed(parse_pair, "dilation"),
               help="N or H,W.")
 @click.option("--groups", default="1", show_default=True, callback=parsed(parse_count, "groups"),
