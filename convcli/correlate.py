@@ -93,8 +93,12 @@ def source_index(positions: np.ndarray, size: int, mode: str) -> np.ndarray:
 
     >>> source_index(np.arange(-2, 6), 4, "reflect").tolist()      # c b | a b c d | c b
     [2, 1, 0, 1, 2, 3, 2, 1]
+    >>> source_index(np.arange(-2, 6), 4, "symmetric").tolist()    # b a | a b c d | d c
+    [1, 0, 0, 1, 2, 3, 3, 2]
     >>> source_index(np.arange(-2, 6), 4, "zeros").tolist()
     [-1, -1, 0, 1, 2, 3, -1, -1]
+
+    ``symmetric`` fills pads of any width (the mirrored image repeats, as numpy's does).
     """
     if mode == "zeros":
         return np.where((positions >= 0) & (positions < size), positions, -1)
@@ -102,6 +106,9 @@ def source_index(positions: np.ndarray, size: int, mode: str) -> np.ndarray:
         return np.clip(positions, 0, size - 1)
     if mode == "circular":
         return positions % size
+    if mode == "symmetric":  # the edge repeated: period 2 * size, the second half mirrored
+        folded = positions % (2 * size)
+        return np.where(folded < size, folded, 2 * size - 1 - folded)
     period = 2 * (size - 1)  # reflect, the edge not repeated
     folded = positions % period if period else np.zeros_like(positions)
     return np.where(folded < size, folded, period - folded)

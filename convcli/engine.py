@@ -92,22 +92,12 @@ def _laid_out(weight: np.ndarray, operation: str, held: int) -> np.ndarray:
 
 
 def check_border(in_hw: Pair, pads: tuple[int, int, int, int], pad_mode: str) -> None:
-    """Reject pads that a border mode cannot fill (PyTorch's limits).
-
-    ``reflect`` needs pad < size (the mirror excludes the edge); ``circular`` needs pad <= size.
-    """
+    """Reject an unknown border mode, or pads it cannot fill (``geometry.border_shortfall``)."""
     if pad_mode not in PAD_MODES:
         raise ParameterError(not_one_of("pad mode", pad_mode, PAD_MODES))
-    for axis, size, (before, after) in (("rows", in_hw[0], pads[:2]), ("columns", in_hw[1], pads[2:])):
-        widest = max(before, after)
-        if pad_mode == "reflect" and widest >= size:
-            raise ShapeError(
-                f"reflect padding of {widest} needs more than {widest} input {axis}, the input has {size}"
-            )
-        if pad_mode == "circular" and widest > size:
-            raise ShapeError(
-                f"circular padding of {widest} needs at least {widest} input {axis}, the input has {size}"
-            )
+    shortfall = geometry.border_shortfall(in_hw, pads, pad_mode)
+    if shortfall:
+        raise ShapeError(shortfall)
 
 
 def conv2d(

@@ -11,9 +11,10 @@ Every size comes from ``convcli.geometry``; nothing here imports numba.
        token  := N (filters) | kN | kHxW (kernel / window) | sN (stride) | dN (dilation)
                | pN | pH,W | pT,B,L,R | valid | same | full (padding) | gN (groups)
                | mN (depth multiplier) | opN (output padding) | bias | nobias | ceil
+               | zeros | reflect | replicate | circular | symmetric (pad mode)
                | field=value (filters, kernel, stride, padding, dilation, groups,
                               multiplier, output_padding, bias, ceil_mode, function,
-                              output_size)
+                              output_size, pad_mode)
 
    ``channels N`` changes the channel count only (a pipeline's ``gray`` and ``select``);
    ``unpool`` takes ``output_size=H,W``, the size of the plane the indices point into.
@@ -45,7 +46,7 @@ from convcli import geometry
 from convcli.errors import InputError, ParameterError, ShapeError
 from convcli.geometry import PaddingSpec, Pair, ReceptiveField, Window, padding_text, shape_text, window_too_large
 from convcli.limits import parse_real, parse_whole, shorten
-from convcli.params import not_one_of, parse_padding, parse_pair
+from convcli.params import PAD_MODES, not_one_of, parse_pad_mode, parse_padding, parse_pair
 from convcli.paths import require_regular_file
 
 #: (H, W, C), the order of ``--input 224x224x3``.
@@ -54,10 +55,10 @@ Pads = tuple[int, int, int, int]
 
 #: Each step kind and the fields it takes, in the order they are listed in messages.
 FIELDS: dict[str, tuple[str, ...]] = {
-    "conv": ("filters", "kernel", "stride", "padding", "dilation", "groups", "bias"),
-    "depthwise": ("kernel", "stride", "padding", "dilation", "multiplier", "bias"),
+    "conv": ("filters", "kernel", "stride", "padding", "dilation", "groups", "bias", "pad_mode"),
+    "depthwise": ("kernel", "stride", "padding", "dilation", "multiplier", "bias", "pad_mode"),
     "pointwise": ("filters", "stride", "groups", "bias"),
-    "separable": ("filters", "kernel", "stride", "padding", "dilation", "multiplier", "bias"),
+    "separable": ("filters", "kernel", "stride", "padding", "dilation", "multiplier", "bias", "pad_mode"),
     "transposed": ("filters", "kernel", "stride", "padding", "output_padding", "dilation", "groups", "bias"),
     "maxpool": ("kernel", "stride", "padding", "dilation", "ceil_mode"),
     "avgpool": ("kernel", "stride", "padding", "ceil_mode"),
@@ -96,11 +97,12 @@ _SHORT = {"k": "kernel", "s": "stride", "p": "padding", "d": "dilation", "g": "g
           "m": "multiplier", "op": "output_padding"}
 _SHORT_TOKEN = re.compile(r"(op|k|s|p|d|g|m)([0-9][0-9,x]*)")
 _WORDS = {"valid": ("padding", "valid"), "same": ("padding", "same"), "full": ("padding", "full"),
-          "bias": ("bias", True), "nobias": ("bias", False), "ceil": ("ceil_mode", True)}
+          "bias": ("bias", True), "nobias": ("bias", False), "ceil": ("ceil_mode", True),
+          **{mode: ("pad_mode", mode) for mode in PAD_MODES}}
 _TOKEN_HELP = {"filters": "N", "kernel": "kN", "stride": "sN", "padding": "pN|valid|same|full",
                "dilation": "dN", "groups": "gN", "multiplier": "mN", "output_padding": "opN",
                "bias": "bias|nobias", "ceil_mode": "ceil", "function": "NAME",
-               "output_size": "output_size=H,W"}
+               "output_size": "output_size=H,W", "pad_mode": "|".join(PAD_MODES)}
 
 #: The conventions every trace states (also in the JSON output).
 CONVENTIONS = {
@@ -142,6 +144,7 @@ class Step:
     ceil_mode: bool = False
     function: str = ""
     output_size: Optional[Pair] = None
+    pad_mode: str = "zeros"
     number: int = 0
     text: str = ""
 
@@ -197,6 +200,7 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "filters": _count, "kernel": _pair, "stride": _pair, "padding": _padding, "dilation": _pair,
     "groups": _count, "multiplier": _count, "output_padding": lambda v, n: _pair(v, n, 0),
     "bias": _flag, "ceil_mode": _flag, "function": _function, "output_size": _pair,
+    "pad_mode": lambda value, name: parse_pad_mode(str(value)),
 }
 
 
@@ -381,6 +385,8 @@ def step_text(step: Step) -> str:
         words.append("nobias")
     if step.ceil_mode:
         words.append("ceil")
+    if step.pad_mode != "zeros":
+        words.append(step.pad_mode)
     if step.output_size is not None:
         words.append(f"output_size={step.output_size[0]},{step.output_size[1]}")
     return " ".join(words)
@@ -393,7 +399,7 @@ def parse_steps(texts: Sequence[str]) -> list[Step]:
 
 def conv_step(weight_shape: Sequence[int], groups: int, *, transposed: bool = False,
               stride: Pair = (1, 1), padding: PaddingSpec = "same", dilation: Pair = (1, 1),
-              output_padding: Pair = (0, 0), bias: bool = False) -> Step:
+              output_padding: Pair = (0, 0), bias: bool = False, pad_mode: str = "zeros") -> Step:
     """The step of one ``convcli conv`` run, from its 4-D weight shape as the engine lays it out.
 
     ``(C_out, C_in/groups, kh, kw)``, or ``(C_in, C_out/groups, kh, kw)`` when ``transposed``.
@@ -404,7 +410,7 @@ def conv_step(weight_shape: Sequence[int], groups: int, *, transposed: bool = Fa
     filters = weight_shape[1] * groups if transposed else weight_shape[0]
     step = Step(kind="transposed" if transposed else "conv", filters=filters, kernel=tuple(weight_shape[2:]),
                 stride=tuple(stride), padding=padding, dilation=tuple(dilation), groups=groups, bias=bias,
-                output_padding=tuple(output_padding), number=1)
+                output_padding=tuple(output_padding), pad_mode=pad_mode, number=1)
     try:
         _check_step(step)
     except _FieldError as exc:
@@ -731,6 +737,9 @@ def _conv_row(step: Step, base: Row) -> tuple[Row, Optional[tuple[Window, Window
     if min(out_hw) < 1:
         return replace(base, error=window_too_large("kernel", (height, width), step.kernel, step.dilation, pads,
                                               step.padding)), None
+    shortfall = geometry.border_shortfall((height, width), pads, step.pad_mode)
+    if shortfall:
+        return replace(base, error=shortfall), None
     kh, kw = step.kernel
     per_output = (channels // groups) * kh * kw
     row = replace(
@@ -939,7 +948,8 @@ class Cell:
     """One output cell worked out: the taps of its window and how they combine.
 
     ``positions`` are input (row, column) indices (negative or past the end: padding);
-    ``values`` are None in the padding; ``products`` are value x weight (conv only).
+    ``values`` are None in padding that holds nothing (zeros; pools), else the border value
+    the pad mode reads; ``products`` are value x weight (conv only).
     """
 
     row: int
@@ -958,7 +968,8 @@ class Worked:
     """A small convolution (``op="conv"``) or pooling (``"max"``, ``"avg"``) to show by hand.
 
     ``image`` is the unpadded matrix; ``pads`` (top, bottom, left, right) come from geometry;
-    ``weights`` (conv) are used as correlated, then ``/ scale + offset`` as ``convcli conv`` does.
+    ``weights`` (conv) are used as correlated, then ``/ scale + offset`` as ``convcli conv`` does;
+    ``pad_mode`` (conv) fills the padding as ``conv --pad-mode`` does.
     """
 
     op: str
@@ -975,12 +986,31 @@ class Worked:
     offset: float = 0.0
     count_include_pad: bool = True
     name: str = ""
+    pad_mode: str = "zeros"
+
+    def inside(self, row: int, col: int) -> bool:
+        """Whether (row, col) lies in the matrix, not in its padding."""
+        return 0 <= row < len(self.image) and 0 <= col < len(self.image[0])
 
     def value_at(self, row: int, col: int) -> Optional[float]:
-        """The input value at (row, col), None outside the matrix (padding)."""
-        if 0 <= row < len(self.image) and 0 <= col < len(self.image[0]):
+        """The input value at (row, col); in the padding, the value the pad mode reads there
+        (``correlate.source_index``), None for zeros.
+
+        >>> worked = by_hand_conv([[1, 2, 3]], [[1, 1, 1]], padding=(0, 0, 2, 2), pad_mode="symmetric")
+        >>> [worked.value_at(0, c) for c in range(-2, 5)]      # b a | a b c | c b
+        [2.0, 1.0, 1.0, 2.0, 3.0, 3.0, 2.0]
+        """
+        if self.inside(row, col):
             return self.image[row][col]
-        return None
+        if self.pad_mode == "zeros":
+            return None
+        import numpy as np
+
+        from convcli.correlate import source_index
+
+        row, col = (int(source_index(np.array([at]), size, self.pad_mode)[0])
+                    for at, size in ((row, len(self.image)), (col, len(self.image[0]))))
+        return self.image[row][col]
 
     def cell(self, i: int, j: int) -> Cell:
         """Output cell (i, j), worked out tap by tap.
@@ -1024,8 +1054,9 @@ SEED_IMAGE = [[1, 2, 0, 1, 3], [4, 1, 1, 0, 2], [0, 2, 3, 1, 1], [1, 0, 2, 2, 0]
 
 def by_hand_conv(image: Sequence[Sequence[float]], weights: Sequence[Sequence[float]], *, stride: Pair = (1, 1),
                  padding: PaddingSpec = "valid", dilation: Pair = (1, 1), scale: float = 1.0,
-                 offset: float = 0.0, name: str = "") -> Worked:
-    """A 2-D cross-correlation of a small matrix, as ``convcli conv`` (zero padding).
+                 offset: float = 0.0, name: str = "", pad_mode: str = "zeros") -> Worked:
+    """A 2-D cross-correlation of a small matrix, as ``convcli conv`` (``pad_mode`` as its
+    ``--pad-mode``).
 
     >>> by_hand_conv(SEED_IMAGE, [[1, 0, -1]] * 3).output()      # the seeds' vertical edges
     [[1.0, 3.0, -2.0], [-1.0, 0.0, 3.0], [-1.0, -1.0, 2.0]]
@@ -1040,8 +1071,11 @@ def by_hand_conv(image: Sequence[Sequence[float]], weights: Sequence[Sequence[fl
     arithmetic = _per_axis([_conv_formula(*axis, out) for axis, out in zip(axes, out_hw)])
     if min(out_hw) < 1:
         raise ShapeError(window_too_large("kernel", in_hw, size, dilation, pads, padding))
+    shortfall = geometry.border_shortfall(in_hw, pads, parse_pad_mode(pad_mode))
+    if shortfall:
+        raise ShapeError(shortfall)
     return Worked("conv", tuple(map(tuple, image)), size, tuple(stride), tuple(dilation), padding, pads, out_hw,
-                  arithmetic, weights, scale, offset, name=name)
+                  arithmetic, weights, scale, offset, name=name, pad_mode=parse_pad_mode(pad_mode))
 
 
 def by_hand_pool(image: Sequence[Sequence[float]], mode: str, size: Pair = (2, 2), *,
@@ -1301,10 +1335,11 @@ def _side_by_side(blocks: Sequence[list[str]], joins: Sequence[str]) -> list[str
     return lines
 
 
-def _tap(value: Optional[float], worked: Worked) -> str:
-    """A window value; padding is marked with a leading dot (``·0``, or ``·`` where ignored)."""
+def _tap(value: Optional[float], worked: Worked, inside: bool = True) -> str:
+    """A window value; padding is marked with a leading dot (``·0``, ``·`` where ignored, or
+    ``·2`` for a border value the pad mode reads)."""
     if value is not None:
-        return number_text(value)
+        return number_text(value) if inside else f"·{number_text(value)}"
     return "·" if worked.op == "max" or (worked.op == "avg" and not _pads_count(worked)) else "·0"
 
 
@@ -1326,8 +1361,9 @@ def _describe(worked: Worked) -> str:
     else:
         what = f"{worked.op} pooling, {shape_text(worked.size)} window"
     pads = f" ({padding_text(worked.pads)})" if isinstance(worked.padding, str) and any(worked.pads) else ""
+    mode = f", pad mode {worked.pad_mode}" if worked.pad_mode != "zeros" else ""
     return (f"{h}x{w} input, {what}, stride {hw_text(worked.stride)}, dilation {hw_text(worked.dilation)}, "
-            f"padding {padding_text(worked.padding)}{pads}")
+            f"padding {padding_text(worked.padding)}{pads}{mode}")
 
 
 def render_by_hand(worked: Worked, cells: Sequence[Pair]) -> str:
@@ -1359,7 +1395,7 @@ def _worked_lines(worked: Worked, cells: Sequence[Pair]) -> list[str]:
     height, width = len(worked.image), len(worked.image[0])
     if any(worked.pads):
         lines += ["", "input with its padding (· marks padding cells):"]
-        padded = [[_tap(worked.value_at(r, c), worked) for c in range(-left, width + right)]
+        padded = [[_tap(worked.value_at(r, c), worked, worked.inside(r, c)) for c in range(-left, width + right)]
                   for r in range(-top, height + bottom)]
         lines += ["  " + line for line in _grid(padded)]
     if worked.op == "conv":
@@ -1371,7 +1407,8 @@ def _worked_lines(worked: Worked, cells: Sequence[Pair]) -> list[str]:
         rows = sorted({r for r, _ in cell.positions})
         cols = sorted({c for _, c in cell.positions})
         lines += ["", f"output[{i}, {j}]: window rows {_index_text(rows)}, columns {_index_text(cols)}"]
-        window = _grid([[_tap(v, worked) for v in cell.values[m * kw:(m + 1) * kw]] for m in range(kh)])
+        taps = [_tap(v, worked, worked.inside(*at)) for v, at in zip(cell.values, cell.positions)]
+        window = _grid([taps[m * kw:(m + 1) * kw] for m in range(kh)])
         if worked.op == "conv":
             weights = _grid([[number_text(w) for w in cell.weights[m * kw:(m + 1) * kw]] for m in range(kh)])
             products = _grid([[number_text(p) for p in cell.products[m * kw:(m + 1) * kw]] for m in range(kh)])
@@ -1547,8 +1584,8 @@ def animation_frames(worked: Worked, cell_px: int = 34) -> list:
     for index in range(len(cells) + 1):
         current = worked.cell(*cells[index]) if index < len(cells) else None
         taps = set(current.positions) if current else set()
-        image = [[(_tap(worked.value_at(r, c), worked),
-                   _CURRENT if (r, c) in taps else _PADDING if worked.value_at(r, c) is None else "white")
+        image = [[(_tap(worked.value_at(r, c), worked, worked.inside(r, c)),
+                   _CURRENT if (r, c) in taps else "white" if worked.inside(r, c) else _PADDING)
                   for c in range(-left, width + right)] for r in range(-top, height + bottom)]
         panels = [("input" + marked, image)]
         if worked.op == "conv":

@@ -392,3 +392,24 @@ def window_too_large(what: str, in_hw: Pair, kernel_hw: Pair, dilation_hw: Pair,
     dilated = f" (dilated to {shape_text(reach)})" if reach != tuple(kernel_hw) else ""
     return (f"{what} {shape_text(kernel_hw)}{dilated} is larger than the padded input {shape_text(padded)} "
             f"(input {shape_text(in_hw)}, padding {padding_text(padding)})")
+
+
+def border_shortfall(in_hw: Pair, pads: tuple[int, int, int, int], pad_mode: str) -> Optional[str]:
+    """Why ``pad_mode`` cannot fill ``pads`` around an ``in_hw`` input, or None (PyTorch's limits).
+
+    ``reflect`` needs pad < size (the mirror excludes the edge); ``circular`` needs pad <= size;
+    ``zeros``, ``replicate`` and ``symmetric`` (not in PyTorch; the mirrored image repeats, as
+    in numpy, SciPy and OpenCV) fill any width.
+
+    >>> border_shortfall((9, 4), (1, 1, 4, 4), "reflect")
+    'reflect padding of 4 needs more than 4 input columns, the input has 4'
+    >>> border_shortfall((9, 4), (1, 1, 4, 4), "circular") is None
+    True
+    """
+    for axis, size, (before, after) in (("rows", in_hw[0], pads[:2]), ("columns", in_hw[1], pads[2:])):
+        widest = max(before, after)
+        if pad_mode == "reflect" and widest >= size:
+            return f"reflect padding of {widest} needs more than {widest} input {axis}, the input has {size}"
+        if pad_mode == "circular" and widest > size:
+            return f"circular padding of {widest} needs at least {widest} input {axis}, the input has {size}"
+    return None

@@ -27,9 +27,14 @@ from convcli.errors import ParameterError
 from convcli.geometry import PADDING_RULES, PaddingSpec
 from convcli.limits import MAX_OPTION_INT, NUMBER, parse_real, parse_whole, short_repr, shorten
 
-#: Border modes, with PyTorch's names (numpy's ``constant``, ``reflect``, ``edge``, ``wrap``;
-#: SciPy's ``reflect`` is none of them: it repeats the edge, numpy's ``symmetric``).
-PAD_MODES = ("zeros", "reflect", "replicate", "circular")
+#: Border modes: PyTorch's four names (numpy's ``constant``, ``reflect``, ``edge``, ``wrap``),
+#: and numpy's ``symmetric``, the edge repeated, which PyTorch lacks (SciPy ndimage's
+#: ``reflect``, OpenCV's ``BORDER_REFLECT``, the ``mirror`` of ImageMagick and libvips).
+PAD_MODES = ("zeros", "reflect", "replicate", "circular", "symmetric")
+
+#: How ``--combine`` folds the maps of several kernels into one map per channel: the root of
+#: the sum of squares (gradient magnitude), the sum, or the largest value.
+COMBINE_MODES = ("magnitude", "sum", "max")
 
 
 def closest(word: Any, known: Iterable[str]) -> Optional[str]:
@@ -127,7 +132,11 @@ def parse_padding(text: str) -> PaddingSpec:
 
 
 def parse_pad_mode(text: str) -> str:
-    """One of PyTorch's border names: zeros, reflect, replicate, circular."""
+    """A border mode of ``PAD_MODES``: PyTorch's four, or numpy's ``symmetric``.
+
+    >>> parse_pad_mode(" Symmetric ")
+    'symmetric'
+    """
     return one_of(str(text), PAD_MODES, "pad mode")
 
 

@@ -43,7 +43,7 @@ from convcli.errors import ConvcliError, ParameterError, ShapeError
 from convcli.geometry import PADDING_RULES
 from convcli.limits import MAX_OPTION_INT
 from convcli.limits import short_repr as _short
-from convcli.params import PAD_MODES, not_one_of, one_of
+from convcli.params import COMBINE_MODES, PAD_MODES, not_one_of, one_of
 from convcli.paths import require_regular_file
 from convcli.stats import DEFAULT_PERCENTILES
 
@@ -172,7 +172,7 @@ def _kernel_specs(value: Any) -> tuple[str, ...]:
 
 _CONV = {"kernel": (_kernel_specs, REQUIRED), "stride": (_pair(1), (1, 1)), "padding": (_padding, "same"),
          "dilation": (_pair(1), (1, 1)), "groups": (lambda v: _whole(v, 1), 1), "flip": (_flag, False),
-         "bias": (_numbers, None)}
+         "bias": (_numbers, None), "combine": (_choice(*COMBINE_MODES), None)}
 #: Each op and its fields: (parser, default). Every step also takes ``name``.
 FIELDS: dict[str, dict[str, tuple[Callable, Any]]] = {
     "conv": {**_CONV, "pad_mode": (_choice(*PAD_MODES), "zeros")},
@@ -375,6 +375,8 @@ def _check_rules(step: Step, earlier: list[Step]) -> None:
         flat = next((k for k in p["kernel"] if k.weights.ndim != 4), None)
         if flat is not None:
             raise _FieldError("groups", f"applies to 4-D kernels; {flat.name!r} is {flat.weights.ndim}-D")
+    if step.op in ("conv", "transposed") and p["combine"] and len(p["kernel"]) < 2:
+        raise _FieldError("combine", "needs two or more kernels (a list), whose maps it combines")
     if step.op == "transposed":
         padding = p["padding"]
         if padding == "full" or (isinstance(padding, tuple) and padding[0::2] != padding[1::2]):
@@ -576,9 +578,14 @@ def _conv(step: Step, maps: Maps) -> Maps:
     if bias is not None and len(kernels) > 1 and len(bias) not in (1, sum(counts)):
         raise ShapeError(f"bias has {len(bias)} values, the {len(kernels)} kernels give {sum(counts)} "
                          f"channels (give 1 or {sum(counts)})")
+    if p["combine"]:
+        combined_count(kernels, counts)
     starts = np.cumsum([0] + counts)
     stack, signed = [], []
     for kernel, (weight, groups), count, start in zip(kernels, layers, counts, starts):
+        if p["combine"] and stack:  # the next kernel's maps beside the combined ones so far
+            limits.check_arrays(f"{step.op} --combine {p['combine']}", held=maps.data.nbytes + stack[0].nbytes,
+                                next_kernel_maps=stack[0].shape)
         part = bias if bias is None or len(bias) == 1 or len(kernels) == 1 else bias[start:start + count]
         # the layer's 4-D weight and groups, as laid out above (a 2-D kernel is not copied again)
         if transposed:
@@ -595,7 +602,10 @@ def _conv(step: Step, maps: Maps) -> Maps:
                              f"{sizes[1]}; stacked kernels must give the same output size")
         if kernel.offset:
             out += np.float32(kernel.offset)
-        stack.append(out)
+        if p["combine"]:
+            stack = [combine_maps(stack[0] if stack else None, out, p["combine"])]
+        else:
+            stack.append(out)
         # the shift of every map: one value, or one per map
         shift = kernel.offset + np.asarray(0.0 if part is None else part, np.float64)
         unshifted = np.broadcast_to(shift == 0, count)
@@ -604,6 +614,14 @@ def _conv(step: Step, maps: Maps) -> Maps:
         else:
             zero_sum = mapping.signed_maps(weight, groups, transposed=transposed, shift=shift)
         signed.append(zero_sum | (_fed_by_signed(maps.flags, groups, count) & unshifted))
+    if p["combine"]:
+        if p["combine"] == "magnitude":
+            np.sqrt(stack[0], out=stack[0])
+        # magnitude is never negative (--map auto clips it); a sum or max of maps that are 0
+        # on a flat input is 0 there too
+        flags = np.zeros(counts[0], bool) if p["combine"] == "magnitude" else np.logical_and.reduce(signed)
+        name = f"{p['combine']}({', '.join(kernel.name for kernel in kernels)})"
+        return replace(maps, data=stack[0], signed=Flags(flags), labels=Labels([(name, counts[0])]))
     if len(stack) > 1:
         limits.check_arrays(f"{step.op} with {len(stack)} kernels", held=sum(a.nbytes for a in stack),
                             stacked_maps=(sum(counts), *stack[0].shape[1:]))
@@ -611,6 +629,43 @@ def _conv(step: Step, maps: Maps) -> Maps:
     named = f"{step.name}: " if step.name else ""  # a named pipeline step: "features: sobel_x"
     labels = Labels([(named + (kernel.spec or kernel.name), count) for kernel, count in zip(kernels, counts)])
     return replace(maps, data=data, signed=Flags(np.concatenate(signed)), labels=labels)
+
+
+def combined_count(kernels: Sequence[Any], counts: Sequence[int]) -> int:
+    """The maps ``--combine`` makes: as many as each kernel gives, which must be the same.
+
+    >>> combined_count([None, None], [3, 3])
+    3
+    """
+    if len(set(counts)) > 1:
+        odd, other = next((k, n) for k, n in zip(kernels, counts) if n != counts[0])
+        raise ShapeError(f"combine needs kernels giving the same number of maps: {kernels[0].name!r} "
+                         f"gives {counts[0]}, {odd.name!r} gives {other}")
+    return counts[0]
+
+
+def combine_maps(combined: Any, maps: Any, mode: str) -> Any:
+    """Fold one kernel's float32 ``maps`` into the ``combined`` maps of the kernels before it
+    (None for the first kernel), in place: ``magnitude`` sums squares (the caller takes the
+    root at the end), ``sum`` adds, ``max`` keeps the larger value (NaN propagates).
+
+    >>> import numpy as np
+    >>> gx, gy = np.array([3.0, -1.0], np.float32), np.array([-4.0, 2.0], np.float32)
+    >>> np.sqrt(combine_maps(combine_maps(None, gx.copy(), "magnitude"), gy.copy(), "magnitude")).tolist()
+    [5.0, 2.2360680103302]
+    >>> combine_maps(combine_maps(None, gx.copy(), "max"), gy.copy(), "max").tolist()
+    [3.0, 2.0]
+    """
+    import numpy as np
+
+    if mode == "magnitude":
+        np.square(maps, out=maps)
+    if combined is None:
+        return maps
+    if mode == "max":
+        return np.maximum(combined, maps, out=combined)
+    combined += maps
+    return combined
 
 
 def _fed_by_signed(flags: Sequence[bool], groups: int, count: int):
@@ -892,6 +947,10 @@ def trace(pipeline: Pipeline, shape: tuple[int, int, int], source: str = ""):
             return replace(result, rows=result.rows + (error,))
         traced = explain.step_from_dict(spec, step.number)
         steps.append(replace(traced, text=f"{step.name or step.op}: {explain.step_text(traced)}"))
+        if step.op in ("conv", "transposed") and step.params["combine"]:  # one map per kernel's map
+            maps = spec["filters"] // len(step.params["kernel"])
+            combined = explain.step_from_dict({"op": "channels", "filters": maps}, step.number)
+            steps.append(replace(combined, text=f"{step.name or step.op}: combine {step.params['combine']}"))
         result = explain.trace(shape, steps, source)
         if result.error:
             return result
@@ -919,6 +978,8 @@ def _explain_spec(step: Step, shape: tuple[int, int, int], pooled: dict) -> dict
                 "dilation": list(p["dilation"]), "bias": p["bias"] is not None}
         if transposed:
             spec["output_padding"] = list(p["output_padding"])
+        else:
+            spec["pad_mode"] = p["pad_mode"]
         return spec
     if step.op == "pool":
         spec = {"op": f"{p['mode']}pool", "kernel": list(p["size"]), "stride": list(p["stride"] or p["size"]),

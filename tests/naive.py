@@ -5,17 +5,26 @@ They are slow and obviously right; every engine operation is checked against one
 
 import numpy as np
 
+#: Every border mode the references know.
+PAD_MODES = ("zeros", "reflect", "replicate", "circular", "symmetric")
+
 
 def source_index(index, size, mode):
     """The input index a padded position reads from, or None where it reads a zero.
 
     zeros: outside is 0; replicate: clamp to the edge; circular: wrap around;
-    reflect: mirror without repeating the edge (``c b | a b c d | c b``).
+    reflect: mirror without repeating the edge (``c b | a b c d | c b``);
+    symmetric: mirror with the edge repeated (``b a | a b c d | d c``), folding again at the
+    far edge for pads wider than the image.
     """
     if 0 <= index < size:
         return index
     if mode == "zeros":
         return None
+    if mode == "symmetric":
+        while not 0 <= index < size:  # mirror across the edge that was crossed: -1 -> 0, size -> size - 1
+            index = -1 - index if index < 0 else 2 * size - 1 - index
+        return index
     if mode == "replicate":
         return min(max(index, 0), size - 1)
     if mode == "circular":

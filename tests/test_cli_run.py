@@ -105,7 +105,7 @@ def test_explain_pipeline_text_and_errors(tmp_path):
     assert result.exit_code == 0, result.output
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     assert [row[1] for row in rows[1:6]] == ["input", "gray: channels 1", "normalise: normalise",
-                                            "features: conv 4 k3 same", "relu: relu"]
+                                            "features: conv 4 k3 same replicate", "relu: relu"]
     assert rows[4][2] == "64x48x4" and rows[4][4] == str(4 * 9 + 4)  # four 3x3 filters on one channel, 4 biases
     both = run("explain", "--pipeline", ROOT / "examples" / "edges.yaml", "--input", "9x9", "conv 8 k3")
     assert both.exit_code == 2 and "not both" in both.stderr

@@ -19,7 +19,7 @@ OPTIONS = {  # name: (arguments, the refusal)
     "padding word": (CONV + ["--padding", "sam"],
                      "padding 'sam' is not one of valid, same, full (did you mean 'same'?)"),
     "pad mode": (CONV + ["--pad-mode", "replicat"],
-                 "pad mode 'replicat' is not one of zeros, reflect, replicate, circular "
+                 "pad mode 'replicat' is not one of zeros, reflect, replicate, circular, symmetric "
                  "(did you mean 'replicate'?)"),
     "map mode": (CONV + ["--map", "minmx"],
                  "'minmx' is not one of auto, clip, abs, minmax, offset, none "
@@ -61,7 +61,7 @@ PIPELINES = {  # YAML: the refusal
         "p.yaml: step 1 (pool): field 'sise' is not one of mode, size, stride,",
     "[{op: conv, kernel: box, pad_mode: replicat}]":
         "p.yaml: step 1 (conv): pad_mode: 'replicat' is not one of zeros, reflect, replicate, "
-        "circular (did you mean 'replicate'?)",
+        "circular, symmetric (did you mean 'replicate'?)",
     "[{op: conv, kernel: box, padding: sam}]":
         "p.yaml: step 1 (conv): padding: 'sam' is not one of valid, same, full "
         "(did you mean 'same'?)",

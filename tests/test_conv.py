@@ -86,7 +86,7 @@ def conv_cases(draw):
         st.sampled_from(["valid", "same", "full"]),
         st.tuples(*[st.integers(0, 4)] * 4),
     ))
-    mode = draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"]))
+    mode = draw(st.sampled_from(naive.PAD_MODES))
     seed = draw(st.integers(0, 2**16))
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (channels, height, width)).astype(np.float32)
@@ -170,7 +170,7 @@ def test_tiny_inputs():
 @given(
     hw=st.tuples(st.integers(1, 16), st.integers(1, 12)), k=st.tuples(st.integers(1, 8), st.integers(1, 8)),
     stride=st.tuples(st.integers(1, 2), st.integers(1, 2)), dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
-    mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]), banded=st.booleans(),
+    mode=st.sampled_from(naive.PAD_MODES), banded=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_separable_method_matches_naive(hw, k, stride, dilation, mode, banded, seed):
@@ -193,7 +193,7 @@ def test_separable_method_matches_naive(hw, k, stride, dilation, mode, banded, s
 @given(
     hw=st.tuples(st.integers(1, 40), st.integers(1, 40)), k=st.tuples(st.integers(1, 6), st.integers(1, 6)),
     dilation=st.tuples(st.integers(1, 3), st.integers(1, 3)), multiplier=st.integers(1, 2),
-    mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]), banded=st.booleans(),
+    mode=st.sampled_from(naive.PAD_MODES), banded=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_fft_method_matches_naive(hw, k, dilation, multiplier, mode, banded, seed):
@@ -275,7 +275,7 @@ def test_separable_refuses_full_rank_kernels():
 
 @given(
     kh=st.integers(1, 9), kw=st.integers(1, 9), hw=st.tuples(st.integers(1, 12), st.integers(1, 12)),
-    pads=st.tuples(*[st.integers(0, 7)] * 4), mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]),
+    pads=st.tuples(*[st.integers(0, 7)] * 4), mode=st.sampled_from(naive.PAD_MODES),
     multiplier=st.integers(1, 2), dtype=st.sampled_from([np.float32, np.float64]), block_rows=st.integers(1, 5),
     seed=st.integers(0, 2**16),
 )
@@ -300,7 +300,7 @@ def test_depthwise_numba_kernel_matches_naive(kh, kw, hw, pads, mode, multiplier
     hw=st.tuples(st.integers(1, 12), st.integers(1, 12)), k=st.tuples(st.integers(1, 5), st.integers(1, 5)),
     groups=st.integers(1, 2), c_per_group=st.integers(1, 3), out_per_group=st.integers(1, 6),
     stride=st.tuples(st.integers(1, 3), st.integers(1, 3)), dilation=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    pads=st.tuples(*[st.integers(0, 4)] * 4), mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]),
+    pads=st.tuples(*[st.integers(0, 4)] * 4), mode=st.sampled_from(naive.PAD_MODES),
     dtype=st.sampled_from([np.float32, np.float64]), block_rows=st.integers(1, 4), seed=st.integers(0, 2**16),
 )
 def test_dense_numba_kernel_matches_naive(hw, k, groups, c_per_group, out_per_group, stride, dilation, pads, mode,
@@ -354,7 +354,7 @@ BORDERS = st.sampled_from([0, 1, 2, 3, _jit.TILE - 1, _jit.TILE, _jit.TILE + 1])
 @given(kh=st.integers(1, 7), kw=st.integers(1, 7), height=st.integers(2, 12),
        width=st.integers(_jit.TILE, 2 * _jit.TILE + 8),
        pads=st.tuples(st.integers(0, 3), st.integers(0, 3), BORDERS, BORDERS),
-       mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]),
+       mode=st.sampled_from(naive.PAD_MODES),
        method=st.sampled_from(["numba", "separable"]), block_rows=st.integers(2, 4), seed=st.integers(0, 2**16))
 def test_depthwise_kernels_read_the_image_in_place(kh, kw, height, width, pads, mode, method, block_rows, seed):
     """Blocks of the image's own rows read its inner columns straight from it and each
@@ -390,7 +390,7 @@ def test_dense_numba_kernel_on_rows_of_several_tiles(height, w_out, k, c_per_gro
     assert_matches(out, naive.conv2d(x, kernel, stride=stride, pads=pads, dilation=dilation, groups=2))
 
 
-@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("mode", naive.PAD_MODES)
 @pytest.mark.parametrize("stride", [2, 3])
 def test_dense_column_phases_read_every_border(mode, stride, rng):
     """Strided float32 input: each phase of each padded row is filled straight from the image,

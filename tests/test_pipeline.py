@@ -26,7 +26,7 @@ BAD = {  # name: (pipeline YAML, what the error says)
     "unknown kernel": ("[{op: conv, kernel: sobelx}]",
                        "p.yaml: step 1 (conv): kernel: unknown kernel 'sobelx'; did you mean 'sobel_x'?"),
     "bad pad mode": ("[{op: conv, kernel: box, pad_mode: mirror}]",
-                     "pad_mode: 'mirror' is not one of zeros, reflect, replicate, circular"),
+                     "pad_mode: 'mirror' is not one of zeros, reflect, replicate, circular, symmetric"),
     "bad padding word": ("[{op: conv, kernel: box, padding: half}]", "padding: 'half' is not one of valid, same, full"),
     "negative padding": ("[{op: conv, kernel: box, padding: [1, -1]}]", "padding: must be at least 0, got -1"),
     "flag not bool": ("[{op: conv, kernel: box, flip: 'yes please'}]", "flip: must be true or false"),

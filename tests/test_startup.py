@@ -23,6 +23,7 @@ NO_NUMBA = textwrap.dedent("""
 @pytest.mark.parametrize("args", [
     ["--help"], ["conv", "--help"], ["pool", "--help"], ["kernels", "list"], ["kernels", "show", "sobel"],
     ["explain", "--input", "224x224x3", "conv 64 k7 s2 p3", "maxpool k3 s2 p1"],
+    ["explain", "--by-hand", "--matrix", "1,2;3,4", "-k", "box", "--padding", "1", "--pad-mode", "symmetric"],
 ])
 def test_light_commands_do_not_import_numba(args):
     proc = subprocess.run([sys.executable, "-c", NO_NUMBA, *args], capture_output=True, text=True, timeout=120)

@@ -12,7 +12,8 @@ import click
 from convcli.commands.kernels import complete_kernel, kernel_path_option
 from convcli.commands.options import input_options, output_options, parsed
 from convcli.commands.run import ALPHA_OPTION, batch_options, run_batch, slug
-from convcli.params import PAD_MODES, parse_count, parse_floats, parse_pad_mode, parse_padding, parse_pair
+from convcli.params import (COMBINE_MODES, PAD_MODES, parse_count, parse_floats, parse_pad_mode, parse_padding,
+                            parse_pair)
 
 
 @click.command()
@@ -22,12 +23,17 @@ from convcli.params import PAD_MODES, parse_count, parse_floats, parse_pad_mode,
                    "list'), a .yaml/.npy/.mat file, or inline '3x3: 1,0,-1 ...'. Repeat it "
                    "(-k a -k b) to stack each kernel's maps as channels (same output size).")
 @kernel_path_option
+@click.option("--combine", type=click.Choice(COMBINE_MODES, case_sensitive=False),
+              help="With several -k kernels giving as many maps each: one map per channel instead of the "
+                   "stack, magnitude = sqrt(a^2 + b^2 + ...) (-k sobel_x -k sobel_y: edge strength), sum, "
+                   "or max.")
 @click.option("--stride", default="1", show_default=True, callback=parsed(parse_pair, "stride"),
               help="N or H,W.")
 @click.option("--padding", default="same", show_default=True, callback=parsed(parse_padding),
               help="valid, same (TF/Keras), full, N, H,W or top,bottom,left,right.")
 @click.option("--pad-mode", default="zeros", show_default=True, callback=parsed(parse_pad_mode),
-              help=f"Border values: {', '.join(PAD_MODES)} (PyTorch's meanings).")
+              help=f"Border values: {', '.join(PAD_MODES)} (PyTorch's meanings; symmetric repeats the "
+                   "edge, as SciPy's reflect and ImageMagick's mirror).")
 @click.option("--dilation", default="1", show_default=True, callback=parsed(parse_pair, "dilation"),
               help="N or H,W.")
 @click.option("--groups", default="1", show_default=True, callback=parsed(parse_count, "groups"),
@@ -49,7 +55,7 @@ from convcli.params import PAD_MODES, parse_count, parse_floats, parse_pad_mode,
 @batch_options
 @output_options
 @input_options
-def conv(inputs, kernel, kernel_path, stride, padding, pad_mode, dilation, groups, flip, transpose,
+def conv(inputs, kernel, kernel_path, combine, stride, padding, pad_mode, dilation, groups, flip, transpose,
          output_padding, bias, gray, alpha, show_trace, batch, out, reading):
     """Cross-correlate each INPUT with a kernel (as PyTorch conv2d) and write the feature maps.
 
@@ -62,6 +68,8 @@ def conv(inputs, kernel, kernel_path, stride, padding, pad_mode, dilation, group
     """
     if output_padding is not None and not transpose:
         raise click.UsageError("--output-padding applies only with --transpose")
+    if combine and len(kernel) < 2:
+        raise click.UsageError("--combine needs two or more -k kernels, whose maps it combines")
     if transpose and pad_mode != "zeros":
         raise click.UsageError(f"--pad-mode {pad_mode} does not apply to --transpose, which pads with zeros")
     from convcli.kernel_library import resolve_kernel
@@ -69,7 +77,7 @@ def conv(inputs, kernel, kernel_path, stride, padding, pad_mode, dilation, group
 
     kernels = tuple(resolve_kernel(spec, kernel_path) for spec in kernel)
     common = dict(kernel=kernels, stride=stride, padding=padding, dilation=dilation, groups=groups, flip=flip,
-                  bias=bias)
+                  bias=bias, combine=combine and combine.lower())
     if transpose:
         step = make_step("transposed", 2, output_padding=output_padding or (0, 0), **common)
     else:
@@ -98,4 +106,4 @@ class ExplainConv:
             weight, groups = layout(kernel.weights / kernel.scale, maps.data.shape[0], p["groups"], copy=False)
             explain_conv(maps.data.shape, weight.shape, groups, stride=p["stride"], padding=p["padding"],
                          dilation=p["dilation"], bias=p["bias"], label=spec, transposed=transposed,
-                         output_padding=p.get("output_padding", (0, 0)))
+                         output_padding=p.get("output_padding", (0, 0)), pad_mode=p.get("pad_mode", "zeros"))

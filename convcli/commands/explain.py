@@ -20,13 +20,14 @@ from convcli.commands.options import Choice, parsed
 from convcli.commands.tables import check_table_or_json, show_table, table_option
 from convcli.errors import KernelError, OutputError, ParameterError, ShapeError
 from convcli.limits import parse_whole
-from convcli.params import parse_padding, parse_pair
+from convcli.params import PAD_MODES, parse_pad_mode, parse_padding, parse_pair
 
 STEP_HELP = (
     "STEP: KIND then tokens, e.g. 'conv 64 k7 s2 p3 nobias'. Kinds: conv, depthwise, pointwise, "
     "separable, transposed, maxpool, avgpool, globalavgpool, globalmaxpool, unpool, relu (and other "
     "activations), batchnorm, normalise, channels. Tokens: N (filters), kN or kHxW, sN, pN | p1,2 | p0,1,0,1 | "
-    "valid | same | full, dN, gN, mN (depth multiplier), opN (output padding), bias | nobias, ceil. "
+    "valid | same | full, dN, gN, mN (depth multiplier), opN (output padding), bias | nobias, ceil, "
+    "zeros | reflect | replicate | circular | symmetric (pad mode). "
     "Defaults: conv-like steps pad 'same' (as conv) and have a bias; pools are 2x2, 'valid', stride = window."
 )
 
@@ -63,6 +64,8 @@ def _cells(ctx, param, values):
               help="By hand: valid, same (TF/Keras), full, N, H,W or top,bottom,left,right.")
 @click.option("--dilation", default="1", show_default=True, callback=parsed(parse_pair, "dilation"),
               help="By hand: N or H,W.")
+@click.option("--pad-mode", callback=parsed(parse_pad_mode),
+              help=f"By hand, -k: the border values, as conv's: {', '.join(PAD_MODES)}.  [default: zeros]")
 @click.option("--ceil-mode", is_flag=True, help="By hand, --pool: PyTorch's ceil mode.")
 @click.option("--exclude-pad", is_flag=True,
               help="By hand, --pool avg: padding cells do not count in the mean.")
@@ -78,8 +81,8 @@ def _cells(ctx, param, values):
               help="Trace the steps of a pipeline file (as 'convcli run' reads it) instead of STEPs.")
 @kernel_path_option
 def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, size, stride, padding, dilation,
-            out_channel, ceil_mode, exclude_pad, transpose, output_padding, cells, gif, overwrite, pipeline_file,
-            kernel_path):
+            out_channel, pad_mode, ceil_mode, exclude_pad, transpose, output_padding, cells, gif, overwrite,
+            pipeline_file, kernel_path):
     """Trace shapes, parameters, multiply-adds and receptive fields through STEPs; or work a
     small convolution by hand.
 
@@ -99,10 +102,11 @@ def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, si
         if transpose and pool:
             raise click.UsageError("--transpose applies to -k, not --pool")
         _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, exclude_pad, cells, gif,
-                 overwrite, transpose, output_padding, out_channel)
+                 overwrite, transpose, output_padding, out_channel, pad_mode)
         return
     hand_only = {"--matrix": matrix, "-k": kernel, "--pool": pool, "--size": size, "--stride": stride,
-                 "--ceil-mode": ceil_mode, "--exclude-pad": exclude_pad, "--out-channel": out_channel is not None, "--transpose": transpose,
+                 "--pad-mode": pad_mode, "--ceil-mode": ceil_mode, "--exclude-pad": exclude_pad,
+                 "--out-channel": out_channel is not None, "--transpose": transpose,
                  "--output-padding": output_padding, "--cell": cells, "--gif": gif, "--overwrite": overwrite}
     given = [name for name, value in hand_only.items() if value]
     if given:
@@ -137,7 +141,7 @@ def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, si
 
 
 def explain_conv(chw: Sequence[int], weight_shape: Sequence[int], groups: int, *, stride, padding, dilation,
-                 bias, label: str, transposed: bool = False, output_padding=(0, 0)) -> None:
+                 bias, label: str, transposed: bool = False, output_padding=(0, 0), pad_mode: str = "zeros") -> None:
     """``convcli conv --explain``: the trace of one kernel's convolution, on stderr, before it runs.
 
     ``weight_shape`` and ``groups`` as the engine lays the kernel out (``as_conv_weight`` or
@@ -146,7 +150,8 @@ def explain_conv(chw: Sequence[int], weight_shape: Sequence[int], groups: int, *
     from convcli import explain as library
 
     step = library.conv_step(weight_shape, groups, transposed=transposed, stride=stride, padding=padding,
-                             dilation=dilation, output_padding=output_padding, bias=bias is not None)
+                             dilation=dilation, output_padding=output_padding, bias=bias is not None,
+                             pad_mode=pad_mode)
     step = replace(step, text=f"-k {label}: {library.step_text(step)}")
     result = library.trace((chw[1], chw[2], chw[0]), [step])
     show_trace(result, err=True)
@@ -234,13 +239,15 @@ def _rich_table(result, console) -> None:
 
 
 def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, exclude_pad, cells, gif,
-             overwrite=False, transpose=False, output_padding=None, out_channel=None) -> None:
+             overwrite=False, transpose=False, output_padding=None, out_channel=None, pad_mode=None) -> None:
     from convcli import explain as library
 
     if not matrix or bool(kernel) == bool(pool):
         raise click.UsageError("--by-hand needs --matrix and one of -k or --pool")
     if kernel and (size or ceil_mode or exclude_pad):
         raise click.UsageError("--size, --ceil-mode and --exclude-pad apply to --pool")
+    if pool and pad_mode:
+        raise click.UsageError("--pad-mode applies to -k: pooling pads with cells that never win or count")
     if gif:
         _check_gif(gif, [matrix, kernel or ""], overwrite)
     try:
@@ -259,6 +266,9 @@ def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, e
         weights = _kernel_for(found.weights, len(planes), kernel, out_channel, transpose)
         options = {"stride": stride or (1, 1), "padding": padding, "dilation": dilation, "scale": found.scale,
                    "offset": found.offset, "name": found.name}
+        if pad_mode and pad_mode != "zeros" and (transpose or isinstance(weights[0][0], list)):
+            raise click.UsageError("--pad-mode applies to a 2-D kernel on a one-channel matrix "
+                                   "(a transposed convolution pads with zeros)")
         if transpose:
             worked = library.by_hand_transposed(values, weights, output_padding=output_padding or (0, 0),
                                                 **options)
@@ -267,7 +277,7 @@ def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, e
                 raise click.UsageError("--gif draws one channel; give a one-channel matrix and a 2-D kernel")
             worked = library.by_hand_channels(planes, weights, out_channel=out_channel, **options)
         else:
-            worked = library.by_hand_conv(planes[0], weights, **options)
+            worked = library.by_hand_conv(planes[0], weights, pad_mode=pad_mode or "zeros", **options)
     try:
         if transpose:
             text = library.render_transposed(worked, cells or library.default_cells(worked.direct()))

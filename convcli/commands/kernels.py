@@ -7,7 +7,6 @@ imported inside the commands. Tables and JSON go to stdout.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict
 
