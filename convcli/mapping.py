@@ -188,19 +188,9 @@ class MapRange:
         return self.low + (self.high - self.low) * fraction
 
 
-def map_values(
-    maps: np.ndarray,
-    mode: str,
-    white: float,
-    *,
-    signed: Optional[Sequence[bool]] = None,
-    scale: Optional[float] = None,
-    offset: Optional[float] = None,
-    joint: bool = False,
-    symmetric: bool = False,
-    in_place: bool = False,
-) -> np.ndarray:
-    """Bring ``maps`` (C, H, W), in output units, into ``[0, white]`` with a ``--map`` mode.
+def map_values(maps: np.ndarray, mode: str, white: float, **options) -> np.ndarray:
+    """Bring ``maps`` (C, H, W), in output units, into ``[0, white]`` with a ``--map`` mode
+    (``options``: the keywords of ``map_with_range``).
 
     With ``in_place`` a float32 ``maps`` is overwritten and returned (no full-size copies:
     a 4096x4096 RGB map is 200 MB).
@@ -223,8 +213,7 @@ def map_values(
     >>> map_values(y, "auto", 255.0, signed=[True, False])[:, 0].tolist()
     [[126.0, 128.0, 130.0], [10.0, 20.0, 30.0]]
     """
-    return map_with_range(maps, mode, white, signed=signed, scale=scale, offset=offset, joint=joint,
-                          symmetric=symmetric, in_place=in_place)[0]
+    return map_with_range(maps, mode, white, **options)[0]
 
 
 def map_with_range(

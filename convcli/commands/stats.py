@@ -1,17 +1,15 @@
 """``convcli stats``: per-channel min, max, mean, std and percentiles of images and ``.npy`` files.
 
-Output as ``explain``'s: JSON with ``--json``, a rich table on a terminal or with ``--table``,
-tab-separated text otherwise (for ``cut`` and ``awk``).
+Output as every table's (``commands.tables``): JSON with ``--json``, a rich table on a terminal
+or with ``--table``, tab-separated text otherwise (for ``cut`` and ``awk``).
 """
 
 from __future__ import annotations
 
-import json
-import sys
-
 import click
 
 from convcli.commands.options import input_options, parsed
+from convcli.commands.tables import check_table_or_json, print_json, show_table, table_option
 from convcli.stats import DEFAULT_PERCENTILES, parse_percentiles
 
 
@@ -23,7 +21,7 @@ from convcli.stats import DEFAULT_PERCENTILES, parse_percentiles
                    "torch.quantile).")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into the subfolders of directory inputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schema convcli-stats/1).")
-@click.option("--table", is_flag=True, help="Print the table even when stdout is not a terminal.")
+@table_option
 @input_options
 def stats(inputs, percentiles, recursive, as_json, table, reading):
     """Per-channel min, max, mean, std (population, ddof=0) and percentiles of each INPUT.
@@ -39,23 +37,24 @@ def stats(inputs, percentiles, recursive, as_json, table, reading):
     from convcli.batch import expand_inputs
     from convcli.stats import channel_stats
 
-    if as_json and table:
-        raise click.UsageError("--json and --table exclude each other")
+    check_table_or_json(as_json, table)
     found = []
     for source in expand_inputs(inputs, recursive):
         picture = images.read_input(source.path, alpha_as_channel=True, options=reading)
         shape = [int(n) for n in (*picture.data.shape[1:], picture.data.shape[0])]
         found.append((source.path, shape, channel_stats(picture.data, percentiles)))
     if as_json:
-        click.echo(json.dumps(_document(found, percentiles), indent=2))
-    elif table or sys.stdout.isatty():
-        _rich_table(found, percentiles)
-    else:
-        click.echo(_tsv(found, percentiles))
+        print_json("stats", _document(found, percentiles))
+        return
+    from convcli.stats import header, text_rows
+
+    rows = [header(percentiles)] + [line for path, _, found_rows in found
+                                    for line in text_rows([path], found_rows)]
+    show_table(rows, lambda console: _draw(console, found, percentiles), table=table)
 
 
 def _document(found, percentiles) -> dict:
-    return {"schema": "convcli-stats/1", "std": "population (ddof=0)", "percentile_method": "linear",
+    return {"std": "population (ddof=0)", "percentile_method": "linear",
             "percentiles": list(percentiles),
             "inputs": [{"input": path, "shape": shape, "channels": [_finite(row) for row in rows]}
                        for path, shape, rows in found]}
@@ -72,25 +71,13 @@ def _finite(row: dict):
             for key, value in row.items()}
 
 
-def _tsv(found, percentiles) -> str:
-    from convcli.stats import header, text_rows
-
-    lines = [header(percentiles)] + [line for path, _, rows in found for line in text_rows([path], rows)]
-    return "\n".join("\t".join(line) for line in lines)
-
-
-def _rich_table(found, percentiles) -> None:
-    from rich.console import Console
+def _draw(console, found, percentiles) -> None:
     from rich.table import Table
 
     from convcli.stats import header, text_rows
 
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console = Console(highlight=False, width=200)
-    names = header(percentiles)
     table = Table(caption="std: population (ddof=0); percentiles: linear interpolation", caption_justify="left")
-    for name in names:
+    for name in header(percentiles):
         table.add_column(name, justify="left" if name == "input" else "right", no_wrap=name != "input")
     for path, _, rows in found:
         for line in text_rows([path], rows):
