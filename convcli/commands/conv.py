@@ -33,7 +33,8 @@ from convcli.params import (COMBINE_MODES, PAD_MODES, parse_count, parse_floats,
               help="valid, same (TF/Keras), full, N, H,W or top,bottom,left,right.")
 @click.option("--pad-mode", default="zeros", show_default=True, callback=parsed(parse_pad_mode),
               help=f"Border values: {', '.join(PAD_MODES)} (PyTorch's meanings; symmetric repeats the "
-                   "edge, as SciPy's reflect and ImageMagick's mirror).")
+                   "edge, as SciPy's reflect and ImageMagick's mirror). zeros is a CNN layer's border "
+                   "and frames a photo; replicate or symmetric extend the edge as photo tools do.")
 @click.option("--dilation", default="1", show_default=True, callback=parsed(parse_pair, "dilation"),
               help="N or H,W.")
 @click.option("--groups", default="1", show_default=True, callback=parsed(parse_count, "groups"),
@@ -62,9 +63,13 @@ def conv(inputs, kernel, kernel_path, combine, stride, padding, pad_mode, dilati
     INPUT: files, folders (--recursive), glob patterns, or - for stdin. With --transpose, run
     the transposed convolution (the up-convolution) instead.
 
+    The border is zeros by default, as in a CNN layer: on a photo that draws a frame (a blur
+    darkens the edges, an edge filter finds one there). --pad-mode replicate (or symmetric)
+    extends the image instead, as photo tools do.
+
     \b
-    convcli conv photo.png -k sobel_x -o edges.png
-    convcli conv 'shots/*.jpg' -k box:size=5 --out-dir blurred --jobs 4
+    convcli conv photo.png -k sobel_x --pad-mode replicate -o edges.png
+    convcli conv 'shots/*.jpg' -k box:size=5 --pad-mode replicate --out-dir blurred --jobs 4
     """
     if output_padding is not None and not transpose:
         raise click.UsageError("--output-padding applies only with --transpose")
