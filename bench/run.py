@@ -4,7 +4,7 @@ Every figure is the median of several rounds, each round timing every tool once 
 each competitor is reported as a ratio to convcli measured in the same rounds (the machines
 are noisy; ratios within one run are not).
 Competitors that are not installed are left out. Results go to stdout and to a markdown
-file (default ``bench/results.md``) that the README quotes.
+file (default ``bench/results.md``) that docs/performance.md quotes.
 
     python bench/run.py                 # the full suite (several minutes on 2 cores)
     python bench/run.py --quick         # small sizes, one repeat: checks the suite still runs
