@@ -268,6 +268,17 @@ def test_seed_max_pool_by_hand():
     assert result.stdout.endswith("output (2x2):\n  6 2\n  2 5\n")
 
 
+def test_max_pool_routing_by_hand():
+    result = run("explain", "--by-hand", "--matrix", SEED_POOL, "--pool", "max", "--size", "3", "--stride", "1",
+                 "--cell", "0,0")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "max(1, 3, 2, 4, 6, 1, 0, 2, 5) = 6; argmax input[1, 1], index 1*4 + 1 = 5" in out
+    assert "argmax indices (r*4 + c in the 4x4 input, as return_indices):\n  5 5\n  5 5\n" in out
+    assert ("  0 0 0 0\n  0 4 0 0\n  0 0 0 0\n  0 0 0 0\n"
+            "  (overlapping windows: a cell that wins several windows receives one 1 from each)\n") in out
+
+
 def test_avg_pool_exclude_pad_by_hand():
     result = run("explain", "--by-hand", "--matrix", SEED_POOL, "--pool", "avg", "--size", "3", "--stride", "2",
                  "--padding", "1", "--exclude-pad", "--cell", "0,0")
