@@ -1591,6 +1591,8 @@ def draw_scenes(scenes: Sequence[Scene], cell_px: int = 34) -> list:
     """
     from PIL import Image, ImageDraw, ImageFont
 
+    from convcli.limits import check_arrays
+
     font = ImageFont.load_default(size=max(8, cell_px * 2 // 5))
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     line = measure.textbbox((0, 0), "Ag", font=font)[3] + 6
@@ -1604,6 +1606,7 @@ def draw_scenes(scenes: Sequence[Scene], cell_px: int = 34) -> list:
     caption = max(int(measure.textlength(text, font=font)) + 1 for text, _, _ in scenes)
     tallest = max(len(grid) for _, panels, _ in scenes for _, grid in panels)
     size = (2 * margin + max(grids, caption), 2 * margin + 2 * line + tallest * cell_px)
+    check_arrays("the GIF", itemsize=1, frames=(len(scenes), size[1], size[0], 3))
     y0 = margin + 2 * line
     frames = []
     for (text, panels, signs), span in zip(scenes, spans):
@@ -1707,28 +1710,52 @@ def scatter_frames(scattered: Scattered, cell_px: int = 34) -> list:
         if landed:
             i, j = order[index]
             value = number_text(scattered.image[i][j])
-            caption = (f"out[{_index_text(sorted({r for r, _ in now}))}, {_index_text(sorted({c for _, c in now}))}]"
-                       f" += {value} x kernel (input[{i},{j}] = {value})")
+            caption = (f"output[{_index_text(sorted({r for r, _ in now}))}, "
+                       f"{_index_text(sorted({c for _, c in now}))}] += input[{i}, {j}] x kernel = {value} x kernel")
         else:
             caption = f"output {h_out}x{w_out}: the sums inside the crop"
         scenes.append((caption, [("input", image), kernel, ("output (· cropped)", out)], ["x", "+="]))
     return draw_scenes(scenes, cell_px)
 
 
+#: Most terms a GIF caption writes out; longer sums keep the first few and the last two.
+CAPTION_TERMS = 9
+
+
+def _joined(terms: Sequence[str], sign: str) -> str:
+    """``terms`` joined by ``sign``, shortened to the first four, ``...`` and the last two when
+    there are more than ``CAPTION_TERMS``.
+
+    >>> _joined([f"{v}*1" for v in range(25)], " + ")
+    '0*1 + 1*1 + 2*1 + 3*1 + ... + 23*1 + 24*1'
+    """
+    if len(terms) > CAPTION_TERMS:
+        terms = [*terms[:4], "...", *terms[-2:]]
+    return sign.join(terms)
+
+
 def _frame_caption(worked: Worked, cell: Optional[Cell]) -> str:
+    """The formula of the current cell in plain characters (a GIF frame's caption).
+
+    >>> seed = by_hand_conv(SEED_IMAGE, [[1, 0, -1]] * 3)
+    >>> _frame_caption(seed, seed.cell(0, 1))
+    'output[0, 1] = 2*1 + 0*0 + 1*-1 + 1*1 + 1*0 + 0*-1 + 2*1 + 3*0 + 1*-1 = 3'
+    """
     if cell is None:
         return f"output {worked.output_hw[0]}x{worked.output_hw[1]}"
-    head = f"out[{cell.row},{cell.col}] = "
+    head = f"output[{cell.row}, {cell.col}] = "
     if worked.op == "conv":
-        terms = " + ".join(f"{number_text(v or 0.0)}*{number_text(w)}"
-                           for v, w in zip(cell.values, cell.weights))
-        body = f"{terms} = {number_text(cell.value)}"
+        terms = _joined([f"{number_text(v or 0.0)}*{number_text(w)}" for v, w in zip(cell.values, cell.weights)],
+                        " + ")
+        body = f"{terms} = {number_text(cell.total)}"
+        if worked.scale != 1 or worked.offset != 0:
+            body += f"; / {number_text(worked.scale)} + {number_text(worked.offset)} = {number_text(cell.value)}"
     elif worked.op == "max":
-        real = ", ".join(number_text(v) for v in cell.values if v is not None)
+        real = _joined([number_text(v) for v in cell.values if v is not None], ", ")
         body = f"max({real}) = {number_text(cell.value)}"
         if cell.winner is not None:
-            body += f" at input[{cell.winner[0]},{cell.winner[1]}]"
+            body += f" at input[{cell.winner[0]}, {cell.winner[1]}]"
     else:
-        real = [number_text(v) for v in cell.values if v is not None]
-        body = f"({' + '.join(real)}) / {cell.divisor} = {number_text(cell.value)}"
+        real = _joined([number_text(v) for v in cell.values if v is not None], " + ")
+        body = f"({real}) / {cell.divisor} = {number_text(cell.value)}"
     return head + body

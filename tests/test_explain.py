@@ -617,6 +617,19 @@ def test_max_pool_frames_mark_the_argmax_and_the_routed_gradient():
             frame.close()
 
 
+def test_frame_captions_write_the_current_cell_in_plain_characters():
+    padded = explain.by_hand_conv(SEED_IMAGE, VERTICAL_EDGE, padding=(1, 1, 1, 1), scale=2, offset=1)
+    assert explain._frame_caption(padded, padded.cell(0, 0)) == (
+        "output[0, 0] = 0*1 + 0*0 + 0*-1 + 0*1 + 1*0 + 2*-1 + 0*1 + 4*0 + 1*-1 = -3; / 2 + 1 = -0.5")
+    large = explain.by_hand_conv(np.arange(36).reshape(6, 6).tolist(), np.ones((5, 5)).tolist())
+    assert explain._frame_caption(large, large.cell(0, 0)) == (
+        "output[0, 0] = 0*1 + 1*1 + 2*1 + 3*1 + ... + 27*1 + 28*1 = 350")
+    pooled = explain.by_hand_pool(SEED_POOL, "avg")
+    assert explain._frame_caption(pooled, pooled.cell(1, 1)) == "output[1, 1] = (5 + 3 + 2 + 4) / 4 = 3.5"
+    maxed = explain.by_hand_pool(SEED_POOL, "max")
+    assert explain._frame_caption(maxed, maxed.cell(0, 1)) == "output[0, 1] = max(2, 0, 1, 2) = 2 at input[0, 2]"
+
+
 def test_animation_frames():
     worked = explain.by_hand_conv(SEED_IMAGE, VERTICAL_EDGE, padding=(1, 1, 1, 1))
     frames = explain.animation_frames(worked)
