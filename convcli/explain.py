@@ -949,7 +949,9 @@ class Cell:
 
     ``positions`` are input (row, column) indices (negative or past the end: padding);
     ``values`` are None in padding that holds nothing (zeros; pools), else the border value
-    the pad mode reads; ``products`` are value x weight (conv only).
+    the pad mode reads; ``products`` are value x weight (conv only); ``winner`` (max pooling)
+    is the (row, column) of the window's maximum: the first in row-major order on ties,
+    never a padding cell.
     """
 
     row: int
@@ -961,6 +963,7 @@ class Cell:
     total: float
     divisor: int
     value: float
+    winner: Optional[Pair] = None
 
 
 @dataclass(frozen=True)
@@ -1034,8 +1037,11 @@ class Worked:
             total = sum(products)
             return Cell(i, j, positions, values, weights, products, total, 1, total / self.scale + self.offset)
         if self.op == "max":  # pad cells never win (PyTorch pads with -inf; TF ignores them)
-            total = max(real, default=float("-inf"))
-            return Cell(i, j, positions, values, (), (), total, 1, total)
+            total, winner = float("-inf"), None
+            for value, at in zip(values, positions):  # row-major; a strict > keeps the first of a tie
+                if value is not None and (winner is None or value > total):
+                    total, winner = value, at
+            return Cell(i, j, positions, values, (), (), total, 1, total, winner)
         total = sum(real)
         divisor = len(real)
         if self.count_include_pad and self.padding != "same":  # PyTorch: pads count, ceil overhang never
@@ -1047,6 +1053,37 @@ class Worked:
     def output(self) -> list[list[float]]:
         """The whole output, each cell computed as ``cell`` shows it."""
         return [[self.cell(i, j).value for j in range(self.output_hw[1])] for i in range(self.output_hw[0])]
+
+    def indices(self) -> list[list[Optional[int]]]:
+        """Max pooling: each window's argmax as the flat index ``r*W + c`` in the unpadded input
+        (PyTorch's ``return_indices``); None for a (dilated) window that holds only padding.
+
+        >>> by_hand_pool([[1, 3, 2, 0], [4, 6, 1, 2], [0, 2, 5, 3], [1, 2, 2, 4]], "max").indices()
+        [[5, 2], [9, 10]]
+        """
+        width = len(self.image[0])
+        winners = ((self.cell(i, j).winner for j in range(self.output_hw[1])) for i in range(self.output_hw[0]))
+        return [[None if at is None else at[0] * width + at[1] for at in row] for row in winners]
+
+    def routed_ones(self) -> list[list[int]]:
+        """Max pooling's backward pass for a gradient of ones on the output (``d sum(output) / d input``):
+        each window's 1 goes to its argmax, every other cell gets 0; a cell that wins several
+        overlapping windows gets their count; a window of only padding routes nothing.
+
+        >>> by_hand_pool([[1, 2, 3]], "max", (1, 2), stride=(1, 1)).routed_ones()   # 2, then 3 win
+        [[0, 1, 1]]
+        >>> by_hand_pool([[1, 5, 3]], "max", (1, 2), stride=(1, 1)).routed_ones()   # 5 wins both windows
+        [[0, 2, 0]]
+        """
+        if self.op != "max":
+            raise ParameterError(f"only max pooling routes its gradient to an argmax, not {self.op}")
+        counts = [[0] * len(self.image[0]) for _ in self.image]
+        for i in range(self.output_hw[0]):
+            for j in range(self.output_hw[1]):
+                winner = self.cell(i, j).winner
+                if winner is not None:
+                    counts[winner[0]][winner[1]] += 1
+        return counts
 
 
 SEED_IMAGE = [[1, 2, 0, 1, 3], [4, 1, 1, 0, 2], [0, 2, 3, 1, 1], [1, 0, 2, 2, 0], [3, 1, 0, 1, 2]]
@@ -1377,7 +1414,17 @@ def render_by_hand(worked: Worked, cells: Sequence[Pair]) -> str:
     output[0, 0]: window rows 0..1, columns 0..1
       1 3
       4 6
-      max(1, 3, 4, 6) = 6
+      max(1, 3, 4, 6) = 6; argmax input[1, 1], index 1*4 + 1 = 5
+    <BLANKLINE>
+    argmax indices (r*4 + c in the 4x4 input, as return_indices):
+       5  2
+       9 10
+    <BLANKLINE>
+    backward: a gradient of ones on the output goes to each window's argmax (d sum / d input):
+      0 0 1 0
+      0 1 0 0
+      0 1 1 0
+      0 0 0 0
     <BLANKLINE>
     output (2x2):
       6 2
@@ -1423,13 +1470,33 @@ def _worked_lines(worked: Worked, cells: Sequence[Pair]) -> list[str]:
             if worked.op == "max":
                 ignored = "; padding ignored" if len(real) < len(cell.values) else ""
                 result = f"max({', '.join(real)}{ignored}) = {number_text(cell.value)}"
+                if cell.winner is not None:
+                    (r, c), width = cell.winner, len(worked.image[0])
+                    result += f"; argmax input[{r}, {c}], index {r}*{width} + {c} = {r * width + c}"
             else:
                 counted = " (padding counts)" if cell.divisor > len(real) else ""
                 result = (f"({' + '.join(real)}) / {cell.divisor}{counted} = {number_text(cell.value)}")
         lines.append("  " + result)
+    if worked.op == "max":
+        lines += _routing_lines(worked)
     output = worked.output()
     lines += ["", f"output ({worked.output_hw[0]}x{worked.output_hw[1]}):"]
     lines += ["  " + line for line in _grid([[number_text(v) for v in row] for row in output])]
+    return lines
+
+
+def _routing_lines(worked: Worked) -> list[str]:
+    """Max pooling's argmax indices, and the gradient of ones routed back through them."""
+    height, width = _hw(worked.image)
+    indices = _grid([["-" if index is None else str(index) for index in row] for row in worked.indices()])
+    routed = worked.routed_ones()
+    lines = ["", f"argmax indices (r*{width} + c in the {height}x{width} input, as return_indices):"]
+    lines += ["  " + line for line in indices]
+    lines += ["", ("backward: a gradient of ones on the output goes to each window's argmax "
+                   "(d sum / d input):")]
+    lines += ["  " + line for line in _grid([[str(count) for count in row] for row in routed])]
+    if max(max(row) for row in routed) > 1:
+        lines.append("  (overlapping windows: a cell that wins several windows receives one 1 from each)")
     return lines
 
 
@@ -1509,8 +1576,9 @@ def _index_text(indices: Sequence[int]) -> str:
     return ", ".join(str(i) for i in indices)
 
 
-#: GIF colours: the cells read or written now, padding, kernel, output filled so far.
+#: GIF colours: the cells read or written now, padding, kernel, output filled so far, a max's argmax.
 _CURRENT, _PADDING, _KERNEL, _FILLED = (255, 213, 79), (230, 230, 230), (200, 230, 201), (187, 222, 251)
+_WINNER = (255, 138, 101)
 #: One drawn cell: its text and its fill (text starting with ``·``: padding, drawn in gray).
 Square = tuple[str, Any]
 #: One frame: its caption, its panels (title, rows of squares) and the signs between panels.
@@ -1522,6 +1590,8 @@ def draw_scenes(scenes: Sequence[Scene], cell_px: int = 34) -> list:
     each with its title above and a sign (``x``, ``=``) between neighbours. The caller closes them.
     """
     from PIL import Image, ImageDraw, ImageFont
+
+    from convcli.limits import check_arrays
 
     font = ImageFont.load_default(size=max(8, cell_px * 2 // 5))
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -1536,6 +1606,7 @@ def draw_scenes(scenes: Sequence[Scene], cell_px: int = 34) -> list:
     caption = max(int(measure.textlength(text, font=font)) + 1 for text, _, _ in scenes)
     tallest = max(len(grid) for _, panels, _ in scenes for _, grid in panels)
     size = (2 * margin + max(grids, caption), 2 * margin + 2 * line + tallest * cell_px)
+    check_arrays("the GIF", itemsize=1, frames=(len(scenes), size[1], size[0], 3))
     y0 = margin + 2 * line
     frames = []
     for (text, panels, signs), span in zip(scenes, spans):
@@ -1571,7 +1642,9 @@ def _check_animated(cells: int, what: str) -> None:
 def animation_frames(worked: Worked, cell_px: int = 34) -> list:
     """Pillow frames of the window sliding over the (padded) input and filling the output.
 
-    One frame per output cell, then the finished output. The caller saves and closes them.
+    One frame per output cell, then the finished output. Max pooling also marks each window's
+    argmax and fills a third panel, the gradient of ones routed back to the argmaxes so far.
+    The caller saves and closes them.
     """
     h_out, w_out = worked.output_hw
     _check_animated(h_out * w_out, f"the {h_out}x{w_out} output")
@@ -1580,12 +1653,17 @@ def animation_frames(worked: Worked, cell_px: int = 34) -> list:
     height, width = _hw(worked.image)
     output = worked.output()
     marked = " (· padding)" if any(worked.pads) else ""
+    routed = [[0] * width for _ in range(height)]
     scenes = []
     for index in range(len(cells) + 1):
         current = worked.cell(*cells[index]) if index < len(cells) else None
         taps = set(current.positions) if current else set()
+        winner = current.winner if current else None
+        if winner is not None:
+            routed[winner[0]][winner[1]] += 1
         image = [[(_tap(worked.value_at(r, c), worked, worked.inside(r, c)),
-                   _CURRENT if (r, c) in taps else "white" if worked.inside(r, c) else _PADDING)
+                   _WINNER if (r, c) == winner else _CURRENT if (r, c) in taps
+                   else "white" if worked.inside(r, c) else _PADDING)
                   for c in range(-left, width + right)] for r in range(-top, height + bottom)]
         panels = [("input" + marked, image)]
         if worked.op == "conv":
@@ -1595,6 +1673,11 @@ def animation_frames(worked: Worked, cell_px: int = 34) -> list:
                    for j in range(w_out)] for i in range(h_out)]
         panels.append(("output", filled))
         signs = ["x", "="] if worked.op == "conv" else [f"{worked.op} ="]
+        if worked.op == "max":
+            panels.append(("backward: ones to argmax", [[
+                (str(count), _WINNER if (r, c) == winner else _FILLED if count else "white")
+                for c, count in enumerate(row)] for r, row in enumerate(routed)]))
+            signs.append("grad")
         scenes.append((_frame_caption(worked, current), panels, signs))
     return draw_scenes(scenes, cell_px)
 
@@ -1627,26 +1710,52 @@ def scatter_frames(scattered: Scattered, cell_px: int = 34) -> list:
         if landed:
             i, j = order[index]
             value = number_text(scattered.image[i][j])
-            caption = (f"out[{_index_text(sorted({r for r, _ in now}))}, {_index_text(sorted({c for _, c in now}))}]"
-                       f" += {value} x kernel (input[{i},{j}] = {value})")
+            caption = (f"output[{_index_text(sorted({r for r, _ in now}))}, "
+                       f"{_index_text(sorted({c for _, c in now}))}] += input[{i}, {j}] x kernel = {value} x kernel")
         else:
             caption = f"output {h_out}x{w_out}: the sums inside the crop"
         scenes.append((caption, [("input", image), kernel, ("output (· cropped)", out)], ["x", "+="]))
     return draw_scenes(scenes, cell_px)
 
 
+#: Most terms a GIF caption writes out; longer sums keep the first few and the last two.
+CAPTION_TERMS = 9
+
+
+def _joined(terms: Sequence[str], sign: str) -> str:
+    """``terms`` joined by ``sign``, shortened to the first four, ``...`` and the last two when
+    there are more than ``CAPTION_TERMS``.
+
+    >>> _joined([f"{v}*1" for v in range(25)], " + ")
+    '0*1 + 1*1 + 2*1 + 3*1 + ... + 23*1 + 24*1'
+    """
+    if len(terms) > CAPTION_TERMS:
+        terms = [*terms[:4], "...", *terms[-2:]]
+    return sign.join(terms)
+
+
 def _frame_caption(worked: Worked, cell: Optional[Cell]) -> str:
+    """The formula of the current cell in plain characters (a GIF frame's caption).
+
+    >>> seed = by_hand_conv(SEED_IMAGE, [[1, 0, -1]] * 3)
+    >>> _frame_caption(seed, seed.cell(0, 1))
+    'output[0, 1] = 2*1 + 0*0 + 1*-1 + 1*1 + 1*0 + 0*-1 + 2*1 + 3*0 + 1*-1 = 3'
+    """
     if cell is None:
         return f"output {worked.output_hw[0]}x{worked.output_hw[1]}"
-    head = f"out[{cell.row},{cell.col}] = "
+    head = f"output[{cell.row}, {cell.col}] = "
     if worked.op == "conv":
-        terms = " + ".join(f"{number_text(v or 0.0)}*{number_text(w)}"
-                           for v, w in zip(cell.values, cell.weights))
-        body = f"{terms} = {number_text(cell.value)}"
+        terms = _joined([f"{number_text(v or 0.0)}*{number_text(w)}" for v, w in zip(cell.values, cell.weights)],
+                        " + ")
+        body = f"{terms} = {number_text(cell.total)}"
+        if worked.scale != 1 or worked.offset != 0:
+            body += f"; / {number_text(worked.scale)} + {number_text(worked.offset)} = {number_text(cell.value)}"
     elif worked.op == "max":
-        real = ", ".join(number_text(v) for v in cell.values if v is not None)
+        real = _joined([number_text(v) for v in cell.values if v is not None], ", ")
         body = f"max({real}) = {number_text(cell.value)}"
+        if cell.winner is not None:
+            body += f" at input[{cell.winner[0]}, {cell.winner[1]}]"
     else:
-        real = [number_text(v) for v in cell.values if v is not None]
-        body = f"({' + '.join(real)}) / {cell.divisor} = {number_text(cell.value)}"
+        real = _joined([number_text(v) for v in cell.values if v is not None], " + ")
+        body = f"({real}) / {cell.divisor} = {number_text(cell.value)}"
     return head + body

@@ -1,5 +1,6 @@
 """`convcli explain` and `convcli conv --explain` through Click's CliRunner and a real process."""
 
+import itertools
 import json
 import re
 import subprocess
@@ -268,6 +269,17 @@ def test_seed_max_pool_by_hand():
     assert result.stdout.endswith("output (2x2):\n  6 2\n  2 5\n")
 
 
+def test_max_pool_routing_by_hand():
+    result = run("explain", "--by-hand", "--matrix", SEED_POOL, "--pool", "max", "--size", "3", "--stride", "1",
+                 "--cell", "0,0")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "max(1, 3, 2, 4, 6, 1, 0, 2, 5) = 6; argmax input[1, 1], index 1*4 + 1 = 5" in out
+    assert "argmax indices (r*4 + c in the 4x4 input, as return_indices):\n  5 5\n  5 5\n" in out
+    assert ("  0 0 0 0\n  0 4 0 0\n  0 0 0 0\n  0 0 0 0\n"
+            "  (overlapping windows: a cell that wins several windows receives one 1 from each)\n") in out
+
+
 def test_avg_pool_exclude_pad_by_hand():
     result = run("explain", "--by-hand", "--matrix", SEED_POOL, "--pool", "avg", "--size", "3", "--stride", "2",
                  "--padding", "1", "--exclude-pad", "--cell", "0,0")
@@ -282,6 +294,39 @@ def test_gif(tmp_path):
     with Image.open(path) as gif:
         assert gif.format == "GIF" and gif.n_frames == 3 * 3 + 1
     assert [p.name for p in tmp_path.iterdir()] == ["slide.gif"]
+
+
+def _gif_frames(path):
+    """Each frame of a GIF as RGB arrays, and its duration in ms."""
+    with Image.open(path) as gif:
+        frames, durations = [], []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            frames.append(np.asarray(gif.convert("RGB")))
+            durations.append(gif.info["duration"])
+    return frames, durations
+
+
+@pytest.mark.parametrize("args, count", [
+    (["-k", "vertical_edge", "--padding", "1"], 5 * 5 + 1),
+    (["--pool", "max", "--size", "3", "--stride", "2"], 2 * 2 + 1),
+    (["-k", "vertical_edge", "--transpose", "--stride", "2"], 5 * 5 + 1),
+])
+def test_gif_frame_time_cell_size_and_captions(tmp_path, args, count):
+    base = ["explain", "--by-hand", "--matrix", SEED, *args]
+    assert run(*base, "--gif", tmp_path / "default.gif").exit_code == 0
+    result = run(*base, "--gif", tmp_path / "big.gif", "--frame-ms", "300", "--cell-px", "68")
+    assert result.exit_code == 0, result.output
+    default, default_ms = _gif_frames(tmp_path / "default.gif")
+    frames, durations = _gif_frames(tmp_path / "big.gif")
+    assert len(frames) == len(default) == count
+    assert default_ms == [700] * (count - 1) + [2500]
+    assert durations == [300] * (count - 1) + [2500]
+    (height, width), (small_h, small_w) = frames[0].shape[:2], default[0].shape[:2]
+    assert height > 1.5 * small_h and width > 1.5 * small_w           # cells twice as large, margins kept
+    strip = [frame[:16 + 68 * 2 // 5] for frame in frames]             # the caption, above the panel titles
+    assert all((part != 255).any() for part in strip)
+    assert all(a.tobytes() != b.tobytes() for a, b in itertools.pairwise(strip))
 
 
 def test_transposed_by_hand_and_its_gif(tmp_path):
@@ -356,6 +401,12 @@ BAD_BY_HAND = {
     "out channel of 2-D": (["--matrix", SEED, "-k", "vertical_edge", "--out-channel", "0"], 2,
                            "--out-channel applies to a 4-D kernel"),
     "channels pooled": (["--matrix", "1|2,3|4", "--pool", "max"], 1, "has 2 channels; by hand takes one here"),
+    "frame time": (["--matrix", SEED, "-k", "vertical_edge", "--gif", "{tmp}/a.gif", "--frame-ms", "5"], 2,
+                   "frame time must be at least 20"),
+    "cell size": (["--matrix", SEED, "-k", "vertical_edge", "--gif", "{tmp}/a.gif", "--cell-px", "500"], 2,
+                  "cell size must be at most 96"),
+    "cell size without gif": (["--matrix", SEED, "-k", "vertical_edge", "--cell-px", "34"], 2,
+                              "--cell-px applies to --gif"),
     "transposed gif": (["--matrix", SEED, "-k", "vertical_edge", "--transpose", "--gif", "{tmp}/a.png"], 1,
                        "must end in .gif"),
 }

@@ -556,6 +556,80 @@ def test_by_hand_pooling_equals_the_engine(matrix, mode, size, stride, dilation,
     assert_matches(worked.output(), expected[0])
 
 
+def test_seed_max_pool_routing_by_hand():
+    # seeds: "in forward pass, store index that took the max; backprop gradient is the input gradient
+    # at that index"; the tied 2s of window (0, 1) go to the first in row-major order
+    worked = explain.by_hand_pool(SEED_POOL, "max")
+    assert worked.indices() == [[5, 2], [9, 10]]
+    assert worked.routed_ones() == [[0, 0, 1, 0], [0, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
+    text = explain.render_by_hand(worked, [(0, 1)])
+    assert "max(2, 0, 1, 2) = 2; argmax input[0, 2], index 0*4 + 2 = 2" in text
+    assert "argmax indices (r*4 + c in the 4x4 input, as return_indices):\n   5  2\n   9 10\n" in text
+    assert ("(d sum / d input):\n"
+            "  0 0 1 0\n  0 1 0 0\n  0 1 1 0\n  0 0 0 0\n\noutput (2x2):") in text
+
+
+def test_overlapping_windows_count_their_wins():
+    worked = explain.by_hand_pool(SEED_POOL, "max", (3, 3), stride=(1, 1), padding=(1, 1, 1, 1))
+    assert worked.routed_ones()[1][1] == 9          # the 6 wins every window that holds it: all nine
+    text = explain.render_by_hand(worked, [(0, 0)])
+    assert "a cell that wins several windows receives one 1 from each" in text
+    with pytest.raises(ParameterError, match="only max pooling routes"):
+        explain.by_hand_pool(SEED_POOL, "avg").routed_ones()
+
+
+@given(matrix=st.integers(1, 6).flatmap(lambda h: st.integers(1, 6).flatmap(
+           lambda w: st.lists(st.lists(st.integers(-2, 2), min_size=w, max_size=w), min_size=h, max_size=h))),
+       size=st.tuples(st.integers(1, 3), st.integers(1, 3)), stride=st.integers(1, 3),
+       dilation=st.integers(1, 2), pad=st.integers(0, 1), ceil=st.booleans())
+def test_max_pool_routing_equals_torch_autograd_unpool_and_naive(matrix, size, stride, dilation, pad, ceil):
+    torch = pytest.importorskip("torch")
+    pads = (min(pad, size[0] // 2),) * 2 + (min(pad, size[1] // 2),) * 2
+    options = dict(stride=(stride, stride), padding=pads, dilation=(dilation, dilation), ceil_mode=ceil)
+    try:
+        worked = explain.by_hand_pool(matrix, "max", size, **options)
+    except ShapeError:
+        assume(False)
+    indices = worked.indices()
+    assume(all(index is not None for row in indices for index in row))   # no window of only padding
+    image = np.array(matrix, np.float32)[None]
+    values, expected = engine.max_pool2d(image, size, return_indices=True, **options)
+    assert indices == expected[0].tolist()
+    assert indices == naive.max_pool2d(image, size, (stride, stride), pads, (dilation, dilation), ceil)[1][0].tolist()
+    x = torch.tensor(np.array(matrix, np.float64))[None, None].requires_grad_()
+    torch.nn.functional.max_pool2d(x, size, stride, pads[0::2], dilation, ceil_mode=ceil).sum().backward()
+    routed = np.array(worked.routed_ones())
+    assert routed.tolist() == x.grad[0, 0].numpy().tolist()
+    unpooled = engine.max_unpool2d(np.ones_like(values), expected, image.shape[1:])[0]
+    assert ((routed > 0) == (unpooled == 1)).all() and ((unpooled == 0) | (unpooled == 1)).all()
+    if stride >= max(size) and dilation == 1:     # windows never overlap: each cell wins at most once
+        assert routed.tolist() == unpooled.tolist()
+
+
+def test_max_pool_frames_mark_the_argmax_and_the_routed_gradient():
+    frames = explain.animation_frames(explain.by_hand_pool(SEED_POOL, "max"))
+    try:
+        assert len(frames) == 2 * 2 + 1
+        winner = [int((np.asarray(frame) == explain._WINNER).all(axis=2).sum()) for frame in frames]
+        assert all(count > 0 for count in winner[:-1]) and winner[-1] == 0
+    finally:
+        for frame in frames:
+            frame.close()
+
+
+def test_frame_captions_write_the_current_cell_in_plain_characters():
+    padded = explain.by_hand_conv(SEED_IMAGE, VERTICAL_EDGE, padding=(1, 1, 1, 1), scale=2, offset=1)
+    assert explain._frame_caption(padded, padded.cell(0, 0)) == (
+        "output[0, 0] = 0*1 + 0*0 + 0*-1 + 0*1 + 1*0 + 2*-1 + 0*1 + 4*0 + 1*-1 = -3; / 2 + 1 = -0.5")
+    large = explain.by_hand_conv(np.arange(36).reshape(6, 6).tolist(), np.ones((5, 5)).tolist())
+    assert explain._frame_caption(large, large.cell(0, 0)) == (
+        "output[0, 0] = 0*1 + 1*1 + 2*1 + 3*1 + ... + 27*1 + 28*1 = 350")
+    pooled = explain.by_hand_pool(SEED_POOL, "avg")
+    assert explain._frame_caption(pooled, pooled.cell(1, 1)) == "output[1, 1] = (5 + 3 + 2 + 4) / 4 = 3.5"
+    maxed = explain.by_hand_pool(SEED_POOL, "max")
+    assert explain._frame_caption(maxed, maxed.cell(0, 1)) == "output[0, 1] = max(2, 0, 1, 2) = 2 at input[0, 2]"
+
+
 def test_animation_frames():
     worked = explain.by_hand_conv(SEED_IMAGE, VERTICAL_EDGE, padding=(1, 1, 1, 1))
     frames = explain.animation_frames(worked)

@@ -76,13 +76,17 @@ def _cells(ctx, param, values):
 @click.option("--cell", "cells", multiple=True, callback=_cells, metavar="ROW,COL",
               help="By hand: an output cell to work out (repeatable; default: the first and its neighbour).")
 @click.option("--gif", help="By hand: also write an animation of the window sliding (FILE.gif).")
+@click.option("--frame-ms", default="700", show_default=True, callback=parsed(parse_whole, "frame time", 20, 60000),
+              help="By hand, --gif: milliseconds each frame shows (the last holds at least 2500).")
+@click.option("--cell-px", default="34", show_default=True, callback=parsed(parse_whole, "cell size", 12, 96),
+              help="By hand, --gif: the side of one drawn cell in pixels (the text scales with it).")
 @click.option("--overwrite", is_flag=True, help="By hand: replace the --gif file if it exists.")
 @click.option("--pipeline", "pipeline_file", metavar="FILE.yaml",
               help="Trace the steps of a pipeline file (as 'convcli run' reads it) instead of STEPs.")
 @kernel_path_option
 def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, size, stride, padding, dilation,
-            out_channel, pad_mode, ceil_mode, exclude_pad, transpose, output_padding, cells, gif, overwrite,
-            pipeline_file, kernel_path):
+            out_channel, pad_mode, ceil_mode, exclude_pad, transpose, output_padding, cells, gif, frame_ms, cell_px,
+            overwrite, pipeline_file, kernel_path):
     """Trace shapes, parameters, multiply-adds and receptive fields through STEPs; or work a
     small convolution by hand.
 
@@ -91,6 +95,11 @@ def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, si
     convcli explain --input photo.png --pipeline examples/cnn_block.yaml
     convcli explain --by-hand --matrix "1,2,0,1,3;4,1,1,0,2;0,2,3,1,1;1,0,2,2,0;3,1,0,1,2" -k vertical_edge
     """
+    source = click.get_current_context().get_parameter_source
+    gif_only = [name for name in ("--frame-ms", "--cell-px")
+                if source(name[2:].replace("-", "_")) != click.core.ParameterSource.DEFAULT]
+    if gif_only and not gif:
+        raise click.UsageError(f"{gif_only[0]} applies to --gif")
     if by_hand:
         if steps or input_spec or as_json or table or pipeline_file:
             raise click.UsageError(
@@ -102,7 +111,7 @@ def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, si
         if transpose and pool:
             raise click.UsageError("--transpose applies to -k, not --pool")
         _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, exclude_pad, cells, gif,
-                 overwrite, transpose, output_padding, out_channel, pad_mode)
+                 overwrite, transpose, output_padding, out_channel, pad_mode, frame_ms, cell_px)
         return
     hand_only = {"--matrix": matrix, "-k": kernel, "--pool": pool, "--size": size, "--stride": stride,
                  "--pad-mode": pad_mode, "--ceil-mode": ceil_mode, "--exclude-pad": exclude_pad,
@@ -239,7 +248,8 @@ def _rich_table(result, console) -> None:
 
 
 def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, exclude_pad, cells, gif,
-             overwrite=False, transpose=False, output_padding=None, out_channel=None, pad_mode=None) -> None:
+             overwrite=False, transpose=False, output_padding=None, out_channel=None, pad_mode=None, frame_ms=700,
+             cell_px=34) -> None:
     from convcli import explain as library
 
     if not matrix or bool(kernel) == bool(pool):
@@ -288,7 +298,8 @@ def _by_hand(matrix, kernel, pool, size, stride, padding, dilation, ceil_mode, e
     except ParameterError as exc:
         raise click.BadParameter(str(exc), param_hint="--cell") from None
     if gif:
-        _write_gif(gif, library.scatter_frames(worked) if transpose else library.animation_frames(worked))
+        frames = (library.scatter_frames if transpose else library.animation_frames)(worked, cell_px)
+        _write_gif(gif, frames, frame_ms)
     click.echo(text)
 
 
@@ -329,7 +340,7 @@ def _check_gif(path: str, inputs: Sequence[str], overwrite: bool) -> None:
 def _write_gif(path: str, frames: list, pause_ms: int = 700, final_ms: int = 2500) -> None:
     from convcli.atomic import atomic_write
 
-    durations = [pause_ms] * (len(frames) - 1) + [final_ms]
+    durations = [pause_ms] * (len(frames) - 1) + [max(final_ms, pause_ms)]
     try:
         atomic_write(path, lambda f: frames[0].save(f, format="GIF", save_all=True, append_images=frames[1:],
                                                     duration=durations, loop=0))
