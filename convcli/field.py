@@ -7,14 +7,17 @@ where the window lies in the padding. For stacks of convolutions and pools the w
 pixels wide and centred on ``start + unit * jump``; behind a transposed step or an unpool it is
 the hull of the pixels whose products can land on the unit. A global pool's unit sees the
 whole input (and whatever padding earlier steps read); activations, batchnorm and channel
-steps keep the field. Dilated windows count their whole hull.
+steps keep the field. It is the hull, as the RF column: through a dilation or a later step's
+padding a pixel inside it may reach the unit by no weight. The padding is where the window
+reaches past the image, whatever a step's pad mode fills it with.
 
 ``draw_field`` paints it on the picture: the canvas grown by the padding the last step's units
 reach (hatched gray), the unit's window tinted (over the hatching where it lies in the
 padding), its centre pixel marked by a small cross. Nothing here imports numba.
 
 >>> from convcli.explain import parse_steps, trace
->>> field = unit_field(trace((32, 32, 1), parse_steps(["conv 1 k3 s2 p1", "conv 1 k3 s2 p1"])), (1, 0))
+>>> stack = trace((32, 32, 1), parse_steps(["conv 1 k3 s2 p1", "conv 1 k3 s2 p1"]))
+>>> field = unit_field(stack, (1, 0))
 >>> field.rows, field.cols
 (Span(first=1, last=7, size=32), Span(first=-3, last=3, size=32))
 >>> field.padding, field.centre
@@ -33,7 +36,7 @@ from convcli.geometry import Pair
 #: (top, bottom, left, right) pixels outside the image.
 Pads = tuple[int, int, int, int]
 
-#: Colours drawn: the window's tint (blended half and half), the centre mark, the padding and its hatching.
+#: Colours: the window's tint (blended half and half), the centre mark, the padding, its hatching.
 TINT, MARK, PADDING, HATCH = (255, 140, 0), (200, 0, 200), (235, 235, 235), (190, 190, 190)
 
 
@@ -57,8 +60,13 @@ class Span(NamedTuple):
 
     @property
     def outside(self) -> Pair:
-        """Pixels of the window before the image and after it."""
-        return max(0, -self.first), max(0, self.last - self.size + 1)
+        """Pixels of the window before the image and after it.
+
+        >>> Span(-2, 3, 3).outside, Span(-5, -4, 10).outside
+        ((2, 1), (2, 0))
+        """
+        return (max(0, min(self.last, -1) - self.first + 1),
+                max(0, self.last - max(self.first, self.size) + 1))
 
 
 @dataclass(frozen=True)
@@ -91,7 +99,8 @@ class UnitField:
             "unit": list(self.unit), "output": list(self.output),
             "rows": [self.rows.first, self.rows.last], "columns": [self.cols.first, self.cols.last],
             "size": [self.rows.last - self.rows.first + 1, self.cols.last - self.cols.first + 1],
-            "inside": None if None in inside else {"rows": list(inside[0]), "columns": list(inside[1])},
+            "inside": None if None in inside else {"rows": list(inside[0]),
+                                                   "columns": list(inside[1])},
             "padding": list(self.padding), "centre": list(self.centre),
         }
 
@@ -99,7 +108,8 @@ class UnitField:
         """The field as text, under the trace.
 
         >>> from convcli.explain import parse_steps, trace
-        >>> print("\\n".join(unit_field(trace((8, 8, 1), parse_steps(["conv 1 k3 p1"])), (0, 7)).lines()))
+        >>> field = unit_field(trace((8, 8, 1), parse_steps(["conv 1 k3 p1"])), (0, 7))
+        >>> print("\\n".join(field.lines()))
         field of output unit (0, 7) of the last step (8x8): input rows -1..1, columns 6..8 (3x3)
           in the 8x8 image: rows 0..1, columns 6..7; in the padding: 1 row above, 1 column right
           centre: row 0, column 7
@@ -107,16 +117,18 @@ class UnitField:
         rows, cols = self.rows, self.cols
         (row, col), (height, width) = self.unit, self.output
         size = f"{rows.last - rows.first + 1}x{cols.last - cols.first + 1}"
-        lines = [f"field of output unit ({row}, {col}) of the last step ({height}x{width}): input rows "
-                 f"{rows.first}..{rows.last}, columns {cols.first}..{cols.last} ({size})"]
+        lines = [(f"field of output unit ({row}, {col}) of the last step ({height}x{width}): "
+                  f"input rows {rows.first}..{rows.last}, columns {cols.first}..{cols.last} "
+                  f"({size})")]
         if rows.inside and cols.inside:
             image = (f"rows {rows.inside[0]}..{rows.inside[1]}, "
                      f"columns {cols.inside[0]}..{cols.inside[1]}")
         else:
             image = "nothing (the whole window is padding)"
-        sides = [f"{count} {name}{'' if count == 1 else 's'} {where}" for count, name, where in
-                 zip(self.padding, ("row", "row", "column", "column"), ("above", "below", "left", "right"))
-                 if count]
+        names = zip(self.padding, ("row", "row", "column", "column"),
+                    ("above", "below", "left", "right"))
+        sides = [f"{count} {name}{'' if count == 1 else 's'} {where}"
+                 for count, name, where in names if count]
         padded = f"; in the padding: {', '.join(sides)}" if sides else "; none in the padding"
         lines.append(f"  in the {rows.size}x{cols.size} image: {image}{padded}")
         centre = [f"{value:g}" for value in self.centre]
@@ -129,25 +141,27 @@ def unit_field(trace, unit: Pair) -> UnitField:
     ``explain.Trace`` without error).
 
     >>> from convcli.explain import parse_steps, trace
-    >>> unit_field(trace((8, 8, 1), parse_steps(["conv 1 k3 s2 p1"])), (4, 0))
+    >>> unit_field(trace((8, 8, 1), parse_steps(["conv 1 k3 s2 p1"])), (4, 0))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    convcli.errors.ParameterError: --field 4,0 is outside the last step's 4x4 output (rows 0..3, columns 0..3)
+    convcli.errors.ParameterError: --field 4,0 is outside the last step's 4x4 output (rows 0..3, ...
     """
     height, width = trace.output[:2]
     row, col = unit
     if not (0 <= row < height and 0 <= col < width):
-        raise ParameterError(f"--field {row},{col} is outside the last step's {height}x{width} output "
-                             f"(rows 0..{height - 1}, columns 0..{width - 1})")
+        raise ParameterError(f"--field {row},{col} is outside the last step's {height}x{width} "
+                             f"output (rows 0..{height - 1}, columns 0..{width - 1})")
     spans, reach = [], []
     for windows, index, out, size in zip(trace.windows, unit, (height, width), trace.input[:2]):
         span = geometry.input_span(windows, index)
         if span is None:
-            raise ShapeError(f"output unit ({row}, {col}) depends on no input pixel: a transposed step "
-                             f"whose kernel is smaller than its stride leaves it empty")
+            raise ShapeError(f"output unit ({row}, {col}) depends on no input pixel: a transposed "
+                             f"step whose kernel is smaller than its stride leaves it empty")
         spans.append(Span(*span, size))
-        ends = [s for s in (geometry.input_span(windows, 0), geometry.input_span(windows, out - 1), span) if s]
-        reach += [max(0, -min(first for first, _ in ends)), max(0, max(last for _, last in ends) - size + 1)]
+        ends = [geometry.input_span(windows, 0), span, geometry.input_span(windows, out - 1)]
+        ends = [end for end in ends if end]
+        first, last = min(first for first, _ in ends), max(last for _, last in ends)
+        reach += [max(0, -first), max(0, last - size + 1)]
     return UnitField(tuple(unit), (height, width), spans[0], spans[1], tuple(reach))
 
 
