@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import read_pixels, refused, run
@@ -86,6 +88,25 @@ def test_the_window_holds_the_gradient_of_every_unit(name):
         for axis, span in enumerate((field.rows, field.cols)):
             assert span.last - span.first + 1 == rf[axis].size
             assert field.centre[axis] == rf[axis].start + unit[axis] * rf[axis].jump
+
+
+@given(layers=st.lists(st.tuples(st.integers(1, 4), st.integers(1, 3), st.integers(1, 2), st.integers(0, 2)),
+                       min_size=1, max_size=3),
+       size=st.integers(12, 20), where=st.floats(0, 1))
+def test_the_window_of_any_conv_stack_holds_the_gradient(layers, size, where):
+    steps = [f"conv 1 k{k} s{s} d{d} p{min(p, k // 2)}" for k, s, d, p in layers]
+    result = trace((size, size, 1), parse_steps(steps))
+    if result.error:
+        return
+    unit = (int(where * (result.output[0] - 1)), int((1 - where) * (result.output[1] - 1)))
+    torch_layers = [conv(k, s, d, (min(p, k // 2),) * 4) for k, s, d, p in layers]
+    support, torch_hw = gradient_support(torch_layers, (size, size), unit)
+    assert torch_hw == result.output[:2]
+    field = unit_field(result, unit)
+    assert not (support & ~window_mask(field)).any(), (steps, unit, field)
+    rf = result.rows[-1].receptive_field
+    assert field.rows.last - field.rows.first + 1 == rf[0].size
+    assert field.centre == (rf[0].start + unit[0] * rf[0].jump, rf[1].start + unit[1] * rf[1].jump)
 
 
 def test_a_global_pool_sees_the_whole_input_and_the_padding_before_it():
