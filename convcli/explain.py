@@ -568,11 +568,13 @@ def _number(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Trace:
-    """A traced stack: the input, then one ``Row`` per layer (up to the first error)."""
+    """A traced stack: the input, then one ``Row`` per layer (up to the first error), and the
+    layers' ``Window``s per axis (rows, columns) that its receptive fields come from."""
 
     input: Shape
     rows: tuple[Row, ...]
     source: str = ""
+    windows: tuple[tuple[Window, ...], tuple[Window, ...]] = ((), ())
 
     @property
     def error(self) -> Optional[str]:
@@ -624,7 +626,7 @@ def trace(input_shape: Shape, steps: Sequence[Step], source: str = "") -> Trace:
         for label, layer in _layers(step):
             row, pair = _row(layer, label, shape)
             if row.error:
-                return Trace(tuple(input_shape), tuple(rows) + (row,), source)
+                return Trace(tuple(input_shape), tuple(rows) + (row,), source, _frozen(windows))
             if pair is not None:
                 windows[0].append(pair[0])
                 windows[1].append(pair[1])
@@ -636,7 +638,11 @@ def trace(input_shape: Shape, steps: Sequence[Step], source: str = "") -> Trace:
                              f"the {shape_text(input_shape[:2])} input: outer units see padding")
             rows.append(replace(row, receptive_field=rf, warnings=tuple(notes)))
             shape = row.output
-    return Trace(tuple(input_shape), tuple(rows), source)
+    return Trace(tuple(input_shape), tuple(rows), source, _frozen(windows))
+
+
+def _frozen(windows: tuple[list[Window], list[Window]]) -> tuple[tuple[Window, ...], tuple[Window, ...]]:
+    return tuple(windows[0]), tuple(windows[1])
 
 
 def _layers(step: Step) -> list[tuple[str, Step]]:

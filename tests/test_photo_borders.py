@@ -4,7 +4,6 @@ users to a border that extends the image. These tests hold what the README says 
 import os
 import re
 
-import numpy as np
 from conftest import read_pixels, run
 
 CAMERA = os.path.join(os.path.dirname(__file__), os.pardir, "sample_images", "camera.png")

@@ -80,19 +80,26 @@ def _cells(ctx, param, values):
               help="By hand, --gif: milliseconds each frame shows (the last holds at least 2500).")
 @click.option("--cell-px", default="34", show_default=True, callback=parsed(parse_whole, "cell size", 12, 96),
               help="By hand, --gif: the side of one drawn cell in pixels (the text scales with it).")
-@click.option("--overwrite", is_flag=True, help="By hand: replace the --gif file if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace the --gif or --field-image file if it exists.")
+@click.option("--field", "field_unit", metavar="ROW,COL", callback=parsed(parse_pair, "--field", 0),
+              help="Trace: the input pixels output unit ROW,COL of the last step depends on, under the trace "
+                   "(and in --json).")
+@click.option("--field-image", metavar="FILE",
+              help="Trace, --field, --input IMAGE: draw that field on the picture (.png, .jpg, ...): the window "
+                   "tinted, its centre marked, the canvas grown by the padding (hatched).")
 @click.option("--pipeline", "pipeline_file", metavar="FILE.yaml",
               help="Trace the steps of a pipeline file (as 'convcli run' reads it) instead of STEPs.")
 @kernel_path_option
 def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, size, stride, padding, dilation,
             out_channel, pad_mode, ceil_mode, exclude_pad, transpose, output_padding, cells, gif, frame_ms, cell_px,
-            overwrite, pipeline_file, kernel_path):
+            overwrite, field_unit, field_image, pipeline_file, kernel_path):
     """Trace shapes, parameters, multiply-adds and receptive fields through STEPs; or work a
     small convolution by hand.
 
     \b
     convcli explain --input 224x224x3 "conv 64 k7 s2 p3 nobias" "maxpool k3 s2 p1"
     convcli explain --input photo.png --pipeline examples/cnn_block.yaml
+    convcli explain --input photo.png "conv 8 k3 s2" "conv 8 k3 s2" --field 5,9 --field-image field.png
     convcli explain --by-hand --matrix "1,2,0,1,3;4,1,1,0,2;0,2,3,1,1;1,0,2,2,0;3,1,0,1,2" -k vertical_edge
     """
     source = click.get_current_context().get_parameter_source
@@ -101,9 +108,9 @@ def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, si
     if gif_only and not gif:
         raise click.UsageError(f"{gif_only[0]} applies to --gif")
     if by_hand:
-        if steps or input_spec or as_json or table or pipeline_file:
-            raise click.UsageError(
-                "--by-hand takes --matrix and -k or --pool, not STEPs, --pipeline, --input, --json or --table")
+        if steps or input_spec or as_json or table or pipeline_file or field_unit or field_image:
+            raise click.UsageError("--by-hand takes --matrix and -k or --pool, not STEPs, --pipeline, --input, "
+                                   "--json, --table, --field or --field-image")
         if overwrite and not gif:
             raise click.UsageError("--overwrite applies to --gif")
         if output_padding and not transpose:
@@ -116,7 +123,8 @@ def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, si
     hand_only = {"--matrix": matrix, "-k": kernel, "--pool": pool, "--size": size, "--stride": stride,
                  "--pad-mode": pad_mode, "--ceil-mode": ceil_mode, "--exclude-pad": exclude_pad,
                  "--out-channel": out_channel is not None, "--transpose": transpose,
-                 "--output-padding": output_padding, "--cell": cells, "--gif": gif, "--overwrite": overwrite}
+                 "--output-padding": output_padding, "--cell": cells, "--gif": gif,
+                 "--overwrite": overwrite and not field_image}
     given = [name for name, value in hand_only.items() if value]
     if given:
         raise click.UsageError(f"{given[0]} applies to --by-hand")
@@ -125,6 +133,8 @@ def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, si
         raise click.UsageError("give STEPs or --pipeline FILE, not both")
     if not input_spec or not (steps or pipeline_file):
         raise click.UsageError("a trace needs --input and at least one STEP or --pipeline FILE (or use --by-hand)")
+    if field_image:
+        _check_field_image(field_image, field_unit, input_spec, overwrite)
     from convcli import explain as library
 
     if pipeline_file:
@@ -144,9 +154,49 @@ def explain(steps, input_spec, as_json, table, by_hand, matrix, kernel, pool, si
         result = trace(pipeline, shape, source=input_spec)
     else:
         result = library.trace(shape, parsed_steps, source=input_spec)
-    show_trace(result, as_json=as_json, table=table)
+    field = None
+    if field_unit is not None and not result.error:
+        from convcli.field import unit_field
+
+        field = unit_field(result, field_unit)
+    if field_image and field is not None:
+        _draw_field(field_image, input_spec, field)
+    show_trace(result, as_json=as_json, table=table, field=field)
     if result.error:
         raise ShapeError(result.error)
+
+
+def _check_field_image(path: str, field_unit, input_spec: str, overwrite: bool) -> None:
+    """``--field-image``'s rules, before any work: a field, a picture to draw on, an image output."""
+    from convcli import images
+    from convcli.atomic import check_target
+
+    if field_unit is None:
+        raise click.UsageError("--field-image draws the field of --field ROW,COL: give both")
+    if not os.path.isfile(input_spec):
+        raise click.UsageError(f"--field-image draws on the --input picture; {input_spec!r} is not a file")
+    if images.extension(path) not in images.IMAGE_FORMATS:
+        raise OutputError(f"--field-image {path!r} must end in one of {', '.join(images.IMAGE_FORMATS)}")
+    images.check_output_path(path, [input_spec])
+    check_target(path, "--field-image", overwrite)
+
+
+def _draw_field(path: str, input_spec: str, field) -> None:
+    """Read the input's pixels (within the pixel limit, the drawing too) and write the drawing."""
+    from convcli import images, limits
+    from convcli.atomic import atomic_write
+    from convcli.field import canvas_shape, display_pixels, draw_field
+
+    limits.check_pixels(*canvas_shape(field), limits.max_pixels(), "the --field-image drawing")
+    picture = images.read_input(input_spec)
+    canvas = draw_field(display_pixels(picture.data, picture.white), field)
+
+    def save(handle):
+        from PIL import Image
+
+        Image.fromarray(canvas).save(handle, format=images.IMAGE_FORMATS[images.extension(path)][0])
+
+    atomic_write(path, save)
 
 
 def explain_conv(chw: Sequence[int], weight_shape: Sequence[int], groups: int, *, stride, padding, dilation,
@@ -168,13 +218,19 @@ def explain_conv(chw: Sequence[int], weight_shape: Sequence[int], groups: int, *
         raise ShapeError(result.error)
 
 
-def show_trace(result, *, as_json: bool = False, table: bool = False, err: bool = False) -> None:
-    """JSON, a rich table (terminal, or ``table``), or tab-separated text; warnings on stderr."""
+def show_trace(result, *, as_json: bool = False, table: bool = False, err: bool = False, field=None) -> None:
+    """JSON, a rich table (terminal, or ``table``), or tab-separated text, then the ``field`` of
+    one unit (``convcli.field.UnitField``) if given; warnings on stderr."""
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2), err=err)
+        document = result.to_dict()
+        if field is not None:
+            document["field"] = field.to_dict()
+        click.echo(json.dumps(document, indent=2), err=err)
         return
     show_table(_tsv_rows(result), lambda console: _rich_table(result, console), table=table,
                err=err)
+    if field is not None:
+        click.echo("\n".join(field.lines()), err=err)
     for row in result.rows:
         for note in row.warnings:
             click.secho(f"warning: step {row.label} {row.text!r}: {note}", fg="yellow", err=True)
