@@ -1,7 +1,7 @@
 """Dumoulin & Visin, *A guide to convolution arithmetic for deep learning* (2016): relationships
 1-15 and the worked example of each, as tests of ``convcli explain`` (the output shape and the
 size formula filled in) and of ``--by-hand`` (the numbers against PyTorch on a random matrix of
-the example's size). The README's table (``explain`` > "The convolution arithmetic guide") is
+the example's size). The table of docs/explain.md ("The convolution arithmetic guide") is
 checked against the list below, so every command it shows is run here.
 
 The paper states the transposed relationships (8-14) through the convolution they transpose,
@@ -22,14 +22,14 @@ from conftest import run
 
 from convcli import explain
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+GUIDE_PAGE = Path(__file__).resolve().parents[1] / "docs" / "explain.md"
 
 
 @dataclass(frozen=True)
 class Relationship:
     number: int
     covers: str
-    formula: str            # the paper's, as the README writes it
+    formula: str            # the paper's, as docs/explain.md writes it
     size: int               # the example's input: i, or i' for the transposed relationships
     kernel: int
     stride: int
@@ -135,10 +135,10 @@ def test_the_readme_command_prints_the_shape_and_the_formula(relationship):
                          relationship.arithmetic]
 
 
-def test_the_readme_table_lists_every_relationship():
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("### The convolution arithmetic guide"):]
-    section = section[:section.index("\n## ")]
+def test_the_docs_table_lists_every_relationship():
+    text = GUIDE_PAGE.read_text(encoding="utf-8")
+    section = text[text.index("## The convolution arithmetic guide"):]
+    section = section[:section.index("\n#", 1)] if "\n#" in section[1:] else section
     rows = [line.split(" | ") for line in section.splitlines() if re.match(r"\| [0-9]+ \|", line)]
     table = [(int(row[0].strip("| ")), row[1], row[2].strip("`"), row[3].strip("`"), row[4].strip(" |"))
              for row in rows]
