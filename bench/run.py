@@ -26,7 +26,8 @@ from typing import Callable
 
 import numpy as np
 
-from convcli import _jit, engine  # noqa: F401  (in-process figures are for a warm engine, Numba loaded)
+from convcli import engine
+from convcli.engine import _jit  # noqa: F401  (in-process figures are for a warm engine, Numba loaded)
 
 
 def _optional(name):

@@ -10,7 +10,7 @@ that names the limit and how to change it:
   budget instead, ``0`` turns the check off);
 - **kernels**: at most ``MAX_KERNEL_SIDE`` cells per side and ``MAX_KERNEL_WEIGHTS`` weights;
 - **text files** (YAML, ``.mat``): ``MAX_TEXT_BYTES``; YAML nesting depth and node count
-  (aliases expanded) are limited by ``convcli.yamlsafe``.
+  (aliases expanded) are limited by ``convcli.io.yamlsafe``.
 
 Pure standard library: the commands that must start fast (``kernels``, ``explain``) import it.
 

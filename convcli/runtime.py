@@ -39,7 +39,7 @@ def repeated(calls: int):
     """Declare that the work inside is done ``calls`` times: the files of a batch, a loop.
 
     The engine loads Numba only when the work pays for it: the work of one call times the
-    calls declared (``correlate.numpy_takes``). The method, and so every output byte, then
+    calls declared (``correlation.numpy_takes``). The method, and so every output byte, then
     depends on the call's own arguments and this declaration only, never on what the process
     did before: the first file of a batch and the thousandth take the same method, in a
     fresh process and in a warm one.

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from hypothesis import settings
 from PIL import Image
 
-from convcli.cli import cli
+from convcli.cli.main import cli
 
 # float32 engine against a float64 reference: sums of at most a few hundred products of
 # values in [-1, 1] stay well inside this.

@@ -73,7 +73,7 @@ def test_several_inputs_need_out_dir(tree):
 
 def reverse_job(source, target):
     """A picklable job: write the input's bytes reversed; fail on files named bad*."""
-    from convcli.atomic import atomic_write
+    from convcli.io.atomic import atomic_write
 
     if os.path.basename(source).startswith("bad"):
         raise ConvcliError(f"input {source!r} is bad")

@@ -180,7 +180,7 @@ def test_a_trace_never_imports_numba(tmp_path):
     script = f"""
 import sys
 from click.testing import CliRunner
-from convcli.cli import cli
+from convcli.cli.main import cli
 runner = CliRunner()
 for args in (["explain", "--input", "224x224x3", "conv 64 k7 s2 p3", "maxpool k3 s2 p1", "--json"],
              ["explain", "--input", {str(tmp_path / 'photo.png')!r}, "transposed 4 k2 s2", "--table"],

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from convcli.cli import cli
-from convcli.kernel_catalogue import ENV_VAR
-from convcli.kernel_library import resolve_kernel
+from convcli.cli.main import cli
+from convcli.kernels.catalogue import ENV_VAR
+from convcli.kernels.library import resolve_kernel
 
 SEED_IMAGE = [[1, 2, 0, 1, 3], [4, 1, 1, 0, 2], [0, 2, 3, 1, 1], [1, 0, 2, 2, 0], [3, 1, 0, 1, 2]]
 
@@ -241,15 +241,15 @@ def test_kernels_commands_never_import_numba_or_the_engine():
     script = textwrap.dedent("""
         import sys
         from click.testing import CliRunner
-        import convcli.kernel_library
+        import convcli.kernels.library
         assert "rich" not in sys.modules, "kernel_library imported rich"
-        from convcli.cli import cli
+        from convcli.cli.main import cli
         for args in (["kernels", "list"], ["kernels", "list", "--json"],
                      ["kernels", "show", "gaussian:sigma=2"], ["kernels", "show", "rgb_sobel", "--json"],
                      ["kernels", "show", "3: 1 2 1 2 4 2 1 2 1"]):
             result = CliRunner().invoke(cli, args)
             assert result.exit_code == 0, (args, result.output)
-        heavy = sorted(m for m in ("numba", "convcli._jit", "convcli.engine") if m in sys.modules)
+        heavy = sorted(m for m in ("numba", "convcli.engine._jit", "convcli.engine") if m in sys.modules)
         assert not heavy, heavy
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
@@ -318,7 +318,7 @@ def test_list_without_a_usable_cache_still_lists(tmp_path, monkeypatch):
 
 
 def test_warmup_caches_the_catalogue(tmp_path, monkeypatch):
-    importlib.import_module("convcli._jit")  # its Numba cache folder is fixed at its first import
+    importlib.import_module("convcli.engine._jit")  # its Numba cache folder is fixed at its first import
 
     monkeypatch.setenv("CONVCLI_CACHE_DIR", str(tmp_path))
     result = CliRunner().invoke(cli, ["warmup"])

@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 
 from conftest import run
-from convcli import images, mapping
-from convcli.commands import options
+from convcli.io import images
+from convcli.render import mapping
+from convcli.cli import options
 
 
 def read_pixels(path):
@@ -149,7 +150,7 @@ def test_option_names_match_the_library():
 
 
 def test_options_module_does_not_import_numpy():
-    code = "import sys, convcli.commands.options; print('numpy' in sys.modules)"
+    code = "import sys, convcli.cli.options; print('numpy' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "False", proc.stderr
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import run, read_pixels
 from convcli import engine
-from convcli.images import read_input
+from convcli.io.images import read_input
 from test_cli_explain import SCHEMA, errors
 
 ROOT = Path(__file__).parent.parent
@@ -120,7 +120,7 @@ def test_explain_pipeline_does_not_import_numba():
     code = textwrap.dedent(f"""
         import sys
         from click.testing import CliRunner
-        from convcli.cli import cli
+        from convcli.cli.main import cli
         result = CliRunner().invoke(cli, ["explain", "--pipeline", {str(ROOT / 'examples' / 'cnn_block.yaml')!r},
                                           "--input", "32x32x3"])
         assert result.exit_code == 0, result.output

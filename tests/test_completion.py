@@ -11,7 +11,7 @@ import pytest
 WITH_IMPORTS = textwrap.dedent("""
     import atexit, sys
     atexit.register(lambda: sys.stderr.write("numba imported" if "numba" in sys.modules else ""))
-    from convcli.cli import main
+    from convcli.cli.main import main
     main()
 """)
 

@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 import naive
 from conftest import assert_matches
-from convcli import _jit, correlate, engine
+from convcli.engine import _jit
+from convcli.engine import correlation
+from convcli import engine
 from convcli.errors import ParameterError, ShapeError
 
 SEED_IMAGE = np.array(
@@ -109,7 +111,7 @@ def conv_cases(draw):
 def one_row_bands():
     """Every output row its own band, so band edges and their padding are exercised, and every
     map its own chunk in the numpy method's depthwise loop."""
-    return mock.patch.multiple(correlate, BAND_BYTES=1, MIN_BAND_ROWS=1, TAP_CHUNK_VALUES=1)
+    return mock.patch.multiple(correlation, BAND_BYTES=1, MIN_BAND_ROWS=1, TAP_CHUNK_VALUES=1)
 
 
 @given(conv_cases(), st.booleans())
@@ -206,7 +208,7 @@ def test_fft_method_matches_naive(hw, k, dilation, multiplier, mode, banded, see
             max(pads[:2]) > hw[0] or max(pads[2:]) > hw[1]):
         return
     expected = naive.conv2d(x, kernel, None, (1, 1), pads, dilation, 2, mode)
-    with mock.patch.object(correlate, "FFT_TILE", 20), one_row_bands() if banded else contextlib.nullcontext():
+    with mock.patch.object(correlation, "FFT_TILE", 20), one_row_bands() if banded else contextlib.nullcontext():
         out = engine.conv2d(x, kernel, groups=2, padding=pads, dilation=dilation, pad_mode=mode, method="fft")
     assert_matches(out, expected)
 
@@ -217,7 +219,7 @@ def test_fft_keeps_nan_and_inf_local(value, rng):
     x = rng.uniform(-1, 1, (1, 30, 30)).astype(np.float32)
     x[0, 3, 4] = value
     kernel = rng.uniform(-1, 1, (5, 5)).astype(np.float32)
-    with mock.patch.object(correlate, "FFT_TILE", 20):
+    with mock.patch.object(correlation, "FFT_TILE", 20):
         out = engine.conv2d(x, kernel, method="fft")
     assert_matches(np.nan_to_num(out, posinf=9, neginf=-9), np.nan_to_num(
         naive.conv2d(x, kernel[None, None], pads=(2, 2, 2, 2)).astype(np.float32), posinf=9, neginf=-9))
@@ -232,29 +234,29 @@ def test_fft_refuses_strides_and_dense_kernels(kwargs):
 
 
 def test_methods_are_chosen_by_work():
-    assert correlate.choose_method(np.ones((3, 1, 3, 3), np.float32), 3, (8, 8)) == "numpy"
-    assert correlate.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (8, 8)) == "gemm"
-    assert correlate.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (6000, 6000)) == "numba"
-    assert correlate.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (6000, 6000), (2, 2)) == "numba"
-    assert correlate.choose_method(np.ones((16, 16, 5, 5), np.float32), 1, (6000, 6000), (2, 2)) == "numba"
-    assert correlate.choose_method(np.ones((64, 64, 7, 7), np.float32), 1, (6000, 6000)) == "numba"
-    assert correlate.choose_method(np.ones((64, 64, 1, 1), np.float32), 1, (6000, 6000)) == "numba"
-    assert correlate.choose_method(np.ones((64, 64, 1, 1), np.float32), 1, (6, 6)) == "gemm"
+    assert correlation.choose_method(np.ones((3, 1, 3, 3), np.float32), 3, (8, 8)) == "numpy"
+    assert correlation.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (8, 8)) == "gemm"
+    assert correlation.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (6000, 6000)) == "numba"
+    assert correlation.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (6000, 6000), (2, 2)) == "numba"
+    assert correlation.choose_method(np.ones((16, 16, 5, 5), np.float32), 1, (6000, 6000), (2, 2)) == "numba"
+    assert correlation.choose_method(np.ones((64, 64, 7, 7), np.float32), 1, (6000, 6000)) == "numba"
+    assert correlation.choose_method(np.ones((64, 64, 1, 1), np.float32), 1, (6000, 6000)) == "numba"
+    assert correlation.choose_method(np.ones((64, 64, 1, 1), np.float32), 1, (6, 6)) == "gemm"
     big = (8000, 8000)  # 3 x 3x3 taps: 1.7e9 multiply-adds, past what numpy takes
-    assert correlate.choose_method(np.ones((3, 1, 3, 3), np.float32), 3, big) == "numba"
-    assert correlate.choose_method(np.ones((3, 1, 5, 5), np.float32), 3, big) == "numba"
-    assert correlate.choose_method(np.ones((3, 1, 7, 7), np.float32), 3, big) == "separable"
-    assert correlate.choose_method(np.ones((3, 1, 15, 15), np.float32), 3, big, (2, 2)) == "numba"
-    assert correlate.choose_method(np.ones((3, 1, 17, 17), np.float32), 3, big, (2, 2)) == "separable"
-    assert correlate.choose_method(np.ones((3, 1, 17, 17), np.float32), 3, big, (1, 1), (2, 2)) == "separable"
-    assert correlate.choose_method(np.arange(243, dtype=np.float32).reshape(3, 1, 9, 9) ** 2, 3, big) == "numba"
+    assert correlation.choose_method(np.ones((3, 1, 3, 3), np.float32), 3, big) == "numba"
+    assert correlation.choose_method(np.ones((3, 1, 5, 5), np.float32), 3, big) == "numba"
+    assert correlation.choose_method(np.ones((3, 1, 7, 7), np.float32), 3, big) == "separable"
+    assert correlation.choose_method(np.ones((3, 1, 15, 15), np.float32), 3, big, (2, 2)) == "numba"
+    assert correlation.choose_method(np.ones((3, 1, 17, 17), np.float32), 3, big, (2, 2)) == "separable"
+    assert correlation.choose_method(np.ones((3, 1, 17, 17), np.float32), 3, big, (1, 1), (2, 2)) == "separable"
+    assert correlation.choose_method(np.arange(243, dtype=np.float32).reshape(3, 1, 9, 9) ** 2, 3, big) == "numba"
     full_rank = np.arange(507, dtype=np.float32).reshape(3, 1, 13, 13) ** 2
-    assert correlate.choose_method(full_rank, 3, big) == "numba"
-    assert correlate.choose_method(full_rank, 3, big, dilation=(2, 2)) == "numba"
-    assert correlate.choose_method(np.arange(1083, dtype=np.float32).reshape(3, 1, 19, 19) ** 2, 3, big,
+    assert correlation.choose_method(full_rank, 3, big) == "numba"
+    assert correlation.choose_method(full_rank, 3, big, dilation=(2, 2)) == "numba"
+    assert correlation.choose_method(np.arange(1083, dtype=np.float32).reshape(3, 1, 19, 19) ** 2, 3, big,
                                    dilation=(2, 2)) == "fft"
-    assert correlate.choose_method(full_rank, 3, big, stride=(2, 2)) == "numba"
-    assert correlate.choose_method(np.arange(1587, dtype=np.float32).reshape(3, 1, 23, 23) ** 2, 3, big) == "fft"
+    assert correlation.choose_method(full_rank, 3, big, stride=(2, 2)) == "numba"
+    assert correlation.choose_method(np.arange(1587, dtype=np.float32).reshape(3, 1, 23, 23) ** 2, 3, big) == "fft"
 
 
 @pytest.mark.parametrize("method", [None, "gemm", "numba"])
@@ -262,7 +264,7 @@ def test_methods_are_chosen_by_work():
 def test_pointwise_layers_are_one_matrix_product_per_group(method, dtype, rng):
     x = rng.uniform(0, 9, (6, 5, 7)).astype(dtype)
     kernel = rng.uniform(-1, 1, (4, 3, 1, 1)).astype(np.float32)
-    with mock.patch.object(correlate, "_pointwise", wraps=correlate._pointwise) as spy:
+    with mock.patch.object(correlation, "_pointwise", wraps=correlation._pointwise) as spy:
         out = engine.conv2d(x, kernel, groups=2, method=method)
     assert spy.call_count == (0 if method is None else 1)  # small work, no method given: numpy taps
     assert_matches(out, naive.conv2d(x.astype(np.float32), kernel, groups=2))
@@ -407,7 +409,7 @@ def test_dense_layers_across_several_bands(method, rng):
     """Reused band buffers: partial last bands of a multi-channel output stay exact."""
     x = rng.uniform(-1, 1, (3, 29, 7)).astype(np.float32)
     kernel = rng.uniform(-1, 1, (8, 3, 3, 3)).astype(np.float32)
-    with mock.patch.multiple(correlate, BAND_BYTES=1, MIN_BAND_ROWS=4):  # bands of 4 rows, then 1
+    with mock.patch.multiple(correlation, BAND_BYTES=1, MIN_BAND_ROWS=4):  # bands of 4 rows, then 1
         out = engine.conv2d(x, kernel, stride=(1, 2), padding=(1, 1, 1, 1), pad_mode="reflect", method=method)
     assert_matches(out, naive.conv2d(x, kernel, stride=(1, 2), pads=(1, 1, 1, 1), mode="reflect"))
 
@@ -419,7 +421,7 @@ def test_numpy_depthwise_maps_in_chunks_match_naive(chunk, multiplier, rng):
     (cutting through a channel's multiplier maps) and of all give the naive result."""
     x = rng.uniform(-1, 1, (4, 7, 6)).astype(np.float32)
     w = rng.uniform(-1, 1, (4 * multiplier, 1, 3, 2)).astype(np.float32)
-    with mock.patch.object(correlate, "TAP_CHUNK_VALUES", chunk * 7 * 6):
+    with mock.patch.object(correlation, "TAP_CHUNK_VALUES", chunk * 7 * 6):
         out = engine.conv2d(x, w, groups=4, padding="same", method="numpy")
     pads = naive.explicit_pads("same", x.shape[1:], (3, 2), (1, 1), (1, 1))
     assert_matches(out, naive.conv2d(x, w, None, (1, 1), pads, (1, 1), 4, "zeros"))

@@ -16,7 +16,10 @@ from PIL import Image
 
 import naive
 from conftest import assert_matches
-from convcli import engine, explain, geometry
+from convcli import geometry
+from convcli import engine
+from convcli import explain
+from convcli.explain import drawing
 from convcli.errors import InputError, ParameterError, ShapeError
 from convcli.explain import SEED_IMAGE, parse_step, parse_steps, step_from_dict, trace
 from convcli.geometry import ReceptiveField, Window
@@ -610,7 +613,7 @@ def test_max_pool_frames_mark_the_argmax_and_the_routed_gradient():
     frames = explain.animation_frames(explain.by_hand_pool(SEED_POOL, "max"))
     try:
         assert len(frames) == 2 * 2 + 1
-        winner = [int((np.asarray(frame) == explain._WINNER).all(axis=2).sum()) for frame in frames]
+        winner = [int((np.asarray(frame) == drawing._WINNER).all(axis=2).sum()) for frame in frames]
         assert all(count > 0 for count in winner[:-1]) and winner[-1] == 0
     finally:
         for frame in frames:
@@ -619,15 +622,15 @@ def test_max_pool_frames_mark_the_argmax_and_the_routed_gradient():
 
 def test_frame_captions_write_the_current_cell_in_plain_characters():
     padded = explain.by_hand_conv(SEED_IMAGE, VERTICAL_EDGE, padding=(1, 1, 1, 1), scale=2, offset=1)
-    assert explain._frame_caption(padded, padded.cell(0, 0)) == (
+    assert drawing._frame_caption(padded, padded.cell(0, 0)) == (
         "output[0, 0] = 0*1 + 0*0 + 0*-1 + 0*1 + 1*0 + 2*-1 + 0*1 + 4*0 + 1*-1 = -3; / 2 + 1 = -0.5")
     large = explain.by_hand_conv(np.arange(36).reshape(6, 6).tolist(), np.ones((5, 5)).tolist())
-    assert explain._frame_caption(large, large.cell(0, 0)) == (
+    assert drawing._frame_caption(large, large.cell(0, 0)) == (
         "output[0, 0] = 0*1 + 1*1 + 2*1 + 3*1 + ... + 27*1 + 28*1 = 350")
     pooled = explain.by_hand_pool(SEED_POOL, "avg")
-    assert explain._frame_caption(pooled, pooled.cell(1, 1)) == "output[1, 1] = (5 + 3 + 2 + 4) / 4 = 3.5"
+    assert drawing._frame_caption(pooled, pooled.cell(1, 1)) == "output[1, 1] = (5 + 3 + 2 + 4) / 4 = 3.5"
     maxed = explain.by_hand_pool(SEED_POOL, "max")
-    assert explain._frame_caption(maxed, maxed.cell(0, 1)) == "output[0, 1] = max(2, 0, 1, 2) = 2 at input[0, 2]"
+    assert drawing._frame_caption(maxed, maxed.cell(0, 1)) == "output[0, 1] = max(2, 0, 1, 2) = 2 at input[0, 2]"
 
 
 def test_animation_frames():

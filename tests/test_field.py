@@ -15,7 +15,7 @@ from PIL import Image
 
 from conftest import read_pixels, refused, run
 from convcli.explain import parse_steps, trace
-from convcli.field import HATCH, MARK, PADDING, canvas_shape, draw_field, unit_field
+from convcli.explain.field import HATCH, MARK, PADDING, canvas_shape, draw_field, unit_field
 from test_cli_explain import SCHEMA, errors
 from test_startup import NO_NUMBA
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import run
-from convcli import images
+from convcli.io import images
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from convcli.cli import cli
+from convcli.cli.main import cli
 
 EXAMPLES = int(os.environ.get("CONVCLI_FUZZ_EXAMPLES", "30"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,

@@ -16,9 +16,9 @@ from PIL import Image
 
 from convcli import limits
 from convcli.errors import InputError, KernelError, LimitError
-from convcli.images import ReadOptions, read_input
-from convcli.kernel_library import resolve_kernel
-from convcli.yamlsafe import MAX_DEPTH, MAX_NODES, check_keys, load_yaml_safely
+from convcli.io.images import ReadOptions, read_input
+from convcli.kernels.library import resolve_kernel
+from convcli.io.yamlsafe import MAX_DEPTH, MAX_NODES, check_keys, load_yaml_safely
 
 GIB = 2**30
 

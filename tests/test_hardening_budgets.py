@@ -18,9 +18,11 @@ import yaml
 from conftest import refused as refused_with
 from conftest import run
 
-from convcli import correlate, engine, limits
-from convcli.kernel_generators import gaussian, motion_blur
-from convcli.kernel_library import kernel_facts, resolve_kernel
+from convcli import limits
+from convcli.engine import correlation
+from convcli import engine
+from convcli.kernels.generators import gaussian, motion_blur
+from convcli.kernels.library import kernel_facts, resolve_kernel
 from convcli.pipeline import Maps, parse_pipeline
 
 
@@ -139,8 +141,8 @@ def test_many_small_channels_are_one_pass_and_no_python_object_each(monkeypatch)
     channels = 1_000_000
     x = np.ones((channels, 1, 1), np.float32)
     calls = []
-    original = correlate._correlate_bands
-    monkeypatch.setattr(correlate, "_correlate_bands", lambda *a: calls.append(1) or original(*a))
+    original = correlation._correlate_bands
+    monkeypatch.setattr(correlation, "_correlate_bands", lambda *a: calls.append(1) or original(*a))
     pipe = parse_pipeline([{"op": "conv", "kernel": ["box:size=1", "2x1: 1 -1"]},
                            {"op": "select", "channels": [5, 1_999_999]}, "relu"])
     tracemalloc.start()
@@ -203,11 +205,11 @@ def test_motion_blur_angles_that_draw_the_same_line_give_the_same_kernel(angle, 
 def test_a_large_gaussian_is_separable_and_goes_by_fft():
     weight = gaussian(50.0, None).astype(np.float32)[None, None]
     assert weight.shape == (1, 1, 301, 301)
-    assert correlate.rank_one_factors(weight) is not None
+    assert correlation.rank_one_factors(weight) is not None
     assert kernel_facts(weight[0, 0])["separable"]
-    assert correlate.choose_method(np.repeat(weight, 3, axis=0), 3, (2048, 2048)) == "fft"
+    assert correlation.choose_method(np.repeat(weight, 3, axis=0), 3, (2048, 2048)) == "fft"
     small = gaussian(3.0, None).astype(np.float32)[None, None]  # 19x19: still two passes
-    assert correlate.choose_method(small, 1, (2048, 2048)) == "separable"
+    assert correlation.choose_method(small, 1, (2048, 2048)) == "separable"
 
 
 def test_the_two_pass_kernel_takes_8_bit_images_whole(monkeypatch, rng):
@@ -216,7 +218,7 @@ def test_the_two_pass_kernel_takes_8_bit_images_whole(monkeypatch, rng):
     image = rng.integers(0, 256, (2, 40, 50)).astype(np.uint8)
     weight = gaussian(2.0, None).astype(np.float32)
     banded = []
-    monkeypatch.setattr(correlate, "_correlate_bands", lambda *a: banded.append(1))
+    monkeypatch.setattr(correlation, "_correlate_bands", lambda *a: banded.append(1))
     got = engine.conv2d(image, weight, method="separable")
     assert banded == []
     as_float32 = engine.conv2d(image.astype(np.float32), weight, method="separable")

@@ -16,8 +16,8 @@ from conftest import refused as refused_with
 from conftest import run
 from PIL import Image
 
-from convcli import png16
-from convcli.images import read_input
+from convcli.io import png as png16
+from convcli.io.images import read_input
 
 cv2 = pytest.importorskip("cv2")
 
@@ -96,7 +96,7 @@ def test_every_filter_decodes_as_opencv_does_in_numpy_and_numba(seed, tmp_path):
     (tmp_path / "x.png").write_bytes(data)
     picture = read_input(str(tmp_path / "x.png"), alpha_as_channel=True)
     assert np.array_equal(picture.data.transpose(1, 2, 0), pixels)
-    from convcli import _jit
+    from convcli.engine import _jit
 
     rows = np.frombuffer(zlib.decompress(data[data.index(b"IDAT") + 4:]
                                          [:-len(chunk(b"IEND", b"")) - 4]), np.uint8)
@@ -120,7 +120,7 @@ def test_decoded_once_without_pillow_or_numba(tmp_path):
     cv2.imwrite(str(tmp_path / "x.png"), pixels)
     script = ("import sys, PIL.Image\n"
               "PIL.Image.open = None  # any use of Pillow fails\n"
-              "from convcli.images import read_input\n"
+              "from convcli.io.images import read_input\n"
               f"picture = read_input({str(tmp_path / 'x.png')!r})\n"
               "print(picture.data.shape, 'numba' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from convcli.cli import cli
+from convcli.cli.main import cli
 
 CONVCLI = [sys.executable, "-m", "convcli"]
 #: Seconds a command that should end at once may take (a hang fails the test instead).

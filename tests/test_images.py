@@ -1,4 +1,4 @@
-"""convcli.images writing: depths, formats, units, layouts, the PNG encoder, atomic writes, goldens."""
+"""convcli.io.images writing: depths, formats, units, layouts, the PNG encoder, atomic writes, goldens."""
 
 import os
 import zlib
@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convcli import atomic, images, mapping
+from convcli.io import atomic
+from convcli.io import images
+from convcli.render import mapping
 from convcli.errors import OutputError, ParameterError, ShapeError
-from convcli.images import OutputSettings, write_output
+from convcli.io.images import OutputSettings, write_output
 
 GOLDEN = Path(__file__).parent / "golden"
 RAW = np.array([[[-100, -64, -2, 0], [2, 6, 300, 410]]], dtype=np.float32)

@@ -8,8 +8,8 @@ from PIL import Image, ImageFilter
 
 from convcli import engine
 from convcli.errors import KernelError
-from convcli.kernel_catalogue import ENV_VAR, catalogue, library_dir
-from convcli.kernel_library import centre_origin, inline_kernel, kernel_facts, resolve_kernel
+from convcli.kernels.catalogue import ENV_VAR, catalogue, library_dir
+from convcli.kernels.library import centre_origin, inline_kernel, kernel_facts, resolve_kernel
 
 # Every built-in at its default parameters: (shape, sum of weights / scale).
 BUILTINS = {

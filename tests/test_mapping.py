@@ -1,9 +1,9 @@
-"""convcli.mapping: value modes, rounding, signed-map detection, colormaps (hand-checked values)."""
+"""convcli.render.mapping: value modes, rounding, signed-map detection, colormaps (hand-checked values)."""
 
 import numpy as np
 import pytest
 
-from convcli import mapping
+from convcli.render import mapping
 from convcli.errors import ParameterError
 
 # One row of raw values chosen so every mode gives exact integers by hand (no halves).

@@ -5,8 +5,9 @@ import pytest
 from PIL import Image
 
 from conftest import read_pixels, refused, run
-from convcli import mapping, montage
-from convcli.images import OutputSettings, write_output
+from convcli.render import mapping
+from convcli.render import montage
+from convcli.io.images import OutputSettings, write_output
 from convcli.pipeline import Maps, parse_pipeline
 
 

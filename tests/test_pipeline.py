@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import naive
-from convcli import engine, explain
+from convcli import engine
+from convcli import explain
 from convcli.errors import ConvcliError, KernelError, ParameterError, ShapeError
 from convcli.pipeline import Maps, load_pipeline, make_step, parse_pipeline, trace
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from convcli import png16
-from convcli.cli import cli
-from convcli.images import encode_png, read_input
+from convcli.io import png as png16
+from convcli.cli.main import cli
+from convcli.io.images import encode_png, read_input
 
 cv2 = pytest.importorskip("cv2")
 

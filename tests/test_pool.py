@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 import naive
 from conftest import assert_matches
-from convcli import engine, geometry
+from convcli import geometry
+from convcli import engine
 from convcli.errors import ParameterError, ShapeError
 
 SEED = np.array([[1, 3, 2, 0], [4, 6, 1, 2], [0, 2, 5, 3], [1, 2, 2, 4]], np.float32)[None]
@@ -260,7 +261,7 @@ def test_global_pool_equals_torch(F, rng):
 @given(case=pool_cases(), count_include_pad=st.booleans())
 def test_numpy_pooling_in_bands_of_one_row_matches_naive(band_bytes, case, count_include_pad):
     """The numpy method pads band by band: bands of one output row each meet every edge case."""
-    from convcli import pooling
+    from convcli.engine import pooling
 
     x, size, stride, dilation, padding, ceil_mode = case
     pads = naive.explicit_pads(padding, x.shape[1:], size, stride, dilation)

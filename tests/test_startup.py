@@ -11,10 +11,10 @@ import pytest
 NO_NUMBA = textwrap.dedent("""
     import sys
     from click.testing import CliRunner
-    from convcli.cli import cli
+    from convcli.cli.main import cli
     result = CliRunner().invoke(cli, sys.argv[1:])
     assert result.exit_code == 0, result.output
-    heavy = [m for m in ("numba", "convcli._jit") if m in sys.modules]
+    heavy = [m for m in ("numba", "convcli.engine._jit") if m in sys.modules]
     assert not heavy, heavy
     sys.stdout.write(result.output)
 """)
@@ -32,7 +32,7 @@ def test_light_commands_do_not_import_numba(args):
 
 def test_kernels_list_from_its_cache_imports_neither_numpy_nor_yaml(tmp_path):
     env = {**os.environ, "CONVCLI_CACHE_DIR": str(tmp_path)}
-    light = NO_NUMBA.replace('("numba", "convcli._jit")', '("numba", "convcli._jit", "numpy", "yaml")')
+    light = NO_NUMBA.replace('("numba", "convcli.engine._jit")', '("numba", "convcli.engine._jit", "numpy", "yaml")')
     runs = [subprocess.run([sys.executable, "-c", script, "kernels", "list", "--json"], env=env,
                            capture_output=True, text=True, timeout=120) for script in (NO_NUMBA, light)]
     assert [r.returncode for r in runs] == [0, 0], runs[1].stderr
@@ -61,10 +61,10 @@ REPEATED_CALLS = textwrap.dedent("""
     loaded = []
     for call in range(25):  # the 21st call would pass numpy's budget if calls were counted
         engine.conv2d(x, k)
-        loaded.append("convcli._jit" in sys.modules)
+        loaded.append("convcli.engine._jit" in sys.modules)
     with engine.repeated(25):  # declared: 25 x 4.8e7 pays for loading Numba
         engine.conv2d(x, k)
-        loaded.append("convcli._jit" in sys.modules)
+        loaded.append("convcli.engine._jit" in sys.modules)
     print(loaded.count(True), loaded[-1])
 """)
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import refused, run
 from convcli.pipeline import Maps, parse_pipeline
-from convcli.stats import channel_stats
+from convcli.render.stats import channel_stats
 
 PERCENTILES = (0.0, 1.0, 33.3, 50.0, 99.0, 100.0)
 

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from convcli import engine, explain
+from convcli import engine
+from convcli import explain
 from convcli.errors import ShapeError
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "sample_images")
@@ -96,7 +97,7 @@ def test_conv_pad_mode_symmetric_on_a_file(tmp_path):
     assert result.exit_code == 0, result.output
     x = sample("camera.png")
     ndimage = pytest.importorskip("scipy.ndimage")
-    from convcli.kernel_library import resolve_kernel
+    from convcli.kernels.library import resolve_kernel
 
     kernel = resolve_kernel("gaussian:sigma=2")
     expected = ndimage.correlate(x[0].astype(np.float64), kernel.weights / kernel.scale, mode="reflect")

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 import naive
 from conftest import assert_matches
-from convcli import engine, scatter
+from convcli import engine
+from convcli.engine import scatter
 from convcli.errors import ParameterError, ShapeError
 
 

@@ -1,1 +1,0 @@
-"""One module per command; each imports only click at module level (heavy imports inside)."""

@@ -1,0 +1,169 @@
+"""Where kernel files are, and the catalogue ``convcli kernels list`` shows, without numpy.
+
+The search path is the ``--kernel-path`` folders, then ``$CONVCLI_KERNEL_PATH``, then the
+built-ins; a name is ``NAME.yaml`` (``.yml``, ``.mat``, ``.npy``) in the first folder that has
+it. Building the catalogue reads and builds every kernel (numpy, YAML: ~0.1 s), so its rows
+are remembered in ``kernel-catalogue.json`` in the cache folder, keyed by the size and
+modification time of every kernel file on the search path and of convcli's own modules: a
+listing whose files have not changed imports neither numpy nor YAML. A cache that cannot be
+read or written is rebuilt or skipped, never an error.
+
+>>> [row.shape for row in catalogue() if row.name in ("gaussian", "rgb_sobel")]
+[[7, 7], [2, 3, 3, 3]]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from convcli.errors import ConvcliError, KernelError
+from convcli.io.paths import require_directory
+from convcli.runtime import cache_dir
+
+ENV_VAR = "CONVCLI_KERNEL_PATH"
+SUFFIXES = (".yaml", ".yml", ".mat", ".npy")  # the order a name is looked up in one folder
+NAME = re.compile(r"[A-Za-z_][\w-]*\Z")
+CACHE_NAME = "kernel-catalogue.json"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One name on the search path as listed: its kernel at defaults, or why it failed."""
+
+    name: str
+    location: str
+    shape: list = field(default_factory=list)
+    parameters: list = field(default_factory=list)  # ``Parameter.summary()`` of each
+    description: str = ""
+    source: str = ""
+    error: str = ""
+
+
+def library_dir() -> Path:
+    """The built-in kernel folder: inside the installed wheel, or ``kernels/`` in a checkout."""
+    packaged = Path(__file__).with_name("builtin")
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "kernels"
+
+
+def search_path(kernel_path: Sequence[str] = ()) -> list[tuple[str, Path]]:
+    """Kernel folders in lookup order, each with how it was given.
+
+    ``kernel_path`` (``--kernel-path``, must exist), then ``$CONVCLI_KERNEL_PATH`` (split on
+    ``os.pathsep``; missing folders are skipped, as in ``PATH``), then the built-ins.
+    """
+    for folder in kernel_path:
+        require_directory(str(folder), "kernel folder", KernelError)
+    from_env = [Path(p) for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
+    return ([("--kernel-path", Path(p)) for p in kernel_path]
+            + [(ENV_VAR, p) for p in from_env if p.is_dir()] + [("built-in", library_dir())])
+
+
+def kernel_names(folders: list[tuple[str, Path]]) -> set[str]:
+    """Every kernel name in ``folders``."""
+    return {p.stem for _, folder in folders for p in _kernel_files(folder) if p.is_file() and NAME.match(p.stem)}
+
+
+def find_in(folder: Path, name: str) -> Optional[Path]:
+    """The file for ``name`` in ``folder`` (the first suffix of ``SUFFIXES`` that exists)."""
+    for suffix in SUFFIXES:
+        if (folder / (name + suffix)).is_file():
+            return folder / (name + suffix)
+    return None
+
+
+def locate(name: str, folders: list[tuple[str, Path]]) -> Optional[tuple[Path, str, str]]:
+    """The first file for ``name``: its path, where it is (and what it overrides), its label."""
+    hits = [(label, path) for label, folder in folders if (path := find_in(folder, name))]
+    if not hits:
+        return None
+    (label, path), *shadowed = hits
+    location = f"{label} {path}"
+    if shadowed:
+        location += f", overriding {shadowed[0][0]} {shadowed[0][1]}"
+    return path, location, label
+
+
+def catalogue(kernel_path: Sequence[str] = ()) -> list[Row]:
+    """Every name on the search path (the first folder wins), built with default parameters.
+
+    From the cache when no file it was built from has changed; otherwise built and cached.
+    """
+    folders = search_path(kernel_path)
+    key = _cache_key(folders)
+    cache = Path(cache_dir()) / CACHE_NAME
+    try:
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+        rows = [Row(**row) for row in cached["rows"]]
+        if cached["key"] == key and all(map(_well_formed, rows)):
+            return rows
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no cache yet, or an unreadable one: build it
+    rows = _build(folders, kernel_path)
+    _remember(cache, json.dumps({"key": key, "rows": [asdict(row) for row in rows]}))
+    return rows
+
+
+def _build(folders: list[tuple[str, Path]], kernel_path: Sequence[str]) -> list[Row]:
+    from convcli.kernels.library import resolve_kernel
+
+    rows = []
+    for name in sorted(kernel_names(folders)):
+        _, location, _ = locate(name, folders)
+        try:
+            kernel = resolve_kernel(name, kernel_path)
+        except ConvcliError as exc:  # a kernel over a limit is broken too, not the whole list
+            rows.append(Row(name, location, error=str(exc)))
+            continue
+        rows.append(Row(name, location, list(kernel.weights.shape),
+                        [p.summary() for p in kernel.declared], kernel.description, kernel.source))
+    return rows
+
+
+def _kernel_files(folder: Path) -> list[Path]:
+    """The paths in ``folder`` with a kernel suffix; an unreadable folder is a ``KernelError``."""
+    try:
+        names = os.listdir(folder)
+    except OSError as exc:
+        raise KernelError(f"kernel folder {str(folder)!r} cannot be read ({exc.strerror or exc})") from None
+    return [folder / name for name in names if name.lower().endswith(SUFFIXES)]
+
+
+def _well_formed(row: Row) -> bool:
+    """Whether a row read back from the cache has the types the listing prints."""
+    texts = (row.name, row.location, row.description, row.source, row.error, *row.parameters)
+    return (all(isinstance(t, str) for t in texts) and isinstance(row.parameters, list)
+            and isinstance(row.shape, list) and all(type(n) is int for n in row.shape))
+
+
+def _cache_key(folders: list[tuple[str, Path]]) -> list:
+    """The folders, and (path, size, mtime) of every kernel file in them and of convcli's code."""
+    files = list(Path(__file__).resolve().parents[1].rglob("*.py"))
+    for _, folder in folders:
+        files += _kernel_files(folder)
+    key: list = [[label, str(folder)] for label, folder in folders]
+    for path in sorted(files):
+        try:
+            stat = path.stat()
+        except OSError:  # a dangling link: not a kernel, but keep it in the key
+            key.append([str(path)])
+            continue
+        key.append([str(path), stat.st_size, stat.st_mtime_ns])
+    return key
+
+
+def _remember(cache: Path, text: str) -> None:
+    """Write the cache atomically (concurrent listings each replace it whole); skip it if the
+    cache folder cannot be written."""
+    from convcli.io.atomic import atomic_write
+    from convcli.errors import OutputError
+
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(str(cache), lambda handle: handle.write(text.encode("utf-8")))
+    except (OSError, OutputError):
+        pass

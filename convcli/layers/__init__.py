@@ -1,0 +1,1 @@
+"""The layer vocabulary: value parsing for sizes, paddings and modes (``values``)."""

@@ -1,0 +1,1 @@
+"""Feature maps to pictures: value mapping and colormaps (``mapping``), montages, statistics."""
