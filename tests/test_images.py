@@ -1,7 +1,6 @@
-"""convcli.io.images writing: depths, formats, units, layouts, the PNG encoder, atomic writes, goldens."""
+"""convcli.io.images writing: depths, formats, units, layouts, atomic writes, goldens."""
 
 import os
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -67,52 +66,6 @@ def test_golden_colormap(tmp_path):
     assert np.array_equal(pixels(out)[1], expected)
     assert np.array_equal(pixels(GOLDEN / "viridis.png")[1], expected)
     assert pixels(out)[1][0, 0].tolist() == [68, 1, 84] and pixels(out)[1][1, 3].tolist() == [253, 231, 37]
-
-
-@pytest.mark.parametrize("channels", [1, 2, 3, 4])
-def test_png_encoder_round_trips(channels, tmp_path):
-    rng = np.random.default_rng(channels)
-    data = rng.integers(0, 65536, (5, 7, channels), dtype=np.uint16)
-    data[0, 0], data[-1, -1] = 0, 65535
-    path = tmp_path / "e.png"
-    path.write_bytes(images.encode_png(data))
-    with Image.open(path) as image:
-        image.verify()  # chunk CRCs and structure
-    if channels == 1:
-        mode, array = pixels(path)
-        assert mode.startswith("I") and np.array_equal(array, data[..., 0])
-    elif channels == 2:  # OpenCV expands gray + alpha to BGRA
-        assert np.array_equal(cv2_pixels(path), data[..., [0, 0, 0, 1]])
-    else:
-        assert np.array_equal(cv2_pixels(path), data)
-
-
-@pytest.mark.parametrize("channels, mode", [(1, "L"), (2, "LA"), (3, "RGB"), (4, "RGBA")])
-@pytest.mark.parametrize("height", [1, 2, 7, 9, 300])
-def test_png_encoder_eight_bit_strips_read_back_in_pillow(channels, mode, height, tmp_path, monkeypatch):
-    monkeypatch.setattr(images, "PNG_STRIP_BYTES", 37 * channels * 4)  # strips of 4 rows, a partial last one
-    data = np.random.default_rng(height).integers(0, 256, (height, 37, channels), dtype=np.uint8)
-    data[height // 2:] //= 16  # long runs too, not only noise
-    path = tmp_path / "e.png"
-    path.write_bytes(images.encode_png(data))
-    with Image.open(path) as image:
-        image.verify()
-    read_mode, array = pixels(path)
-    assert read_mode == mode and np.array_equal(array.reshape(data.shape), data)
-
-
-def test_png_strips_are_one_zlib_stream(monkeypatch):
-    monkeypatch.setattr(images, "PNG_STRIP_BYTES", 27 * 3)  # 14 IDAT chunks of 3 rows (1 for the last)
-    data = np.random.default_rng(1).integers(0, 256, (40, 9, 3), dtype=np.uint8)
-    png = images.encode_png(data)
-    stream, at = b"", 33
-    while png[at + 4:at + 8] == b"IDAT":
-        length = int.from_bytes(png[at:at + 4], "big")
-        stream, at = stream + png[at + 8:at + 8 + length], at + 12 + length
-    assert png[at + 4:at + 8] == b"IEND" and png.count(b"IDAT") == 14
-    rows = np.frombuffer(zlib.decompress(stream), np.uint8).reshape(40, 28)  # checks the Adler-32 too
-    assert (rows[:, 0] == 2).all() and np.array_equal(np.cumsum(rows[:, 1:], axis=0, dtype=np.uint8),
-                                                     data.reshape(40, 27))
 
 
 def test_float_to_sixteen_bit_to_float_within_one_step(tmp_path):

@@ -43,16 +43,17 @@ _END_OF_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _FILLER = bytes((index * 167 + 13) % 255 for index in range(256))
 
 
-def check_plausible(img, path: str, frame: int, what: str) -> None:
+def check_plausible(img, handle, frame: int, what: str) -> None:
     """Refuse, before decoding, an image whose header claims more pixels than its data holds.
 
-    ``img`` is the opened (not loaded) Pillow image of ``path``, at ``frame``.
+    ``img`` is the opened (not loaded) Pillow image, at ``frame``, of the file open in
+    ``handle`` (read again here, and left where Pillow had it).
     """
     width, height = img.size
-    size = os.path.getsize(path)
+    size = os.fstat(handle.fileno()).st_size
     per_byte = MAX_PIXELS_PER_BYTE.get(img.format)
     if img.format in ("JPEG", "MPO"):
-        data = _read(path)
+        data = _read(handle)
         frame_marker, scan_ends = jpeg_layout(data)
         per_byte = per_byte if frame_marker in _HUFFMAN_FRAMES else None
     if per_byte is not None and width * height > size * per_byte:
@@ -62,7 +63,7 @@ def check_plausible(img, path: str, frame: int, what: str) -> None:
     if img.format in ("JPEG", "MPO") and scan_ends and not frame:
         _check_jpeg_scans(data, scan_ends, what)
     if img.format == "GIF" and img.tile:
-        _check_gif_frame(img, _read(path), what)
+        _check_gif_frame(img, _read(handle), what)
 
 
 def jpeg_layout(data: bytes) -> tuple[int, list[int]]:
@@ -168,6 +169,11 @@ def gif_pixels(data: bytes, start: int, code_size: int, wanted: int) -> int:
     return produced
 
 
-def _read(path: str) -> bytes:
-    with open(path, "rb") as handle:
+def _read(handle) -> bytes:
+    """All the bytes of the file open in ``handle``, which is left where it was."""
+    position = handle.tell()
+    handle.seek(0)
+    try:
         return handle.read()
+    finally:
+        handle.seek(position)

@@ -20,11 +20,8 @@ import io
 import math
 import os
 import re
-import struct
 import tempfile
 import warnings
-import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
@@ -33,15 +30,14 @@ import numpy as np
 from convcli import limits
 from convcli.io import claims as image_claims
 from convcli.render import mapping
-from convcli.io import png as png16
+from convcli.io import png
 from convcli.io.atomic import atomic_write_all
 from convcli.errors import ConvcliError, InputError, LimitError, OutputError, ParameterError, ShapeError
 from convcli.layers.values import not_one_of
-from convcli.io.paths import require_regular_file
-from convcli.runtime import compute_threads
+from convcli.io.paths import STDIO, require_regular_file
 
 #: Image outputs by extension: Pillow's format name and, per depth, the channel counts stored
-#: (2 = gray + alpha, 4 = RGBA). Every PNG is encoded here (``write_png``), the rest by Pillow.
+#: (2 = gray + alpha, 4 = RGBA). Every PNG is encoded by ``png.write_png``, the rest by Pillow.
 IMAGE_FORMATS = {
     ".png": ("PNG", {"8": (1, 2, 3, 4), "16": (1, 2, 3, 4)}),
     ".tif": ("TIFF", {"8": (1, 2, 3, 4), "16": (1,), "32f": (1,)}),
@@ -52,17 +48,10 @@ IMAGE_FORMATS = {
     ".webp": ("WEBP", {"8": (1, 3, 4)}),
 }
 NPY = ".npy"
-#: The path that means standard input (as an input) or standard output (as ``-o -``).
-STDIO = "-"
 #: ``--format`` values: every output extension, without its dot.
 OUTPUT_FORMATS = tuple(ext[1:] for ext in (NPY, *IMAGE_FORMATS))
 #: ``--depth`` values and the white level each stores.
 DEPTHS = {"8": 255.0, "16": 65535.0, "32f": 1.0}
-#: PNG at zlib level 1, OpenCV's default: a 4096x2731 photo encodes in 0.46 s instead of 1.7 s
-#: at level 6, for a file about a third larger (feature maps compress better than photos).
-PNG_LEVEL = 1
-#: PNG rows are compressed in strips of about this many bytes, on the cores in parallel.
-PNG_STRIP_BYTES = 4 << 20
 _SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}
 #: The widest and tallest image each format stores: libwebp's 16383, libjpeg's 65500
 #: (JPEG_MAX_DIMENSION), PNG's 2**31 - 1, BMP's signed 32-bit sizes; TIFF's 32-bit ones.
@@ -140,17 +129,31 @@ def read_input(path: str, alpha_as_channel: bool = False,
     if not os.access(path, os.R_OK):
         raise InputError(f"input {path!r} is not readable (permission denied)")
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(len(NPY_MAGIC))
+        with open(path, "rb") as handle:  # the only time the input is opened
+            return _read_open(handle, path, alpha_as_channel, limit, options.frame)
     except OSError as exc:
         raise InputError(f"input {path!r} cannot be read ({exc.strerror or exc})") from None
+
+
+#: Bytes read first to tell what a file is: a .npy's magic, a PNG's colour type (byte 25).
+_HEAD_BYTES = 26
+
+
+def _read_open(handle, path: str, alpha_as_channel: bool, limit: int, frame: int) -> Picture:
+    """``read_input`` of the file ``path`` open at its start in ``handle``: dispatched by its
+    first bytes to the ``.npy`` reader, the 16-bit colour PNG reader (``png``) or Pillow."""
+    what = f"input {path!r}"
+    head = handle.read(_HEAD_BYTES)
+    handle.seek(0)
     if not head:
-        raise InputError(f"input {path!r} is empty (0 bytes)")
-    if head == NPY_MAGIC:
-        if options.frame:
-            raise InputError(_frame_message(options.frame, f"input {path!r} (a .npy array)", 1))
-        return Picture(_read_npy(path, limit))
-    return _read_image(path, alpha_as_channel, limit, options.frame)
+        raise InputError(f"{what} is empty (0 bytes)")
+    if head.startswith(NPY_MAGIC):
+        if frame:
+            raise InputError(_frame_message(frame, f"{what} (a .npy array)", 1))
+        return Picture(_read_npy(handle, what, limit))
+    if not frame and png.colour16(head):
+        return _picture16(png.read_colour16(handle, limit, what), alpha_as_channel)
+    return _read_image(handle, path, alpha_as_channel, limit, frame)
 
 
 #: Bytes of standard input searched for an image's header (its size) before any more is read.
@@ -190,8 +193,10 @@ def _read_stdin(alpha_as_channel: bool, options: ReadOptions) -> Picture:
                 if copied > allowed:
                     raise InputError(f"{what} {too_long}")
             spool.flush()
+            spool.seek(0)
             try:
-                return read_input(spool.name, alpha_as_channel, options)
+                return _read_open(spool, spool.name, alpha_as_channel,
+                                  limits.max_pixels(options.max_pixels), options.frame)
             except ConvcliError as exc:
                 raise type(exc)(str(exc).replace(repr(spool.name), _STDIN)) from None
     except OSError as exc:
@@ -343,16 +348,25 @@ def load_npy(path: str, what: str, error: type = InputError,
     """
     try:
         with open(path, "rb") as handle:
-            shape, dtype, fortran = read_npy_header(handle, what, error)
-            if check is not None:
-                check(shape, dtype)
-            count = math.prod(shape)
-            stored = os.fstat(handle.fileno()).st_size - handle.tell()
-            if count * dtype.itemsize > stored:
-                raise error(f"{what}: truncated: the header promises {count * dtype.itemsize:,} "
-                            f"bytes (shape {shape}), the file holds {stored:,}")
-            limits.check_memory(2 * count * dtype.itemsize, f"reading {what} (shape {shape})")
-            data = np.fromfile(handle, dtype=dtype, count=count)
+            return read_npy(handle, what, error, check)
+    except OSError as exc:
+        raise error(f"{what}: not a readable .npy file ({limits.one_line(exc)})") from None
+
+
+def read_npy(handle, what: str, error: type = InputError,
+             check: Optional[Callable[[tuple, np.dtype], None]] = None) -> np.ndarray:
+    """``load_npy`` of the ``.npy`` file open at its start in ``handle``."""
+    try:
+        shape, dtype, fortran = read_npy_header(handle, what, error)
+        if check is not None:
+            check(shape, dtype)
+        count = math.prod(shape)
+        stored = os.fstat(handle.fileno()).st_size - handle.tell()
+        if count * dtype.itemsize > stored:
+            raise error(f"{what}: truncated: the header promises {count * dtype.itemsize:,} "
+                        f"bytes (shape {shape}), the file holds {stored:,}")
+        limits.check_memory(2 * count * dtype.itemsize, f"reading {what} (shape {shape})")
+        data = np.fromfile(handle, dtype=dtype, count=count)
     except (ValueError, OSError, EOFError) as exc:
         raise error(f"{what}: not a readable .npy file ({limits.one_line(exc)})") from None
     return data.reshape(shape, order="F" if fortran else "C")
@@ -367,9 +381,8 @@ def _check_npy_input(shape: tuple, what: str, limit: int) -> None:
     limits.check_pixels(shape[0], shape[1], limit, what)
 
 
-def _read_npy(path: str, limit: int) -> np.ndarray:
-    what = f"input {path!r}"
-    array = load_npy(path, what, InputError,
+def _read_npy(handle, what: str, limit: int) -> np.ndarray:
+    array = read_npy(handle, what, InputError,
                      lambda shape, dtype: _check_npy_input(shape, what, limit))
     if array.ndim == 2:
         array = array[:, :, None]
@@ -394,12 +407,11 @@ def _pixel_limit_of_our_own(image_module):
         image_module.MAX_IMAGE_PIXELS = saved
 
 
-def _read_image(path: str, alpha_as_channel: bool, limit: int, frame: int = 0) -> Picture:
+def _read_image(handle, path: str, alpha_as_channel: bool, limit: int, frame: int = 0) -> Picture:
+    """An image Pillow decodes, from ``handle`` open at the start of the file ``path``."""
     from PIL import Image, UnidentifiedImageError
 
     what = f"input {path!r}"
-    if not frame and png16.colour16(_head(path)):
-        return _picture16(path, alpha_as_channel, limit, what)
     Image.init()
     formats = [name for name in READ_FORMATS if name in Image.OPEN]
     try:
@@ -407,7 +419,7 @@ def _read_image(path: str, alpha_as_channel: bool, limit: int, frame: int = 0) -
             # Pillow warns about odd metadata (corrupt EXIF, unknown TIFF tags): not our user's
             # problem, and not to be turned into errors by a warnings filter.
             warnings.simplefilter("ignore")
-            with Image.open(path, formats=formats) as img:
+            with Image.open(handle, formats=formats) as img:
                 if frame:
                     count = getattr(img, "n_frames", 1)
                     if frame >= count:
@@ -419,7 +431,7 @@ def _read_image(path: str, alpha_as_channel: bool, limit: int, frame: int = 0) -
                 bands = len(img.getbands())
                 limits.check_memory(height * width * (8 + 8 * bands),
                                     f"decoding {what} ({height}x{width} {img.mode})")
-                image_claims.check_plausible(img, path, frame, what)
+                image_claims.check_plausible(img, handle, frame, what)
                 img.load()
                 return _picture(_upright(img), alpha_as_channel, what)
     except UnidentifiedImageError:
@@ -433,28 +445,8 @@ def _read_image(path: str, alpha_as_channel: bool, limit: int, frame: int = 0) -
         raise InputError(f"{what} is corrupt or truncated ({limits.one_line(exc)})") from None
 
 
-def _head(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read(26)
-
-
-def _picture16(path: str, alpha_as_channel: bool, limit: int, what: str) -> Picture:
-    """A 16-bit RGB, gray+alpha or RGBA PNG at full precision (``png16``; Pillow keeps 8 bits),
-    decoded once, its size checked on the header before anything is inflated."""
-    try:
-        with open(path, "rb") as handle:
-            header = png16.read_header(handle, what)
-            limits.check_pixels(header.height, header.width, limit, what)
-            # the inflated rows, the unfiltered bytes, the uint16 pixels and a turned copy
-            limits.check_memory(2 * header.image_bytes + 4 * header.width * header.height
-                                * header.samples, f"decoding {what} ({header.height}x"
-                                f"{header.width}, 16-bit, {header.samples} samples)")
-            pixels, exif = png16.decode(handle, header, what)
-    except OSError as exc:
-        raise InputError(f"{what} cannot be read ({exc.strerror or exc})") from None
-    except MemoryError:
-        raise LimitError(f"not enough memory to decode {what}") from None
-    pixels = png16.upright(pixels, png16.orientation(exif))
+def _picture16(pixels: np.ndarray, alpha_as_channel: bool) -> Picture:
+    """The Picture of a 16-bit colour PNG's pixels (H, W, samples), alpha set aside or kept."""
     data = pixels.transpose(2, 0, 1)
     alpha = None
     if data.shape[0] in (2, 4) and not alpha_as_channel:  # gray+alpha, RGBA
@@ -903,7 +895,7 @@ def _image_saver(fmt: str, depth: str, values: np.ndarray) -> Callable:
         for channel, plane in enumerate(values):  # straight into (H, W, K): no full-size transpose copy
             pixels[:, :, channel] = mapping.to_integers(plane, bits, in_place=True)
         if fmt == "PNG":
-            return lambda handle: write_png(handle, pixels)
+            return lambda handle: png.write_png(handle, pixels)
         pixels = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
 
     def save(handle):
@@ -912,74 +904,3 @@ def _image_saver(fmt: str, depth: str, values: np.ndarray) -> Callable:
         Image.fromarray(pixels).save(handle, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
 
     return save
-
-
-def encode_png(pixels: np.ndarray) -> bytes:
-    """PNG file bytes for (H, W, C) uint8 or uint16 pixels: C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA.
-
-    >>> png = encode_png(np.array([[[0, 65535, 1]]], dtype=np.uint16))
-    >>> png[:8] == b"\\x89PNG\\r\\n\\x1a\\n", png[24:26]     # bit depth 16, colour type 2 (RGB)
-    (True, b'\\x10\\x02')
-    """
-    buffer = io.BytesIO()
-    write_png(buffer, pixels)
-    return buffer.getvalue()
-
-
-def write_png(handle, pixels: np.ndarray) -> None:
-    """Write ``pixels`` (as ``encode_png``) to the binary file ``handle`` as a PNG.
-
-    convcli writes every PNG itself (Pillow cannot write 16-bit colour, and compresses on one
-    core): samples big-endian, each row "Up"-filtered, zlib at ``PNG_LEVEL``. Strips of
-    about ``PNG_STRIP_BYTES`` are filtered and deflated on the cores in parallel, each but the
-    last ended by a sync flush so that together they are one zlib stream (as pigz does), and
-    written as one IDAT chunk each as they finish. Measured on a 4096x4096 RGB image: 0.7 s
-    instead of Pillow's 1.8 s at the same level, the same size; a smooth photo 0.15 s instead
-    of 0.48 s, 7% smaller.
-    """
-    height, width, channels = pixels.shape
-    bits = pixels.dtype.itemsize * 8
-    samples = pixels.astype(">u2", copy=False) if bits == 16 else pixels
-    rows = np.ascontiguousarray(samples).view(np.uint8).reshape(height, -1)
-    strip = max(1, PNG_STRIP_BYTES // rows.shape[1])
-
-    def deflate(first: int) -> tuple[bytes, int, int]:
-        last = min(height, first + strip)
-        filtered = np.empty((last - first, rows.shape[1] + 1), np.uint8)
-        filtered[:, 0] = 2  # filter type 2 ("Up"): each byte minus the one above it, mod 256
-        filtered[0, 1:] = rows[first] - rows[first - 1] if first else rows[0]  # zeros above the image
-        np.subtract(rows[first + 1:last], rows[first:last - 1], out=filtered[1:, 1:])
-        compressor = zlib.compressobj(PNG_LEVEL, zlib.DEFLATED, -15)  # raw: one zlib header for all
-        data = compressor.compress(filtered) + compressor.flush(zlib.Z_FINISH if last == height else zlib.Z_SYNC_FLUSH)
-        return data, zlib.adler32(filtered), filtered.size
-
-    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    handle.write(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, colour_type,
-                                                                      0, 0, 0)))
-    firsts = range(0, height, strip)
-    checksum = zlib.adler32(b"")
-    with ThreadPoolExecutor(max(1, min(compute_threads(), len(firsts)))) as pool:
-        for first, (data, adler, size) in zip(firsts, pool.map(deflate, firsts)):
-            checksum = adler32_combine(checksum, adler, size)
-            ending = struct.pack(">I", checksum) if first + strip >= height else b""
-            handle.write(_png_chunk(b"IDAT", (b"" if first else b"\x78\x01") + data + ending))
-    handle.write(_png_chunk(b"IEND", b""))
-
-
-def adler32_combine(first: int, second: int, second_length: int) -> int:
-    """The Adler-32 of two byte strings joined, from theirs (zlib's ``adler32_combine``).
-
-    >>> adler32_combine(zlib.adler32(b"conv"), zlib.adler32(b"cli"), 3) == zlib.adler32(b"convcli")
-    True
-    """
-    base = 65521
-    rem = second_length % base
-    low = ((first & 0xFFFF) + (second & 0xFFFF) - 1) % base
-    high = (rem * (first & 0xFFFF) + (first >> 16) + (second >> 16) - rem) % base
-    return low | high << 16
-
-
-def _png_chunk(tag: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-

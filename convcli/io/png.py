@@ -1,4 +1,10 @@
-"""Reading 16-bit colour PNGs, which Pillow reduces to 8 bits (it keeps only the high byte).
+"""PNG: the encoder of every PNG convcli writes, and the reader of 16-bit colour PNGs.
+
+Writing (``write_png``, ``encode_png``): convcli encodes every PNG itself, 8 or 16 bits, 1 to
+4 channels, its strips deflated on the cores in parallel.
+
+Reading: Pillow reads PNGs but reduces 16-bit colour to 8 bits (it keeps only the high byte),
+so those are decoded here (``read_colour16``); ``images`` sends every other PNG to Pillow.
 
 Handles bit depth 16 with colour types 2 (RGB), 4 (gray + alpha) and 6 (RGBA), not interlaced.
 The file is trusted for nothing: the header's size is checked (pixels, memory) before any
@@ -15,19 +21,27 @@ True
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
 
 from convcli import limits
-from convcli.errors import InputError
+from convcli.errors import InputError, LimitError
+from convcli.runtime import compute_threads
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Colour type -> samples per pixel, for the 16-bit colour types Pillow cannot keep.
 _SAMPLES = {2: 3, 4: 2, 6: 4}
+#: PNG at zlib level 1, OpenCV's default: a 4096x2731 photo encodes in 0.46 s instead of 1.7 s
+#: at level 6, for a file about a third larger (feature maps compress better than photos).
+PNG_LEVEL = 1
+#: PNG rows are compressed in strips of about this many bytes, on the cores in parallel.
+PNG_STRIP_BYTES = 4 << 20
 #: The largest chunk length the PNG spec allows (section 5.3).
 _MAX_CHUNK = 2**31 - 1
 #: Chunks are read and checked in pieces of this many bytes, whatever their declared length.
@@ -224,3 +238,89 @@ def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
              5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
              7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
     return np.ascontiguousarray(turns[orientation](pixels)) if orientation in turns else pixels
+
+
+def read_colour16(handle: BinaryIO, limit: int, what: str) -> np.ndarray:
+    """The pixels of the 16-bit colour PNG open at the start of ``handle``: uint16 (H, W,
+    samples), turned upright as its EXIF orientation says. The size in its header is checked
+    against ``limit`` pixels and the memory budget before anything is inflated."""
+    header = read_header(handle, what)
+    limits.check_pixels(header.height, header.width, limit, what)
+    # the inflated rows, the unfiltered bytes, the uint16 pixels and a turned copy
+    limits.check_memory(2 * header.image_bytes + 4 * header.width * header.height
+                        * header.samples, f"decoding {what} ({header.height}x"
+                        f"{header.width}, 16-bit, {header.samples} samples)")
+    try:
+        pixels, exif = decode(handle, header, what)
+    except MemoryError:
+        raise LimitError(f"not enough memory to decode {what}") from None
+    return upright(pixels, orientation(exif))
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """PNG file bytes for (H, W, C) uint8 or uint16 pixels: C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA.
+
+    >>> png = encode_png(np.array([[[0, 65535, 1]]], dtype=np.uint16))
+    >>> png[:8] == b"\\x89PNG\\r\\n\\x1a\\n", png[24:26]     # bit depth 16, colour type 2 (RGB)
+    (True, b'\\x10\\x02')
+    """
+    buffer = io.BytesIO()
+    write_png(buffer, pixels)
+    return buffer.getvalue()
+
+
+def write_png(handle, pixels: np.ndarray) -> None:
+    """Write ``pixels`` (as ``encode_png``) to the binary file ``handle`` as a PNG.
+
+    convcli writes every PNG itself (Pillow cannot write 16-bit colour, and compresses on one
+    core): samples big-endian, each row "Up"-filtered, zlib at ``PNG_LEVEL``. Strips of
+    about ``PNG_STRIP_BYTES`` are filtered and deflated on the cores in parallel, each but the
+    last ended by a sync flush so that together they are one zlib stream (as pigz does), and
+    written as one IDAT chunk each as they finish. Measured on a 4096x4096 RGB image: 0.7 s
+    instead of Pillow's 1.8 s at the same level, the same size; a smooth photo 0.15 s instead
+    of 0.48 s, 7% smaller.
+    """
+    height, width, channels = pixels.shape
+    bits = pixels.dtype.itemsize * 8
+    samples = pixels.astype(">u2", copy=False) if bits == 16 else pixels
+    rows = np.ascontiguousarray(samples).view(np.uint8).reshape(height, -1)
+    strip = max(1, PNG_STRIP_BYTES // rows.shape[1])
+
+    def deflate(first: int) -> tuple[bytes, int, int]:
+        last = min(height, first + strip)
+        filtered = np.empty((last - first, rows.shape[1] + 1), np.uint8)
+        filtered[:, 0] = 2  # filter type 2 ("Up"): each byte minus the one above it, mod 256
+        filtered[0, 1:] = rows[first] - rows[first - 1] if first else rows[0]  # zeros above the image
+        np.subtract(rows[first + 1:last], rows[first:last - 1], out=filtered[1:, 1:])
+        compressor = zlib.compressobj(PNG_LEVEL, zlib.DEFLATED, -15)  # raw: one zlib header for all
+        data = compressor.compress(filtered) + compressor.flush(zlib.Z_FINISH if last == height else zlib.Z_SYNC_FLUSH)
+        return data, zlib.adler32(filtered), filtered.size
+
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    handle.write(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, colour_type,
+                                                                      0, 0, 0)))
+    firsts = range(0, height, strip)
+    checksum = zlib.adler32(b"")
+    with ThreadPoolExecutor(max(1, min(compute_threads(), len(firsts)))) as pool:
+        for first, (data, adler, size) in zip(firsts, pool.map(deflate, firsts)):
+            checksum = adler32_combine(checksum, adler, size)
+            ending = struct.pack(">I", checksum) if first + strip >= height else b""
+            handle.write(_png_chunk(b"IDAT", (b"" if first else b"\x78\x01") + data + ending))
+    handle.write(_png_chunk(b"IEND", b""))
+
+
+def adler32_combine(first: int, second: int, second_length: int) -> int:
+    """The Adler-32 of two byte strings joined, from theirs (zlib's ``adler32_combine``).
+
+    >>> adler32_combine(zlib.adler32(b"conv"), zlib.adler32(b"cli"), 3) == zlib.adler32(b"convcli")
+    True
+    """
+    base = 65521
+    rem = second_length % base
+    low = ((first & 0xFFFF) + (second & 0xFFFF) - 1) % base
+    high = (rem * (first & 0xFFFF) + (first >> 16) + (second >> 16) - rem) % base
+    return low | high << 16
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))

@@ -884,7 +884,7 @@ class Job:
 
         from convcli.io import images
         from convcli.io.atomic import atomic_write, check_target, make_folder
-        from convcli.batch import STDIO
+        from convcli.io.paths import STDIO
 
         if target != STDIO:  # checked before its folder is made: a refused output leaves nothing
             for path in output_files(target, self.settings) + ([self.indices] if self.indices else []):

@@ -1,12 +1,17 @@
-"""16-bit colour PNGs keep their 16 bits (Pillow alone would keep only the high byte)."""
+"""convcli.io.png: the encoder of every PNG written, and 16-bit colour PNGs read with their 16 bits
+(Pillow alone would keep only the high byte)."""
+
+import zlib
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from convcli.io import png as png16
 from convcli.cli.main import cli
-from convcli.io.images import encode_png, read_input
+from convcli.io.png import encode_png
+from convcli.io.images import read_input
 
 cv2 = pytest.importorskip("cv2")
 
@@ -69,3 +74,62 @@ def test_corrupt_data_is_one_line(tmp_path):
     path.write_bytes(bytes(data))
     result = CliRunner().invoke(cli, ["conv", str(path), "-k", "box", "-o", str(tmp_path / "o.png")])
     assert result.exit_code == 1 and result.stderr.startswith("Error: ") and "Traceback" not in result.output
+
+
+def pixels(path):
+    with Image.open(path) as image:
+        return image.mode, np.asarray(image)
+
+
+def cv2_pixels(path):
+    """OpenCV's reading (BGR turned to RGB), for 16-bit colour PNGs Pillow reads as 8-bit."""
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array.ndim == 3:
+        array = array[..., [2, 1, 0, 3][: array.shape[2]]]
+    return array
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_png_encoder_round_trips(channels, tmp_path):
+    rng = np.random.default_rng(channels)
+    data = rng.integers(0, 65536, (5, 7, channels), dtype=np.uint16)
+    data[0, 0], data[-1, -1] = 0, 65535
+    path = tmp_path / "e.png"
+    path.write_bytes(encode_png(data))
+    with Image.open(path) as image:
+        image.verify()  # chunk CRCs and structure
+    if channels == 1:
+        mode, array = pixels(path)
+        assert mode.startswith("I") and np.array_equal(array, data[..., 0])
+    elif channels == 2:  # OpenCV expands gray + alpha to BGRA
+        assert np.array_equal(cv2_pixels(path), data[..., [0, 0, 0, 1]])
+    else:
+        assert np.array_equal(cv2_pixels(path), data)
+
+
+@pytest.mark.parametrize("channels, mode", [(1, "L"), (2, "LA"), (3, "RGB"), (4, "RGBA")])
+@pytest.mark.parametrize("height", [1, 2, 7, 9, 300])
+def test_png_encoder_eight_bit_strips_read_back_in_pillow(channels, mode, height, tmp_path, monkeypatch):
+    monkeypatch.setattr(png16, "PNG_STRIP_BYTES", 37 * channels * 4)  # strips of 4 rows, a partial last one
+    data = np.random.default_rng(height).integers(0, 256, (height, 37, channels), dtype=np.uint8)
+    data[height // 2:] //= 16  # long runs too, not only noise
+    path = tmp_path / "e.png"
+    path.write_bytes(encode_png(data))
+    with Image.open(path) as image:
+        image.verify()
+    read_mode, array = pixels(path)
+    assert read_mode == mode and np.array_equal(array.reshape(data.shape), data)
+
+
+def test_png_strips_are_one_zlib_stream(monkeypatch):
+    monkeypatch.setattr(png16, "PNG_STRIP_BYTES", 27 * 3)  # 14 IDAT chunks of 3 rows (1 for the last)
+    data = np.random.default_rng(1).integers(0, 256, (40, 9, 3), dtype=np.uint8)
+    png = encode_png(data)
+    stream, at = b"", 33
+    while png[at + 4:at + 8] == b"IDAT":
+        length = int.from_bytes(png[at:at + 4], "big")
+        stream, at = stream + png[at + 8:at + 8 + length], at + 12 + length
+    assert png[at + 4:at + 8] == b"IEND" and png.count(b"IDAT") == 14
+    rows = np.frombuffer(zlib.decompress(stream), np.uint8).reshape(40, 28)  # checks the Adler-32 too
+    assert (rows[:, 0] == 2).all() and np.array_equal(np.cumsum(rows[:, 1:], axis=0, dtype=np.uint8),
+                                                     data.reshape(40, 27))
