@@ -5,7 +5,8 @@ import os
 import pytest
 
 from convcli import batch
-from convcli.errors import ConvcliError, InputError, OutputError
+from convcli.batch import plan, report
+from convcli.errors import ConvcliError, InputError, OutputError, ParameterError
 
 
 def touch(path):
@@ -26,21 +27,21 @@ def paths(sources):
 
 
 def test_directory_scan_is_shallow_unless_recursive(tree):
-    assert paths(batch.expand_inputs([str(tree / "in")])) == ["a.png", "b.jpg"]
-    assert paths(batch.expand_inputs([str(tree / "in")], recursive=True)) == [
+    assert paths(plan.expand_inputs([str(tree / "in")])) == ["a.png", "b.jpg"]
+    assert paths(plan.expand_inputs([str(tree / "in")], recursive=True)) == [
         "a.png", "b.jpg", "sub/c.png", "sub/deeper/d.npy"]
 
 
 def test_glob_patterns_and_missing_matches(tree):
-    found = batch.expand_inputs([str(tree / "in" / "*.png")])
+    found = plan.expand_inputs([str(tree / "in" / "*.png")])
     assert [os.path.basename(s.path) for s in found] == ["a.png"]
     with pytest.raises(InputError, match="matches no files"):
-        batch.expand_inputs([str(tree / "in" / "*.tif")])
+        plan.expand_inputs([str(tree / "in" / "*.tif")])
 
 
 def test_out_dir_keeps_relative_paths(tree):
-    sources = batch.expand_inputs([str(tree / "in")], recursive=True)
-    pairs = batch.plan_outputs(sources, out_dir=str(tree / "out"), template="{stem}_k.{ext}", ext="png")
+    sources = plan.expand_inputs([str(tree / "in")], recursive=True)
+    pairs = plan.plan_outputs(sources, out_dir=str(tree / "out"), template="{stem}_k.{ext}", ext="png")
     assert [os.path.relpath(t, tree / "out") for _, t in pairs] == [
         "a_k.png", "b_k.png", "sub/c_k.png", "sub/deeper/d_k.png"]
 
@@ -48,27 +49,27 @@ def test_out_dir_keeps_relative_paths(tree):
 def test_two_inputs_to_one_output_is_refused(tree):
     sources = [str(tree / "in" / "a.png"), str(tree / "in" / "sub" / "c.png")]
     with pytest.raises(OutputError, match="would both be written"):
-        batch.plan_outputs(sources, out_dir=str(tree / "out"), template="same.png")
+        plan.plan_outputs(sources, out_dir=str(tree / "out"), template="same.png")
 
 
 def test_template_may_not_escape_out_dir(tree):
     with pytest.raises(OutputError, match="escapes --out-dir"):
-        batch.plan_outputs([str(tree / "in" / "a.png")], out_dir=str(tree / "out"), template="../{stem}.png")
+        plan.plan_outputs([str(tree / "in" / "a.png")], out_dir=str(tree / "out"), template="../{stem}.png")
 
 
 def test_output_may_not_be_an_input(tree):
     with pytest.raises(OutputError, match="never overwrites an input"):
-        batch.plan_outputs([str(tree / "in" / "a.png")], out_dir=str(tree / "in"), template="{name}")
+        plan.plan_outputs([str(tree / "in" / "a.png")], out_dir=str(tree / "in"), template="{name}")
 
 
 def test_bad_template_names_its_fields(tree):
     with pytest.raises(OutputError, match=r"fields: \{stem\}"):
-        batch.plan_outputs([str(tree / "in" / "a.png")], out_dir=str(tree / "out"), template="{colour}.png")
+        plan.plan_outputs([str(tree / "in" / "a.png")], out_dir=str(tree / "out"), template="{colour}.png")
 
 
 def test_several_inputs_need_out_dir(tree):
     with pytest.raises(OutputError, match="need --out-dir"):
-        batch.plan_outputs([str(tree / "in" / "a.png"), str(tree / "in" / "b.jpg")], output="x.png")
+        plan.plan_outputs([str(tree / "in" / "a.png"), str(tree / "in" / "b.jpg")], output="x.png")
 
 
 def reverse_job(source, target):
@@ -93,8 +94,8 @@ def test_parallel_run_equals_serial_and_reports_failures(tmp_path):
     for jobs in (1, 2):
         out = tmp_path / f"out{jobs}"
         out.mkdir()
-        pairs = batch.plan_outputs(sources, out_dir=str(out), template="{name}")
-        records = batch.Batch(pairs, jobs=jobs).run(reverse_job)
+        pairs = plan.plan_outputs(sources, out_dir=str(out), template="{name}")
+        records = batch.run_batch(pairs, reverse_job, batch.RunOptions(jobs=jobs))
         assert [r.status for r in records].count("failed") == 1
         assert next(r for r in records if r.status == "failed").error.endswith("is bad")
         results[jobs] = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -105,7 +106,8 @@ def test_parallel_run_equals_serial_and_reports_failures(tmp_path):
 def test_skipped_outputs_are_not_run(tmp_path):
     source = touch(tmp_path / "ok.bin")
     target = tmp_path / "out.bin"
-    records = batch.Batch([(str(source), str(target))], skip={str(target)}).run(reverse_job)
+    records = batch.run_batch([(str(source), str(target))], reverse_job,
+                              batch.RunOptions(skip=frozenset({str(target)})))
     assert records[0].status == "skipped" and not target.exists()
 
 
@@ -114,9 +116,53 @@ def broken_job(source, target):
 
 
 def test_an_unexpected_error_is_a_failed_record_unless_debugging(tmp_path):
-    record = batch.run_one(broken_job, "in.png", "out.png")
+    record = report.run_one(broken_job, "in.png", "out.png")
     assert record.status == "failed"
     assert record.error == ("internal error on 'in.png' (ValueError: a bug); please report it "
                             "(convcli --traceback shows where)")
     with pytest.raises(ValueError, match="a bug"):
-        batch.run_one(broken_job, "in.png", "out.png", debug=True)
+        report.run_one(broken_job, "in.png", "out.png", debug=True)
+
+
+class ReversedExecutor:
+    """An executor that runs the pairs last first, in this process, and notes what it ran."""
+
+    ran: list = []
+
+    def __init__(self, options):
+        self.options = options
+
+    def execute(self, pairs, task):
+        for source, target in reversed(pairs):
+            ReversedExecutor.ran.append(source)
+            yield task(source, target)
+
+
+def test_run_batch_runs_on_the_executor_named_and_keeps_the_planned_order(tmp_path, monkeypatch):
+    monkeypatch.setitem(batch.EXECUTORS, "reversed", f"{__name__}:ReversedExecutor")
+    sources = [str(tmp_path / name) for name in ("a.bin", "bad.bin", "c.bin")]
+    for source in sources:
+        touch(tmp_path / source).write_bytes(b"abc")
+    pairs = [(source, source + ".out") for source in sources]
+    seen = []
+    ReversedExecutor.ran.clear()
+    records = batch.run_batch(pairs, reverse_job, batch.RunOptions(executor="reversed"), seen.append)
+    assert ReversedExecutor.ran == sources[::-1] and [r.input for r in seen] == sources[::-1]
+    assert [r.input for r in records] == sources
+    assert [r.status for r in records] == ["done", "failed", "done"]
+    assert (tmp_path / "a.bin.out").read_bytes() == b"cba"
+
+
+def test_an_unknown_executor_is_refused_with_the_known_ones():
+    with pytest.raises(ParameterError, match="--executor.*local"):
+        batch.run_batch([("a", "b")], reverse_job, batch.RunOptions(executor="nowhere"))
+
+
+def test_plan_outputs_resolves_each_folder_once(tmp_path, monkeypatch):
+    sources = [str(touch(tmp_path / "in" / f"{index}.png")) for index in range(30)]
+    resolved = []
+    realpath = os.path.realpath
+    monkeypatch.setattr(os.path, "realpath", lambda path: resolved.append(path) or realpath(path))
+    pairs = plan.plan_outputs(sources, out_dir=str(tmp_path / "out"), template="{stem}.npy")
+    assert pairs == [(s, str(tmp_path / "out" / f"{i}.npy")) for i, s in enumerate(sources)]
+    assert len(resolved) <= 3  # the input folder, the output folder, --out-dir itself

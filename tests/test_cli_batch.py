@@ -15,9 +15,9 @@ from PIL import Image
 from rich.console import Console
 
 from convcli import engine
-from convcli.batch import Record
+from convcli.batch.report import Record
 from convcli.cli.main import cli
-from convcli.cli.run import Reporter
+from convcli.cli.batch import Reporter
 
 CONVCLI = [sys.executable, "-m", "convcli"]
 KERNEL_3D = np.arange(27, dtype=np.float32).reshape(3, 3, 3) / 27

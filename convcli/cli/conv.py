@@ -11,7 +11,8 @@ import click
 
 from convcli.cli.kernels import complete_kernel, kernel_path_option
 from convcli.cli.options import input_options, output_options, parsed
-from convcli.cli.run import ALPHA_OPTION, batch_options, run_batch, slug
+from convcli.batch.plan import slug
+from convcli.cli.batch import ALPHA_OPTION, batch_options, run_files
 from convcli.layers.values import (COMBINE_MODES, PAD_MODES, parse_count, parse_floats, parse_pad_mode, parse_padding,
                             parse_pair)
 
@@ -90,7 +91,7 @@ def conv(inputs, kernel, kernel_path, combine, stride, padding, pad_mode, dilati
     steps = (make_step("gray", 1), step) if gray else (step,)
     job = Job(Pipeline(steps), out, alpha, batch.out_format, batch.overwrite,
               before=ExplainConv(kernel) if show_trace else None, read=reading)
-    run_batch(inputs, job, batch, single="--explain" if show_trace else None, kernel=slug(kernel))
+    run_files(inputs, job, batch, single="--explain" if show_trace else None, kernel=slug(kernel))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ import sys
 
 import click
 
-from convcli.batch import OUT_OF_MEMORY, Terminated, raise_on_sigterm
+from convcli.batch import Terminated, raise_on_sigterm
+from convcli.batch.report import OUT_OF_MEMORY
 from convcli.errors import ConvcliError
 from convcli.io.streams import flush_stdout, guard_standard_streams
 

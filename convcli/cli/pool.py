@@ -12,7 +12,7 @@ import click
 from click.core import ParameterSource
 
 from convcli.cli.options import Choice, input_options, output_options, parsed
-from convcli.cli.run import ALPHA_OPTION, batch_options, check_outputs, run_batch
+from convcli.cli.batch import ALPHA_OPTION, batch_options, check_outputs, run_files
 from convcli.cli.tables import check_table_or_json, print_json, show_table, table_option
 from convcli.layers.values import parse_padding, parse_pair
 
@@ -98,7 +98,7 @@ def pool(inputs, mode, size, stride, padding, dilation, ceil_mode, count_include
                      mode=mode, size=size, stride=stride, padding=padding, dilation=dilation,
                      ceil_mode=ceil_mode, count_include_pad=count_include_pad)
     job = Job(Pipeline((step,)), out, alpha, batch.out_format, batch.overwrite, indices=indices, read=reading)
-    run_batch(inputs, job, batch, single="--indices" if indices else None,
+    run_files(inputs, job, batch, single="--indices" if indices else None,
               extra_outputs=(indices,) if indices else (), mode=mode)
 
 
@@ -145,7 +145,7 @@ def unpool(input_path, indices, output, output_size, size, stride, padding, over
     from convcli import geometry
     from convcli import engine
     from convcli.io import images
-    from convcli.cli.run import BatchOptions
+    from convcli.cli.batch import BatchOptions
 
     images.check_output_path(output, [input_path, indices], out)
     check_outputs([(input_path, output)], out, BatchOptions(output=output, overwrite=overwrite))

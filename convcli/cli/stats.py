@@ -34,7 +34,7 @@ def stats(inputs, percentiles, recursive, as_json, table, reading):
     convcli stats maps.npy --percentiles 0.1,50,99.9 --json
     """
     from convcli.io import images
-    from convcli.batch import expand_inputs
+    from convcli.batch.plan import expand_inputs
     from convcli.render.stats import channel_stats
 
     check_table_or_json(as_json, table)

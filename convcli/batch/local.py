@@ -1,0 +1,138 @@
+"""The local executor: a batch run in this process or in a pool of worker processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from typing import Callable, Iterator, Sequence
+
+from convcli import runtime
+from convcli.batch import Terminated, ignore_further_sigterms
+from convcli.batch.report import Record
+from convcli.errors import ConvcliError
+
+_busy = False  # in a worker: is a job running (whose temporary files a SIGTERM must clean up)?
+#: Seconds an orphaned worker gives its running job to unwind before it exits regardless (a
+#: compiled kernel runs to its end before the SIGTERM handler can).
+ORPHAN_GRACE = 5.0
+
+
+def _init_worker(threads: int, parent_alive) -> None:
+    """A worker: its share of the cores for Numba; SIGINT left to the parent, which stops the
+    workers with SIGTERM; SIGTERM unwinds a running job (its temporaries removed), then exits.
+
+    ``parent_alive`` is the reading end of a pipe whose only writer is the parent: it ends
+    when the parent does, however it died (``_exit_with_parent``).
+    """
+    import threading
+
+    os.environ["NUMBA_NUM_THREADS"] = str(threads)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_terminated)
+    threading.Thread(target=_exit_with_parent, args=(parent_alive,), name="convcli-parent-watch",
+                     daemon=True).start()
+
+
+def _exit_with_parent(parent_alive) -> None:
+    """Wait for the end of ``parent_alive``, then stop this worker as SIGTERM does.
+
+    A worker's parent is the forkserver, not convcli, so ``PR_SET_PDEATHSIG`` cannot see a
+    SIGKILLed convcli; and the pool's own pipes stay open in every worker. Without this, the
+    workers wait for work forever, keeping the forkserver, the resource tracker and the
+    caller's stdout and stderr alive with them.
+    """
+    with contextlib.suppress(EOFError, OSError):
+        while True:
+            parent_alive.recv_bytes()
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(ORPHAN_GRACE)
+    from convcli.io.atomic import remove_temporaries
+
+    remove_temporaries()  # the job is still in compiled code: its output is given up
+    os._exit(143)
+
+
+def _worker_terminated(signum, frame) -> None:
+    ignore_further_sigterms()
+    if _busy:
+        raise Terminated()
+    os._exit(143)
+
+
+def _work(task: Callable[[str, str], Record], source: str, target: str) -> Record:
+    """``task(source, target)`` in a worker process."""
+    global _busy
+    _busy = True
+    try:
+        return task(source, target)
+    except Terminated:
+        os._exit(143)
+    finally:
+        _busy = False
+
+
+class LocalExecutor:
+    """Runs a batch on this machine: in this process, or in ``jobs`` worker processes.
+
+    One job, or one pair, runs here. Otherwise workers are started with ``forkserver`` and get
+    ``cores // jobs`` Numba threads each; they live for the whole batch, so each compiles (or
+    loads) the kernels once. On Ctrl-C or SIGTERM the workers are stopped with SIGTERM, which
+    removes the temporary file of the output being written; if the parent dies without
+    stopping them (SIGKILL), they stop themselves the same way.
+    """
+
+    def __init__(self, options):
+        self.jobs = options.jobs or 1
+
+    def execute(self, pairs: Sequence[tuple[str, str]],
+                task: Callable[[str, str], Record]) -> Iterator[Record]:
+        """``task(source, target)`` of every pair; the records as they complete."""
+        if self.jobs <= 1 or len(pairs) <= 1:
+            return (task(source, target) for source, target in pairs)
+        return self._in_workers(pairs, task)
+
+    def _in_workers(self, pairs, task):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
+
+        # forkserver, not fork: forking after an OpenMP-parallel Numba kernel hangs the pool.
+        threads = max(1, runtime.available_cores() // self.jobs)
+        context = multiprocessing.get_context("forkserver")
+        parent_alive, alive = context.Pipe(duplex=False)  # ``alive`` stays here until the end
+        pool = ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_init_worker,
+                                   initargs=(threads, parent_alive))
+        futures = [pool.submit(_work, task, source, target) for source, target in pairs]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        except BrokenProcessPool:
+            _stop_workers()
+            raise ConvcliError("a worker process stopped unexpectedly (killed, or out of memory); "
+                               "outputs already written are complete") from None
+        except BaseException:
+            _stop_workers()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            parent_alive.close()
+            alive.close()
+
+
+def _stop_workers() -> None:
+    """SIGTERM every worker: a running job removes its temporary file and the worker exits.
+
+    The pool then fails the futures not yet run (they are not cancelled first: Python 3.11's
+    pool would fail on a cancelled future while shutting down after a worker died).
+    """
+    import multiprocessing
+
+    workers = multiprocessing.active_children()
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.join(timeout=30)
+        if worker.is_alive():
+            worker.kill()
