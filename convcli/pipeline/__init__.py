@@ -43,6 +43,7 @@ from convcli.errors import ConvcliError, ParameterError, ShapeError
 from convcli.geometry import PADDING_RULES
 from convcli.limits import MAX_OPTION_INT
 from convcli.limits import short_repr as _short
+from convcli.layers import rules
 from convcli.layers.values import COMBINE_MODES, PAD_MODES, not_one_of, one_of
 from convcli.io.paths import require_regular_file
 from convcli.render.stats import DEFAULT_PERCENTILES
@@ -377,26 +378,17 @@ def _check_rules(step: Step, earlier: list[Step]) -> None:
             raise _FieldError("groups", f"applies to 4-D kernels; {flat.name!r} is {flat.weights.ndim}-D")
     if step.op in ("conv", "transposed") and p["combine"] and len(p["kernel"]) < 2:
         raise _FieldError("combine", "needs two or more kernels (a list), whose maps it combines")
-    if step.op == "transposed":
-        padding = p["padding"]
-        if padding == "full" or (isinstance(padding, tuple) and padding[0::2] != padding[1::2]):
-            raise _FieldError("padding", "transposed takes same, valid, N or [rows, cols] "
-                                         "(cropped from both sides)")
-        if any(op >= max(s, d) for op, s, d in zip(p["output_padding"], p["stride"], p["dilation"])):
-            raise _FieldError("output_padding", f"must be smaller than the stride {list(p['stride'])} or the "
-                                                f"dilation {list(p['dilation'])}, got {list(p['output_padding'])}")
-        if padding == "same" and any(p["output_padding"]):
-            raise _FieldError("output_padding", "does not apply to padding same (the output is input x stride)")
-    if step.op == "pool":
-        from convcli.explain import pool_padding_rule
-
-        other = {"max": "count_include_pad", "avg": "dilation"}[p["mode"]]
-        if other in step.given:
-            raise _FieldError(other, f"does not apply to mode {p['mode']}")
-        try:
-            pool_padding_rule(p["padding"], p["size"], p["ceil_mode"])
-        except ParameterError as exc:
-            raise _FieldError("padding", str(exc)) from None
+    try:
+        if step.op == "transposed":
+            rules.cropped_padding(p["padding"], "transposed")
+            rules.output_padding(p["output_padding"], p["stride"], p["dilation"], p["padding"])
+        if step.op == "pool":
+            other = {"max": "count_include_pad", "avg": "dilation"}[p["mode"]]
+            if other in step.given:
+                raise _FieldError(other, f"does not apply to mode {p['mode']}")
+            rules.pool_padding(p["padding"], p["size"], p["ceil_mode"])
+    except rules.RuleError as exc:
+        raise _FieldError(exc.parameter, exc.as_field()) from None
     if step.op == "unpool":
         pool = next((s for s in earlier if s.name == p["indices"]), None)
         if pool is None or pool.op != "pool" or pool.params["mode"] != "max":
