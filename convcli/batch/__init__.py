@@ -23,14 +23,13 @@ from typing import Callable, Optional, Sequence
 
 from convcli import limits, runtime
 from convcli.errors import ConvcliError, InputError, OutputError
-from convcli.io.paths import is_regular_file
+from convcli.io.paths import STDIO, is_regular_file
 
 #: Extensions a directory scan picks up (everything Pillow commonly reads, and .npy).
 INPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".npy", ".ppm",
                     ".pgm", ".pbm")
 #: Extensions convcli writes (``images.OUTPUT_FORMATS``, repeated so that planning needs no numpy).
 OUTPUT_EXTENSIONS = ("npy", "png", "tif", "tiff", "jpg", "jpeg", "bmp", "webp")
-STDIO = "-"
 OUT_OF_MEMORY = ("out of memory: this operation needs more than the machine has "
                  "(try a smaller input, fewer maps, or a .npy output)")
 

@@ -37,7 +37,7 @@ from convcli.io import png as png16
 from convcli.io.atomic import atomic_write_all
 from convcli.errors import ConvcliError, InputError, LimitError, OutputError, ParameterError, ShapeError
 from convcli.layers.values import not_one_of
-from convcli.io.paths import require_regular_file
+from convcli.io.paths import STDIO, require_regular_file
 from convcli.runtime import compute_threads
 
 #: Image outputs by extension: Pillow's format name and, per depth, the channel counts stored
@@ -52,8 +52,6 @@ IMAGE_FORMATS = {
     ".webp": ("WEBP", {"8": (1, 3, 4)}),
 }
 NPY = ".npy"
-#: The path that means standard input (as an input) or standard output (as ``-o -``).
-STDIO = "-"
 #: ``--format`` values: every output extension, without its dot.
 OUTPUT_FORMATS = tuple(ext[1:] for ext in (NPY, *IMAGE_FORMATS))
 #: ``--depth`` values and the white level each stores.
