@@ -15,8 +15,7 @@ from convcli.geometry import (
     padding_text,
 )
 from convcli.layers import rules
-from convcli.layers.values import PAD_MODES, not_one_of, parse_pad_mode, parse_padding, parse_pair
-from convcli.limits import parse_whole, shorten
+from convcli.layers.values import PAD_MODES, not_one_of, parse_count, parse_pad_mode, parse_padding, parse_pair
 
 #: (H, W, C), the order of ``--input 224x224x3``.
 Shape = tuple[int, int, int]
@@ -130,22 +129,9 @@ def _kind(word: Any) -> tuple[str, str]:
     return name, ""
 
 
-def _count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not re.fullmatch(r"\s*[0-9]+\s*", str(value)):
-        raise ParameterError(f"{name} must be a whole number, got {shorten(repr(value))}")
-    return parse_whole(value, name, minimum=1)
-
-
 def _pair(value: Any, name: str, minimum: int = 1) -> Pair:
-    if isinstance(value, (list, tuple)):
-        value = ",".join(str(v) for v in value)
-    return parse_pair(str(value).lower().replace("x", ","), name, minimum)
-
-
-def _padding(value: Any, name: str) -> PaddingSpec:
-    if isinstance(value, (list, tuple)):
-        value = ",".join(str(v) for v in value)
-    return parse_padding(str(value))
+    """A pair as a token writes it (``k3x3``: ``x`` or ``,`` between rows and columns) or as data."""
+    return parse_pair(value.lower().replace("x", ",") if isinstance(value, str) else value, name, minimum)
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -167,8 +153,8 @@ def _function(value: Any, name: str) -> str:
 
 
 _PARSERS: dict[str, Callable[[Any, str], Any]] = {
-    "filters": _count, "kernel": _pair, "stride": _pair, "padding": _padding, "dilation": _pair,
-    "groups": _count, "multiplier": _count, "output_padding": lambda v, n: _pair(v, n, 0),
+    "filters": parse_count, "kernel": _pair, "stride": _pair, "padding": lambda value, name: parse_padding(value),
+    "dilation": _pair, "groups": parse_count, "multiplier": parse_count, "output_padding": lambda v, n: _pair(v, n, 0),
     "bias": _flag, "ceil_mode": _flag, "function": _function, "output_size": _pair,
     "pad_mode": lambda value, name: parse_pad_mode(str(value)),
 }

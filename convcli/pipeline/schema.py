@@ -32,12 +32,18 @@ import sys
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
-from convcli.errors import ConvcliError, ParameterError
-from convcli.geometry import PADDING_RULES
+from convcli.errors import ConvcliError, FieldError, ParameterError
 from convcli.io.paths import require_regular_file
 from convcli.layers import rules
-from convcli.layers.values import COMBINE_MODES, PAD_MODES, not_one_of, one_of
-from convcli.limits import MAX_OPTION_INT
+from convcli.layers.values import (
+    COMBINE_MODES,
+    PAD_MODES,
+    not_one_of,
+    one_of,
+    parse_count,
+    parse_padding,
+    parse_pair,
+)
 from convcli.limits import short_repr as _short
 from convcli.pipeline.job import output_settings
 from convcli.render.stats import DEFAULT_PERCENTILES
@@ -56,45 +62,13 @@ _NAME = re.compile(r"[A-Za-z_][\w-]*\Z")
 
 # --------------------------------------------------------------------------------------------
 # Field values: each parser takes the YAML value and returns it checked, or raises a
-# ParameterError whose message the caller prefixes with the file, the step and the field.
-
-
-def _whole(value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ParameterError(f"must be a whole number, got {_short(value)}")
-    if value < minimum:
-        raise ParameterError(f"must be at least {minimum}, got {_short(value)}")
-    if value > MAX_OPTION_INT:
-        raise ParameterError(f"must be at most {MAX_OPTION_INT}, got {_short(value)}")
-    return value
+# ParameterError whose message (a FieldError's detail) the caller prefixes with the file, the
+# step and the field. Numbers, pairs and paddings are ``layers.values``' normalisers.
 
 
 def _pair(minimum: int) -> Callable[[Any], tuple[int, int]]:
-    """N or [rows, cols]."""
-
-    def parse(value: Any) -> tuple[int, int]:
-        values = value if isinstance(value, list) else [value]
-        if len(values) not in (1, 2):
-            raise ParameterError(f"takes N or [rows, cols], got {_short(value)}")
-        rows, cols = (_whole(v, minimum) for v in (values[0], values[-1]))
-        return rows, cols
-
-    return parse
-
-
-def _padding(value: Any):
-    """valid, same, full, N, [rows, cols] or [top, bottom, left, right]."""
-    if isinstance(value, str):
-        if value.strip().isalpha():
-            return one_of(value, PADDING_RULES, "")
-        raise ParameterError(f"must be valid, same, full, N, [rows, cols] or [top, bottom, left, right], "
-                             f"got {_short(value)}")
-    values = [_whole(v, 0) for v in (value if isinstance(value, list) else [value])]
-    if len(values) not in (1, 2, 4):
-        raise ParameterError(f"takes 1, 2 or 4 numbers, got {_short(value)}")
-    if len(values) == 4:
-        return tuple(values)
-    return (values[0], values[0], values[-1], values[-1])
+    """N or [rows, cols] (``values.parse_pair``)."""
+    return lambda value: parse_pair(value, "value", minimum)
 
 
 def _choice(*choices: str) -> Callable[[Any], str]:
@@ -144,7 +118,7 @@ def _channels(value: Any) -> tuple[int, ...]:
     values = value if isinstance(value, list) else [value]
     if not values:
         raise ParameterError("must list at least one channel, got []")
-    return tuple(_whole(v, 0) for v in values)
+    return tuple(parse_count(v, "channel", 0) for v in values)
 
 
 def _step_name(value: Any) -> str:
@@ -168,15 +142,15 @@ def _kernel_specs(value: Any) -> tuple[str, ...]:
     return tuple(values)
 
 
-_CONV = {"kernel": (_kernel_specs, REQUIRED), "stride": (_pair(1), (1, 1)), "padding": (_padding, "same"),
-         "dilation": (_pair(1), (1, 1)), "groups": (lambda v: _whole(v, 1), 1), "flip": (_flag, False),
+_CONV = {"kernel": (_kernel_specs, REQUIRED), "stride": (_pair(1), (1, 1)), "padding": (parse_padding, "same"),
+         "dilation": (_pair(1), (1, 1)), "groups": (lambda v: parse_count(v, "groups"), 1), "flip": (_flag, False),
          "bias": (_numbers, None), "combine": (_choice(*COMBINE_MODES), None)}
 #: Each op and its fields: (parser, default). Every step also takes ``name``.
 FIELDS: dict[str, dict[str, tuple[Callable, Any]]] = {
     "conv": {**_CONV, "pad_mode": (_choice(*PAD_MODES), "zeros")},
     "transposed": {**_CONV, "output_padding": (_pair(0), (0, 0))},
     "pool": {"mode": (_choice(*POOL_MODES), "max"), "size": (_pair(1), (2, 2)), "stride": (_pair(1), None),
-             "padding": (_padding, "valid"), "dilation": (_pair(1), (1, 1)), "ceil_mode": (_flag, False),
+             "padding": (parse_padding, "valid"), "dilation": (_pair(1), (1, 1)), "ceil_mode": (_flag, False),
              "count_include_pad": (_flag, True)},
     "global_pool": {"mode": (_choice(*POOL_MODES), "max")},
     "unpool": {"indices": (_step_name, REQUIRED)},
@@ -325,7 +299,8 @@ def _parse_step(spec: Any, number: int, earlier: list[Step], source: str, kernel
             try:
                 params[key] = parse(spec[key])
             except ParameterError as exc:
-                raise ParameterError(f"{where}: {key}: {exc}") from None
+                detail = exc.detail if isinstance(exc, FieldError) else exc
+                raise ParameterError(f"{where}: {key}: {detail}") from None
         elif default is REQUIRED:
             raise ParameterError(f"{where}: {key}: required")
         else:
