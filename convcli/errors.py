@@ -18,11 +18,16 @@ class ParameterError(ConvcliError):
 class FieldError(ParameterError):
     """A bad value of one named parameter. ``str()`` names it first (``stride must be at least 1,
     got 0``: options, ``explain``); ``detail`` is the rest, for a front-end whose prefix already
-    names it (``stride: must be at least 1, got 0`` in a pipeline file)."""
+    names it (``stride: must be at least 1, got 0`` in a pipeline file). ``words`` replaces
+    ``str()`` where the message does not start with the parameter."""
 
-    def __init__(self, parameter: str, detail: str):
-        super().__init__(f"{parameter} {detail}")
+    def __init__(self, parameter: str, detail: str, words: str = ""):
+        super().__init__(words or f"{parameter} {detail}")
         self.parameter, self.detail = parameter, detail
+
+    def __reduce__(self):
+        # rebuilt from its parts, not from ``args`` (a batch's worker process sends it back)
+        return FieldError, (self.parameter, self.detail, str(self))
 
 
 class ShapeError(ConvcliError):

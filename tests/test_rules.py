@@ -125,3 +125,21 @@ def test_pool_padding_accepts_what_torch_accepts(size, padding):
     except rules.RuleError:
         accepted = False
     assert accepted == torch_accepts
+
+
+def test_rule_and_field_errors_cross_to_a_worker_process_and_back():
+    """A batch's worker sends errors back pickled: type, message, parameter and detail survive."""
+    import pickle
+
+    from convcli.errors import FieldError
+    from convcli.layers.values import parse_pair
+
+    errors = []
+    for broken in (lambda: rules.output_padding((2, 2), (2, 2), (1, 1), "valid"), lambda: parse_pair(0, "size")):
+        with pytest.raises(FieldError) as caught:
+            broken()
+        errors.append(caught.value)
+    for error in errors:
+        copy = pickle.loads(pickle.dumps(error))
+        assert (type(copy), str(copy), copy.parameter, copy.detail) == (
+            type(error), str(error), error.parameter, error.detail)

@@ -4,7 +4,7 @@ The engine, the pipeline schema and ``explain``'s step language call these same 
 trace never promises what the engine refuses and every front-end gives the same reason. A broken
 rule raises ``RuleError``, which names the parameter it blames. Its message is one template,
 written in the notation of whoever reports it: in words (``str()``: the engine, ``explain``,
-the CLI) or after a ``field:`` prefix with values as YAML lists (``as_field()``: pipeline files).
+the CLI) or after a ``field:`` prefix with values as YAML lists (``detail``: pipeline files).
 
 >>> output_padding((2, 2), (2, 2), (1, 1), (1, 1, 1, 1))
 Traceback (most recent call last):
@@ -13,7 +13,7 @@ convcli.layers.rules.RuleError: output padding 2x2 must be smaller than the stri
 >>> try:
 ...     output_padding((2, 2), (2, 2), (1, 1), (1, 1, 1, 1))
 ... except RuleError as exc:
-...     print(f"{exc.parameter}: {exc.as_field()}")
+...     print(f"{exc.parameter}: {exc.detail}")
 output_padding: must be smaller than the stride [2, 2] or the dilation [1, 1], got [2, 2]
 """
 
@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from convcli.errors import ParameterError
+from convcli.errors import FieldError
 from convcli.geometry import PaddingSpec, Pair, padding_text, shape_text
 
 
-class RuleError(ParameterError):
-    """A broken rule: ``parameter`` is the one it blames (``output_padding``, ``groups``).
+class RuleError(FieldError):
+    """A broken rule: ``parameter`` is the one it blames (``output_padding``, ``groups``);
+    ``str()`` is the message in words, ``detail`` the same after a field prefix.
 
     ``template`` may hold ``{subject}`` (the parameter and its pair ``value``, in words only),
     ``{got}`` (that value after the message, in a field only), ``{word}`` (the parameter's name where a
@@ -36,11 +37,10 @@ class RuleError(ParameterError):
 
     def __init__(self, parameter: str, template: str, value: Pair | None = None, **values: Pair):
         self.parameter, self.template, self.value, self.values = parameter, template, value, values
-        super().__init__(self._render(fields=False))
+        super().__init__(parameter, self._render(fields=True), self._render(fields=False))
 
-    def as_field(self) -> str:
-        """The message after a ``parameter:`` prefix, values as YAML lists (pipeline files)."""
-        return self._render(fields=True)
+    def __reduce__(self):
+        return _rule_error, (self.parameter, self.template, self.value, self.values)
 
     def _render(self, fields: bool) -> str:
         def inline(pair: Any) -> str:
@@ -54,6 +54,11 @@ class RuleError(ParameterError):
         pair = "[rows, cols]" if fields else "H,W"
         named = {key: inline(value) for key, value in self.values.items()}
         return self.template.format(subject=subject, got=got, word=word, pair=pair, **named)
+
+
+def _rule_error(parameter: str, template: str, value: Pair | None, values: dict) -> RuleError:
+    """A ``RuleError`` rebuilt from its parts (unpickling)."""
+    return RuleError(parameter, template, value, **values)
 
 
 def pool_padding(padding: PaddingSpec, size: Pair, ceil_mode: bool) -> None:

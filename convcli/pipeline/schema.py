@@ -362,7 +362,7 @@ def _check_rules(step: Step, earlier: list[Step]) -> None:
                 raise _FieldError(other, f"does not apply to mode {p['mode']}")
             rules.pool_padding(p["padding"], p["size"], p["ceil_mode"])
     except rules.RuleError as exc:
-        raise _FieldError(exc.parameter, exc.as_field()) from None
+        raise _FieldError(exc.parameter, exc.detail) from None
     if step.op == "unpool":
         pool = next((s for s in earlier if s.name == p["indices"]), None)
         if pool is None or pool.op != "pool" or pool.params["mode"] != "max":
