@@ -15,6 +15,21 @@ class ParameterError(ConvcliError):
     """An option value that is malformed or out of range (stride 0, unknown pad mode)."""
 
 
+class FieldError(ParameterError):
+    """A bad value of one named parameter. ``str()`` names it first (``stride must be at least 1,
+    got 0``: options, ``explain``); ``detail`` is the rest, for a front-end whose prefix already
+    names it (``stride: must be at least 1, got 0`` in a pipeline file). ``words`` replaces
+    ``str()`` where the message does not start with the parameter."""
+
+    def __init__(self, parameter: str, detail: str, words: str = ""):
+        super().__init__(words or f"{parameter} {detail}")
+        self.parameter, self.detail = parameter, detail
+
+    def __reduce__(self):
+        # rebuilt from its parts, not from ``args`` (a batch's worker process sends it back)
+        return FieldError, (self.parameter, self.detail, str(self))
+
+
 class ShapeError(ConvcliError):
     """Shapes that do not fit together (kernel larger than the padded input, channel counts)."""
 

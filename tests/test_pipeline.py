@@ -235,3 +235,31 @@ def test_explain_step_language_takes_channels_and_output_size():
     assert result.rows[1].arithmetic == ("(2 - 1)*2 - 2*0 + 2 = 4, output_size 5",)
     with pytest.raises(ParameterError, match="channels needs filters"):
         explain.parse_step("channels")
+
+
+def test_the_schema_checks_a_pipeline_before_any_array_library_loads():
+    """``schema`` is the part that reads files: checking steps that need no kernel imports neither
+    numpy nor an image library (those load when ``execute`` and ``job`` run the steps)."""
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "from convcli.pipeline.schema import parse_pipeline\n"
+              "pipe = parse_pipeline(['gray', {'op': 'pool', 'size': 3, 'padding': 1}, 'relu'], 'p.yaml')\n"
+              "assert [s.op for s in pipe.steps] == ['gray', 'pool', 'relu']\n"
+              "loaded = [m for m in ('numpy', 'numba', 'PIL') if m in sys.modules]\n"
+              "assert not loaded, loaded\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_output_settings_take_the_option_names_of_a_file_and_of_the_command_line():
+    """A file's ``output`` section and the command line's output options build their settings with
+    one function, by option name (``map_mode``, ``montage_grid``)."""
+    from convcli.pipeline.job import output_settings
+
+    section = parse_pipeline({"steps": ["relu"], "output": {"map": "minmax", "montage_grid": "2x3"}}).output
+    settings = output_settings(**section)
+    assert (settings.map, settings.grid) == ("minmax", output_settings(montage_grid="2x3").grid)
+    with pytest.raises(ParameterError, match="--split and --montage exclude each other"):
+        output_settings(split=True, montage=True)

@@ -83,7 +83,7 @@ def output_options(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         values = {name: kwargs.pop(name) for name in _OUTPUT_NAMES}
-        kwargs["out"] = output_settings(**values)
+        kwargs["out"] = usage_output_settings(**values)
         return command(*args, **kwargs)
 
     for option in reversed(_OUTPUT_OPTIONS):
@@ -100,14 +100,12 @@ def command_line_output_values(ctx: click.Context) -> dict:
             if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
 
 
-def output_settings(map_mode="auto", montage_grid=None, **values):
-    """Turn the parsed output options into ``images.OutputSettings`` (a ClickException if they clash)."""
-    from convcli.io.images import OutputSettings
-    from convcli.render.montage import parse_grid
+def usage_output_settings(**values):
+    """``pipeline.output_settings`` of the parsed output options (a usage error if they clash)."""
+    from convcli.pipeline.job import output_settings
 
     try:
-        grid = None if montage_grid is None else parse_grid(montage_grid)
-        return OutputSettings(map=map_mode, grid=grid, **values)
+        return output_settings(**values)
     except ParameterError as exc:
         raise click.UsageError(str(exc), click.get_current_context(silent=True)) from None
 

@@ -29,7 +29,7 @@ def run(pipeline_file, inputs, kernel_path, alpha, batch, out, reading):
     The pipeline is checked, and its kernels found, before any image is read. Output options
     on the command line override the file's 'output' section.
     """
-    from convcli.cli.options import output_settings
+    from convcli.cli.options import usage_output_settings as output_settings
     from convcli.pipeline import Job, load_pipeline
 
     pipeline = load_pipeline(pipeline_file, kernel_path)

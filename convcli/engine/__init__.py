@@ -26,6 +26,7 @@ import numpy as np
 
 from convcli import geometry, limits
 from convcli.engine import pooling
+from convcli.layers import rules
 from convcli.errors import ParameterError, ShapeError
 from convcli.geometry import PaddingSpec, Pair, shape_text, window_too_large
 from convcli.engine.correlation import correlate
@@ -70,11 +71,7 @@ def as_conv_weight(kernel: np.ndarray, channels: int, groups: int = 1, *, copy: 
         return (_laid_out(kernel[None], "conv2d", held) if copy else kernel[None]), 1
     if kernel.ndim == 4:
         c_out, c_per_group = kernel.shape[:2]
-        if groups < 1 or channels % groups or c_out % groups:
-            raise ParameterError(
-                f"groups {groups} must divide both the input channels ({channels}) "
-                f"and the kernel's output channels ({c_out})"
-            )
+        rules.groups_divide(groups, channels, c_out, "the kernel's output channels")
         if c_per_group != channels // groups:
             raise ShapeError(
                 f"4-D kernel {shape_text(kernel.shape)} expects {c_per_group * groups} input channels "
@@ -182,23 +179,8 @@ def as_transposed_weight(kernel: np.ndarray, channels: int, groups: int = 1, *, 
             f"4-D transposed kernel {shape_text(kernel.shape)} (C_in, C_out/groups, kh, kw) expects "
             f"{kernel.shape[0]} input channels, the input has {channels}"
         )
-    if groups < 1 or channels % groups:
-        raise ParameterError(f"groups {groups} must divide the input channels ({channels})")
+    rules.groups_divide(groups, channels)
     return (_laid_out(kernel, "transposed conv2d", held) if copy else kernel), groups
-
-
-def _transposed_padding(padding) -> Union[str, Pair]:
-    """``same``, or symmetric (rows, cols) counts from ``valid``, (p_h, p_w) or a symmetric 4-tuple."""
-    if padding in ("same", "valid"):
-        return (0, 0) if padding == "valid" else padding
-    if isinstance(padding, tuple) and len(padding) == 4 and padding[0::2] == padding[1::2]:
-        padding = padding[0::2]
-    if isinstance(padding, tuple) and len(padding) == 2 and min(padding) >= 0:
-        return padding
-    raise ParameterError(
-        "transposed convolution takes padding same, valid, N or H,W (cropped from both sides), "
-        f"got {padding!r}"
-    )
 
 
 def conv_transpose2d(
@@ -256,17 +238,9 @@ def transposed_plan(in_hw: Pair, k_hw: Pair, stride: Pair, padding: Union[str, P
     >>> transposed_plan((3, 3), (3, 3), (2, 2), "same", (0, 0), (1, 1))    # Keras: input x stride
     ((0, 0), (6, 6))
     """
-    padding = _transposed_padding(padding)
-    if any(op < 0 or op >= max(s, d) for op, s, d in zip(output_padding, stride, dilation)):
-        raise ParameterError(
-            f"output padding {shape_text(output_padding)} must be smaller than the stride "
-            f"({shape_text(stride)}) or the dilation ({shape_text(dilation)}) on each axis"
-        )
+    padding = rules.cropped_padding(padding, "transposed convolution")
+    rules.output_padding(output_padding, stride, dilation, padding)
     if padding == "same":
-        if any(output_padding):
-            raise ParameterError(
-                "output padding does not apply to padding 'same' (the output is input x stride)"
-            )
         axes = zip(in_hw, k_hw, stride, dilation)
         crop = tuple(geometry.transposed_same_crop(*axis)[0] for axis in axes)
         out_hw = (in_hw[0] * stride[0], in_hw[1] * stride[1])
@@ -327,16 +301,9 @@ def _pool_window(
     image = _check_image(image, what="pooling")
     stride = size if stride is None else stride
     _check_at_least_one(size=size, stride=stride, dilation=dilation)
-    if padding == "full" or (padding == "same" and ceil_mode):
-        what = "ceil mode with padding 'same'" if padding == "same" else "padding 'full'"
-        raise ParameterError(f"pooling takes no {what}; use valid, same (Keras) or counts (PyTorch)")
+    rules.pool_padding(padding, size, ceil_mode)
     in_hw = image.shape[1:]
     pads = geometry.resolve_padding(padding, in_hw, size, stride, dilation)
-    if padding != "same" and (max(pads[:2]) > size[0] // 2 or max(pads[2:]) > size[1] // 2):
-        raise ParameterError(
-            f"pooling padding {padding} is more than half the window {shape_text(size)}: at most "
-            f"{size[0] // 2} rows and {size[1] // 2} columns per side (PyTorch's limit)"
-        )
     out_hw = tuple(
         geometry.pool_output_size(n, k, s, d, before, after, ceil_mode)
         for n, k, s, d, (before, after) in zip(in_hw, size, stride, dilation, (pads[:2], pads[2:]))

@@ -43,7 +43,7 @@ from convcli.explain.byhand import (
 )
 from convcli.explain.drawing import animation_frames, scatter_frames
 from convcli.explain.language import (
-    Step, conv_step, parse_step, parse_steps, pool_padding_rule, step_from_dict, step_text,
+    Step, conv_step, parse_step, parse_steps, step_from_dict, step_text,
 )
 from convcli.explain.text import hw_text, number_text
 from convcli.explain.trace import Row, Trace, trace
@@ -55,6 +55,6 @@ __all__ = [
     "by_hand_channels", "by_hand_conv", "by_hand_pool", "by_hand_transposed", "conv_step",
     "default_cells", "hw_text", "input_shape", "load_matrix", "load_planes", "number_text",
     "one_plane", "parse_matrix", "parse_planes", "parse_shape", "parse_step", "parse_steps",
-    "pool_padding_rule", "render_by_hand", "render_channels", "render_transposed",
+    "render_by_hand", "render_channels", "render_transposed",
     "scatter_frames", "shape_text", "step_from_dict", "step_text", "trace",
 ]

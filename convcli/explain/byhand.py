@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence
 
 from convcli import geometry
 from convcli.errors import InputError, ParameterError, ShapeError
-from convcli.explain.language import Pads, pool_padding_rule
+from convcli.explain.language import Pads
 from convcli.explain.text import hw_text, number_text
 from convcli.explain.trace import _axes, _conv_formula, _per_axis, _transposed_formulas
 from convcli.geometry import (
@@ -20,6 +20,7 @@ from convcli.geometry import (
     window_too_large,
 )
 from convcli.io.paths import require_regular_file
+from convcli.layers import rules
 from convcli.layers.values import parse_pad_mode
 from convcli.limits import parse_real, shorten
 
@@ -285,7 +286,7 @@ def by_hand_pool(image: Sequence[Sequence[float]], mode: str, size: Pair = (2, 2
     if mode == "avg" and tuple(dilation) != (1, 1):
         raise ParameterError("average pooling takes no dilation (as PyTorch)")
     stride = tuple(size) if stride is None else tuple(stride)
-    pool_padding_rule(padding, size, ceil_mode)
+    rules.pool_padding(padding, size, ceil_mode)
     image = _check_matrix([[float(v) for v in row] for row in image], "matrix")
     in_hw = (len(image), len(image[0]))
     pads = geometry.resolve_padding(padding, in_hw, size, stride, dilation)

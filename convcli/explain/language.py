@@ -13,10 +13,9 @@ from convcli.geometry import (
     PaddingSpec,
     Pair,
     padding_text,
-    shape_text,
 )
-from convcli.layers.values import PAD_MODES, not_one_of, parse_pad_mode, parse_padding, parse_pair
-from convcli.limits import parse_whole, shorten
+from convcli.layers import rules
+from convcli.layers.values import PAD_MODES, not_one_of, parse_count, parse_pad_mode, parse_padding, parse_pair
 
 #: (H, W, C), the order of ``--input 224x224x3``.
 Shape = tuple[int, int, int]
@@ -130,22 +129,9 @@ def _kind(word: Any) -> tuple[str, str]:
     return name, ""
 
 
-def _count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not re.fullmatch(r"\s*[0-9]+\s*", str(value)):
-        raise ParameterError(f"{name} must be a whole number, got {shorten(repr(value))}")
-    return parse_whole(value, name, minimum=1)
-
-
 def _pair(value: Any, name: str, minimum: int = 1) -> Pair:
-    if isinstance(value, (list, tuple)):
-        value = ",".join(str(v) for v in value)
-    return parse_pair(str(value).lower().replace("x", ","), name, minimum)
-
-
-def _padding(value: Any, name: str) -> PaddingSpec:
-    if isinstance(value, (list, tuple)):
-        value = ",".join(str(v) for v in value)
-    return parse_padding(str(value))
+    """A pair as a token writes it (``k3x3``: ``x`` or ``,`` between rows and columns) or as data."""
+    return parse_pair(value.lower().replace("x", ",") if isinstance(value, str) else value, name, minimum)
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -167,29 +153,11 @@ def _function(value: Any, name: str) -> str:
 
 
 _PARSERS: dict[str, Callable[[Any, str], Any]] = {
-    "filters": _count, "kernel": _pair, "stride": _pair, "padding": _padding, "dilation": _pair,
-    "groups": _count, "multiplier": _count, "output_padding": lambda v, n: _pair(v, n, 0),
+    "filters": parse_count, "kernel": _pair, "stride": _pair, "padding": lambda value, name: parse_padding(value),
+    "dilation": _pair, "groups": parse_count, "multiplier": parse_count, "output_padding": lambda v, n: _pair(v, n, 0),
     "bias": _flag, "ceil_mode": _flag, "function": _function, "output_size": _pair,
     "pad_mode": lambda value, name: parse_pad_mode(str(value)),
 }
-
-
-def pool_padding_rule(padding: PaddingSpec, size: Pair, ceil_mode: bool) -> None:
-    """Reject pooling paddings the engine rejects: ``full``, ``same`` with ceil mode, counts > k//2.
-
-    >>> pool_padding_rule((2, 2, 0, 0), (3, 3), False)     # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    convcli.errors.ParameterError: pooling padding 2,0 is more than half the window 3x3: at most 1 rows ...
-    """
-    if padding == "full" or (padding == "same" and ceil_mode):
-        what = "ceil mode with padding 'same'" if padding == "same" else "padding 'full'"
-        raise ParameterError(f"pooling takes no {what}; use valid, same (Keras) or counts (PyTorch)")
-    if isinstance(padding, tuple) and (max(padding[:2]) > size[0] // 2 or max(padding[2:]) > size[1] // 2):
-        raise ParameterError(
-            f"pooling padding {padding_text(padding)} is more than half the window {shape_text(size)}: at most "
-            f"{size[0] // 2} rows and {size[1] // 2} columns per side (PyTorch's limit)"
-        )
 
 
 def _build(spec: Mapping[str, Any], number: int, text: str) -> Step:
@@ -230,27 +198,16 @@ _EXAMPLES = {"conv": "conv 64 k3", "depthwise": "depthwise k3", "pointwise": "po
 
 
 def _check_step(step: Step) -> None:
-    """Rules between fields, as the engine applies them (so a trace never promises more)."""
+    """Rules between fields, the engine's own (``layers.rules``), so a trace never promises more."""
     try:
         if step.kind in ("maxpool", "avgpool"):
-            pool_padding_rule(step.padding, step.kernel, step.ceil_mode)
-    except ParameterError as exc:
-        raise _FieldError("padding", str(exc)) from None
-    if step.kind in ("transposed", "unpool"):
-        rules = "same, valid, N or H,W" if step.kind == "transposed" else "valid, N or H,W"
-        rejected = ("full",) if step.kind == "transposed" else ("full", "same")
-        if step.padding in rejected or (
-            isinstance(step.padding, tuple) and step.padding[0::2] != step.padding[1::2]
-        ):
-            raise _FieldError("padding", f"{step.kind} takes padding {rules} (cropped from both sides)")
-    if step.kind == "transposed":
-        if any(op >= max(s, d) for op, s, d in zip(step.output_padding, step.stride, step.dilation)):
-            raise _FieldError("output_padding", f"output padding {hw_text(step.output_padding)} must be "
-                              f"smaller than the stride ({hw_text(step.stride)}) or the dilation "
-                              f"({hw_text(step.dilation)})")
-        if step.padding == "same" and any(step.output_padding):
-            raise _FieldError("output_padding",
-                              "output padding does not apply to padding 'same' (the output is input x stride)")
+            rules.pool_padding(step.padding, step.kernel, step.ceil_mode)
+        if step.kind in ("transposed", "unpool"):
+            rules.cropped_padding(step.padding, step.kind, same=step.kind == "transposed")
+        if step.kind == "transposed":
+            rules.output_padding(step.output_padding, step.stride, step.dilation, step.padding)
+    except rules.RuleError as exc:
+        raise _FieldError(exc.parameter, str(exc)) from None
 
 
 def _token_field(token: str, kind: str) -> tuple[str, Any]:

@@ -19,6 +19,7 @@ from convcli.geometry import (
     shape_text,
     window_too_large,
 )
+from convcli.layers import rules
 
 # Traces
 
@@ -240,9 +241,10 @@ def _conv_row(step: Step, base: Row) -> tuple[Row, Optional[tuple[Window, Window
         groups, c_out = step.groups, step.filters
     base = replace(base, kernel=step.kernel, stride=step.stride, dilation=step.dilation, groups=groups,
                    bias=step.bias)
-    if channels % groups or c_out % groups:
-        return replace(base, error=f"groups {groups} must divide both the input channels ({channels}) "
-                                   f"and the filters ({c_out})"), None
+    try:
+        rules.groups_divide(groups, channels, c_out)
+    except rules.RuleError as exc:
+        return replace(base, error=str(exc)), None
     pads = geometry.resolve_padding(step.padding, (height, width), step.kernel, step.stride, step.dilation)
     out_hw = geometry.conv2d_output_shape((height, width), step.kernel, step.stride, step.dilation, pads)
     axes = _axes((height, width), step.kernel, step.stride, step.dilation, pads)
@@ -269,9 +271,10 @@ def _transposed_row(step: Step, base: Row) -> tuple[Row, Optional[tuple[Window, 
     groups, c_out = step.groups, step.filters
     base = replace(base, kernel=step.kernel, stride=step.stride, dilation=step.dilation, groups=groups,
                    bias=step.bias, output_padding=step.output_padding)
-    if channels % groups or c_out % groups:
-        return replace(base, error=f"groups {groups} must divide both the input channels ({channels}) "
-                                   f"and the filters ({c_out})"), None
+    try:
+        rules.groups_divide(groups, channels, c_out)
+    except rules.RuleError as exc:
+        return replace(base, error=str(exc)), None
     axes = list(zip((height, width), step.kernel, step.stride, step.dilation))
     if step.padding == "same":  # Keras Conv2DTranspose: input x stride, aligned by a TF SAME crop
         crops = [geometry.transposed_same_crop(*axis) for axis in axes]

@@ -1,11 +1,16 @@
 """Parsing of the option strings shared by every command (and ``explain``'s step language).
 
-Pure functions: text in, validated values out, ``ParameterError`` naming the option otherwise.
+Pure functions: a value in, validated out, ``FieldError`` naming the option otherwise. The
+numeric fields (``parse_pair``, ``parse_padding``, ``parse_count``) take text as an option or a
+step token writes it, or data as YAML and mapping steps give it (a number, a list), and are the
+one normaliser of their field for the CLI, ``explain``'s step language and pipeline files.
 
 >>> parse_pair("2", "stride"), parse_pair("1,3", "dilation")
 ((2, 2), (1, 3))
 >>> parse_padding("same"), parse_padding("2"), parse_padding("1,2"), parse_padding("0,1,2,3")
 ('same', (2, 2, 2, 2), (1, 1, 2, 2), (0, 1, 2, 3))
+>>> parse_pair([1, 3], "dilation"), parse_padding([1, 2]), parse_count(3, "groups")
+((1, 3), (1, 1, 2, 2), 3)
 
 Every closed vocabulary (padding words, pad modes, map modes, colormaps, pipeline ops and fields,
 explain's step kinds) is checked by ``one_of``, whose message is always the same shape:
@@ -23,7 +28,7 @@ import math
 import re
 from typing import Any, Iterable, Optional
 
-from convcli.errors import ParameterError
+from convcli.errors import FieldError, ParameterError
 from convcli.geometry import PADDING_RULES, PaddingSpec
 from convcli.limits import MAX_OPTION_INT, NUMBER, parse_real, parse_whole, short_repr, shorten
 
@@ -76,59 +81,94 @@ def one_of(value: Any, known: Iterable[str], what: str) -> str:
     return word
 
 
+def _field(option: str, parse, *args: Any) -> Any:
+    """``parse(*args)``, its ``ParameterError`` worded ``option ...`` raised as a ``FieldError``."""
+    try:
+        return parse(*args)
+    except ParameterError as exc:
+        raise FieldError(option, str(exc).removeprefix(f"{option} ")) from None
+
+
 def _ints(text: str, option: str) -> list[int]:
     """Whole numbers in ASCII digits (not ``２`` nor ``1_0``), each at most ``MAX_OPTION_INT``."""
     parts = [p.strip() for p in str(text).split(",")]
     if not all(re.fullmatch(r"[+-]?[0-9]+", p, re.ASCII) for p in parts):
-        raise ParameterError(f"{option} {shorten(text)!r} is not a whole number or comma-separated list")
-    values = [parse_whole(p, option, minimum=-(10**30), maximum=10**30) for p in parts]
+        raise FieldError(option, f"{shorten(text)!r} is not a whole number or comma-separated list")
+    values = [_field(option, parse_whole, p, option, -(10**30), 10**30) for p in parts]
     if max(values) > MAX_OPTION_INT and min(values) >= 0:
-        raise ParameterError(f"{option} must be at most {MAX_OPTION_INT}, got {shorten(text)!r}")
+        raise FieldError(option, f"must be at most {MAX_OPTION_INT}, got {shorten(text)!r}")
     return values
 
 
-def parse_pair(text: str, option: str, minimum: int = 1) -> tuple[int, int]:
-    """``N`` or ``H,W`` as a (rows, cols) pair of ints, each at least ``minimum``.
+def _given_ints(value: Any, option: str, minimum: int, lengths: tuple[int, ...], form: str) -> list[int]:
+    """Whole numbers given as data (a YAML number or list): one, or a list of one of ``lengths``
+    (``form`` says which), each from ``minimum`` to ``MAX_OPTION_INT``."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(values) not in lengths:
+        raise FieldError(option, f"takes {form}, got {short_repr(value)}")
+    for number in values:
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise FieldError(option, f"must be a whole number, got {short_repr(number)}")
+        if not minimum <= number <= MAX_OPTION_INT:
+            bound = f"at least {minimum}" if number < minimum else f"at most {MAX_OPTION_INT}"
+            raise FieldError(option, f"must be {bound}, got {short_repr(number)}")
+    return values
+
+
+def parse_pair(value: Any, option: str, minimum: int = 1) -> tuple[int, int]:
+    """``N`` or ``H,W`` (text), or N or [rows, cols] (data), as a (rows, cols) pair of ints, each
+    at least ``minimum``.
 
     >>> parse_pair("0", "stride")
     Traceback (most recent call last):
     ...
-    convcli.errors.ParameterError: stride must be at least 1, got '0'
+    convcli.errors.FieldError: stride must be at least 1, got '0'
     """
-    values = _ints(text, option)
+    if not isinstance(value, str):
+        values = _given_ints(value, option, minimum, (1, 2), "N or [rows, cols]")
+        return (values[0], values[-1])
+    values = _ints(value, option)
     if len(values) not in (1, 2):
-        raise ParameterError(f"{option} takes N or H,W, got {shorten(text)!r}")
+        raise FieldError(option, f"takes N or H,W, got {shorten(value)!r}")
     if min(values) < minimum:
-        raise ParameterError(f"{option} must be at least {minimum}, got {shorten(text)!r}")
+        raise FieldError(option, f"must be at least {minimum}, got {shorten(value)!r}")
     return (values[0], values[-1])
 
 
-def parse_count(text: str, option: str, minimum: int = 1, maximum: int = MAX_OPTION_INT) -> int:
-    """One whole number from ``minimum`` to ``maximum`` (``--groups``, ``--frame``, ``--jobs``).
+def parse_count(value: Any, option: str, minimum: int = 1, maximum: int = MAX_OPTION_INT) -> int:
+    """One whole number from ``minimum`` to ``maximum`` (``--groups``, ``--frame``, ``--jobs``),
+    as text or as a number.
 
     >>> parse_count("3", "groups")
     3
     """
-    return parse_whole(text, option, minimum=minimum, maximum=maximum)
+    if not isinstance(value, str):
+        number = _given_ints(value, option, minimum, (1,), "one number")[0]
+        if number > maximum:
+            raise FieldError(option, f"must be at most {maximum}, got {number}")
+        return number
+    return _field(option, parse_whole, value, option, minimum, maximum)
 
 
-def parse_padding(text: str) -> PaddingSpec:
-    """``valid``, ``same``, ``full``, or ``N``, ``H,W``, ``top,bottom,left,right`` counts >= 0."""
-    word = str(text).strip().lower()
+def parse_padding(value: Any) -> PaddingSpec:
+    """``valid``, ``same``, ``full``, or counts >= 0: text ``N``, ``H,W``,
+    ``top,bottom,left,right``, or data N, [rows, cols], [top, bottom, left, right]."""
+    if not isinstance(value, str):
+        values = _given_ints(value, "padding", 0, (1, 2, 4), "1, 2 or 4 numbers")
+        return tuple(values) if len(values) == 4 else (values[0], values[0], values[-1], values[-1])
+    word = value.strip().lower()
     if word in PADDING_RULES or word.isalpha():
-        return one_of(str(text), PADDING_RULES, "padding")
-    values = _ints(text, "padding")
+        return _field("padding", one_of, value, PADDING_RULES, "padding")
+    values = _ints(value, "padding")
     if min(values) < 0:
-        raise ParameterError(f"padding must not be negative, got {shorten(text)!r}")
+        raise FieldError("padding", f"must not be negative, got {shorten(value)!r}")
     if len(values) == 1:
         return (values[0],) * 4
     if len(values) == 2:
         return (values[0], values[0], values[1], values[1])
     if len(values) == 4:
         return tuple(values)
-    raise ParameterError(
-        f"padding {shorten(text)!r} is not valid, same, full, N, H,W or top,bottom,left,right"
-    )
+    raise FieldError("padding", f"{shorten(value)!r} is not valid, same, full, N, H,W or top,bottom,left,right")
 
 
 def parse_pad_mode(text: str) -> str:

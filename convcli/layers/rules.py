@@ -1,0 +1,136 @@
+"""Rules between a layer's parameters: pure checks, one message each, beside ``geometry``.
+
+The engine, the pipeline schema and ``explain``'s step language call these same functions, so a
+trace never promises what the engine refuses and every front-end gives the same reason. A broken
+rule raises ``RuleError``, which names the parameter it blames. Its message is one template,
+written in the notation of whoever reports it: in words (``str()``: the engine, ``explain``,
+the CLI) or after a ``field:`` prefix with values as YAML lists (``detail``: pipeline files).
+
+>>> output_padding((2, 2), (2, 2), (1, 1), (1, 1, 1, 1))
+Traceback (most recent call last):
+...
+convcli.layers.rules.RuleError: output padding 2x2 must be smaller than the stride (2x2) or the dilation (1x1)
+>>> try:
+...     output_padding((2, 2), (2, 2), (1, 1), (1, 1, 1, 1))
+... except RuleError as exc:
+...     print(f"{exc.parameter}: {exc.detail}")
+output_padding: must be smaller than the stride [2, 2] or the dilation [1, 1], got [2, 2]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from convcli.errors import FieldError
+from convcli.geometry import PaddingSpec, Pair, padding_text, shape_text
+
+
+class RuleError(FieldError):
+    """A broken rule: ``parameter`` is the one it blames (``output_padding``, ``groups``);
+    ``str()`` is the message in words, ``detail`` the same after a field prefix.
+
+    ``template`` may hold ``{subject}`` (the parameter and its pair ``value``, in words only),
+    ``{got}`` (that value after the message, in a field only), ``{word}`` (the parameter's name where a
+    field prefix does not already say it), ``{pair}`` (how a pair is written) and one
+    placeholder per entry of ``values`` (pairs, written inline).
+    """
+
+    def __init__(self, parameter: str, template: str, value: Pair | None = None, **values: Pair):
+        self.parameter, self.template, self.value, self.values = parameter, template, value, values
+        super().__init__(parameter, self._render(fields=True), self._render(fields=False))
+
+    def __reduce__(self):
+        return _rule_error, (self.parameter, self.template, self.value, self.values)
+
+    def _render(self, fields: bool) -> str:
+        def inline(pair: Any) -> str:
+            return str(list(pair)) if fields else f"({shape_text(pair)})"
+
+        subject = got = ""
+        if self.value is not None:
+            subject = "" if fields else f"{self.parameter.replace('_', ' ')} {shape_text(self.value)} "
+            got = f", got {list(self.value)}" if fields else ""
+        word = "" if fields else f"{self.parameter.replace('_', ' ')} "
+        pair = "[rows, cols]" if fields else "H,W"
+        named = {key: inline(value) for key, value in self.values.items()}
+        return self.template.format(subject=subject, got=got, word=word, pair=pair, **named)
+
+
+def _rule_error(parameter: str, template: str, value: Pair | None, values: dict) -> RuleError:
+    """A ``RuleError`` rebuilt from its parts (unpickling)."""
+    return RuleError(parameter, template, value, **values)
+
+
+def pool_padding(padding: PaddingSpec, size: Pair, ceil_mode: bool) -> None:
+    """Pooling takes ``valid``, ``same`` (Keras, not with ceil mode) or counts of at most half the
+    window per side (PyTorch's limit).
+
+    >>> pool_padding((2, 2, 0, 0), (3, 3), False)     # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    convcli.layers.rules.RuleError: pooling padding 2,0 is more than half the window 3x3: at most 1 rows ...
+    """
+    if padding == "full" or (padding == "same" and ceil_mode):
+        what = "ceil mode with padding 'same'" if padding == "same" else "padding 'full'"
+        raise RuleError("padding", f"pooling takes no {what}; use valid, same (Keras) or counts (PyTorch)")
+    if isinstance(padding, tuple) and (max(padding[:2]) > size[0] // 2 or max(padding[2:]) > size[1] // 2):
+        raise RuleError(
+            "padding",
+            f"pooling padding {padding_text(padding)} is more than half the window {shape_text(size)}: at most "
+            f"{size[0] // 2} rows and {size[1] // 2} columns per side (PyTorch's limit)",
+        )
+
+
+def cropped_padding(padding: PaddingSpec, layer: str, same: bool = True) -> Pair:
+    """Transposed convolution (and unpooling, ``same=False``) crops its padding from both sides:
+    ``valid``, N or H,W, and ``same`` (Keras) where it applies. Returns the (rows, cols) crop,
+    or ``same`` as is.
+
+    >>> cropped_padding((1, 1, 2, 2), "transposed"), cropped_padding("valid", "unpool", same=False)
+    ((1, 2), (0, 0))
+    >>> cropped_padding("full", "transposed")
+    Traceback (most recent call last):
+    ...
+    convcli.layers.rules.RuleError: transposed takes padding same, valid, N or H,W (cropped from both sides)
+    """
+    if padding == "valid" or (padding == "same" and same):
+        return (0, 0) if padding == "valid" else padding
+    if isinstance(padding, tuple) and len(padding) == 4 and padding[0::2] == padding[1::2]:
+        padding = padding[0::2]
+    if isinstance(padding, tuple) and len(padding) == 2 and min(padding) >= 0:
+        return padding
+    accepted = "same, valid" if same else "valid"
+    raise RuleError("padding", f"{layer} takes {{word}}{accepted}, N or {{pair}} (cropped from both sides)")
+
+
+def output_padding(extra: Pair, stride: Pair, dilation: Pair, padding: PaddingSpec) -> None:
+    """A transposed convolution's output padding is smaller than the stride or the dilation on
+    each axis (PyTorch), and none with padding ``same`` (Keras: the output is input x stride).
+
+    >>> output_padding((1, 1), (2, 2), (1, 1), "same")
+    Traceback (most recent call last):
+    ...
+    convcli.layers.rules.RuleError: output padding 1x1 does not apply to padding 'same' (the output is input x stride)
+    """
+    if any(op < 0 or op >= max(s, d) for op, s, d in zip(extra, stride, dilation)):
+        raise RuleError("output_padding", "{subject}must be smaller than the stride {stride} or the dilation "
+                                          "{dilation}{got}", tuple(extra), stride=stride, dilation=dilation)
+    if padding == "same" and any(extra):
+        raise RuleError("output_padding", "{subject}does not apply to padding 'same' (the output is input x "
+                                          "stride){got}", tuple(extra))
+
+
+def groups_divide(groups: int, channels: int, outputs: int | None = None, what: str = "the filters") -> None:
+    """Groups divide the input channels and, when given, the ``outputs`` (``what`` names them).
+
+    >>> groups_divide(4, 6, 8)
+    Traceback (most recent call last):
+    ...
+    convcli.layers.rules.RuleError: groups 4 must divide both the input channels (6) and the filters (8)
+    """
+    if groups >= 1 and not channels % groups and (outputs is None or not outputs % groups):
+        return
+    if outputs is None:
+        raise RuleError("groups", f"groups {groups} must divide the input channels ({channels})")
+    raise RuleError("groups", f"groups {groups} must divide both the input channels ({channels}) and {what} "
+                              f"({outputs})")

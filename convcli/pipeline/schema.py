@@ -1,0 +1,398 @@
+"""Pipeline files: YAML or a mapping -> checked steps, before any image is read.
+
+A pipeline file is a list of steps, or a mapping with ``steps``, an optional ``output`` (the
+output options of ``convcli conv``, by their long names) and an optional ``description``. A
+step is a mapping with ``op`` and its fields, or just the op's name when it takes none::
+
+    steps:
+      - gray
+      - op: conv
+        kernel: [sobel_x, sobel_y]      # stacked: each kernel's maps become channels
+        pad_mode: replicate
+      - abs
+    output:
+      montage: true
+
+``parse_pipeline`` checks all that does not depend on an image (fields, types, ranges, kernels,
+references between steps) and raises one ``ConvcliError`` naming the file, the step and the
+field.
+
+>>> parse_pipeline({"steps": ["gray", {"op": "pool", "size": 0}]}, "p.yaml")
+Traceback (most recent call last):
+...
+convcli.errors.ParameterError: p.yaml: step 2 (pool): size: must be at least 1, got 0
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
+
+from convcli.errors import ConvcliError, FieldError, ParameterError
+from convcli.io.paths import require_regular_file
+from convcli.layers import rules
+from convcli.layers.values import (
+    COMBINE_MODES,
+    PAD_MODES,
+    not_one_of,
+    one_of,
+    parse_count,
+    parse_padding,
+    parse_pair,
+)
+from convcli.limits import short_repr as _short
+from convcli.pipeline.job import output_settings
+from convcli.render.stats import DEFAULT_PERCENTILES
+
+if TYPE_CHECKING:
+    from convcli.pipeline.execute import Maps
+
+REQUIRED = object()
+POOL_MODES = ("max", "avg")
+NORMALISE_MODES = ("minmax", "standard")
+#: Activations and the explain kind each traces as.
+ACTIVATIONS = {"relu": "relu", "leaky_relu": "leakyrelu", "abs": "abs", "sigmoid": "sigmoid", "tanh": "tanh"}
+TOP_KEYS = ("steps", "output", "description")
+_NAME = re.compile(r"[A-Za-z_][\w-]*\Z")
+
+
+# --------------------------------------------------------------------------------------------
+# Field values: each parser takes the YAML value and returns it checked, or raises a
+# ParameterError whose message (a FieldError's detail) the caller prefixes with the file, the
+# step and the field. Numbers, pairs and paddings are ``layers.values``' normalisers.
+
+
+def _pair(minimum: int) -> Callable[[Any], tuple[int, int]]:
+    """N or [rows, cols] (``values.parse_pair``)."""
+    return lambda value: parse_pair(value, "value", minimum)
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    return lambda value: one_of(value, choices, "")
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ParameterError(f"must be true or false, got {_short(value)}")
+    return value
+
+
+def _text(value: Any) -> str:
+    """A word or a number, as text (``depth: 8`` is ``"8"``)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ParameterError(f"must be a word or a number, got {_short(value)}")
+    return str(value)
+
+
+def _number(value: Any) -> float:
+    # an int of 400 digits is no float (math.isfinite would overflow on it)
+    if isinstance(value, bool) or not (isinstance(value, float) and math.isfinite(value)
+                                       or isinstance(value, int) and abs(value) <= sys.float_info.max):
+        raise ParameterError(f"must be a finite number, got {_short(value)}")
+    return float(value)
+
+
+def _numbers(value: Any) -> tuple[float, ...]:
+    """One number or a list of them (one per channel)."""
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ParameterError("must be a number or a list of numbers, got []")
+    try:
+        return tuple(_number(v) for v in values)
+    except ParameterError:
+        raise ParameterError(f"must be a finite number or a list of them, got {_short(value)}") from None
+
+
+def _positive_numbers(value: Any) -> tuple[float, ...]:
+    values = _numbers(value)
+    if min(values) <= 0:
+        raise ParameterError(f"must be greater than 0, got {_short(value)}")
+    return values
+
+
+def _channels(value: Any) -> tuple[int, ...]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ParameterError("must list at least one channel, got []")
+    return tuple(parse_count(v, "channel", 0) for v in values)
+
+
+def _step_name(value: Any) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ParameterError(f"must be a name of letters, digits, _ and - (not starting with a digit), "
+                             f"got {_short(value)}")
+    return value
+
+
+def _percentiles(value: Any) -> tuple[float, ...]:
+    from convcli.render.stats import check_percentiles
+
+    return check_percentiles(_numbers(value))
+
+
+def _kernel_specs(value: Any) -> tuple[str, ...]:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, str) and v.strip() for v in values):
+        raise ParameterError(f"must be a kernel (a name, a file or an inline kernel) or a list of them, "
+                             f"got {_short(value)}")
+    return tuple(values)
+
+
+_CONV = {"kernel": (_kernel_specs, REQUIRED), "stride": (_pair(1), (1, 1)), "padding": (parse_padding, "same"),
+         "dilation": (_pair(1), (1, 1)), "groups": (lambda v: parse_count(v, "groups"), 1), "flip": (_flag, False),
+         "bias": (_numbers, None), "combine": (_choice(*COMBINE_MODES), None)}
+#: Each op and its fields: (parser, default). Every step also takes ``name``.
+FIELDS: dict[str, dict[str, tuple[Callable, Any]]] = {
+    "conv": {**_CONV, "pad_mode": (_choice(*PAD_MODES), "zeros")},
+    "transposed": {**_CONV, "output_padding": (_pair(0), (0, 0))},
+    "pool": {"mode": (_choice(*POOL_MODES), "max"), "size": (_pair(1), (2, 2)), "stride": (_pair(1), None),
+             "padding": (parse_padding, "valid"), "dilation": (_pair(1), (1, 1)), "ceil_mode": (_flag, False),
+             "count_include_pad": (_flag, True)},
+    "global_pool": {"mode": (_choice(*POOL_MODES), "max")},
+    "unpool": {"indices": (_step_name, REQUIRED)},
+    **{name: {} for name in ACTIVATIONS},
+    "leaky_relu": {"slope": (_number, 0.01)},
+    "normalise": {"mode": (_choice(*NORMALISE_MODES), "minmax"), "mean": (_numbers, None),
+                  "std": (_positive_numbers, None)},
+    "gray": {},
+    "select": {"channels": (_channels, REQUIRED)},
+    "stats": {"percentiles": (_percentiles, DEFAULT_PERCENTILES)},
+}
+#: Other spellings of ops (compared after lower-casing and turning ``-`` into ``_``).
+ALIASES = {"normalize": "normalise", "grey": "gray", "leakyrelu": "leaky_relu", "conv_transpose": "transposed"}
+#: The ``output`` section: its keys (the long option names) and the option each one sets.
+#: Names (map, depth, colormap, montage_grid) are checked with the others by OutputSettings.
+OUTPUT_FIELDS = {
+    "map": ("map_mode", _text), "scale": ("scale", _number), "offset": ("offset", _number),
+    "joint": ("joint", _flag), "depth": ("depth", _text), "colormap": ("colormap", _text),
+    "split": ("split", _flag), "montage": ("montage", _flag), "montage_grid": ("montage_grid", _text),
+    "legend": ("legend", _flag),
+    "rgba": ("rgba", _flag), "channels_first": ("channels_first", _flag),
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One checked step: its op, its number in the file (from 1), its name, and its field values.
+
+    ``given`` lists the fields written in the file (the others hold defaults). A conv step's
+    ``kernel`` holds the resolved ``kernel_library.Kernel`` objects.
+    """
+
+    op: str
+    params: Mapping[str, Any]
+    number: int = 1
+    name: Optional[str] = None
+    given: frozenset = frozenset()
+
+    @property
+    def label(self) -> str:
+        """``step 3 (pool)``, for messages."""
+        return f"step {self.number} ({self.op})"
+
+
+def make_step(op: str, number: int = 1, name: Optional[str] = None, **params: Any) -> Step:
+    """A step from values the caller has checked (the options of ``conv`` and ``pool``).
+
+    >>> make_step("pool", size=(3, 3)).params["mode"]
+    'max'
+    """
+    defaults = {key: default for key, (_, default) in FIELDS[op].items() if default is not REQUIRED}
+    return Step(op, {**defaults, **params}, number, name, frozenset(params))
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Checked steps, the output options the file sets (by option name), and where it came from."""
+
+    steps: tuple[Step, ...]
+    output: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
+    description: str = ""
+
+    def run(self, maps: Maps, before: Optional[Callable[[Step, Maps], None]] = None) -> Maps:
+        """Apply every step; ``before(step, maps)`` is called ahead of each (``conv --explain``).
+
+        Errors name the step when the pipeline came from a file.
+        """
+        from convcli.pipeline.execute import apply
+
+        for step in self.steps:
+            try:
+                if before is not None:
+                    before(step, maps)
+                maps = apply(step, maps)
+            except ConvcliError as exc:
+                if not self.source:
+                    raise
+                raise type(exc)(f"{step.label}: {exc}") from None
+        return maps
+
+
+# --------------------------------------------------------------------------------------------
+# Reading and checking
+
+
+def load_pipeline(path: str, kernel_path: Sequence[str] = ()) -> Pipeline:
+    """Read and check a pipeline file; kernel files named in it are relative to its folder.
+
+    YAML is read by ``yamlsafe.load_yaml_safely``: plain data only, size and depth limited.
+    """
+    from convcli.io.yamlsafe import load_yaml_safely
+
+    require_regular_file(path, "pipeline")
+    document = load_yaml_safely(path, f"pipeline {path!r}")
+    return parse_pipeline(document, path, kernel_path, os.path.dirname(path))
+
+
+def parse_pipeline(document: Any, source: str = "pipeline", kernel_path: Sequence[str] = (),
+                   folder: str = "") -> Pipeline:
+    """Check a loaded pipeline document (see the module docstring); resolve its kernels.
+
+    >>> parse_pipeline({"steps": [{"op": "pool", "kernel": 3}]}, "p.yaml")     # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    convcli.errors.ParameterError: p.yaml: step 1 (pool): field 'kernel' is not one of mode, ...
+    """
+    if isinstance(document, list):
+        document = {"steps": document}
+    if not isinstance(document, dict):
+        raise ParameterError(f"{source}: a pipeline is a list of steps, or a mapping with 'steps' "
+                             f"(and 'output', 'description'); got {_short(document)}")
+    for key in document:
+        if key not in TOP_KEYS:
+            raise ParameterError(f"{source}: {not_one_of('key', key, TOP_KEYS)}")
+    if not isinstance(document.get("steps"), list) or not document["steps"]:
+        raise ParameterError(f"{source}: steps: must be a list of at least one step")
+    description = document.get("description") or ""
+    if not isinstance(description, str):
+        raise ParameterError(f"{source}: description: must be text, got {_short(description)}")
+    steps: list[Step] = []
+    for number, spec in enumerate(document["steps"], 1):
+        steps.append(_parse_step(spec, number, steps, source, kernel_path, folder))
+    return Pipeline(tuple(steps), _parse_output(document.get("output"), source), source, description)
+
+
+def _parse_step(spec: Any, number: int, earlier: list[Step], source: str, kernel_path: Sequence[str],
+                folder: str) -> Step:
+    if isinstance(spec, str):
+        spec = {"op": spec}
+    if not isinstance(spec, dict) or "op" not in spec:
+        raise ParameterError(f"{source}: step {number}: expected an op name or a mapping with 'op', "
+                             f"got {_short(spec)}")
+    word = str(spec["op"]).strip().lower().replace("-", "_")
+    op = ALIASES.get(word, word)
+    if op not in FIELDS:
+        raise ParameterError(f"{source}: step {number}: {not_one_of('op', spec['op'], FIELDS)}")
+    where = f"{source}: step {number} ({op})"
+    fields = FIELDS[op]
+    for key in spec:
+        if key not in fields and key not in ("op", "name"):
+            raise ParameterError(f"{where}: {not_one_of('field', key, list(fields) + ['name'])}")
+    params = {}
+    for key, (parse, default) in fields.items():
+        if key in spec:
+            try:
+                params[key] = parse(spec[key])
+            except ParameterError as exc:
+                detail = exc.detail if isinstance(exc, FieldError) else exc
+                raise ParameterError(f"{where}: {key}: {detail}") from None
+        elif default is REQUIRED:
+            raise ParameterError(f"{where}: {key}: required")
+        else:
+            params[key] = default
+    name = None
+    if "name" in spec:
+        try:
+            name = _step_name(spec["name"])
+        except ParameterError as exc:
+            raise ParameterError(f"{where}: name: {exc}") from None
+        twin = next((s for s in earlier if s.name == name), None)
+        if twin is not None:
+            raise ParameterError(f"{where}: name: {name!r} already names step {twin.number}")
+    if op in ("conv", "transposed"):
+        params["kernel"] = tuple(_resolve(text, where, kernel_path, folder) for text in params["kernel"])
+    step = Step(op, params, number, name, frozenset(k for k in spec if k != "op"))
+    try:
+        _check_rules(step, earlier)
+    except _FieldError as exc:
+        raise ParameterError(f"{where}: {exc.field}: {exc.message}") from None
+    return step
+
+
+def _resolve(text: str, where: str, kernel_path: Sequence[str], folder: str):
+    from convcli.kernels.library import SUFFIXES, resolve_kernel
+
+    spec = text.strip()
+    if spec.lower().endswith(SUFFIXES) and not os.path.isabs(spec):
+        spec = os.path.join(folder, spec)
+    try:
+        kernel = resolve_kernel(spec, kernel_path)
+    except ConvcliError as exc:
+        raise type(exc)(f"{where}: kernel: {exc}") from None
+    return replace(kernel, spec=kernel.spec and text.strip())  # as written, not joined to the folder
+
+
+class _FieldError(Exception):
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field, self.message = field_name, message
+
+
+def _check_rules(step: Step, earlier: list[Step]) -> None:
+    """Rules between fields and steps that need no image."""
+    p = step.params
+    if step.op in ("conv", "transposed") and p["groups"] != 1:
+        flat = next((k for k in p["kernel"] if k.weights.ndim != 4), None)
+        if flat is not None:
+            raise _FieldError("groups", f"applies to 4-D kernels; {flat.name!r} is {flat.weights.ndim}-D")
+    if step.op in ("conv", "transposed") and p["combine"] and len(p["kernel"]) < 2:
+        raise _FieldError("combine", "needs two or more kernels (a list), whose maps it combines")
+    try:
+        if step.op == "transposed":
+            rules.cropped_padding(p["padding"], "transposed")
+            rules.output_padding(p["output_padding"], p["stride"], p["dilation"], p["padding"])
+        if step.op == "pool":
+            other = {"max": "count_include_pad", "avg": "dilation"}[p["mode"]]
+            if other in step.given:
+                raise _FieldError(other, f"does not apply to mode {p['mode']}")
+            rules.pool_padding(p["padding"], p["size"], p["ceil_mode"])
+    except rules.RuleError as exc:
+        raise _FieldError(exc.parameter, exc.detail) from None
+    if step.op == "unpool":
+        pool = next((s for s in earlier if s.name == p["indices"]), None)
+        if pool is None or pool.op != "pool" or pool.params["mode"] != "max":
+            raise _FieldError("indices", f"names no earlier max pool step: {p['indices']!r} (give the pool "
+                                         f"step a name: and mode: max)")
+    if step.op == "normalise":
+        fixed = [key for key in ("mean", "std") if p[key] is not None]
+        if fixed and p["mode"] != "standard":
+            raise _FieldError(fixed[0], "applies to mode standard")
+        if len(fixed) == 1:
+            raise _FieldError(fixed[0], f"needs {'std' if fixed[0] == 'mean' else 'mean'} too")
+
+
+def _parse_output(section: Any, source: str) -> dict[str, Any]:
+    """The ``output`` section as option values (``map`` -> ``map_mode``), checked together."""
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise ParameterError(f"{source}: output: must be a mapping of output options, got {_short(section)}")
+    values = {}
+    for key, value in section.items():
+        if key not in OUTPUT_FIELDS:
+            raise ParameterError(f"{source}: output: {not_one_of('option', key, OUTPUT_FIELDS)}")
+        option, parse = OUTPUT_FIELDS[key]
+        try:
+            values[option] = parse(value)
+        except ParameterError as exc:
+            raise ParameterError(f"{source}: output: {key}: {exc}") from None
+    try:
+        output_settings(**values)
+    except ParameterError as exc:
+        raise ParameterError(f"{source}: output: {exc}") from None
+    return values
