@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from convcli.cli.main import cli
-from convcli.kernels.catalogue import ENV_VAR
+from convcli.kernels.search import ENV_VAR
 from convcli.kernels.library import resolve_kernel
 
 SEED_IMAGE = [[1, 2, 0, 1, 3], [4, 1, 1, 0, 2], [0, 2, 3, 1, 1], [1, 0, 2, 2, 0], [3, 1, 0, 1, 2]]
