@@ -116,6 +116,23 @@ def _vzero(typingctx):
         _ir.VectorType(_ir.FloatType(), LANES), [0.0] * LANES)
 
 
+if numba.config.DISABLE_JIT:  # kernels as plain Python (debugging): a vector is a numpy array
+    def _vload(row, start):
+        return row[start:start + LANES].copy()
+
+    def _vstore(row, start, vector):
+        row[start:start + LANES] = vector
+
+    def _vsplat(value):
+        return np.full(LANES, value, np.float32)
+
+    def _vfma(a, b, c):
+        return (a * b + c).astype(np.float32)
+
+    def _vzero():
+        return np.zeros(LANES, np.float32)
+
+
 @numba.njit(inline="always", **_SERIAL)
 def _add_scaled(acc, w, src, count):
     """``acc[:count] += w * src[:count]``: as a separate inlined loop over a slice, LLVM
