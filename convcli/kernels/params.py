@@ -22,7 +22,7 @@ from convcli.errors import KernelError
 
 PARAMETER_KEYS = ("type", "default", "min", "max", "exclusive_min", "odd", "choices")
 PARAMETER_TYPES = ("int", "float", "choice")
-#: Whole numbers are compared with a range as at most this large (``layers.values`` does the same).
+#: What ``limits.parse_whole`` makes of a whole number of more than 30 digits (its sign kept).
 _WHOLE_LIMIT = 10**30
 
 
@@ -66,6 +66,8 @@ class Parameter:
         what = f"{where}: {self.name}="  # limits joins it to the value: "size='2.5' is not ..."
         if self.type == "int":
             value = limits.parse_whole(text, what, -_WHOLE_LIMIT, _WHOLE_LIMIT, KernelError)
+            if abs(value) == _WHOLE_LIMIT:  # more than 30 digits: not converted, never in range
+                raise KernelError(f"{where}: {self.name}={shown} is too large")
         else:
             value = limits.parse_real(text, what, KernelError, finite=False)
         if not is_finite(value):
