@@ -22,7 +22,8 @@ import os
 
 import numba
 import numpy as np
-from llvmlite import binding as _llvm, ir as _ir
+from llvmlite import binding as _llvm
+from llvmlite import ir as _ir
 from numba.core import cgutils as _cgutils
 from numba.extending import intrinsic as _intrinsic
 from numba.extending import models as _models
