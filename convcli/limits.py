@@ -62,6 +62,16 @@ MAX_MESSAGE = 1000
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
+def named(what: str, text: object) -> str:
+    """``what`` and the value as given, shortened and quoted, for a message; a ``what`` ending in
+    ``=`` (a ``key=value`` setting) takes the value without a space.
+
+    >>> named("stride", "x"), named("kernel 'box': size=", "2.5")
+    ("stride 'x'", "kernel 'box': size='2.5'")
+    """
+    return f"{what}{'' if what.endswith('=') else ' '}{shorten(text)!r}"
+
+
 def parse_whole(text: Union[str, int], what: str, minimum: int = 0,
                 maximum: int = MAX_OPTION_INT, error: type = ParameterError) -> int:
     """A whole number written in ASCII digits (no ``２``, no ``1_000``), within the bounds,
@@ -76,7 +86,7 @@ def parse_whole(text: Union[str, int], what: str, minimum: int = 0,
     """
     value = str(text).strip()
     if not re.fullmatch(r"[+-]?[0-9]+", value, re.ASCII):
-        raise error(f"{what} {shorten(text)!r} is not a whole number (ASCII digits)")
+        raise error(f"{named(what, text)} is not a whole number (ASCII digits)")
     digits = value.lstrip("+-").lstrip("0")
     number = int(value) if len(digits) <= 30 else (-1 if value[0] == "-" else 1) * 10**30
     if number < minimum:
@@ -96,7 +106,7 @@ def check_digits(text: str, what: str, error: type = ParameterError) -> None:
     """
     digits = sum(map(str.isdigit, str(text)))
     if digits > MAX_NUMBER_DIGITS:
-        raise error(f"{what} {shorten(text)!r} has {digits:,} digits, more than the "
+        raise error(f"{named(what, text)} has {digits:,} digits, more than the "
                     f"{MAX_NUMBER_DIGITS:,} a number may have")
 
 
@@ -113,11 +123,11 @@ def parse_real(text: Union[str, float], what: str, error: type = ParameterError,
     convcli.errors.ParameterError: scale '1e999999' must be finite
     """
     if not NUMBER.fullmatch(str(text)):
-        raise error(f"{what} {shorten(text)!r} is not a number")
+        raise error(f"{named(what, text)} is not a number")
     check_digits(text, what, error)
     value = float(text)
     if finite and not math.isfinite(value):
-        raise error(f"{what} {shorten(text)!r} must be finite")
+        raise error(f"{named(what, text)} must be finite")
     return value
 
 

@@ -1,4 +1,8 @@
-"""Process-level settings that must be known before heavy imports (no numpy, no numba here)."""
+"""Process-level settings that must be known before heavy imports (no numpy, no numba here).
+
+Importing convcli changes nothing in the process; ``configure_process`` is the one call that
+does (Numba's cache folder, the allocator), made first by the command line.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import os
 
 #: glibc ``mallopt`` parameters (``malloc.h``).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: ``keep_freed_blocks``'s settings: blocks under 32 MiB are not mapped; 64 MiB freed heap kept.
+MMAP_THRESHOLD, TRIM_THRESHOLD = 32 << 20, 64 << 20
 
 
 def cache_dir() -> str:
@@ -94,4 +100,25 @@ def keep_freed_blocks() -> bool:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 64 << 20))
+    return (bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+            and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
+
+
+def configure_process() -> None:
+    """Set up this process, and the worker processes it starts, for convcli's engine.
+
+    Call it first, before anything imports numba (the command line does, in ``cli.main``):
+
+    - ``$NUMBA_CACHE_DIR`` defaults to ``numba_cache_dir()``: compiled kernels are cached in
+      convcli's cache folder, also for a read-only install; an explicit value is kept;
+    - ``keep_freed_blocks`` for this process, and glibc's ``MALLOC_MMAP_THRESHOLD_`` and
+      ``MALLOC_TRIM_THRESHOLD_`` (the same settings, read when a process starts) for the
+      processes it starts: batch workers inherit all three variables (values already set
+      are kept).
+
+    A library that imports convcli without calling it keeps Numba's and glibc's defaults.
+    """
+    os.environ.setdefault("NUMBA_CACHE_DIR", numba_cache_dir())
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD))
+    os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(TRIM_THRESHOLD))
+    keep_freed_blocks()

@@ -1,6 +1,5 @@
 """`convcli kernels list|show` and the kernel forms of `conv -k`, through Click's CliRunner."""
 
-import importlib
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from convcli.cli.main import cli
-from convcli.kernels.catalogue import ENV_VAR
+from convcli.kernels.search import ENV_VAR
 from convcli.kernels.library import resolve_kernel
 
 SEED_IMAGE = [[1, 2, 0, 1, 3], [4, 1, 1, 0, 2], [0, 2, 3, 1, 1], [1, 0, 2, 2, 0], [3, 1, 0, 1, 2]]
@@ -318,8 +317,9 @@ def test_list_without_a_usable_cache_still_lists(tmp_path, monkeypatch):
 
 
 def test_warmup_caches_the_catalogue(tmp_path, monkeypatch):
-    importlib.import_module("convcli.engine._jit")  # its Numba cache folder is fixed at its first import
-
+    # In this process Numba's cache folder is its own default or $NUMBA_CACHE_DIR, whatever
+    # CONVCLI_CACHE_DIR says (only ``runtime.configure_process``, in ``cli.main``, ties them):
+    # the kernels compiled by earlier tests are loaded, not compiled again into tmp_path.
     monkeypatch.setenv("CONVCLI_CACHE_DIR", str(tmp_path))
     result = CliRunner().invoke(cli, ["warmup"])
     assert result.exit_code == 0, result.output

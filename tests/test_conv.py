@@ -425,3 +425,40 @@ def test_numpy_depthwise_maps_in_chunks_match_naive(chunk, multiplier, rng):
         out = engine.conv2d(x, w, groups=4, padding="same", method="numpy")
     pads = naive.explicit_pads("same", x.shape[1:], (3, 2), (1, 1), (1, 1))
     assert_matches(out, naive.conv2d(x, w, None, (1, 1), pads, (1, 1), 4, "zeros"))
+
+
+PLAIN_PYTHON_KERNELS = """
+import sys
+import numpy as np
+from convcli import engine
+x = np.random.default_rng(3).normal(size=(2, 7, 70)).astype(np.float32)  # wider than a tile
+dense = np.random.default_rng(4).normal(size=(3, 2, 3, 2)).astype(np.float32)
+depthwise = np.random.default_rng(5).normal(size=(2, 1, 3, 3)).astype(np.float32)
+separable = np.einsum("ci,cj->cij", [[1, 2, 1], [1, 0, -1]], [[1, 0, -1], [1, 2, 1]])[:, None]
+np.savez(sys.argv[1],
+         dense=engine.conv2d(x, dense, padding="valid", stride=(1, 2), method="numba"),
+         depthwise=engine.conv2d(x, depthwise, padding=(1, 1, 1, 1), pad_mode="reflect", groups=2, method="numba"),
+         separable=engine.conv2d(x, separable.astype(np.float32), padding="valid", groups=2,
+                                 method="separable"))
+"""
+
+
+def test_numba_kernels_run_as_plain_python_with_the_jit_disabled(tmp_path):
+    """``NUMBA_DISABLE_JIT=1`` (debugging): the SIMD kernels run as Python, vectors as arrays."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    proc = subprocess.run([sys.executable, "-c", PLAIN_PYTHON_KERNELS, str(tmp_path / "out.npz")],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = np.load(tmp_path / "out.npz")
+    x = np.random.default_rng(3).normal(size=(2, 7, 70))
+    dense = np.random.default_rng(4).normal(size=(3, 2, 3, 2)).astype(np.float32)
+    depthwise = np.random.default_rng(5).normal(size=(2, 1, 3, 3)).astype(np.float32)
+    separable = np.einsum("ci,cj->cij", [[1, 2, 1], [1, 0, -1]], [[1, 0, -1], [1, 2, 1]])[:, None]
+    assert_matches(out["dense"], naive.conv2d(x.astype(np.float32), dense, stride=(1, 2)))
+    assert_matches(out["depthwise"], naive.conv2d(x.astype(np.float32), depthwise, pads=(1, 1, 1, 1),
+                                                  groups=2, mode="reflect"))
+    assert_matches(out["separable"], naive.conv2d(x.astype(np.float32), separable, groups=2))

@@ -22,7 +22,8 @@ from convcli import limits
 from convcli.engine import correlation
 from convcli import engine
 from convcli.kernels.generators import gaussian, motion_blur
-from convcli.kernels.library import kernel_facts, resolve_kernel
+from convcli.kernels.facts import kernel_facts
+from convcli.kernels.library import resolve_kernel
 from convcli.pipeline import Maps, parse_pipeline
 
 

@@ -8,8 +8,11 @@ from PIL import Image, ImageFilter
 
 from convcli import engine
 from convcli.errors import KernelError
-from convcli.kernels.catalogue import ENV_VAR, catalogue, library_dir
-from convcli.kernels.library import centre_origin, inline_kernel, kernel_facts, resolve_kernel
+from convcli.kernels.catalogue import catalogue
+from convcli.kernels.facts import kernel_facts
+from convcli.kernels.formats import centre_origin
+from convcli.kernels.library import inline_kernel, resolve_kernel
+from convcli.kernels.search import ENV_VAR, library_dir
 
 # Every built-in at its default parameters: (shape, sum of weights / scale).
 BUILTINS = {

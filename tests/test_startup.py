@@ -77,6 +77,8 @@ def test_the_method_depends_on_the_call_and_the_declared_calls_only():
 
 COLD_RUN = textwrap.dedent("""
     import sys
+    from convcli import runtime
+    runtime.configure_process()  # Numba's cache in $CONVCLI_CACHE_DIR, as the command line has it
     import numpy as np
     from convcli import engine
     x = np.arange(3 * 40 * 40, dtype=np.float32).reshape(3, 40, 40) % 7

@@ -27,12 +27,12 @@ def complete_kernel(ctx: click.Context, param: click.Parameter, incomplete: str)
     """Shell completion of ``-k``: the kernel names on the search path (built-ins and the
     ``--kernel-path`` folders given before it) that start with ``incomplete``.
 
-    Lists file names only (``kernel_catalogue.kernel_names``): no numpy, no kernel is read.
+    Lists file names only (``kernels.search.kernel_names``): no numpy, no kernel is read.
     """
     from click.shell_completion import CompletionItem
 
     from convcli.errors import ConvcliError
-    from convcli.kernels.catalogue import kernel_names, search_path
+    from convcli.kernels.search import kernel_names, search_path
 
     try:
         names = kernel_names(search_path(ctx.params.get("kernel_path") or ()))
@@ -87,7 +87,8 @@ def show(spec, kernel_path, as_json, table):
     (by SVD), shown with its column and row factors. Also says where the kernel came from.
     On a terminal the weights are drawn as grids; in a pipe each row is tab-separated text.
     """
-    from convcli.kernels.library import kernel_facts, resolve_kernel
+    from convcli.kernels.facts import kernel_facts
+    from convcli.kernels.library import resolve_kernel
 
     check_table_or_json(as_json, table)
     kernel = resolve_kernel(spec, kernel_path)

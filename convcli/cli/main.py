@@ -18,6 +18,7 @@ from convcli.batch import Terminated, raise_on_sigterm
 from convcli.batch.report import OUT_OF_MEMORY
 from convcli.errors import ConvcliError
 from convcli.io.streams import flush_stdout, guard_standard_streams
+from convcli.runtime import configure_process
 
 
 def _fail(message: str, code: int) -> int:
@@ -78,7 +79,9 @@ def cli(traceback: bool) -> None:
 
 def main() -> None:
     """Console-script entry point. SIGTERM unwinds like Ctrl-C (temporary files are removed);
-    a failed write to stdout is one error line (``streams.guard_standard_streams``)."""
+    a failed write to stdout is one error line (``streams.guard_standard_streams``). The process
+    is configured first (``runtime.configure_process``: Numba's cache folder, the allocator)."""
+    configure_process()
     raise_on_sigterm()
     guard_standard_streams()
     cli.main()

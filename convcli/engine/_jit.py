@@ -11,25 +11,25 @@ to other modules a kernel calls.
 
 ``call`` runs a kernel; the first use of a kernel in a process (cache load or compile) holds
 an inter-process file lock, because concurrent first runs can corrupt Numba's cache index.
+Importing this module changes nothing in the process: where Numba caches and how memory is
+allocated are set by ``runtime.configure_process``, which the command line calls first.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 
-from convcli.engine.correlation import has_depthwise_kernel
-from convcli.runtime import keep_freed_blocks, numba_cache_dir
+import numba
+import numpy as np
+from llvmlite import binding as _llvm
+from llvmlite import ir as _ir
+from numba.core import cgutils as _cgutils
+from numba.extending import intrinsic as _intrinsic
+from numba.extending import models as _models
+from numba.extending import register_model as _register_model
 
-os.environ.setdefault("NUMBA_CACHE_DIR", numba_cache_dir())
-keep_freed_blocks()
-
-import numba  # noqa: E402  (the cache directory must be set before numba is imported)
-import numpy as np  # noqa: E402
-from llvmlite import binding as _llvm, ir as _ir  # noqa: E402
-from numba.core import cgutils as _cgutils  # noqa: E402
-from numba.extending import intrinsic as _intrinsic, models as _models, register_model as _register_model  # noqa: E402
+from convcli.runtime import numba_cache_dir
 
 # No 'nnan'/'ninf': NaN must propagate through sums and win max-pooling as in PyTorch.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -115,6 +115,23 @@ def _vzero(typingctx):
     """A vector of zeros."""
     return _float_vector(), lambda context, builder, sig, args: _ir.Constant(
         _ir.VectorType(_ir.FloatType(), LANES), [0.0] * LANES)
+
+
+if numba.config.DISABLE_JIT:  # kernels as plain Python (debugging): a vector is a numpy array
+    def _vload(row, start):
+        return row[start:start + LANES].copy()
+
+    def _vstore(row, start, vector):
+        row[start:start + LANES] = vector
+
+    def _vsplat(value):
+        return np.full(LANES, value, np.float32)
+
+    def _vfma(a, b, c):
+        return (a * b + c).astype(np.float32)
+
+    def _vzero():
+        return np.zeros(LANES, np.float32)
 
 
 @numba.njit(inline="always", **_SERIAL)
@@ -563,6 +580,13 @@ _ready: set = set()
 
 @contextlib.contextmanager
 def _compile_lock():
+    """Hold the inter-process compile lock (``flock``); without ``fcntl`` (Windows), no lock:
+    only concurrent first runs into an empty cache are then unsafe."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
     os.makedirs(os.path.dirname(_lock_path), exist_ok=True)
     fd = os.open(_lock_path, os.O_CREAT | os.O_RDWR, 0o666)
     try:
@@ -593,9 +617,9 @@ def _block_rows(row_bytes, kh, h_out, least=1):
     return max(1, min(max(least, BLOCK_BYTES // row_bytes - kh + 1), -(-h_out // 4)))
 
 
-def conv2d_padding(x, weight, rowmap, colmap, left, stride, dilation, groups, out):
-    """Run the SIMD kernel for this work on float32 ``x`` (C_in, H, W): ``_depthwise`` where
-    ``correlation.has_depthwise_kernel``, else ``_dense``.
+def conv2d_padding(x, weight, rowmap, colmap, left, stride, dilation, groups, depthwise, out):
+    """Run the SIMD kernel the caller chose on float32 ``x`` (C_in, H, W): ``_depthwise`` when
+    ``depthwise`` (``correlation.has_depthwise_kernel``), else ``_dense``.
 
     ``rowmap``/``colmap`` are the source index of each padded row/column (-1: zero) and
     ``left`` the columns of padding before the image's own.
@@ -603,7 +627,7 @@ def conv2d_padding(x, weight, rowmap, colmap, left, stride, dilation, groups, ou
     kh = dilation[0] * (weight.shape[2] - 1) + 1
     row_bytes = 4 * colmap.shape[0] * (1 if weight.shape[1] == 1 else x.shape[0]) * stride[0]
     block_rows = _block_rows(row_bytes, kh, out.shape[1])
-    if has_depthwise_kernel(weight, stride, dilation):
+    if depthwise:
         call(_depthwise, x, weight, np.empty((weight.shape[0], 0, 1), np.float32), rowmap, colmap, left, block_rows,
              out)
     else:
@@ -621,9 +645,11 @@ def separable_padding(x, column, row, rowmap, colmap, left, out):
          out)
 
 
-def conv2d_valid(xp, weight, out, stride, dilation, groups):
-    """Correlate padded ``xp`` into ``out``; ``stride`` and ``dilation`` are (rows, cols) pairs."""
-    conv2d_padding(xp, weight, np.arange(xp.shape[1]), np.arange(xp.shape[2]), 0, stride, dilation, groups, out)
+def conv2d_valid(xp, weight, out, stride, dilation, groups, depthwise):
+    """Correlate padded ``xp`` into ``out``; ``stride`` and ``dilation`` are (rows, cols) pairs,
+    ``depthwise`` the choice of kernel (``conv2d_padding``)."""
+    conv2d_padding(xp, weight, np.arange(xp.shape[1]), np.arange(xp.shape[2]), 0, stride, dilation,
+                   groups, depthwise, out)
 
 
 def max_pool2d(x, out, indices, size, stride, dilation, pads):
@@ -652,8 +678,9 @@ def warm_up() -> list[str]:
     """
     x = np.ones((2, 9, 9), np.float32)
     out = np.empty((2, 3, 3), np.float32)
-    conv2d_valid(x, np.ones((2, 2, 3, 3), np.float32), out, (3, 3), (1, 1), 1)
-    conv2d_valid(x, np.ones((2, 1, 3, 3), np.float32), np.empty((2, 7, 7), np.float32), (1, 1), (1, 1), 2)
+    conv2d_valid(x, np.ones((2, 2, 3, 3), np.float32), out, (3, 3), (1, 1), 1, depthwise=False)
+    conv2d_valid(x, np.ones((2, 1, 3, 3), np.float32), np.empty((2, 7, 7), np.float32), (1, 1),
+                 (1, 1), 2, depthwise=True)
     max_pool2d(x, out, np.empty((2, 3, 3), np.int64), (3, 3), (3, 3), (1, 1), (0, 0, 0, 0))
     avg_pool2d(x, out, (3, 3), (3, 3), (0, 0, 0, 0), True)
     png_unfilter(np.zeros((2, 13), np.uint8), 6, np.empty((2, 12), np.uint8))

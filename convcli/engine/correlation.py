@@ -251,7 +251,8 @@ def correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, m
         rowmap = source_index(np.arange(-top, height + bottom), height, pad_mode)
         colmap = source_index(np.arange(-left, width + right), width, pad_mode)
         if method == "numba":
-            _jit.conv2d_padding(image, weight, rowmap, colmap, left, stride, dilation, groups, out)
+            _jit.conv2d_padding(image, weight, rowmap, colmap, left, stride, dilation, groups,
+                                has_depthwise_kernel(weight, stride, dilation), out)
         else:
             _jit.separable_padding(image, *factors, rowmap, colmap, left, out)
         return out
@@ -370,7 +371,7 @@ def _gemm(band, weight, groups, stride, dilation, out) -> None:
 def _numba(band, weight, groups, stride, dilation, out) -> None:
     from convcli.engine import _jit
 
-    _jit.conv2d_valid(band, weight, out, stride, dilation, groups)
+    _jit.conv2d_valid(band, weight, out, stride, dilation, groups, has_depthwise_kernel(weight, stride, dilation))
 
 
 def _separable(band, weight, groups, stride, dilation, out, factors) -> None:

@@ -1,8 +1,7 @@
-"""Where kernel files are, and the catalogue ``convcli kernels list`` shows, without numpy.
+"""The catalogue ``convcli kernels list`` shows, without numpy when nothing changed.
 
-The search path is the ``--kernel-path`` folders, then ``$CONVCLI_KERNEL_PATH``, then the
-built-ins; a name is ``NAME.yaml`` (``.yml``, ``.mat``, ``.npy``) in the first folder that has
-it. Building the catalogue reads and builds every kernel (numpy, YAML: ~0.1 s), so its rows
+Every name on the search path (``search``), built by ``library`` with default parameters.
+Building the catalogue reads and builds every kernel (numpy, YAML: ~0.1 s), so its rows
 are remembered in ``kernel-catalogue.json`` in the cache folder, keyed by the size and
 modification time of every kernel file on the search path and of convcli's own modules: a
 listing whose files have not changed imports neither numpy nor YAML. A cache that cannot be
@@ -15,19 +14,14 @@ read or written is rebuilt or skipped, never an error.
 from __future__ import annotations
 
 import json
-import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
-from convcli.errors import ConvcliError, KernelError
-from convcli.io.paths import require_directory
+from convcli.errors import ConvcliError
+from convcli.kernels.search import kernel_files, kernel_names, locate, search_path
 from convcli.runtime import cache_dir
 
-ENV_VAR = "CONVCLI_KERNEL_PATH"
-SUFFIXES = (".yaml", ".yml", ".mat", ".npy")  # the order a name is looked up in one folder
-NAME = re.compile(r"[A-Za-z_][\w-]*\Z")
 CACHE_NAME = "kernel-catalogue.json"
 
 
@@ -42,50 +36,6 @@ class Row:
     description: str = ""
     source: str = ""
     error: str = ""
-
-
-def library_dir() -> Path:
-    """The built-in kernel folder: inside the installed wheel, or ``kernels/`` in a checkout."""
-    packaged = Path(__file__).with_name("builtin")
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "kernels"
-
-
-def search_path(kernel_path: Sequence[str] = ()) -> list[tuple[str, Path]]:
-    """Kernel folders in lookup order, each with how it was given.
-
-    ``kernel_path`` (``--kernel-path``, must exist), then ``$CONVCLI_KERNEL_PATH`` (split on
-    ``os.pathsep``; missing folders are skipped, as in ``PATH``), then the built-ins.
-    """
-    for folder in kernel_path:
-        require_directory(str(folder), "kernel folder", KernelError)
-    from_env = [Path(p) for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
-    return ([("--kernel-path", Path(p)) for p in kernel_path]
-            + [(ENV_VAR, p) for p in from_env if p.is_dir()] + [("built-in", library_dir())])
-
-
-def kernel_names(folders: list[tuple[str, Path]]) -> set[str]:
-    """Every kernel name in ``folders``."""
-    return {p.stem for _, folder in folders for p in _kernel_files(folder) if p.is_file() and NAME.match(p.stem)}
-
-
-def find_in(folder: Path, name: str) -> Optional[Path]:
-    """The file for ``name`` in ``folder`` (the first suffix of ``SUFFIXES`` that exists)."""
-    for suffix in SUFFIXES:
-        if (folder / (name + suffix)).is_file():
-            return folder / (name + suffix)
-    return None
-
-
-def locate(name: str, folders: list[tuple[str, Path]]) -> Optional[tuple[Path, str, str]]:
-    """The first file for ``name``: its path, where it is (and what it overrides), its label."""
-    hits = [(label, path) for label, folder in folders if (path := find_in(folder, name))]
-    if not hits:
-        return None
-    (label, path), *shadowed = hits
-    location = f"{label} {path}"
-    if shadowed:
-        location += f", overriding {shadowed[0][0]} {shadowed[0][1]}"
-    return path, location, label
 
 
 def catalogue(kernel_path: Sequence[str] = ()) -> list[Row]:
@@ -124,15 +74,6 @@ def _build(folders: list[tuple[str, Path]], kernel_path: Sequence[str]) -> list[
     return rows
 
 
-def _kernel_files(folder: Path) -> list[Path]:
-    """The paths in ``folder`` with a kernel suffix; an unreadable folder is a ``KernelError``."""
-    try:
-        names = os.listdir(folder)
-    except OSError as exc:
-        raise KernelError(f"kernel folder {str(folder)!r} cannot be read ({exc.strerror or exc})") from None
-    return [folder / name for name in names if name.lower().endswith(SUFFIXES)]
-
-
 def _well_formed(row: Row) -> bool:
     """Whether a row read back from the cache has the types the listing prints."""
     texts = (row.name, row.location, row.description, row.source, row.error, *row.parameters)
@@ -144,7 +85,7 @@ def _cache_key(folders: list[tuple[str, Path]]) -> list:
     """The folders, and (path, size, mtime) of every kernel file in them and of convcli's code."""
     files = list(Path(__file__).resolve().parents[1].rglob("*.py"))
     for _, folder in folders:
-        files += _kernel_files(folder)
+        files += kernel_files(folder)
     key: list = [[label, str(folder)] for label, folder in folders]
     for path in sorted(files):
         try:
