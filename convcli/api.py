@@ -49,14 +49,15 @@ __all__ = [
 
 
 def _chw(image: Any, channels_first: bool, name: str = "image") -> tuple[np.ndarray, bool]:
-    """``image`` as (C, H, W), and whether it was (H, W)."""
+    """``image`` as a C-contiguous (C, H, W) array, and whether it was (H, W)."""
     array = np.asarray(image)
     if array.ndim == 2:
         return array[None], True
     if array.ndim != 3:
         layout = "(H, W) or (C, H, W)" if channels_first else "(H, W) or (H, W, C)"
         raise ShapeError(f"{name} must be {layout}, got shape {array.shape}")
-    return (array if channels_first else array.transpose(2, 0, 1)), False
+    # laid out as the CLI's reader gives it, so that sums run in the same order
+    return np.ascontiguousarray(array if channels_first else array.transpose(2, 0, 1)), False
 
 
 def _laid_out(maps: np.ndarray, flat: bool, channels_first: bool) -> np.ndarray:
@@ -70,7 +71,10 @@ def _white(array: np.ndarray, white: float | None) -> float | None:
     """The white level of ``array``'s values: given, or that of its dtype (8-bit 255, 16-bit
     65535; None, as for a ``.npy`` input, otherwise)."""
     if white is not None:
-        return as_numbers(white, "white")[0]
+        level = as_numbers(white, "white")[0]
+        if level <= 0:
+            raise ParameterError(f"white must be positive (255, 65535, 1.0), got {level:g}")
+        return level
     return {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(array.dtype)
 
 
@@ -385,9 +389,9 @@ def write_image(path: Any, array: Any, *, white: float | None = None, signed: An
     or none (each written to a temporary file and renamed).
 
     The extension of ``path`` says the format (``.png``, ``.tif``, ``.jpg``, ``.webp``,
-    ``.bmp``, ``.npy``). ``white`` is the white level of the values (255 for 8-bit images,
-    65535 for 16-bit, 1.0 for float ones); by default that of the array's dtype (uint8 255,
-    uint16 65535), else the values are taken as a ``.npy`` input's. ``signed`` (one flag, or
+    ``.bmp``, ``.npy``). ``white`` is the white level of the values: by default 65535 for a
+    uint16 array, else 255 (maps of an 8-bit image); give 65535 for maps of a 16-bit image,
+    1.0 for a float image's or after ``normalise``. ``signed`` (one flag, or
     one per channel) marks maps that are 0 on a flat image, which ``map_mode="auto"`` centres
     on mid-grey as ``convcli conv`` does for zero-sum kernels. ``labels`` name montage
     tiles. ``overwrite=False`` refuses an existing file. The other options are the CLI's
@@ -405,13 +409,13 @@ def write_image(path: Any, array: Any, *, white: float | None = None, signed: An
     settings = output_settings(values)
     path = os.fspath(path)
     chw, _ = _chw(array, channels_first, "array")
-    flags = np.broadcast_to(np.asarray(signed, dtype=bool), len(chw)) if np.ndim(signed) < 2 else None
-    if flags is None or (np.ndim(signed) == 1 and len(signed) != len(chw)):
+    if np.ndim(signed) > 1 or np.size(signed) not in (1, len(chw)):
         raise ShapeError(f"signed takes one flag or one per channel ({len(chw)}), got {np.shape(signed)}")
+    flags = np.broadcast_to(np.asarray(signed, dtype=bool).reshape(-1), len(chw))
     for target in output_files(path, settings) or [path]:
         check_target(target, overwrite=bool(overwrite))
     images.check_output_path(path, (), settings)
-    images.write_output(path, chw, _white(chw, white), None, settings, signed=flags,
+    images.write_output(path, chw, _white(chw, white) or 255.0, None, settings, signed=flags,
                         labels=None if labels is None else [str(label) for label in labels])
 
 
@@ -460,8 +464,10 @@ class Pipeline:
     def __call__(self, image: Any, *, white: float | None = None,
                  channels_first: bool = False) -> np.ndarray:
         """The maps ``convcli run`` computes for ``image`` and writes (before mapping them to
-        pixels). ``white`` as in ``write_image`` (fixed ``normalise`` means divide by it); a
-        ``normalise`` step leaves values whose white is 1.0."""
+        pixels). ``white`` is the white level of the image's values, which a fixed
+        ``normalise`` mean and std apply to: by default that of a uint8 or uint16 array (as
+        images are read), else none (as a ``.npy`` input). After ``normalise`` the maps'
+        white is 1.0 (``write_image(..., white=1.0)``)."""
         return _run(self.checked, image, white, channels_first)
 
     @property
@@ -492,7 +498,8 @@ def explain(input_shape: Any, layers: Any = ()):
     header only); ``layers`` are step strings (``"conv 64 k7 s2 p3"``), mappings
     (``{"op": "conv", "filters": 64, "kernel": 7}``) or a ``Pipeline``. Each row has the
     output shape, the size arithmetic, parameters, multiply-adds and the receptive field;
-    ``to_dict()`` is the JSON of ``convcli explain --json``. A step that cannot run ends the
+    ``to_dict()`` is the JSON of ``convcli explain --json`` (its ``source``: ``input_shape``
+    when given as text or a path). A step that cannot run ends the
     trace with its ``error``.
 
     Examples
@@ -507,8 +514,9 @@ def explain(input_shape: Any, layers: Any = ()):
     from convcli.pipeline import trace as pipeline_trace
 
     shape = _input_shape(input_shape)
+    source = os.fspath(input_shape) if isinstance(input_shape, (str, os.PathLike)) else ""
     if isinstance(layers, Pipeline):
-        return pipeline_trace(layers.checked, shape)
+        return pipeline_trace(layers.checked, shape, source)
     steps = []
     for number, layer in enumerate([layers] if isinstance(layers, str) else layers, 1):
         if isinstance(layer, str):
@@ -520,7 +528,7 @@ def explain(input_shape: Any, layers: Any = ()):
         else:
             raise ParameterError(f"layers: step {number} must be a string or a mapping, got "
                                  f"{type(layer).__name__}")
-    return trace(shape, steps)
+    return trace(shape, steps, source)
 
 
 def stats(image: Any, percentiles: Sequence[float] = DEFAULT_PERCENTILES, *,
