@@ -12,13 +12,37 @@ neither numpy nor numba (the CLI's ``--help`` stays fast)::
 import importlib
 
 __all__ = [
-    "ConvcliError", "InputError", "KernelError", "LimitError", "OutputError", "ParameterError",
-    "Pipeline", "ShapeError", "avg_pool2d", "conv2d", "conv_transpose2d", "explain", "global_pool",
-    "kernel_info", "load_kernel", "max_pool2d", "max_unpool2d", "read_image", "stats", "write_image",
+    "ConvcliError",
+    "InputError",
+    "KernelError",
+    "LimitError",
+    "OutputError",
+    "ParameterError",
+    "Pipeline",
+    "ShapeError",
+    "avg_pool2d",
+    "conv2d",
+    "conv_transpose2d",
+    "explain",
+    "global_pool",
+    "kernel_info",
+    "load_kernel",
+    "max_pool2d",
+    "max_unpool2d",
+    "read_image",
+    "stats",
+    "write_image",
 ]
 #: The exception family, from ``convcli.errors``; the other names come from ``convcli.api``.
-_ERRORS = ("ConvcliError", "InputError", "KernelError", "LimitError", "OutputError", "ParameterError",
-           "ShapeError")
+_ERRORS = (
+    "ConvcliError",
+    "InputError",
+    "KernelError",
+    "LimitError",
+    "OutputError",
+    "ParameterError",
+    "ShapeError",
+)
 
 
 def __getattr__(name: str):

@@ -40,8 +40,19 @@ from convcli.layers.values import (
 from convcli.render.stats import DEFAULT_PERCENTILES
 
 __all__ = [
-    "Pipeline", "avg_pool2d", "conv2d", "conv_transpose2d", "explain", "global_pool", "kernel_info",
-    "load_kernel", "max_pool2d", "max_unpool2d", "read_image", "stats", "write_image",
+    "Pipeline",
+    "avg_pool2d",
+    "conv2d",
+    "conv_transpose2d",
+    "explain",
+    "global_pool",
+    "kernel_info",
+    "load_kernel",
+    "max_pool2d",
+    "max_unpool2d",
+    "read_image",
+    "stats",
+    "write_image",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -86,7 +97,7 @@ def _kernel(spec: Any, kernel_path: Sequence[str] = ()):
     if isinstance(spec, Kernel):
         return spec
     if isinstance(spec, (str, os.PathLike)):
-        return resolve_kernel(os.fspath(spec), tuple(kernel_path))
+        return resolve_kernel(os.fspath(spec), tuple(map(os.fspath, kernel_path)))
     try:
         weights = np.asarray(spec)
     except ValueError:  # ragged nested lists
@@ -96,25 +107,40 @@ def _kernel(spec: Any, kernel_path: Sequence[str] = ()):
 
 def _kernels(kernel: Any, kernel_path: Sequence[str]) -> tuple:
     """One kernel, or several to stack: a list or tuple of names, files or numpy arrays."""
-    many = isinstance(kernel, (list, tuple)) and kernel and all(
-        isinstance(k, (str, os.PathLike, np.ndarray)) for k in kernel)
+    many = (
+        isinstance(kernel, (list, tuple))
+        and kernel
+        and all(isinstance(k, (str, os.PathLike, np.ndarray)) for k in kernel)
+    )
     return tuple(_kernel(k, kernel_path) for k in (kernel if many else [kernel]))
 
 
-def _conv_params(kernel, kernel_path, bias, stride, padding, dilation, groups, flip, combine) -> dict:
+def _conv_params(
+    kernel, kernel_path, bias, stride, padding, dilation, groups, flip, combine
+) -> dict:
     kernels = _kernels(kernel, kernel_path)
     if combine is not None:
         combine = one_of(combine, COMBINE_MODES, "combine")
         if len(kernels) < 2:
-            raise ParameterError("combine needs two or more kernels (a list), whose maps it combines")
+            raise ParameterError(
+                "combine needs two or more kernels (a list), whose maps it combines"
+            )
     groups = as_count(groups, "groups")
     flat = next((k for k in kernels if k.weights.ndim != 4), None)
     if groups != 1 and flat is not None:
-        raise ParameterError(f"groups applies to 4-D kernels; {flat.name!r} is {flat.weights.ndim}-D")
-    return {"kernel": kernels, "bias": None if bias is None else as_numbers(bias, "bias"),
-            "stride": as_pair(stride, "stride"), "padding": as_padding(padding),
-            "dilation": as_pair(dilation, "dilation"), "groups": groups, "flip": bool(flip),
-            "combine": combine}
+        raise ParameterError(
+            f"groups applies to 4-D kernels; {flat.name!r} is {flat.weights.ndim}-D"
+        )
+    return {
+        "kernel": kernels,
+        "bias": None if bias is None else as_numbers(bias, "bias"),
+        "stride": as_pair(stride, "stride"),
+        "padding": as_padding(padding),
+        "dilation": as_pair(dilation, "dilation"),
+        "groups": groups,
+        "flip": bool(flip),
+        "combine": combine,
+    }
 
 
 def _run(pipeline, image: Any, white: float | None, channels_first: bool) -> np.ndarray:
@@ -137,10 +163,21 @@ def _steps(*steps):
 # Convolutions and pooling
 
 
-def conv2d(image: Any, kernel: Any, bias: Any = None, *, stride: Any = 1, padding: Any = "valid",
-           dilation: Any = 1, groups: int = 1, pad_mode: str = "zeros", flip: bool = False,
-           combine: str | None = None, channels_first: bool = False,
-           kernel_path: Sequence[str] = ()) -> np.ndarray:
+def conv2d(
+    image: Any,
+    kernel: Any,
+    bias: Any = None,
+    *,
+    stride: Any = 1,
+    padding: Any = "valid",
+    dilation: Any = 1,
+    groups: int = 1,
+    pad_mode: str = "zeros",
+    flip: bool = False,
+    combine: str | None = None,
+    channels_first: bool = False,
+    kernel_path: Sequence[str] = (),
+) -> np.ndarray:
     """Cross-correlate ``image`` with ``kernel``, as PyTorch ``conv2d`` (``convcli conv``).
 
     Parameters
@@ -180,15 +217,28 @@ def conv2d(image: Any, kernel: Any, bias: Any = None, *, stride: Any = 1, paddin
     """
     from convcli.pipeline import make_step
 
-    params = _conv_params(kernel, kernel_path, bias, stride, padding, dilation, groups, flip, combine)
+    params = _conv_params(
+        kernel, kernel_path, bias, stride, padding, dilation, groups, flip, combine
+    )
     step = make_step("conv", pad_mode=one_of(pad_mode, PAD_MODES, "pad_mode"), **params)
     return _run(_steps(step), image, None, channels_first)
 
 
-def conv_transpose2d(image: Any, kernel: Any, bias: Any = None, *, stride: Any = 1, padding: Any = 0,
-                     output_padding: Any = 0, dilation: Any = 1, groups: int = 1, flip: bool = False,
-                     combine: str | None = None, channels_first: bool = False,
-                     kernel_path: Sequence[str] = ()) -> np.ndarray:
+def conv_transpose2d(
+    image: Any,
+    kernel: Any,
+    bias: Any = None,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    output_padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    flip: bool = False,
+    combine: str | None = None,
+    channels_first: bool = False,
+    kernel_path: Sequence[str] = (),
+) -> np.ndarray:
     """Transposed convolution, as PyTorch ``conv_transpose2d`` (``convcli conv --transpose``).
 
     As ``conv2d``, but a 4-D kernel is ``(C_in, C_out/groups, kh, kw)``; ``padding`` is
@@ -203,14 +253,26 @@ def conv_transpose2d(image: Any, kernel: Any, bias: Any = None, *, stride: Any =
     """
     from convcli.pipeline import make_step
 
-    params = _conv_params(kernel, kernel_path, bias, stride, padding, dilation, groups, flip, combine)
-    step = make_step("transposed", output_padding=as_pair(output_padding, "output_padding", 0), **params)
+    params = _conv_params(
+        kernel, kernel_path, bias, stride, padding, dilation, groups, flip, combine
+    )
+    step = make_step(
+        "transposed", output_padding=as_pair(output_padding, "output_padding", 0), **params
+    )
     return _run(_steps(step), image, None, channels_first)
 
 
-def max_pool2d(image: Any, size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
-               ceil_mode: bool = False, return_indices: bool = False, *,
-               channels_first: bool = False) -> Any:
+def max_pool2d(
+    image: Any,
+    size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+    *,
+    channels_first: bool = False,
+) -> Any:
     """Max of each window of every channel, as PyTorch ``max_pool2d`` (``convcli pool``).
 
     ``stride`` defaults to ``size``. Numeric padding and ``ceil_mode`` follow PyTorch (each
@@ -228,17 +290,31 @@ def max_pool2d(image: Any, size: Any, stride: Any = None, padding: Any = 0, dila
     from convcli import engine
 
     chw, flat = _chw(image, channels_first)
-    result = engine.max_pool2d(chw, as_pair(size, "size"), None if stride is None else as_pair(stride, "stride"),
-                               as_padding(padding), as_pair(dilation, "dilation"), bool(ceil_mode),
-                               bool(return_indices))
+    result = engine.max_pool2d(
+        chw,
+        as_pair(size, "size"),
+        None if stride is None else as_pair(stride, "stride"),
+        as_padding(padding),
+        as_pair(dilation, "dilation"),
+        bool(ceil_mode),
+        bool(return_indices),
+    )
     if return_indices:
         return tuple(_laid_out(part, flat, channels_first) for part in result)
     return _laid_out(result, flat, channels_first)
 
 
-def avg_pool2d(image: Any, size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
-               count_include_pad: bool = True, *, channels_first: bool = False) -> np.ndarray:
-    """Mean of each window of every channel, as PyTorch ``avg_pool2d`` (``convcli pool --mode avg``).
+def avg_pool2d(
+    image: Any,
+    size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    *,
+    channels_first: bool = False,
+) -> np.ndarray:
+    """Mean of each window of every channel, as PyTorch ``avg_pool2d`` (``pool --mode avg``).
 
     With numeric padding pad cells count in the divisor when ``count_include_pad`` (PyTorch's
     default); with ``same`` (Keras ``AveragePooling2D``) they never do.
@@ -251,8 +327,14 @@ def avg_pool2d(image: Any, size: Any, stride: Any = None, padding: Any = 0, ceil
     from convcli import engine
 
     chw, flat = _chw(image, channels_first)
-    out = engine.avg_pool2d(chw, as_pair(size, "size"), None if stride is None else as_pair(stride, "stride"),
-                            as_padding(padding), bool(ceil_mode), bool(count_include_pad))
+    out = engine.avg_pool2d(
+        chw,
+        as_pair(size, "size"),
+        None if stride is None else as_pair(stride, "stride"),
+        as_padding(padding),
+        bool(ceil_mode),
+        bool(count_include_pad),
+    )
     return _laid_out(out, flat, channels_first)
 
 
@@ -270,8 +352,16 @@ def global_pool(image: Any, mode: str = "avg", *, channels_first: bool = False) 
     return engine.global_pool(chw, one_of(mode, engine.GLOBAL_POOL_MODES, "mode"))
 
 
-def max_unpool2d(image: Any, indices: Any, output_size: Any = None, *, size: Any = 2, stride: Any = None,
-                 padding: Any = 0, channels_first: bool = False) -> np.ndarray:
+def max_unpool2d(
+    image: Any,
+    indices: Any,
+    output_size: Any = None,
+    *,
+    size: Any = 2,
+    stride: Any = None,
+    padding: Any = 0,
+    channels_first: bool = False,
+) -> np.ndarray:
     """Put each value back at its index, zeros elsewhere, as PyTorch ``max_unpool2d``.
 
     ``indices`` come from ``max_pool2d(..., return_indices=True)``, in the image's layout.
@@ -290,8 +380,13 @@ def max_unpool2d(image: Any, indices: Any, output_size: Any = None, *, size: Any
     where, _ = _chw(indices, channels_first, "indices")
     size = as_pair(size, "size")
     requested = None if output_size is None else as_pair(output_size, "output_size")
-    out_hw = geometry.unpool_output_shape(chw.shape[1:], size, size if stride is None else as_pair(stride, "stride"),
-                                          as_pair(padding, "padding", 0), requested)
+    out_hw = geometry.unpool_output_shape(
+        chw.shape[1:],
+        size,
+        size if stride is None else as_pair(stride, "stride"),
+        as_pair(padding, "padding", 0),
+        requested,
+    )
     return _laid_out(engine.max_unpool2d(chw, where, out_hw), flat, channels_first)
 
 
@@ -304,8 +399,10 @@ def _kernel_spec(spec: Any, params: Mapping[str, Any]) -> Any:
     if not params:
         return spec
     if not isinstance(spec, str):
-        raise ParameterError(f"kernel parameters ({', '.join(params)}) apply to a kernel name, "
-                             f"not to {type(spec).__name__}")
+        raise ParameterError(
+            f"kernel parameters ({', '.join(params)}) apply to a kernel name, "
+            f"not to {type(spec).__name__}"
+        )
     given = ",".join(f"{key}={value}" for key, value in params.items())
     return f"{spec},{given}" if ":" in spec else f"{spec}:{given}"
 
@@ -345,17 +442,30 @@ def kernel_info(spec: Any, *, kernel_path: Sequence[str] = (), **params: Any) ->
     from convcli.kernels.library import kernel_facts
 
     kernel = _kernel(_kernel_spec(spec, params), kernel_path)
-    return {"name": kernel.name, "description": kernel.description, "source": kernel.source,
-            "weights": kernel.weights, "scale": kernel.scale, "offset": kernel.offset,
-            "parameters": dict(kernel.parameters), **kernel_facts(kernel.weights)}
+    return {
+        "name": kernel.name,
+        "description": kernel.description,
+        "source": kernel.source,
+        "weights": kernel.weights,
+        "scale": kernel.scale,
+        "offset": kernel.offset,
+        "parameters": dict(kernel.parameters),
+        **kernel_facts(kernel.weights),
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # Files
 
 
-def read_image(path: Any, *, channels_first: bool = False, alpha: str = "drop", frame: int = 0,
-               max_pixels: int | None = None) -> np.ndarray:
+def read_image(
+    path: Any,
+    *,
+    channels_first: bool = False,
+    alpha: str = "drop",
+    frame: int = 0,
+    max_pixels: int | None = None,
+) -> np.ndarray:
     """An image or ``.npy`` file as the CLI reads it, ``(H, W, C)`` (``(C, H, W)`` with
     ``channels_first``), in its stored dtype: uint8 for 8-bit images, uint16 for 16-bit,
     float32 for float TIFFs, the array's own for ``.npy``.
@@ -366,25 +476,53 @@ def read_image(path: Any, *, channels_first: bool = False, alpha: str = "drop", 
     """
     from convcli.io import images
 
-    reading = images.ReadOptions(None if max_pixels is None else as_count(max_pixels, "max_pixels", 0),
-                                 as_count(frame, "frame", 0))
+    reading = images.ReadOptions(
+        None if max_pixels is None else as_count(max_pixels, "max_pixels", 0),
+        as_count(frame, "frame", 0),
+    )
     keep = one_of(alpha, ("drop", "channel"), "alpha") == "channel"
     data = images.read_input(os.fspath(path), alpha_as_channel=keep, options=reading).data
     return data if channels_first else np.ascontiguousarray(data.transpose(1, 2, 0))
 
 
 #: write_image's output options, by the name the pipeline files' ``output`` section uses.
-_OUTPUT_OPTIONS = ("map_mode", "scale", "offset", "joint", "depth", "colormap", "split", "montage",
-                   "montage_grid", "legend", "rgba")
+_OUTPUT_OPTIONS = (
+    "map_mode",
+    "scale",
+    "offset",
+    "joint",
+    "depth",
+    "colormap",
+    "split",
+    "montage",
+    "montage_grid",
+    "legend",
+    "rgba",
+)
 
 
-def write_image(path: Any, array: Any, *, white: float | None = None, signed: Any = False,
-                labels: Sequence[str] | None = None, channels_first: bool = False,
-                overwrite: bool = True, map_mode: str = "auto", scale: float | None = None,
-                offset: float | None = None, joint: bool = False, depth: Any = None,
-                colormap: str | None = None, split: bool = False, montage: bool = False,
-                montage_grid: str | None = None, legend: bool = False, rgba: bool = False,
-                npy_channels_first: bool = False) -> None:
+def write_image(
+    path: Any,
+    array: Any,
+    *,
+    white: float | None = None,
+    signed: Any = False,
+    labels: Sequence[str] | None = None,
+    channels_first: bool = False,
+    overwrite: bool = True,
+    map_mode: str = "auto",
+    scale: float | None = None,
+    offset: float | None = None,
+    joint: bool = False,
+    depth: Any = None,
+    colormap: str | None = None,
+    split: bool = False,
+    montage: bool = False,
+    montage_grid: str | None = None,
+    legend: bool = False,
+    rgba: bool = False,
+    npy_channels_first: bool = False,
+) -> None:
     """Write maps as the CLI does: the same bytes for the same values and options; all files
     or none (each written to a temporary file and renamed).
 
@@ -402,21 +540,46 @@ def write_image(path: Any, array: Any, *, white: float | None = None, signed: An
     from convcli.io.atomic import check_target
     from convcli.pipeline import output_files, output_settings
 
-    values = dict(zip(_OUTPUT_OPTIONS, (map_mode, scale, offset, joint, depth, colormap, split, montage,
-                                        montage_grid, legend, rgba)))
+    values = dict(
+        zip(
+            _OUTPUT_OPTIONS,
+            (
+                map_mode,
+                scale,
+                offset,
+                joint,
+                depth,
+                colormap,
+                split,
+                montage,
+                montage_grid,
+                legend,
+                rgba,
+            ),
+        )
+    )
     values["depth"] = None if depth is None else str(depth)
     values["channels_first"] = npy_channels_first
     settings = output_settings(values)
     path = os.fspath(path)
     chw, _ = _chw(array, channels_first, "array")
     if np.ndim(signed) > 1 or np.size(signed) not in (1, len(chw)):
-        raise ShapeError(f"signed takes one flag or one per channel ({len(chw)}), got {np.shape(signed)}")
+        raise ShapeError(
+            f"signed takes one flag or one per channel ({len(chw)}), got {np.shape(signed)}"
+        )
     flags = np.broadcast_to(np.asarray(signed, dtype=bool).reshape(-1), len(chw))
     for target in output_files(path, settings) or [path]:
         check_target(target, overwrite=bool(overwrite))
     images.check_output_path(path, (), settings)
-    images.write_output(path, chw, _white(chw, white) or 255.0, None, settings, signed=flags,
-                        labels=None if labels is None else [str(label) for label in labels])
+    images.write_output(
+        path,
+        chw,
+        _white(chw, white) or 255.0,
+        None,
+        settings,
+        signed=flags,
+        labels=None if labels is None else [str(label) for label in labels],
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,8 +604,15 @@ class Pipeline:
         from convcli.pipeline import Pipeline as Checked
         from convcli.pipeline import parse_pipeline
 
-        self.checked = steps if isinstance(steps, Checked) else parse_pipeline(
-            list(steps) if isinstance(steps, tuple) else steps, "pipeline", tuple(kernel_path))
+        self.checked = (
+            steps
+            if isinstance(steps, Checked)
+            else parse_pipeline(
+                list(steps) if isinstance(steps, tuple) else steps,
+                "pipeline",
+                tuple(map(os.fspath, kernel_path)),
+            )
+        )
 
     @classmethod
     def from_yaml(cls, source: Any, *, kernel_path: Sequence[str] = ()) -> Pipeline:
@@ -452,17 +622,19 @@ class Pipeline:
         from convcli.io.yamlsafe import parse_yaml_safely
         from convcli.pipeline import load_pipeline, parse_pipeline
 
-        is_text = isinstance(source, str) and ("\n" in source or not source.strip().lower().endswith(
-            (".yaml", ".yml")))
+        is_text = isinstance(source, str) and (
+            "\n" in source or not source.strip().lower().endswith((".yaml", ".yml"))
+        )
         if not is_text:
-            return cls(load_pipeline(os.fspath(source), tuple(kernel_path)))
+            return cls(load_pipeline(os.fspath(source), tuple(map(os.fspath, kernel_path))))
         if len(source.encode("utf-8", "surrogatepass")) > limits.MAX_TEXT_BYTES:
             raise LimitError(f"pipeline text is larger than {limits.MAX_TEXT_BYTES} bytes")
         document = parse_yaml_safely(source, "pipeline", ParameterError)
-        return cls(parse_pipeline(document, "pipeline", tuple(kernel_path)))
+        return cls(parse_pipeline(document, "pipeline", tuple(map(os.fspath, kernel_path))))
 
-    def __call__(self, image: Any, *, white: float | None = None,
-                 channels_first: bool = False) -> np.ndarray:
+    def __call__(
+        self, image: Any, *, white: float | None = None, channels_first: bool = False
+    ) -> np.ndarray:
         """The maps ``convcli run`` computes for ``image`` and writes (before mapping them to
         pixels). ``white`` is the white level of the image's values, which a fixed
         ``normalise`` mean and std apply to: by default that of a uint8 or uint16 array (as
@@ -526,13 +698,15 @@ def explain(input_shape: Any, layers: Any = ()):
         elif isinstance(layer, Step):
             steps.append(layer)
         else:
-            raise ParameterError(f"layers: step {number} must be a string or a mapping, got "
-                                 f"{type(layer).__name__}")
+            raise ParameterError(
+                f"layers: step {number} must be a string or a mapping, got {type(layer).__name__}"
+            )
     return trace(shape, steps, source)
 
 
-def stats(image: Any, percentiles: Sequence[float] = DEFAULT_PERCENTILES, *,
-          channels_first: bool = False) -> list[dict]:
+def stats(
+    image: Any, percentiles: Sequence[float] = DEFAULT_PERCENTILES, *, channels_first: bool = False
+) -> list[dict]:
     """Per channel what ``convcli stats`` prints: ``min``, ``max``, ``mean``, ``std`` and the
     values at ``percentiles`` (a list), computed in float64 (NaN propagates).
 

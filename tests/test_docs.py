@@ -48,7 +48,8 @@ def python_blocks(path):
     """``(name, code)`` for each ```python block of ``path``."""
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
-    for number, code in enumerate(re.findall(r"^```python\n(.*?)^```", text, re.DOTALL | re.MULTILINE), 1):
+    found = re.findall(r"^```python\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+    for number, code in enumerate(found, 1):
         yield f"{os.path.basename(path)}#python{number}", code
 
 

@@ -186,7 +186,8 @@ def numbers_text(value: Any, name: str, shape: str) -> str:
             raise TypeError
         return ",".join(str(operator.index(v)) for v in values)
     except TypeError:
-        raise ParameterError(f"{name} takes {shape} (whole numbers), got {short_repr(value)}") from None
+        message = f"{name} takes {shape} (whole numbers), got {short_repr(value)}"
+        raise ParameterError(message) from None
 
 
 def as_pair(value: Any, name: str, minimum: int = 1) -> tuple[int, int]:
@@ -211,7 +212,8 @@ def as_padding(value: Any, name: str = "padding") -> PaddingSpec:
     """
     if isinstance(value, str):
         return parse_padding(value)
-    return parse_padding(numbers_text(value, name, "valid, same, full, N, (rows, cols) or (top, bottom, left, right)"))
+    takes = "valid, same, full, N, (rows, cols) or (top, bottom, left, right)"
+    return parse_padding(numbers_text(value, name, takes))
 
 
 def as_count(value: Any, name: str, minimum: int = 1) -> int:
@@ -220,8 +222,8 @@ def as_count(value: Any, name: str, minimum: int = 1) -> int:
     >>> as_count(2, "groups")
     2
     """
-    return parse_count(numbers_text(value, name, "one number") if not isinstance(value, str) else value,
-                       name, minimum)
+    text = value if isinstance(value, str) else numbers_text(value, name, "one number")
+    return parse_count(text, name, minimum)
 
 
 def as_numbers(value: Any, name: str) -> tuple[float, ...]:
@@ -236,5 +238,6 @@ def as_numbers(value: Any, name: str) -> tuple[float, ...]:
             raise TypeError
         text = ",".join(repr(float(v)) for v in values)
     except (TypeError, ValueError):
-        raise ParameterError(f"{name} takes a number or a list of numbers, got {short_repr(value)}") from None
+        message = f"{name} takes a number or a list of numbers, got {short_repr(value)}"
+        raise ParameterError(message) from None
     return parse_floats(text, name)
