@@ -11,6 +11,8 @@ neither numpy nor numba (the CLI's ``--help`` stays fast)::
 
 import importlib
 
+#: The public names: the exception family (``convcli.errors``, the names ending in
+#: ``Error``), the explain package, and the functions of ``convcli.api``.
 __all__ = [
     "ConvcliError",
     "InputError",
@@ -33,16 +35,6 @@ __all__ = [
     "stats",
     "write_image",
 ]
-#: The exception family, from ``convcli.errors``; the other names come from ``convcli.api``.
-_ERRORS = (
-    "ConvcliError",
-    "InputError",
-    "KernelError",
-    "LimitError",
-    "OutputError",
-    "ParameterError",
-    "ShapeError",
-)
 
 
 def __getattr__(name: str):
@@ -50,7 +42,7 @@ def __getattr__(name: str):
         return importlib.import_module("convcli.explain")
     if name not in __all__:
         raise AttributeError(f"module 'convcli' has no attribute {name!r}")
-    module = importlib.import_module("convcli.errors" if name in _ERRORS else "convcli.api")
+    module = importlib.import_module("convcli.errors" if name.endswith("Error") else "convcli.api")
     value = getattr(module, name)
     globals()[name] = value
     return value

@@ -39,22 +39,6 @@ from convcli.layers.values import (
 )
 from convcli.render.stats import DEFAULT_PERCENTILES
 
-__all__ = [
-    "Pipeline",
-    "avg_pool2d",
-    "conv2d",
-    "conv_transpose2d",
-    "explain",
-    "global_pool",
-    "kernel_info",
-    "load_kernel",
-    "max_pool2d",
-    "max_unpool2d",
-    "read_image",
-    "stats",
-    "write_image",
-]
-
 # --------------------------------------------------------------------------------------------
 # Layouts and values
 
