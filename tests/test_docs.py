@@ -44,6 +44,18 @@ def console_blocks(path):
 BLOCKS = [block for path in DOCUMENTS for block in console_blocks(path)]
 
 
+def python_blocks(path):
+    """``(name, code)`` for each ```python block of ``path``."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    found = re.findall(r"^```python\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+    for number, code in enumerate(found, 1):
+        yield f"{os.path.basename(path)}#python{number}", code
+
+
+PYTHON_BLOCKS = [block for path in DOCUMENTS for block in python_blocks(path)]
+
+
 @pytest.fixture
 def folder(tmp_path):
     """The files the examples name."""
@@ -75,6 +87,13 @@ def test_console_examples_run_as_written(folder, name, session):
         assert "Traceback" not in result.stderr
         _check_stated_output(name, command, stated, result.stdout + result.stderr)
         _check_stated_values(name, command, words, comment, folder)
+
+
+@pytest.mark.parametrize("name, code", PYTHON_BLOCKS, ids=[name for name, _ in PYTHON_BLOCKS])
+def test_python_examples_run_as_written(folder, name, code, monkeypatch):
+    """Each ```python block runs in the examples' folder; its ``assert`` lines state results."""
+    monkeypatch.chdir(folder)
+    exec(compile(code, name, "exec"), {"__name__": name})  # noqa: S102 (the docs' own examples)
 
 
 def _check_stated_output(name, command, stated, printed):

@@ -36,6 +36,9 @@ Every size comes from ``convcli.geometry``; nothing here imports numba.
 [(7, 2, 0.0), (11, 4, 0.0)]
 """
 
+import sys
+import types
+
 from convcli.explain.byhand import (
     SEED_IMAGE, Channels, Scattered, Worked, by_hand_channels, by_hand_conv, by_hand_pool,
     by_hand_transposed, default_cells, load_matrix, load_planes, one_plane, parse_matrix,
@@ -58,3 +61,16 @@ __all__ = [
     "render_by_hand", "render_channels", "render_transposed",
     "scatter_frames", "shape_text", "step_from_dict", "step_text", "trace",
 ]
+
+
+class _ExplainModule(types.ModuleType):
+    """This package, callable as ``convcli.explain(input_shape, layers)``: the Python API's
+    trace as data (``convcli.api.explain``), under the name the package already holds."""
+
+    def __call__(self, input_shape, layers=()):
+        from convcli.api import explain
+
+        return explain(input_shape, layers)
+
+
+sys.modules[__name__].__class__ = _ExplainModule

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import operator
 import re
 from typing import Any, Iterable, Optional
 
@@ -205,3 +206,78 @@ def parse_number(text: str, option: str) -> float:
     if len(values) != 1:
         raise ParameterError(f"{option} takes one number, got {shorten(text)!r}")
     return values[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Python values (the ``convcli`` API): each becomes the option text above and is read by the
+# same parser, so a size, a padding or a bias follows one rule whether typed or passed.
+
+
+def numbers_text(value: Any, name: str, shape: str) -> str:
+    """``value`` (a whole number, or a tuple/list of them) as comma-separated option text;
+    ``shape`` says what ``name`` takes, for the message.
+
+    >>> numbers_text((224, 224, 3), "input_shape", "(H, W, C)")
+    '224,224,3'
+    """
+    values = list(value) if isinstance(value, (tuple, list)) else [value]
+    try:
+        if not values or any(isinstance(v, bool) for v in values):
+            raise TypeError
+        return ",".join(str(operator.index(v)) for v in values)
+    except TypeError:
+        message = f"{name} takes {shape} (whole numbers), got {short_repr(value)}"
+        raise ParameterError(message) from None
+
+
+def as_pair(value: Any, name: str, minimum: int = 1) -> tuple[int, int]:
+    """An int, a (rows, cols) pair or its text ``N``/``H,W`` as a (rows, cols) pair.
+
+    >>> as_pair(2, "size"), as_pair((1, 3), "stride"), as_pair("2,1", "dilation")
+    ((2, 2), (1, 3), (2, 1))
+    >>> as_pair(1.5, "stride")
+    Traceback (most recent call last):
+    ...
+    convcli.errors.ParameterError: stride takes N or (rows, cols) (whole numbers), got 1.5
+    """
+    text = value if isinstance(value, str) else numbers_text(value, name, "N or (rows, cols)")
+    return parse_pair(text, name, minimum)
+
+
+def as_padding(value: Any, name: str = "padding") -> PaddingSpec:
+    """A padding word, an int, (rows, cols) or (top, bottom, left, right), as ``parse_padding``.
+
+    >>> as_padding("Same"), as_padding(1), as_padding((1, 2)), as_padding([0, 1, 2, 3])
+    ('same', (1, 1, 1, 1), (1, 1, 2, 2), (0, 1, 2, 3))
+    """
+    if isinstance(value, str):
+        return parse_padding(value)
+    takes = "valid, same, full, N, (rows, cols) or (top, bottom, left, right)"
+    return parse_padding(numbers_text(value, name, takes))
+
+
+def as_count(value: Any, name: str, minimum: int = 1) -> int:
+    """One whole number of at least ``minimum`` (``groups``).
+
+    >>> as_count(2, "groups")
+    2
+    """
+    text = value if isinstance(value, str) else numbers_text(value, name, "one number")
+    return parse_count(text, name, minimum)
+
+
+def as_numbers(value: Any, name: str) -> tuple[float, ...]:
+    """A finite number or a sequence of them, e.g. a bias per output channel.
+
+    >>> as_numbers(0.5, "bias"), as_numbers([1, -2], "bias")
+    ((0.5,), (1.0, -2.0))
+    """
+    values = list(value) if isinstance(value, (tuple, list)) else [value]
+    try:
+        if any(isinstance(v, (bool, str)) for v in values):
+            raise TypeError
+        text = ",".join(repr(float(v)) for v in values)
+    except (TypeError, ValueError):
+        message = f"{name} takes a number or a list of numbers, got {short_repr(value)}"
+        raise ParameterError(message) from None
+    return parse_floats(text, name)
