@@ -34,7 +34,6 @@ from convcli.layers.values import (
     as_numbers,
     as_padding,
     as_pair,
-    numbers_text,
     one_of,
 )
 from convcli.render.stats import DEFAULT_PERCENTILES
@@ -423,7 +422,7 @@ def kernel_info(spec: Any, *, kernel_path: Sequence[str] = (), **params: Any) ->
     >>> info["zero_sum"], info["separable"], info["factors"]
     (True, True, ([1.0, 2.0, 1.0], [-1.0, 0.0, 1.0]))
     """
-    from convcli.kernels.library import kernel_facts
+    from convcli.kernels.facts import kernel_facts
 
     kernel = _kernel(_kernel_spec(spec, params), kernel_path)
     return {
@@ -544,7 +543,7 @@ def write_image(
     )
     values["depth"] = None if depth is None else str(depth)
     values["channels_first"] = npy_channels_first
-    settings = output_settings(values)
+    settings = output_settings(**values)
     path = os.fspath(path)
     chw, _ = _chw(array, channels_first, "array")
     if np.ndim(signed) > 1 or np.size(signed) not in (1, len(chw)):
@@ -635,57 +634,6 @@ class Pipeline:
     def __repr__(self) -> str:
         ops = ", ".join(step.name or step.op for step in self.checked.steps)
         return f"Pipeline([{ops}])"
-
-
-def _input_shape(input_shape: Any) -> tuple[int, int, int]:
-    from convcli.io.probe import input_shape as probed
-    from convcli.io.probe import parse_shape
-
-    if isinstance(input_shape, (str, os.PathLike)):
-        return probed(os.fspath(input_shape))
-    text = numbers_text(input_shape, "input_shape", "(H, W) or (H, W, C)")
-    return parse_shape(text.replace(",", "x"))
-
-
-def explain(input_shape: Any, layers: Any = ()):
-    """The shape trace ``convcli explain`` prints, as data (``explain.Trace``).
-
-    ``input_shape`` is (H, W) or (H, W, C), ``"HxWxC"``, or an image or ``.npy`` file (its
-    header only); ``layers`` are step strings (``"conv 64 k7 s2 p3"``), mappings
-    (``{"op": "conv", "filters": 64, "kernel": 7}``) or a ``Pipeline``. Each row has the
-    output shape, the size arithmetic, parameters, multiply-adds and the receptive field;
-    ``to_dict()`` is the JSON of ``convcli explain --json`` (its ``source``: ``input_shape``
-    when given as text or a path). A step that cannot run ends the
-    trace with its ``error``.
-
-    Examples
-    --------
-    >>> trace = explain((224, 224, 3), ["conv 64 k7 s2 p3 nobias", "maxpool k3 s2 p1"])
-    >>> [(row.output, row.params, row.macs) for row in trace.rows]
-    [((112, 112, 64), 9408, 118013952), ((56, 56, 64), 0, 0)]
-    >>> trace.rows[-1].receptive_field[0].size
-    11
-    """
-    from convcli.explain import Step, parse_step, step_from_dict, trace
-    from convcli.pipeline import trace as pipeline_trace
-
-    shape = _input_shape(input_shape)
-    source = os.fspath(input_shape) if isinstance(input_shape, (str, os.PathLike)) else ""
-    if isinstance(layers, Pipeline):
-        return pipeline_trace(layers.checked, shape, source)
-    steps = []
-    for number, layer in enumerate([layers] if isinstance(layers, str) else layers, 1):
-        if isinstance(layer, str):
-            steps.append(parse_step(layer, number))
-        elif isinstance(layer, Mapping):
-            steps.append(step_from_dict(layer, number))
-        elif isinstance(layer, Step):
-            steps.append(layer)
-        else:
-            raise ParameterError(
-                f"layers: step {number} must be a string or a mapping, got {type(layer).__name__}"
-            )
-    return trace(shape, steps, source)
 
 
 def stats(

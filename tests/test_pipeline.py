@@ -256,7 +256,7 @@ def test_the_schema_checks_a_pipeline_before_any_array_library_loads():
 def test_output_settings_take_the_option_names_of_a_file_and_of_the_command_line():
     """A file's ``output`` section and the command line's output options build their settings with
     one function, by option name (``map_mode``, ``montage_grid``)."""
-    from convcli.pipeline.job import output_settings
+    from convcli.pipeline.output import output_settings
 
     section = parse_pipeline({"steps": ["relu"], "output": {"map": "minmax", "montage_grid": "2x3"}}).output
     settings = output_settings(**section)

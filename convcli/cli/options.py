@@ -102,7 +102,7 @@ def command_line_output_values(ctx: click.Context) -> dict:
 
 def usage_output_settings(**values):
     """``pipeline.output_settings`` of the parsed output options (a usage error if they clash)."""
-    from convcli.pipeline.job import output_settings
+    from convcli.pipeline.output import output_settings
 
     try:
         return output_settings(**values)

@@ -65,10 +65,10 @@ __all__ = [
 
 class _ExplainModule(types.ModuleType):
     """This package, callable as ``convcli.explain(input_shape, layers)``: the Python API's
-    trace as data (``convcli.api.explain``), under the name the package already holds."""
+    trace as data (``explain.data.explain``), under the name the package already holds."""
 
     def __call__(self, input_shape, layers=()):
-        from convcli.api import explain
+        from convcli.explain.data import explain
 
         return explain(input_shape, layers)
 

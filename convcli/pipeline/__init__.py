@@ -8,7 +8,8 @@ rows.
 """
 
 from convcli.pipeline.execute import Flags, Labels, Maps, combine_maps, combined_count
-from convcli.pipeline.job import Job, output_files, output_settings
+from convcli.pipeline.job import Job, output_files
+from convcli.pipeline.output import output_settings
 from convcli.pipeline.schema import (
     ACTIVATIONS,
     ALIASES,

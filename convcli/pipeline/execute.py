@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional, Sequence
 
 from convcli.errors import ShapeError
-from convcli.pipeline.schema import ACTIVATIONS, Step
+from convcli.pipeline.step import ACTIVATIONS, Step
 
 
 class Flags(abc.Sequence):

@@ -110,12 +110,3 @@ def output_files(target: str, settings) -> list[str]:
 def _hwc(shape: Sequence[int]) -> list[int]:
     return [int(shape[1]), int(shape[2]), int(shape[0])]
 
-
-def output_settings(map_mode: str = "auto", montage_grid: Optional[str] = None, **values: Any):
-    """``images.OutputSettings`` from output option values, by option name (``map_mode``,
-    ``montage_grid``, ``depth``, ...); a ``ParameterError`` if they clash."""
-    from convcli.io.images import OutputSettings
-    from convcli.render.montage import parse_grid
-
-    grid = None if montage_grid is None else parse_grid(montage_grid)
-    return OutputSettings(map=map_mode, grid=grid, **values)

@@ -45,7 +45,8 @@ from convcli.layers.values import (
     parse_pair,
 )
 from convcli.limits import short_repr as _short
-from convcli.pipeline.job import output_settings
+from convcli.pipeline.output import output_settings
+from convcli.pipeline.step import ACTIVATIONS, Step
 from convcli.render.stats import DEFAULT_PERCENTILES
 
 if TYPE_CHECKING:
@@ -54,8 +55,6 @@ if TYPE_CHECKING:
 REQUIRED = object()
 POOL_MODES = ("max", "avg")
 NORMALISE_MODES = ("minmax", "standard")
-#: Activations and the explain kind each traces as.
-ACTIVATIONS = {"relu": "relu", "leaky_relu": "leakyrelu", "abs": "abs", "sigmoid": "sigmoid", "tanh": "tanh"}
 TOP_KEYS = ("steps", "output", "description")
 _NAME = re.compile(r"[A-Za-z_][\w-]*\Z")
 
@@ -173,26 +172,6 @@ OUTPUT_FIELDS = {
     "legend": ("legend", _flag),
     "rgba": ("rgba", _flag), "channels_first": ("channels_first", _flag),
 }
-
-
-@dataclass(frozen=True)
-class Step:
-    """One checked step: its op, its number in the file (from 1), its name, and its field values.
-
-    ``given`` lists the fields written in the file (the others hold defaults). A conv step's
-    ``kernel`` holds the resolved ``kernel_library.Kernel`` objects.
-    """
-
-    op: str
-    params: Mapping[str, Any]
-    number: int = 1
-    name: Optional[str] = None
-    given: frozenset = frozenset()
-
-    @property
-    def label(self) -> str:
-        """``step 3 (pool)``, for messages."""
-        return f"step {self.number} ({self.op})"
 
 
 def make_step(op: str, number: int = 1, name: Optional[str] = None, **params: Any) -> Step:

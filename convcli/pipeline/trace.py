@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from convcli.errors import ConvcliError, ParameterError, ShapeError
-from convcli.pipeline.schema import ACTIVATIONS, Pipeline, Step
+from convcli.pipeline.schema import Pipeline
+from convcli.pipeline.step import ACTIVATIONS, Step
 
 
 def trace(pipeline: Pipeline, shape: tuple[int, int, int], source: str = ""):
@@ -21,25 +22,27 @@ def trace(pipeline: Pipeline, shape: tuple[int, int, int], source: str = ""):
     [('gray: channels 1', (32, 32, 1)), ('conv: conv 2 k3 same nobias', (32, 32, 2)),
      ('relu: relu', (32, 32, 2)), ('pool: maxpool k2 s2 valid', (16, 16, 2))]
     """
-    from convcli import explain
+    from convcli.explain.language import step_from_dict, step_text
+    from convcli.explain.trace import Row
+    from convcli.explain.trace import trace as trace_steps
 
     steps, pooled = [], {}
-    result = explain.trace(shape, [], source)
+    result = trace_steps(shape, [], source)
     for step in pipeline.steps:
         current = result.output
         try:
             spec = _explain_spec(step, current, pooled)
         except ConvcliError as exc:
-            error = explain.Row(number=step.number, label=str(step.number), text=step.name or step.op,
+            error = Row(number=step.number, label=str(step.number), text=step.name or step.op,
                                 kind="channels", input=current, error=str(exc))
             return replace(result, rows=result.rows + (error,))
-        traced = explain.step_from_dict(spec, step.number)
-        steps.append(replace(traced, text=f"{step.name or step.op}: {explain.step_text(traced)}"))
+        traced = step_from_dict(spec, step.number)
+        steps.append(replace(traced, text=f"{step.name or step.op}: {step_text(traced)}"))
         if step.op in ("conv", "transposed") and step.params["combine"]:  # one map per kernel's map
             maps = spec["filters"] // len(step.params["kernel"])
-            combined = explain.step_from_dict({"op": "channels", "filters": maps}, step.number)
+            combined = step_from_dict({"op": "channels", "filters": maps}, step.number)
             steps.append(replace(combined, text=f"{step.name or step.op}: combine {step.params['combine']}"))
-        result = explain.trace(shape, steps, source)
+        result = trace_steps(shape, steps, source)
         if result.error:
             return result
         if step.op == "pool" and step.name:
