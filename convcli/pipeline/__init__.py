@@ -351,9 +351,11 @@ def _parse_step(spec: Any, number: int, earlier: list[Step], source: str, kernel
 
 def _resolve(text: str, where: str, kernel_path: Sequence[str], folder: str):
     from convcli.kernels.library import SUFFIXES, resolve_kernel
+    from convcli.models import is_model_file, split_model_spec
 
     spec = text.strip()
-    if spec.lower().endswith(SUFFIXES) and not os.path.isabs(spec):
+    is_file = spec.lower().endswith(SUFFIXES) or is_model_file(spec) or split_model_spec(spec)
+    if is_file and not os.path.isabs(spec):
         spec = os.path.join(folder, spec)
     try:
         kernel = resolve_kernel(spec, kernel_path)
