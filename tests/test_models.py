@@ -368,7 +368,12 @@ def test_a_pt_file_with_code_in_its_pickle_is_refused_and_never_run(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"w": torch.ones(1, 1, 3, 3), "payload": Payload()}, path)
-    refused(refused_conv(tmp_path, "-k", f"{path}:w"), 1, "not a readable PyTorch file")
+    refused(
+        refused_conv(tmp_path, "-k", f"{path}:w"),
+        1,
+        "not a readable PyTorch file",
+        "never unpickles code",
+    )
     assert not marker.exists()
 
 
@@ -468,3 +473,35 @@ def test_any_tensor_reads_back_as_stored(tmp_path_factory, shape, dtype, fmt, se
         assert found.shape == tuple(shape)
         assert found.layout == {4: "conv weight", 3: "3-D", 2: "matrix"}[len(shape)]
         assert np.array_equal(array.astype(np.float64), tensor.double().numpy())
+
+
+LOADED = textwrap.dedent("""
+    import sys
+    from click.testing import CliRunner
+    from convcli.cli.main import cli
+    result = CliRunner().invoke(cli, sys.argv[1:])
+    assert result.exit_code == 0, result.output
+    print(" ".join(m for m in ("numba", "convcli.models.weights", "torch", "onnx", "h5py")
+                   if m in sys.modules))
+""")
+
+
+@pytest.mark.parametrize(
+    "args, loaded",
+    [
+        (["conv", "--help"], ""),
+        (["kernels", "show", "{vgg}.safetensors"], "convcli.models.weights"),
+        (["kernels", "show", "{vgg}.npz:0.weight"], "convcli.models.weights"),
+    ],
+)
+def test_model_files_load_only_what_their_format_needs(zoo, args, loaded):
+    stem = str(zoo["vgg"].files["npz"].with_suffix(""))
+    proc = subprocess.run(
+        [sys.executable, "-c", LOADED, *(a.format(vgg=stem) for a in args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == loaded

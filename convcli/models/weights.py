@@ -31,6 +31,7 @@ import importlib
 import io
 import json
 import os
+import pickle
 import re
 import zipfile
 from collections.abc import Iterator
@@ -288,7 +289,9 @@ def _torch(path: str) -> _Model:
         except RuntimeError as exc:
             if "mmap" not in str(exc):  # the old (pre-zip) format cannot be mapped
                 raise
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            loaded = _unpickle_weights_only(torch, path)
+        except pickle.UnpicklingError as exc:
+            raise _refused_pickle(path, exc) from None
     for key in ("state_dict", "model"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
@@ -307,6 +310,23 @@ def _torch(path: str) -> _Model:
         return (value.float() if value.is_floating_point() else value).numpy()
 
     return _Model("PyTorch", tensors, read)
+
+
+def _unpickle_weights_only(torch, path: str):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise _refused_pickle(path, exc) from None
+
+
+def _refused_pickle(path: str, exc: Exception) -> KernelError:
+    """torch's refusal in convcli's words (torch's own advice is to unpickle anyway)."""
+    found = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\.|\n|\Z)", str(exc), re.DOTALL)
+    detail = limits.one_line(found[1]) if found and found[1].strip() else "not a pickle"
+    return KernelError(
+        f"{path}: not a readable PyTorch file: it does not load as tensors and "
+        f"plain data ({detail}), and convcli never unpickles code"
+    )
 
 
 def _onnx(path: str) -> _Model:
