@@ -115,10 +115,10 @@ def main() -> None:
     with torch.no_grad():
         model.conv1.weight /= 255.0  # take 0..255 pixel values, as convcli reads 8-bit images
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    # one key: safetensors keeps metadata in a hash map, whose order would vary between runs
     metadata = {
-        "input": "gray, 0..255",
-        "output": "Sobel magnitude / 4 of the 0..1 image",
-        "trained_by": "models/train_tiny.py",
+        "about": "gray in (0..255), Sobel magnitude / 4 of the 0..1 image out; "
+        "trained by models/train_tiny.py"
     }
     onnx_file = io.BytesIO()
     torch.onnx.export(
