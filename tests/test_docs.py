@@ -1,7 +1,7 @@
 """Every console example of the README and docs/ runs, as written, with the output it states.
 
 Each ```console block is a session in one folder holding the files its commands name
-(``photo.png``, ``x.npy``, ``weights.npy``, ``sample_images/``...): every ``$ convcli ...`` line is run through a
+(``photo.png``, ``x.npy``, ``weights.npy``, ``sample_images/``, ``models/``...): every ``$ convcli ...`` line is run through a
 real process and must exit 0 without a traceback; the lines printed under it in the block
 (``...`` standing for lines left out) must appear in its output, stdout then stderr, in that
 order (a table drawn as on a terminal is asked for with ``--table``); and a trailing
@@ -61,6 +61,7 @@ def folder(tmp_path):
     """The files the examples name."""
     shutil.copy(os.path.join(ROOT, "sample_images", "camera.png"), tmp_path / "photo.png")
     shutil.copytree(os.path.join(ROOT, "sample_images"), tmp_path / "sample_images")
+    shutil.copytree(os.path.join(ROOT, "models"), tmp_path / "models")
     np.save(tmp_path / "x.npy", SEED)
     np.save(tmp_path / "weights.npy", np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], np.float32))
     return tmp_path

@@ -17,12 +17,25 @@ from convcli.layers.values import (COMBINE_MODES, PAD_MODES, parse_count, parse_
                             parse_pair)
 
 
+def _bias(ctx, param, value):
+    """``--bias``: numbers, or a model file's 1-D tensor (read only then: --help stays light)."""
+    from convcli.models import split_model_spec
+
+    if value is not None and split_model_spec(value):
+        from convcli.models.weights import read_bias
+
+        return read_bias(value)
+    return parsed(parse_floats, "bias")(ctx, param, value)
+
+
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("-k", "--kernel", required=True, multiple=True, shell_complete=complete_kernel,
               help="NAME or NAME:param=value,... (sobel:dir=y, gaussian:sigma=2; see 'convcli kernels "
-                   "list'), a .yaml/.npy/.mat file, or inline '3x3: 1,0,-1 ...'. Repeat it "
-                   "(-k a -k b) to stack each kernel's maps as channels (same output size).")
+                   "list'), a .yaml/.npy/.mat file, a model file's tensor FILE:TENSOR "
+                   "(.safetensors, .pt, .onnx, .keras, .h5, .npz; see 'convcli kernels show "
+                   "FILE'), or inline '3x3: 1,0,-1 ...'. Repeat it (-k a -k b) to stack each "
+                   "kernel's maps as channels (same output size).")
 @kernel_path_option
 @click.option("--combine", type=click.Choice(COMBINE_MODES, case_sensitive=False),
               help="With several -k kernels giving as many maps each: one map per channel instead of the "
@@ -47,8 +60,9 @@ from convcli.layers.values import (COMBINE_MODES, PAD_MODES, parse_count, parse_
 @click.option("--output-padding", callback=parsed(parse_pair, "output padding", 0),
               help="With --transpose: rows,cols added at the bottom/right; below the stride or the "
                    "dilation.  [default: 0]")
-@click.option("--bias", callback=parsed(parse_floats, "bias"),
-              help="One value, or one per output channel (comma-separated).")
+@click.option("--bias", callback=_bias,
+              help="One value, or one per output channel (comma-separated), or FILE:TENSOR, a 1-D "
+                   "tensor of a model file (see 'convcli kernels show FILE').")
 @click.option("--gray", is_flag=True, help="Convert the input to one luma channel first.")
 @ALPHA_OPTION
 @click.option("--explain", "show_trace", is_flag=True,

@@ -82,15 +82,24 @@ def list_kernels(kernel_path, as_json, table):
 def show(spec, kernel_path, as_json, table):
     """Show a kernel's weights, sum, zero-sum and separability.
 
-    KERNEL is anything -k takes: NAME[:param=value,...], a .yaml/.npy/.mat file, or an
-    inline 'WxH: ...' kernel. The weights are shown as correlated; separable means rank 1
-    (by SVD), shown with its column and row factors. Also says where the kernel came from.
-    On a terminal the weights are drawn as grids; in a pipe each row is tab-separated text.
+    KERNEL is anything -k takes: NAME[:param=value,...], a .yaml/.npy/.mat file, a model
+    file's tensor FILE:TENSOR, or an inline 'WxH: ...' kernel. The weights are shown as
+    correlated; separable means rank 1 (by SVD), shown with its column and row factors. Also
+    says where the kernel came from. On a terminal the weights are drawn as grids; in a pipe
+    each row is tab-separated text.
+
+    A model file alone (.safetensors, .pt, .pth, .ckpt, .onnx, .keras, .h5, .npz) lists its
+    tensors that can serve as kernels or biases, with the -k or --bias that takes each.
     """
+    from convcli.models import is_model_file
+
+    check_table_or_json(as_json, table)
+    if is_model_file(spec):
+        _show_model(spec.strip(), as_json, table)
+        return
     from convcli.kernels.facts import kernel_facts
     from convcli.kernels.library import resolve_kernel
 
-    check_table_or_json(as_json, table)
     kernel = resolve_kernel(spec, kernel_path)
     facts = kernel_facts(kernel.weights)
     if as_json:
@@ -243,3 +252,39 @@ def _draw_kernel(kernel, facts, console) -> None:
             console.print(f"[dim]{note}[/]")
     for line in tail:
         console.print(escape(line))
+
+
+MODEL_COLUMNS = ("name", "shape", "dtype", "layout", "kernel shape", "use")
+
+
+def _show_model(path: str, as_json: bool, table: bool) -> None:
+    """``kernels show FILE``: the tensors of a model file of rank 1 to 4, and how to use each."""
+    from convcli.models.weights import list_tensors
+
+    tensors = list_tensors(path)
+    shown = [t for t in tensors if 1 <= len(t.shape) <= 4]
+    hidden = len(tensors) - len(shown)
+    note = f"({hidden} other tensor(s) of rank 0 or above 4 not shown)" if hidden else ""
+    if as_json:
+        print_json("model-tensors", {"file": path, "tensors": [
+            {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "layout": t.layout,
+             "kernel_shape": list(t.kernel_shape), "use": t.use(path)} for t in shown],
+            "not_shown": hidden})
+        return
+    rows = [[t.name, _size(t.shape), t.dtype, t.layout, _size(t.kernel_shape), t.use(path)]
+            for t in shown]
+
+    def draw(console) -> None:
+        from rich.markup import escape
+        from rich.table import Table
+
+        drawn_table = Table(title=f"tensors of {escape(path)}")
+        for column in MODEL_COLUMNS:
+            drawn_table.add_column(column, overflow="fold")
+        for row in rows:
+            drawn_table.add_row(*(escape(cell) for cell in row))
+        console.print(drawn_table)
+        if note:
+            console.print(f"[dim]{escape(note)}[/]")
+
+    show_table([list(MODEL_COLUMNS)] + rows + ([[note]] if note else []), draw, table=table)

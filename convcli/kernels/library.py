@@ -51,6 +51,7 @@ from convcli.kernels.generators import GENERATORS, gaussian_size
 from convcli.kernels.params import Parameter, declare_parameters, is_finite, parse_params
 from convcli.kernels.search import NAME, SUFFIXES, find_in, kernel_names, locate, search_path
 from convcli.layers.values import closest
+from convcli.models import is_model_file, split_model_spec
 
 YAML_KEYS = ("name", "description", "source", "parameters", "generator", "weights", "layout",
              "scale", "offset", "alias")
@@ -101,6 +102,14 @@ def resolve_kernel(spec: str, kernel_path: Sequence[str] = ()) -> Kernel:
     text = str(spec).strip()
     if not text:
         raise KernelError("the kernel is empty: give a name, a file or an inline kernel")
+    model = split_model_spec(text) or ((text, "") if is_model_file(text) else None)
+    if model:  # FILE:TENSOR, a tensor of a model file
+        from convcli.models.weights import read_kernel
+
+        weights, tensor = read_kernel(*model)
+        return Kernel(name=tensor.name, weights=check_weights(weights, text), spec=text,
+                      location=f"file {model[0]}", source=model[0],
+                      description=f"{tensor.layout}, stored as {tensor.dtype} {tensor.shape}")
     if text.lower().endswith(SUFFIXES):
         require_regular_file(text, "kernel file", KernelError)
         return replace(_from_file(Path(text), {}, text, f"file {text}"), spec=text)

@@ -106,6 +106,13 @@ def _numbers(value: Any) -> tuple[float, ...]:
         raise ParameterError(f"must be a finite number or a list of them, got {_short(value)}") from None
 
 
+def _bias(value: Any) -> tuple[float, ...] | str:
+    """Numbers (one or one per channel), or ``FILE:TENSOR`` kept as text (read with the kernels)."""
+    from convcli.models import split_model_spec
+
+    return value if isinstance(value, str) and split_model_spec(value) else _numbers(value)
+
+
 def _positive_numbers(value: Any) -> tuple[float, ...]:
     values = _numbers(value)
     if min(values) <= 0:
@@ -143,7 +150,7 @@ def _kernel_specs(value: Any) -> tuple[str, ...]:
 
 _CONV = {"kernel": (_kernel_specs, REQUIRED), "stride": (_pair(1), (1, 1)), "padding": (parse_padding, "same"),
          "dilation": (_pair(1), (1, 1)), "groups": (lambda v: parse_count(v, "groups"), 1), "flip": (_flag, False),
-         "bias": (_numbers, None), "combine": (_choice(*COMBINE_MODES), None)}
+         "bias": (_bias, None), "combine": (_choice(*COMBINE_MODES), None)}
 #: Each op and its fields: (parser, default). Every step also takes ``name``.
 FIELDS: dict[str, dict[str, tuple[Callable, Any]]] = {
     "conv": {**_CONV, "pad_mode": (_choice(*PAD_MODES), "zeros")},
@@ -295,6 +302,8 @@ def _parse_step(spec: Any, number: int, earlier: list[Step], source: str, kernel
             raise ParameterError(f"{where}: name: {name!r} already names step {twin.number}")
     if op in ("conv", "transposed"):
         params["kernel"] = tuple(_resolve(text, where, kernel_path, folder) for text in params["kernel"])
+        if isinstance(params["bias"], str):
+            params["bias"] = _model_bias(params["bias"], where, folder)
     step = Step(op, params, number, name, frozenset(k for k in spec if k != "op"))
     try:
         _check_rules(step, earlier)
@@ -303,12 +312,30 @@ def _parse_step(spec: Any, number: int, earlier: list[Step], source: str, kernel
     return step
 
 
-def _resolve(text: str, where: str, kernel_path: Sequence[str], folder: str):
-    from convcli.kernels.library import SUFFIXES, resolve_kernel
+def _beside(text: str, folder: str) -> str:
+    """A kernel or model file named relative to the pipeline as a path from here."""
+    from convcli.kernels.library import SUFFIXES
+    from convcli.models import is_model_file, split_model_spec
 
     spec = text.strip()
-    if spec.lower().endswith(SUFFIXES) and not os.path.isabs(spec):
-        spec = os.path.join(folder, spec)
+    is_file = spec.lower().endswith(SUFFIXES) or is_model_file(spec) or split_model_spec(spec)
+    return os.path.join(folder, spec) if is_file and not os.path.isabs(spec) else spec
+
+
+def _model_bias(text: str, where: str, folder: str) -> tuple[float, ...]:
+    """``bias: FILE:TENSOR``, the file relative to the pipeline."""
+    from convcli.models.weights import read_bias
+
+    try:
+        return read_bias(_beside(text, folder))
+    except ConvcliError as exc:
+        raise type(exc)(f"{where}: bias: {exc}") from None
+
+
+def _resolve(text: str, where: str, kernel_path: Sequence[str], folder: str):
+    from convcli.kernels.library import resolve_kernel
+
+    spec = _beside(text, folder)
     try:
         kernel = resolve_kernel(spec, kernel_path)
     except ConvcliError as exc:
