@@ -1,7 +1,8 @@
 """``--executor dask``: batches on a real Dask cluster (a scheduler and workers started here as
-separate processes on 127.0.0.1), on a local cluster, and the refusals.
+separate processes on 127.0.0.1), on a local cluster, and the refusals; inputs and outputs
+named by fsspec URLs (``memory://``, ``file://``).
 
-Every output is compared byte for byte with ``--executor local`` on the same inputs.
+Every output is compared byte for byte with ``--executor local`` on plain paths.
 """
 
 import json
@@ -138,7 +139,8 @@ def test_a_local_cluster_run_reports_a_corrupt_input_once_and_resumes(tmp_path):
     (images / "0005.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a PNG")
     local = convcli("pool", images, "--size", "2", "--out-dir", tmp_path / "local", "--json")
     out = tmp_path / "out"
-    first = convcli("pool", images, "--size", "2", "--out-dir", out, "--json", "--executor", "dask", "-j", "2")
+    first = convcli("pool", images, "--size", "2", "--out-dir", f"file://{out}", "--json", "--executor", "dask",
+                    "-j", "2")
     assert (first.returncode, local.returncode) == (1, 1)
     errors = [line for line in first.stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and "0005.png" in errors[0], first.stderr
@@ -181,3 +183,68 @@ def test_without_the_extra_dask_is_one_line_saying_what_to_install(tmp_path, rgb
 ])
 def test_dask_usage_errors(rgb_png, args, message):
     refused(run("conv", rgb_png, "-k", "box", *args), 2, message)
+
+
+@pytest.fixture
+def memory():
+    """A folder of fsspec's in-memory file system, ``memory://NAME``, removed afterwards."""
+    import uuid
+
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    name = f"convcli-{uuid.uuid4().hex[:8]}"
+    try:
+        yield fs, name
+    finally:
+        if fs.exists(f"/{name}"):
+            fs.rm(f"/{name}", recursive=True)
+
+
+def test_memory_urls_in_and_out_give_the_bytes_of_plain_paths(tmp_path, memory):
+    fs, name = memory
+    images = make_images(tmp_path / "in", 6)
+    (images / "sub").mkdir()
+    (images / "sub" / "deep.png").write_bytes((images / "0001.png").read_bytes())
+    for path in sorted(images.rglob("*.png")):
+        fs.pipe(f"/{name}/in/{path.relative_to(images)}", path.read_bytes())
+    assert run("conv", images, "-r", "-k", "sobel_x", "--out-dir", tmp_path / "local", "-q").exit_code == 0
+    result = run("conv", f"memory://{name}/in", "-r", "-k", "sobel_x", "--out-dir", f"memory://{name}/out",
+                 "-j", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    written = {p[len(f"/{name}/out/"):]: fs.cat(p) for p in fs.find(f"/{name}/out")}
+    expected = {str(p.relative_to(tmp_path / "local")): p.read_bytes()
+                for p in (tmp_path / "local").rglob("*.png")}
+    assert written == expected and "sub/deep.png" in written
+    assert [r["output"] for r in json.loads(result.stdout)["records"]][-1] == f"memory://{name}/out/sub/deep.png"
+
+    fs.rm(f"/{name}/out/0002.png")
+    pattern = run("conv", f"memory://{name}/in/*.png", "-k", "sobel_x", "--out-dir", f"memory://{name}/out",
+                  "-j", "1", "--json", "--skip-existing")
+    report = json.loads(pattern.stdout)
+    assert (pattern.exit_code, report["done"], report["skipped"]) == (0, 1, 5)
+    assert fs.cat(f"/{name}/out/0002.png") == (tmp_path / "local" / "0002.png").read_bytes()
+    again = run("conv", f"memory://{name}/in/*.png", "-k", "sobel_x", "--out-dir", f"memory://{name}/out", "-j", "1")
+    refused(again, 1, "exists (and 5 more)", "--overwrite")
+
+
+def test_url_refusals(tmp_path, memory):
+    fs, name = memory
+    refused(run("conv", f"memory://{name}/none.png", "-k", "box", "-o", tmp_path / "a.png", "-j", "1"),
+            1, "does not exist")
+    refused(run("conv", f"memory://{name}/*.png", "-k", "box", "--out-dir", tmp_path, "-j", "1"),
+            1, "matches no files")
+    fs.pipe(f"/{name}/a.png", (make_images(tmp_path / "in", 1) / "0000.png").read_bytes())
+    refused(run("conv", f"memory://{name}/a.png", "-k", "box", "--out-dir", tmp_path / "out"), 2,
+            "memory://", "-j 1")
+    assert not (tmp_path / "out").exists()
+
+
+def test_plain_paths_never_import_fsspec_or_dask(tmp_path, rgb_png):
+    code = ("import atexit, sys; from convcli.cli.main import cli\n"
+            "atexit.register(lambda: print(sorted(m for m in ('fsspec', 'dask', 'distributed') "
+            "if m in sys.modules)))\n"
+            f"cli.main(['conv', {str(rgb_png)!r}, '-k', 'box', '-o', {str(tmp_path / 'out.png')!r}])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV,
+                          timeout=PATIENCE, check=False)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "[]"), proc.stderr

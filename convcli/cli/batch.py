@@ -22,8 +22,11 @@ import click
 from convcli.cli.options import Choice, parsed
 from convcli.cli.tables import print_json
 from convcli.io.paths import STDIO
+from convcli.io.urls import local_path
 from convcli.layers.values import parse_count
 
+#: fsspec's in-memory file system: every process has its own.
+MEMORY = "memory://"
 #: The most worker processes ``--jobs`` starts.
 MAX_JOBS = 256
 
@@ -41,7 +44,8 @@ _BATCH_OPTIONS = (
                       "(with --format)."),
     click.option("--out-dir", metavar="DIR",
                  help="One output per input in DIR (created if missing), keeping each input's path "
-                      "relative to the folder or pattern that found it."),
+                      "relative to the folder or pattern that found it. Inputs and DIR may be fsspec "
+                      "URLs (s3://bucket/in/*.png; needs convcli[dask])."),
     click.option("--name", "name_template", metavar="TEMPLATE",
                  help="Output names in --out-dir: {stem}, {name}, {ext} and the command's fields "
                       "(conv: {kernel}; pool: {mode}; run: {pipeline}).  [default: {stem}.{ext}]"),
@@ -113,6 +117,9 @@ def run_files(inputs: Sequence[str], job, batch: BatchOptions, single: Optional[
     from convcli.io.atomic import make_folder
 
     ctx = click.get_current_context()
+    inputs = [local_path(name) for name in inputs]  # file:// URLs are plain paths
+    batch = dataclasses.replace(batch, output=batch.output and local_path(batch.output),
+                                out_dir=batch.out_dir and local_path(batch.out_dir))
     _check_usage(ctx, inputs, batch)
     sources = plan.expand_inputs(inputs, batch.recursive, batch.out_dir)
     if single and len(sources) != 1:
@@ -165,6 +172,9 @@ def _check_usage(ctx: click.Context, inputs: Sequence[str], batch: BatchOptions)
          "--jobs sizes a local cluster; the workers of --scheduler's cluster are its own"),
         (batch.executor == "dask" and STDIO in (*inputs, batch.output),
          "--executor dask reads and writes files, not stdin or stdout"),
+        (any(str(name).startswith(MEMORY) for name in (*inputs, batch.output, batch.out_dir))
+         and (batch.executor != "local" or batch.jobs != 1),
+         f"{MEMORY} lives in this process's memory: use it with --executor local -j 1"),
         (STDIO in inputs and len(inputs) > 1, "- (stdin) must be the only input"),
         (STDIO in inputs and batch.out_dir is not None, "- (stdin) needs -o FILE or -o -, not --out-dir"),
     )
