@@ -8,6 +8,9 @@ file (default ``bench/results.md``) that docs/performance.md quotes.
 
     python bench/run.py                 # the full suite (several minutes on 2 cores)
     python bench/run.py --quick         # small sizes, one repeat: checks the suite still runs
+
+With ``convcli[dask]`` installed, a batch is also timed with ``--executor dask`` on a cluster
+of 1 and 2 workers started here (docs/scale-out.md quotes it).
 """
 
 from __future__ import annotations
@@ -229,6 +232,87 @@ def startup_rows(repeats: int) -> list[tuple]:
     return rows
 
 
+class DaskCluster:
+    """A ``dask scheduler`` and ``workers`` ``dask worker`` processes on 127.0.0.1, one
+    thread each, sharing the cores for Numba; stopped by ``close``."""
+
+    def __init__(self, workers: int):
+        import socket
+
+        from distributed import Client
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.address = f"tcp://127.0.0.1:{port}"
+        env = {**os.environ, "NUMBA_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+        self.processes = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
+                                            "127.0.0.1", "--port", str(port), "--no-dashboard"], **quiet)]
+        self.processes += [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", self.address,
+                                             "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"], **quiet)
+                           for _ in range(workers)]
+        with Client(self.address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(workers, timeout=60)
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(timeout=60)
+
+
+def scheduler_tasks_per_second(address: str, tasks: int) -> float:
+    """Empty tasks per second through the scheduler at ``address``, submitted and gathered
+    from this client: the rate no chunking can beat."""
+    from distributed import Client
+
+    with Client(address, set_as_default=False) as client:
+        start = time.perf_counter()
+        client.gather(client.map(int, range(tasks), pure=False))
+        return tasks / (time.perf_counter() - start)
+
+
+def dask_rows(count: int, size: int, repeats: int) -> list[tuple]:
+    """Files per second of one batch (``count`` RGB PNGs of ``size``^2, 3x3 box) with
+    ``--executor local`` (one worker process per core), and with ``--executor dask`` on a
+    cluster of 1 and of 2 workers; and the scheduler's rate of empty tasks."""
+    from PIL import Image
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        images = os.path.join(tmp, "in")
+        os.mkdir(images)
+        rng = np.random.default_rng(4)
+        for index in range(count):
+            pixels = (rng.random((size, size, 3)) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(os.path.join(images, f"{index:05d}.png"))
+        batch = [sys.executable, "-m", "convcli", "conv", images, "-k", "box", "--out-dir",
+                 os.path.join(tmp, "out"), "--overwrite", "-q"]
+        commands = {"convcli --executor local": batch,
+                    "convcli --executor local -j 1": batch + ["-j", "1"]}
+        clusters = {}
+        try:
+            for workers in (1, 2):
+                clusters[workers] = DaskCluster(workers)
+                commands[f"convcli --executor dask, {workers} worker{'s' * (workers > 1)}"] = (
+                    batch + ["--executor", "dask", "--scheduler", clusters[workers].address])
+            for command in commands.values():
+                run_process(command)  # warm: JIT cache, page cache, the workers' kernels
+            measured = interleaved_rounds(commands, repeats, lambda command: run_process(command)[0])
+            rate = scheduler_tasks_per_second(clusters[2].address, 50 * count)
+        finally:
+            for cluster in clusters.values():
+                cluster.close()
+    base = statistics.median(measured["convcli --executor local"])
+    case = f"batch of {count} {size}^2 RGB PNG, 3x3"
+    for label, values in measured.items():
+        seconds = statistics.median(values)
+        rows.append((case, f"{label}: {count / seconds:.0f} files/s", seconds, seconds / base, None))
+    rows.append((f"dask scheduler, {50 * count} empty tasks", f"{rate:.0f} tasks/s", 1 / rate, 1.0, None))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
@@ -243,6 +327,7 @@ def main() -> None:
         cases = (depthwise_cases(big, (3, 7)) + depthwise_cases(big, (15,), separable=True)
                  + dense_cases([(3, 8, mid)]) + pool_cases(big) + transposed_cases(16))
         process_sizes = [64]
+        dask_batch = (16, 64)
     else:
         repeats, big = 5, 4096
         cases = (depthwise_cases(big, (3, 7)) + depthwise_cases(big, (15, 31), separable=True)
@@ -251,6 +336,7 @@ def main() -> None:
                  + dense_cases([(16, 16, 512)], stride=2) + dense_cases([(16, 16, 512)], dilation=2)
                  + pool_cases(big) + transposed_cases(256))
         process_sizes = [512, 4096]
+        dask_batch = (400, 256)
     rows = []
     for case in cases:
         medians = interleaved_medians({"convcli": case.convcli, **case.others}, repeats)
@@ -259,6 +345,8 @@ def main() -> None:
             rows.append((case.name, label, seconds, seconds / base, None))
         print(f"{case.name}: convcli {base * 1e3:.1f} ms", flush=True)
     rows += process_rows(process_sizes, repeats) + startup_rows(repeats)
+    if _optional("distributed"):
+        rows += dask_rows(*dask_batch, repeats)
     lines = ["| case | tool | median | time / convcli's | peak RSS |", "|---|---|---|---|---|"]
     for name, tool, seconds, ratio, rss in rows:
         rss_text = f"{rss:.0f} MB" if rss else ""

@@ -12,3 +12,4 @@ def test_bench_quick_mode_runs():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| depthwise 256^2x3, 3x3 random (full rank) | convcli |" in proc.stdout
     assert "| start-up | convcli --help |" in proc.stdout
+    assert "| convcli --executor dask, 2 workers: " in proc.stdout

@@ -13,6 +13,7 @@ executor ``options.executor`` names (``EXECUTORS``), and returns one ``Record`` 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import signal
 from collections.abc import Callable, Iterator, Sequence
@@ -25,23 +26,28 @@ from convcli.errors import ParameterError
 
 #: Executors by name: ``module:class``, imported only when chosen. The class is built with the
 #: ``RunOptions`` and must be an ``Executor``.
-EXECUTORS = {"local": "convcli.batch.local:LocalExecutor"}
+EXECUTORS = {"local": "convcli.batch.local:LocalExecutor", "dask": "convcli.batch.dask:DaskExecutor"}
 
 
 @dataclass(frozen=True)
 class RunOptions:
     """How a batch runs: ``jobs`` files at a time (None: one per core, never more than there
-    are files to do), on the executor named ``executor``; outputs in ``skip`` are not made
-    (status ``skipped``); ``debug`` raises the errors that are bugs instead of recording them."""
+    are files to do), on the executor named ``executor`` (``dask``: on the cluster whose
+    scheduler is at ``scheduler``, else on a local one of ``jobs`` workers); outputs in
+    ``skip`` are not made (status ``skipped``); ``debug`` raises the errors that are bugs
+    instead of recording them."""
 
     jobs: int | None = None
     executor: str = "local"
+    scheduler: str | None = None
     skip: frozenset = frozenset()
     debug: bool = False
 
 
 class Executor(Protocol):
-    """What runs a batch's files: somewhere, in any order, some at once."""
+    """What runs a batch's files: somewhere, in any order, some at once. An executor that
+    holds something between batches (a connection, a cluster it started) also has a
+    ``close()``, which ``run_batch`` calls at the end."""
 
     def execute(self, pairs: Sequence[tuple[str, str]],
                 task: Callable[[str, str], Record]) -> Iterator[Record]:
@@ -63,10 +69,13 @@ def make_executor(options: RunOptions) -> Executor:
 
 def run_batch(pairs: Sequence[tuple[str, str]], job: Callable[[str, str], dict],
               options: RunOptions | None = None,
-              progress: Callable[[Record], None] | None = None) -> list[Record]:
+              progress: Callable[[Record], None] | None = None,
+              prepare: Callable[[], None] | None = None) -> list[Record]:
     """Run ``job`` over planned (source, target) pairs; one ``Record`` per pair, in their order.
 
-    ``progress(record)`` is called as each one finishes. Every file declares the whole batch,
+    ``progress(record)`` is called as each one finishes; ``prepare()`` once the executor is
+    ready (a scheduler reached), before any file is read: a refused executor leaves nothing
+    behind. Every file declares the whole batch,
     skipped files included, to the engine (``runtime.repeated``), so that it takes the same
     method, and gives the same bytes, whichever worker runs it, in whatever order, and when a
     batch is resumed with ``--skip-existing``.
@@ -75,13 +84,18 @@ def run_batch(pairs: Sequence[tuple[str, str]], job: Callable[[str, str], dict],
     done = {t: Record(s, t, status="skipped") for s, t in pairs if t in options.skip}
     todo = [(s, t) for s, t in pairs if t not in options.skip]
     jobs = min(options.jobs or runtime.available_cores(), max(len(todo), 1))
-    executor = make_executor(RunOptions(jobs, options.executor, options.skip, options.debug))
-    results = executor.execute(todo, Task(job, options.debug, len(pairs)))
-    with contextlib.closing(results):  # an interrupt in ``progress`` still stops the workers
-        for record in results:
-            done[record.output] = record
-            if progress is not None:
-                progress(record)
+    executor = make_executor(dataclasses.replace(options, jobs=jobs))
+    with contextlib.ExitStack() as held:
+        if hasattr(executor, "close"):
+            held.callback(executor.close)
+        if prepare is not None:
+            prepare()
+        results = executor.execute(todo, Task(job, options.debug, len(pairs)))
+        with contextlib.closing(results):  # an interrupt in ``progress`` still stops the workers
+            for record in results:
+                done[record.output] = record
+                if progress is not None:
+                    progress(record)
     return [done[target] for _, target in pairs]
 
 

@@ -20,6 +20,7 @@ from typing import Callable, Optional, Sequence
 from convcli import limits
 from convcli.errors import InputError, OutputError
 from convcli.io.paths import STDIO, is_regular_file
+from convcli.io.urls import is_url
 
 #: Extensions a directory scan picks up (everything Pillow commonly reads, and .npy).
 INPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".npy", ".ppm",
@@ -38,7 +39,8 @@ class Source:
 
 def expand_inputs(arguments: Sequence[str], recursive: bool = False,
                   out_dir: Optional[str] = None) -> list[Source]:
-    """Files, directories (their image files; ``recursive`` descends) and glob patterns.
+    """Files, directories (their image files; ``recursive`` descends) and glob patterns, as
+    paths or as URLs (``io.urls``).
 
     A directory scan or a pattern finds regular files only (a named pipe would block the
     batch, a device never end), and nothing inside ``out_dir`` when it lies below the folder
@@ -52,6 +54,11 @@ def expand_inputs(arguments: Sequence[str], recursive: bool = False,
     for argument in arguments:
         if argument == STDIO:
             sources.append(Source(STDIO, ""))
+        elif is_url(argument):
+            from convcli.io import urls
+
+            found = urls.expand(argument, recursive, INPUT_EXTENSIONS, out_dir)
+            sources.extend(Source(path, root) for path, root in found)
         elif os.path.isdir(argument):
             found = _scan(argument, recursive, out_dir)
             if not found:
@@ -184,9 +191,17 @@ def plan_outputs(
         real_out_dir = realpath(out_dir)
         for source in sources:
             name = output_name(source.path, template, ext, **fields)
-            target = os.path.normpath(os.path.join(out_dir, _folder_below_root(source), name))
-            if os.path.commonpath([realpath(target), real_out_dir]) != real_out_dir:
-                raise OutputError(f"output {target!r} for {source.path!r} escapes --out-dir {out_dir!r}")
+            if is_url(out_dir):
+                from convcli.io.urls import join
+
+                target = join(out_dir, _folder_below_root(source), name)
+                escapes = target is None
+            else:
+                target = os.path.normpath(os.path.join(out_dir, _folder_below_root(source), name))
+                escapes = os.path.commonpath([realpath(target), real_out_dir]) != real_out_dir
+            if escapes:
+                shown = target or f"{out_dir}/{_folder_below_root(source)}/{name}"
+                raise OutputError(f"output {shown!r} for {source.path!r} escapes --out-dir {out_dir!r}")
             pairs.append((source.path, target))
     else:
         raise OutputError("give -o/--output FILE or --out-dir DIR")
@@ -209,7 +224,8 @@ def _folder_below_root(source: Source) -> str:
 
 class RealPaths:
     """``os.path.realpath`` of many files, each folder resolved once: a file's real path is
-    its folder's joined with its name, unless the name itself is a symbolic link.
+    its folder's joined with its name, unless the name itself is a symbolic link. A URL is
+    its own.
 
     >>> realpath = RealPaths()
     >>> realpath("/usr/../usr/x.png") == os.path.realpath("/usr/x.png")
@@ -220,6 +236,8 @@ class RealPaths:
         self.folders: dict[str, str] = {}
 
     def __call__(self, path: str) -> str:
+        if is_url(path):  # a URL names itself
+            return path
         folder, name = os.path.split(path)
         if name in ("", os.curdir, os.pardir):
             return os.path.realpath(path)
@@ -261,17 +279,17 @@ def check_outputs(pairs: Sequence[tuple[str, str]], settings=None, *, out_dir: O
     others.
     """
     from convcli.io import images
-    from convcli.io.atomic import check_folder, check_target, taken
+    from convcli.io.atomic import check_folder, check_target, folder_of, taken
     from convcli.pipeline import output_files
 
-    if out_dir is not None and os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    if out_dir is not None and not is_url(out_dir) and os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise OutputError(f"--out-dir {out_dir!r} is a file, not a directory")
     if out_dir is not None:
         check_folder(out_dir)
     for source, target in pairs:
         if target != STDIO:
             check_target(target)
-        if out_dir is not None and not os.path.isdir(os.path.dirname(os.path.abspath(target))):
+        if out_dir is not None and (is_url(target) or not os.path.isdir(folder_of(target))):
             images.check_output_format(target, settings)  # a folder in --out-dir: made when written
         else:
             images.check_output_path(target, [source], settings, out_format)

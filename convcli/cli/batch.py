@@ -10,6 +10,7 @@ exit code.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 import time
@@ -21,8 +22,11 @@ import click
 from convcli.cli.options import Choice, parsed
 from convcli.cli.tables import print_json
 from convcli.io.paths import STDIO
+from convcli.io.urls import local_path
 from convcli.layers.values import parse_count
 
+#: fsspec's in-memory file system: every process has its own.
+MEMORY = "memory://"
 #: The most worker processes ``--jobs`` starts.
 MAX_JOBS = 256
 
@@ -40,7 +44,8 @@ _BATCH_OPTIONS = (
                       "(with --format)."),
     click.option("--out-dir", metavar="DIR",
                  help="One output per input in DIR (created if missing), keeping each input's path "
-                      "relative to the folder or pattern that found it."),
+                      "relative to the folder or pattern that found it. Inputs and DIR may be fsspec "
+                      "URLs (s3://bucket/in/*.png; needs convcli[dask])."),
     click.option("--name", "name_template", metavar="TEMPLATE",
                  help="Output names in --out-dir: {stem}, {name}, {ext} and the command's fields "
                       "(conv: {kernel}; pool: {mode}; run: {pipeline}).  [default: {stem}.{ext}]"),
@@ -51,6 +56,13 @@ _BATCH_OPTIONS = (
     click.option("-j", "--jobs", callback=parsed(parse_count, "jobs", 1, MAX_JOBS), metavar="N",
                  help=f"Files processed in parallel (worker processes), at most {MAX_JOBS}.  "
                       "[default: the cores; 1 for one input]"),
+    click.option("--executor", type=Choice(["local", "dask"]), default="local", show_default=True,
+                 help="Where the files run: local (worker processes here, --jobs) or dask (a Dask "
+                      "cluster: --scheduler, else a local one of --jobs workers; needs "
+                      "convcli[dask])."),
+    click.option("--scheduler", metavar="ADDRESS",
+                 help="With --executor dask: the scheduler to join (tcp://HOST:PORT).  "
+                      "[default: $DASK_SCHEDULER_ADDRESS, else a local cluster]"),
     click.option("--overwrite", is_flag=True, help="Replace existing outputs (an input is never replaced)."),
     click.option("--skip-existing", is_flag=True,
                  help="Keep existing outputs and skip their inputs (to resume a batch)."),
@@ -70,6 +82,8 @@ class BatchOptions:
     out_format: Optional[str] = None
     recursive: bool = False
     jobs: Optional[int] = None
+    executor: str = "local"
+    scheduler: Optional[str] = None
     overwrite: bool = False
     skip_existing: bool = False
     quiet: bool = False
@@ -103,6 +117,9 @@ def run_files(inputs: Sequence[str], job, batch: BatchOptions, single: Optional[
     from convcli.io.atomic import make_folder
 
     ctx = click.get_current_context()
+    inputs = [local_path(name) for name in inputs]  # file:// URLs are plain paths
+    batch = dataclasses.replace(batch, output=batch.output and local_path(batch.output),
+                                out_dir=batch.out_dir and local_path(batch.out_dir))
     _check_usage(ctx, inputs, batch)
     sources = plan.expand_inputs(inputs, batch.recursive, batch.out_dir)
     if single and len(sources) != 1:
@@ -110,15 +127,16 @@ def run_files(inputs: Sequence[str], job, batch: BatchOptions, single: Optional[
     pairs = plan.plan_outputs(sources, batch.output, batch.out_dir, batch.name_template or "{stem}.{ext}",
                               batch.out_format, **fields)
     skip = check_outputs(pairs, job.settings, batch, extra_outputs)
-    if batch.out_dir is not None:
-        make_folder(batch.out_dir)
+    if batch.executor == "dask":  # a task retried on another worker replaces what it wrote
+        job = dataclasses.replace(job, overwrite=True)
     todo = len(pairs) - len(skip)
     reporter = Reporter(len(pairs), todo, batch.quiet)
-    options = RunOptions(batch.jobs, skip=frozenset(skip),
+    options = RunOptions(batch.jobs, batch.executor, batch.scheduler, skip=frozenset(skip),
                          debug=bool(ctx.find_root().params.get("traceback")))
+    prepare = None if batch.out_dir is None else functools.partial(make_folder, batch.out_dir)
     start = time.perf_counter()
     try:
-        records = run_batch(pairs, job, options, reporter.update)
+        records = run_batch(pairs, job, options, reporter.update, prepare)
     finally:
         reporter.close()
     if len(pairs) > 1 and not batch.quiet:
@@ -149,6 +167,14 @@ def _check_usage(ctx: click.Context, inputs: Sequence[str], batch: BatchOptions)
         (batch.output == STDIO and batch.out_format is None, "-o - (stdout) needs --format"),
         (batch.out_format is not None and batch.output not in (None, STDIO),
          "--format applies to -o - and --out-dir (the extension of -o FILE is its format)"),
+        (batch.scheduler is not None and batch.executor != "dask", "--scheduler needs --executor dask"),
+        (batch.scheduler is not None and batch.jobs is not None,
+         "--jobs sizes a local cluster; the workers of --scheduler's cluster are its own"),
+        (batch.executor == "dask" and STDIO in (*inputs, batch.output),
+         "--executor dask reads and writes files, not stdin or stdout"),
+        (any(str(name).startswith(MEMORY) for name in (*inputs, batch.output, batch.out_dir))
+         and (batch.executor != "local" or batch.jobs != 1),
+         f"{MEMORY} lives in this process's memory: use it with --executor local -j 1"),
         (STDIO in inputs and len(inputs) > 1, "- (stdin) must be the only input"),
         (STDIO in inputs and batch.out_dir is not None, "- (stdin) needs -o FILE or -o -, not --out-dir"),
     )

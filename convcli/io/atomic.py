@@ -1,5 +1,6 @@
 """Writing files atomically: a temporary file beside the target, then a rename; and the rules
-every output follows before any work (``check_target``, ``taken``).
+every output follows before any work (``check_target``, ``taken``). An output named by a URL
+(``io.urls``) is encoded in memory and written as one whole object.
 
 No numpy here: the kernel catalogue's cache uses it too.
 """
@@ -12,6 +13,7 @@ from typing import Callable, Sequence
 
 from convcli import limits
 from convcli.errors import OutputError
+from convcli.io.urls import is_url
 
 
 def atomic_write(path: str, save: Callable) -> None:
@@ -25,8 +27,12 @@ def atomic_write_all(items: Sequence[tuple[str, Callable]]) -> None:
     No target changes unless every file was written; only the renames themselves (one
     ``os.replace`` each, atomic one by one) come after the point of no return. A temporary is
     listed before it is created, so an interrupt at any point removes it (``remove_temporaries``
-    too, for a process that must exit at once).
+    too, for a process that must exit at once). Outputs named by URLs are all encoded first,
+    then written, each as one object, after the files.
     """
+    if any(is_url(path) for path, _ in items):
+        _write_objects(items)
+        return
     temporaries = []
     current = None
     try:
@@ -50,6 +56,24 @@ def atomic_write_all(items: Sequence[tuple[str, Callable]]) -> None:
         if isinstance(exc, OSError):
             raise OutputError(f"cannot write {current!r} ({exc.strerror or exc})") from None
         raise
+
+
+def _write_objects(items: Sequence[tuple[str, Callable]]) -> None:
+    """``atomic_write_all`` of items some of which are URLs: those encoded in memory, the
+    others written as files, then each URL as one whole object."""
+    import io
+
+    from convcli.io import urls
+
+    encoded = []
+    for path, save in items:
+        if is_url(path):
+            buffer = io.BytesIO()
+            save(buffer)
+            encoded.append((path, buffer.getvalue()))
+    atomic_write_all([(path, save) for path, save in items if not is_url(path)])
+    for path, data in encoded:
+        urls.write_whole(path, data)
 
 
 #: Temporaries this process has listed and not yet renamed or removed.
@@ -84,8 +108,13 @@ def remove_temporaries() -> None:
 def taken(path: str) -> bool:
     """Whether writing ``path`` would replace something: any existing path, a dangling
     symbolic link included (``os.path.exists`` follows the link and says no; the rename
-    would replace the link). Outputs that are taken need ``--overwrite``.
+    would replace the link), or an existing object of a URL. Outputs that are taken need
+    ``--overwrite``.
     """
+    if is_url(path):
+        from convcli.io import urls
+
+        return urls.exists(path)
     return os.path.lexists(path)
 
 
@@ -102,6 +131,10 @@ def check_target(path: str, what: str = "output", overwrite: bool = True) -> Non
     """
     limits.check_path_length(path, what)
     shown = limits.shorten(path)
+    if is_url(path):  # no folders to check on an object store
+        if not overwrite and taken(path):
+            raise OutputError(f"{what} {shown!r} exists (use --overwrite to replace it)")
+        return
     ancestor = _nearest_existing(os.path.dirname(os.path.abspath(path)))
     if not os.path.isdir(ancestor):
         raise OutputError(f"{what} {shown!r}: {limits.shorten(ancestor)!r} is not a folder")
@@ -121,8 +154,19 @@ def check_folder(path: str) -> None:
     convcli.errors.OutputError: cannot create the folder '/dev/null/maps' (Not a directory)
     """
     limits.check_path_length(path, "the folder")
-    if not os.path.isdir(_nearest_existing(os.path.abspath(path))):
+    if not is_url(path) and not os.path.isdir(_nearest_existing(os.path.abspath(path))):
         raise OutputError(f"cannot create the folder {limits.shorten(path)!r} (Not a directory)")
+
+
+def folder_of(path: str) -> str:
+    """The folder a file or object ``path`` is written in (absolute for a plain path).
+
+    >>> folder_of("s3://bucket/out/a.png")
+    's3://bucket/out'
+    """
+    if is_url(path):
+        return path.rsplit("/", 1)[0]
+    return os.path.dirname(os.path.abspath(path))
 
 
 def _nearest_existing(path: str) -> str:
@@ -140,6 +184,11 @@ def make_folder(path: str) -> None:
     ...
     convcli.errors.OutputError: cannot create the folder '/dev/null/maps' (Not a directory)
     """
+    if is_url(path):
+        from convcli.io import urls
+
+        urls.make_folder(path)
+        return
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:

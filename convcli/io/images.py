@@ -35,6 +35,7 @@ from convcli.io.atomic import atomic_write_all
 from convcli.errors import ConvcliError, InputError, LimitError, OutputError, ParameterError, ShapeError
 from convcli.layers.values import not_one_of
 from convcli.io.paths import STDIO, require_regular_file
+from convcli.io.urls import is_url
 
 #: Image outputs by extension: Pillow's format name and, per depth, the channel counts stored
 #: (2 = gray + alpha, 4 = RGBA). Every PNG is encoded by ``png.write_png``, the rest by Pillow.
@@ -123,6 +124,11 @@ def read_input(path: str, alpha_as_channel: bool = False,
     if path == STDIO:
         return _read_stdin(alpha_as_channel, options)
     limit = limits.max_pixels(options.max_pixels)
+    if is_url(path):  # fsspec: read through one seekable handle, as a file is
+        from convcli.io import urls
+
+        with urls.open_input(path) as handle:
+            return _read_open(handle, path, alpha_as_channel, limit, options.frame)
     if "\0" in str(path):
         raise InputError(f"input {path!r} contains a NUL character")
     require_regular_file(path, "input")  # a named pipe would block, a device never end
@@ -567,7 +573,7 @@ def check_output_path(
     if output != STDIO and not settings.split and (output.endswith(("/", os.sep)) or os.path.isdir(output)):
         raise OutputError(f"output {output!r} is a directory: -o names a file (--out-dir a folder of them)")
     check_output_format(output, settings, format)
-    if output == STDIO:
+    if output == STDIO or is_url(output):  # an object store has no folders to check
         return
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from convcli.errors import ConvcliError
+from convcli.io.urls import is_url
 
 if TYPE_CHECKING:
     from convcli.pipeline.execute import Maps
@@ -75,13 +76,13 @@ class Job:
         import numpy as np
 
         from convcli.io import images
-        from convcli.io.atomic import atomic_write, check_target, make_folder
+        from convcli.io.atomic import atomic_write, check_target, folder_of, make_folder
         from convcli.io.paths import STDIO
 
         if target != STDIO:  # checked before its folder is made: a refused output leaves nothing
             for path in output_files(target, self.settings) + ([self.indices] if self.indices else []):
                 check_target(path, overwrite=self.overwrite)
-            make_folder(os.path.dirname(os.path.abspath(target)))
+            make_folder(folder_of(target))
         carried = picture.alpha if self.alpha == "keep" and maps.data.shape[1:] == picture.data.shape[1:] else None
         images.write_output(target, maps.data, maps.white, carried, self.settings, in_place=True, signed=maps.flags,
                             labels=maps.labels, format=self.format)
@@ -101,6 +102,12 @@ def output_files(target: str, settings) -> list[str]:
         return [target]
     stem, ext = os.path.splitext(target)
     pattern = re.compile(re.escape(os.path.basename(stem)) + r"_\d{2,}" + re.escape(ext) + r"\Z")
+    if is_url(target):
+        from convcli.io import urls
+        from convcli.io.atomic import folder_of
+
+        folder = folder_of(target)
+        return sorted(f"{folder}/{name}" for name in urls.names_in(folder) if pattern.match(name))
     folder = os.path.dirname(target) or "."
     if not os.path.isdir(folder):
         return []
