@@ -24,8 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -80,7 +80,9 @@ def interleaved_medians(fns: dict, repeats: int) -> dict:
     if repeats > 1:
         for fn in fns.values():
             warm(fn)
-    return {name: statistics.median(values) for name, values in interleaved_rounds(fns, repeats).items()}
+    return {
+        name: statistics.median(values) for name, values in interleaved_rounds(fns, repeats).items()
+    }
 
 
 def interleaved_rounds(subjects: dict, repeats: int, measure=seconds_of) -> dict:
@@ -106,17 +108,26 @@ def depthwise_cases(size: int, kernel_sizes, separable: bool = False) -> list[Ca
     for k in kernel_sizes:
         kernel = gaussian(k) if separable else rng.random((k, k), dtype=np.float32)
         kind = "Gaussian (rank 1)" if separable else "random (full rank)"
-        case = Case(f"depthwise {size}^2x3, {k}x{k} {kind}", lambda kernel=kernel: engine.conv2d(image, kernel))
+        case = Case(
+            f"depthwise {size}^2x3, {k}x{k} {kind}",
+            lambda kernel=kernel: engine.conv2d(image, kernel),
+        )
         if cv2:
             case.others["OpenCV filter2D"] = lambda kernel=kernel: cv2.filter2D(
-                hwc, -1, kernel, borderType=cv2.BORDER_CONSTANT)
+                hwc, -1, kernel, borderType=cv2.BORDER_CONSTANT
+            )
         if ndimage and k <= 7:  # SciPy's direct loops take minutes beyond that
             case.others["SciPy correlate"] = lambda kernel=kernel: [
-                ndimage.correlate(image[c], kernel, mode="constant") for c in range(3)]
+                ndimage.correlate(image[c], kernel, mode="constant") for c in range(3)
+            ]
         if torch and k <= 7:  # PyTorch's CPU depthwise path takes many seconds beyond that
-            t_image, t_kernel = torch.from_numpy(image)[None], torch.from_numpy(np.stack([kernel[None]] * 3))
-            case.others["PyTorch conv2d"] = lambda t_kernel=t_kernel, t_image=t_image: torch.nn.functional.conv2d(
-                t_image, t_kernel, padding="same", groups=3)
+            t_image, t_kernel = (
+                torch.from_numpy(image)[None],
+                torch.from_numpy(np.stack([kernel[None]] * 3)),
+            )
+            case.others["PyTorch conv2d"] = lambda t_kernel=t_kernel, t_image=t_image: (
+                torch.nn.functional.conv2d(t_image, t_kernel, padding="same", groups=3)
+            )
         cases.append(case)
     return cases
 
@@ -127,22 +138,38 @@ def dense_cases(specs, stride=1, dilation=1) -> list[Case]:
     for c_in, c_out, size in specs:
         image = rng.random((c_in, size, size), dtype=np.float32)
         weight = rng.random((c_out, c_in, 3, 3), dtype=np.float32)
-        label = f"dense {c_in}->{c_out} {size}^2 3x3" + (f" s{stride}" if stride > 1 else "") + (
-            f" d{dilation}" if dilation > 1 else "")
-        case = Case(label, lambda image=image, weight=weight: engine.conv2d(
-            image, weight, stride=(stride, stride), dilation=(dilation, dilation), padding=(dilation,) * 4))
+        label = (
+            f"dense {c_in}->{c_out} {size}^2 3x3"
+            + (f" s{stride}" if stride > 1 else "")
+            + (f" d{dilation}" if dilation > 1 else "")
+        )
+        case = Case(
+            label,
+            lambda image=image, weight=weight: engine.conv2d(
+                image,
+                weight,
+                stride=(stride, stride),
+                dilation=(dilation, dilation),
+                padding=(dilation,) * 4,
+            ),
+        )
         if torch:
             t_image, t_weight = torch.from_numpy(image)[None], torch.from_numpy(weight)
-            case.others["PyTorch conv2d"] = lambda t_image=t_image, t_weight=t_weight: torch.nn.functional.conv2d(
-                t_image, t_weight, stride=stride, padding=dilation, dilation=dilation)
+            case.others["PyTorch conv2d"] = lambda t_image=t_image, t_weight=t_weight: (
+                torch.nn.functional.conv2d(
+                    t_image, t_weight, stride=stride, padding=dilation, dilation=dilation
+                )
+            )
         cases.append(case)
     return cases
 
 
 def pool_cases(size: int) -> list[Case]:
     image = np.random.default_rng(2).random((3, size, size), dtype=np.float32)
-    cases = [Case(f"max pool 2x2 {size}^2x3", lambda: engine.max_pool2d(image, (2, 2))),
-             Case(f"avg pool 2x2 {size}^2x3", lambda: engine.avg_pool2d(image, (2, 2)))]
+    cases = [
+        Case(f"max pool 2x2 {size}^2x3", lambda: engine.max_pool2d(image, (2, 2))),
+        Case(f"avg pool 2x2 {size}^2x3", lambda: engine.avg_pool2d(image, (2, 2))),
+    ]
     if torch:
         t_image = torch.from_numpy(image)[None]
         cases[0].others["PyTorch max_pool2d"] = lambda: torch.nn.functional.max_pool2d(t_image, 2)
@@ -154,12 +181,15 @@ def transposed_cases(size: int) -> list[Case]:
     rng = np.random.default_rng(3)
     image = rng.random((16, size, size), dtype=np.float32)
     weight = rng.random((16, 16, 4, 4), dtype=np.float32)
-    case = Case(f"transposed 16->16 {size}^2 4x4 s2 (2x up)", lambda: engine.conv_transpose2d(
-        image, weight, stride=(2, 2), padding=(1, 1)))
+    case = Case(
+        f"transposed 16->16 {size}^2 4x4 s2 (2x up)",
+        lambda: engine.conv_transpose2d(image, weight, stride=(2, 2), padding=(1, 1)),
+    )
     if torch:
         t_image, t_weight = torch.from_numpy(image)[None], torch.from_numpy(weight)
         case.others["PyTorch conv_transpose2d"] = lambda: torch.nn.functional.conv_transpose2d(
-            t_image, t_weight, stride=2, padding=1)
+            t_image, t_weight, stride=2, padding=1
+        )
     return [case]
 
 
@@ -181,7 +211,9 @@ def run_process(command: list[str]) -> tuple[float, float]:
     """
     timer = ["/usr/bin/time", "-f", "%M"] if os.path.exists("/usr/bin/time") else []
     start = time.perf_counter()
-    proc = subprocess.run(timer + command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(
+        timer + command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {proc.stderr.strip()}")
@@ -203,28 +235,45 @@ def process_rows(sizes, repeats: int) -> list[tuple]:
             pixels = (np.random.default_rng(size).random((size, size, 3)) * 255).astype(np.uint8)
             Image.fromarray(pixels).save(src)
             out = os.path.join(tmp, "out.png")
-            commands = {"convcli conv": convcli + ["conv", src, "-k", "box", "-o", out, "--overwrite"]}
+            commands = {
+                "convcli conv": convcli + ["conv", src, "-k", "box", "-o", out, "--overwrite"]
+            }
             if vips:
                 mat = os.path.join(tmp, "box.mat")
                 with open(mat, "w") as handle:
                     handle.write("3 3 9 0\n1 1 1\n1 1 1\n1 1 1\n")
                 commands["vips conv"] = [vips, "conv", src, out, mat, "--precision", "integer"]
             if magick:
-                commands["ImageMagick"] = [magick, src, "-morphology", "Convolve", "3x3:1,1,1,1,1,1,1,1,1", out]
+                commands["ImageMagick"] = [
+                    magick,
+                    src,
+                    "-morphology",
+                    "Convolve",
+                    "3x3:1,1,1,1,1,1,1,1,1",
+                    out,
+                ]
             run_process(commands["convcli conv"][:3] + ["--help"])
             for command in commands.values():
                 run_process(command)  # warm: JIT cache, page cache
-            results = {label: (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
-                       for label, runs in interleaved_rounds(commands, repeats, run_process).items()}
+            results = {
+                label: (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
+                for label, runs in interleaved_rounds(commands, repeats, run_process).items()
+            }
             base = results["convcli conv"][0]
             for label, (seconds, rss) in results.items():
-                rows.append((f"process {size}^2 RGB PNG -> PNG, 3x3", label, seconds, seconds / base, rss))
+                rows.append(
+                    (f"process {size}^2 RGB PNG -> PNG, 3x3", label, seconds, seconds / base, rss)
+                )
     return rows
 
 
 def startup_rows(repeats: int) -> list[tuple]:
     rows = []
-    for args in (["--help"], ["kernels", "list"], ["explain", "--input", "224x224x3", "conv 64 k7 s2 p3"]):
+    for args in (
+        ["--help"],
+        ["kernels", "list"],
+        ["explain", "--input", "224x224x3", "conv 64 k7 s2 p3"],
+    ):
         command = [sys.executable, "-m", "convcli"] + args
         run_process(command)  # warm: page cache, kernel catalogue
         seconds = statistics.median(run_process(command)[0] for _ in range(3 * repeats))
@@ -247,11 +296,38 @@ class DaskCluster:
         self.address = f"tcp://127.0.0.1:{port}"
         env = {**os.environ, "NUMBA_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
-        self.processes = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
-                                            "127.0.0.1", "--port", str(port), "--no-dashboard"], **quiet)]
-        self.processes += [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", self.address,
-                                             "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"], **quiet)
-                           for _ in range(workers)]
+        self.processes = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "distributed.cli.dask_scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--no-dashboard",
+                ],
+                **quiet,
+            )
+        ]
+        self.processes += [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "distributed.cli.dask_worker",
+                    self.address,
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--host",
+                    "127.0.0.1",
+                ],
+                **quiet,
+            )
+            for _ in range(workers)
+        ]
         with Client(self.address, timeout=60, set_as_default=False) as client:
             client.wait_for_workers(workers, timeout=60)
 
@@ -287,19 +363,35 @@ def dask_rows(count: int, size: int, repeats: int) -> list[tuple]:
         for index in range(count):
             pixels = (rng.random((size, size, 3)) * 255).astype(np.uint8)
             Image.fromarray(pixels).save(os.path.join(images, f"{index:05d}.png"))
-        batch = [sys.executable, "-m", "convcli", "conv", images, "-k", "box", "--out-dir",
-                 os.path.join(tmp, "out"), "--overwrite", "-q"]
-        commands = {"convcli --executor local": batch,
-                    "convcli --executor local -j 1": batch + ["-j", "1"]}
+        batch = [
+            sys.executable,
+            "-m",
+            "convcli",
+            "conv",
+            images,
+            "-k",
+            "box",
+            "--out-dir",
+            os.path.join(tmp, "out"),
+            "--overwrite",
+            "-q",
+        ]
+        commands = {
+            "convcli --executor local": batch,
+            "convcli --executor local -j 1": batch + ["-j", "1"],
+        }
         clusters = {}
         try:
             for workers in (1, 2):
                 clusters[workers] = DaskCluster(workers)
                 commands[f"convcli --executor dask, {workers} worker{'s' * (workers > 1)}"] = (
-                    batch + ["--executor", "dask", "--scheduler", clusters[workers].address])
+                    batch + ["--executor", "dask", "--scheduler", clusters[workers].address]
+                )
             for command in commands.values():
                 run_process(command)  # warm: JIT cache, page cache, the workers' kernels
-            measured = interleaved_rounds(commands, repeats, lambda command: run_process(command)[0])
+            measured = interleaved_rounds(
+                commands, repeats, lambda command: run_process(command)[0]
+            )
             rate = scheduler_tasks_per_second(clusters[2].address, 50 * count)
         finally:
             for cluster in clusters.values():
@@ -308,13 +400,19 @@ def dask_rows(count: int, size: int, repeats: int) -> list[tuple]:
     case = f"batch of {count} {size}^2 RGB PNG, 3x3"
     for label, values in measured.items():
         seconds = statistics.median(values)
-        rows.append((case, f"{label}: {count / seconds:.0f} files/s", seconds, seconds / base, None))
-    rows.append((f"dask scheduler, {50 * count} empty tasks", f"{rate:.0f} tasks/s", 1 / rate, 1.0, None))
+        rows.append(
+            (case, f"{label}: {count / seconds:.0f} files/s", seconds, seconds / base, None)
+        )
+    rows.append(
+        (f"dask scheduler, {50 * count} empty tasks", f"{rate:.0f} tasks/s", 1 / rate, 1.0, None)
+    )
     return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results.md"))
     args = parser.parse_args()
@@ -324,17 +422,27 @@ def main() -> None:
     compileall.compile_dir(os.path.dirname(engine.__file__), quiet=1)
     if args.quick:
         repeats, big, mid = 1, 256, 64
-        cases = (depthwise_cases(big, (3, 7)) + depthwise_cases(big, (15,), separable=True)
-                 + dense_cases([(3, 8, mid)]) + pool_cases(big) + transposed_cases(16))
+        cases = (
+            depthwise_cases(big, (3, 7))
+            + depthwise_cases(big, (15,), separable=True)
+            + dense_cases([(3, 8, mid)])
+            + pool_cases(big)
+            + transposed_cases(16)
+        )
         process_sizes = [64]
         dask_batch = (16, 64)
     else:
         repeats, big = 5, 4096
-        cases = (depthwise_cases(big, (3, 7)) + depthwise_cases(big, (15, 31), separable=True)
-                 + depthwise_cases(big, (15, 31))
-                 + dense_cases([(3, 16, 1024), (16, 16, 512), (64, 64, 256)])
-                 + dense_cases([(16, 16, 512)], stride=2) + dense_cases([(16, 16, 512)], dilation=2)
-                 + pool_cases(big) + transposed_cases(256))
+        cases = (
+            depthwise_cases(big, (3, 7))
+            + depthwise_cases(big, (15, 31), separable=True)
+            + depthwise_cases(big, (15, 31))
+            + dense_cases([(3, 16, 1024), (16, 16, 512), (64, 64, 256)])
+            + dense_cases([(16, 16, 512)], stride=2)
+            + dense_cases([(16, 16, 512)], dilation=2)
+            + pool_cases(big)
+            + transposed_cases(256)
+        )
         process_sizes = [512, 4096]
         dask_batch = (400, 256)
     rows = []
@@ -355,7 +463,9 @@ def main() -> None:
     print(table)
     if not args.quick:
         with open(args.output, "w") as handle:
-            handle.write(f"Measured with `python bench/run.py` on {os.cpu_count()} cores.\n\n{table}\n")
+            handle.write(
+                f"Measured with `python bench/run.py` on {os.cpu_count()} cores.\n\n{table}\n"
+            )
 
 
 if __name__ == "__main__":

@@ -16,13 +16,14 @@ Conventions: ``k_eff = d*(k-1) + 1`` is the dilated ("effective") kernel size.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import NamedTuple, Optional, Sequence, Union
+from typing import NamedTuple
 
 from convcli.errors import ParameterError
 
 #: A padding specification: a named rule or explicit (top, bottom, left, right) counts.
-PaddingSpec = Union[str, tuple[int, int, int, int]]
+PaddingSpec = str | tuple[int, int, int, int]
 Pair = tuple[int, int]
 
 PADDING_RULES = ("valid", "same", "full")
@@ -38,7 +39,12 @@ def effective_kernel_size(kernel: int, dilation: int = 1) -> int:
 
 
 def conv_output_size(
-    size: int, kernel: int, stride: int = 1, dilation: int = 1, pad_before: int = 0, pad_after: int = 0
+    size: int,
+    kernel: int,
+    stride: int = 1,
+    dilation: int = 1,
+    pad_before: int = 0,
+    pad_after: int = 0,
 ) -> int:
     """Output length of a convolution: ``floor((i + p_b + p_a - d*(k-1) - 1) / s) + 1``.
 
@@ -83,7 +89,11 @@ def full_padding(kernel: int, dilation: int = 1) -> Pair:
 
 
 def resolve_padding(
-    padding: PaddingSpec, in_hw: Pair, kernel_hw: Pair, stride_hw: Pair = (1, 1), dilation_hw: Pair = (1, 1)
+    padding: PaddingSpec,
+    in_hw: Pair,
+    kernel_hw: Pair,
+    stride_hw: Pair = (1, 1),
+    dilation_hw: Pair = (1, 1),
 ) -> tuple[int, int, int, int]:
     """Turn a padding spec into explicit ``(top, bottom, left, right)`` counts.
 
@@ -110,12 +120,18 @@ def resolve_padding(
         rows = full_padding(kernel_hw[0], dilation_hw[0])
         cols = full_padding(kernel_hw[1], dilation_hw[1])
     else:
-        raise ParameterError(f"padding {padding!r} is not one of {', '.join(PADDING_RULES)} or counts")
+        raise ParameterError(
+            f"padding {padding!r} is not one of {', '.join(PADDING_RULES)} or counts"
+        )
     return rows + cols
 
 
 def conv2d_output_shape(
-    in_hw: Pair, kernel_hw: Pair, stride_hw: Pair, dilation_hw: Pair, pads: tuple[int, int, int, int]
+    in_hw: Pair,
+    kernel_hw: Pair,
+    stride_hw: Pair,
+    dilation_hw: Pair,
+    pads: tuple[int, int, int, int],
 ) -> Pair:
     """``(H_out, W_out)`` of a 2-D convolution with explicit pads ``(top, bottom, left, right)``.
 
@@ -130,7 +146,12 @@ def conv2d_output_shape(
 
 
 def transposed_output_size(
-    size: int, kernel: int, stride: int = 1, dilation: int = 1, padding: int = 0, output_padding: int = 0
+    size: int,
+    kernel: int,
+    stride: int = 1,
+    dilation: int = 1,
+    padding: int = 0,
+    output_padding: int = 0,
 ) -> int:
     """PyTorch ``ConvTranspose2d``: ``(i-1)*s - 2p + d*(k-1) + output_padding + 1``.
 
@@ -138,7 +159,9 @@ def transposed_output_size(
     ...  for s, p, op, d in [(2, 1, 1, 1), (2, 0, 0, 1), (1, 0, 0, 2), (3, 1, 2, 1), (2, 1, 1, 2)]]
     [10, 11, 9, 15, 12]
     """
-    return (size - 1) * stride - 2 * padding + effective_kernel_size(kernel, dilation) + output_padding
+    return (
+        (size - 1) * stride - 2 * padding + effective_kernel_size(kernel, dilation) + output_padding
+    )
 
 
 def transposed_same_crop(size: int, kernel: int, stride: int = 1, dilation: int = 1) -> Pair:
@@ -196,7 +219,11 @@ def unpool_output_size(size: int, kernel: int, stride: int, padding: int = 0) ->
 
 
 def unpool_output_shape(
-    in_hw: Pair, kernel_hw: Pair, stride_hw: Pair, padding_hw: Pair = (0, 0), requested: Optional[Pair] = None
+    in_hw: Pair,
+    kernel_hw: Pair,
+    stride_hw: Pair,
+    padding_hw: Pair = (0, 0),
+    requested: Pair | None = None,
 ) -> Pair:
     """``(H, W)`` of PyTorch ``max_unpool2d``: the default, or ``requested`` if within ``s - 1`` of it.
 
@@ -258,7 +285,12 @@ def receptive_field_step(
 
 
 def unread_after_last_window(
-    size: int, kernel: int, stride: int = 1, dilation: int = 1, pad_before: int = 0, pad_after: int = 0
+    size: int,
+    kernel: int,
+    stride: int = 1,
+    dilation: int = 1,
+    pad_before: int = 0,
+    pad_after: int = 0,
 ) -> int:
     """Padded-input pixels after the last window, read by none: ``(i + p_b + p_a - k_eff) % s``.
 
@@ -290,7 +322,7 @@ class Window(NamedTuple):
     transposed: bool = False
 
 
-def input_span(windows: Sequence[Window], unit: int = 0) -> Optional[tuple[int, int]]:
+def input_span(windows: Sequence[Window], unit: int = 0) -> tuple[int, int] | None:
     """First and last input pixel that output ``unit`` of a stack of layers depends on.
 
     Distill's ``u_0``, ``v_0`` (pixel indices; negative or past the end: in the padding),
@@ -310,7 +342,10 @@ def input_span(windows: Sequence[Window], unit: int = 0) -> Optional[tuple[int, 
     for window in reversed(windows):
         if not window.transposed:
             reach = effective_kernel_size(window.kernel, window.dilation) - 1
-            lo, hi = lo * window.stride - window.pad_before, hi * window.stride - window.pad_before + reach
+            lo, hi = (
+                lo * window.stride - window.pad_before,
+                hi * window.stride - window.pad_before + reach,
+            )
             continue
         firsts, lasts = [], []
         for m in range(window.kernel):
@@ -356,7 +391,7 @@ def receptive_field(windows: Sequence[Window]) -> ReceptiveField:
     return ReceptiveField(size, int(jump) if jump.denominator == 1 else jump, start)
 
 
-def shape_text(shape: Optional[Sequence[int]]) -> str:
+def shape_text(shape: Sequence[int] | None) -> str:
     """``5x5``, ``3x7x7``; ``-`` for no shape.
 
     >>> shape_text((3, 7, 7)), shape_text(None)
@@ -380,8 +415,14 @@ def padding_text(padding: PaddingSpec) -> str:
     return ",".join(str(p) for p in padding)
 
 
-def window_too_large(what: str, in_hw: Pair, kernel_hw: Pair, dilation_hw: Pair,
-                     pads: tuple[int, int, int, int], padding: PaddingSpec) -> str:
+def window_too_large(
+    what: str,
+    in_hw: Pair,
+    kernel_hw: Pair,
+    dilation_hw: Pair,
+    pads: tuple[int, int, int, int],
+    padding: PaddingSpec,
+) -> str:
     """The message for a (dilated) kernel or window that does not fit its padded input.
 
     >>> window_too_large("kernel", (5, 5), (3, 3), (3, 3), (0, 0, 0, 0), "valid")
@@ -390,11 +431,13 @@ def window_too_large(what: str, in_hw: Pair, kernel_hw: Pair, dilation_hw: Pair,
     padded = (in_hw[0] + pads[0] + pads[1], in_hw[1] + pads[2] + pads[3])
     reach = tuple(effective_kernel_size(k, d) for k, d in zip(kernel_hw, dilation_hw))
     dilated = f" (dilated to {shape_text(reach)})" if reach != tuple(kernel_hw) else ""
-    return (f"{what} {shape_text(kernel_hw)}{dilated} is larger than the padded input {shape_text(padded)} "
-            f"(input {shape_text(in_hw)}, padding {padding_text(padding)})")
+    return (
+        f"{what} {shape_text(kernel_hw)}{dilated} is larger than the padded input {shape_text(padded)} "
+        f"(input {shape_text(in_hw)}, padding {padding_text(padding)})"
+    )
 
 
-def border_shortfall(in_hw: Pair, pads: tuple[int, int, int, int], pad_mode: str) -> Optional[str]:
+def border_shortfall(in_hw: Pair, pads: tuple[int, int, int, int], pad_mode: str) -> str | None:
     """Why ``pad_mode`` cannot fill ``pads`` around an ``in_hw`` input, or None (PyTorch's limits).
 
     ``reflect`` needs pad < size (the mirror excludes the edge); ``circular`` needs pad <= size;
@@ -406,7 +449,10 @@ def border_shortfall(in_hw: Pair, pads: tuple[int, int, int, int], pad_mode: str
     >>> border_shortfall((9, 4), (1, 1, 4, 4), "circular") is None
     True
     """
-    for axis, size, (before, after) in (("rows", in_hw[0], pads[:2]), ("columns", in_hw[1], pads[2:])):
+    for axis, size, (before, after) in (
+        ("rows", in_hw[0], pads[:2]),
+        ("columns", in_hw[1], pads[2:]),
+    ):
         widest = max(before, after)
         if pad_mode == "reflect" and widest >= size:
             return f"reflect padding of {widest} needs more than {widest} input {axis}, the input has {size}"

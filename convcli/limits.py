@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 from convcli.errors import LimitError, ParameterError
 
@@ -50,8 +50,10 @@ MAX_OPTION_INT = 2**31 - 1
 #: than Python's own limit (4,300 digits, a ValueError) or the time a huge string takes.
 MAX_NUMBER_DIGITS = 1000
 #: A decimal number in ASCII (``float`` also takes ``１`` and ``1_0``), or inf/nan.
-NUMBER = re.compile(r"\s*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf(?:inity)?|nan)\s*",
-                    re.ASCII | re.IGNORECASE)
+NUMBER = re.compile(
+    r"\s*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf(?:inity)?|nan)\s*",
+    re.ASCII | re.IGNORECASE,
+)
 
 #: File-name limits of Linux (NAME_MAX, PATH_MAX): bytes per path component and in a whole path.
 MAX_NAME_BYTES = 255
@@ -72,8 +74,13 @@ def named(what: str, text: object) -> str:
     return f"{what}{'' if what.endswith('=') else ' '}{shorten(text)!r}"
 
 
-def parse_whole(text: Union[str, int], what: str, minimum: int = 0,
-                maximum: int = MAX_OPTION_INT, error: type = ParameterError) -> int:
+def parse_whole(
+    text: str | int,
+    what: str,
+    minimum: int = 0,
+    maximum: int = MAX_OPTION_INT,
+    error: type = ParameterError,
+) -> int:
     """A whole number written in ASCII digits (no ``２``, no ``1_000``), within the bounds,
     compared with them without converting a long one (Python refuses 4,300 digits and more).
 
@@ -106,12 +113,15 @@ def check_digits(text: str, what: str, error: type = ParameterError) -> None:
     """
     digits = sum(map(str.isdigit, str(text)))
     if digits > MAX_NUMBER_DIGITS:
-        raise error(f"{named(what, text)} has {digits:,} digits, more than the "
-                    f"{MAX_NUMBER_DIGITS:,} a number may have")
+        raise error(
+            f"{named(what, text)} has {digits:,} digits, more than the "
+            f"{MAX_NUMBER_DIGITS:,} a number may have"
+        )
 
 
-def parse_real(text: Union[str, float], what: str, error: type = ParameterError,
-               finite: bool = True) -> float:
+def parse_real(
+    text: str | float, what: str, error: type = ParameterError, finite: bool = True
+) -> float:
     """A number written in ASCII (``1.5``, ``-2e3``; ``inf`` and ``nan`` unless ``finite``),
     its digits counted (``check_digits``) before it is converted.
 
@@ -156,7 +166,7 @@ def shorten(text: object, width: int = 60) -> str:
     '9999999...'
     """
     text = str(text)
-    return text if len(text) <= width else text[:width - 3] + "..."
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def short_repr(value: object) -> str:
@@ -165,7 +175,7 @@ def short_repr(value: object) -> str:
     >>> short_repr("sam"), short_repr(10**100)
     ("'sam'", 'a number of more than 60 digits')
     """
-    if isinstance(value, int) and not -10**60 < value < 10**60:
+    if isinstance(value, int) and not -(10**60) < value < 10**60:
         return "a number of more than 60 digits"
     return shorten(repr(value))
 
@@ -205,20 +215,24 @@ def check_path_length(path: str, what: str = "output") -> None:
 
     encoded = os.fsencode(path)
     if len(encoded) > MAX_PATH_BYTES:
-        raise OutputError(f"{what} {shorten(path)!r} is {len(encoded):,} bytes, more than the "
-                          f"{MAX_PATH_BYTES:,} a path may have")
+        raise OutputError(
+            f"{what} {shorten(path)!r} is {len(encoded):,} bytes, more than the "
+            f"{MAX_PATH_BYTES:,} a path may have"
+        )
     for part in encoded.split(b"/"):
         if len(part) > MAX_NAME_BYTES:
             name = os.fsdecode(part)
-            raise OutputError(f"{what} {shorten(path, 20)!r}: the name {shorten(name, 20)!r} is "
-                              f"{len(part):,} bytes, more than the {MAX_NAME_BYTES} a file name may have")
+            raise OutputError(
+                f"{what} {shorten(path, 20)!r}: the name {shorten(name, 20)!r} is "
+                f"{len(part):,} bytes, more than the {MAX_NAME_BYTES} a file name may have"
+            )
 
 
 # --------------------------------------------------------------------------------------------
 # Pixels
 
 
-def max_pixels(given: Optional[int] = None) -> int:
+def max_pixels(given: int | None = None) -> int:
     """The pixel limit: ``given`` (``--max-pixels``), else ``$CONVCLI_MAX_PIXELS``, else the
     default. 0 means no limit."""
     if given is not None:
@@ -236,9 +250,11 @@ def check_pixels(height: int, width: int, limit: int, what: str) -> None:
     convcli.errors.LimitError: input 'big.png' is 20000x10000 (rows x columns) = 200,000,000 pixels, over the limit of 100,000,000 (raise it with --max-pixels N or $CONVCLI_MAX_PIXELS; 0 turns it off)
     """
     if limit and height * width > limit:
-        raise LimitError(f"{what} is {height}x{width} (rows x columns) = {height * width:,} pixels, "
-                         f"over the limit of {limit:,} (raise it with --max-pixels N or "
-                         f"${MAX_PIXELS_ENV}; 0 turns it off)")
+        raise LimitError(
+            f"{what} is {height}x{width} (rows x columns) = {height * width:,} pixels, "
+            f"over the limit of {limit:,} (raise it with --max-pixels N or "
+            f"${MAX_PIXELS_ENV}; 0 turns it off)"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,7 +270,7 @@ def format_bytes(n_bytes: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _meminfo(field: str) -> Optional[int]:
+def _meminfo(field: str) -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
             for line in handle:
@@ -265,11 +281,15 @@ def _meminfo(field: str) -> Optional[int]:
     return None
 
 
-def _cgroup_room() -> Optional[int]:
+def _cgroup_room() -> int | None:
     """Memory left under this process's cgroup (v2, or v1) limit, if it has one."""
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ):
         try:
             with open(limit_file, encoding="ascii") as handle:
                 limit = handle.read().strip()
@@ -282,7 +302,7 @@ def _cgroup_room() -> Optional[int]:
     return None
 
 
-def memory_budget() -> Optional[int]:
+def memory_budget() -> int | None:
     """Bytes an operation may allocate: ``$CONVCLI_MAX_MEMORY``, else the memory available now
     (Linux ``MemAvailable``, within the cgroup's limit), else free physical memory; None when
     unknown or turned off (``$CONVCLI_MAX_MEMORY=0``)."""
@@ -324,11 +344,16 @@ def check_memory(n_bytes: int, what: str, held: int = 0) -> None:
         return
     budget = memory_budget()
     if budget is not None and total > budget:
-        room = (f"the {format_bytes(max(budget - held, 0))} left of the {format_bytes(budget)} "
-                f"available beside the {format_bytes(held)} its inputs hold" if held
-                else f"the {format_bytes(budget)} available")
-        raise LimitError(f"{what} needs about {format_bytes(n_bytes)} of memory, more than {room} "
-                         f"(${MAX_MEMORY_ENV} sets the budget, e.g. 16G, or 0 to skip this check)")
+        room = (
+            f"the {format_bytes(max(budget - held, 0))} left of the {format_bytes(budget)} "
+            f"available beside the {format_bytes(held)} its inputs hold"
+            if held
+            else f"the {format_bytes(budget)} available"
+        )
+        raise LimitError(
+            f"{what} needs about {format_bytes(n_bytes)} of memory, more than {room} "
+            f"(${MAX_MEMORY_ENV} sets the budget, e.g. 16G, or 0 to skip this check)"
+        )
 
 
 def check_arrays(operation: str, itemsize: int = 4, held: int = 0, **arrays: Sequence[int]) -> None:
@@ -339,8 +364,10 @@ def check_arrays(operation: str, itemsize: int = 4, held: int = 0, **arrays: Seq
     output=(64, 7, 7))`` describes "the padded input 3x9x9 and the output 64x7x7".
     """
     total = itemsize * sum(math.prod(int(n) for n in shape) for shape in arrays.values())
-    parts = [f"the {name.replace('_', ' ')} {'x'.join(str(int(n)) for n in shape)}"
-             for name, shape in arrays.items()]
+    parts = [
+        f"the {name.replace('_', ' ')} {'x'.join(str(int(n)) for n in shape)}"
+        for name, shape in arrays.items()
+    ]
     kinds = {1: "1 byte per value", 4: "float32", 8: "float64 or int64"}
     kind = kinds.get(itemsize, f"{itemsize} bytes per value")
     check_memory(total, f"{operation}: {' and '.join(parts)} ({kind})", held)
@@ -355,8 +382,10 @@ def check_layout(count: int, what: str) -> None:
     convcli.errors.LimitError: 300,000 feature maps are more --split files than the limit of ...
     """
     if count > MAX_LAYOUT_MAPS:
-        raise LimitError(f"{count:,} feature maps are more {what} than the limit of "
-                         f"{MAX_LAYOUT_MAPS:,}; write them as one .npy (-o maps.npy)")
+        raise LimitError(
+            f"{count:,} feature maps are more {what} than the limit of "
+            f"{MAX_LAYOUT_MAPS:,}; write them as one .npy (-o maps.npy)"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,8 +398,11 @@ def check_kernel_shape(shape: Sequence[int], where: str) -> None:
     shape = tuple(int(n) for n in shape)
     size = "x".join(map(str, shape))
     if len(shape) >= 2 and max(shape[-2:]) > MAX_KERNEL_SIDE:
-        raise LimitError(f"{where}: a kernel is at most {MAX_KERNEL_SIDE} cells per side, "
-                         f"this one is {size}")
+        raise LimitError(
+            f"{where}: a kernel is at most {MAX_KERNEL_SIDE} cells per side, this one is {size}"
+        )
     if math.prod(shape) > MAX_KERNEL_WEIGHTS:
-        raise LimitError(f"{where}: a kernel has at most {MAX_KERNEL_WEIGHTS:,} weights, "
-                         f"this one ({size}) has {math.prod(shape):,}")
+        raise LimitError(
+            f"{where}: a kernel has at most {MAX_KERNEL_WEIGHTS:,} weights, "
+            f"this one ({size}) has {math.prod(shape):,}"
+        )

@@ -100,8 +100,9 @@ def keep_freed_blocks() -> bool:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
-    return (bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-            and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )
 
 
 def configure_process() -> None:

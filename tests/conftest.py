@@ -56,5 +56,7 @@ def read_pixels(path):
 def rgb_png(tmp_path):
     """A 12x10 RGB PNG of random pixels."""
     path = tmp_path / "rgb.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(path)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(
+        path
+    )
     return path

@@ -22,7 +22,9 @@ def source_index(index, size, mode):
     if mode == "zeros":
         return None
     if mode == "symmetric":
-        while not 0 <= index < size:  # mirror across the edge that was crossed: -1 -> 0, size -> size - 1
+        while (
+            not 0 <= index < size
+        ):  # mirror across the edge that was crossed: -1 -> 0, size -> size - 1
             index = -1 - index if index < 0 else 2 * size - 1 - index
         return index
     if mode == "replicate":
@@ -50,13 +52,16 @@ def explicit_pads(padding, in_hw, k_hw, stride=(1, 1), dilation=(1, 1)):
         return (0, 0, 0, 0)
     if padding == "same":
         return tf_same_pads(in_hw[0], k_hw[0], stride[0], dilation[0]) + tf_same_pads(
-            in_hw[1], k_hw[1], stride[1], dilation[1])
+            in_hw[1], k_hw[1], stride[1], dilation[1]
+        )
     if padding == "full":
         return (dilation[0] * (k_hw[0] - 1),) * 2 + (dilation[1] * (k_hw[1] - 1),) * 2
     return padding
 
 
-def conv2d(x, w, bias=None, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1, mode="zeros"):
+def conv2d(
+    x, w, bias=None, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1, mode="zeros"
+):
     """PyTorch conv2d on one image: x (C, H, W), w (C_out, C/groups, kh, kw), explicit pads.
 
     y[o, i, j] = b[o] + sum_{c, m, n} x_pad[g*C/groups + c, i*sh + m*dh, j*sw + n*dw] * w[o, c, m, n]
@@ -172,8 +177,9 @@ def max_unpool2d(x, indices, out_hw):
     return out
 
 
-def conv_transpose2d(x, w, bias=None, stride=(1, 1), padding=(0, 0), output_padding=(0, 0), dilation=(1, 1),
-                     groups=1):
+def conv_transpose2d(
+    x, w, bias=None, stride=(1, 1), padding=(0, 0), output_padding=(0, 0), dilation=(1, 1), groups=1
+):
     """PyTorch conv_transpose2d on x (C_in, H, W), w (C_in, C_out/groups, kh, kw): scatter-add, then crop.
 
     Input (i, j) through tap (m, n) adds x*w at (i*sh + m*dh, j*sw + n*dw) of the full output.
@@ -195,7 +201,9 @@ def conv_transpose2d(x, w, bias=None, stride=(1, 1), padding=(0, 0), output_padd
                     for m in range(kh):
                         for n in range(kw):
                             product = x[c, i, j] * w[c, o, m, n]
-                            full[group * c_per_group + o, i * sh + m * dh, j * sw + n * dw] += product
+                            full[group * c_per_group + o, i * sh + m * dh, j * sw + n * dw] += (
+                                product
+                            )
     if padding == "same":
         start = (tf_same_pads(height * sh, kh, sh, dh)[0], tf_same_pads(width * sw, kw, sw, dw)[0])
         out_hw = (height * sh, width * sw)

@@ -8,10 +8,10 @@ import os
 
 import numpy as np
 import pytest
+from conftest import assert_matches
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import assert_matches
 from convcli import engine
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -37,7 +37,9 @@ def test_conv2d_same_at_any_stride_equals_keras(hw, k, stride, seed):
     layer = keras.layers.Conv2D(3, k, strides=stride, padding="same", use_bias=False)
     expected = to_numpy(layer(x))[0]
     kernel = layer.get_weights()[0].transpose(3, 2, 0, 1)  # HWIO -> OIHW
-    assert_matches(engine.conv2d(nchw(x), kernel, stride=(stride, stride)).transpose(1, 2, 0), expected)
+    assert_matches(
+        engine.conv2d(nchw(x), kernel, stride=(stride, stride)).transpose(1, 2, 0), expected
+    )
 
 
 @given(hw=sizes, k=st.integers(1, 5), stride=st.integers(1, 3), seed=st.integers(0, 1000))
@@ -52,7 +54,9 @@ def test_conv2d_transpose_same_equals_keras(hw, k, stride, seed):
 
 @given(hw=sizes, k=st.integers(1, 4), stride=st.integers(1, 3), seed=st.integers(0, 1000))
 def test_max_pool_same_equals_keras(hw, k, stride, seed):
-    x = np.random.default_rng(seed).random((1, *hw, 2), dtype=np.float32) - 2.0  # pads must never win
+    x = (
+        np.random.default_rng(seed).random((1, *hw, 2), dtype=np.float32) - 2.0
+    )  # pads must never win
     expected = to_numpy(keras.layers.MaxPooling2D(k, stride, padding="same")(x))[0]
     out = engine.max_pool2d(nchw(x), (k, k), (stride, stride), "same")
     assert_matches(out.transpose(1, 2, 0), expected)

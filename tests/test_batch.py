@@ -29,7 +29,11 @@ def paths(sources):
 def test_directory_scan_is_shallow_unless_recursive(tree):
     assert paths(plan.expand_inputs([str(tree / "in")])) == ["a.png", "b.jpg"]
     assert paths(plan.expand_inputs([str(tree / "in")], recursive=True)) == [
-        "a.png", "b.jpg", "sub/c.png", "sub/deeper/d.npy"]
+        "a.png",
+        "b.jpg",
+        "sub/c.png",
+        "sub/deeper/d.npy",
+    ]
 
 
 def test_glob_patterns_and_missing_matches(tree):
@@ -41,9 +45,15 @@ def test_glob_patterns_and_missing_matches(tree):
 
 def test_out_dir_keeps_relative_paths(tree):
     sources = plan.expand_inputs([str(tree / "in")], recursive=True)
-    pairs = plan.plan_outputs(sources, out_dir=str(tree / "out"), template="{stem}_k.{ext}", ext="png")
+    pairs = plan.plan_outputs(
+        sources, out_dir=str(tree / "out"), template="{stem}_k.{ext}", ext="png"
+    )
     assert [os.path.relpath(t, tree / "out") for _, t in pairs] == [
-        "a_k.png", "b_k.png", "sub/c_k.png", "sub/deeper/d_k.png"]
+        "a_k.png",
+        "b_k.png",
+        "sub/c_k.png",
+        "sub/deeper/d_k.png",
+    ]
 
 
 def test_two_inputs_to_one_output_is_refused(tree):
@@ -54,7 +64,9 @@ def test_two_inputs_to_one_output_is_refused(tree):
 
 def test_template_may_not_escape_out_dir(tree):
     with pytest.raises(OutputError, match="escapes --out-dir"):
-        plan.plan_outputs([str(tree / "in" / "a.png")], out_dir=str(tree / "out"), template="../{stem}.png")
+        plan.plan_outputs(
+            [str(tree / "in" / "a.png")], out_dir=str(tree / "out"), template="../{stem}.png"
+        )
 
 
 def test_output_may_not_be_an_input(tree):
@@ -64,7 +76,9 @@ def test_output_may_not_be_an_input(tree):
 
 def test_bad_template_names_its_fields(tree):
     with pytest.raises(OutputError, match=r"fields: \{stem\}"):
-        plan.plan_outputs([str(tree / "in" / "a.png")], out_dir=str(tree / "out"), template="{colour}.png")
+        plan.plan_outputs(
+            [str(tree / "in" / "a.png")], out_dir=str(tree / "out"), template="{colour}.png"
+        )
 
 
 def test_several_inputs_need_out_dir(tree):
@@ -106,8 +120,9 @@ def test_parallel_run_equals_serial_and_reports_failures(tmp_path):
 def test_skipped_outputs_are_not_run(tmp_path):
     source = touch(tmp_path / "ok.bin")
     target = tmp_path / "out.bin"
-    records = batch.run_batch([(str(source), str(target))], reverse_job,
-                              batch.RunOptions(skip=frozenset({str(target)})))
+    records = batch.run_batch(
+        [(str(source), str(target))], reverse_job, batch.RunOptions(skip=frozenset({str(target)}))
+    )
     assert records[0].status == "skipped" and not target.exists()
 
 
@@ -118,8 +133,10 @@ def broken_job(source, target):
 def test_an_unexpected_error_is_a_failed_record_unless_debugging(tmp_path):
     record = report.run_one(broken_job, "in.png", "out.png")
     assert record.status == "failed"
-    assert record.error == ("internal error on 'in.png' (ValueError: a bug); please report it "
-                            "(convcli --traceback shows where)")
+    assert record.error == (
+        "internal error on 'in.png' (ValueError: a bug); please report it "
+        "(convcli --traceback shows where)"
+    )
     with pytest.raises(ValueError, match="a bug"):
         report.run_one(broken_job, "in.png", "out.png", debug=True)
 
@@ -146,7 +163,9 @@ def test_run_batch_runs_on_the_executor_named_and_keeps_the_planned_order(tmp_pa
     pairs = [(source, source + ".out") for source in sources]
     seen = []
     ReversedExecutor.ran.clear()
-    records = batch.run_batch(pairs, reverse_job, batch.RunOptions(executor="reversed"), seen.append)
+    records = batch.run_batch(
+        pairs, reverse_job, batch.RunOptions(executor="reversed"), seen.append
+    )
     assert ReversedExecutor.ran == sources[::-1] and [r.input for r in seen] == sources[::-1]
     assert [r.input for r in records] == sources
     assert [r.status for r in records] == ["done", "failed", "done"]

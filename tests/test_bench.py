@@ -8,7 +8,9 @@ BENCH = os.path.join(os.path.dirname(__file__), os.pardir, "bench", "run.py")
 
 
 def test_bench_quick_mode_runs():
-    proc = subprocess.run([sys.executable, BENCH, "--quick"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, BENCH, "--quick"], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| depthwise 256^2x3, 3x3 random (full rank) | convcli |" in proc.stdout
     assert "| start-up | convcli --help |" in proc.stdout

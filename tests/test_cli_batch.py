@@ -16,8 +16,8 @@ from rich.console import Console
 
 from convcli import engine
 from convcli.batch.report import Record
-from convcli.cli.main import cli
 from convcli.cli.batch import Reporter
+from convcli.cli.main import cli
 
 CONVCLI = [sys.executable, "-m", "convcli"]
 KERNEL_3D = np.arange(27, dtype=np.float32).reshape(3, 3, 3) / 27
@@ -51,7 +51,9 @@ def corpus(tmp_path):
         np.save(root / f"arr{index}.npy", rng.standard_normal((5, 6, 3)).astype(np.float32))
         good.append(root / f"arr{index}.npy")
     for index in range(5):
-        Image.fromarray(rng.integers(0, 256, (6, 7), dtype=np.uint8)).save(root / f"gray{index}.png")
+        Image.fromarray(rng.integers(0, 256, (6, 7), dtype=np.uint8)).save(
+            root / f"gray{index}.png"
+        )
         bad.append(root / f"gray{index}.png")
     png = (root / "rgb01.png").read_bytes()
     (root / "truncated.png").write_bytes(png[: len(png) // 2])
@@ -79,23 +81,48 @@ def output_of(path, root, out):
 def test_a_batch_writes_every_good_input_and_reports_every_bad_one(corpus, tmp_path):
     root, good, bad = corpus
     out = tmp_path / "out"
-    result = run("conv", root, "-r", "-k", tmp_path / "k3.npy", "--out-dir", out, "--format", "npy", "--jobs", 1,
-                 "--json")
+    result = run(
+        "conv",
+        root,
+        "-r",
+        "-k",
+        tmp_path / "k3.npy",
+        "--out-dir",
+        out,
+        "--format",
+        "npy",
+        "--jobs",
+        1,
+        "--json",
+    )
     assert result.exit_code == 1, result.output
     for path in good:
-        np.testing.assert_allclose(np.load(output_of(path, root, out)), expected_maps(path), rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(
+            np.load(output_of(path, root, out)), expected_maps(path), rtol=1e-5, atol=1e-3
+        )
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == len(bad)
     for path in bad:
         assert not output_of(path, root, out).exists()
         assert any(str(path) in line for line in errors), path
-    assert any("3-D kernel 3x3x3 expects 3 input channels, the input has 1" in line for line in errors)
+    assert any(
+        "3-D kernel 3x3x3 expects 3 input channels, the input has 1" in line for line in errors
+    )
     assert result.stderr.splitlines()[-1].startswith("42 done, 0 skipped, 8 failed in ")
     report = json.loads(result.stdout)
-    assert (report["done"], report["skipped"], report["failed"], len(report["records"])) == (42, 0, 8, 50)
+    assert (report["done"], report["skipped"], report["failed"], len(report["records"])) == (
+        42,
+        0,
+        8,
+        50,
+    )
     record = next(r for r in report["records"] if r["input"].endswith("rgb02.png"))
     assert record["input_shape"] == [8, 7, 3] and record["output_shape"] == [8, 7, 1]
-    assert record["output"] == str(out / "rgb02.npy") and record["error"] is None and record["seconds"] >= 0
+    assert (
+        record["output"] == str(out / "rgb02.npy")
+        and record["error"] is None
+        and record["seconds"] >= 0
+    )
     assert set(Record.__dataclass_fields__) == set(record)
     assert not temporaries(tmp_path)
 
@@ -103,20 +130,49 @@ def test_a_batch_writes_every_good_input_and_reports_every_bad_one(corpus, tmp_p
 def test_resuming_with_skip_existing_does_only_the_rest(corpus, tmp_path):
     root, good, bad = corpus
     out = tmp_path / "out"
-    assert run("conv", root, "-r", "-k", tmp_path / "k3.npy", "--out-dir", out, "--format", "npy",
-               "--jobs", 1).exit_code == 1
+    assert (
+        run(
+            "conv",
+            root,
+            "-r",
+            "-k",
+            tmp_path / "k3.npy",
+            "--out-dir",
+            out,
+            "--format",
+            "npy",
+            "--jobs",
+            1,
+        ).exit_code
+        == 1
+    )
     for path in good[:5]:
         output_of(path, root, out).unlink()
     kept = snapshot(out, files_only=True)
-    result = run("conv", root, "-r", "-k", tmp_path / "k3.npy", "--out-dir", out, "--format", "npy", "--jobs", 1,
-                 "--skip-existing", "--json")
+    result = run(
+        "conv",
+        root,
+        "-r",
+        "-k",
+        tmp_path / "k3.npy",
+        "--out-dir",
+        out,
+        "--format",
+        "npy",
+        "--jobs",
+        1,
+        "--skip-existing",
+        "--json",
+    )
     report = json.loads(result.stdout)
     assert (report["done"], report["skipped"], report["failed"]) == (5, 37, 8)
     redone = {r["input"] for r in report["records"] if r["status"] == "done"}
     assert redone == {str(path) for path in good[:5]}
     assert all(snapshot(out)[p] == mtime for p, mtime in kept.items())
     for path in good[:5]:
-        np.testing.assert_allclose(np.load(output_of(path, root, out)), expected_maps(path), rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(
+            np.load(output_of(path, root, out)), expected_maps(path), rtol=1e-5, atol=1e-3
+        )
 
 
 def test_existing_outputs_are_an_error_before_any_work_unless_asked(corpus, tmp_path):
@@ -128,8 +184,10 @@ def test_existing_outputs_are_an_error_before_any_work_unless_asked(corpus, tmp_
     before = snapshot(tmp_path)
     result = run("conv", root, "-r", "-k", "box", "--out-dir", out, "--format", "npy")
     assert result.exit_code == 1
-    assert result.stderr.strip() == (f"Error: output {str(out / 'rgb01.npy')!r} exists (and 1 more); "
-                                     f"use --overwrite to replace or --skip-existing to keep")
+    assert result.stderr.strip() == (
+        f"Error: output {str(out / 'rgb01.npy')!r} exists (and 1 more); "
+        f"use --overwrite to replace or --skip-existing to keep"
+    )
     assert snapshot(tmp_path) == before
     single = run("pool", good[1], "-o", out / "rgb01.npy")  # the same rule for one input
     assert single.exit_code == 1 and "exists; use --overwrite" in single.stderr
@@ -142,17 +200,41 @@ def test_existing_outputs_are_an_error_before_any_work_unless_asked(corpus, tmp_
 def test_names_keep_relative_paths_and_collisions_fail_first(corpus, tmp_path):
     root, _, _ = corpus
     out = tmp_path / "out"
-    result = run("conv", root / "*.npy", root / "sub", "-k", "box:size=3", "--out-dir", out,
-                 "--name", "{stem}_{kernel}.{ext}", "--jobs", 1)
+    result = run(
+        "conv",
+        root / "*.npy",
+        root / "sub",
+        "-k",
+        "box:size=3",
+        "--out-dir",
+        out,
+        "--name",
+        "{stem}_{kernel}.{ext}",
+        "--jobs",
+        1,
+    )
     assert result.exit_code == 1  # cube.npy is 4-D
-    names = sorted(str(p.relative_to(out)) for p in out.rglob("*"))  # the folder's files land in out itself
+    names = sorted(
+        str(p.relative_to(out)) for p in out.rglob("*")
+    )  # the folder's files land in out itself
     assert names[:3] == ["arr0_box_size=3.npy", "arr1_box_size=3.npy", "rgb00_box_size=3.png"]
     assert len(names) == 2 + 10
-    nested = run("pool", root, "-r", "--out-dir", out / "tree", "--name", "{stem}_{mode}.{ext}", "--jobs", 1)
+    nested = run(
+        "pool", root, "-r", "--out-dir", out / "tree", "--name", "{stem}_{mode}.{ext}", "--jobs", 1
+    )
     assert nested.exit_code == 1 and (out / "tree" / "sub" / "rgb00_max.png").is_file()
     before = snapshot(tmp_path)
-    clash = run("conv", root / "rgb01.png", root / "sub", "-k", "box", "--out-dir", out / "flat",
-                "--name", "x.{ext}")
+    clash = run(
+        "conv",
+        root / "rgb01.png",
+        root / "sub",
+        "-k",
+        "box",
+        "--out-dir",
+        out / "flat",
+        "--name",
+        "x.{ext}",
+    )
     assert clash.exit_code == 1 and "would both be written to" in clash.stderr
     assert snapshot(tmp_path) == before
 
@@ -161,12 +243,14 @@ def test_one_input_keeps_plain_errors_and_pipes_reject_extra_output(tmp_path):
     result = run("conv", tmp_path / "none.png", "-k", "box", "-o", tmp_path / "o.png")
     assert result.exit_code == 1
     assert result.stderr == f"Error: input {str(tmp_path / 'none.png')!r} does not exist\n"
-    for args, expected in [(["-o", "-"], "-o - (stdout) needs --format"),
-                           (["-o", "-", "--format", "png", "--json"], "--json prints on stdout"),
-                           (["--out-dir", tmp_path, "-o", "x.png"], "not both"),
-                           (["-o", "x.png", "--format", "png"], "--format applies to -o - and --out-dir"),
-                           (["-o", "x.png", "--name", "{stem}.png"], "--name applies to --out-dir"),
-                           ([], "Missing option '-o' / '--output' or '--out-dir'")]:
+    for args, expected in [
+        (["-o", "-"], "-o - (stdout) needs --format"),
+        (["-o", "-", "--format", "png", "--json"], "--json prints on stdout"),
+        (["--out-dir", tmp_path, "-o", "x.png"], "not both"),
+        (["-o", "x.png", "--format", "png"], "--format applies to -o - and --out-dir"),
+        (["-o", "x.png", "--name", "{stem}.png"], "--name applies to --out-dir"),
+        ([], "Missing option '-o' / '--output' or '--out-dir'"),
+    ]:
         result = run("conv", tmp_path / "none.png", "-k", "box", *args)
         assert result.exit_code == 2 and expected in result.stderr, (args, result.stderr)
     two = run("conv", tmp_path / "a.png", tmp_path / "b.png", "-k", "box", "-o", tmp_path / "o.png")
@@ -179,11 +263,18 @@ def test_one_input_keeps_plain_errors_and_pipes_reject_extra_output(tmp_path):
 
 def test_stdout_image_equals_the_file(tmp_path):
     source = tmp_path / "x.png"
-    Image.fromarray(np.random.default_rng(1).integers(0, 256, (9, 8, 3), dtype=np.uint8)).save(source)
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (9, 8, 3), dtype=np.uint8)).save(
+        source
+    )
     assert run("conv", source, "-k", "sobel_y", "-o", tmp_path / "y.png").exit_code == 0
-    piped = run("conv", "-", "-k", "sobel_y", "-o", "-", "--format", "png", input=source.read_bytes())
+    piped = run(
+        "conv", "-", "-k", "sobel_y", "-o", "-", "--format", "png", input=source.read_bytes()
+    )
     assert piped.exit_code == 0 and piped.stderr == ""
-    with Image.open(io.BytesIO(piped.stdout_bytes)) as image, Image.open(tmp_path / "y.png") as written:
+    with (
+        Image.open(io.BytesIO(piped.stdout_bytes)) as image,
+        Image.open(tmp_path / "y.png") as written,
+    ):
         assert np.array_equal(np.asarray(image), np.asarray(written))
     bad = run("pool", "-", "-o", "-", "--format", "npy", input=b"junk")
     assert bad.exit_code == 1 and bad.stderr.startswith("Error: input '-' (stdin) is not an image")
@@ -210,13 +301,31 @@ def test_jobs_two_gives_the_same_bytes_as_jobs_one(tmp_path):
     rng = np.random.default_rng(3)
     (tmp_path / "in").mkdir()
     for index in range(6):
-        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(tmp_path / "in" / f"{index}.png")
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(
+            tmp_path / "in" / f"{index}.png"
+        )
     outputs = {}
     for jobs in (1, 2):
         out = tmp_path / f"out{jobs}"
-        proc = subprocess.run(CONVCLI + ["conv", str(tmp_path / "in"), "-k", "sobel_x", "-k", "box:size=5",
-                                         "--montage", "--out-dir", str(out), "--jobs", str(jobs)],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            CONVCLI
+            + [
+                "conv",
+                str(tmp_path / "in"),
+                "-k",
+                "sobel_x",
+                "-k",
+                "box:size=5",
+                "--montage",
+                "--out-dir",
+                str(out),
+                "--jobs",
+                str(jobs),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout == "" and proc.stderr.startswith("6 done, 0 skipped, 0 failed")
         outputs[jobs] = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -236,15 +345,34 @@ def big_batch(tmp_path):
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_a_killed_batch_leaves_only_complete_outputs(big_batch, name, code, jobs):
     out = big_batch / "out"
-    proc = subprocess.Popen(CONVCLI + ["conv", str(big_batch / "in"), "-k", "box:size=9", "--out-dir", str(out),
-                                       "--jobs", str(jobs), "--format", "npy"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        CONVCLI
+        + [
+            "conv",
+            str(big_batch / "in"),
+            "-k",
+            "box:size=9",
+            "--out-dir",
+            str(out),
+            "--jobs",
+            str(jobs),
+            "--format",
+            "npy",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir())):
-        assert proc.poll() is None and time.monotonic() < deadline, "the batch ended before it could be killed"
+        assert proc.poll() is None and time.monotonic() < deadline, (
+            "the batch ended before it could be killed"
+        )
         time.sleep(0.01)
     proc.send_signal(getattr(signal, name))
     assert proc.wait(timeout=60) == code
-    assert proc.stderr.read().strip().splitlines()[-1] == ("Terminated." if code == 143 else "Interrupted.")
+    assert proc.stderr.read().strip().splitlines()[-1] == (
+        "Terminated." if code == 143 else "Interrupted."
+    )
     proc.stderr.close()
     written = sorted(out.iterdir())
     assert not temporaries(big_batch) and 1 <= len(written) < 10
@@ -254,13 +382,22 @@ def test_a_killed_batch_leaves_only_complete_outputs(big_batch, name, code, jobs
 
 def test_a_pipe_of_two_processes_equals_one_pipeline(tmp_path):
     source = tmp_path / "x.png"
-    Image.fromarray(np.random.default_rng(2).integers(0, 256, (17, 15, 3), dtype=np.uint8)).save(source)
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (17, 15, 3), dtype=np.uint8)).save(
+        source
+    )
     (tmp_path / "two.yaml").write_text("steps:\n  - {op: conv, kernel: box}\n  - pool\n")
     with open(source, "rb") as stdin:
-        first = subprocess.Popen(CONVCLI + ["conv", "-", "-k", "box", "--format", "npy", "-o", "-"], stdin=stdin,
-                                 stdout=subprocess.PIPE)
-        second = subprocess.run(CONVCLI + ["pool", "-", "--format", "npy", "-o", "-"], stdin=first.stdout,
-                                capture_output=True, timeout=300)
+        first = subprocess.Popen(
+            CONVCLI + ["conv", "-", "-k", "box", "--format", "npy", "-o", "-"],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+        )
+        second = subprocess.run(
+            CONVCLI + ["pool", "-", "--format", "npy", "-o", "-"],
+            stdin=first.stdout,
+            capture_output=True,
+            timeout=300,
+        )
         first.stdout.close()
         assert first.wait(timeout=300) == 0 and second.returncode == 0, second.stderr
     assert run("run", tmp_path / "two.yaml", source, "-o", tmp_path / "one.npy").exit_code == 0

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from convcli.cli.main import cli
-from convcli.kernels.search import ENV_VAR
 from convcli.kernels.library import resolve_kernel
+from convcli.kernels.search import ENV_VAR
 
 SEED_IMAGE = [[1, 2, 0, 1, 3], [4, 1, 1, 0, 2], [0, 2, 3, 1, 1], [1, 0, 2, 2, 0], [3, 1, 0, 1, 2]]
 
@@ -60,7 +60,9 @@ def test_show_json_for_scripts():
     shown = json.loads(run("kernels", "show", "gaussian:sigma=0.5", "--json").stdout)
     assert shown["shape"] == [5, 5] and shown["parameters"] == {"sigma": 0.5, "size": None}
     assert shown["separable"] and not shown["zero_sum"] and shown["sum"] == pytest.approx(1)
-    np.testing.assert_array_equal(np.float32(shown["weights"]), resolve_kernel("gaussian:sigma=0.5").weights)
+    np.testing.assert_array_equal(
+        np.float32(shown["weights"]), resolve_kernel("gaussian:sigma=0.5").weights
+    )
     emboss = json.loads(run("kernels", "show", "emboss", "--json").stdout)
     assert (emboss["offset"], emboss["weights"][2]) == (128.0, [-1.0, 0.0, 0.0])
     inline = json.loads(run("kernels", "show", "3x1+0+0: 1 2 3", "--json").stdout)
@@ -71,8 +73,12 @@ def test_user_kernel_overrides_builtin_and_show_says_where(tmp_path):
     (tmp_path / "sobel.yaml").write_text("name: sobel\ndescription: mine\nweights: |\n  1 2 3\n")
     shown = json.loads(run("kernels", "show", "sobel", "--kernel-path", tmp_path, "--json").stdout)
     assert shown["weights"] == [[1.0, 2.0, 3.0]]
-    assert shown["location"].startswith(f"--kernel-path {tmp_path / 'sobel.yaml'}, overriding built-in ")
-    from_env = json.loads(run("kernels", "show", "sobel", "--json", **{ENV_VAR: str(tmp_path)}).stdout)
+    assert shown["location"].startswith(
+        f"--kernel-path {tmp_path / 'sobel.yaml'}, overriding built-in "
+    )
+    from_env = json.loads(
+        run("kernels", "show", "sobel", "--json", **{ENV_VAR: str(tmp_path)}).stdout
+    )
     assert from_env["location"].startswith(f"{ENV_VAR} {tmp_path / 'sobel.yaml'}")
     listed = run("kernels", "list", "--kernel-path", tmp_path)
     assert listed.exit_code == 0 and "mine" in listed.stdout
@@ -83,9 +89,13 @@ def test_list_fails_after_listing_when_a_user_kernel_is_broken(tmp_path):
     (tmp_path / "odd.yaml").write_text("description: '[bold]not markup[/bold].'\nweights: '1'\n")
     result = run("kernels", "list", "--kernel-path", tmp_path, COLUMNS="2000")
     assert result.exit_code == 1 and "gaussian" in result.stdout
-    assert "[bold]not markup[/bold]." in result.stdout and "(row 1 has 2, row 2 has 1)" in result.stdout
-    assert result.stderr.strip() == ("Error: 1 kernel file(s) could not be read: broken "
-                                     "(see 'convcli kernels show NAME')")
+    assert (
+        "[bold]not markup[/bold]." in result.stdout
+        and "(row 1 has 2, row 2 has 1)" in result.stdout
+    )
+    assert result.stderr.strip() == (
+        "Error: 1 kernel file(s) could not be read: broken (see 'convcli kernels show NAME')"
+    )
 
 
 def conv_npy(*args, **env):
@@ -100,14 +110,33 @@ def test_conv_takes_every_kernel_form(seed_npy, tmp_path):
     (tmp_path / "edge.mat").write_text("3 3\n1 0 -1\n1 0 -1\n1 0 -1\n")
     (tmp_path / "folder").mkdir()
     np.save(tmp_path / "folder" / "mine.npy", np.array([[1, 0, -1]] * 3, np.float32))
-    forms = [["-k", "vertical_edge"], ["-k", "3x3: 1,0,-1 1,0,-1 1,0,-1"], ["-k", "3: 1 0 -1 1 0 -1 1 0 -1"],
-             ["-k", tmp_path / "edge.mat"], ["-k", "mine", "--kernel-path", tmp_path / "folder"],
-             ["-k", "prewitt:dir=x", "--bias", "0"]]
+    forms = [
+        ["-k", "vertical_edge"],
+        ["-k", "3x3: 1,0,-1 1,0,-1 1,0,-1"],
+        ["-k", "3: 1 0 -1 1 0 -1 1 0 -1"],
+        ["-k", tmp_path / "edge.mat"],
+        ["-k", "mine", "--kernel-path", tmp_path / "folder"],
+        ["-k", "prewitt:dir=x", "--bias", "0"],
+    ]
     for form in forms:
         got = conv_npy(seed_npy, *form, "--padding", "valid", "-o", out, "--overwrite")
-        assert got.tolist() == (expected if "prewitt:dir=x" not in form else (-np.array(expected)).tolist())
-    assert conv_npy(seed_npy, "-k", "mine", "--padding", "valid", "-o", out, "--overwrite",
-                    **{ENV_VAR: str(tmp_path / "folder")}).tolist() == expected
+        assert got.tolist() == (
+            expected if "prewitt:dir=x" not in form else (-np.array(expected)).tolist()
+        )
+    assert (
+        conv_npy(
+            seed_npy,
+            "-k",
+            "mine",
+            "--padding",
+            "valid",
+            "-o",
+            out,
+            "--overwrite",
+            **{ENV_VAR: str(tmp_path / "folder")},
+        ).tolist()
+        == expected
+    )
 
 
 def test_conv_applies_scale_and_offset(seed_npy, tmp_path):
@@ -148,7 +177,7 @@ def write_bad_files(tmp: Path):
 # -k value (with {tmp} for the folder of bad files) -> the expected part of the one-line error
 BAD_KERNELS = {
     "{tmp}/ragged.yaml": "{tmp}/ragged.yaml: weights: rows must all have the same number of values "
-                         "(row 1 has 3, row 2 has 2)",
+    "(row 1 has 3, row 2 has 2)",
     "{tmp}/word.yaml": "{tmp}/word.yaml: weights: row 1: 'x' is not a number",
     "{tmp}/nan.yaml": "{tmp}/nan.yaml: weights must be finite, found nan at [0, 1]",
     "{tmp}/inf.mat": "{tmp}/inf.mat: weights must be finite, found inf at [0, 1]",
@@ -159,24 +188,24 @@ BAD_KERNELS = {
     "{tmp}/flat.npy": "{tmp}/flat.npy: a kernel must be 2-D, 3-D or 4-D, got shape (3,)",
     "{tmp}/objects.npy": "{tmp}/objects.npy: not a readable .npy file (Object arrays cannot be loaded",
     "{tmp}/unsafe.yaml": "{tmp}/unsafe.yaml: line 1: unsafe or unknown YAML tag (could not determine a "
-                         "constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system')",
+    "constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system')",
     "{tmp}/typo.yaml": "{tmp}/typo.yaml: unknown key 'weight'",
     "{tmp}/list.yaml": "{tmp}/list.yaml: a kernel file must be a mapping",
     "{tmp}/broken.yaml": "{tmp}/broken.yaml: not valid YAML (line 2:",
     "{tmp}/opencv.yaml": "{tmp}/opencv.yaml: OpenCV FileStorage files are not supported",
     "{tmp}/header.mat": "{tmp}/header.mat: the first line must be 'width height [scale [offset]]', "
-                        "got '3 x 1'",
+    "got '3 x 1'",
     "{tmp}/rows.mat": "{tmp}/rows.mat: the header says 3 rows, the file has 1",
     "{tmp}/zero.mat": "{tmp}/zero.mat: scale must be a finite non-zero number",
     "{tmp}/bank.yaml": "{tmp}/bank.yaml: weights nested 1 list(s) deep need a layout: [c_in, kh, kw]; "
-                       "[c_out, kh, kw]",
+    "[c_out, kh, kw]",
     "{tmp}/shapes.yaml": "{tmp}/shapes.yaml: the grids of weights differ in shape (1x1 vs 1x2)",
     "{tmp}/param.yaml": "{tmp}/param.yaml: the declared default: size=2 must be odd",
     "{tmp}/alias.yaml": "{tmp}/alias.yaml: alias 'sobel:dir=x' must name a YAML kernel (not an alias) "
-                        "in {tmp}",
+    "in {tmp}",
     "{tmp}/missing.yaml": "kernel file '{tmp}/missing.yaml' does not exist",
     "{tmp}/notes.txt": "'{tmp}/notes.txt' is not a kernel name, a kernel file or an inline kernel "
-                       "(kernel files end in .yaml, .yml, .mat, .npy)",
+    "(kernel files end in .yaml, .yml, .mat, .npy)",
     "gausian": "unknown kernel 'gausian'; did you mean 'gaussian'?",
     "gaussian:sigm=1": "kernel 'gaussian': unknown parameter 'sigm' (known: sigma, size)",
     "identity:size=3": "kernel 'identity': unknown parameter 'size' (it takes none)",
@@ -225,7 +254,10 @@ def test_bad_kernel_is_one_line_error_naming_it(spec, command, tmp_path, seed_np
 def test_missing_kernel_folder_is_an_error(seed_npy, tmp_path):
     result = run("kernels", "show", "sobel", "--kernel-path", tmp_path / "nowhere")
     assert result.exit_code == 1
-    assert result.stderr.strip() == f"Error: kernel folder {str(tmp_path / 'nowhere')!r} does not exist"
+    assert (
+        result.stderr.strip()
+        == f"Error: kernel folder {str(tmp_path / 'nowhere')!r} does not exist"
+    )
 
 
 def test_unsafe_yaml_never_runs(tmp_path):
@@ -251,17 +283,30 @@ def test_kernels_commands_never_import_numba_or_the_engine():
         heavy = sorted(m for m in ("numba", "convcli.engine._jit", "convcli.engine") if m in sys.modules)
         assert not heavy, heavy
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.skipif(shutil.which("vips") is None, reason="the vips binary (libvips) is not installed")
+@pytest.mark.skipif(
+    shutil.which("vips") is None, reason="the vips binary (libvips) is not installed"
+)
 def test_mat_kernel_matches_vips_conv_on_the_interior(tmp_path):
     pixels = np.random.default_rng(11).integers(0, 256, (20, 24), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "in.png")
-    (tmp_path / "k.mat").write_text("3 3 4 10\n1 2 0\n0 -1 3\n-2 0 1\n")  # asymmetric: catches a flip
-    vips = ["vips", "conv", tmp_path / "in.png", tmp_path / "vips.csv", tmp_path / "k.mat",
-            "--precision", "float"]
+    (tmp_path / "k.mat").write_text(
+        "3 3 4 10\n1 2 0\n0 -1 3\n-2 0 1\n"
+    )  # asymmetric: catches a flip
+    vips = [
+        "vips",
+        "conv",
+        tmp_path / "in.png",
+        tmp_path / "vips.csv",
+        tmp_path / "k.mat",
+        "--precision",
+        "float",
+    ]
     subprocess.run([str(a) for a in vips], check=True, capture_output=True, timeout=120)
     rows = (tmp_path / "vips.csv").read_text().splitlines()  # tab-separated by default
     theirs = np.array([[float(v) for v in row.split()] for row in rows if row.strip()])
@@ -337,4 +382,7 @@ def test_an_unreadable_kernel_folder_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "listdir", refuse)
     result = run("kernels", "list", "--kernel-path", tmp_path)
     assert result.exit_code == 1 and not result.stdout
-    assert result.stderr == f"Error: kernel folder {str(tmp_path)!r} cannot be read (Permission denied)\n"
+    assert (
+        result.stderr
+        == f"Error: kernel folder {str(tmp_path)!r} cannot be read (Permission denied)\n"
+    )

@@ -5,12 +5,12 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import run
 from PIL import Image
 
-from conftest import run
+from convcli.cli import options
 from convcli.io import images
 from convcli.render import mapping
-from convcli.cli import options
 
 
 def read_pixels(path):
@@ -56,7 +56,9 @@ def test_blur_default_keeps_brightness(tmp_path):
 def test_zero_sum_kernel_with_bias_clips(scene, tmp_path):
     out = tmp_path / "o.png"
     ok("conv", scene, "-k", "sobel_x", "--bias", "10", "--pad-mode", "replicate", "-o", out)
-    assert (read_pixels(out)[1][5:-5, 2:8] == 10).all()  # the user's bias is the level: clip, no 128
+    assert (
+        read_pixels(out)[1][5:-5, 2:8] == 10
+    ).all()  # the user's bias is the level: clip, no 128
 
 
 def test_explicit_modes_through_the_cli(tmp_path):
@@ -92,25 +94,44 @@ def test_depth_option_and_sixteen_bit_signed(tmp_path):
     out = tmp_path / "o.png"
     ok("conv", src, "-k", "sobel_x", "--pad-mode", "replicate", "-o", out)
     mode, array = read_pixels(out)
-    assert mode.startswith("I") and array[2, 2] == 32768 + 16000  # (1+2+1) * 2 * 2000 above mid-grey
+    assert (
+        mode.startswith("I") and array[2, 2] == 32768 + 16000
+    )  # (1+2+1) * 2 * 2000 above mid-grey
     ok("conv", src, "-k", "identity", "--depth", "8", "-o", out, "--overwrite")
     assert read_pixels(out)[0] == "L"
     ok("conv", src, "-k", "identity", "-o", tmp_path / "f.tif", "--depth", "32f")
-    np.testing.assert_allclose(read_pixels(tmp_path / "f.tif")[1][0, :2], [0, 2000 / 65535], rtol=1e-6)
+    np.testing.assert_allclose(
+        read_pixels(tmp_path / "f.tif")[1][0, :2], [0, 2000 / 65535], rtol=1e-6
+    )
 
 
 def test_stacked_kernels_split_montage_and_npy(scene, tmp_path):
     out = tmp_path / "maps.png"
     ok("conv", scene, "-k", "sobel_x", "-k", "sobel_y", "-k", "box", "-o", out, "--split")
-    assert sorted(p.name for p in tmp_path.glob("maps_*.png")) == ["maps_00.png", "maps_01.png", "maps_02.png"]
+    assert sorted(p.name for p in tmp_path.glob("maps_*.png")) == [
+        "maps_00.png",
+        "maps_01.png",
+        "maps_02.png",
+    ]
     flat = [read_pixels(tmp_path / f"maps_0{i}.png")[1][20, 6] for i in range(3)]
     assert flat == [128, 128, 90]  # auto per map: the two edges offset, the blur clipped
 
     ok("conv", scene, "-k", "sobel_x", "-k", "sobel_y", "-k", "box", "-o", tmp_path / "rgb.png")
     assert read_pixels(tmp_path / "rgb.png")[1][20, 6].tolist() == [128, 128, 90]
 
-    ok("conv", scene, "-k", "sobel_x", "-k", "laplacian", "-o", tmp_path / "m.png", "--montage",
-       "--colormap", "coolwarm")
+    ok(
+        "conv",
+        scene,
+        "-k",
+        "sobel_x",
+        "-k",
+        "laplacian",
+        "-o",
+        tmp_path / "m.png",
+        "--montage",
+        "--colormap",
+        "coolwarm",
+    )
     mode, array = read_pixels(tmp_path / "m.png")
     assert mode == "RGB" and array.shape[1] == 2 * 64 + 4
 
@@ -160,7 +181,10 @@ BAD = {
     "map none to png": (["--map", "none"], "only float outputs"),
     "depth 16 jpeg": (["--depth", "16", "-o", "{tmp}/o.jpg"], "not available for JPEG"),
     "channels first image": (["--channels-first"], "applies to .npy"),
-    "colormap three maps": (["--colormap", "viridis", "-k", "sobel_y", "-k", "box"], "colours a single map"),
+    "colormap three maps": (
+        ["--colormap", "viridis", "-k", "sobel_y", "-k", "box"],
+        "colours a single map",
+    ),
     "rgba three maps": (["--rgba", "-k", "sobel_y", "-k", "box"], "needs exactly 4"),
     "rgba jpeg": (["--rgba", "-o", "{tmp}/o.jpg"], "needs a format with alpha"),
     "joint with clip": (["--joint", "--map", "clip"], "--joint applies"),
@@ -170,9 +194,14 @@ BAD = {
     "two maps to png": (["-k", "box"], "2 feature maps do not fit one PNG image"),
     "montage npy": (["--montage", "-o", "{tmp}/o.npy"], "--montage writes images"),
     "depth npy": (["--depth", "8", "-o", "{tmp}/o.npy"], "always stores float32"),
-    "16-bit tiff colour": (["--depth", "16", "-k", "sobel_y", "-k", "box", "-o", "{tmp}/o.tif"],
-                           "16-bit TIFF holds 1 channel"),
-    "colormap float": (["--colormap", "gray", "--depth", "32f", "-o", "{tmp}/o.tif"], "float output"),
+    "16-bit tiff colour": (
+        ["--depth", "16", "-k", "sobel_y", "-k", "box", "-o", "{tmp}/o.tif"],
+        "16-bit TIFF holds 1 channel",
+    ),
+    "colormap float": (
+        ["--colormap", "gray", "--depth", "32f", "-o", "{tmp}/o.tif"],
+        "float output",
+    ),
     "unknown colormap": (["--colormap", "jet"], "'jet' is not one of"),
     "sizes differ": (["-k", "box:size=5", "--padding", "valid"], "same output size"),
     "bias count": (["-k", "box", "--bias", "1,2,3"], "bias has 3 values"),
@@ -192,5 +221,7 @@ def test_bad_options_are_one_line_and_write_nothing(name, scene, tmp_path):
     result = run(*args)
     assert result.exit_code in (1, 2)
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], result.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], (
+        result.stderr
+    )
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before

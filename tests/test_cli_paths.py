@@ -33,7 +33,9 @@ FORMS = {
 
 
 def convcli(cwd, *args):
-    return subprocess.run([*CONVCLI, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [*CONVCLI, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture
@@ -57,7 +59,9 @@ def test_out_dir_takes_paths_as_typed(folder, command, form):
     result = convcli(folder, *COMMANDS[command], *inputs, "--out-dir", out_dir.format(cwd=folder))
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    written = sorted(os.path.relpath(p, folder) for p in folder.parent.rglob("*.png") if p not in before)
+    written = sorted(
+        os.path.relpath(p, folder) for p in folder.parent.rglob("*.png") if p not in before
+    )
     assert written == sorted(expected)
     for output in expected:  # the same bytes as the plain -o form of the same input
         source = "imgs/x.png" if output.endswith("x.png") else output.rsplit("/", 1)[1]

@@ -54,24 +54,33 @@ def test_pool_global_in_a_pipe_and_as_a_table(seed_npy):
     assert drawn(table) and "global max" in table and "8.0" in table
 
 
-@pytest.mark.parametrize("args, schema", [
-    (["kernels", "list", "--json"], "convcli-kernels/1"),
-    (["kernels", "show", "box", "--json"], "convcli-kernel/1"),
-    (["pool", "{seed}", "--global", "--json"], "convcli-global-pool/1"),
-    (["explain", "--input", "8x8", "conv 4 k3", "--json"], "convcli-explain/1"),
-])
+@pytest.mark.parametrize(
+    "args, schema",
+    [
+        (["kernels", "list", "--json"], "convcli-kernels/1"),
+        (["kernels", "show", "box", "--json"], "convcli-kernel/1"),
+        (["pool", "{seed}", "--global", "--json"], "convcli-global-pool/1"),
+        (["explain", "--input", "8x8", "conv 4 k3", "--json"], "convcli-explain/1"),
+    ],
+)
 def test_every_table_has_json_naming_its_schema(seed_npy, args, schema):
     result = run(*(str(a).format(seed=seed_npy) for a in args))
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["schema"] == schema
 
 
-@pytest.mark.parametrize("args, message", [
-    (["kernels", "list", "--json", "--table"], "--json and --table exclude each other"),
-    (["kernels", "show", "box", "--json", "--table"], "--json and --table exclude each other"),
-    (["pool", "{seed}", "--global", "--json", "--table"], "--json and --table exclude each other"),
-    (["pool", "{seed}", "--table", "-o", "{seed}.png"], "--table applies to --global"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["kernels", "list", "--json", "--table"], "--json and --table exclude each other"),
+        (["kernels", "show", "box", "--json", "--table"], "--json and --table exclude each other"),
+        (
+            ["pool", "{seed}", "--global", "--json", "--table"],
+            "--json and --table exclude each other",
+        ),
+        (["pool", "{seed}", "--table", "-o", "{seed}.png"], "--table applies to --global"),
+    ],
+)
 def test_table_option_misuse_is_a_usage_error(seed_npy, args, message):
     refused(run(*(str(a).format(seed=seed_npy) for a in args)), 2, message)
 
@@ -80,8 +89,12 @@ def on_a_terminal(*args):
     """``convcli ARGS...`` with stdout on a pseudo-terminal: its exit code and what it printed."""
     leader, follower = pty.openpty()
     env = {**os.environ, "COLUMNS": "160", "TERM": "xterm"}
-    with subprocess.Popen([sys.executable, "-m", "convcli", *map(str, args)], stdout=follower,
-                          stderr=subprocess.DEVNULL, env=env) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-m", "convcli", *map(str, args)],
+        stdout=follower,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    ) as proc:
         os.close(follower)
         chunks = []
         while True:
@@ -97,8 +110,9 @@ def on_a_terminal(*args):
     return code, b"".join(chunks).decode()
 
 
-@pytest.mark.parametrize("args", [["kernels", "list"], ["kernels", "show", "sobel"],
-                                  ["pool", "{seed}", "--global"]])
+@pytest.mark.parametrize(
+    "args", [["kernels", "list"], ["kernels", "show", "sobel"], ["pool", "{seed}", "--global"]]
+)
 def test_a_terminal_gets_the_drawn_table(seed_npy, args):
     code, text = on_a_terminal(*(a.format(seed=seed_npy) for a in args))
     assert code == 0, text

@@ -3,20 +3,20 @@
 import contextlib
 from unittest import mock
 
+import naive
 import numpy as np
 import pytest
+from conftest import assert_matches
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import naive
-from conftest import assert_matches
-from convcli.engine import _jit
-from convcli.engine import correlation
 from convcli import engine
+from convcli.engine import _jit, correlation
 from convcli.errors import ParameterError, ShapeError
 
 SEED_IMAGE = np.array(
-    [[1, 2, 0, 1, 3], [4, 1, 1, 0, 2], [0, 2, 3, 1, 1], [1, 0, 2, 2, 0], [3, 1, 0, 1, 2]], np.float32
+    [[1, 2, 0, 1, 3], [4, 1, 1, 0, 2], [0, 2, 3, 1, 1], [1, 0, 2, 2, 0], [3, 1, 0, 1, 2]],
+    np.float32,
 )
 VERTICAL_EDGE = np.array([[1, 0, -1]] * 3, np.float32)
 
@@ -40,8 +40,14 @@ def test_powers_of_two_kernel_catches_any_offset(rng):
     kernel = (2.0 ** np.arange(12)).reshape(3, 4).astype(np.float32)
     for stride, dilation in [((1, 1), (1, 1)), ((2, 3), (1, 1)), ((1, 2), (2, 1))]:
         out = engine.conv2d(x, kernel, stride=stride, dilation=dilation, padding=(1, 2, 0, 3))
-        expected = naive.conv2d(x, np.broadcast_to(kernel, (2, 1, 3, 4)), stride=stride,
-                                pads=(1, 2, 0, 3), dilation=dilation, groups=2)
+        expected = naive.conv2d(
+            x,
+            np.broadcast_to(kernel, (2, 1, 3, 4)),
+            stride=stride,
+            pads=(1, 2, 0, 3),
+            dilation=dilation,
+            groups=2,
+        )
         assert np.array_equal(out, expected)
 
 
@@ -84,10 +90,12 @@ def conv_cases(draw):
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    padding = draw(st.one_of(
-        st.sampled_from(["valid", "same", "full"]),
-        st.tuples(*[st.integers(0, 4)] * 4),
-    ))
+    padding = draw(
+        st.one_of(
+            st.sampled_from(["valid", "same", "full"]),
+            st.tuples(*[st.integers(0, 4)] * 4),
+        )
+    )
     mode = draw(st.sampled_from(naive.PAD_MODES))
     seed = draw(st.integers(0, 2**16))
     rng = np.random.default_rng(seed)
@@ -105,7 +113,20 @@ def conv_cases(draw):
     bias = draw(st.none() | st.just(list(rng.uniform(-1, 1, weight.shape[0]))))
     flip = draw(st.booleans())
     method = draw(st.sampled_from([None, "numpy", "gemm", "numba"]))
-    return x, kernel, weight, groups, naive_groups, stride, dilation, padding, mode, bias, flip, method
+    return (
+        x,
+        kernel,
+        weight,
+        groups,
+        naive_groups,
+        stride,
+        dilation,
+        padding,
+        mode,
+        bias,
+        flip,
+        method,
+    )
 
 
 def one_row_bands():
@@ -116,17 +137,32 @@ def one_row_bands():
 
 @given(conv_cases(), st.booleans())
 def test_conv2d_matches_naive(case, banded):
-    x, kernel, weight, groups, naive_groups, stride, dilation, padding, mode, bias, flip, method = case
+    x, kernel, weight, groups, naive_groups, stride, dilation, padding, mode, bias, flip, method = (
+        case
+    )
     k_hw = weight.shape[2:]
     pads = naive.explicit_pads(padding, x.shape[1:], k_hw, stride, dilation)
     h_out = (x.shape[1] + pads[0] + pads[1] - dilation[0] * (k_hw[0] - 1) - 1) // stride[0] + 1
     w_out = (x.shape[2] + pads[2] + pads[3] - dilation[1] * (k_hw[1] - 1) - 1) // stride[1] + 1
-    bad_border = (mode == "reflect" and (max(pads[:2]) >= x.shape[1] or max(pads[2:]) >= x.shape[2])) or (
-        mode == "circular" and (max(pads[:2]) > x.shape[1] or max(pads[2:]) > x.shape[2]))
+    bad_border = (
+        mode == "reflect" and (max(pads[:2]) >= x.shape[1] or max(pads[2:]) >= x.shape[2])
+    ) or (mode == "circular" and (max(pads[:2]) > x.shape[1] or max(pads[2:]) > x.shape[2]))
+
     def call():
         with one_row_bands() if banded else contextlib.nullcontext():
-            return engine.conv2d(x, kernel, bias, stride=stride, padding=padding, dilation=dilation,
-                                 groups=groups, pad_mode=mode, flip=flip, method=method)
+            return engine.conv2d(
+                x,
+                kernel,
+                bias,
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=groups,
+                pad_mode=mode,
+                flip=flip,
+                method=method,
+            )
+
     if h_out < 1 or w_out < 1 or bad_border:
         with pytest.raises(ShapeError):
             call()
@@ -135,14 +171,17 @@ def test_conv2d_matches_naive(case, banded):
     assert_matches(call(), naive.conv2d(x, used, bias, stride, pads, dilation, naive_groups, mode))
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    (dict(stride=(0, 1)), ParameterError),
-    (dict(dilation=(1, 0)), ParameterError),
-    (dict(padding="valid", dilation=(3, 3)), ShapeError),
-    (dict(padding=(0, 0, 4, 4), pad_mode="reflect"), ShapeError),
-    (dict(pad_mode="mirror"), ParameterError),
-    (dict(padding="huge"), ParameterError),
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        (dict(stride=(0, 1)), ParameterError),
+        (dict(dilation=(1, 0)), ParameterError),
+        (dict(padding="valid", dilation=(3, 3)), ShapeError),
+        (dict(padding=(0, 0, 4, 4), pad_mode="reflect"), ShapeError),
+        (dict(pad_mode="mirror"), ParameterError),
+        (dict(padding="huge"), ParameterError),
+    ],
+)
 def test_rejects_bad_parameters(kwargs, error):
     with pytest.raises(error):
         engine.conv2d(np.ones((1, 4, 4), np.float32), np.ones((3, 3), np.float32), **kwargs)
@@ -170,9 +209,12 @@ def test_tiny_inputs():
 
 
 @given(
-    hw=st.tuples(st.integers(1, 16), st.integers(1, 12)), k=st.tuples(st.integers(1, 8), st.integers(1, 8)),
-    stride=st.tuples(st.integers(1, 2), st.integers(1, 2)), dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
-    mode=st.sampled_from(naive.PAD_MODES), banded=st.booleans(),
+    hw=st.tuples(st.integers(1, 16), st.integers(1, 12)),
+    k=st.tuples(st.integers(1, 8), st.integers(1, 8)),
+    stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    mode=st.sampled_from(naive.PAD_MODES),
+    banded=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_separable_method_matches_naive(hw, k, stride, dilation, mode, banded, seed):
@@ -180,22 +222,38 @@ def test_separable_method_matches_naive(hw, k, stride, dilation, mode, banded, s
     x = rng.uniform(-1, 1, (2,) + hw).astype(np.float32)
     kernel = np.outer(rng.uniform(-1, 1, k[0]), rng.uniform(-1, 1, k[1])).astype(np.float32)
     pads = (k[0] // 2, k[0] // 2, k[1] // 2, k[1] // 2)
-    if mode == "reflect" and (pads[0] >= hw[0] or pads[2] >= hw[1]) or mode == "circular" and (
-            pads[0] > hw[0] or pads[2] > hw[1]):
+    if (
+        mode == "reflect"
+        and (pads[0] >= hw[0] or pads[2] >= hw[1])
+        or mode == "circular"
+        and (pads[0] > hw[0] or pads[2] > hw[1])
+    ):
         return
     if any(n + 2 * (kk // 2) < d * (kk - 1) + 1 for n, kk, d in zip(hw, k, dilation)):
         return  # the dilated kernel does not fit: covered by the shape tests
-    expected = naive.conv2d(x, np.broadcast_to(kernel, (2, 1) + k), None, stride, pads, dilation, 2, mode)
+    expected = naive.conv2d(
+        x, np.broadcast_to(kernel, (2, 1) + k), None, stride, pads, dilation, 2, mode
+    )
     with one_row_bands() if banded else contextlib.nullcontext():
-        out = engine.conv2d(x, kernel, stride=stride, padding=pads, dilation=dilation, pad_mode=mode,
-                            method="separable")
+        out = engine.conv2d(
+            x,
+            kernel,
+            stride=stride,
+            padding=pads,
+            dilation=dilation,
+            pad_mode=mode,
+            method="separable",
+        )
     assert_matches(out, expected)
 
 
 @given(
-    hw=st.tuples(st.integers(1, 40), st.integers(1, 40)), k=st.tuples(st.integers(1, 6), st.integers(1, 6)),
-    dilation=st.tuples(st.integers(1, 3), st.integers(1, 3)), multiplier=st.integers(1, 2),
-    mode=st.sampled_from(naive.PAD_MODES), banded=st.booleans(),
+    hw=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+    k=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    dilation=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    multiplier=st.integers(1, 2),
+    mode=st.sampled_from(naive.PAD_MODES),
+    banded=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_fft_method_matches_naive(hw, k, dilation, multiplier, mode, banded, seed):
@@ -203,13 +261,26 @@ def test_fft_method_matches_naive(hw, k, dilation, multiplier, mode, banded, see
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (2,) + hw).astype(np.float32)
     kernel = rng.uniform(-1, 1, (2 * multiplier, 1) + k).astype(np.float32)
-    pads = tuple(p for kk, d in zip(k, dilation) for p in (d * (kk - 1) // 2, d * (kk - 1) - d * (kk - 1) // 2))
-    if mode == "reflect" and (max(pads[:2]) >= hw[0] or max(pads[2:]) >= hw[1]) or mode == "circular" and (
-            max(pads[:2]) > hw[0] or max(pads[2:]) > hw[1]):
+    pads = tuple(
+        p
+        for kk, d in zip(k, dilation)
+        for p in (d * (kk - 1) // 2, d * (kk - 1) - d * (kk - 1) // 2)
+    )
+    if (
+        mode == "reflect"
+        and (max(pads[:2]) >= hw[0] or max(pads[2:]) >= hw[1])
+        or mode == "circular"
+        and (max(pads[:2]) > hw[0] or max(pads[2:]) > hw[1])
+    ):
         return
     expected = naive.conv2d(x, kernel, None, (1, 1), pads, dilation, 2, mode)
-    with mock.patch.object(correlation, "FFT_TILE", 20), one_row_bands() if banded else contextlib.nullcontext():
-        out = engine.conv2d(x, kernel, groups=2, padding=pads, dilation=dilation, pad_mode=mode, method="fft")
+    with (
+        mock.patch.object(correlation, "FFT_TILE", 20),
+        one_row_bands() if banded else contextlib.nullcontext(),
+    ):
+        out = engine.conv2d(
+            x, kernel, groups=2, padding=pads, dilation=dilation, pad_mode=mode, method="fft"
+        )
     assert_matches(out, expected)
 
 
@@ -221,12 +292,20 @@ def test_fft_keeps_nan_and_inf_local(value, rng):
     kernel = rng.uniform(-1, 1, (5, 5)).astype(np.float32)
     with mock.patch.object(correlation, "FFT_TILE", 20):
         out = engine.conv2d(x, kernel, method="fft")
-    assert_matches(np.nan_to_num(out, posinf=9, neginf=-9), np.nan_to_num(
-        naive.conv2d(x, kernel[None, None], pads=(2, 2, 2, 2)).astype(np.float32), posinf=9, neginf=-9))
+    assert_matches(
+        np.nan_to_num(out, posinf=9, neginf=-9),
+        np.nan_to_num(
+            naive.conv2d(x, kernel[None, None], pads=(2, 2, 2, 2)).astype(np.float32),
+            posinf=9,
+            neginf=-9,
+        ),
+    )
     assert np.isfinite(out[0, 10:]).all()
 
 
-@pytest.mark.parametrize("kwargs", [dict(stride=(2, 1)), dict(kernel=np.ones((1, 2, 5, 5), np.float32))])
+@pytest.mark.parametrize(
+    "kwargs", [dict(stride=(2, 1)), dict(kernel=np.ones((1, 2, 5, 5), np.float32))]
+)
 def test_fft_refuses_strides_and_dense_kernels(kwargs):
     kernel = kwargs.pop("kernel", np.eye(5, dtype=np.float32))
     with pytest.raises(ValueError, match="depthwise kernels at stride 1"):
@@ -236,27 +315,57 @@ def test_fft_refuses_strides_and_dense_kernels(kwargs):
 def test_methods_are_chosen_by_work():
     assert correlation.choose_method(np.ones((3, 1, 3, 3), np.float32), 3, (8, 8)) == "numpy"
     assert correlation.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (8, 8)) == "gemm"
-    assert correlation.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (6000, 6000)) == "numba"
-    assert correlation.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (6000, 6000), (2, 2)) == "numba"
-    assert correlation.choose_method(np.ones((16, 16, 5, 5), np.float32), 1, (6000, 6000), (2, 2)) == "numba"
-    assert correlation.choose_method(np.ones((64, 64, 7, 7), np.float32), 1, (6000, 6000)) == "numba"
-    assert correlation.choose_method(np.ones((64, 64, 1, 1), np.float32), 1, (6000, 6000)) == "numba"
+    assert (
+        correlation.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (6000, 6000)) == "numba"
+    )
+    assert (
+        correlation.choose_method(np.ones((16, 16, 3, 3), np.float32), 1, (6000, 6000), (2, 2))
+        == "numba"
+    )
+    assert (
+        correlation.choose_method(np.ones((16, 16, 5, 5), np.float32), 1, (6000, 6000), (2, 2))
+        == "numba"
+    )
+    assert (
+        correlation.choose_method(np.ones((64, 64, 7, 7), np.float32), 1, (6000, 6000)) == "numba"
+    )
+    assert (
+        correlation.choose_method(np.ones((64, 64, 1, 1), np.float32), 1, (6000, 6000)) == "numba"
+    )
     assert correlation.choose_method(np.ones((64, 64, 1, 1), np.float32), 1, (6, 6)) == "gemm"
     big = (8000, 8000)  # 3 x 3x3 taps: 1.7e9 multiply-adds, past what numpy takes
     assert correlation.choose_method(np.ones((3, 1, 3, 3), np.float32), 3, big) == "numba"
     assert correlation.choose_method(np.ones((3, 1, 5, 5), np.float32), 3, big) == "numba"
     assert correlation.choose_method(np.ones((3, 1, 7, 7), np.float32), 3, big) == "separable"
     assert correlation.choose_method(np.ones((3, 1, 15, 15), np.float32), 3, big, (2, 2)) == "numba"
-    assert correlation.choose_method(np.ones((3, 1, 17, 17), np.float32), 3, big, (2, 2)) == "separable"
-    assert correlation.choose_method(np.ones((3, 1, 17, 17), np.float32), 3, big, (1, 1), (2, 2)) == "separable"
-    assert correlation.choose_method(np.arange(243, dtype=np.float32).reshape(3, 1, 9, 9) ** 2, 3, big) == "numba"
+    assert (
+        correlation.choose_method(np.ones((3, 1, 17, 17), np.float32), 3, big, (2, 2))
+        == "separable"
+    )
+    assert (
+        correlation.choose_method(np.ones((3, 1, 17, 17), np.float32), 3, big, (1, 1), (2, 2))
+        == "separable"
+    )
+    assert (
+        correlation.choose_method(np.arange(243, dtype=np.float32).reshape(3, 1, 9, 9) ** 2, 3, big)
+        == "numba"
+    )
     full_rank = np.arange(507, dtype=np.float32).reshape(3, 1, 13, 13) ** 2
     assert correlation.choose_method(full_rank, 3, big) == "numba"
     assert correlation.choose_method(full_rank, 3, big, dilation=(2, 2)) == "numba"
-    assert correlation.choose_method(np.arange(1083, dtype=np.float32).reshape(3, 1, 19, 19) ** 2, 3, big,
-                                   dilation=(2, 2)) == "fft"
+    assert (
+        correlation.choose_method(
+            np.arange(1083, dtype=np.float32).reshape(3, 1, 19, 19) ** 2, 3, big, dilation=(2, 2)
+        )
+        == "fft"
+    )
     assert correlation.choose_method(full_rank, 3, big, stride=(2, 2)) == "numba"
-    assert correlation.choose_method(np.arange(1587, dtype=np.float32).reshape(3, 1, 23, 23) ** 2, 3, big) == "fft"
+    assert (
+        correlation.choose_method(
+            np.arange(1587, dtype=np.float32).reshape(3, 1, 23, 23) ** 2, 3, big
+        )
+        == "fft"
+    )
 
 
 @pytest.mark.parametrize("method", [None, "gemm", "numba"])
@@ -272,25 +381,39 @@ def test_pointwise_layers_are_one_matrix_product_per_group(method, dtype, rng):
 
 def test_separable_refuses_full_rank_kernels():
     with pytest.raises(ValueError, match="rank 1"):
-        engine.conv2d(np.ones((1, 8, 8), np.float32), np.eye(5, dtype=np.float32), method="separable")
+        engine.conv2d(
+            np.ones((1, 8, 8), np.float32), np.eye(5, dtype=np.float32), method="separable"
+        )
 
 
 @given(
-    kh=st.integers(1, 9), kw=st.integers(1, 9), hw=st.tuples(st.integers(1, 12), st.integers(1, 12)),
-    pads=st.tuples(*[st.integers(0, 7)] * 4), mode=st.sampled_from(naive.PAD_MODES),
-    multiplier=st.integers(1, 2), dtype=st.sampled_from([np.float32, np.float64]), block_rows=st.integers(1, 5),
+    kh=st.integers(1, 9),
+    kw=st.integers(1, 9),
+    hw=st.tuples(st.integers(1, 12), st.integers(1, 12)),
+    pads=st.tuples(*[st.integers(0, 7)] * 4),
+    mode=st.sampled_from(naive.PAD_MODES),
+    multiplier=st.integers(1, 2),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    block_rows=st.integers(1, 5),
     seed=st.integers(0, 2**16),
 )
-def test_depthwise_numba_kernel_matches_naive(kh, kw, hw, pads, mode, multiplier, dtype, block_rows, seed):
+def test_depthwise_numba_kernel_matches_naive(
+    kh, kw, hw, pads, mode, multiplier, dtype, block_rows, seed
+):
     """Depthwise kernels of any size on rows narrower than a tile: float32 images are padded
     block by block inside the kernel, other dtypes go through bands first; both against the
     reference, in blocks of a few rows."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (2,) + hw).astype(dtype)
     kernel = rng.uniform(-1, 1, (2 * multiplier, 1, kh, kw)).astype(np.float32)
-    if (hw[0] + pads[0] + pads[1] < kh or hw[1] + pads[2] + pads[3] < kw
-            or mode == "reflect" and (max(pads[:2]) >= hw[0] or max(pads[2:]) >= hw[1])
-            or mode == "circular" and (max(pads[:2]) > hw[0] or max(pads[2:]) > hw[1])):
+    if (
+        hw[0] + pads[0] + pads[1] < kh
+        or hw[1] + pads[2] + pads[3] < kw
+        or mode == "reflect"
+        and (max(pads[:2]) >= hw[0] or max(pads[2:]) >= hw[1])
+        or mode == "circular"
+        and (max(pads[:2]) > hw[0] or max(pads[2:]) > hw[1])
+    ):
         return  # no output, or a border the mode cannot make: covered by the shape tests
     block_bytes = 4 * (hw[1] + pads[2] + pads[3]) * (block_rows + kh - 1)
     with mock.patch.object(_jit, "BLOCK_BYTES", block_bytes):
@@ -299,14 +422,22 @@ def test_depthwise_numba_kernel_matches_naive(kh, kw, hw, pads, mode, multiplier
 
 
 @given(
-    hw=st.tuples(st.integers(1, 12), st.integers(1, 12)), k=st.tuples(st.integers(1, 5), st.integers(1, 5)),
-    groups=st.integers(1, 2), c_per_group=st.integers(1, 3), out_per_group=st.integers(1, 6),
-    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)), dilation=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    pads=st.tuples(*[st.integers(0, 4)] * 4), mode=st.sampled_from(naive.PAD_MODES),
-    dtype=st.sampled_from([np.float32, np.float64]), block_rows=st.integers(1, 4), seed=st.integers(0, 2**16),
+    hw=st.tuples(st.integers(1, 12), st.integers(1, 12)),
+    k=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    groups=st.integers(1, 2),
+    c_per_group=st.integers(1, 3),
+    out_per_group=st.integers(1, 6),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    dilation=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    pads=st.tuples(*[st.integers(0, 4)] * 4),
+    mode=st.sampled_from(naive.PAD_MODES),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    block_rows=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
 )
-def test_dense_numba_kernel_matches_naive(hw, k, groups, c_per_group, out_per_group, stride, dilation, pads, mode,
-                                          dtype, block_rows, seed):
+def test_dense_numba_kernel_matches_naive(
+    hw, k, groups, c_per_group, out_per_group, stride, dilation, pads, mode, dtype, block_rows, seed
+):
     """The dense kernel (and the depthwise one at stride 1) on rows narrower than a tile: maps
     four at a time (a last group of fewer overlapping the one before), padded block by block,
     column strides through phases."""
@@ -314,16 +445,38 @@ def test_dense_numba_kernel_matches_naive(hw, k, groups, c_per_group, out_per_gr
     x = rng.uniform(-1, 1, (groups * c_per_group,) + hw).astype(dtype)
     kernel = rng.uniform(-1, 1, (groups * out_per_group, c_per_group) + k).astype(np.float32)
     spans = [d * (kk - 1) + 1 for d, kk in zip(dilation, k)]
-    if (hw[0] + pads[0] + pads[1] < spans[0] or hw[1] + pads[2] + pads[3] < spans[1]
-            or mode == "reflect" and (max(pads[:2]) >= hw[0] or max(pads[2:]) >= hw[1])
-            or mode == "circular" and (max(pads[:2]) > hw[0] or max(pads[2:]) > hw[1])):
+    if (
+        hw[0] + pads[0] + pads[1] < spans[0]
+        or hw[1] + pads[2] + pads[3] < spans[1]
+        or mode == "reflect"
+        and (max(pads[:2]) >= hw[0] or max(pads[2:]) >= hw[1])
+        or mode == "circular"
+        and (max(pads[:2]) > hw[0] or max(pads[2:]) > hw[1])
+    ):
         return  # no output, or a border the mode cannot make: covered by the shape tests
-    block_bytes = 4 * x.shape[0] * (hw[1] + pads[2] + pads[3]) * stride[0] * (block_rows + spans[0] - 1)
+    block_bytes = (
+        4 * x.shape[0] * (hw[1] + pads[2] + pads[3]) * stride[0] * (block_rows + spans[0] - 1)
+    )
     with mock.patch.object(_jit, "BLOCK_BYTES", block_bytes):
-        out = engine.conv2d(x, kernel, groups=groups, stride=stride, padding=pads, dilation=dilation, pad_mode=mode,
-                            method="numba")
-    expected = naive.conv2d(x.astype(np.float32), kernel, stride=stride, pads=pads, dilation=dilation, groups=groups,
-                            mode=mode)
+        out = engine.conv2d(
+            x,
+            kernel,
+            groups=groups,
+            stride=stride,
+            padding=pads,
+            dilation=dilation,
+            pad_mode=mode,
+            method="numba",
+        )
+    expected = naive.conv2d(
+        x.astype(np.float32),
+        kernel,
+        stride=stride,
+        pads=pads,
+        dilation=dilation,
+        groups=groups,
+        mode=mode,
+    )
     assert_matches(out, expected)
 
 
@@ -332,9 +485,18 @@ TILED_WIDTHS = st.integers(_jit.TILE - 2, 2 * _jit.TILE + 3)
 
 
 @settings(max_examples=12)
-@given(kh=st.integers(1, 7), kw=st.integers(1, 7), height=st.integers(1, 5), w_out=TILED_WIDTHS,
-       block_rows=st.integers(1, 3), method=st.sampled_from(["numba", "separable"]), seed=st.integers(0, 2**16))
-def test_depthwise_numba_kernels_on_rows_of_several_tiles(kh, kw, height, w_out, block_rows, method, seed):
+@given(
+    kh=st.integers(1, 7),
+    kw=st.integers(1, 7),
+    height=st.integers(1, 5),
+    w_out=TILED_WIDTHS,
+    block_rows=st.integers(1, 3),
+    method=st.sampled_from(["numba", "separable"]),
+    seed=st.integers(0, 2**16),
+)
+def test_depthwise_numba_kernels_on_rows_of_several_tiles(
+    kh, kw, height, w_out, block_rows, method, seed
+):
     """Depthwise kernels (and the row and column passes of separable ones) across tiles of
     columns, in blocks of one to three rows (odd blocks make their last row again with the
     one before), two maps per channel."""
@@ -342,7 +504,9 @@ def test_depthwise_numba_kernels_on_rows_of_several_tiles(kh, kw, height, w_out,
     x = rng.uniform(-1, 1, (2, height, w_out)).astype(np.float32)
     kernel = rng.uniform(-1, 1, (4, 1, kh, kw)).astype(np.float32)
     if method == "separable":
-        kernel = (rng.uniform(-1, 1, (4, 1, kh, 1)) * rng.uniform(-1, 1, (4, 1, 1, kw))).astype(np.float32)
+        kernel = (rng.uniform(-1, 1, (4, 1, kh, 1)) * rng.uniform(-1, 1, (4, 1, 1, kw))).astype(
+            np.float32
+        )
     pads = ((kh - 1) // 2, kh // 2, (kw - 1) // 2, kw // 2)
     with mock.patch.object(_jit, "BLOCK_BYTES", 4 * (w_out + kw - 1) * (block_rows + kh - 1)):
         out = engine.conv2d(x, kernel, groups=2, padding=pads, pad_mode="replicate", method=method)
@@ -353,12 +517,20 @@ BORDERS = st.sampled_from([0, 1, 2, 3, _jit.TILE - 1, _jit.TILE, _jit.TILE + 1])
 
 
 @settings(max_examples=40)
-@given(kh=st.integers(1, 7), kw=st.integers(1, 7), height=st.integers(2, 12),
-       width=st.integers(_jit.TILE, 2 * _jit.TILE + 8),
-       pads=st.tuples(st.integers(0, 3), st.integers(0, 3), BORDERS, BORDERS),
-       mode=st.sampled_from(naive.PAD_MODES),
-       method=st.sampled_from(["numba", "separable"]), block_rows=st.integers(2, 4), seed=st.integers(0, 2**16))
-def test_depthwise_kernels_read_the_image_in_place(kh, kw, height, width, pads, mode, method, block_rows, seed):
+@given(
+    kh=st.integers(1, 7),
+    kw=st.integers(1, 7),
+    height=st.integers(2, 12),
+    width=st.integers(_jit.TILE, 2 * _jit.TILE + 8),
+    pads=st.tuples(st.integers(0, 3), st.integers(0, 3), BORDERS, BORDERS),
+    mode=st.sampled_from(naive.PAD_MODES),
+    method=st.sampled_from(["numba", "separable"]),
+    block_rows=st.integers(2, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_depthwise_kernels_read_the_image_in_place(
+    kh, kw, height, width, pads, mode, method, block_rows, seed
+):
     """Blocks of the image's own rows read its inner columns straight from it and each
     border (up to a tile wide; wider ones pad the block in full) from a strip of one tile,
     in every pad mode; the first and last blocks reach into the padding rows."""
@@ -366,30 +538,59 @@ def test_depthwise_kernels_read_the_image_in_place(kh, kw, height, width, pads, 
     x = rng.uniform(-1, 1, (2, height, width)).astype(np.float32)
     kernel = rng.uniform(-1, 1, (4, 1, kh, kw)).astype(np.float32)
     if method == "separable":
-        kernel = (rng.uniform(-1, 1, (4, 1, kh, 1)) * rng.uniform(-1, 1, (4, 1, 1, kw))).astype(np.float32)
-    if height + pads[0] + pads[1] < kh or mode == "reflect" and max(pads[2:]) >= width or (
-            mode == "reflect" and max(pads[:2]) >= height or mode == "circular" and max(pads) > min(height, width)):
+        kernel = (rng.uniform(-1, 1, (4, 1, kh, 1)) * rng.uniform(-1, 1, (4, 1, 1, kw))).astype(
+            np.float32
+        )
+    if (
+        height + pads[0] + pads[1] < kh
+        or mode == "reflect"
+        and max(pads[2:]) >= width
+        or (
+            mode == "reflect"
+            and max(pads[:2]) >= height
+            or mode == "circular"
+            and max(pads) > min(height, width)
+        )
+    ):
         return  # no output, or a border the mode cannot make: covered by the shape tests
-    with mock.patch.object(_jit, "BLOCK_BYTES", 4 * (width + pads[2] + pads[3]) * (block_rows + kh - 1)):
+    with mock.patch.object(
+        _jit, "BLOCK_BYTES", 4 * (width + pads[2] + pads[3]) * (block_rows + kh - 1)
+    ):
         out = engine.conv2d(x, kernel, groups=2, padding=pads, pad_mode=mode, method=method)
     assert_matches(out, naive.conv2d(x, kernel, pads=pads, groups=2, mode=mode))
 
 
 @settings(max_examples=12)
-@given(height=st.integers(1, 4), w_out=TILED_WIDTHS, k=st.tuples(st.integers(1, 4), st.integers(1, 4)),
-       c_per_group=st.integers(1, 2), out_per_group=st.integers(1, 6), stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),
-       dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)), seed=st.integers(0, 2**16))
-def test_dense_numba_kernel_on_rows_of_several_tiles(height, w_out, k, c_per_group, out_per_group, stride, dilation,
-                                                     seed):
+@given(
+    height=st.integers(1, 4),
+    w_out=TILED_WIDTHS,
+    k=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    c_per_group=st.integers(1, 2),
+    out_per_group=st.integers(1, 6),
+    stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    seed=st.integers(0, 2**16),
+)
+def test_dense_numba_kernel_on_rows_of_several_tiles(
+    height, w_out, k, c_per_group, out_per_group, stride, dilation, seed
+):
     """The dense kernel across tiles of columns, with groups of maps short of four."""
     rng = np.random.default_rng(seed)
     width = (w_out - 1) * stride[1] + 1  # with the 'same' pads below, w_out columns of output
     x = rng.uniform(-1, 1, (2 * c_per_group, height, width)).astype(np.float32)
     kernel = rng.uniform(-1, 1, (2 * out_per_group, c_per_group) + k).astype(np.float32)
-    pads = tuple(p for d, kk in zip(dilation, k) for p in (d * (kk - 1) // 2, d * (kk - 1) - d * (kk - 1) // 2))
-    out = engine.conv2d(x, kernel, groups=2, stride=stride, padding=pads, dilation=dilation, method="numba")
+    pads = tuple(
+        p
+        for d, kk in zip(dilation, k)
+        for p in (d * (kk - 1) // 2, d * (kk - 1) - d * (kk - 1) // 2)
+    )
+    out = engine.conv2d(
+        x, kernel, groups=2, stride=stride, padding=pads, dilation=dilation, method="numba"
+    )
     assert out.shape[2] == w_out
-    assert_matches(out, naive.conv2d(x, kernel, stride=stride, pads=pads, dilation=dilation, groups=2))
+    assert_matches(
+        out, naive.conv2d(x, kernel, stride=stride, pads=pads, dilation=dilation, groups=2)
+    )
 
 
 @pytest.mark.parametrize("mode", naive.PAD_MODES)
@@ -410,7 +611,9 @@ def test_dense_layers_across_several_bands(method, rng):
     x = rng.uniform(-1, 1, (3, 29, 7)).astype(np.float32)
     kernel = rng.uniform(-1, 1, (8, 3, 3, 3)).astype(np.float32)
     with mock.patch.multiple(correlation, BAND_BYTES=1, MIN_BAND_ROWS=4):  # bands of 4 rows, then 1
-        out = engine.conv2d(x, kernel, stride=(1, 2), padding=(1, 1, 1, 1), pad_mode="reflect", method=method)
+        out = engine.conv2d(
+            x, kernel, stride=(1, 2), padding=(1, 1, 1, 1), pad_mode="reflect", method=method
+        )
     assert_matches(out, naive.conv2d(x, kernel, stride=(1, 2), pads=(1, 1, 1, 1), mode="reflect"))
 
 
@@ -450,8 +653,14 @@ def test_numba_kernels_run_as_plain_python_with_the_jit_disabled(tmp_path):
     import sys
 
     env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
-    proc = subprocess.run([sys.executable, "-c", PLAIN_PYTHON_KERNELS, str(tmp_path / "out.npz")],
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", PLAIN_PYTHON_KERNELS, str(tmp_path / "out.npz")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     out = np.load(tmp_path / "out.npz")
     x = np.random.default_rng(3).normal(size=(2, 7, 70))
@@ -459,6 +668,8 @@ def test_numba_kernels_run_as_plain_python_with_the_jit_disabled(tmp_path):
     depthwise = np.random.default_rng(5).normal(size=(2, 1, 3, 3)).astype(np.float32)
     separable = np.einsum("ci,cj->cij", [[1, 2, 1], [1, 0, -1]], [[1, 0, -1], [1, 2, 1]])[:, None]
     assert_matches(out["dense"], naive.conv2d(x.astype(np.float32), dense, stride=(1, 2)))
-    assert_matches(out["depthwise"], naive.conv2d(x.astype(np.float32), depthwise, pads=(1, 1, 1, 1),
-                                                  groups=2, mode="reflect"))
+    assert_matches(
+        out["depthwise"],
+        naive.conv2d(x.astype(np.float32), depthwise, pads=(1, 1, 1, 1), groups=2, mode="reflect"),
+    )
     assert_matches(out["separable"], naive.conv2d(x.astype(np.float32), separable, groups=2))

@@ -22,16 +22,25 @@ pytest.importorskip("distributed")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The environment of every process started here: this checkout's convcli, one Numba thread.
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
-       "NUMBA_NUM_THREADS": "1"}
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+    "NUMBA_NUM_THREADS": "1",
+}
 #: Seconds any process started here may take before the test gives up on it.
 PATIENCE = 120
 
 
 def convcli(*args):
     """``python -m convcli ARGS...`` in a real process: stdout, stderr and exit code."""
-    return subprocess.run([sys.executable, "-m", "convcli", *map(str, args)], capture_output=True,
-                          text=True, env=ENV, timeout=PATIENCE, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "convcli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=PATIENCE,
+        check=False,
+    )
 
 
 def make_images(folder, count, size=24):
@@ -47,8 +56,11 @@ def make_images(folder, count, size=24):
 def outputs(folder):
     """Every output file's bytes, by name. A worker killed with SIGKILL cannot remove the
     hidden temporary it was writing (``.convcli-*.part``): never an output, left out here."""
-    return {path.name: path.read_bytes() for path in folder.iterdir()
-            if not (path.name.startswith(".convcli-") and path.name.endswith(".part"))}
+    return {
+        path.name: path.read_bytes()
+        for path in folder.iterdir()
+        if not (path.name.startswith(".convcli-") and path.name.endswith(".part"))
+    }
 
 
 def free_port():
@@ -66,21 +78,42 @@ class Cluster:
         self.address = f"tcp://127.0.0.1:{free_port()}"
         self.logs = tmp_path / "dask-logs"
         self.logs.mkdir()
-        self._start("scheduler", "scheduler", "--host", "127.0.0.1", "--port",
-                    self.address.rsplit(":", 1)[1], "--no-dashboard")
+        self._start(
+            "scheduler",
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            self.address.rsplit(":", 1)[1],
+            "--no-dashboard",
+        )
 
     def _start(self, log, *args):
         with open(self.logs / f"{log}.log", "w") as log_file:
-            process = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_" + args[0], *args[1:]],
-                                       stdout=log_file, stderr=subprocess.STDOUT, env=ENV)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_" + args[0], *args[1:]],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=ENV,
+            )
         self.processes.append(process)
         return process
 
     def add_workers(self, count):
         for _ in range(count):
-            self.workers.append(self._start(f"worker{len(self.workers)}", "worker", self.address,
-                                            "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                                            "--host", "127.0.0.1"))
+            self.workers.append(
+                self._start(
+                    f"worker{len(self.workers)}",
+                    "worker",
+                    self.address,
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--no-dashboard",
+                    "--host",
+                    "127.0.0.1",
+                )
+            )
         self.wait_for_workers(len(self.workers))
 
     def wait_for_workers(self, count):
@@ -109,12 +142,33 @@ def cluster(tmp_path):
 def test_a_worker_killed_midway_loses_nothing(tmp_path, cluster):
     images = make_images(tmp_path / "in", 300)
     cluster.add_workers(2)
-    expected = convcli("conv", images, "-k", "gaussian:sigma=1.5", "--out-dir", tmp_path / "local", "-q")
+    expected = convcli(
+        "conv", images, "-k", "gaussian:sigma=1.5", "--out-dir", tmp_path / "local", "-q"
+    )
     assert expected.returncode == 0, expected.stderr
     out = tmp_path / "out"
-    batch = subprocess.Popen([sys.executable, "-m", "convcli", "conv", str(images), "-k", "gaussian:sigma=1.5",
-                              "--out-dir", str(out), "--executor", "dask", "--scheduler", cluster.address,
-                              "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    batch = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "convcli",
+            "conv",
+            str(images),
+            "-k",
+            "gaussian:sigma=1.5",
+            "--out-dir",
+            str(out),
+            "--executor",
+            "dask",
+            "--scheduler",
+            cluster.address,
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
     try:
         deadline = time.monotonic() + PATIENCE
         while not (out.is_dir() and len(os.listdir(out)) >= 30) and time.monotonic() < deadline:
@@ -139,20 +193,50 @@ def test_a_local_cluster_run_reports_a_corrupt_input_once_and_resumes(tmp_path):
     (images / "0005.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a PNG")
     local = convcli("pool", images, "--size", "2", "--out-dir", tmp_path / "local", "--json")
     out = tmp_path / "out"
-    first = convcli("pool", images, "--size", "2", "--out-dir", f"file://{out}", "--json", "--executor", "dask",
-                    "-j", "2")
+    first = convcli(
+        "pool",
+        images,
+        "--size",
+        "2",
+        "--out-dir",
+        f"file://{out}",
+        "--json",
+        "--executor",
+        "dask",
+        "-j",
+        "2",
+    )
     assert (first.returncode, local.returncode) == (1, 1)
     errors = [line for line in first.stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and "0005.png" in errors[0], first.stderr
-    assert json.loads(first.stdout) == {**json.loads(local.stdout), "records": [
-        {**record, "output": record["output"].replace(str(tmp_path / "local"), str(out)),
-         "seconds": got["seconds"]}
-        for record, got in zip(json.loads(local.stdout)["records"], json.loads(first.stdout)["records"])]}
+    assert json.loads(first.stdout) == {
+        **json.loads(local.stdout),
+        "records": [
+            {
+                **record,
+                "output": record["output"].replace(str(tmp_path / "local"), str(out)),
+                "seconds": got["seconds"],
+            }
+            for record, got in zip(
+                json.loads(local.stdout)["records"], json.loads(first.stdout)["records"]
+            )
+        ],
+    }
     assert outputs(out) == outputs(tmp_path / "local") and len(outputs(out)) == 11
     for name in ("0000.png", "0007.png"):
         (out / name).unlink()
-    again = convcli("pool", images, "--size", "2", "--out-dir", out, "--json", "--executor", "dask",
-                    "--skip-existing")
+    again = convcli(
+        "pool",
+        images,
+        "--size",
+        "2",
+        "--out-dir",
+        out,
+        "--json",
+        "--executor",
+        "dask",
+        "--skip-existing",
+    )
     resumed = json.loads(again.stdout)
     assert (resumed["done"], resumed["skipped"], resumed["failed"]) == (2, 9, 1)
     assert outputs(out) == outputs(tmp_path / "local")
@@ -160,11 +244,23 @@ def test_a_local_cluster_run_reports_a_corrupt_input_once_and_resumes(tmp_path):
 
 def test_an_unreachable_scheduler_is_one_line_and_nothing_is_written(tmp_path):
     images = make_images(tmp_path / "in", 3)
-    proc = convcli("conv", images, "-k", "box", "--out-dir", tmp_path / "out", "--executor", "dask",
-                   "--scheduler", f"tcp://127.0.0.1:{free_port()}")
+    proc = convcli(
+        "conv",
+        images,
+        "-k",
+        "box",
+        "--out-dir",
+        tmp_path / "out",
+        "--executor",
+        "dask",
+        "--scheduler",
+        f"tcp://127.0.0.1:{free_port()}",
+    )
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: cannot reach the Dask scheduler "), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot reach the Dask scheduler "), (
+        proc.stderr
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -176,11 +272,29 @@ def test_without_the_extra_dask_is_one_line_saying_what_to_install(tmp_path, rgb
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--out-dir", "out", "--scheduler", "tcp://127.0.0.1:1"], "--scheduler needs --executor dask"),
-    (["--out-dir", "out", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:1", "-j", "2"], "--jobs"),
-    (["-o", "-", "--format", "png", "--executor", "dask"], "not stdin or stdout"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--out-dir", "out", "--scheduler", "tcp://127.0.0.1:1"],
+            "--scheduler needs --executor dask",
+        ),
+        (
+            [
+                "--out-dir",
+                "out",
+                "--executor",
+                "dask",
+                "--scheduler",
+                "tcp://127.0.0.1:1",
+                "-j",
+                "2",
+            ],
+            "--jobs",
+        ),
+        (["-o", "-", "--format", "png", "--executor", "dask"], "not stdin or stdout"),
+    ],
+)
 def test_dask_usage_errors(rgb_png, args, message):
     refused(run("conv", rgb_png, "-k", "box", *args), 2, message)
 
@@ -208,43 +322,97 @@ def test_memory_urls_in_and_out_give_the_bytes_of_plain_paths(tmp_path, memory):
     (images / "sub" / "deep.png").write_bytes((images / "0001.png").read_bytes())
     for path in sorted(images.rglob("*.png")):
         fs.pipe(f"/{name}/in/{path.relative_to(images)}", path.read_bytes())
-    assert run("conv", images, "-r", "-k", "sobel_x", "--out-dir", tmp_path / "local", "-q").exit_code == 0
-    result = run("conv", f"memory://{name}/in", "-r", "-k", "sobel_x", "--out-dir", f"memory://{name}/out",
-                 "-j", "1", "--json")
+    assert (
+        run("conv", images, "-r", "-k", "sobel_x", "--out-dir", tmp_path / "local", "-q").exit_code
+        == 0
+    )
+    result = run(
+        "conv",
+        f"memory://{name}/in",
+        "-r",
+        "-k",
+        "sobel_x",
+        "--out-dir",
+        f"memory://{name}/out",
+        "-j",
+        "1",
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
-    written = {p[len(f"/{name}/out/"):]: fs.cat(p) for p in fs.find(f"/{name}/out")}
-    expected = {str(p.relative_to(tmp_path / "local")): p.read_bytes()
-                for p in (tmp_path / "local").rglob("*.png")}
+    written = {p[len(f"/{name}/out/") :]: fs.cat(p) for p in fs.find(f"/{name}/out")}
+    expected = {
+        str(p.relative_to(tmp_path / "local")): p.read_bytes()
+        for p in (tmp_path / "local").rglob("*.png")
+    }
     assert written == expected and "sub/deep.png" in written
-    assert [r["output"] for r in json.loads(result.stdout)["records"]][-1] == f"memory://{name}/out/sub/deep.png"
+    assert [r["output"] for r in json.loads(result.stdout)["records"]][
+        -1
+    ] == f"memory://{name}/out/sub/deep.png"
 
     fs.rm(f"/{name}/out/0002.png")
-    pattern = run("conv", f"memory://{name}/in/*.png", "-k", "sobel_x", "--out-dir", f"memory://{name}/out",
-                  "-j", "1", "--json", "--skip-existing")
+    pattern = run(
+        "conv",
+        f"memory://{name}/in/*.png",
+        "-k",
+        "sobel_x",
+        "--out-dir",
+        f"memory://{name}/out",
+        "-j",
+        "1",
+        "--json",
+        "--skip-existing",
+    )
     report = json.loads(pattern.stdout)
     assert (pattern.exit_code, report["done"], report["skipped"]) == (0, 1, 5)
     assert fs.cat(f"/{name}/out/0002.png") == (tmp_path / "local" / "0002.png").read_bytes()
-    again = run("conv", f"memory://{name}/in/*.png", "-k", "sobel_x", "--out-dir", f"memory://{name}/out", "-j", "1")
+    again = run(
+        "conv",
+        f"memory://{name}/in/*.png",
+        "-k",
+        "sobel_x",
+        "--out-dir",
+        f"memory://{name}/out",
+        "-j",
+        "1",
+    )
     refused(again, 1, "exists (and 5 more)", "--overwrite")
 
 
 def test_url_refusals(tmp_path, memory):
     fs, name = memory
-    refused(run("conv", f"memory://{name}/none.png", "-k", "box", "-o", tmp_path / "a.png", "-j", "1"),
-            1, "does not exist")
-    refused(run("conv", f"memory://{name}/*.png", "-k", "box", "--out-dir", tmp_path, "-j", "1"),
-            1, "matches no files")
+    refused(
+        run("conv", f"memory://{name}/none.png", "-k", "box", "-o", tmp_path / "a.png", "-j", "1"),
+        1,
+        "does not exist",
+    )
+    refused(
+        run("conv", f"memory://{name}/*.png", "-k", "box", "--out-dir", tmp_path, "-j", "1"),
+        1,
+        "matches no files",
+    )
     fs.pipe(f"/{name}/a.png", (make_images(tmp_path / "in", 1) / "0000.png").read_bytes())
-    refused(run("conv", f"memory://{name}/a.png", "-k", "box", "--out-dir", tmp_path / "out"), 2,
-            "memory://", "-j 1")
+    refused(
+        run("conv", f"memory://{name}/a.png", "-k", "box", "--out-dir", tmp_path / "out"),
+        2,
+        "memory://",
+        "-j 1",
+    )
     assert not (tmp_path / "out").exists()
 
 
 def test_plain_paths_never_import_fsspec_or_dask(tmp_path, rgb_png):
-    code = ("import atexit, sys; from convcli.cli.main import cli\n"
-            "atexit.register(lambda: print(sorted(m for m in ('fsspec', 'dask', 'distributed') "
-            "if m in sys.modules)))\n"
-            f"cli.main(['conv', {str(rgb_png)!r}, '-k', 'box', '-o', {str(tmp_path / 'out.png')!r}])")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV,
-                          timeout=PATIENCE, check=False)
+    code = (
+        "import atexit, sys; from convcli.cli.main import cli\n"
+        "atexit.register(lambda: print(sorted(m for m in ('fsspec', 'dask', 'distributed') "
+        "if m in sys.modules)))\n"
+        f"cli.main(['conv', {str(rgb_png)!r}, '-k', 'box', '-o', {str(tmp_path / 'out.png')!r}])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=PATIENCE,
+        check=False,
+    )
     assert (proc.returncode, proc.stdout.strip()) == (0, "[]"), proc.stderr

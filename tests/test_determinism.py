@@ -27,9 +27,13 @@ def test_identical_inputs_give_identical_bytes_in_a_batch_and_across_jobs(tmp_pa
         np.save(inputs / f"{index:02d}.npy", image)
     outputs = {}
     for jobs in (1, 2):
-        result = convcli("conv", inputs, "-k", KERNEL, "--out-dir", tmp_path / f"j{jobs}", "-j", jobs, "-q")
+        result = convcli(
+            "conv", inputs, "-k", KERNEL, "--out-dir", tmp_path / f"j{jobs}", "-j", jobs, "-q"
+        )
         assert result.returncode == 0, result.stderr
-        outputs[jobs] = [(tmp_path / f"j{jobs}" / f"{index:02d}.npy").read_bytes() for index in range(FILES)]
+        outputs[jobs] = [
+            (tmp_path / f"j{jobs}" / f"{index:02d}.npy").read_bytes() for index in range(FILES)
+        ]
     first = outputs[1][0]
     assert all(data == first for data in outputs[1]), "files of one batch differ"
     assert outputs[2] == outputs[1], "--jobs 2 differs from --jobs 1"
@@ -41,13 +45,17 @@ def test_a_resumed_batch_takes_the_method_of_its_first_run(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     for index in range(FILES):
-        np.save(inputs / f"{index:02d}.npy", rng.uniform(0, 255, (SIDE, SIDE, 3)).astype(np.float32))
+        np.save(
+            inputs / f"{index:02d}.npy", rng.uniform(0, 255, (SIDE, SIDE, 3)).astype(np.float32)
+        )
     whole = convcli("conv", inputs, "-k", KERNEL, "--out-dir", tmp_path / "whole", "-q", "-j", 1)
     assert whole.returncode == 0, whole.stderr
     partial = tmp_path / "partial"
     partial.mkdir()
     for index in range(FILES - 1):  # as if the batch had been stopped before its last file
-        (partial / f"{index:02d}.npy").write_bytes((tmp_path / "whole" / f"{index:02d}.npy").read_bytes())
+        (partial / f"{index:02d}.npy").write_bytes(
+            (tmp_path / "whole" / f"{index:02d}.npy").read_bytes()
+        )
     resumed = convcli("conv", inputs, "-k", KERNEL, "--out-dir", partial, "--skip-existing", "-q")
     assert resumed.returncode == 0, resumed.stderr
     last = f"{FILES - 1:02d}.npy"
@@ -69,6 +77,8 @@ WARM_AND_FRESH = textwrap.dedent("""
 
 
 def test_a_warm_process_gives_the_bytes_of_a_fresh_one():
-    proc = subprocess.run([sys.executable, "-c", WARM_AND_FRESH], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", WARM_AND_FRESH], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "True"

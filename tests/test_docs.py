@@ -21,7 +21,10 @@ import numpy as np
 import pytest
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
-DOCUMENTS = [os.path.join(ROOT, "README.md"), *sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))]
+DOCUMENTS = [
+    os.path.join(ROOT, "README.md"),
+    *sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))),
+]
 #: A reader's environment: no terminal size inherited from the test runner.
 ENV = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")}
 SEED = np.array([[1, 3, 2, 0], [4, 6, 1, 2], [0, 2, 5, 3], [1, 2, 2, 4]], np.float32)
@@ -72,7 +75,7 @@ def split_comment(command):
     words = shlex.split(command, comments=False)
     if "#" in words:
         at = words.index("#")
-        return words[:at], " ".join(words[at + 1:])
+        return words[:at], " ".join(words[at + 1 :])
     return words, ""
 
 
@@ -82,8 +85,14 @@ def test_console_examples_run_as_written(folder, name, session):
         words, comment = split_comment(command)
         assert words[0] == "convcli", f"{name}: {command}"
         drawn = ["--table"] if any("┃" in line for line in stated) else []
-        result = subprocess.run([sys.executable, "-m", "convcli", *words[1:], *drawn], cwd=folder, env=ENV,
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "convcli", *words[1:], *drawn],
+            cwd=folder,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, f"{name}: {command}\n{result.stderr}"
         assert "Traceback" not in result.stderr
         _check_stated_output(name, command, stated, result.stdout + result.stderr)
@@ -106,7 +115,9 @@ def _check_stated_output(name, command, stated, printed):
             continue
         while at < len(lines) and lines[at] != line.strip():
             at += 1
-        assert at < len(lines), f"{name}: {command}\nthe docs say {line.strip()!r}; it printed:\n{printed}"
+        assert at < len(lines), (
+            f"{name}: {command}\nthe docs say {line.strip()!r}; it printed:\n{printed}"
+        )
         at += 1
 
 
@@ -116,7 +127,9 @@ def _check_stated_values(name, command, words, comment, folder):
     if not found or "-o" not in words:
         return
     written = np.load(folder / words[words.index("-o") + 1])
-    assert np.array_equal(written.squeeze(), np.array(json.loads(found.group(1)))), f"{name}: {command}"
+    assert np.array_equal(written.squeeze(), np.array(json.loads(found.group(1)))), (
+        f"{name}: {command}"
+    )
 
 
 def test_the_examples_are_found():

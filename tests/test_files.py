@@ -9,8 +9,8 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import run
+
 from convcli.io import images
 
 
@@ -67,7 +67,15 @@ def test_full_disk_mid_write_leaves_no_partial_file(workspace, monkeypatch):
 def test_output_equal_to_input_through_a_symlink_is_refused(workspace):
     (workspace / "out" / "link.npy").symlink_to(workspace / "x.npy")
     before = snapshot(workspace)
-    result = run("conv", workspace / "x.npy", "-k", "box", "-o", workspace / "out" / "link.npy", "--overwrite")
+    result = run(
+        "conv",
+        workspace / "x.npy",
+        "-k",
+        "box",
+        "-o",
+        workspace / "out" / "link.npy",
+        "--overwrite",
+    )
     assert_one_line_error(result, "never overwrites an input")
     assert snapshot(workspace) == before
 
@@ -82,7 +90,15 @@ def test_output_equal_to_input_through_dotdot_is_refused(workspace):
 
 def test_template_escaping_out_dir_is_refused_before_work(workspace):
     before = snapshot(workspace)
-    result = run("conv", workspace / "x.npy", "-k", "box", "--out-dir", workspace / "out",
-                 "--name", "../../{stem}.npy")
+    result = run(
+        "conv",
+        workspace / "x.npy",
+        "-k",
+        "box",
+        "--out-dir",
+        workspace / "out",
+        "--name",
+        "../../{stem}.npy",
+    )
     assert_one_line_error(result, "escapes --out-dir")
     assert snapshot(workspace) == before

@@ -18,11 +18,10 @@ import yaml
 from conftest import refused as refused_with
 from conftest import run
 
-from convcli import limits
+from convcli import engine, limits
 from convcli.engine import correlation
-from convcli import engine
-from convcli.kernels.generators import gaussian, motion_blur
 from convcli.kernels.facts import kernel_facts
+from convcli.kernels.generators import gaussian, motion_blur
 from convcli.kernels.library import resolve_kernel
 from convcli.pipeline import Maps, parse_pipeline
 
@@ -45,14 +44,21 @@ def pipeline_file(tmp_path, steps):
     return path
 
 
-@pytest.mark.parametrize("steps, budget, expected", [
-    ([{"op": "select", "channels": [0] * 20_000}], "32M", "select: the output 20000x64x64"),
-    (["normalise"], "150K", "normalise: float64 work arrays and the output 3x64x64"),
-    ([{"op": "conv", "kernel": ["box", "sobel_x", "sobel_y", "box:size=5"]}], "150K",
-     "conv with 4 kernels: the stacked maps 12x64x64"),
-])
-def test_pipeline_steps_that_multiply_the_data_are_checked_first(tmp_path, monkeypatch, steps,
-                                                                  budget, expected):
+@pytest.mark.parametrize(
+    "steps, budget, expected",
+    [
+        ([{"op": "select", "channels": [0] * 20_000}], "32M", "select: the output 20000x64x64"),
+        (["normalise"], "150K", "normalise: float64 work arrays and the output 3x64x64"),
+        (
+            [{"op": "conv", "kernel": ["box", "sobel_x", "sobel_y", "box:size=5"]}],
+            "150K",
+            "conv with 4 kernels: the stacked maps 12x64x64",
+        ),
+    ],
+)
+def test_pipeline_steps_that_multiply_the_data_are_checked_first(
+    tmp_path, monkeypatch, steps, budget, expected
+):
     np.save(tmp_path / "x.npy", np.zeros((64, 64, 3), np.float32))
     monkeypatch.setenv(limits.MAX_MEMORY_ENV, budget)
     before = files(tmp_path)
@@ -69,10 +75,13 @@ def test_a_2d_kernel_is_not_copied_for_every_channel_past_the_budget(tmp_path, m
     refused(result, "conv2d: the kernel for every channel 4096x1x31x31")
 
 
-@pytest.mark.parametrize("options, expected", [
-    (["--colormap", "viridis", "--split"], "writing"),
-    (["--montage-grid", "64x64"], "montage: the canvas"),
-])
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        (["--colormap", "viridis", "--split"], "writing"),
+        (["--montage-grid", "64x64"], "montage: the canvas"),
+    ],
+)
 def test_writers_check_their_copies_and_canvas(tmp_path, monkeypatch, options, expected):
     np.save(tmp_path / "x.npy", np.zeros((96, 96, 4), np.float32))
     monkeypatch.setenv(limits.MAX_MEMORY_ENV, "1M")
@@ -95,7 +104,8 @@ GENERATORS = {
     "npy header claiming 10^10 pixels": (
         "import numpy as np, io\nb = io.BytesIO()\n"
         "np.lib.format.write_array_header_1_0(b, {'descr': '<f4', 'fortran_order': False, "
-        "'shape': (100000, 100000)})\nout.write(b.getvalue())" + ZEROS_FOREVER),
+        "'shape': (100000, 100000)})\nout.write(b.getvalue())" + ZEROS_FOREVER
+    ),
 }
 EXPECTED = {
     "yes": "input '-' (stdin) is not an image convcli reads",
@@ -121,9 +131,23 @@ def test_an_endless_stdin_ends_with_one_error_line(tmp_path, stream):
     arguments = [sys.executable, "-c", source, tmp_path / "a.png", tmp_path / "a.npy"]
     feeder = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        done = subprocess.run([sys.executable, "-m", "convcli", "conv", "-", "-k", "box", "-o",
-                               str(tmp_path / "o.npy")], stdin=feeder.stdout, capture_output=True,
-                              timeout=60, env={**os.environ, "TMPDIR": str(spool)})
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "convcli",
+                "conv",
+                "-",
+                "-k",
+                "box",
+                "-o",
+                str(tmp_path / "o.npy"),
+            ],
+            stdin=feeder.stdout,
+            capture_output=True,
+            timeout=60,
+            env={**os.environ, "TMPDIR": str(spool)},
+        )
     finally:
         feeder.stdout.close()
         feeder.kill()
@@ -144,8 +168,13 @@ def test_many_small_channels_are_one_pass_and_no_python_object_each(monkeypatch)
     calls = []
     original = correlation._correlate_bands
     monkeypatch.setattr(correlation, "_correlate_bands", lambda *a: calls.append(1) or original(*a))
-    pipe = parse_pipeline([{"op": "conv", "kernel": ["box:size=1", "2x1: 1 -1"]},
-                           {"op": "select", "channels": [5, 1_999_999]}, "relu"])
+    pipe = parse_pipeline(
+        [
+            {"op": "conv", "kernel": ["box:size=1", "2x1: 1 -1"]},
+            {"op": "select", "channels": [5, 1_999_999]},
+            "relu",
+        ]
+    )
     tracemalloc.start()
     try:
         out = pipe.run(Maps(x, 255.0))
@@ -153,7 +182,11 @@ def test_many_small_channels_are_one_pass_and_no_python_object_each(monkeypatch)
     finally:
         tracemalloc.stop()
     assert len(calls) == 2  # one pass per kernel, not one per channel
-    assert out.labels[0] == "box:size=1[5]" and out.labels[1].endswith("[999999]") and out.signed is None
+    assert (
+        out.labels[0] == "box:size=1[5]"
+        and out.labels[1].endswith("[999999]")
+        and out.signed is None
+    )
     # the data: per kernel the weights for every channel, the output, the padded band and a
     # temporary, then the stack: about 40 bytes a channel; a label and a flag object for each
     # map would add over 100 more
@@ -163,15 +196,30 @@ def test_many_small_channels_are_one_pass_and_no_python_object_each(monkeypatch)
 def test_three_hundred_thousand_channels_complete(tmp_path):
     np.save(tmp_path / "x.npy", np.arange(300_000, dtype=np.float32).reshape(1, 1, -1))
     for kernel, options in (("box:size=3", ["--map", "minmax"]), ("sobel_x", [])):
-        done = subprocess.run([sys.executable, "-m", "convcli", "conv", tmp_path / "x.npy", "-k",
-                               kernel, "-o", tmp_path / "o.npy", "--overwrite", *options],
-                              capture_output=True, timeout=60)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "convcli",
+                "conv",
+                tmp_path / "x.npy",
+                "-k",
+                kernel,
+                "-o",
+                tmp_path / "o.npy",
+                "--overwrite",
+                *options,
+            ],
+            capture_output=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         assert np.load(tmp_path / "o.npy").shape == (1, 1, 300_000)
 
 
-@pytest.mark.parametrize("layout, what", [("--split", "--split files"),
-                                          ("--montage", "--montage tiles")])
+@pytest.mark.parametrize(
+    "layout, what", [("--split", "--split files"), ("--montage", "--montage tiles")]
+)
 def test_split_and_montage_have_a_stated_limit(tmp_path, layout, what):
     np.save(tmp_path / "x.npy", np.zeros((1, 1, limits.MAX_LAYOUT_MAPS + 1), np.float32))
     result = run("conv", tmp_path / "x.npy", "-k", "box:size=1", "-o", tmp_path / "o.png", layout)
@@ -193,14 +241,18 @@ def test_kernels_show_of_a_huge_bank_prints_a_bounded_summary(tmp_path):
     assert "shape 4096x1x3x3" in result.output and "separable (rank 1): yes" in result.output
 
 
-@pytest.mark.parametrize("angle, same_as", [(-360, 0), (360, 0), (-180, 0), (540, 0), (-90, 90),
-                                            (270, 90), (-135, 45), (217, 37)])
+@pytest.mark.parametrize(
+    "angle, same_as",
+    [(-360, 0), (360, 0), (-180, 0), (540, 0), (-90, 90), (270, 90), (-135, 45), (217, 37)],
+)
 def test_motion_blur_angles_that_draw_the_same_line_give_the_same_kernel(angle, same_as):
     for length in (2, 9, 255):
         assert np.array_equal(motion_blur(length, angle), motion_blur(length, same_as)), length
     if abs(angle) <= 360:  # the library's range
-        assert np.array_equal(resolve_kernel(f"motion_blur:angle={angle}").weights,
-                              resolve_kernel(f"motion_blur:angle={same_as}").weights)
+        assert np.array_equal(
+            resolve_kernel(f"motion_blur:angle={angle}").weights,
+            resolve_kernel(f"motion_blur:angle={same_as}").weights,
+        )
 
 
 def test_a_large_gaussian_is_separable_and_goes_by_fft():

@@ -51,8 +51,9 @@ def png(tmp_path):
 # ---- inputs that are not regular files ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, kind", [("fifo", "a named pipe"),
-                                        ("/dev/zero", "a character device")])
+@pytest.mark.parametrize(
+    "name, kind", [("fifo", "a named pipe"), ("/dev/zero", "a character device")]
+)
 def test_a_non_regular_input_is_refused_before_it_is_opened(tmp_path, name, kind):
     source = tmp_path / "in.png"
     if name == "fifo":
@@ -66,8 +67,9 @@ def test_a_non_regular_input_is_refused_before_it_is_opened(tmp_path, name, kind
 
 def test_unpool_indices_that_are_not_a_regular_file(tmp_path, png):
     os.mkfifo(tmp_path / "where.npy")
-    proc = convcli("unpool", png, "--indices", tmp_path / "where.npy", "-o", tmp_path / "out.png",
-                   text=True)
+    proc = convcli(
+        "unpool", png, "--indices", tmp_path / "where.npy", "-o", tmp_path / "out.png", text=True
+    )
     expected = f"indices {str(tmp_path / 'where.npy')!r} is not a regular file (a named pipe)"
     refused(proc.returncode, proc.stderr, expected)
     assert not (tmp_path / "out.png").exists()
@@ -75,8 +77,9 @@ def test_unpool_indices_that_are_not_a_regular_file(tmp_path, png):
 
 def test_a_folder_scan_or_a_pattern_takes_regular_files_only(tmp_path, png):
     os.mkfifo(tmp_path / "b.png")
-    proc = convcli("conv", tmp_path, "-k", "box", "--out-dir", tmp_path / "out", "-j", "2",
-                   text=True)
+    proc = convcli(
+        "conv", tmp_path, "-k", "box", "--out-dir", tmp_path / "out", "-j", "2", text=True
+    )
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     result = run("conv", tmp_path / "*.png", "-k", "box", "--out-dir", tmp_path / "out2")
     assert result.exit_code == 0, result.output
@@ -92,15 +95,21 @@ def fifos(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("args, what", [
-    (["conv", "{png}", "-k", "{tmp}/k.npy", "-o", "{tmp}/o.png"], "kernel file '{tmp}/k.npy'"),
-    (["conv", "{png}", "-k", "/dev/zero", "-o", "{tmp}/o.png"], "kernel file '/dev/zero'"),
-    (["kernels", "show", "{tmp}/k.yaml"], "kernel file '{tmp}/k.yaml'"),
-    (["run", "{tmp}/p.yaml", "{png}", "-o", "{tmp}/o.png"], "pipeline '{tmp}/p.yaml'"),
-    (["explain", "--input", "{png}", "--pipeline", "{tmp}/p.yaml"], "pipeline '{tmp}/p.yaml'"),
-    (["explain", "--input", "{tmp}/in.png", "relu"], "input '{tmp}/in.png'"),
-    (["explain", "--by-hand", "--matrix", "{tmp}/k.npy", "-k", "box"], "matrix file '{tmp}/k.npy'"),
-])
+@pytest.mark.parametrize(
+    "args, what",
+    [
+        (["conv", "{png}", "-k", "{tmp}/k.npy", "-o", "{tmp}/o.png"], "kernel file '{tmp}/k.npy'"),
+        (["conv", "{png}", "-k", "/dev/zero", "-o", "{tmp}/o.png"], "kernel file '/dev/zero'"),
+        (["kernels", "show", "{tmp}/k.yaml"], "kernel file '{tmp}/k.yaml'"),
+        (["run", "{tmp}/p.yaml", "{png}", "-o", "{tmp}/o.png"], "pipeline '{tmp}/p.yaml'"),
+        (["explain", "--input", "{png}", "--pipeline", "{tmp}/p.yaml"], "pipeline '{tmp}/p.yaml'"),
+        (["explain", "--input", "{tmp}/in.png", "relu"], "input '{tmp}/in.png'"),
+        (
+            ["explain", "--by-hand", "--matrix", "{tmp}/k.npy", "-k", "box"],
+            "matrix file '{tmp}/k.npy'",
+        ),
+    ],
+)
 def test_kernels_pipelines_and_matrices_that_are_not_regular_files(fifos, png, args, what):
     result = run(*(a.format(tmp=fifos, png=png) for a in args))
     kind = "a character device" if "/dev/zero" in what else "a named pipe"
@@ -109,8 +118,9 @@ def test_kernels_pipelines_and_matrices_that_are_not_regular_files(fifos, png, a
     assert not (fifos / "o.png").exists()
 
 
-@pytest.mark.parametrize("folder, kind", [("{tmp}/folder", "a named pipe"),
-                                          ("/dev/null", "a character device")])
+@pytest.mark.parametrize(
+    "folder, kind", [("{tmp}/folder", "a named pipe"), ("/dev/null", "a character device")]
+)
 def test_a_kernel_path_that_is_not_a_directory(fifos, folder, kind):
     folder = folder.format(tmp=fifos)
     for args in (["kernels", "list"], ["kernels", "show", "box"]):
@@ -164,8 +174,18 @@ def test_a_reader_that_closes_the_pipe_early_is_an_error(big_png):
 
 FULL_STDOUT = {
     "-o -": ["conv", "{png}", "-k", "box", "-o", "-", "--format", "npy"],
-    "--json": ["conv", "{tmp}/*.png", "-k", "box", "--out-dir", "{tmp}/out", "--json", "-j", "2",
-               "-q"],
+    "--json": [
+        "conv",
+        "{tmp}/*.png",
+        "-k",
+        "box",
+        "--out-dir",
+        "{tmp}/out",
+        "--json",
+        "-j",
+        "2",
+        "-q",
+    ],
     "table": ["kernels", "list"],
     "json": ["kernels", "show", "box", "--json"],
     "trace": ["explain", "--input", "64x64x3", "conv 8 k3", "--table"],
@@ -187,19 +207,25 @@ def test_a_full_stdout_is_one_error_line(tmp_path, png, big_png, case):
 @pytest.mark.parametrize("case", ["table", "--json"])
 def test_a_closed_stdout_is_one_error_line(tmp_path, png, big_png, case):
     args = [a.format(png=png, tmp=tmp_path) for a in FULL_STDOUT[case]]
-    proc = subprocess.run(with_closed(">&-", *args), capture_output=True, text=True,
-                          timeout=PROMPTLY)
+    proc = subprocess.run(
+        with_closed(">&-", *args), capture_output=True, text=True, timeout=PROMPTLY
+    )
     refused(proc.returncode, proc.stderr, "cannot write to standard output (Bad file descriptor)")
 
 
 def test_a_closed_stdin(tmp_path, png, big_png):
-    proc = subprocess.run(with_closed("<&-", "conv", "-", "-k", "box", "-o", tmp_path / "o.png"),
-                          capture_output=True, text=True, timeout=PROMPTLY)
+    proc = subprocess.run(
+        with_closed("<&-", "conv", "-", "-k", "box", "-o", tmp_path / "o.png"),
+        capture_output=True,
+        text=True,
+        timeout=PROMPTLY,
+    )
     refused(proc.returncode, proc.stderr, "input '-' (stdin) cannot be read")
     assert not (tmp_path / "o.png").exists()
     batch = ["conv", png, big_png, "-k", "box", "--out-dir", tmp_path / "out", "-j", "2", "-q"]
-    proc = subprocess.run(with_closed("<&-", *batch), capture_output=True, text=True,
-                          timeout=PROMPTLY)
+    proc = subprocess.run(
+        with_closed("<&-", *batch), capture_output=True, text=True, timeout=PROMPTLY
+    )
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "big.png"]
 
@@ -230,10 +256,21 @@ def test_a_killed_parent_takes_its_workers_and_helpers_along(tmp_path):
     for index in range(10):
         np.save(tmp_path / "in" / f"b{index}.npy", rng.random((600, 600, 3), dtype=np.float32))
     out = tmp_path / "out"
-    args = ["conv", str(tmp_path / "in"), "-k", "box:size=9", "--out-dir", str(out), "-j", "2",
-            "--format", "npy"]
-    proc = subprocess.Popen(CONVCLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)  # its session holds the batch's processes
+    args = [
+        "conv",
+        str(tmp_path / "in"),
+        "-k",
+        "box:size=9",
+        "--out-dir",
+        str(out),
+        "-j",
+        "2",
+        "--format",
+        "npy",
+    ]
+    proc = subprocess.Popen(
+        CONVCLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )  # its session holds the batch's processes
     try:
         deadline = time.monotonic() + PROMPTLY
         while not (out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir())):

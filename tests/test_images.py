@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convcli.io import atomic
-from convcli.io import images
-from convcli.render import mapping
 from convcli.errors import OutputError, ParameterError, ShapeError
+from convcli.io import atomic, images
 from convcli.io.images import OutputSettings, write_output
+from convcli.render import mapping
 
 GOLDEN = Path(__file__).parent / "golden"
 RAW = np.array([[[-100, -64, -2, 0], [2, 6, 300, 410]]], dtype=np.float32)
@@ -48,7 +47,9 @@ def test_golden_mapping_images(mode, tmp_path):
 
 
 def test_golden_sixteen_bit_rgb(tmp_path):
-    rgb = np.stack([np.arange(8, dtype=np.float32).reshape(2, 4) * 9000 + c * 1000 for c in range(3)])
+    rgb = np.stack(
+        [np.arange(8, dtype=np.float32).reshape(2, 4) * 9000 + c * 1000 for c in range(3)]
+    )
     out = tmp_path / "o.png"
     write_output(str(out), rgb, 65535.0)
     expected = rgb.transpose(1, 2, 0).astype(np.uint16)
@@ -61,11 +62,17 @@ def test_golden_colormap(tmp_path):
     out = tmp_path / "o.png"
     write_output(str(out), ramp, 255.0, settings=OutputSettings(colormap="viridis"))
     table = mapping.colormap_table("viridis")
-    expected = mapping.to_integers(np.stack([np.interp(ramp[0], np.arange(256), table[:, k]) * 255
-                                             for k in range(3)], axis=2), 8)
+    expected = mapping.to_integers(
+        np.stack([np.interp(ramp[0], np.arange(256), table[:, k]) * 255 for k in range(3)], axis=2),
+        8,
+    )
     assert np.array_equal(pixels(out)[1], expected)
     assert np.array_equal(pixels(GOLDEN / "viridis.png")[1], expected)
-    assert pixels(out)[1][0, 0].tolist() == [68, 1, 84] and pixels(out)[1][1, 3].tolist() == [253, 231, 37]
+    assert pixels(out)[1][0, 0].tolist() == [68, 1, 84] and pixels(out)[1][1, 3].tolist() == [
+        253,
+        231,
+        37,
+    ]
 
 
 def test_float_to_sixteen_bit_to_float_within_one_step(tmp_path):
@@ -113,7 +120,9 @@ def test_units_follow_white_levels(tmp_path):
     write_output(str(tmp_path / "a.png"), maps, 255.0, settings=OutputSettings(depth="16"))
     assert pixels(tmp_path / "a.png")[1].tolist() == [[0, 257, 32896, 65535]]
     write_output(str(tmp_path / "b.tif"), maps, 255.0, settings=OutputSettings(depth="32f"))
-    np.testing.assert_allclose(pixels(tmp_path / "b.tif")[1], [[0, 1 / 255, 128 / 255, 1]], rtol=1e-6)
+    np.testing.assert_allclose(
+        pixels(tmp_path / "b.tif")[1], [[0, 1 / 255, 128 / 255, 1]], rtol=1e-6
+    )
     sixteen = np.array([[[0.0, 257.0, 32896.0, 65535.0]]], np.float32)
     write_output(str(tmp_path / "c.png"), sixteen, 65535.0, settings=OutputSettings(depth="8"))
     assert pixels(tmp_path / "c.png")[1].tolist() == [[0, 1, 128, 255]]
@@ -143,7 +152,9 @@ def test_npy_layouts_and_mapping(tmp_path):
     assert np.array_equal(np.load(tmp_path / "b.npy"), maps)
     write_output(str(tmp_path / "c.npy"), maps, 255.0, settings=OutputSettings(map="clip"))
     assert np.load(tmp_path / "c.npy").min() == 0
-    write_output(str(tmp_path / "s.npy"), maps, settings=OutputSettings(split=True, channels_first=True))
+    write_output(
+        str(tmp_path / "s.npy"), maps, settings=OutputSettings(split=True, channels_first=True)
+    )
     assert [np.load(tmp_path / f"s_0{i}.npy").shape for i in range(2)] == [(1, 3, 4)] * 2
     assert np.array_equal(np.load(tmp_path / "s_01.npy")[0], maps[1])
 
@@ -202,8 +213,12 @@ def test_split_with_colormap_and_joint(tmp_path):
 
 
 def test_split_float_tiffs(tmp_path):
-    write_output(str(tmp_path / "o.tif"), RAW.repeat(3, axis=0), 255.0,
-                 settings=OutputSettings(split=True, map="none"))
+    write_output(
+        str(tmp_path / "o.tif"),
+        RAW.repeat(3, axis=0),
+        255.0,
+        settings=OutputSettings(split=True, map="none"),
+    )
     assert [pixels(tmp_path / f"o_0{i}.tif")[0] for i in range(3)] == ["F"] * 3
 
 
@@ -216,8 +231,8 @@ def test_montage_layout(tmp_path):
     label_rows = array.shape[0] - 40
     for i in range(5):
         left = i * 44
-        assert (array[label_rows:, left:left + 40] == 10 * (i + 1)).all()
-        assert array[:label_rows, left:left + 40].max() > 200  # the label (anti-aliased white)
+        assert (array[label_rows:, left : left + 40] == 10 * (i + 1)).all()
+        assert array[:label_rows, left : left + 40].max() > 200  # the label (anti-aliased white)
     assert (array[:, 40:44] == 0).all()  # the gap
     write_output(str(out), tiles, 255.0, settings=OutputSettings(montage=True))
     assert pixels(out)[1].shape[1] == 3 * 40 + 2 * 4  # 5 tiles -> 2 x 3
@@ -225,8 +240,12 @@ def test_montage_layout(tmp_path):
 
 def test_montage_grid_too_small(tmp_path):
     with pytest.raises(ShapeError, match="holds 2 tiles"):
-        write_output(str(tmp_path / "m.png"), np.zeros((3, 4, 4), np.float32), 255.0,
-                     settings=OutputSettings(grid=(1, 2)))
+        write_output(
+            str(tmp_path / "m.png"),
+            np.zeros((3, 4, 4), np.float32),
+            255.0,
+            settings=OutputSettings(grid=(1, 2)),
+        )
     assert not os.listdir(tmp_path)
 
 
@@ -235,12 +254,20 @@ def test_count_errors_before_writing(tmp_path):
     with pytest.raises(ShapeError, match="2 feature maps do not fit one PNG image"):
         write_output(out, np.zeros((2, 3, 3), np.float32), 255.0)
     with pytest.raises(ShapeError, match="--colormap colours a single map"):
-        write_output(out, np.zeros((3, 3, 3), np.float32), 255.0, settings=OutputSettings(colormap="magma"))
+        write_output(
+            out, np.zeros((3, 3, 3), np.float32), 255.0, settings=OutputSettings(colormap="magma")
+        )
     with pytest.raises(ShapeError, match="--rgba needs exactly 4"):
-        write_output(out, np.zeros((3, 3, 3), np.float32), 255.0, settings=OutputSettings(rgba=True))
+        write_output(
+            out, np.zeros((3, 3, 3), np.float32), 255.0, settings=OutputSettings(rgba=True)
+        )
     with pytest.raises(ShapeError, match="16-bit TIFF holds 1 channel"):
-        write_output(str(tmp_path / "o.tif"), np.zeros((3, 3, 3), np.float32), 255.0,
-                     settings=OutputSettings(depth="16"))
+        write_output(
+            str(tmp_path / "o.tif"),
+            np.zeros((3, 3, 3), np.float32),
+            255.0,
+            settings=OutputSettings(depth="16"),
+        )
     assert not os.listdir(tmp_path)
 
 
@@ -328,4 +355,6 @@ def test_split_never_overwrites_an_input(tmp_path):
     source.write_bytes(b"")
     with pytest.raises(OutputError, match="never overwrites an input"):
         images.check_output_path(str(tmp_path / "o.png"), [str(source)], OutputSettings(split=True))
-    images.check_output_path(str(tmp_path / "o.png"), [str(tmp_path / "o_x.png")], OutputSettings(split=True))
+    images.check_output_path(
+        str(tmp_path / "o.png"), [str(tmp_path / "o_x.png")], OutputSettings(split=True)
+    )

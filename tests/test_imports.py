@@ -31,7 +31,7 @@ def _imported(node: ast.AST, module: str, is_package: bool, known: dict) -> set[
     elif isinstance(node, ast.ImportFrom):
         base = node.module or ""
         if node.level:
-            package = module.split(".")[:len(module.split(".")) - node.level + is_package]
+            package = module.split(".")[: len(module.split(".")) - node.level + is_package]
             base = ".".join(package + ([base] if base else []))
         named = [f"{base}.{alias.name}" for alias in node.names]
         submodules = [name for name in named if name in known]
@@ -50,9 +50,15 @@ def _imported(node: ast.AST, module: str, is_package: bool, known: dict) -> set[
 def import_graph() -> dict[str, set[str]]:
     """Which convcli modules each one imports, at module level and inside functions alike."""
     known = _module_names()
-    return {name: set().union(*(_imported(node, name, path.name == "__init__.py", known)
-                                for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))))
-            for name, path in known.items()}
+    return {
+        name: set().union(
+            *(
+                _imported(node, name, path.name == "__init__.py", known)
+                for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            )
+        )
+        for name, path in known.items()
+    }
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str]:
@@ -65,7 +71,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
 
     def visit(name: str, path: list[str]) -> list[str]:
         if name in path:
-            return path[path.index(name):] + [name]
+            return path[path.index(name) :] + [name]
         if name in done:
             return []
         for imported in sorted(graph.get(name, ())):
@@ -104,8 +110,14 @@ IMPORT_EVERYTHING = textwrap.dedent("""
 
 def test_importing_every_module_leaves_the_environment_alone():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "MALLOC_"))}
-    proc = subprocess.run([sys.executable, "-c", IMPORT_EVERYTHING], env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT_EVERYTHING],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     count, changed = proc.stdout.split(maxsplit=1)
     assert int(count) > 40 and changed.strip() == "[]"
@@ -136,8 +148,14 @@ def test_configure_process_reaches_the_processes_it_starts(tmp_path):
     not mapped one by one (glibc's default maps each until the first is freed)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "MALLOC_"))}
     env["CONVCLI_CACHE_DIR"] = str(tmp_path)
-    proc = subprocess.run([sys.executable, "-c", CONFIGURED, MAPPED_BLOCKS], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", CONFIGURED, MAPPED_BLOCKS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [str(tmp_path / "numba"), "0"]
 
@@ -157,8 +175,13 @@ def test_the_engine_runs_where_fcntl_does_not_exist(tmp_path):
     """No inter-process compile lock there, but the kernels compile and run."""
     from naive import conv2d as naive_conv2d
 
-    proc = subprocess.run([sys.executable, "-c", WITHOUT_FCNTL, str(tmp_path / "y.npy")],
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", WITHOUT_FCNTL, str(tmp_path / "y.npy")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     x = np.arange(2 * 12 * 12, dtype=np.float64).reshape(2, 12, 12)
     expected = naive_conv2d(x, np.arange(18.0).reshape(2, 1, 3, 3), groups=2)

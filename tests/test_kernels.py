@@ -16,21 +16,45 @@ from convcli.kernels.search import ENV_VAR, library_dir
 
 # Every built-in at its default parameters: (shape, sum of weights / scale).
 BUILTINS = {
-    "box": ((3, 3), 1), "compass": ((3, 3), 0), "dog": ((11, 11), 0), "emboss": ((3, 3), 0),
-    "gaussian": ((7, 7), 1), "identity": ((3, 3), 1), "kirsch": ((3, 3), 0),
-    "laplacian": ((3, 3), 0), "log": ((9, 9), 0), "motion_blur": ((1, 9), 1),
-    "outline": ((3, 3), 0), "prewitt": ((3, 3), 0), "rgb_sobel": ((2, 3, 3, 3), 0),
-    "scharr": ((3, 3), 0), "sharpen": ((3, 3), 1), "sobel": ((3, 3), 0), "sobel_x": ((3, 3), 0),
-    "sobel_y": ((3, 3), 0), "unsharp": ((7, 7), 1), "vertical_edge": ((3, 3), 0),
+    "box": ((3, 3), 1),
+    "compass": ((3, 3), 0),
+    "dog": ((11, 11), 0),
+    "emboss": ((3, 3), 0),
+    "gaussian": ((7, 7), 1),
+    "identity": ((3, 3), 1),
+    "kirsch": ((3, 3), 0),
+    "laplacian": ((3, 3), 0),
+    "log": ((9, 9), 0),
+    "motion_blur": ((1, 9), 1),
+    "outline": ((3, 3), 0),
+    "prewitt": ((3, 3), 0),
+    "rgb_sobel": ((2, 3, 3, 3), 0),
+    "scharr": ((3, 3), 0),
+    "sharpen": ((3, 3), 1),
+    "sobel": ((3, 3), 0),
+    "sobel_x": ((3, 3), 0),
+    "sobel_y": ((3, 3), 0),
+    "unsharp": ((7, 7), 1),
+    "vertical_edge": ((3, 3), 0),
 }
-DIRECTIONS = {"e": (1, 0), "ne": (1, 1), "n": (0, 1), "nw": (-1, 1),  # (right, up)
-              "w": (-1, 0), "sw": (-1, -1), "s": (0, -1), "se": (1, -1)}
+DIRECTIONS = {
+    "e": (1, 0),
+    "ne": (1, 1),
+    "n": (0, 1),
+    "nw": (-1, 1),  # (right, up)
+    "w": (-1, 0),
+    "sw": (-1, -1),
+    "s": (0, -1),
+    "se": (1, -1),
+}
 
 
 def correlate(image, spec, **options):
     """``spec`` applied to a 2-D image as ``convcli conv`` does (scale, then offset)."""
     kernel = resolve_kernel(spec)
-    maps = engine.conv2d(np.asarray(image, np.float32)[None], kernel.weights / kernel.scale, **options)
+    maps = engine.conv2d(
+        np.asarray(image, np.float32)[None], kernel.weights / kernel.scale, **options
+    )
     return maps[0] + kernel.offset
 
 
@@ -58,7 +82,9 @@ def test_library_holds_exactly_the_documented_kernels():
 def test_builtin_loads_with_documented_shape_and_sum(name):
     kernel = resolve_kernel(name)
     shape, total = BUILTINS[name]
-    assert kernel.name == name and kernel.weights.shape == shape and kernel.weights.dtype == np.float32
+    assert (
+        kernel.name == name and kernel.weights.shape == shape and kernel.weights.dtype == np.float32
+    )
     assert kernel.weights.sum() / kernel.scale == pytest.approx(total, abs=1e-6)
     assert kernel.description and kernel.source and kernel.location.startswith("built-in ")
 
@@ -76,8 +102,16 @@ def test_identity_returns_the_image():
     np.testing.assert_allclose(correlate(image, "identity"), image, atol=1e-6)
 
 
-@pytest.mark.parametrize("spec", ["box:size=4", "gaussian:sigma=1.5", "sharpen", "unsharp:amount=2",
-                                  "motion_blur:length=5,angle=30"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "box:size=4",
+        "gaussian:sigma=1.5",
+        "sharpen",
+        "unsharp:amount=2",
+        "motion_blur:length=5,angle=30",
+    ],
+)
 def test_kernels_summing_to_one_keep_flat_areas(spec):
     out = correlate(np.full((21, 21), 7.0), spec, padding="valid")
     np.testing.assert_allclose(out, 7.0, rtol=1e-5)
@@ -111,7 +145,9 @@ def test_compass_kernel_for_a_direction_responds_most_to_that_edge(name, directi
 @pytest.mark.parametrize("neighbours", [4, 8])
 def test_laplacian_is_zero_on_ramps_and_negative_on_a_bright_dot(neighbours):
     ramp = np.add.outer(np.arange(7.0), 2 * np.arange(7.0))
-    assert np.abs(correlate(ramp, f"laplacian:neighbours={neighbours}", padding="valid")).max() < 1e-4
+    assert (
+        np.abs(correlate(ramp, f"laplacian:neighbours={neighbours}", padding="valid")).max() < 1e-4
+    )
     assert correlate(impulse(), f"laplacian:neighbours={neighbours}")[4, 4] == -neighbours
     outline, laplacian_8 = resolve_kernel("outline"), resolve_kernel("laplacian:neighbours=8")
     assert np.array_equal(outline.weights, -laplacian_8.weights)
@@ -137,7 +173,7 @@ def test_correlating_an_impulse_returns_the_kernel_rotated():
         kernel = resolve_kernel(spec)
         k = kernel.weights.shape[0] // 2, kernel.weights.shape[1] // 2
         out = correlate(impulse(), spec) - kernel.offset
-        window = out[4 - k[0]:5 + k[0], 4 - k[1]:5 + k[1]]
+        window = out[4 - k[0] : 5 + k[0], 4 - k[1] : 5 + k[1]]
         np.testing.assert_allclose(window, kernel.weights[::-1, ::-1], atol=1e-7)
 
 
@@ -154,7 +190,9 @@ def test_motion_blur_lines():
     np.testing.assert_allclose(resolve_kernel("motion_blur:length=5").weights, [[0.2] * 5])
     assert resolve_kernel("motion_blur:length=5,angle=90").weights.shape == (5, 1)
     diagonal = resolve_kernel("motion_blur:length=5,angle=45").weights
-    assert diagonal.shape == (5, 5) and diagonal[0, 4] > 0 == diagonal[0, 0]  # lower left to upper right
+    assert (
+        diagonal.shape == (5, 5) and diagonal[0, 4] > 0 == diagonal[0, 0]
+    )  # lower left to upper right
     np.testing.assert_allclose(diagonal, diagonal[::-1, ::-1].T, atol=1e-7)
 
 
@@ -168,8 +206,9 @@ def test_rgb_sobel_takes_the_sobel_of_the_channel_mean():
     np.testing.assert_allclose(maps[1], correlate(mean, "sobel:dir=y"), atol=1e-5)
 
 
-@pytest.mark.parametrize("spec, pillow", [("emboss", ImageFilter.EMBOSS),
-                                          ("outline", ImageFilter.FIND_EDGES)])
+@pytest.mark.parametrize(
+    "spec, pillow", [("emboss", ImageFilter.EMBOSS), ("outline", ImageFilter.FIND_EDGES)]
+)
 def test_pillow_filters_match_on_the_interior(spec, pillow):
     pixels = np.random.default_rng(5).integers(0, 256, (12, 14), dtype=np.uint8)
     expected = np.asarray(Image.fromarray(pixels).filter(pillow))[1:-1, 1:-1]
@@ -184,18 +223,22 @@ GAUSSIAN_SIZES = [(0.5, 3), (0.5, 5), (1.0, 7), (1.4, 9), (2.0, 13), (2.0, 5)]
 def test_gaussian_equals_opencv_outer_product(sigma, size):
     cv2 = pytest.importorskip("cv2")
     line = cv2.getGaussianKernel(size, sigma, ktype=cv2.CV_64F)[:, 0]
-    np.testing.assert_allclose(resolve_kernel(f"gaussian:sigma={sigma},size={size}").weights,
-                               np.outer(line, line), atol=1e-7)
+    np.testing.assert_allclose(
+        resolve_kernel(f"gaussian:sigma={sigma},size={size}").weights,
+        np.outer(line, line),
+        atol=1e-7,
+    )
 
 
 @pytest.mark.parametrize("sigma", [0.3, 0.5, 0.8, 1.0, 1.4, 2.0, 3.3])
 def test_default_gaussian_equals_scipy_truncate_3(sigma):
     ndimage = pytest.importorskip("scipy.ndimage")
     weights = resolve_kernel(f"gaussian:sigma={sigma}").weights
-    response = ndimage.gaussian_filter(impulse(41).astype(float), sigma, truncate=3.0,
-                                       mode="constant")
+    response = ndimage.gaussian_filter(
+        impulse(41).astype(float), sigma, truncate=3.0, mode="constant"
+    )
     radius = weights.shape[0] // 2
-    assert not response[:20 - radius].any() and response[20 - radius].any()
+    assert not response[: 20 - radius].any() and response[20 - radius].any()
     window = slice(20 - radius, 21 + radius)
     np.testing.assert_allclose(response[window, window], weights, atol=1e-7)
 
@@ -215,8 +258,9 @@ def test_derivatives_equal_opencv_and_scipy_on_the_interior():
         ("laplacian", ndimage.laplace(image)),
     ]
     for spec, expected in pairs:
-        np.testing.assert_allclose(correlate(image, spec)[inner], expected[inner], atol=1e-5,
-                                   err_msg=spec)
+        np.testing.assert_allclose(
+            correlate(image, spec)[inner], expected[inner], atol=1e-5, err_msg=spec
+        )
 
 
 def test_parameters():
@@ -238,8 +282,17 @@ def grid_text(weights):
     return "\n".join(" ".join(repr(float(v)) for v in row) for row in weights)
 
 
-@pytest.mark.parametrize("spec", ["sobel", "gaussian:sigma=0.7", "kirsch:dir=ne", "unsharp",
-                                  "motion_blur:length=4,angle=30", "box:size=2"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "sobel",
+        "gaussian:sigma=0.7",
+        "kirsch:dir=ne",
+        "unsharp",
+        "motion_blur:length=4,angle=30",
+        "box:size=2",
+    ],
+)
 def test_every_file_format_round_trips_to_the_same_weights(spec, tmp_path):
     weights = resolve_kernel(spec).weights
     height, width = weights.shape
@@ -254,9 +307,14 @@ def test_every_file_format_round_trips_to_the_same_weights(spec, tmp_path):
         assert (found.scale, found.offset) == (1.0, 0.0)
 
 
-@pytest.mark.parametrize("layout, shape", [("[c_in, kh, kw]", (3, 2, 3)),
-                                           ("[c_out, kh, kw]", (3, 1, 2, 3)),
-                                           ("[c_out, c_in, kh, kw]", (2, 3, 2, 3))])
+@pytest.mark.parametrize(
+    "layout, shape",
+    [
+        ("[c_in, kh, kw]", (3, 2, 3)),
+        ("[c_out, kh, kw]", (3, 1, 2, 3)),
+        ("[c_out, c_in, kh, kw]", (2, 3, 2, 3)),
+    ],
+)
 def test_multichannel_yaml_round_trips_with_its_layout(layout, shape, tmp_path):
     weights = np.arange(np.prod(shape), dtype=np.float32).reshape(shape) - 7
     nested = weights.reshape(-1, *shape[-2:]) if len(shape) == 3 or shape[1] == 1 else weights
@@ -273,12 +331,15 @@ def test_multichannel_yaml_round_trips_with_its_layout(layout, shape, tmp_path):
 
 
 def test_mat_header_scale_offset_and_separators(tmp_path):
-    path = write(tmp_path / "edge.mat", """
+    path = write(
+        tmp_path / "edge.mat",
+        """
         3 3 8 128
         -1,-1,-1
         -1\t8\t-1
         "-1" -1 -1
-    """)
+    """,
+    )
     kernel = resolve_kernel(path)
     assert (kernel.scale, kernel.offset, float(kernel.weights.sum())) == (8.0, 128.0, 0.0)
     assert kernel.weights[1].tolist() == [-1, 8, -1]
@@ -287,7 +348,9 @@ def test_mat_header_scale_offset_and_separators(tmp_path):
 
 
 def test_yaml_scale_and_offset(tmp_path):
-    kernel = resolve_kernel(write(tmp_path / "k.yaml", "weights: |\n  1 2 1\nscale: sum\noffset: 5\n"))
+    kernel = resolve_kernel(
+        write(tmp_path / "k.yaml", "weights: |\n  1 2 1\nscale: sum\noffset: 5\n")
+    )
     assert (kernel.scale, kernel.offset) == (4.0, 5.0)
     zero_sum = resolve_kernel(write(tmp_path / "z.yaml", "weights: |\n  -1 0 1\nscale: sum\n"))
     assert zero_sum.scale == 1.0  # a zero-sum kernel is never divided by its ~0 sum
@@ -300,12 +363,19 @@ def test_inline_kernels_imagemagick_syntax():
     assert inline_kernel("3x1: 1, 2 ,3").weights.tolist() == [[1, 2, 3]]
     assert inline_kernel("3x2: 1 - 3 nan 5 6").weights.tolist() == [[1, 0, 3], [0, 5, 6]]
     assert inline_kernel("3x1+1+0: 1 2 3").weights.tolist() == [[1, 2, 3]]  # the centre: unchanged
-    assert inline_kernel("2x2+0+0: 1 2 3 4").weights.shape == (2, 2)  # (k-1)//2 is convcli's centre too
+    assert inline_kernel("2x2+0+0: 1 2 3 4").weights.shape == (
+        2,
+        2,
+    )  # (k-1)//2 is convcli's centre too
     assert inline_kernel("3x1+2+0: 1 2 3").weights.tolist() == [[1, 2, 3, 0, 0]]
 
 
-ORIGINS = [("3x1+0+0: 1 2 3", (0, 0)), ("3x1+2+0: 1 2 3", (0, 2)), ("2x2+1+1: 1 2 3 4", (1, 1)),
-           ("4x3+0+2: 1 2 3 4 5 6 7 8 9 10 11 12", (2, 0))]
+ORIGINS = [
+    ("3x1+0+0: 1 2 3", (0, 0)),
+    ("3x1+2+0: 1 2 3", (0, 2)),
+    ("2x2+1+1: 1 2 3 4", (1, 1)),
+    ("4x3+0+2: 1 2 3 4 5 6 7 8 9 10 11 12", (2, 0)),
+]
 
 
 @pytest.mark.parametrize("text, origin", ORIGINS)
@@ -343,8 +413,9 @@ def test_user_folders_search_order_and_locations(tmp_path, monkeypatch):
     assert resolve_kernel("sobel").location.startswith(f"{ENV_VAR} {second}")
     found = resolve_kernel("sobel", [str(first)])
     assert found.weights.tolist() == [[1]]
-    assert found.location == (f"--kernel-path {first / 'sobel.yaml'}, overriding "
-                              f"{ENV_VAR} {second / 'sobel.yaml'}")
+    assert found.location == (
+        f"--kernel-path {first / 'sobel.yaml'}, overriding {ENV_VAR} {second / 'sobel.yaml'}"
+    )
     assert resolve_kernel("bank").weights.shape == (2, 3) and resolve_kernel("edge").scale == 2.0
     assert resolve_kernel("sobel_x").weights.shape == (3, 3)  # a built-in alias stays in its folder
     listed = {e.name: e for e in catalogue([str(first)])}
@@ -368,8 +439,14 @@ def test_facts():
     sobel = kernel_facts(resolve_kernel("sobel:dir=y").weights)
     assert sobel["zero_sum"] and sobel["separable"] and sobel["factors"] == ([-1, 0, 1], [1, 2, 1])
     gauss = kernel_facts(resolve_kernel("gaussian:sigma=1,size=5").weights)
-    assert gauss["separable"] and not gauss["zero_sum"] and sum(gauss["factors"][0]) == pytest.approx(1)
-    assert np.allclose(kernel_facts(resolve_kernel("box:size=3").weights)["factors"], 1 / 3, atol=1e-6)
+    assert (
+        gauss["separable"]
+        and not gauss["zero_sum"]
+        and sum(gauss["factors"][0]) == pytest.approx(1)
+    )
+    assert np.allclose(
+        kernel_facts(resolve_kernel("box:size=3").weights)["factors"], 1 / 3, atol=1e-6
+    )
     assert not kernel_facts(resolve_kernel("laplacian").weights)["separable"]
     assert not kernel_facts(resolve_kernel("motion_blur:length=5,angle=45").weights)["separable"]
     bank = kernel_facts(resolve_kernel("rgb_sobel").weights)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from convcli.render import mapping
 from convcli.errors import ParameterError
+from convcli.render import mapping
 
 # One row of raw values chosen so every mode gives exact integers by hand (no halves).
 RAW = np.array([[[-100, -64, -2, 0], [2, 6, 300, 410]]], dtype=np.float32)
@@ -46,12 +46,20 @@ def test_sixteen_bit_mid_level_and_no_wrap():
 
 def test_nothing_wraps_in_8_bit():
     # SciPy's ndimage turns uint8 -63 into 193; convcli clips.
-    assert mapping.to_integers(np.array([-63.0, -1.0, 255.6, 256.0, 1e9, -np.inf, np.inf]), 8).tolist() == [
-        0, 0, 255, 255, 255, 0, 255]
+    assert mapping.to_integers(
+        np.array([-63.0, -1.0, 255.6, 256.0, 1e9, -np.inf, np.inf]), 8
+    ).tolist() == [0, 0, 255, 255, 255, 0, 255]
 
 
 def test_rounding_is_half_to_even():
-    assert mapping.to_integers(np.array([0.5, 1.5, 2.5, 3.5, 127.5, 128.5]), 8).tolist() == [0, 2, 2, 4, 128, 128]
+    assert mapping.to_integers(np.array([0.5, 1.5, 2.5, 3.5, 127.5, 128.5]), 8).tolist() == [
+        0,
+        2,
+        2,
+        4,
+        128,
+        128,
+    ]
 
 
 def test_minmax_per_map_joint_and_constant():
@@ -72,13 +80,17 @@ def test_minmax_ignores_nan_and_inf():
 def test_symmetric_minmax_keeps_zero_in_the_middle():
     out = mapping.map_values(np.array([[[-10.0, 0.0, 5.0]]]), "minmax", 1.0, symmetric=True)
     assert out[0, 0].tolist() == [0.0, 0.5, 0.75]
-    assert mapping.map_values(np.zeros((1, 1, 2)), "minmax", 1.0, symmetric=True)[0, 0].tolist() == [0.5, 0.5]
+    assert mapping.map_values(np.zeros((1, 1, 2)), "minmax", 1.0, symmetric=True)[
+        0, 0
+    ].tolist() == [0.5, 0.5]
 
 
 def test_none_keeps_values_and_float_white():
     out = mapping.map_values(RAW, "none", 1.0)
     assert np.array_equal(out, RAW)
-    np.testing.assert_allclose(mapping.map_values(RAW / 100, "clip", 1.0)[0, 1], [0.02, 0.06, 1, 1], rtol=1e-6)
+    np.testing.assert_allclose(
+        mapping.map_values(RAW / 100, "clip", 1.0)[0, 1], [0.02, 0.06, 1, 1], rtol=1e-6
+    )
 
 
 def test_unknown_mode():
@@ -87,7 +99,11 @@ def test_unknown_mode():
 
 
 def test_mid_levels():
-    assert (mapping.mid_level(255.0), mapping.mid_level(65535.0), mapping.mid_level(1.0)) == (128.0, 32768.0, 0.5)
+    assert (mapping.mid_level(255.0), mapping.mid_level(65535.0), mapping.mid_level(1.0)) == (
+        128.0,
+        32768.0,
+        0.5,
+    )
 
 
 def test_signed_maps_for_kernel_shapes():
@@ -106,15 +122,25 @@ def test_signed_maps_for_kernel_shapes():
 def test_signed_maps_transposed_layout():
     weight = np.ones((4, 3, 2, 2))  # (C_in, C_out/groups, kh, kw), groups=2 -> 6 output maps
     weight[0, 1] = -1  # group 0, output 1: inputs 0 (-1) and 1 (+1) cancel
-    assert mapping.signed_maps(weight, 2, transposed=True).tolist() == [False, True, False, False, False, False]
+    assert mapping.signed_maps(weight, 2, transposed=True).tolist() == [
+        False,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
 
 
-@pytest.mark.parametrize("name, first, last", [
-    ("gray", (0, 0, 0), (255, 255, 255)),
-    ("viridis", (68, 1, 84), (253, 231, 37)),
-    ("magma", (0, 0, 4), (252, 253, 191)),
-    ("coolwarm", (59, 76, 192), (180, 4, 38)),
-])
+@pytest.mark.parametrize(
+    "name, first, last",
+    [
+        ("gray", (0, 0, 0), (255, 255, 255)),
+        ("viridis", (68, 1, 84), (253, 231, 37)),
+        ("magma", (0, 0, 4), (252, 253, 191)),
+        ("coolwarm", (59, 76, 192), (180, 4, 38)),
+    ],
+)
 def test_colormap_endpoints(name, first, last):
     coloured = mapping.apply_colormap(np.array([[0.0, 255.0]]), 255.0, name)
     assert coloured.shape == (3, 1, 2)

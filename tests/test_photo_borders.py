@@ -18,11 +18,17 @@ def edge_columns(path):
 
 def test_zero_padding_frames_a_photo_and_replicate_does_not(tmp_path):
     for mode in ("zeros", "replicate", "symmetric"):
-        result = run("conv", CAMERA, "-k", "sobel_x", "--pad-mode", mode, "-o", tmp_path / f"{mode}.png")
+        result = run(
+            "conv", CAMERA, "-k", "sobel_x", "--pad-mode", mode, "-o", tmp_path / f"{mode}.png"
+        )
         assert result.exit_code == 0, result.output
     framed = edge_columns(tmp_path / "zeros.png")
     assert min(framed) > 60  # white on the left, black on the right: the frame the README names
-    assert read_pixels(tmp_path / "zeros.png")[:, 0].mean() > 128 > read_pixels(tmp_path / "zeros.png")[:, -1].mean()
+    assert (
+        read_pixels(tmp_path / "zeros.png")[:, 0].mean()
+        > 128
+        > read_pixels(tmp_path / "zeros.png")[:, -1].mean()
+    )
     for mode in ("replicate", "symmetric"):
         assert max(edge_columns(tmp_path / f"{mode}.png")) < 20
 

@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from convcli.io import png as png16
 from convcli.cli.main import cli
-from convcli.io.png import encode_png
+from convcli.io import png as png16
 from convcli.io.images import read_input
+from convcli.io.png import encode_png
 
 cv2 = pytest.importorskip("cv2")
 
@@ -58,12 +58,20 @@ def test_identity_keeps_all_sixteen_bits_through_the_cli(tmp_path):
 def test_exif_orientation_turns_as_pillow_does(orientation):
     from PIL import Image
 
-    methods = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-               4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
-               7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+    methods = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }
     plane = np.arange(12, dtype=np.uint8).reshape(3, 4)
     image = Image.fromarray(plane)
-    expected = np.asarray(image.transpose(methods[orientation])) if orientation in methods else plane
+    expected = (
+        np.asarray(image.transpose(methods[orientation])) if orientation in methods else plane
+    )
     assert np.array_equal(png16.upright(plane[:, :, None], orientation)[:, :, 0], expected)
 
 
@@ -72,8 +80,14 @@ def test_corrupt_data_is_one_line(tmp_path):
     data[45:60] = b"\x00" * 15  # inside the compressed image data
     path = tmp_path / "bad.png"
     path.write_bytes(bytes(data))
-    result = CliRunner().invoke(cli, ["conv", str(path), "-k", "box", "-o", str(tmp_path / "o.png")])
-    assert result.exit_code == 1 and result.stderr.startswith("Error: ") and "Traceback" not in result.output
+    result = CliRunner().invoke(
+        cli, ["conv", str(path), "-k", "box", "-o", str(tmp_path / "o.png")]
+    )
+    assert (
+        result.exit_code == 1
+        and result.stderr.startswith("Error: ")
+        and "Traceback" not in result.output
+    )
 
 
 def pixels(path):
@@ -109,10 +123,14 @@ def test_png_encoder_round_trips(channels, tmp_path):
 
 @pytest.mark.parametrize("channels, mode", [(1, "L"), (2, "LA"), (3, "RGB"), (4, "RGBA")])
 @pytest.mark.parametrize("height", [1, 2, 7, 9, 300])
-def test_png_encoder_eight_bit_strips_read_back_in_pillow(channels, mode, height, tmp_path, monkeypatch):
-    monkeypatch.setattr(png16, "PNG_STRIP_BYTES", 37 * channels * 4)  # strips of 4 rows, a partial last one
+def test_png_encoder_eight_bit_strips_read_back_in_pillow(
+    channels, mode, height, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(
+        png16, "PNG_STRIP_BYTES", 37 * channels * 4
+    )  # strips of 4 rows, a partial last one
     data = np.random.default_rng(height).integers(0, 256, (height, 37, channels), dtype=np.uint8)
-    data[height // 2:] //= 16  # long runs too, not only noise
+    data[height // 2 :] //= 16  # long runs too, not only noise
     path = tmp_path / "e.png"
     path.write_bytes(encode_png(data))
     with Image.open(path) as image:
@@ -122,14 +140,19 @@ def test_png_encoder_eight_bit_strips_read_back_in_pillow(channels, mode, height
 
 
 def test_png_strips_are_one_zlib_stream(monkeypatch):
-    monkeypatch.setattr(png16, "PNG_STRIP_BYTES", 27 * 3)  # 14 IDAT chunks of 3 rows (1 for the last)
+    monkeypatch.setattr(
+        png16, "PNG_STRIP_BYTES", 27 * 3
+    )  # 14 IDAT chunks of 3 rows (1 for the last)
     data = np.random.default_rng(1).integers(0, 256, (40, 9, 3), dtype=np.uint8)
     png = encode_png(data)
     stream, at = b"", 33
-    while png[at + 4:at + 8] == b"IDAT":
-        length = int.from_bytes(png[at:at + 4], "big")
-        stream, at = stream + png[at + 8:at + 8 + length], at + 12 + length
-    assert png[at + 4:at + 8] == b"IEND" and png.count(b"IDAT") == 14
-    rows = np.frombuffer(zlib.decompress(stream), np.uint8).reshape(40, 28)  # checks the Adler-32 too
-    assert (rows[:, 0] == 2).all() and np.array_equal(np.cumsum(rows[:, 1:], axis=0, dtype=np.uint8),
-                                                     data.reshape(40, 27))
+    while png[at + 4 : at + 8] == b"IDAT":
+        length = int.from_bytes(png[at : at + 4], "big")
+        stream, at = stream + png[at + 8 : at + 8 + length], at + 12 + length
+    assert png[at + 4 : at + 8] == b"IEND" and png.count(b"IDAT") == 14
+    rows = np.frombuffer(zlib.decompress(stream), np.uint8).reshape(
+        40, 28
+    )  # checks the Adler-32 too
+    assert (rows[:, 0] == 2).all() and np.array_equal(
+        np.cumsum(rows[:, 1:], axis=0, dtype=np.uint8), data.reshape(40, 27)
+    )

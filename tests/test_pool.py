@@ -1,14 +1,13 @@
 """Pooling, global pooling and max-unpooling against the plain-loop references and PyTorch."""
 
+import naive
 import numpy as np
 import pytest
+from conftest import assert_matches
 from hypothesis import given
 from hypothesis import strategies as st
 
-import naive
-from conftest import assert_matches
-from convcli import geometry
-from convcli import engine
+from convcli import engine, geometry
 from convcli.errors import ParameterError, ShapeError
 
 SEED = np.array([[1, 3, 2, 0], [4, 6, 1, 2], [0, 2, 5, 3], [1, 2, 2, 4]], np.float32)[None]
@@ -34,14 +33,24 @@ def test_torch_verified_average_divisors():
 def test_torch_verified_ceil_mode_overhang_is_never_counted():
     assert engine.avg_pool2d(ONE_TO_SIX, (1, 3), (1, 2), ceil_mode=True).tolist() == [[[2, 4, 5.5]]]
     padded = (0, 0, 1, 1)
-    assert engine.avg_pool2d(ONE_TO_SIX, (1, 3), (1, 2), padded, ceil_mode=True).tolist() == [[[1, 3, 5, 3]]]
-    assert engine.avg_pool2d(ONE_TO_SIX, (1, 3), (1, 2), padded, ceil_mode=True,
-                             count_include_pad=False).tolist() == [[[1.5, 3, 5, 6]]]
+    assert engine.avg_pool2d(ONE_TO_SIX, (1, 3), (1, 2), padded, ceil_mode=True).tolist() == [
+        [[1, 3, 5, 3]]
+    ]
+    assert engine.avg_pool2d(
+        ONE_TO_SIX, (1, 3), (1, 2), padded, ceil_mode=True, count_include_pad=False
+    ).tolist() == [[[1.5, 3, 5, 6]]]
 
 
-@pytest.mark.parametrize("size, kernel, pad, ceil_mode, expected", [
-    (5, 2, 1, False, 3), (5, 2, 1, True, 3), (6, 3, 0, False, 2), (6, 3, 0, True, 3), (5, 2, 0, True, 3),
-])
+@pytest.mark.parametrize(
+    "size, kernel, pad, ceil_mode, expected",
+    [
+        (5, 2, 1, False, 3),
+        (5, 2, 1, True, 3),
+        (6, 3, 0, False, 2),
+        (6, 3, 0, True, 3),
+        (5, 2, 0, True, 3),
+    ],
+)
 def test_torch_verified_output_sizes(size, kernel, pad, ceil_mode, expected):
     x = np.zeros((1, size, size), np.float32)
     out = engine.max_pool2d(x, (kernel, kernel), (2, 2), (pad,) * 4, ceil_mode=ceil_mode)
@@ -67,13 +76,19 @@ def test_keras_same_max_never_picks_padding():
     assert out.shape == (1, 4, 4) and (out == -1).all()
 
 
-@pytest.mark.parametrize("return_indices, method", [(True, "numba"), (False, "numba"), (False, "numpy")])
+@pytest.mark.parametrize(
+    "return_indices, method", [(True, "numba"), (False, "numba"), (False, "numpy")]
+)
 def test_nan_propagates_and_pad_cells_never_win(return_indices, method):
     x = np.full((1, 5, 6), -np.inf, np.float32)
     x[0, 1, 1], x[0, 3, 4], x[0, 4, 0] = np.nan, 7, -3
-    out = engine.max_pool2d(x, (3, 3), (2, 2), (1, 1, 1, 1), return_indices=return_indices, method=method)
+    out = engine.max_pool2d(
+        x, (3, 3), (2, 2), (1, 1, 1, 1), return_indices=return_indices, method=method
+    )
     out = out[0] if return_indices else out
-    assert np.array_equal(out[0], [[np.nan, np.nan, -np.inf], [np.nan, np.nan, 7], [-3, -np.inf, 7]], equal_nan=True)
+    assert np.array_equal(
+        out[0], [[np.nan, np.nan, -np.inf], [np.nan, np.nan, 7], [-3, -np.inf, 7]], equal_nan=True
+    )
 
 
 def test_ties_take_the_first_index_and_nan_propagates():
@@ -86,25 +101,44 @@ def test_ties_take_the_first_index_and_nan_propagates():
 
 @st.composite
 def pool_cases(draw):
-    channels, height, width = draw(st.integers(1, 2)), draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    channels, height, width = (
+        draw(st.integers(1, 2)),
+        draw(st.integers(1, 9)),
+        draw(st.integers(1, 9)),
+    )
     size = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    padding = draw(st.one_of(
-        st.sampled_from(["valid", "same"]),
-        st.tuples(*[st.integers(0, size[0] // 2)] * 2, *[st.integers(0, size[1] // 2)] * 2),
-    ))
+    padding = draw(
+        st.one_of(
+            st.sampled_from(["valid", "same"]),
+            st.tuples(*[st.integers(0, size[0] // 2)] * 2, *[st.integers(0, size[1] // 2)] * 2),
+        )
+    )
     ceil_mode = padding != "same" and draw(st.booleans())
     values = st.sampled_from([-2.0, -1.0, 0.0, 1.0, 3.0])  # few values: many ties
-    x = np.array(draw(st.lists(values, min_size=channels * height * width, max_size=channels * height * width)),
-                 np.float32).reshape(channels, height, width)
-    x = x + np.random.default_rng(draw(st.integers(0, 99))).choice([0, 0.25], x.shape).astype(np.float32)
+    x = np.array(
+        draw(
+            st.lists(values, min_size=channels * height * width, max_size=channels * height * width)
+        ),
+        np.float32,
+    ).reshape(channels, height, width)
+    x = x + np.random.default_rng(draw(st.integers(0, 99))).choice([0, 0.25], x.shape).astype(
+        np.float32
+    )
     return x, size, stride, dilation, padding, ceil_mode
 
 
 def _fits(x, size, stride, pads, dilation, ceil_mode):
-    return min(naive.pool_size(n, k, s, d, before, after, ceil_mode) for n, k, s, d, before, after in zip(
-        x.shape[1:], size, stride, dilation, pads[0::2], pads[1::2])) >= 1
+    return (
+        min(
+            naive.pool_size(n, k, s, d, before, after, ceil_mode)
+            for n, k, s, d, before, after in zip(
+                x.shape[1:], size, stride, dilation, pads[0::2], pads[1::2]
+            )
+        )
+        >= 1
+    )
 
 
 @pytest.mark.parametrize("method", ["numpy", "numba"])
@@ -112,7 +146,10 @@ def _fits(x, size, stride, pads, dilation, ceil_mode):
 def test_max_pool2d_matches_naive(case, method):
     x, size, stride, dilation, padding, ceil_mode = case
     pads = naive.explicit_pads(padding, x.shape[1:], size, stride, dilation)
-    call = lambda: engine.max_pool2d(x, size, stride, padding, dilation, ceil_mode, return_indices=True)
+
+    def call():
+        return engine.max_pool2d(x, size, stride, padding, dilation, ceil_mode, return_indices=True)
+
     if not _fits(x, size, stride, pads, dilation, ceil_mode):
         with pytest.raises(ShapeError):
             call()
@@ -131,7 +168,12 @@ def test_max_pool2d_matches_naive(case, method):
 def test_avg_pool2d_matches_naive(case, count_include_pad, method):
     x, size, stride, _, padding, ceil_mode = case
     pads = naive.explicit_pads(padding, x.shape[1:], size, stride, (1, 1))
-    call = lambda: engine.avg_pool2d(x, size, stride, padding, ceil_mode, count_include_pad, method=method)
+
+    def call():
+        return engine.avg_pool2d(
+            x, size, stride, padding, ceil_mode, count_include_pad, method=method
+        )
+
     if not _fits(x, size, stride, pads, (1, 1), ceil_mode):
         with pytest.raises(ShapeError):
             call()
@@ -146,7 +188,9 @@ def test_unpooling_puts_each_maximum_back_where_it_was(case):
     pads = naive.explicit_pads(padding, x.shape[1:], size, stride, dilation)
     if not _fits(x, size, stride, pads, dilation, ceil_mode):
         return
-    values, indices = engine.max_pool2d(x, size, stride, padding, dilation, ceil_mode, return_indices=True)
+    values, indices = engine.max_pool2d(
+        x, size, stride, padding, dilation, ceil_mode, return_indices=True
+    )
     if np.isinf(values).any():  # a dilated window saw no input cell: -inf, index of its first tap
         return
     restored = engine.max_unpool2d(values, indices, x.shape[1:])
@@ -159,7 +203,9 @@ def test_unpooling_puts_each_maximum_back_where_it_was(case):
 
 def test_pool_then_unpool_round_trip_on_the_seed():
     values, indices = engine.max_pool2d(SEED, return_indices=True)
-    restored = engine.max_unpool2d(values, indices, geometry.unpool_output_shape((2, 2), (2, 2), (2, 2)))
+    restored = engine.max_unpool2d(
+        values, indices, geometry.unpool_output_shape((2, 2), (2, 2), (2, 2))
+    )
     assert restored.tolist() == [[[0, 0, 2, 0], [0, 6, 0, 0], [0, 2, 5, 0], [0, 0, 0, 0]]]
     assert np.array_equal(engine.max_pool2d(restored), values)
 
@@ -169,23 +215,54 @@ def test_global_pool_sums_in_float64_and_propagates_nan():
     x[0, 0, 0] = 2.0**24  # float32 sums lose the ones added to it
     x[1, 3, 5] = np.nan
     avg = engine.global_pool(x)
-    assert avg.dtype == np.float32 and avg[0] == np.float32(x[0].astype(np.float64).mean()) and np.isnan(avg[1])
+    assert (
+        avg.dtype == np.float32
+        and avg[0] == np.float32(x[0].astype(np.float64).mean())
+        and np.isnan(avg[1])
+    )
     peak = engine.global_pool(x, "max")
     assert peak[0] == 2.0**24 and np.isnan(peak[1])
 
 
-@pytest.mark.parametrize("call, error, message", [
-    (lambda: engine.max_pool2d(SEED, (3, 3), padding=(2, 2, 2, 2)), ParameterError, "more than half"),
-    (lambda: engine.max_pool2d(SEED, (3, 3), dilation=(2, 2), padding=(2, 2, 2, 2)), ParameterError, "half"),
-    (lambda: engine.avg_pool2d(SEED, (2, 2), padding=(0, 0, 0, 2)), ParameterError, "1 columns per side"),
-    (lambda: engine.max_pool2d(SEED, (5, 5)), ShapeError, "window 5x5 is larger than the padded input 4x4"),
-    (lambda: engine.max_pool2d(SEED, (2, 3), dilation=(1, 2)), ShapeError, r"dilated to 2x5"),
-    (lambda: engine.avg_pool2d(SEED, (0, 2)), ParameterError, "size must be at least 1"),
-    (lambda: engine.avg_pool2d(SEED, stride=(1, 0)), ParameterError, "stride must be at least 1"),
-    (lambda: engine.avg_pool2d(SEED, padding="full"), ParameterError, "no padding 'full'"),
-    (lambda: engine.max_pool2d(SEED, padding="same", ceil_mode=True), ParameterError, "ceil mode"),
-    (lambda: engine.global_pool(SEED, "min"), ParameterError, "not one of avg, max"),
-])
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (
+            lambda: engine.max_pool2d(SEED, (3, 3), padding=(2, 2, 2, 2)),
+            ParameterError,
+            "more than half",
+        ),
+        (
+            lambda: engine.max_pool2d(SEED, (3, 3), dilation=(2, 2), padding=(2, 2, 2, 2)),
+            ParameterError,
+            "half",
+        ),
+        (
+            lambda: engine.avg_pool2d(SEED, (2, 2), padding=(0, 0, 0, 2)),
+            ParameterError,
+            "1 columns per side",
+        ),
+        (
+            lambda: engine.max_pool2d(SEED, (5, 5)),
+            ShapeError,
+            "window 5x5 is larger than the padded input 4x4",
+        ),
+        (lambda: engine.max_pool2d(SEED, (2, 3), dilation=(1, 2)), ShapeError, r"dilated to 2x5"),
+        (lambda: engine.avg_pool2d(SEED, (0, 2)), ParameterError, "size must be at least 1"),
+        (
+            lambda: engine.avg_pool2d(SEED, stride=(1, 0)),
+            ParameterError,
+            "stride must be at least 1",
+        ),
+        (lambda: engine.avg_pool2d(SEED, padding="full"), ParameterError, "no padding 'full'"),
+        (
+            lambda: engine.max_pool2d(SEED, padding="same", ceil_mode=True),
+            ParameterError,
+            "ceil mode",
+        ),
+        (lambda: engine.global_pool(SEED, "min"), ParameterError, "not one of avg, max"),
+    ],
+)
 def test_pooling_rejects_bad_parameters(call, error, message):
     with pytest.raises(error, match=message):
         call()
@@ -199,16 +276,36 @@ def test_tiny_inputs():
     assert engine.global_pool(one, "max").tolist() == [2.0]
 
 
-@pytest.mark.parametrize("call, error, message", [
-    (lambda: engine.max_unpool2d(SEED[:, :2, :2], np.zeros((1, 2, 3), np.int64), (4, 4)), ShapeError,
-     "indices of shape 1x2x3 do not match the values 1x2x2"),
-    (lambda: engine.max_unpool2d(SEED[:, :1, :1], np.full((1, 1, 1), 16), (4, 4)), ShapeError,
-     "index 16 lies outside the 4x4 output plane"),
-    (lambda: engine.max_unpool2d(SEED[:, :1, :1], np.full((1, 1, 1), -1), (4, 4)), ShapeError, "index -1"),
-    (lambda: engine.max_unpool2d(SEED[:, :1, :1], np.zeros((1, 1, 1)), (4, 4)), ParameterError, "integers"),
-    (lambda: geometry.unpool_output_shape((2, 2), (2, 2), (2, 2), requested=(6, 6)), ParameterError,
-     "rows 3 to 5"),
-])
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (
+            lambda: engine.max_unpool2d(SEED[:, :2, :2], np.zeros((1, 2, 3), np.int64), (4, 4)),
+            ShapeError,
+            "indices of shape 1x2x3 do not match the values 1x2x2",
+        ),
+        (
+            lambda: engine.max_unpool2d(SEED[:, :1, :1], np.full((1, 1, 1), 16), (4, 4)),
+            ShapeError,
+            "index 16 lies outside the 4x4 output plane",
+        ),
+        (
+            lambda: engine.max_unpool2d(SEED[:, :1, :1], np.full((1, 1, 1), -1), (4, 4)),
+            ShapeError,
+            "index -1",
+        ),
+        (
+            lambda: engine.max_unpool2d(SEED[:, :1, :1], np.zeros((1, 1, 1)), (4, 4)),
+            ParameterError,
+            "integers",
+        ),
+        (
+            lambda: geometry.unpool_output_shape((2, 2), (2, 2), (2, 2), requested=(6, 6)),
+            ParameterError,
+            "rows 3 to 5",
+        ),
+    ],
+)
 def test_unpooling_rejects_bad_input(call, error, message):
     with pytest.raises(error, match=message):
         call()
@@ -229,12 +326,16 @@ def test_pooling_equals_torch(F, case, count_include_pad):
     pad = (0, 0) if padding == "valid" else padding[0::2]
     t = torch.from_numpy(x)[None]
     try:
-        values, indices = F.max_pool2d(t, size, stride, pad, dilation, ceil_mode, return_indices=True)
+        values, indices = F.max_pool2d(
+            t, size, stride, pad, dilation, ceil_mode, return_indices=True
+        )
     except RuntimeError:  # torch rejects the shapes: so must we
         with pytest.raises(ShapeError):
             engine.max_pool2d(x, size, stride, padding, dilation, ceil_mode)
     else:
-        out, where = engine.max_pool2d(x, size, stride, padding, dilation, ceil_mode, return_indices=True)
+        out, where = engine.max_pool2d(
+            x, size, stride, padding, dilation, ceil_mode, return_indices=True
+        )
         assert np.array_equal(out, values[0].numpy()) and np.array_equal(where, indices[0].numpy())
         if dilation == (1, 1):  # torch's unpool size check ignores dilation
             unpooled = F.max_unpool2d(values, indices, size, stride, pad, x.shape[1:])[0].numpy()
@@ -245,7 +346,9 @@ def test_pooling_equals_torch(F, case, count_include_pad):
         with pytest.raises(ShapeError):
             engine.avg_pool2d(x, size, stride, padding, ceil_mode, count_include_pad)
     else:
-        assert_matches(engine.avg_pool2d(x, size, stride, padding, ceil_mode, count_include_pad), mean)
+        assert_matches(
+            engine.avg_pool2d(x, size, stride, padding, ceil_mode, count_include_pad), mean
+        )
 
 
 def test_global_pool_equals_torch(F, rng):
@@ -273,7 +376,9 @@ def test_numpy_pooling_in_bands_of_one_row_matches_naive(band_bytes, case, count
         flat_pads = naive.explicit_pads(padding, x.shape[1:], size, stride, (1, 1))
         mean = None
         if _fits(x, size, stride, flat_pads, (1, 1), ceil_mode):
-            mean = engine.avg_pool2d(x, size, stride, padding, ceil_mode, count_include_pad, method="numpy")
+            mean = engine.avg_pool2d(
+                x, size, stride, padding, ceil_mode, count_include_pad, method="numpy"
+            )
     finally:
         pooling.BAND_BYTES = saved
     assert np.array_equal(values, naive.max_pool2d(x, size, stride, pads, dilation, ceil_mode)[0])

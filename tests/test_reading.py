@@ -43,8 +43,9 @@ def test_conv_opens_its_input_once(kind, tmp_path):
     opened.clear()
     watching = True
     try:
-        result = CliRunner().invoke(cli, ["conv", str(source), "-k", "sobel_x", "-o",
-                                          str(tmp_path / "out.npy")])
+        result = CliRunner().invoke(
+            cli, ["conv", str(source), "-k", "sobel_x", "-o", str(tmp_path / "out.npy")]
+        )
     finally:
         watching = False
     assert result.exit_code == 0, result.output

@@ -20,36 +20,73 @@ NO_NUMBA = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("args", [
-    ["--help"], ["conv", "--help"], ["pool", "--help"], ["kernels", "list"], ["kernels", "show", "sobel"],
-    ["explain", "--input", "224x224x3", "conv 64 k7 s2 p3", "maxpool k3 s2 p1"],
-    ["explain", "--by-hand", "--matrix", "1,2;3,4", "-k", "box", "--padding", "1", "--pad-mode", "symmetric"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["conv", "--help"],
+        ["pool", "--help"],
+        ["kernels", "list"],
+        ["kernels", "show", "sobel"],
+        ["explain", "--input", "224x224x3", "conv 64 k7 s2 p3", "maxpool k3 s2 p1"],
+        [
+            "explain",
+            "--by-hand",
+            "--matrix",
+            "1,2;3,4",
+            "-k",
+            "box",
+            "--padding",
+            "1",
+            "--pad-mode",
+            "symmetric",
+        ],
+    ],
+)
 def test_light_commands_do_not_import_numba(args):
-    proc = subprocess.run([sys.executable, "-c", NO_NUMBA, *args], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_NUMBA, *args], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 def test_kernels_list_from_its_cache_imports_neither_numpy_nor_yaml(tmp_path):
     env = {**os.environ, "CONVCLI_CACHE_DIR": str(tmp_path)}
-    light = NO_NUMBA.replace('("numba", "convcli.engine._jit")', '("numba", "convcli.engine._jit", "numpy", "yaml")')
-    runs = [subprocess.run([sys.executable, "-c", script, "kernels", "list", "--json"], env=env,
-                           capture_output=True, text=True, timeout=120) for script in (NO_NUMBA, light)]
+    light = NO_NUMBA.replace(
+        '("numba", "convcli.engine._jit")', '("numba", "convcli.engine._jit", "numpy", "yaml")'
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script, "kernels", "list", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        for script in (NO_NUMBA, light)
+    ]
     assert [r.returncode for r in runs] == [0, 0], runs[1].stderr
     assert runs[1].stdout == runs[0].stdout and '"gaussian"' in runs[0].stdout
 
 
-@pytest.mark.parametrize("command", [
-    ["conv", "-k", "sobel_x"], ["conv", "-k", "gaussian:sigma=2"],
-    ["conv", "--transpose", "-k", "box:size=2", "--stride", "2"],
-    ["pool", "--mode", "max", "--size", "2"], ["pool", "--mode", "avg", "--size", "3", "--stride", "2"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["conv", "-k", "sobel_x"],
+        ["conv", "-k", "gaussian:sigma=2"],
+        ["conv", "--transpose", "-k", "box:size=2", "--stride", "2"],
+        ["pool", "--mode", "max", "--size", "2"],
+        ["pool", "--mode", "avg", "--size", "3", "--stride", "2"],
+    ],
+)
 def test_small_jobs_do_not_import_numba(tmp_path, command):
     """A 512x512 RGB image: every operation's numpy method, no Numba start-up."""
     np.save(tmp_path / "x.npy", np.ones((512, 512, 3), np.float32))
     args = [command[0], str(tmp_path / "x.npy"), *command[1:], "-o", str(tmp_path / "y.npy")]
     script = NO_NUMBA.replace("sys.argv[1:]", repr(args))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -70,7 +107,9 @@ REPEATED_CALLS = textwrap.dedent("""
 
 
 def test_the_method_depends_on_the_call_and_the_declared_calls_only():
-    proc = subprocess.run([sys.executable, "-c", REPEATED_CALLS], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", REPEATED_CALLS], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["1", "True"]
 
@@ -91,15 +130,27 @@ COLD_RUN = textwrap.dedent("""
 def test_concurrent_cold_starts_share_one_cache(tmp_path):
     """Three processes compile into one empty cache at once: the lock serialises them."""
     env = {"CONVCLI_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
-    procs = [subprocess.Popen([sys.executable, "-c", COLD_RUN, str(tmp_path / f"{i}.npy")], env=env,
-                              stderr=subprocess.PIPE, text=True) for i in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", COLD_RUN, str(tmp_path / f"{i}.npy")],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
     for proc in procs:
         assert proc.wait(timeout=300) == 0, proc.stderr.read()
         proc.stderr.close()
     results = [np.load(tmp_path / f"{i}.npy") for i in range(3)]
     assert all(np.array_equal(results[0], r) for r in results[1:])
-    rerun = subprocess.run([sys.executable, "-c", COLD_RUN, str(tmp_path / "again.npy")], env=env,
-                           capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        [sys.executable, "-c", COLD_RUN, str(tmp_path / "again.npy")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert np.array_equal(np.load(tmp_path / "again.npy"), results[0])
 

@@ -16,7 +16,11 @@ whole = st.integers(0, 50)
 @settings(deadline=None, max_examples=50)
 @given(rows=whole, cols=whole)
 def test_a_pair_as_text_and_as_data_is_the_same_pair(rows, cols):
-    assert parse_pair([rows, cols], "stride", 0) == parse_pair(f"{rows},{cols}", "stride", 0) == (rows, cols)
+    assert (
+        parse_pair([rows, cols], "stride", 0)
+        == parse_pair(f"{rows},{cols}", "stride", 0)
+        == (rows, cols)
+    )
     assert parse_pair(rows, "stride", 0) == parse_pair(str(rows), "stride", 0) == (rows, rows)
 
 
@@ -37,10 +41,17 @@ def test_a_pipeline_field_takes_the_text_an_option_takes():
 def test_a_field_error_reads_as_words_or_after_the_field_name():
     with pytest.raises(FieldError) as caught:
         parse_pair(0, "size")
-    assert (str(caught.value), caught.value.detail) == ("size must be at least 1, got 0", "must be at least 1, got 0")
-    with pytest.raises(ParameterError, match=r"^p.yaml: step 1 \(pool\): size: must be at least 1, got 0$"):
+    assert (str(caught.value), caught.value.detail) == (
+        "size must be at least 1, got 0",
+        "must be at least 1, got 0",
+    )
+    with pytest.raises(
+        ParameterError, match=r"^p.yaml: step 1 \(pool\): size: must be at least 1, got 0$"
+    ):
         parse_pipeline([{"op": "pool", "size": 0}], "p.yaml")
-    with pytest.raises(ParameterError, match=r"^step 3: field 'kernel': kernel must be at least 1, got 0$"):
+    with pytest.raises(
+        ParameterError, match=r"^step 3: field 'kernel': kernel must be at least 1, got 0$"
+    ):
         explain.step_from_dict({"op": "conv", "filters": 4, "kernel": 0}, 3)
 
 

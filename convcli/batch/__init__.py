@@ -26,7 +26,10 @@ from convcli.errors import ParameterError
 
 #: Executors by name: ``module:class``, imported only when chosen. The class is built with the
 #: ``RunOptions`` and must be an ``Executor``.
-EXECUTORS = {"local": "convcli.batch.local:LocalExecutor", "dask": "convcli.batch.dask:DaskExecutor"}
+EXECUTORS = {
+    "local": "convcli.batch.local:LocalExecutor",
+    "dask": "convcli.batch.dask:DaskExecutor",
+}
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,9 @@ class Executor(Protocol):
     holds something between batches (a connection, a cluster it started) also has a
     ``close()``, which ``run_batch`` calls at the end."""
 
-    def execute(self, pairs: Sequence[tuple[str, str]],
-                task: Callable[[str, str], Record]) -> Iterator[Record]:
+    def execute(
+        self, pairs: Sequence[tuple[str, str]], task: Callable[[str, str], Record]
+    ) -> Iterator[Record]:
         """Yield ``task(source, target)`` of every pair as each completes. ``task`` is
         picklable and never raises for a bad file (it returns a failed record). Closing the
         iterator early (Ctrl-C, SIGTERM raising ``Terminated`` in the consumer) must stop the
@@ -67,10 +71,13 @@ def make_executor(options: RunOptions) -> Executor:
     return getattr(importlib.import_module(module), name)(options)
 
 
-def run_batch(pairs: Sequence[tuple[str, str]], job: Callable[[str, str], dict],
-              options: RunOptions | None = None,
-              progress: Callable[[Record], None] | None = None,
-              prepare: Callable[[], None] | None = None) -> list[Record]:
+def run_batch(
+    pairs: Sequence[tuple[str, str]],
+    job: Callable[[str, str], dict],
+    options: RunOptions | None = None,
+    progress: Callable[[Record], None] | None = None,
+    prepare: Callable[[], None] | None = None,
+) -> list[Record]:
     """Run ``job`` over planned (source, target) pairs; one ``Record`` per pair, in their order.
 
     ``progress(record)`` is called as each one finishes; ``prepare()`` once the executor is

@@ -72,20 +72,28 @@ class DaskExecutor:
 
         if self.scheduler is None:
             threads = max(1, runtime.available_cores() // self.jobs)
-            self.cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1, processes=True,
-                                        dashboard_address=None, silence_logs=logging.CRITICAL,
-                                        env={"NUMBA_NUM_THREADS": str(threads)})
+            self.cluster = LocalCluster(
+                n_workers=self.jobs,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.CRITICAL,
+                env={"NUMBA_NUM_THREADS": str(threads)},
+            )
             return Client(self.cluster, set_as_default=False)
         with _quiet_dask():
             try:
                 return Client(self.scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
             except (OSError, TimeoutError, ValueError, TypeError) as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise ConvcliError(f"cannot reach the Dask scheduler {self.scheduler!r} within "
-                                   f"{CONNECT_TIMEOUT} s ({reason})") from None
+                raise ConvcliError(
+                    f"cannot reach the Dask scheduler {self.scheduler!r} within "
+                    f"{CONNECT_TIMEOUT} s ({reason})"
+                ) from None
 
-    def execute(self, pairs: Sequence[tuple[str, str]],
-                task: Callable[[str, str], Record]) -> Iterator[Record]:
+    def execute(
+        self, pairs: Sequence[tuple[str, str]], task: Callable[[str, str], Record]
+    ) -> Iterator[Record]:
         """``task(source, target)`` of every pair, on the cluster; the records as chunks complete."""
         from distributed import as_completed
 
@@ -93,14 +101,20 @@ class DaskExecutor:
         self.client.register_plugin(BatchSetup(name, task), name=name)
         threads = max(1, sum(self.client.nthreads().values()))
         size = chunk_size(len(pairs), threads)
-        chunks = (list(pairs[i:i + size]) for i in range(0, len(pairs), size))
+        chunks = (list(pairs[i : i + size]) for i in range(0, len(pairs), size))
         window = as_completed(loop=self.client.loop)
         in_flight = set()
 
         def submit(count: int) -> None:
             for chunk in itertools.islice(chunks, count):
-                future = self.client.submit(run_chunk, name, chunk, key=f"{name}-{len(in_flight)}-"
-                                            f"{uuid.uuid4().hex[:8]}", retries=RETRIES, pure=False)
+                future = self.client.submit(
+                    run_chunk,
+                    name,
+                    chunk,
+                    key=f"{name}-{len(in_flight)}-{uuid.uuid4().hex[:8]}",
+                    retries=RETRIES,
+                    pure=False,
+                )
                 in_flight.add(future)
                 window.add(future)
 
@@ -132,8 +146,9 @@ def _records(future) -> list[Record]:
     try:
         return future.result()
     except KilledWorker as exc:
-        raise ConvcliError(f"Dask workers kept dying on one task ({exc}); outputs already "
-                           f"written are complete") from None
+        raise ConvcliError(
+            f"Dask workers kept dying on one task ({exc}); outputs already written are complete"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ import contextlib
 import os
 import signal
 import time
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from convcli import runtime
 from convcli.batch import Terminated, ignore_further_sigterms
@@ -31,8 +31,9 @@ def _init_worker(threads: int, parent_alive) -> None:
     os.environ["NUMBA_NUM_THREADS"] = str(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _worker_terminated)
-    threading.Thread(target=_exit_with_parent, args=(parent_alive,), name="convcli-parent-watch",
-                     daemon=True).start()
+    threading.Thread(
+        target=_exit_with_parent, args=(parent_alive,), name="convcli-parent-watch", daemon=True
+    ).start()
 
 
 def _exit_with_parent(parent_alive) -> None:
@@ -86,8 +87,9 @@ class LocalExecutor:
     def __init__(self, options):
         self.jobs = options.jobs or 1
 
-    def execute(self, pairs: Sequence[tuple[str, str]],
-                task: Callable[[str, str], Record]) -> Iterator[Record]:
+    def execute(
+        self, pairs: Sequence[tuple[str, str]], task: Callable[[str, str], Record]
+    ) -> Iterator[Record]:
         """``task(source, target)`` of every pair; the records as they complete."""
         if self.jobs <= 1 or len(pairs) <= 1:
             return (task(source, target) for source, target in pairs)
@@ -102,16 +104,22 @@ class LocalExecutor:
         threads = max(1, runtime.available_cores() // self.jobs)
         context = multiprocessing.get_context("forkserver")
         parent_alive, alive = context.Pipe(duplex=False)  # ``alive`` stays here until the end
-        pool = ProcessPoolExecutor(self.jobs, mp_context=context, initializer=_init_worker,
-                                   initargs=(threads, parent_alive))
+        pool = ProcessPoolExecutor(
+            self.jobs,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(threads, parent_alive),
+        )
         futures = [pool.submit(_work, task, source, target) for source, target in pairs]
         try:
             for future in as_completed(futures):
                 yield future.result()
         except BrokenProcessPool:
             _stop_workers()
-            raise ConvcliError("a worker process stopped unexpectedly (killed, or out of memory); "
-                               "outputs already written are complete") from None
+            raise ConvcliError(
+                "a worker process stopped unexpectedly (killed, or out of memory); "
+                "outputs already written are complete"
+            ) from None
         except BaseException:
             _stop_workers()
             raise

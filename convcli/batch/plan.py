@@ -14,8 +14,8 @@ import glob
 import os
 import re
 import string
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 from convcli import limits
 from convcli.errors import InputError, OutputError
@@ -23,8 +23,20 @@ from convcli.io.paths import STDIO, is_regular_file
 from convcli.io.urls import is_url
 
 #: Extensions a directory scan picks up (everything Pillow commonly reads, and .npy).
-INPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".npy", ".ppm",
-                    ".pgm", ".pbm")
+INPUT_EXTENSIONS = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".webp",
+    ".gif",
+    ".npy",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+)
 #: Extensions convcli writes (``images.OUTPUT_FORMATS``, repeated so that planning needs no numpy).
 OUTPUT_EXTENSIONS = ("npy", "png", "tif", "tiff", "jpg", "jpeg", "bmp", "webp")
 
@@ -37,8 +49,9 @@ class Source:
     root: str
 
 
-def expand_inputs(arguments: Sequence[str], recursive: bool = False,
-                  out_dir: Optional[str] = None) -> list[Source]:
+def expand_inputs(
+    arguments: Sequence[str], recursive: bool = False, out_dir: str | None = None
+) -> list[Source]:
     """Files, directories (their image files; ``recursive`` descends) and glob patterns, as
     paths or as URLs (``io.urls``).
 
@@ -62,34 +75,46 @@ def expand_inputs(arguments: Sequence[str], recursive: bool = False,
         elif os.path.isdir(argument):
             found = _scan(argument, recursive, out_dir)
             if not found:
-                raise InputError(f"directory {argument!r} has no image or .npy files"
-                                 + ("" if recursive else " (use --recursive to descend)"))
+                raise InputError(
+                    f"directory {argument!r} has no image or .npy files"
+                    + ("" if recursive else " (use --recursive to descend)")
+                )
             sources.extend(Source(path, argument) for path in found)
         elif os.path.exists(argument) or not glob.has_magic(argument):
             sources.append(Source(argument, os.path.dirname(argument)))
         else:
             searched = _fixed_folder(argument)
-            matches = sorted(p for p in glob.glob(argument, recursive=True)
-                             if is_regular_file(p) and not _output_below(p, out_dir, searched))
+            matches = sorted(
+                p
+                for p in glob.glob(argument, recursive=True)
+                if is_regular_file(p) and not _output_below(p, out_dir, searched)
+            )
             if not matches:
                 raise InputError(f"pattern {argument!r} matches no files")
             sources.extend(Source(path, os.path.dirname(path)) for path in matches)
     return sources
 
 
-def _scan(directory: str, recursive: bool, out_dir: Optional[str] = None) -> list[str]:
+def _scan(directory: str, recursive: bool, out_dir: str | None = None) -> list[str]:
     found = []
     for folder, subfolders, files in os.walk(directory):
-        kept = (s for s in subfolders if not s.startswith(".")
-                and not _output_below(os.path.join(folder, s), out_dir, directory))
+        kept = (
+            s
+            for s in subfolders
+            if not s.startswith(".")
+            and not _output_below(os.path.join(folder, s), out_dir, directory)
+        )
         subfolders[:] = sorted(kept) if recursive else []
-        paths = (os.path.join(folder, f) for f in sorted(files)
-                 if f.lower().endswith(INPUT_EXTENSIONS) and not f.startswith("."))
+        paths = (
+            os.path.join(folder, f)
+            for f in sorted(files)
+            if f.lower().endswith(INPUT_EXTENSIONS) and not f.startswith(".")
+        )
         found.extend(path for path in paths if is_regular_file(path))
     return found
 
 
-def _output_below(path: str, out_dir: Optional[str], searched: str) -> bool:
+def _output_below(path: str, out_dir: str | None, searched: str) -> bool:
     """Whether ``path`` is in ``out_dir`` and ``out_dir`` lies strictly below ``searched``.
 
     >>> _output_below("in/out/a.png", "in/out", "in"), _output_below("in/a.png", "in", "in")
@@ -98,8 +123,11 @@ def _output_below(path: str, out_dir: Optional[str], searched: str) -> bool:
     if out_dir is None:
         return False
     searched = searched or os.curdir
-    return (os.path.realpath(out_dir) != os.path.realpath(searched) and _inside(out_dir, searched)
-            and _inside(path, out_dir))
+    return (
+        os.path.realpath(out_dir) != os.path.realpath(searched)
+        and _inside(out_dir, searched)
+        and _inside(path, out_dir)
+    )
 
 
 def _fixed_folder(pattern: str) -> str:
@@ -113,7 +141,7 @@ def _fixed_folder(pattern: str) -> str:
     return os.sep.join(parts[:fixed]) or (os.sep if pattern.startswith(os.sep) else "")
 
 
-def output_name(source: str, template: str, ext: Optional[str] = None, **fields: str) -> str:
+def output_name(source: str, template: str, ext: str | None = None, **fields: str) -> str:
     """Fill a ``--name`` template: ``{stem}``, ``{name}``, ``{ext}`` and the given fields.
 
     ``{ext}`` is ``ext`` if given, else the input's extension if convcli writes it, else png.
@@ -126,14 +154,18 @@ def output_name(source: str, template: str, ext: Optional[str] = None, **fields:
     name = os.path.basename(source)
     stem, dot_ext = os.path.splitext(name)
     own = dot_ext[1:].lower()
-    values = dict(stem=stem, name=name, ext=ext or (own if own in OUTPUT_EXTENSIONS else "png"), **fields)
+    values = dict(
+        stem=stem, name=name, ext=ext or (own if own in OUTPUT_EXTENSIONS else "png"), **fields
+    )
     try:
         check_template(template)
         filled = template.format(**values)
     except (KeyError, IndexError, ValueError, AttributeError) as exc:
         known = ", ".join("{" + k + "}" for k in values)
-        raise OutputError(f"--name template {limits.shorten(template)!r} is not valid "
-                          f"({limits.shorten(exc, 160)}); fields: {known}") from None
+        raise OutputError(
+            f"--name template {limits.shorten(template)!r} is not valid "
+            f"({limits.shorten(exc, 160)}); fields: {known}"
+        ) from None
     limits.check_path_length(filled, f"--name {limits.shorten(template)!r} gives")
     return filled
 
@@ -157,22 +189,30 @@ def check_template(template: str) -> None:
             continue
         if conversion or not re.fullmatch(r"\w+", field_name):
             shown = field_name + (f"!{conversion}" if conversion else "")
-            raise ValueError(f"{{{limits.shorten(shown, 30)}}} is not a field name (a field is "
-                             f"written {{stem}}, with an optional format such as {{stem:>8}})")
+            raise ValueError(
+                f"{{{limits.shorten(shown, 30)}}} is not a field name (a field is "
+                f"written {{stem}}, with an optional format such as {{stem:>8}})"
+            )
         if not spec:
             continue
         if "{" in spec:
             raise ValueError(f"a field inside the format spec of {{{limits.shorten(field_name)}}}")
         for digits in re.findall(r"[0-9]+", spec):
             if len(digits.lstrip("0")) > 3 or int(digits) > limits.MAX_NAME_BYTES:
-                raise ValueError(f"the width or precision {limits.shorten(digits, 12)} in "
-                                 f"{limits.shorten('{' + field_name + ':' + spec + '}', 30)!r} is "
-                                 f"more than a file name may hold ({limits.MAX_NAME_BYTES} bytes)")
+                raise ValueError(
+                    f"the width or precision {limits.shorten(digits, 12)} in "
+                    f"{limits.shorten('{' + field_name + ':' + spec + '}', 30)!r} is "
+                    f"more than a file name may hold ({limits.MAX_NAME_BYTES} bytes)"
+                )
 
 
 def plan_outputs(
-    sources: Sequence, output: Optional[str] = None, out_dir: Optional[str] = None,
-    template: str = "{stem}.{ext}", ext: Optional[str] = None, **fields: str,
+    sources: Sequence,
+    output: str | None = None,
+    out_dir: str | None = None,
+    template: str = "{stem}.{ext}",
+    ext: str | None = None,
+    **fields: str,
 ) -> list[tuple[str, str]]:
     """Pair each input with its output path; raise before any work if the plan is unsafe.
 
@@ -201,7 +241,9 @@ def plan_outputs(
                 escapes = os.path.commonpath([realpath(target), real_out_dir]) != real_out_dir
             if escapes:
                 shown = target or f"{out_dir}/{_folder_below_root(source)}/{name}"
-                raise OutputError(f"output {shown!r} for {source.path!r} escapes --out-dir {out_dir!r}")
+                raise OutputError(
+                    f"output {shown!r} for {source.path!r} escapes --out-dir {out_dir!r}"
+                )
             pairs.append((source.path, target))
     else:
         raise OutputError("give -o/--output FILE or --out-dir DIR")
@@ -261,15 +303,26 @@ def _check_plan(pairs: list[tuple[str, str]], realpath: Callable[[str], str]) ->
             continue
         key = realpath(target)
         if key in seen:
-            raise OutputError(f"inputs {seen[key]!r} and {source!r} would both be written to {target!r}")
+            raise OutputError(
+                f"inputs {seen[key]!r} and {source!r} would both be written to {target!r}"
+            )
         if key in inputs:
-            raise OutputError(f"output {target!r} is the input {inputs[key]!r}; convcli never overwrites an input")
+            raise OutputError(
+                f"output {target!r} is the input {inputs[key]!r}; convcli never overwrites an input"
+            )
         seen[key] = source
 
 
-def check_outputs(pairs: Sequence[tuple[str, str]], settings=None, *, out_dir: Optional[str] = None,
-                  out_format: Optional[str] = None, overwrite: bool = False,
-                  skip_existing: bool = False, extra_outputs: Sequence[str] = ()) -> set:
+def check_outputs(
+    pairs: Sequence[tuple[str, str]],
+    settings=None,
+    *,
+    out_dir: str | None = None,
+    out_format: str | None = None,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    extra_outputs: Sequence[str] = (),
+) -> set:
     """Check every output before any work; return the outputs to skip (``skip_existing``).
 
     ``settings`` are the ``images.OutputSettings``; ``out_dir`` the folder the outputs go to
@@ -282,7 +335,12 @@ def check_outputs(pairs: Sequence[tuple[str, str]], settings=None, *, out_dir: O
     from convcli.io.atomic import check_folder, check_target, folder_of, taken
     from convcli.pipeline import output_files
 
-    if out_dir is not None and not is_url(out_dir) and os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    if (
+        out_dir is not None
+        and not is_url(out_dir)
+        and os.path.exists(out_dir)
+        and not os.path.isdir(out_dir)
+    ):
         raise OutputError(f"--out-dir {out_dir!r} is a file, not a directory")
     if out_dir is not None:
         check_folder(out_dir)
@@ -295,21 +353,30 @@ def check_outputs(pairs: Sequence[tuple[str, str]], settings=None, *, out_dir: O
             images.check_output_path(target, [source], settings, out_format)
     for path in extra_outputs:
         check_target(path)
-    existing = [target for _, target in pairs if target != STDIO
-                and any(taken(f) for f in output_files(target, settings))]
+    existing = [
+        target
+        for _, target in pairs
+        if target != STDIO and any(taken(f) for f in output_files(target, settings))
+    ]
     extra_existing = [path for path in extra_outputs if taken(path)]
     if skip_existing and extra_outputs:  # one input, whose outputs are kept all or none
         present = existing + extra_existing
-        missing = [t for _, t in pairs if t not in existing] + sorted(set(extra_outputs) - set(extra_existing))
+        missing = [t for _, t in pairs if t not in existing] + sorted(
+            set(extra_outputs) - set(extra_existing)
+        )
         if present and missing:
-            raise OutputError(f"output {present[0]!r} exists but {missing[0]!r} does not; "
-                              f"--skip-existing keeps only complete outputs (use --overwrite to "
-                              f"make them again)")
+            raise OutputError(
+                f"output {present[0]!r} exists but {missing[0]!r} does not; "
+                f"--skip-existing keeps only complete outputs (use --overwrite to "
+                f"make them again)"
+            )
     existing += extra_existing
     if existing and not (overwrite or skip_existing):
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise OutputError(f"output {existing[0]!r} exists{more}; use --overwrite to replace or "
-                          f"--skip-existing to keep")
+        raise OutputError(
+            f"output {existing[0]!r} exists{more}; use --overwrite to replace or "
+            f"--skip-existing to keep"
+        )
     return set(existing) if skip_existing else set()
 
 

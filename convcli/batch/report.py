@@ -13,8 +13,10 @@ from dataclasses import asdict, dataclass
 from convcli import runtime
 from convcli.errors import ConvcliError
 
-OUT_OF_MEMORY = ("out of memory: this operation needs more than the machine has "
-                 "(try a smaller input, fewer maps, or a .npy output)")
+OUT_OF_MEMORY = (
+    "out of memory: this operation needs more than the machine has "
+    "(try a smaller input, fewer maps, or a .npy output)"
+)
 #: The statuses of a record, in the order the summary counts them.
 STATUSES = ("done", "skipped", "failed")
 
@@ -32,8 +34,9 @@ class Record:
     error: str | None = None
 
 
-def run_one(job: Callable[[str, str], dict], source: str, target: str, debug: bool = False,
-            calls: int = 1) -> Record:
+def run_one(
+    job: Callable[[str, str], dict], source: str, target: str, debug: bool = False, calls: int = 1
+) -> Record:
     """Run ``job(source, target)``; an error becomes a failed record, so that one bad file does
     not stop a batch. Errors that are not a ``ConvcliError`` are bugs: reported as internal
     errors, or raised with ``debug`` (``convcli --traceback``). ``calls`` is the size of the
@@ -44,7 +47,10 @@ def run_one(job: Callable[[str, str], dict], source: str, target: str, debug: bo
     try:
         with runtime.repeated(calls):
             shapes = job(source, target) or {}
-        record.input_shape, record.output_shape = shapes.get("input_shape"), shapes.get("output_shape")
+        record.input_shape, record.output_shape = (
+            shapes.get("input_shape"),
+            shapes.get("output_shape"),
+        )
     except ConvcliError as exc:
         record.status, record.error = "failed", str(exc)
     except MemoryError:
@@ -53,8 +59,10 @@ def run_one(job: Callable[[str, str], dict], source: str, target: str, debug: bo
         if debug:
             raise
         record.status = "failed"
-        record.error = (f"internal error on {source!r} ({type(exc).__name__}: {exc}); please report it "
-                        f"(convcli --traceback shows where)")
+        record.error = (
+            f"internal error on {source!r} ({type(exc).__name__}: {exc}); please report it "
+            f"(convcli --traceback shows where)"
+        )
     record.seconds = round(time.perf_counter() - start, 4)
     return record
 

@@ -15,12 +15,16 @@ import click
 from convcli.cli.tables import check_table_or_json, print_json, show_table, table_option
 
 kernel_path_option = click.option(
-    "--kernel-path", "kernel_path", multiple=True, metavar="DIR",
+    "--kernel-path",
+    "kernel_path",
+    multiple=True,
+    metavar="DIR",
     help="Folder of user kernels (NAME.yaml/.yml/.mat/.npy), searched before "
-         "$CONVCLI_KERNEL_PATH and the built-ins; repeatable, the first given wins.",
+    "$CONVCLI_KERNEL_PATH and the built-ins; repeatable, the first given wins.",
 )
-json_option = click.option("--json", "as_json", is_flag=True,
-                           help="Print JSON (for scripts) instead of tables.")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of tables."
+)
 
 
 def complete_kernel(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:
@@ -66,12 +70,15 @@ def list_kernels(kernel_path, as_json, table):
     if as_json:
         print_json("kernels", {"kernels": [_row_json(row) for row in rows]})
     else:
-        show_table(_catalogue_rows(rows), lambda console: _draw_catalogue(rows, console),
-                   table=table)
+        show_table(
+            _catalogue_rows(rows), lambda console: _draw_catalogue(rows, console), table=table
+        )
     broken = [row.name for row in rows if row.error]
     if broken:
-        raise KernelError(f"{len(broken)} kernel file(s) could not be read: {', '.join(broken)} "
-                          f"(see 'convcli kernels show NAME')")
+        raise KernelError(
+            f"{len(broken)} kernel file(s) could not be read: {', '.join(broken)} "
+            f"(see 'convcli kernels show NAME')"
+        )
 
 
 @kernels.command("show")
@@ -105,8 +112,11 @@ def show(spec, kernel_path, as_json, table):
     if as_json:
         print_json("kernel", _kernel_json(kernel, facts))
     else:
-        show_table(_kernel_lines(kernel, facts),
-                   lambda console: _draw_kernel(kernel, facts, console), table=table)
+        show_table(
+            _kernel_lines(kernel, facts),
+            lambda console: _draw_kernel(kernel, facts, console),
+            table=table,
+        )
 
 
 #: 2-D slices of a 3-D or 4-D kernel that ``kernels show`` prints; the rest are counted.
@@ -127,19 +137,32 @@ def _plain(weights) -> list:
 def _row_json(row) -> dict:
     if row.error:
         return {"name": row.name, "location": row.location, "error": row.error}
-    return {"name": row.name, "location": row.location, "shape": row.shape,
-            "parameters": row.parameters, "description": row.description, "source": row.source}
+    return {
+        "name": row.name,
+        "location": row.location,
+        "shape": row.shape,
+        "parameters": row.parameters,
+        "description": row.description,
+        "source": row.source,
+    }
 
 
 def _kernel_json(kernel, facts) -> dict:
     factors = facts["factors"]
     return {
-        "name": kernel.name, "location": kernel.location, "description": kernel.description,
-        "source": kernel.source, "parameters": kernel.parameters,
+        "name": kernel.name,
+        "location": kernel.location,
+        "description": kernel.description,
+        "source": kernel.source,
+        "parameters": kernel.parameters,
         "declared": [{**asdict(p), "choices": list(p.choices)} for p in kernel.declared],
-        "shape": list(kernel.weights.shape), "weights": _plain(kernel.weights),
-        "scale": kernel.scale, "offset": kernel.offset, "sum": facts["sum"],
-        "zero_sum": facts["zero_sum"], "separable": facts["separable"],
+        "shape": list(kernel.weights.shape),
+        "weights": _plain(kernel.weights),
+        "scale": kernel.scale,
+        "offset": kernel.offset,
+        "sum": facts["sum"],
+        "zero_sum": facts["zero_sum"],
+        "separable": facts["separable"],
         "factors": None if factors is None else {"column": factors[0], "row": factors[1]},
     }
 
@@ -153,8 +176,13 @@ def _catalogue_cells(row, newline: str) -> list[str]:
         return [row.name, "", "", row.error, row.location]
     where = "" if row.location.startswith("built-in") else f"{newline}from {row.location}"
     first_sentence = re.match(r".*?\.(?=\s|$)|.*", row.description)[0]
-    return [row.name, _size(row.shape), newline.join(row.parameters), first_sentence,
-            row.source + where]
+    return [
+        row.name,
+        _size(row.shape),
+        newline.join(row.parameters),
+        first_sentence,
+        row.source + where,
+    ]
 
 
 def _catalogue_rows(rows) -> list[list[str]]:
@@ -182,18 +210,27 @@ def _kernel_text(kernel, facts) -> tuple[list[str], list[str]]:
     values = ",".join(f"{p.name}={used[p.name]}" for p in kernel.declared)
     head = [kernel.name + (f":{values}" if values else "")]
     declared = ", ".join(p.summary() for p in kernel.declared)
-    head += [label + text for label, text in (
-        ("from: ", kernel.location), ("", kernel.description), ("source: ", kernel.source),
-        ("parameters (default, range): ", declared)) if text]
+    head += [
+        label + text
+        for label, text in (
+            ("from: ", kernel.location),
+            ("", kernel.description),
+            ("source: ", kernel.source),
+            ("parameters (default, range): ", declared),
+        )
+        if text
+    ]
     separable = "yes" if facts["separable"] else "no"
     if facts["factors"]:
         column, row = ("[" + ", ".join(f"{v:.6g}" for v in f) + "]" for f in facts["factors"])
         separable += f": column {column} x row {row}"
     weights = kernel.weights
-    tail = [f"shape {_size(weights.shape)}   sum {facts['sum']:.6g}   zero-sum "
-            f"{'yes' if facts['zero_sum'] else 'no'}",
-            f"separable (rank 1): {separable}",
-            f"result = correlate(x, w) / {kernel.scale:g} + {kernel.offset:g}"]
+    tail = [
+        f"shape {_size(weights.shape)}   sum {facts['sum']:.6g}   zero-sum "
+        f"{'yes' if facts['zero_sum'] else 'no'}",
+        f"separable (rank 1): {separable}",
+        f"result = correlate(x, w) / {kernel.scale:g} + {kernel.offset:g}",
+    ]
     return head, tail
 
 
@@ -203,12 +240,18 @@ def _slices(weights) -> tuple[list, str]:
     shown = []
     for index, grid in enumerate(slices[:SHOWN_SLICES]):
         out, inp = divmod(index, weights.shape[1]) if weights.ndim == 4 else (None, index)
-        label = "" if weights.ndim == 2 else (f"input channel {inp}" if out is None
-                                              else f"map {out}, input channel {inp}")
+        label = (
+            ""
+            if weights.ndim == 2
+            else (f"input channel {inp}" if out is None else f"map {out}, input channel {inp}")
+        )
         shown.append((label, grid))
     rest = len(slices) - len(shown)
-    note = (f"(and {rest:,} more {_size(weights.shape[-2:])} slices; --json gives all of them)"
-            if rest else "")
+    note = (
+        f"(and {rest:,} more {_size(weights.shape[-2:])} slices; --json gives all of them)"
+        if rest
+        else ""
+    )
     return shown, note
 
 
@@ -266,13 +309,29 @@ def _show_model(path: str, as_json: bool, table: bool) -> None:
     hidden = len(tensors) - len(shown)
     note = f"({hidden} other tensor(s) of rank 0 or above 4 not shown)" if hidden else ""
     if as_json:
-        print_json("model-tensors", {"file": path, "tensors": [
-            {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "layout": t.layout,
-             "kernel_shape": list(t.kernel_shape), "use": t.use(path)} for t in shown],
-            "not_shown": hidden})
+        print_json(
+            "model-tensors",
+            {
+                "file": path,
+                "tensors": [
+                    {
+                        "name": t.name,
+                        "shape": list(t.shape),
+                        "dtype": t.dtype,
+                        "layout": t.layout,
+                        "kernel_shape": list(t.kernel_shape),
+                        "use": t.use(path),
+                    }
+                    for t in shown
+                ],
+                "not_shown": hidden,
+            },
+        )
         return
-    rows = [[t.name, _size(t.shape), t.dtype, t.layout, _size(t.kernel_shape), t.use(path)]
-            for t in shown]
+    rows = [
+        [t.name, _size(t.shape), t.dtype, t.layout, _size(t.kernel_shape), t.use(path)]
+        for t in shown
+    ]
 
     def draw(console) -> None:
         from rich.markup import escape

@@ -90,8 +90,16 @@ def main() -> None:
 def _register() -> None:
     from convcli.cli import conv, explain, kernels, pool, run, stats, warmup
 
-    for command in (conv.conv, pool.pool, pool.unpool, run.run, kernels.kernels, explain.explain, stats.stats,
-                    warmup.warmup):
+    for command in (
+        conv.conv,
+        pool.pool,
+        pool.unpool,
+        run.run,
+        kernels.kernels,
+        explain.explain,
+        stats.stats,
+        warmup.warmup,
+    ):
         cli.add_command(command)
 
 

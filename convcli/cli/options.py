@@ -42,35 +42,73 @@ COLORMAPS = ("gray", "viridis", "magma", "coolwarm")
 DEPTHS = ("8", "16", "32f")
 
 _OUTPUT_OPTIONS = (
-    click.option("--map", "map_mode", type=Choice(MAP_MODES), default="auto", show_default=True,
-                 help="Values to pixels. auto: offset for zero-sum kernels (sobel, laplacian), else "
-                      "clip; clip: to 0..white; abs: |y|; minmax: stretch each map to 0..white; "
-                      "offset: y*scale+offset; none: raw values (.npy, 32-bit float .tif)."),
-    click.option("--scale", callback=parsed(parse_number, "scale"),
-                 help="--map offset: multiply first (implies --map offset).  [default: 1]"),
-    click.option("--offset", callback=parsed(parse_number, "offset"),
-                 help="--map offset: add, in output units (implies --map offset).  "
-                      "[default: mid-grey: 128, 32768 or 0.5]"),
-    click.option("--joint", is_flag=True,
-                 help="--map minmax: one range for all maps instead of one per map."),
-    click.option("--depth", type=Choice(DEPTHS),
-                 help="Bits per sample: 8, 16 (PNG, TIFF) or 32f (float TIFF).  [default: the input's, "
-                      "as far as the format stores it]"),
-    click.option("--colormap", type=Choice(COLORMAPS),
-                 help="Colour each single map; coolwarm is diverging (0 in the middle)."),
+    click.option(
+        "--map",
+        "map_mode",
+        type=Choice(MAP_MODES),
+        default="auto",
+        show_default=True,
+        help="Values to pixels. auto: offset for zero-sum kernels (sobel, laplacian), else "
+        "clip; clip: to 0..white; abs: |y|; minmax: stretch each map to 0..white; "
+        "offset: y*scale+offset; none: raw values (.npy, 32-bit float .tif).",
+    ),
+    click.option(
+        "--scale",
+        callback=parsed(parse_number, "scale"),
+        help="--map offset: multiply first (implies --map offset).  [default: 1]",
+    ),
+    click.option(
+        "--offset",
+        callback=parsed(parse_number, "offset"),
+        help="--map offset: add, in output units (implies --map offset).  "
+        "[default: mid-grey: 128, 32768 or 0.5]",
+    ),
+    click.option(
+        "--joint", is_flag=True, help="--map minmax: one range for all maps instead of one per map."
+    ),
+    click.option(
+        "--depth",
+        type=Choice(DEPTHS),
+        help="Bits per sample: 8, 16 (PNG, TIFF) or 32f (float TIFF).  [default: the input's, "
+        "as far as the format stores it]",
+    ),
+    click.option(
+        "--colormap",
+        type=Choice(COLORMAPS),
+        help="Colour each single map; coolwarm is diverging (0 in the middle).",
+    ),
     click.option("--split", is_flag=True, help="One file per map: OUT_00.png, OUT_01.png, ..."),
     click.option("--montage", is_flag=True, help="All maps in one grid image with labelled tiles."),
-    click.option("--montage-grid", metavar="RxC", help="Montage rows x columns (implies --montage).  "
-                                                        "[default: near-square]"),
-    click.option("--legend", is_flag=True,
-                 help="Draw a grey ramp or colour bar beside the map (each montage tile), with the "
-                      "values white, mid-grey and black stand for."),
+    click.option(
+        "--montage-grid",
+        metavar="RxC",
+        help="Montage rows x columns (implies --montage).  [default: near-square]",
+    ),
+    click.option(
+        "--legend",
+        is_flag=True,
+        help="Draw a grey ramp or colour bar beside the map (each montage tile), with the "
+        "values white, mid-grey and black stand for.",
+    ),
     click.option("--rgba", is_flag=True, help="Write exactly 4 maps as one RGBA image."),
-    click.option("--channels-first", is_flag=True,
-                 help=".npy output shaped (C, H, W) instead of (H, W, C)."),
+    click.option(
+        "--channels-first", is_flag=True, help=".npy output shaped (C, H, W) instead of (H, W, C)."
+    ),
 )
-_OUTPUT_NAMES = ("map_mode", "scale", "offset", "joint", "depth", "colormap", "split", "montage",
-                 "montage_grid", "legend", "rgba", "channels_first")
+_OUTPUT_NAMES = (
+    "map_mode",
+    "scale",
+    "offset",
+    "joint",
+    "depth",
+    "colormap",
+    "split",
+    "montage",
+    "montage_grid",
+    "legend",
+    "rgba",
+    "channels_first",
+)
 
 
 def output_options(command):
@@ -96,8 +134,11 @@ def command_line_output_values(ctx: click.Context) -> dict:
     override a pipeline file's ``output`` section."""
     from click.core import ParameterSource
 
-    return {name: ctx.params[name] for name in _OUTPUT_NAMES
-            if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+    return {
+        name: ctx.params[name]
+        for name in _OUTPUT_NAMES
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
 
 
 def usage_output_settings(**values):
@@ -122,13 +163,23 @@ def _max_pixels(ctx, param, value):
 
 
 _INPUT_OPTIONS = (
-    click.option("--max-pixels", envvar="CONVCLI_MAX_PIXELS", metavar="N", callback=_max_pixels,
-                 help="Refuse inputs of more than N pixels (rows x columns), checked on the header "
-                      "before decoding; 0: no limit.  [default: 100000000, or $CONVCLI_MAX_PIXELS]"),
-    click.option("--frame", default="0", show_default=True, metavar="N",
-                 callback=parsed(parse_count, "frame", 0),
-                 help="Frame of an animated GIF/PNG/WebP, or page of a multi-page TIFF, to read "
-                      "(0 = the first)."),
+    click.option(
+        "--max-pixels",
+        envvar="CONVCLI_MAX_PIXELS",
+        metavar="N",
+        callback=_max_pixels,
+        help="Refuse inputs of more than N pixels (rows x columns), checked on the header "
+        "before decoding; 0: no limit.  [default: 100000000, or $CONVCLI_MAX_PIXELS]",
+    ),
+    click.option(
+        "--frame",
+        default="0",
+        show_default=True,
+        metavar="N",
+        callback=parsed(parse_count, "frame", 0),
+        help="Frame of an animated GIF/PNG/WebP, or page of a multi-page TIFF, to read "
+        "(0 = the first).",
+    ),
 )
 
 
@@ -140,7 +191,9 @@ def input_options(command):
     def wrapper(*args, **kwargs):
         from convcli.io.images import ReadOptions
 
-        kwargs["reading"] = ReadOptions(max_pixels=kwargs.pop("max_pixels"), frame=kwargs.pop("frame"))
+        kwargs["reading"] = ReadOptions(
+            max_pixels=kwargs.pop("max_pixels"), frame=kwargs.pop("frame")
+        )
         return command(*args, **kwargs)
 
     for option in reversed(_INPUT_OPTIONS):

@@ -15,11 +15,18 @@ from convcli.render.stats import DEFAULT_PERCENTILES, parse_percentiles
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("--percentiles", default=",".join(f"{p:g}" for p in DEFAULT_PERCENTILES), show_default=True,
-              metavar="P,P,...", callback=parsed(parse_percentiles),
-              help="Percentiles to report, 0 to 100 (linear interpolation, as numpy.percentile and "
-                   "torch.quantile).")
-@click.option("-r", "--recursive", is_flag=True, help="Descend into the subfolders of directory inputs.")
+@click.option(
+    "--percentiles",
+    default=",".join(f"{p:g}" for p in DEFAULT_PERCENTILES),
+    show_default=True,
+    metavar="P,P,...",
+    callback=parsed(parse_percentiles),
+    help="Percentiles to report, 0 to 100 (linear interpolation, as numpy.percentile and "
+    "torch.quantile).",
+)
+@click.option(
+    "-r", "--recursive", is_flag=True, help="Descend into the subfolders of directory inputs."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schema convcli-stats/1).")
 @table_option
 @input_options
@@ -33,8 +40,8 @@ def stats(inputs, percentiles, recursive, as_json, table, reading):
     convcli stats photo.png
     convcli stats maps.npy --percentiles 0.1,50,99.9 --json
     """
-    from convcli.io import images
     from convcli.batch.plan import expand_inputs
+    from convcli.io import images
     from convcli.render.stats import channel_stats
 
     check_table_or_json(as_json, table)
@@ -48,16 +55,22 @@ def stats(inputs, percentiles, recursive, as_json, table, reading):
         return
     from convcli.render.stats import header, text_rows
 
-    rows = [header(percentiles)] + [line for path, _, found_rows in found
-                                    for line in text_rows([path], found_rows)]
+    rows = [header(percentiles)] + [
+        line for path, _, found_rows in found for line in text_rows([path], found_rows)
+    ]
     show_table(rows, lambda console: _draw(console, found, percentiles), table=table)
 
 
 def _document(found, percentiles) -> dict:
-    return {"std": "population (ddof=0)", "percentile_method": "linear",
-            "percentiles": list(percentiles),
-            "inputs": [{"input": path, "shape": shape, "channels": [_finite(row) for row in rows]}
-                       for path, shape, rows in found]}
+    return {
+        "std": "population (ddof=0)",
+        "percentile_method": "linear",
+        "percentiles": list(percentiles),
+        "inputs": [
+            {"input": path, "shape": shape, "channels": [_finite(row) for row in rows]}
+            for path, shape, rows in found
+        ],
+    }
 
 
 def _finite(row: dict):
@@ -67,8 +80,10 @@ def _finite(row: dict):
     def number(value: float):
         return value if math.isfinite(value) else str(value)
 
-    return {key: [number(v) for v in value] if isinstance(value, list) else number(value)
-            for key, value in row.items()}
+    return {
+        key: [number(v) for v in value] if isinstance(value, list) else number(value)
+        for key, value in row.items()
+    }
 
 
 def _draw(console, found, percentiles) -> None:
@@ -76,9 +91,14 @@ def _draw(console, found, percentiles) -> None:
 
     from convcli.render.stats import header, text_rows
 
-    table = Table(caption="std: population (ddof=0); percentiles: linear interpolation", caption_justify="left")
+    table = Table(
+        caption="std: population (ddof=0); percentiles: linear interpolation",
+        caption_justify="left",
+    )
     for name in header(percentiles):
-        table.add_column(name, justify="left" if name == "input" else "right", no_wrap=name != "input")
+        table.add_column(
+            name, justify="left" if name == "input" else "right", no_wrap=name != "input"
+        )
     for path, _, rows in found:
         for line in text_rows([path], rows):
             table.add_row(*line)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import click
 
@@ -21,8 +22,10 @@ PIPE_WIDTH = 200
 
 #: ``--table``, shared by every command that prints a table.
 table_option = click.option(
-    "--table", is_flag=True,
-    help="Draw the table even when stdout is not a terminal (there it is tab-separated text).")
+    "--table",
+    is_flag=True,
+    help="Draw the table even when stdout is not a terminal (there it is tab-separated text).",
+)
 
 
 def check_table_or_json(as_json: bool, table: bool) -> None:
@@ -42,12 +45,18 @@ def tsv(rows: Iterable[Sequence[Any]]) -> str:
     >>> tsv([["name", "size"], ["box", "3x3"], ["odd\\tcell", "two\\nlines"]]).splitlines()
     ['name\\tsize', 'box\\t3x3', 'odd cell\\ttwo lines']
     """
-    return "\n".join("\t".join(str(cell).replace("\t", " ").replace("\n", " ") for cell in row)
-                     for row in rows)
+    return "\n".join(
+        "\t".join(str(cell).replace("\t", " ").replace("\n", " ") for cell in row) for row in rows
+    )
 
 
-def show_table(rows: Iterable[Sequence[Any]], draw: Callable[[Any], None], *, table: bool = False,
-               err: bool = False) -> None:
+def show_table(
+    rows: Iterable[Sequence[Any]],
+    draw: Callable[[Any], None],
+    *,
+    table: bool = False,
+    err: bool = False,
+) -> None:
     """``draw(console)`` with a rich Console when ``drawn``, else ``rows`` as tab-separated text.
 
     ``rows`` are the plain cells (a header row first); ``draw`` prints the rich rendering of the

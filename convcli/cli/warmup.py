@@ -24,5 +24,8 @@ def warmup() -> None:
 
     names = _jit.warm_up()
     catalogue()
-    click.echo(f"compiled {len(names)} kernel families ({', '.join(names)}) in "
-               f"{time.perf_counter() - start:.1f} s into {numba_cache_dir()}", err=True)
+    click.echo(
+        f"compiled {len(names)} kernel families ({', '.join(names)}) in "
+        f"{time.perf_counter() - start:.1f} s into {numba_cache_dir()}",
+        err=True,
+    )

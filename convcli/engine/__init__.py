@@ -20,23 +20,24 @@ array([[ 1.,  3., -2.],
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 
 from convcli import geometry, limits
 from convcli.engine import pooling
-from convcli.layers import rules
-from convcli.errors import ParameterError, ShapeError
-from convcli.geometry import PaddingSpec, Pair, shape_text, window_too_large
 from convcli.engine.correlation import correlate
 from convcli.engine.scatter import conv_transpose
+from convcli.errors import ParameterError, ShapeError
+from convcli.geometry import PaddingSpec, Pair, shape_text, window_too_large
+from convcli.layers import rules
 from convcli.layers.values import PAD_MODES, not_one_of
 from convcli.runtime import repeated  # noqa: F401  (public: see the module docstring)
 
 
-def as_conv_weight(kernel: np.ndarray, channels: int, groups: int = 1, *, copy: bool = True,
-                   held: int = 0) -> tuple[np.ndarray, int]:
+def as_conv_weight(
+    kernel: np.ndarray, channels: int, groups: int = 1, *, copy: bool = True, held: int = 0
+) -> tuple[np.ndarray, int]:
     """Bring a 2-D, 3-D or 4-D kernel to PyTorch's ``(C_out, C_in/groups, kh, kw)``.
 
     - 2-D ``(kh, kw)`` filters every channel on its own: ``groups = C``, ``C_out = C``.
@@ -62,7 +63,9 @@ def as_conv_weight(kernel: np.ndarray, channels: int, groups: int = 1, *, copy: 
         return (_laid_out(weight, "conv2d", held) if copy else weight), channels
     if kernel.ndim == 3:
         if groups != 1:
-            raise ParameterError("--groups applies to 4-D kernels; a 3-D kernel sums over all channels")
+            raise ParameterError(
+                "--groups applies to 4-D kernels; a 3-D kernel sums over all channels"
+            )
         if kernel.shape[0] != channels:
             raise ShapeError(
                 f"3-D kernel {shape_text(kernel.shape)} expects {kernel.shape[0]} input channels, "
@@ -101,7 +104,7 @@ def check_border(in_hw: Pair, pads: tuple[int, int, int, int], pad_mode: str) ->
 def conv2d(
     image: np.ndarray,
     kernel: np.ndarray,
-    bias: Optional[Sequence[float]] = None,
+    bias: Sequence[float] | None = None,
     *,
     stride: Pair = (1, 1),
     padding: PaddingSpec = "same",
@@ -109,7 +112,7 @@ def conv2d(
     groups: int = 1,
     pad_mode: str = "zeros",
     flip: bool = False,
-    method: Optional[str] = None,
+    method: str | None = None,
 ) -> np.ndarray:
     """Cross-correlate ``image`` (C, H, W) with ``kernel``, as a CNN ``Conv2d`` layer does.
 
@@ -142,9 +145,13 @@ def conv2d(
     band_rows = geometry.effective_kernel_size(k_hw[0], dilation[0])
     band = (image.shape[0], band_rows, in_hw[1] + pads[2] + pads[3])
     converted = {} if image.dtype == np.float32 else {"input_as_float32": image.shape}
-    limits.check_arrays("conv2d", held=image.nbytes + weight.nbytes,
-                        output=(weight.shape[0], *out_hw), padded_input_band=band,
-                        **converted)
+    limits.check_arrays(
+        "conv2d",
+        held=image.nbytes + weight.nbytes,
+        output=(weight.shape[0], *out_hw),
+        padded_input_band=band,
+        **converted,
+    )
     bias_values = _bias_vector(bias, weight.shape[0])
     check_border(in_hw, pads, pad_mode)
     out = correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, method)
@@ -153,8 +160,9 @@ def conv2d(
     return out
 
 
-def as_transposed_weight(kernel: np.ndarray, channels: int, groups: int = 1, *, copy: bool = True,
-                         held: int = 0) -> tuple[np.ndarray, int]:
+def as_transposed_weight(
+    kernel: np.ndarray, channels: int, groups: int = 1, *, copy: bool = True, held: int = 0
+) -> tuple[np.ndarray, int]:
     """Bring a kernel to PyTorch's transposed layout ``(C_in, C_out/groups, kh, kw)``.
 
     - 2-D ``(kh, kw)`` filters every channel on its own: ``groups = C``, ``C_out = C``.
@@ -169,7 +177,9 @@ def as_transposed_weight(kernel: np.ndarray, channels: int, groups: int = 1, *, 
     """
     kernel = _kernel_array(kernel)
     if kernel.ndim in (2, 3):
-        weight, groups = as_conv_weight(kernel, channels, groups, copy=False)  # (C, 1, ...) or (1, C, ...)
+        weight, groups = as_conv_weight(
+            kernel, channels, groups, copy=False
+        )  # (C, 1, ...) or (1, C, ...)
         weight = weight.reshape((channels, 1) + weight.shape[2:])
         return (_laid_out(weight, "transposed conv2d", held) if copy else weight), groups
     if kernel.ndim != 4:
@@ -186,15 +196,15 @@ def as_transposed_weight(kernel: np.ndarray, channels: int, groups: int = 1, *, 
 def conv_transpose2d(
     image: np.ndarray,
     kernel: np.ndarray,
-    bias: Optional[Sequence[float]] = None,
+    bias: Sequence[float] | None = None,
     *,
     stride: Pair = (1, 1),
-    padding: Union[str, Pair] = (0, 0),
+    padding: str | Pair = (0, 0),
     output_padding: Pair = (0, 0),
     dilation: Pair = (1, 1),
     groups: int = 1,
     flip: bool = False,
-    method: Optional[str] = None,
+    method: str | None = None,
 ) -> np.ndarray:
     """Transposed convolution of ``image`` (C_in, H, W), as PyTorch ``conv_transpose2d``.
 
@@ -218,18 +228,28 @@ def conv_transpose2d(
     _check_at_least_one(stride=stride, dilation=dilation)
     weight, groups = as_transposed_weight(kernel, image.shape[0], groups, held=image.nbytes)
     weight = _flipped(weight) if flip else weight
-    crop, out_hw = transposed_plan(image.shape[1:], weight.shape[2:], stride, padding, output_padding, dilation)
+    crop, out_hw = transposed_plan(
+        image.shape[1:], weight.shape[2:], stride, padding, output_padding, dilation
+    )
     c_out = weight.shape[1] * groups
     bias_values = _bias_vector(bias, c_out)
-    limits.check_arrays("transposed conv2d", held=image.nbytes + weight.nbytes, output=(c_out, *out_hw))
+    limits.check_arrays(
+        "transposed conv2d", held=image.nbytes + weight.nbytes, output=(c_out, *out_hw)
+    )
     out = conv_transpose(image, weight, groups, stride, dilation, crop, out_hw, method)
     if bias_values is not None:
         out += bias_values[:, None, None]
     return out
 
 
-def transposed_plan(in_hw: Pair, k_hw: Pair, stride: Pair, padding: Union[str, Pair, tuple],
-                    output_padding: Pair, dilation: Pair) -> tuple[Pair, Pair]:
+def transposed_plan(
+    in_hw: Pair,
+    k_hw: Pair,
+    stride: Pair,
+    padding: str | Pair | tuple,
+    output_padding: Pair,
+    dilation: Pair,
+) -> tuple[Pair, Pair]:
     """Check a transposed convolution's padding rules; return the crop (top, left) of the full
     output and the output (H, W). ``conv_transpose2d`` and ``explain``'s by-hand work use it.
 
@@ -268,8 +288,9 @@ def _flipped(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(weight[:, :, ::-1, ::-1])
 
 
-def _check_image(image: np.ndarray, as_float32: bool = True,
-                 what: str = "an operation") -> np.ndarray:
+def _check_image(
+    image: np.ndarray, as_float32: bool = True, what: str = "an operation"
+) -> np.ndarray:
     """``image`` as a C-contiguous float32 (C, H, W) array (a copy checked against the memory
     budget, for ``what``), or of any real dtype as given."""
     image = np.asarray(image)
@@ -292,7 +313,7 @@ def _check_at_least_one(**pairs: Pair) -> None:
 def _pool_window(
     image: np.ndarray,
     size: Pair,
-    stride: Optional[Pair],
+    stride: Pair | None,
     padding: PaddingSpec,
     dilation: Pair,
     ceil_mode: bool,
@@ -316,13 +337,13 @@ def _pool_window(
 def max_pool2d(
     image: np.ndarray,
     size: Pair = (2, 2),
-    stride: Optional[Pair] = None,
+    stride: Pair | None = None,
     padding: PaddingSpec = "valid",
     dilation: Pair = (1, 1),
     ceil_mode: bool = False,
     return_indices: bool = False,
-    method: Optional[str] = None,
-) -> Union[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    method: str | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Max of each window of every channel of ``image`` (C, H, W), as PyTorch ``max_pool2d``.
 
     ``stride`` defaults to ``size``. Explicit ``(top, bottom, left, right)`` padding and
@@ -340,8 +361,12 @@ def max_pool2d(
     """
     image, stride, pads, out_hw = _pool_window(image, size, stride, padding, dilation, ceil_mode)
     if return_indices:
-        limits.check_arrays("max pooling", itemsize=12, held=image.nbytes,
-                            output_and_indices=(image.shape[0], *out_hw))
+        limits.check_arrays(
+            "max pooling",
+            itemsize=12,
+            held=image.nbytes,
+            output_and_indices=(image.shape[0], *out_hw),
+        )
     else:
         limits.check_arrays("max pooling", held=image.nbytes, output=(image.shape[0], *out_hw))
     out = np.empty((image.shape[0],) + out_hw, dtype=np.float32)
@@ -353,11 +378,11 @@ def max_pool2d(
 def avg_pool2d(
     image: np.ndarray,
     size: Pair = (2, 2),
-    stride: Optional[Pair] = None,
+    stride: Pair | None = None,
     padding: PaddingSpec = "valid",
     ceil_mode: bool = False,
     count_include_pad: bool = True,
-    method: Optional[str] = None,
+    method: str | None = None,
 ) -> np.ndarray:
     """Mean of each window of every channel of ``image`` (C, H, W), as PyTorch ``avg_pool2d``.
 
@@ -375,7 +400,9 @@ def avg_pool2d(
     image, stride, pads, out_hw = _pool_window(image, size, stride, padding, (1, 1), ceil_mode)
     limits.check_arrays("average pooling", held=image.nbytes, output=(image.shape[0], *out_hw))
     out = np.empty((image.shape[0],) + out_hw, dtype=np.float32)
-    pooling.avg_pool(image, out, size, stride, pads, count_include_pad and padding != "same", method)
+    pooling.avg_pool(
+        image, out, size, stride, pads, count_include_pad and padding != "same", method
+    )
     return out
 
 
@@ -430,7 +457,9 @@ def max_unpool2d(image: np.ndarray, indices: np.ndarray, output_hw: Pair) -> np.
             f"index {bad} lies outside the {shape_text(output_hw)} output plane (0 to {plane - 1})"
         )
     channels = image.shape[0]
-    limits.check_arrays("max unpooling", held=image.nbytes + indices.nbytes, output=(channels, *output_hw))
+    limits.check_arrays(
+        "max unpooling", held=image.nbytes + indices.nbytes, output=(channels, *output_hw)
+    )
     out = np.zeros((channels, plane), dtype=np.float32)
     out[np.arange(channels)[:, None], indices.reshape(channels, -1)] = image.reshape(channels, -1)
     return out.reshape((channels,) + tuple(output_hw))
@@ -450,12 +479,14 @@ def luma(image: np.ndarray) -> np.ndarray:
         return image
     if image.shape[0] != 3:
         raise ShapeError(f"--gray needs 1 or 3 channels, the input has {image.shape[0]}")
-    limits.check_arrays("gray", held=image.nbytes, input_as_float32=image.shape, output=(1, *image.shape[1:]))
+    limits.check_arrays(
+        "gray", held=image.nbytes, input_as_float32=image.shape, output=(1, *image.shape[1:])
+    )
     weights = np.asarray(LUMA_WEIGHTS, dtype=np.float32)
     return np.tensordot(weights, image, axes=1)[None].astype(np.float32, copy=False)
 
 
-def _bias_vector(bias: Optional[Sequence[float]], channels: int) -> Optional[np.ndarray]:
+def _bias_vector(bias: Sequence[float] | None, channels: int) -> np.ndarray | None:
     """One bias value for every channel, or exactly one per channel."""
     if bias is None:
         return None
@@ -463,5 +494,7 @@ def _bias_vector(bias: Optional[Sequence[float]], channels: int) -> Optional[np.
     if values.size == 1:
         return np.full(channels, values[0], dtype=np.float32)
     if values.size != channels:
-        raise ShapeError(f"bias has {values.size} values, the output has {channels} channels (give 1 or {channels})")
+        raise ShapeError(
+            f"bias has {values.size} values, the output has {channels} channels (give 1 or {channels})"
+        )
     return values

@@ -53,17 +53,26 @@ class _FloatVector(numba.types.Type):
 
 _float_vector = _FloatVector()
 _register_model(_FloatVector)(
-    lambda dmm, fe_type: _models.PrimitiveModel(dmm, fe_type, _ir.VectorType(_ir.FloatType(), LANES)))
+    lambda dmm, fe_type: _models.PrimitiveModel(
+        dmm, fe_type, _ir.VectorType(_ir.FloatType(), LANES)
+    )
+)
 
 
 def _vector_pointer(context, builder, row_type, row, start):
     data = context.make_array(row_type)(context, builder, row).data
-    return builder.bitcast(builder.gep(data, [start]), _ir.VectorType(_ir.FloatType(), LANES).as_pointer())
+    return builder.bitcast(
+        builder.gep(data, [start]), _ir.VectorType(_ir.FloatType(), LANES).as_pointer()
+    )
 
 
 def _is_row(row):
-    return isinstance(row, numba.types.Array) and row.dtype == numba.types.float32 and row.ndim == 1 \
+    return (
+        isinstance(row, numba.types.Array)
+        and row.dtype == numba.types.float32
+        and row.ndim == 1
         and row.layout == "C"
+    )
 
 
 @_intrinsic
@@ -71,14 +80,18 @@ def _vload(typingctx, row, start):
     """``row[start:start + LANES]`` of a contiguous float32 row, as a vector (unchecked)."""
     if _is_row(row) and isinstance(start, numba.types.Integer):
         return _float_vector(row, start), lambda context, builder, sig, args: builder.load(
-            _vector_pointer(context, builder, sig.args[0], *args), align=4)
+            _vector_pointer(context, builder, sig.args[0], *args), align=4
+        )
 
 
 @_intrinsic
 def _vstore(typingctx, row, start, vector):
     """``row[start:start + LANES] = vector`` (unchecked)."""
+
     def codegen(context, builder, sig, args):
-        builder.store(args[2], _vector_pointer(context, builder, sig.args[0], args[0], args[1]), align=4)
+        builder.store(
+            args[2], _vector_pointer(context, builder, sig.args[0], args[0], args[1]), align=4
+        )
         return context.get_dummy_value()
 
     if _is_row(row) and isinstance(start, numba.types.Integer) and vector == _float_vector:
@@ -88,10 +101,15 @@ def _vstore(typingctx, row, start, vector):
 @_intrinsic
 def _vsplat(typingctx, value):
     """A vector of ``LANES`` copies of float32 ``value``."""
+
     def codegen(context, builder, sig, args):
         vector_type = _ir.VectorType(_ir.FloatType(), LANES)
-        first = builder.insert_element(_ir.Constant(vector_type, _ir.Undefined), args[0], _ir.Constant(_ir.IntType(32), 0))
-        return builder.shuffle_vector(first, first, _ir.Constant(_ir.VectorType(_ir.IntType(32), LANES), [0] * LANES))
+        first = builder.insert_element(
+            _ir.Constant(vector_type, _ir.Undefined), args[0], _ir.Constant(_ir.IntType(32), 0)
+        )
+        return builder.shuffle_vector(
+            first, first, _ir.Constant(_ir.VectorType(_ir.IntType(32), LANES), [0] * LANES)
+        )
 
     if value == numba.types.float32:
         return _float_vector(value), codegen
@@ -100,10 +118,14 @@ def _vsplat(typingctx, value):
 @_intrinsic
 def _vfma(typingctx, a, b, c):
     """``a * b + c`` lane by lane, in one fused multiply-add."""
+
     def codegen(context, builder, sig, args):
         vector_type = _ir.VectorType(_ir.FloatType(), LANES)
-        fma = _cgutils.get_or_insert_function(builder.module, _ir.FunctionType(vector_type, [vector_type] * 3),
-                                              f"llvm.fma.v{LANES}f32")
+        fma = _cgutils.get_or_insert_function(
+            builder.module,
+            _ir.FunctionType(vector_type, [vector_type] * 3),
+            f"llvm.fma.v{LANES}f32",
+        )
         return builder.call(fma, args)
 
     if a == b == c == _float_vector:
@@ -114,15 +136,17 @@ def _vfma(typingctx, a, b, c):
 def _vzero(typingctx):
     """A vector of zeros."""
     return _float_vector(), lambda context, builder, sig, args: _ir.Constant(
-        _ir.VectorType(_ir.FloatType(), LANES), [0.0] * LANES)
+        _ir.VectorType(_ir.FloatType(), LANES), [0.0] * LANES
+    )
 
 
 if numba.config.DISABLE_JIT:  # kernels as plain Python (debugging): a vector is a numpy array
+
     def _vload(row, start):
-        return row[start:start + LANES].copy()
+        return row[start : start + LANES].copy()
 
     def _vstore(row, start, vector):
-        row[start:start + LANES] = vector
+        row[start : start + LANES] = vector
 
     def _vsplat(value):
         return np.full(LANES, value, np.float32)
@@ -198,8 +222,12 @@ def _fill_phase_rows(plane, rowmap, colmap, left, first, phases):
 def _fma4(row, start, w, acc):
     """``acc`` (four vectors) plus ``w`` times the four vectors of ``row`` from ``start``."""
     scale = _vsplat(w)
-    return (_vfma(scale, _vload(row, start), acc[0]), _vfma(scale, _vload(row, start + LANES), acc[1]),
-            _vfma(scale, _vload(row, start + 2 * LANES), acc[2]), _vfma(scale, _vload(row, start + 3 * LANES), acc[3]))
+    return (
+        _vfma(scale, _vload(row, start), acc[0]),
+        _vfma(scale, _vload(row, start + LANES), acc[1]),
+        _vfma(scale, _vload(row, start + 2 * LANES), acc[2]),
+        _vfma(scale, _vload(row, start + 3 * LANES), acc[3]),
+    )
 
 
 @numba.njit(inline="always", **_SERIAL)
@@ -209,8 +237,15 @@ def _fma4x2(row, start, w, u, acc, other):
     v0, v1 = _vload(row, start), _vload(row, start + LANES)
     v2, v3 = _vload(row, start + 2 * LANES), _vload(row, start + 3 * LANES)
     s, t = _vsplat(w), _vsplat(u)
-    return ((_vfma(s, v0, acc[0]), _vfma(s, v1, acc[1]), _vfma(s, v2, acc[2]), _vfma(s, v3, acc[3])),
-            (_vfma(t, v0, other[0]), _vfma(t, v1, other[1]), _vfma(t, v2, other[2]), _vfma(t, v3, other[3])))
+    return (
+        (_vfma(s, v0, acc[0]), _vfma(s, v1, acc[1]), _vfma(s, v2, acc[2]), _vfma(s, v3, acc[3])),
+        (
+            _vfma(t, v0, other[0]),
+            _vfma(t, v1, other[1]),
+            _vfma(t, v2, other[2]),
+            _vfma(t, v3, other[3]),
+        ),
+    )
 
 
 @numba.njit(inline="always", **_SERIAL)
@@ -244,7 +279,9 @@ def _depthwise_rows(source, taps, out, column, width):
                 upper = _fma4(source[i], j + n, taps[0, n], upper)
             for m in range(1, kh):
                 for n in range(kw):
-                    upper, lower = _fma4x2(source[i + m], j + n, taps[m, n], taps[m - 1, n], upper, lower)
+                    upper, lower = _fma4x2(
+                        source[i + m], j + n, taps[m, n], taps[m - 1, n], upper, lower
+                    )
             for n in range(kw):
                 lower = _fma4(source[i + kh], j + n, taps[kh - 1, n], lower)
             _store4(out[i], column + j, upper)
@@ -259,8 +296,8 @@ def _padded_block(plane, rowmap, colmap, left, first, rows, kh, kw):
     width = colmap.shape[0]
     padded = np.empty((max(rows, 2) + kh - 1, max(width, TILE + kw - 1)), np.float32)
     padded[:, width:] = 0.0
-    padded[rows + kh - 1:] = 0.0
-    _fill_padded_rows(plane, rowmap, colmap, left, first, padded[:rows + kh - 1, :width])
+    padded[rows + kh - 1 :] = 0.0
+    _fill_padded_rows(plane, rowmap, colmap, left, first, padded[: rows + kh - 1, :width])
     return padded
 
 
@@ -277,8 +314,18 @@ def _depthwise(x, weight, column, rowmap, colmap, left, block_rows, out):
     """
     blocks = (out.shape[1] + block_rows - 1) // block_rows
     for task in numba.prange(out.shape[0] * blocks):
-        _depthwise_block(x, weight, column, rowmap, colmap, left, task // blocks, (task % blocks) * block_rows,
-                         block_rows, out)
+        _depthwise_block(
+            x,
+            weight,
+            column,
+            rowmap,
+            colmap,
+            left,
+            task // blocks,
+            (task % blocks) * block_rows,
+            block_rows,
+            out,
+        )
 
 
 @numba.njit(**_SERIAL)
@@ -300,10 +347,14 @@ def _depthwise_block(x, weight, column, rowmap, colmap, left, o, first, block_ro
     rows = min(block_rows, h_out - first)
     inner = plane.shape[1] - kw + 1  # outputs whose window lies inside the plane's columns
     in_place = rows >= 2 and w_out >= TILE
-    own = in_place and inner >= TILE and max(left, w_out - left - inner) <= TILE and \
-        _own_rows(rowmap, first, rows + kh - 1)
+    own = (
+        in_place
+        and inner >= TILE
+        and max(left, w_out - left - inner) <= TILE
+        and _own_rows(rowmap, first, rows + kh - 1)
+    )
     if own:
-        source = plane[rowmap[first]:rowmap[first] + rows + kh - 1]
+        source = plane[rowmap[first] : rowmap[first] + rows + kh - 1]
     else:
         source = _padded_block(plane, rowmap, colmap, left, first, rows, kh, kw)
     passes = 1 if column.shape[1] == 0 else 2
@@ -311,7 +362,7 @@ def _depthwise_block(x, weight, column, rowmap, colmap, left, o, first, block_ro
         if step < passes - 1:  # the row pass of a separable kernel, kept for the column pass
             target = np.empty((source.shape[0], max(w_out, TILE)), np.float32)
         elif in_place:
-            target = out[o, first:first + rows]
+            target = out[o, first : first + rows]
         else:
             target = np.empty((max(rows, 2), max(w_out, TILE)), np.float32)
         taps = weight[o, 0] if step == 0 else column[o]
@@ -319,7 +370,9 @@ def _depthwise_block(x, weight, column, rowmap, colmap, left, o, first, block_ro
         borders = (left, w_out - left - inner) if in_plane else (0, 0)
         for piece in range(3):  # the inner columns (or all of them), then each border
             if piece == 0:
-                reads, at, width = (source, left, inner) if in_plane else (source, 0, target.shape[1])
+                reads, at, width = (
+                    (source, left, inner) if in_plane else (source, 0, target.shape[1])
+                )
             elif borders[piece - 1] > 0:
                 at, width = (0 if piece == 1 else w_out - TILE), TILE
                 reads = _gathered_columns(source, colmap, at, TILE + taps.shape[1] - 1)
@@ -328,7 +381,7 @@ def _depthwise_block(x, weight, column, rowmap, colmap, left, o, first, block_ro
             _depthwise_rows(reads, taps, target, at, width)
         source = target
     if not in_place:
-        out[o, first:first + rows] = source[:rows, :w_out]
+        out[o, first : first + rows] = source[:rows, :w_out]
 
 
 @numba.njit(inline="always", **_SERIAL)
@@ -365,7 +418,19 @@ def _dense(x, weight, rowmap, colmap, left, block_rows, stride, dilation, groups
     Also takes the depthwise work ``_depthwise`` does not (strided or dilated), four maps of
     their own channels per pass (``_four_depthwise_maps``)."""
     for block in numba.prange((out.shape[1] + block_rows - 1) // block_rows):
-        _dense_block(x, weight, rowmap, colmap, left, block * block_rows, block_rows, stride, dilation, groups, out)
+        _dense_block(
+            x,
+            weight,
+            rowmap,
+            colmap,
+            left,
+            block * block_rows,
+            block_rows,
+            stride,
+            dilation,
+            groups,
+            out,
+        )
 
 
 @numba.njit(**_SERIAL)
@@ -392,7 +457,9 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
     channels, width = x.shape[0], colmap.shape[0]
     out_per_group = c_out // groups
     one_channel = c_per_group == 1  # depthwise: a pass takes any four maps, each its own channel
-    span, spans = (c_out, 1) if one_channel else (out_per_group, groups)  # a pass's maps come from one span
+    span, spans = (
+        (c_out, 1) if one_channel else (out_per_group, groups)
+    )  # a pass's maps come from one span
     quads = (span + 3) // 4
     kh, kw = weight.shape[2:]
     rows_in = (rows - 1) * stride_h + dil_h * (kh - 1) + 1
@@ -400,7 +467,9 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
     phase = np.arange(kw) * dil_w % stride_w  # tap n reads phase[n] of a row, from column shift[n]
     shift = np.arange(kw) * dil_w // stride_w
     phases = np.empty((channels, rows_in, stride_w, max(count, shift[-1] + TILE)), np.float32)
-    phases[:, :, :, count - 1:] = 0.0  # past a phase's last column: read only for outputs never stored
+    phases[:, :, :, count - 1 :] = (
+        0.0  # past a phase's last column: read only for outputs never stored
+    )
     for c in range(channels):
         if stride_w == 1:
             _fill_padded_rows(x[c], rowmap, colmap, left, first * stride_h, phases[c, :, 0, :width])
@@ -416,8 +485,17 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
         for tile in range((target.shape[2] + TILE - 1) // TILE):
             j = _tile_start(tile, target.shape[2])
             if one_channel:
-                a, b, c, d = _four_depthwise_maps(phases, weight, (o0, o1, o2, o3), out_per_group, i * stride_h, dil_h,
-                                                  j, phase, shift)
+                a, b, c, d = _four_depthwise_maps(
+                    phases,
+                    weight,
+                    (o0, o1, o2, o3),
+                    out_per_group,
+                    i * stride_h,
+                    dil_h,
+                    j,
+                    phase,
+                    shift,
+                )
             else:  # four maps of one group: each input vector loaded feeds all four
                 a = b = c = d = (zero, zero, zero, zero)
                 for m in range(kh):
@@ -433,7 +511,7 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
             _store4(target[o2, row_0 + i], j, c)
             _store4(target[o3, row_0 + i], j, d)
     if narrow:
-        out[:, first:first + rows] = target[:, :, :w_out]
+        out[:, first : first + rows] = target[:, :, :w_out]
 
 
 @numba.njit(**_SERIAL)
@@ -461,7 +539,9 @@ def _four_depthwise_maps(phases, weight, maps, out_per_group, top, dil_h, j, pha
 def _taps_inside(start, taps, dilation, size):
     """The taps ``first <= t < stop`` of a window of ``taps`` taps ``dilation`` apart, from
     ``start``, that fall inside ``0..size - 1``: ``_taps_inside(-1, 3, 1, 4) == (1, 3)``."""
-    return max(0, (dilation - 1 - start) // dilation), min(taps, (size - start + dilation - 1) // dilation)
+    return max(0, (dilation - 1 - start) // dilation), min(
+        taps, (size - start + dilation - 1) // dilation
+    )
 
 
 @numba.njit(**_PARALLEL)
@@ -628,10 +708,31 @@ def conv2d_padding(x, weight, rowmap, colmap, left, stride, dilation, groups, de
     row_bytes = 4 * colmap.shape[0] * (1 if weight.shape[1] == 1 else x.shape[0]) * stride[0]
     block_rows = _block_rows(row_bytes, kh, out.shape[1])
     if depthwise:
-        call(_depthwise, x, weight, np.empty((weight.shape[0], 0, 1), np.float32), rowmap, colmap, left, block_rows,
-             out)
+        call(
+            _depthwise,
+            x,
+            weight,
+            np.empty((weight.shape[0], 0, 1), np.float32),
+            rowmap,
+            colmap,
+            left,
+            block_rows,
+            out,
+        )
     else:
-        call(_dense, x, weight, rowmap, colmap, left, block_rows, tuple(stride), tuple(dilation), groups, out)
+        call(
+            _dense,
+            x,
+            weight,
+            rowmap,
+            colmap,
+            left,
+            block_rows,
+            tuple(stride),
+            tuple(dilation),
+            groups,
+            out,
+        )
 
 
 def separable_padding(x, column, row, rowmap, colmap, left, out):
@@ -641,28 +742,61 @@ def separable_padding(x, column, row, rowmap, colmap, left, out):
     costs little."""
     kh = column.shape[1]
     block_rows = _block_rows(8 * colmap.shape[0], kh, out.shape[1], least=2 * kh)
-    call(_depthwise, x, row[:, None, None, :].copy(), column[:, :, None].copy(), rowmap, colmap, left, block_rows,
-         out)
+    call(
+        _depthwise,
+        x,
+        row[:, None, None, :].copy(),
+        column[:, :, None].copy(),
+        rowmap,
+        colmap,
+        left,
+        block_rows,
+        out,
+    )
 
 
 def conv2d_valid(xp, weight, out, stride, dilation, groups, depthwise):
     """Correlate padded ``xp`` into ``out``; ``stride`` and ``dilation`` are (rows, cols) pairs,
     ``depthwise`` the choice of kernel (``conv2d_padding``)."""
-    conv2d_padding(xp, weight, np.arange(xp.shape[1]), np.arange(xp.shape[2]), 0, stride, dilation,
-                   groups, depthwise, out)
+    conv2d_padding(
+        xp,
+        weight,
+        np.arange(xp.shape[1]),
+        np.arange(xp.shape[2]),
+        0,
+        stride,
+        dilation,
+        groups,
+        depthwise,
+        out,
+    )
 
 
 def max_pool2d(x, out, indices, size, stride, dilation, pads):
     """Run ``_max_pool2d`` (values only when ``indices`` is None); ``pads`` is (top, bottom,
     left, right), of which top/left matter."""
     indices = np.empty((0, 0, 0), np.int64) if indices is None else indices
-    call(_max_pool2d, x, out, indices, size[0], size[1], stride[0], stride[1], dilation[0], dilation[1],
-         pads[0], pads[2])
+    call(
+        _max_pool2d,
+        x,
+        out,
+        indices,
+        size[0],
+        size[1],
+        stride[0],
+        stride[1],
+        dilation[0],
+        dilation[1],
+        pads[0],
+        pads[2],
+    )
 
 
 def avg_pool2d(x, out, size, stride, pads, count_include_pad):
     """Run ``_avg_pool2d``; ``pads`` is (top, bottom, left, right)."""
-    call(_avg_pool2d, x, out, size[0], size[1], stride[0], stride[1], *pads, bool(count_include_pad))
+    call(
+        _avg_pool2d, x, out, size[0], size[1], stride[0], stride[1], *pads, bool(count_include_pad)
+    )
 
 
 def png_unfilter(rows, bpp, out):
@@ -679,8 +813,15 @@ def warm_up() -> list[str]:
     x = np.ones((2, 9, 9), np.float32)
     out = np.empty((2, 3, 3), np.float32)
     conv2d_valid(x, np.ones((2, 2, 3, 3), np.float32), out, (3, 3), (1, 1), 1, depthwise=False)
-    conv2d_valid(x, np.ones((2, 1, 3, 3), np.float32), np.empty((2, 7, 7), np.float32), (1, 1),
-                 (1, 1), 2, depthwise=True)
+    conv2d_valid(
+        x,
+        np.ones((2, 1, 3, 3), np.float32),
+        np.empty((2, 7, 7), np.float32),
+        (1, 1),
+        (1, 1),
+        2,
+        depthwise=True,
+    )
     max_pool2d(x, out, np.empty((2, 3, 3), np.int64), (3, 3), (3, 3), (1, 1), (0, 0, 0, 0))
     avg_pool2d(x, out, (3, 3), (3, 3), (0, 0, 0, 0), True)
     png_unfilter(np.zeros((2, 13), np.uint8), 6, np.empty((2, 12), np.uint8))

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import functools
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
 
 import numpy as np
 
@@ -114,7 +113,9 @@ def source_index(positions: np.ndarray, size: int, mode: str) -> np.ndarray:
     return np.where(folded < size, folded, period - folded)
 
 
-def padded_band(image: np.ndarray, start: int, stop: int, pads, mode: str, buffer=None) -> np.ndarray:
+def padded_band(
+    image: np.ndarray, start: int, stop: int, pads, mode: str, buffer=None
+) -> np.ndarray:
     """Rows ``start:stop`` of the padded image, as float32 ``(C, stop - start, W + left + right)``.
 
     ``buffer``, a flat float32 array at least that large, is reused instead of allocating
@@ -129,27 +130,27 @@ def padded_band(image: np.ndarray, start: int, stop: int, pads, mode: str, buffe
     top, _, left, right = pads
     shape = (channels, stop - start, left + width + right)
     band = np.empty(shape, np.float32) if buffer is None else _view(buffer, shape)
-    inner = band[:, :, left:left + width]
+    inner = band[:, :, left : left + width]
     positions = np.arange(start - top, stop - top)
     inside = (positions >= 0) & (positions < height)
     if inside.any():
         first = int(np.argmax(inside))
         count = int(inside.sum())
-        inner[:, first:first + count] = image[:, positions[first]:positions[first] + count]
+        inner[:, first : first + count] = image[:, positions[first] : positions[first] + count]
     outside = np.flatnonzero(~inside)
     if outside.size:
         rows = source_index(positions[outside], height, mode)
         inner[:, outside[rows >= 0]] = image[:, rows[rows >= 0]]  # an image of no rows reads none
         inner[:, outside[rows < 0]] = 0.0
     if left or right:
-        pad_columns = np.r_[0:left, left + width:left + width + right]
+        pad_columns = np.r_[0:left, left + width : left + width + right]
         columns = source_index(pad_columns - left, width, mode)
         band[:, :, pad_columns[columns >= 0]] = band[:, :, left + columns[columns >= 0]]
         band[:, :, pad_columns[columns < 0]] = 0.0
     return band
 
 
-def rank_one_factors(weight: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
+def rank_one_factors(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Column and row factors ``(C_out, kh)``, ``(C_out, kw)`` if every depthwise kernel has rank 1.
 
     >>> col, row = rank_one_factors(np.outer([1.0, 2.0, 1.0], [-1.0, 0.0, 1.0])[None, None])
@@ -184,8 +185,11 @@ def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1), dilati
         return "numpy"
     direct = has_depthwise_kernel(weight, stride, dilation)
     fft = c_per_group == 1 and tuple(stride) == (1, 1)
-    if kh * kw >= (SEPARABLE_TAPS if direct else SEPARABLE_TAPS_DENSE) and min(kh, kw) > 1 \
-            and rank_one_factors(weight) is not None:
+    if (
+        kh * kw >= (SEPARABLE_TAPS if direct else SEPARABLE_TAPS_DENSE)
+        and min(kh, kw) > 1
+        and rank_one_factors(weight) is not None
+    ):
         return "fft" if fft and kh + kw >= SEPARABLE_SIDES_FFT else "separable"
     if kh * kw >= (FFT_TAPS if direct else FFT_TAPS_DENSE) and fft:
         return "fft"
@@ -220,8 +224,12 @@ def has_depthwise_kernel(weight, stride, dilation) -> bool:
     return weight.shape[1] == 1 and tuple(stride) == (1, 1) == tuple(dilation)
 
 
-@np.errstate(over="ignore", invalid="ignore")  # float32 overflows to inf and NaN propagates, as in PyTorch
-def correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, method=None) -> np.ndarray:
+@np.errstate(
+    over="ignore", invalid="ignore"
+)  # float32 overflows to inf and NaN propagates, as in PyTorch
+def correlate(
+    image, weight, groups, pads, pad_mode, stride, dilation, out_hw, method=None
+) -> np.ndarray:
     """Cross-correlate ``image`` (C_in, H, W, any real dtype) with ``weight`` band by band.
 
     Arguments are already checked and resolved by ``engine.conv2d``: ``weight`` is
@@ -240,30 +248,67 @@ def correlate(image, weight, groups, pads, pad_mode, stride, dilation, out_hw, m
         # the two-pass kernel reads float32 (an 8-bit image in bands went through the dense
         # kernel, 5x slower): one copy, within engine.conv2d's memory check
         image = np.ascontiguousarray(image, dtype=np.float32)
-    if weight.shape[2:] == (1, 1) and tuple(stride) == (1, 1) and not any(pads) and method in ("gemm", "numba"):
+    if (
+        weight.shape[2:] == (1, 1)
+        and tuple(stride) == (1, 1)
+        and not any(pads)
+        and method in ("gemm", "numba")
+    ):
         _pointwise(image, weight, groups, out)
         return out
-    if (method == "numba" or method == "separable" and has_depthwise_kernel(weight, stride, dilation)) \
-            and image.dtype == np.float32 and image.flags.c_contiguous:  # no bands: the kernel pads as it goes
+    if (
+        (
+            method == "numba"
+            or method == "separable"
+            and has_depthwise_kernel(weight, stride, dilation)
+        )
+        and image.dtype == np.float32
+        and image.flags.c_contiguous
+    ):  # no bands: the kernel pads as it goes
         from convcli.engine import _jit
 
         (height, width), (top, bottom, left, right) = image.shape[1:], pads
         rowmap = source_index(np.arange(-top, height + bottom), height, pad_mode)
         colmap = source_index(np.arange(-left, width + right), width, pad_mode)
         if method == "numba":
-            _jit.conv2d_padding(image, weight, rowmap, colmap, left, stride, dilation, groups,
-                                has_depthwise_kernel(weight, stride, dilation), out)
+            _jit.conv2d_padding(
+                image,
+                weight,
+                rowmap,
+                colmap,
+                left,
+                stride,
+                dilation,
+                groups,
+                has_depthwise_kernel(weight, stride, dilation),
+                out,
+            )
         else:
             _jit.separable_padding(image, *factors, rowmap, colmap, left, out)
         return out
-    if weight.shape[1] == 1 and weight.shape[0] == image.shape[0] == groups \
-            and image.shape[1] * image.shape[2] >= CHANNEL_BY_CHANNEL_PIXELS:
+    if (
+        weight.shape[1] == 1
+        and weight.shape[0] == image.shape[0] == groups
+        and image.shape[1] * image.shape[2] >= CHANNEL_BY_CHANNEL_PIXELS
+    ):
         for channel in range(groups):
             one = slice(channel, channel + 1)
-            _correlate_bands(image[one], weight[one], 1, pads, pad_mode, stride, dilation, out[one], method,
-                             factors and (factors[0][one], factors[1][one]))
+            _correlate_bands(
+                image[one],
+                weight[one],
+                1,
+                pads,
+                pad_mode,
+                stride,
+                dilation,
+                out[one],
+                method,
+                factors and (factors[0][one], factors[1][one]),
+            )
     else:
-        _correlate_bands(image, weight, groups, pads, pad_mode, stride, dilation, out, method, factors)
+        _correlate_bands(
+            image, weight, groups, pads, pad_mode, stride, dilation, out, method, factors
+        )
     return out
 
 
@@ -280,24 +325,35 @@ def _pointwise(image, weight, groups, out) -> None:
     c_per_group, out_per_group = weight.shape[1], weight.shape[0] // groups
     pixels = image.reshape(image.shape[0], -1)
     for g in range(groups):
-        np.matmul(weight[g * out_per_group:(g + 1) * out_per_group, :, 0, 0],
-                  pixels[g * c_per_group:(g + 1) * c_per_group].astype(np.float32, copy=False),
-                  out=out[g * out_per_group:(g + 1) * out_per_group].reshape(out_per_group, -1))
+        np.matmul(
+            weight[g * out_per_group : (g + 1) * out_per_group, :, 0, 0],
+            pixels[g * c_per_group : (g + 1) * c_per_group].astype(np.float32, copy=False),
+            out=out[g * out_per_group : (g + 1) * out_per_group].reshape(out_per_group, -1),
+        )
 
 
-def _correlate_bands(image, weight, groups, pads, pad_mode, stride, dilation, out, method,
-                     factors=None) -> None:
+def _correlate_bands(
+    image, weight, groups, pads, pad_mode, stride, dilation, out, method, factors=None
+) -> None:
     c_out, c_per_group, kh, kw = weight.shape
     (stride_h, _), (dil_h, _) = stride, dilation
     h_out, w_out = out.shape[1:]
     width = image.shape[2] + pads[2] + pads[3]
-    rows_per_band = min(h_out, max(MIN_BAND_ROWS, BAND_BYTES // (4 * width * image.shape[0] * stride_h)))
+    rows_per_band = min(
+        h_out, max(MIN_BAND_ROWS, BAND_BYTES // (4 * width * image.shape[0] * stride_h))
+    )
     if method == "gemm":  # bound the unfolded band too
-        rows_per_band = max(1, min(rows_per_band, (16 << 20) // (4 * w_out * c_per_group * kh * kw)))
+        rows_per_band = max(
+            1, min(rows_per_band, (16 << 20) // (4 * w_out * c_per_group * kh * kw))
+        )
     if method == "fft":  # whole rows of tiles
         step = fft_tile(dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)[0]
         rows_per_band = min(h_out, step * max(1, rows_per_band // step))
-    compute = functools.partial(_separable, factors=factors) if method == "separable" else _COMPUTE[method]
+    compute = (
+        functools.partial(_separable, factors=factors)
+        if method == "separable"
+        else _COMPUTE[method]
+    )
     band_rows = (rows_per_band - 1) * stride_h + dil_h * (kh - 1) + 1
     buffer = np.empty(image.shape[0] * band_rows * width, np.float32)
     # one map, or all rows in one band: the band's rows of the output are contiguous
@@ -306,7 +362,9 @@ def _correlate_bands(image, weight, groups, pads, pad_mode, stride, dilation, ou
     for first in range(0, h_out, rows_per_band):
         last = min(h_out, first + rows_per_band)
         start = first * stride_h
-        band = padded_band(image, start, (last - 1) * stride_h + dil_h * (kh - 1) + 1, pads, pad_mode, buffer)
+        band = padded_band(
+            image, start, (last - 1) * stride_h + dil_h * (kh - 1) + 1, pads, pad_mode, buffer
+        )
         if target is None:
             compute(band, weight, groups, stride, dilation, out[:, first:last])
         else:
@@ -317,13 +375,15 @@ def _correlate_bands(image, weight, groups, pads, pad_mode, stride, dilation, ou
 
 def _view(flat: np.ndarray, shape) -> np.ndarray:
     """A C-contiguous ``shape`` view on the start of a flat buffer."""
-    return flat[:int(np.prod(shape))].reshape(shape)
+    return flat[: int(np.prod(shape))].reshape(shape)
 
 
 def _window(band: np.ndarray, m: int, n: int, stride, dilation, rows: int, cols: int) -> np.ndarray:
     """The input values tap (m, n) meets for ``rows`` x ``cols`` outputs: a strided view."""
     (sh, sw), (dh, dw) = stride, dilation
-    return band[:, m * dh:m * dh + sh * (rows - 1) + 1:sh, n * dw:n * dw + sw * (cols - 1) + 1:sw]
+    return band[
+        :, m * dh : m * dh + sh * (rows - 1) + 1 : sh, n * dw : n * dw + sw * (cols - 1) + 1 : sw
+    ]
 
 
 def _numpy_taps(band, weight, groups, stride, dilation, out) -> None:
@@ -336,17 +396,24 @@ def _numpy_taps(band, weight, groups, stride, dilation, out) -> None:
         product = np.empty((min(c_out, per_chunk), rows, cols), np.float32)
         for first in range(0, c_out, per_chunk):
             maps = slice(first, min(c_out, first + per_chunk))
-            source = band[maps] if out_per_group == 1 else band[np.arange(maps.start, maps.stop) // out_per_group]
-            scratch = product[:maps.stop - maps.start]
+            source = (
+                band[maps]
+                if out_per_group == 1
+                else band[np.arange(maps.start, maps.stop) // out_per_group]
+            )
+            scratch = product[: maps.stop - maps.start]
             for m in range(kh):
                 for n in range(kw):
-                    np.multiply(weight[maps, 0, m, n, None, None],
-                                _window(source, m, n, stride, dilation, rows, cols), out=scratch)
+                    np.multiply(
+                        weight[maps, 0, m, n, None, None],
+                        _window(source, m, n, stride, dilation, rows, cols),
+                        out=scratch,
+                    )
                     out[maps] += scratch
         return
     for g in range(groups):
         maps = slice(g * out_per_group, (g + 1) * out_per_group)
-        inputs = band[g * c_per_group:(g + 1) * c_per_group]
+        inputs = band[g * c_per_group : (g + 1) * c_per_group]
         for m in range(kh):
             for n in range(kw):
                 window = _window(inputs, m, n, stride, dilation, rows, cols)
@@ -359,19 +426,24 @@ def _gemm(band, weight, groups, stride, dilation, out) -> None:
     rows, cols = out.shape[1:]
     unfolded = np.empty((c_per_group, kh, kw, rows, cols), np.float32)
     for g in range(groups):
-        inputs = band[g * c_per_group:(g + 1) * c_per_group]
+        inputs = band[g * c_per_group : (g + 1) * c_per_group]
         for m in range(kh):
             for n in range(kw):
                 unfolded[:, m, n] = _window(inputs, m, n, stride, dilation, rows, cols)
         maps = slice(g * out_per_group, (g + 1) * out_per_group)
-        np.matmul(weight[maps].reshape(out_per_group, -1), unfolded.reshape(c_per_group * kh * kw, -1),
-                  out=out[maps].reshape(out_per_group, -1))
+        np.matmul(
+            weight[maps].reshape(out_per_group, -1),
+            unfolded.reshape(c_per_group * kh * kw, -1),
+            out=out[maps].reshape(out_per_group, -1),
+        )
 
 
 def _numba(band, weight, groups, stride, dilation, out) -> None:
     from convcli.engine import _jit
 
-    _jit.conv2d_valid(band, weight, out, stride, dilation, groups, has_depthwise_kernel(weight, stride, dilation))
+    _jit.conv2d_valid(
+        band, weight, out, stride, dilation, groups, has_depthwise_kernel(weight, stride, dilation)
+    )
 
 
 def _separable(band, weight, groups, stride, dilation, out, factors) -> None:
@@ -412,8 +484,14 @@ def fft_spans(count: int, step: int, k: int) -> list[tuple[int, int, int]]:
     """
     import scipy.fft
 
-    return [(first, min(step, count - first), scipy.fft.next_fast_len(min(step, count - first) + k - 1, real=True))
-            for first in range(0, count, step)]
+    return [
+        (
+            first,
+            min(step, count - first),
+            scipy.fft.next_fast_len(min(step, count - first) + k - 1, real=True),
+        )
+        for first in range(0, count, step)
+    ]
 
 
 @functools.lru_cache(maxsize=8)
@@ -447,13 +525,18 @@ def _fft(band, weight, groups, stride, dilation, out) -> None:
 
     def tile(where):
         o, (i, h, side_h), (j, w, side_w) = where
-        piece = band[o // out_per_group, i:i + side_h, j:j + side_w]
+        piece = band[o // out_per_group, i : i + side_h, j : j + side_w]
         spectra = _conjugate_spectra(taps.tobytes(), taps.shape, (side_h, side_w))
-        out[o, i:i + h, j:j + w] = scipy.fft.irfft2(scipy.fft.rfft2(piece, (side_h, side_w)) * spectra[o],
-                                                    (side_h, side_w))[:h, :w]
+        out[o, i : i + h, j : j + w] = scipy.fft.irfft2(
+            scipy.fft.rfft2(piece, (side_h, side_w)) * spectra[o], (side_h, side_w)
+        )[:h, :w]
 
-    tiles = [(o, down, across) for o in range(c_out) for down in fft_spans(rows, step_h, taps.shape[1])
-             for across in fft_spans(cols, side - taps.shape[2] + 1, taps.shape[2])]
+    tiles = [
+        (o, down, across)
+        for o in range(c_out)
+        for down in fft_spans(rows, step_h, taps.shape[1])
+        for across in fft_spans(cols, side - taps.shape[2] + 1, taps.shape[2])
+    ]
     with ThreadPoolExecutor(min(compute_threads(), len(tiles))) as pool:
         for _ in pool.map(tile, tiles):
             pass

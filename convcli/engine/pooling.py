@@ -22,8 +22,6 @@ float64 with PyTorch's divisor (``AvgPoolKernel.cpp``).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from convcli.engine.correlation import numpy_takes
@@ -43,9 +41,11 @@ def choose_method(channels: int, out_hw, size, indices: bool = False) -> str:
     return "numpy" if not indices and numpy_takes(work) else "numba"
 
 
-def max_pool(image, out, indices, size, stride, dilation, pads, method: Optional[str] = None) -> None:
+def max_pool(image, out, indices, size, stride, dilation, pads, method: str | None = None) -> None:
     """Fill ``out`` (and ``indices``, when not ``None``: Numba only) with window maxima."""
-    method = _checked(method or choose_method(image.shape[0], out.shape[1:], size, indices is not None))
+    method = _checked(
+        method or choose_method(image.shape[0], out.shape[1:], size, indices is not None)
+    )
     if method == "numba":
         from convcli.engine import _jit
 
@@ -53,13 +53,15 @@ def max_pool(image, out, indices, size, stride, dilation, pads, method: Optional
         return
     if indices is not None:
         raise ValueError("max pooling with indices takes the numba method")
-    for first, last, band in _bands(image, out.shape[1:], size, stride, dilation, pads, -np.inf, np.float32):
+    for first, last, band in _bands(
+        image, out.shape[1:], size, stride, dilation, pads, -np.inf, np.float32
+    ):
         rows = np.empty((band.shape[0], last - first, band.shape[2]), np.float32)
         _reduce_rows(band, size[0], stride[0], dilation[0], np.maximum, rows)
         _reduce_columns(rows, size[1], stride[1], dilation[1], np.maximum, out[:, first:last])
 
 
-def avg_pool(image, out, size, stride, pads, count_include_pad, method: Optional[str] = None) -> None:
+def avg_pool(image, out, size, stride, pads, count_include_pad, method: str | None = None) -> None:
     """Fill ``out`` with window means, PyTorch's divisor (see the module docstring)."""
     method = _checked(method or choose_method(image.shape[0], out.shape[1:], size))
     if method == "numba":
@@ -70,7 +72,9 @@ def avg_pool(image, out, size, stride, pads, count_include_pad, method: Optional
     (height, width), (h_out, w_out) = image.shape[1:], out.shape[1:]
     row_counts = _divisors(height, h_out, size[0], stride[0], pads[0], pads[1], count_include_pad)
     column_counts = _divisors(width, w_out, size[1], stride[1], pads[2], pads[3], count_include_pad)
-    for first, last, band in _bands(image, out.shape[1:], size, stride, (1, 1), pads, 0.0, np.float64):
+    for first, last, band in _bands(
+        image, out.shape[1:], size, stride, (1, 1), pads, 0.0, np.float64
+    ):
         rows = np.empty((band.shape[0], last - first, band.shape[2]), np.float64)
         _reduce_rows(band, size[0], stride[0], 1, np.add, rows)
         sums = np.empty((band.shape[0], last - first, w_out), np.float64)
@@ -101,26 +105,26 @@ def _bands(image, out_hw, size, stride, dilation, pads, fill, dtype):
         r0, r1 = max(start, 0), min(start + rows, height)
         c0, c1 = max(-left, 0), min(span_w - left, width)
         if r1 > r0 and c1 > c0:
-            band[:, r0 - start:r1 - start, c0 + left:c1 + left] = image[:, r0:r1, c0:c1]
+            band[:, r0 - start : r1 - start, c0 + left : c1 + left] = image[:, r0:r1, c0:c1]
         yield first, last, band
 
 
 def _reduce_rows(band, k, stride, dilation, combine, out) -> None:
     """``out[:, i] = combine over m of band[:, i*stride + m*dilation]``, whole rows at a time."""
     count = out.shape[1]
-    out[:] = band[:, 0:stride * (count - 1) + 1:stride]
+    out[:] = band[:, 0 : stride * (count - 1) + 1 : stride]
     for m in range(1, k):
         start = m * dilation
-        combine(out, band[:, start:start + stride * (count - 1) + 1:stride], out=out)
+        combine(out, band[:, start : start + stride * (count - 1) + 1 : stride], out=out)
 
 
 def _reduce_columns(rows, k, stride, dilation, combine, out) -> None:
     """``out[..., j] = combine over n of rows[..., j*stride + n*dilation]``."""
     count = out.shape[2]
-    out[:] = rows[:, :, 0:stride * (count - 1) + 1:stride]
+    out[:] = rows[:, :, 0 : stride * (count - 1) + 1 : stride]
     for n in range(1, k):
         start = n * dilation
-        combine(out, rows[:, :, start:start + stride * (count - 1) + 1:stride], out=out)
+        combine(out, rows[:, :, start : start + stride * (count - 1) + 1 : stride], out=out)
 
 
 def _divisors(size, count, k, stride, before, after, count_include_pad) -> np.ndarray:

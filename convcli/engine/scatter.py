@@ -28,8 +28,6 @@ array([[1., 1., 2., 2.],
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from convcli import limits
@@ -41,7 +39,9 @@ BAND_BYTES = 16 << 20
 GEMM_CHANNELS = 8
 
 
-def conv_transpose(image, weight, groups, stride, dilation, crop, out_hw, method: Optional[str] = None) -> np.ndarray:
+def conv_transpose(
+    image, weight, groups, stride, dilation, crop, out_hw, method: str | None = None
+) -> np.ndarray:
     """Transposed convolution of ``image`` (C_in, H, W) float32 with ``weight`` (C_in, C_out/g, kh, kw).
 
     Arguments are checked and resolved by ``engine.conv_transpose2d``; returns
@@ -52,7 +52,16 @@ def conv_transpose(image, weight, groups, stride, dilation, crop, out_hw, method
         small = numpy_takes(image[0].size * weight.size)
         method = "gemm" if in_per_group >= GEMM_CHANNELS and small else "spread"
     if method in ("spread", "numpy", "numba"):
-        return _spread(image, weight, groups, stride, dilation, crop, out_hw, None if method == "spread" else method)
+        return _spread(
+            image,
+            weight,
+            groups,
+            stride,
+            dilation,
+            crop,
+            out_hw,
+            None if method == "spread" else method,
+        )
     if method != "gemm":
         raise ValueError(f"unknown transposed-convolution method {method!r}")
     out_shape = (weight.shape[1] * groups,) + tuple(out_hw)
@@ -71,20 +80,40 @@ def _spread(image, weight, groups, stride, dilation, crop, out_hw, method=None) 
     from convcli.engine.correlation import correlate
 
     c_in, height, width = image.shape
-    in_per_group, out_per_group, kh, kw = weight.shape[0] // groups, weight.shape[1], *weight.shape[2:]
+    in_per_group, out_per_group, kh, kw = (
+        weight.shape[0] // groups,
+        weight.shape[1],
+        *weight.shape[2:],
+    )
     flipped = weight.reshape(groups, in_per_group, out_per_group, kh, kw)[..., ::-1, ::-1]
-    flipped = np.ascontiguousarray(flipped.transpose(0, 2, 1, 3, 4).reshape(-1, in_per_group, kh, kw))
+    flipped = np.ascontiguousarray(
+        flipped.transpose(0, 2, 1, 3, 4).reshape(-1, in_per_group, kh, kw)
+    )
     spread_hw = [(n - 1) * s + 1 for n, s in zip((height, width), stride)]
-    limits.check_arrays("transposed conv2d", held=image.nbytes + weight.nbytes,
-                        input_spread_by_the_stride=(c_in, *spread_hw), output=(len(flipped), *out_hw))
+    limits.check_arrays(
+        "transposed conv2d",
+        held=image.nbytes + weight.nbytes,
+        input_spread_by_the_stride=(c_in, *spread_hw),
+        output=(len(flipped), *out_hw),
+    )
     before = [d * (k - 1) - c for d, k, c in zip(dilation, (kh, kw), crop)]  # negative: cropped
-    after = [o - n - b + d * (k - 1) for o, n, b, d, k in zip(out_hw, spread_hw, before, dilation, (kh, kw))]
+    after = [
+        o - n - b + d * (k - 1)
+        for o, n, b, d, k in zip(out_hw, spread_hw, before, dilation, (kh, kw))
+    ]
     spread = np.zeros((c_in, *spread_hw), np.float32)
-    spread[:, ::stride[0], ::stride[1]] = image
-    spread = np.ascontiguousarray(spread[:, max(0, -before[0]):spread_hw[0] - max(0, -after[0]),
-                                           max(0, -before[1]):spread_hw[1] - max(0, -after[1])])
+    spread[:, :: stride[0], :: stride[1]] = image
+    spread = np.ascontiguousarray(
+        spread[
+            :,
+            max(0, -before[0]) : spread_hw[0] - max(0, -after[0]),
+            max(0, -before[1]) : spread_hw[1] - max(0, -after[1]),
+        ]
+    )
     pads = (max(0, before[0]), max(0, after[0]), max(0, before[1]), max(0, after[1]))
-    return correlate(spread, flipped, groups, pads, "zeros", (1, 1), dilation, tuple(out_hw), method)
+    return correlate(
+        spread, flipped, groups, pads, "zeros", (1, 1), dilation, tuple(out_hw), method
+    )
 
 
 def _scatter_group(image, weight, stride, dilation, crop, out) -> None:
@@ -96,13 +125,18 @@ def _scatter_group(image, weight, stride, dilation, crop, out) -> None:
     columns = [tap_span(n * d_w - crop[1], s_w, width, out.shape[2]) for n in range(kw)]
     for first in range(0, height, rows_per_band):
         rows = min(height, first + rows_per_band) - first
-        planes = (taps @ image[:, first:first + rows].reshape(c_in, -1)).reshape(c_out, kh, kw, rows, width)
+        planes = (taps @ image[:, first : first + rows].reshape(c_in, -1)).reshape(
+            c_out, kh, kw, rows, width
+        )
         for m in range(kh):
             i0, i1, y0 = tap_span((first * s_h) + m * d_h - crop[0], s_h, rows, out.shape[1])
             for n, (j0, j1, z0) in enumerate(columns):
                 if i1 > i0 and j1 > j0:
-                    out[:, y0:y0 + s_h * (i1 - i0 - 1) + 1:s_h, z0:z0 + s_w * (j1 - j0 - 1) + 1:s_w] += \
-                        planes[:, m, n, i0:i1, j0:j1]
+                    out[
+                        :,
+                        y0 : y0 + s_h * (i1 - i0 - 1) + 1 : s_h,
+                        z0 : z0 + s_w * (j1 - j0 - 1) + 1 : s_w,
+                    ] += planes[:, m, n, i0:i1, j0:j1]
 
 
 def tap_span(offset: int, stride: int, count: int, size: int) -> tuple[int, int, int]:

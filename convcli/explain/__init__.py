@@ -40,13 +40,32 @@ import sys
 import types
 
 from convcli.explain.byhand import (
-    SEED_IMAGE, Channels, Scattered, Worked, by_hand_channels, by_hand_conv, by_hand_pool,
-    by_hand_transposed, default_cells, load_matrix, load_planes, one_plane, parse_matrix,
-    parse_planes, render_by_hand, render_channels, render_transposed,
+    SEED_IMAGE,
+    Channels,
+    Scattered,
+    Worked,
+    by_hand_channels,
+    by_hand_conv,
+    by_hand_pool,
+    by_hand_transposed,
+    default_cells,
+    load_matrix,
+    load_planes,
+    one_plane,
+    parse_matrix,
+    parse_planes,
+    render_by_hand,
+    render_channels,
+    render_transposed,
 )
 from convcli.explain.drawing import animation_frames, scatter_frames
 from convcli.explain.language import (
-    Step, conv_step, parse_step, parse_steps, step_from_dict, step_text,
+    Step,
+    conv_step,
+    parse_step,
+    parse_steps,
+    step_from_dict,
+    step_text,
 )
 from convcli.explain.text import hw_text, number_text
 from convcli.explain.trace import Row, Trace, trace
@@ -54,12 +73,39 @@ from convcli.geometry import shape_text
 from convcli.io.probe import input_shape, parse_shape
 
 __all__ = [
-    "SEED_IMAGE", "Channels", "Row", "Scattered", "Step", "Trace", "Worked", "animation_frames",
-    "by_hand_channels", "by_hand_conv", "by_hand_pool", "by_hand_transposed", "conv_step",
-    "default_cells", "hw_text", "input_shape", "load_matrix", "load_planes", "number_text",
-    "one_plane", "parse_matrix", "parse_planes", "parse_shape", "parse_step", "parse_steps",
-    "render_by_hand", "render_channels", "render_transposed",
-    "scatter_frames", "shape_text", "step_from_dict", "step_text", "trace",
+    "SEED_IMAGE",
+    "Channels",
+    "Row",
+    "Scattered",
+    "Step",
+    "Trace",
+    "Worked",
+    "animation_frames",
+    "by_hand_channels",
+    "by_hand_conv",
+    "by_hand_pool",
+    "by_hand_transposed",
+    "conv_step",
+    "default_cells",
+    "hw_text",
+    "input_shape",
+    "load_matrix",
+    "load_planes",
+    "number_text",
+    "one_plane",
+    "parse_matrix",
+    "parse_planes",
+    "parse_shape",
+    "parse_step",
+    "parse_steps",
+    "render_by_hand",
+    "render_channels",
+    "render_transposed",
+    "scatter_frames",
+    "shape_text",
+    "step_from_dict",
+    "step_text",
+    "trace",
 ]
 
 

@@ -1,11 +1,11 @@
 """Small convolutions, pools and transposed convolutions worked cell by cell."""
 
-
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from convcli import geometry
 from convcli.errors import InputError, ParameterError, ShapeError
@@ -49,19 +49,27 @@ def parse_planes(text: str) -> list[list[list[float]]]:
     """
     rows = [r.replace(",", " ").split() for r in re.split(r"[;\n]", str(text)) if r.strip()]
     where = f"matrix {shorten(text)!r}"
-    cells = [[[parse_real(v, f"{where}: value", finite=False) for v in cell.split("|")] for cell in row]
-             for row in rows]
+    cells = [
+        [[parse_real(v, f"{where}: value", finite=False) for v in cell.split("|")] for cell in row]
+        for row in rows
+    ]
     depths = {len(cell) for row in cells for cell in row}
     if len(depths) > 1:
-        raise ParameterError(f"{where}: every cell must have the same number of |-separated channels")
+        raise ParameterError(
+            f"{where}: every cell must have the same number of |-separated channels"
+        )
     planes = [[[cell[c] for cell in row] for row in cells] for c in range(max(depths, default=1))]
     return [_check_matrix(plane, where) for plane in planes]
 
 
 def load_matrix(spec: str) -> list[list[float]]:
     """A small 2-D matrix from inline text (``parse_matrix``) or a ``.npy`` file ((H, W) or (H, W, 1))."""
-    return one_plane(load_planes(spec), f"matrix file {spec!r}" if str(spec).lower().endswith(".npy")
-                      else f"matrix {shorten(spec)!r}")
+    return one_plane(
+        load_planes(spec),
+        f"matrix file {spec!r}"
+        if str(spec).lower().endswith(".npy")
+        else f"matrix {shorten(spec)!r}",
+    )
 
 
 def one_plane(planes: list, where: str) -> list[list[float]]:
@@ -85,17 +93,24 @@ def load_planes(spec: str) -> list[list[list[float]]]:
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.dtype.kind not in "biuf" or array.shape[2] > MAX_BY_HAND:
-        raise InputError(f"matrix file {spec!r} holds {array.dtype} {array.shape}; "
-                         f"by hand takes a real (H, W) or (H, W, C) matrix")
-    return [_check_matrix(plane, f"matrix file {spec!r}") for plane in array.astype(float).transpose(2, 0, 1).tolist()]
+        raise InputError(
+            f"matrix file {spec!r} holds {array.dtype} {array.shape}; "
+            f"by hand takes a real (H, W) or (H, W, C) matrix"
+        )
+    return [
+        _check_matrix(plane, f"matrix file {spec!r}")
+        for plane in array.astype(float).transpose(2, 0, 1).tolist()
+    ]
 
 
 def _check_matrix(matrix: list[list[float]], where: str) -> list[list[float]]:
     if not matrix or len({len(row) for row in matrix}) != 1:
         raise ParameterError(f"{where}: rows must all have the same number of values")
     if len(matrix) > MAX_BY_HAND or len(matrix[0]) > MAX_BY_HAND:
-        raise ParameterError(f"{where}: {len(matrix)}x{len(matrix[0])} is too large to work by hand "
-                             f"(at most {MAX_BY_HAND}x{MAX_BY_HAND})")
+        raise ParameterError(
+            f"{where}: {len(matrix)}x{len(matrix[0])} is too large to work by hand "
+            f"(at most {MAX_BY_HAND}x{MAX_BY_HAND})"
+        )
     if not all(v == v and abs(v) != float("inf") for row in matrix for v in row):
         raise ParameterError(f"{where}: values must be finite")
     return matrix
@@ -115,13 +130,13 @@ class Cell:
     row: int
     col: int
     positions: tuple[Pair, ...]
-    values: tuple[Optional[float], ...]
+    values: tuple[float | None, ...]
     weights: tuple[float, ...]
     products: tuple[float, ...]
     total: float
     divisor: int
     value: float
-    winner: Optional[Pair] = None
+    winner: Pair | None = None
 
 
 @dataclass(frozen=True)
@@ -153,7 +168,7 @@ class Worked:
         """Whether (row, col) lies in the matrix, not in its padding."""
         return 0 <= row < len(self.image) and 0 <= col < len(self.image[0])
 
-    def value_at(self, row: int, col: int) -> Optional[float]:
+    def value_at(self, row: int, col: int) -> float | None:
         """The input value at (row, col); in the padding, the value the pad mode reads there
         (``correlation.source_index``), None for zeros.
 
@@ -169,8 +184,10 @@ class Worked:
 
         from convcli.engine.correlation import source_index
 
-        row, col = (int(source_index(np.array([at]), size, self.pad_mode)[0])
-                    for at, size in ((row, len(self.image)), (col, len(self.image[0]))))
+        row, col = (
+            int(source_index(np.array([at]), size, self.pad_mode)[0])
+            for at, size in ((row, len(self.image)), (col, len(self.image[0])))
+        )
         return self.image[row][col]
 
     def cell(self, i: int, j: int) -> Cell:
@@ -182,37 +199,60 @@ class Worked:
         """
         h_out, w_out = self.output_hw
         if not (0 <= i < h_out and 0 <= j < w_out):
-            raise ParameterError(f"cell {i},{j} is outside the {h_out}x{w_out} output "
-                                 f"(rows and columns count from 0)")
+            raise ParameterError(
+                f"cell {i},{j} is outside the {h_out}x{w_out} output "
+                f"(rows and columns count from 0)"
+            )
         (kh, kw), (sh, sw), (dh, dw) = self.size, self.stride, self.dilation
         top, left = self.pads[0], self.pads[2]
-        positions = tuple((i * sh - top + m * dh, j * sw - left + n * dw) for m in range(kh) for n in range(kw))
+        positions = tuple(
+            (i * sh - top + m * dh, j * sw - left + n * dw) for m in range(kh) for n in range(kw)
+        )
         values = tuple(self.value_at(r, c) for r, c in positions)
         real = [v for v in values if v is not None]
         if self.op == "conv":
             weights = tuple(w for row in self.weights for w in row)
             products = tuple((v or 0.0) * w for v, w in zip(values, weights))
             total = sum(products)
-            return Cell(i, j, positions, values, weights, products, total, 1, total / self.scale + self.offset)
+            return Cell(
+                i,
+                j,
+                positions,
+                values,
+                weights,
+                products,
+                total,
+                1,
+                total / self.scale + self.offset,
+            )
         if self.op == "max":  # pad cells never win (PyTorch pads with -inf; TF ignores them)
             total, winner = float("-inf"), None
-            for value, at in zip(values, positions):  # row-major; a strict > keeps the first of a tie
+            for value, at in zip(
+                values, positions
+            ):  # row-major; a strict > keeps the first of a tie
                 if value is not None and (winner is None or value > total):
                     total, winner = value, at
             return Cell(i, j, positions, values, (), (), total, 1, total, winner)
         total = sum(real)
         divisor = len(real)
-        if self.count_include_pad and self.padding != "same":  # PyTorch: pads count, ceil overhang never
+        if (
+            self.count_include_pad and self.padding != "same"
+        ):  # PyTorch: pads count, ceil overhang never
             height, width = len(self.image), len(self.image[0])
             top, bottom, left, right = self.pads
-            divisor = sum(-top <= r < height + bottom and -left <= c < width + right for r, c in positions)
+            divisor = sum(
+                -top <= r < height + bottom and -left <= c < width + right for r, c in positions
+            )
         return Cell(i, j, positions, values, (), (), total, divisor, total / divisor)
 
     def output(self) -> list[list[float]]:
         """The whole output, each cell computed as ``cell`` shows it."""
-        return [[self.cell(i, j).value for j in range(self.output_hw[1])] for i in range(self.output_hw[0])]
+        return [
+            [self.cell(i, j).value for j in range(self.output_hw[1])]
+            for i in range(self.output_hw[0])
+        ]
 
-    def indices(self) -> list[list[Optional[int]]]:
+    def indices(self) -> list[list[int | None]]:
         """Max pooling: each window's argmax as the flat index ``r*W + c`` in the unpadded input
         (PyTorch's ``return_indices``); None for a (dilated) window that holds only padding.
 
@@ -220,7 +260,10 @@ class Worked:
         [[5, 2], [9, 10]]
         """
         width = len(self.image[0])
-        winners = ((self.cell(i, j).winner for j in range(self.output_hw[1])) for i in range(self.output_hw[0]))
+        winners = (
+            (self.cell(i, j).winner for j in range(self.output_hw[1]))
+            for i in range(self.output_hw[0])
+        )
         return [[None if at is None else at[0] * width + at[1] for at in row] for row in winners]
 
     def routed_ones(self) -> list[list[int]]:
@@ -234,7 +277,9 @@ class Worked:
         [[0, 2, 0]]
         """
         if self.op != "max":
-            raise ParameterError(f"only max pooling routes its gradient to an argmax, not {self.op}")
+            raise ParameterError(
+                f"only max pooling routes its gradient to an argmax, not {self.op}"
+            )
         counts = [[0] * len(self.image[0]) for _ in self.image]
         for i in range(self.output_hw[0]):
             for j in range(self.output_hw[1]):
@@ -247,9 +292,18 @@ class Worked:
 SEED_IMAGE = [[1, 2, 0, 1, 3], [4, 1, 1, 0, 2], [0, 2, 3, 1, 1], [1, 0, 2, 2, 0], [3, 1, 0, 1, 2]]
 
 
-def by_hand_conv(image: Sequence[Sequence[float]], weights: Sequence[Sequence[float]], *, stride: Pair = (1, 1),
-                 padding: PaddingSpec = "valid", dilation: Pair = (1, 1), scale: float = 1.0,
-                 offset: float = 0.0, name: str = "", pad_mode: str = "zeros") -> Worked:
+def by_hand_conv(
+    image: Sequence[Sequence[float]],
+    weights: Sequence[Sequence[float]],
+    *,
+    stride: Pair = (1, 1),
+    padding: PaddingSpec = "valid",
+    dilation: Pair = (1, 1),
+    scale: float = 1.0,
+    offset: float = 0.0,
+    name: str = "",
+    pad_mode: str = "zeros",
+) -> Worked:
     """A 2-D cross-correlation of a small matrix, as ``convcli conv`` (``pad_mode`` as its
     ``--pad-mode``).
 
@@ -269,13 +323,35 @@ def by_hand_conv(image: Sequence[Sequence[float]], weights: Sequence[Sequence[fl
     shortfall = geometry.border_shortfall(in_hw, pads, parse_pad_mode(pad_mode))
     if shortfall:
         raise ShapeError(shortfall)
-    return Worked("conv", tuple(map(tuple, image)), size, tuple(stride), tuple(dilation), padding, pads, out_hw,
-                  arithmetic, weights, scale, offset, name=name, pad_mode=parse_pad_mode(pad_mode))
+    return Worked(
+        "conv",
+        tuple(map(tuple, image)),
+        size,
+        tuple(stride),
+        tuple(dilation),
+        padding,
+        pads,
+        out_hw,
+        arithmetic,
+        weights,
+        scale,
+        offset,
+        name=name,
+        pad_mode=parse_pad_mode(pad_mode),
+    )
 
 
-def by_hand_pool(image: Sequence[Sequence[float]], mode: str, size: Pair = (2, 2), *,
-                 stride: Optional[Pair] = None, padding: PaddingSpec = "valid", dilation: Pair = (1, 1),
-                 ceil_mode: bool = False, count_include_pad: bool = True) -> Worked:
+def by_hand_pool(
+    image: Sequence[Sequence[float]],
+    mode: str,
+    size: Pair = (2, 2),
+    *,
+    stride: Pair | None = None,
+    padding: PaddingSpec = "valid",
+    dilation: Pair = (1, 1),
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> Worked:
     """Max or average pooling of a small matrix, as ``convcli pool`` (PyTorch; ``same`` as Keras).
 
     >>> by_hand_pool([[1, 3, 2, 0], [4, 6, 1, 2], [0, 2, 5, 3], [1, 2, 2, 4]], "max").output()
@@ -296,8 +372,18 @@ def by_hand_pool(image: Sequence[Sequence[float]], mode: str, size: Pair = (2, 2
     arithmetic = _per_axis([_conv_formula(*axis, out, rounding) for axis, out in zip(axes, out_hw)])
     if min(out_hw) < 1:
         raise ShapeError(window_too_large("pooling window", in_hw, size, dilation, pads, padding))
-    return Worked(mode, tuple(map(tuple, image)), tuple(size), stride, tuple(dilation), padding, pads, out_hw,
-                  arithmetic, count_include_pad=count_include_pad)
+    return Worked(
+        mode,
+        tuple(map(tuple, image)),
+        tuple(size),
+        stride,
+        tuple(dilation),
+        padding,
+        pads,
+        out_hw,
+        arithmetic,
+        count_include_pad=count_include_pad,
+    )
 
 
 @dataclass(frozen=True)
@@ -311,7 +397,7 @@ class Channels:
     scale: float = 1.0
     offset: float = 0.0
     name: str = ""
-    out_channel: Optional[int] = None
+    out_channel: int | None = None
 
     @property
     def output_hw(self) -> Pair:
@@ -324,20 +410,37 @@ class Channels:
         [[-7.0]]
         """
         h, w = self.output_hw
-        return [[sum(p.cell(i, j).total for p in self.planes) / self.scale + self.offset for j in range(w)]
-                for i in range(h)]
+        return [
+            [
+                sum(p.cell(i, j).total for p in self.planes) / self.scale + self.offset
+                for j in range(w)
+            ]
+            for i in range(h)
+        ]
 
 
-def by_hand_channels(planes: Sequence[Sequence[Sequence[float]]], weights: Sequence[Sequence[Sequence[float]]],
-                     *, stride: Pair = (1, 1), padding: PaddingSpec = "valid", dilation: Pair = (1, 1),
-                     scale: float = 1.0, offset: float = 0.0, name: str = "",
-                     out_channel: Optional[int] = None) -> Channels:
+def by_hand_channels(
+    planes: Sequence[Sequence[Sequence[float]]],
+    weights: Sequence[Sequence[Sequence[float]]],
+    *,
+    stride: Pair = (1, 1),
+    padding: PaddingSpec = "valid",
+    dilation: Pair = (1, 1),
+    scale: float = 1.0,
+    offset: float = 0.0,
+    name: str = "",
+    out_channel: int | None = None,
+) -> Channels:
     """Planes (C, H, W) correlated with a ``(C, kh, kw)`` kernel and summed over channels, as
     ``convcli conv`` with a 3-D kernel (PyTorch ``conv2d`` with one filter)."""
     if len(planes) != len(weights):
-        raise ShapeError(f"the kernel has {len(weights)} input channels and the matrix {len(planes)}")
-    worked = tuple(by_hand_conv(plane, kernel, stride=stride, padding=padding, dilation=dilation)
-                   for plane, kernel in zip(planes, weights))
+        raise ShapeError(
+            f"the kernel has {len(weights)} input channels and the matrix {len(planes)}"
+        )
+    worked = tuple(
+        by_hand_conv(plane, kernel, stride=stride, padding=padding, dilation=dilation)
+        for plane, kernel in zip(planes, weights)
+    )
     return Channels(worked, scale, offset, name, out_channel)
 
 
@@ -359,32 +462,55 @@ def render_channels(channels: Channels, cells: Sequence[Pair]) -> str:
     """
     first = channels.planes[0]
     (h, w), c_in, (kh, kw) = _hw(first.image), len(channels.planes), first.size
-    bank = f", output channel {channels.out_channel} of the bank" if channels.out_channel is not None else ""
+    bank = (
+        f", output channel {channels.out_channel} of the bank"
+        if channels.out_channel is not None
+        else ""
+    )
     name = f" {channels.name!r}" if channels.name else ""
-    lines = [f"{h}x{w}x{c_in} input, {c_in}x{kh}x{kw} kernel{name} (C_in x kh x kw){bank}, "
-             f"stride {hw_text(first.stride)}, dilation {hw_text(first.dilation)}, "
-             f"padding {padding_text(first.padding)}"]
+    lines = [
+        f"{h}x{w}x{c_in} input, {c_in}x{kh}x{kw} kernel{name} (C_in x kh x kw){bank}, "
+        f"stride {hw_text(first.stride)}, dilation {hw_text(first.dilation)}, "
+        f"padding {padding_text(first.padding)}"
+    ]
     lines += [f"output size: {text}" for text in first.arithmetic]
     for i, j in cells:
         parts = [plane.cell(i, j) for plane in channels.planes]
         rows = sorted({r for r, _ in parts[0].positions})
         cols = sorted({c for _, c in parts[0].positions})
-        lines += ["", f"output[{i}, {j}]: window rows {_index_text(rows)}, columns {_index_text(cols)}"]
+        lines += [
+            "",
+            f"output[{i}, {j}]: window rows {_index_text(rows)}, columns {_index_text(cols)}",
+        ]
         for c, (plane, cell) in enumerate(zip(channels.planes, parts)):
-            window = _grid([[_tap(v, plane) for v in cell.values[m * kw:(m + 1) * kw]] for m in range(kh)])
-            weights = _grid([[number_text(v) for v in cell.weights[m * kw:(m + 1) * kw]] for m in range(kh)])
-            products = _grid([[number_text(v) for v in cell.products[m * kw:(m + 1) * kw]] for m in range(kh)])
-            block = _side_by_side([window, weights, products, [f" sum {number_text(cell.total)}"]], ["x", "=", ""])
+            window = _grid(
+                [[_tap(v, plane) for v in cell.values[m * kw : (m + 1) * kw]] for m in range(kh)]
+            )
+            weights = _grid(
+                [[number_text(v) for v in cell.weights[m * kw : (m + 1) * kw]] for m in range(kh)]
+            )
+            products = _grid(
+                [[number_text(v) for v in cell.products[m * kw : (m + 1) * kw]] for m in range(kh)]
+            )
+            block = _side_by_side(
+                [window, weights, products, [f" sum {number_text(cell.total)}"]], ["x", "=", ""]
+            )
             lines += [f"  channel {c}:  " + block[0].lstrip()] if kh == 1 else [f"  channel {c}:"]
             lines += [] if kh == 1 else ["    " + line for line in block]
         total = sum(cell.total for cell in parts)
-        result = f"sum over m, n, c: {_sum_text([cell.total for cell in parts])} = {number_text(total)}"
+        result = (
+            f"sum over m, n, c: {_sum_text([cell.total for cell in parts])} = {number_text(total)}"
+        )
         if channels.scale != 1 or channels.offset != 0:
-            result += (f"; / scale {number_text(channels.scale)} + offset {number_text(channels.offset)}"
-                       f" = {number_text(total / channels.scale + channels.offset)}")
+            result += (
+                f"; / scale {number_text(channels.scale)} + offset {number_text(channels.offset)}"
+                f" = {number_text(total / channels.scale + channels.offset)}"
+            )
         lines.append("  " + result)
     lines += ["", f"output ({channels.output_hw[0]}x{channels.output_hw[1]}):"]
-    lines += ["  " + line for line in _grid([[number_text(v) for v in row] for row in channels.output()])]
+    lines += [
+        "  " + line for line in _grid([[number_text(v) for v in row] for row in channels.output()])
+    ]
     return "\n".join(lines)
 
 
@@ -416,7 +542,10 @@ class Scattered:
         """The output before any crop: ``(i - 1)*s + d*(k - 1) + 1`` per axis."""
         size = (len(self.weights), len(self.weights[0]))
         in_hw = (len(self.image), len(self.image[0]))
-        return tuple(geometry.transposed_output_size(*axis) for axis in zip(in_hw, size, self.stride, self.dilation))
+        return tuple(
+            geometry.transposed_output_size(*axis)
+            for axis in zip(in_hw, size, self.stride, self.dilation)
+        )
 
     def landings(self, i: int, j: int) -> tuple[tuple[int, int, float, float], ...]:
         """Where input cell (i, j) adds: (output row, output column, weight, value x weight) per tap.
@@ -427,14 +556,22 @@ class Scattered:
         """
         (sh, sw), (dh, dw), (top, left) = self.stride, self.dilation, self.crop
         value = self.image[i][j]
-        return tuple((i * sh + m * dh - top, j * sw + n * dw - left, w, value * w)
-                     for m, row in enumerate(self.weights) for n, w in enumerate(row))
+        return tuple(
+            (i * sh + m * dh - top, j * sw + n * dw - left, w, value * w)
+            for m, row in enumerate(self.weights)
+            for n, w in enumerate(row)
+        )
 
     def sources(self, r: int, c: int) -> list[tuple[Pair, Pair]]:
         """What lands on output (r, c): the (input cell, kernel tap) of each product."""
         kw = len(self.weights[0])
-        return [((i, j), divmod(tap, kw)) for i in range(len(self.image)) for j in range(len(self.image[0]))
-                for tap, (row, col, _, _) in enumerate(self.landings(i, j)) if (row, col) == (r, c)]
+        return [
+            ((i, j), divmod(tap, kw))
+            for i in range(len(self.image))
+            for j in range(len(self.image[0]))
+            for tap, (row, col, _, _) in enumerate(self.landings(i, j))
+            if (row, col) == (r, c)
+        ]
 
     def sums(self) -> dict[Pair, float]:
         """Every product added at its place, the cropped ones included (keys in output indices)."""
@@ -448,8 +585,10 @@ class Scattered:
     def output(self) -> list[list[float]]:
         """The scatter's sums inside the output (0 where nothing lands), then ``/ scale + offset``."""
         sums = self.sums()
-        return [[sums.get((r, c), 0.0) / self.scale + self.offset for c in range(self.output_hw[1])]
-                for r in range(self.output_hw[0])]
+        return [
+            [sums.get((r, c), 0.0) / self.scale + self.offset for c in range(self.output_hw[1])]
+            for r in range(self.output_hw[0])
+        ]
 
     def direct(self) -> Worked:
         """The same output as a convolution: the input spread by the stride (``s - 1`` zeros between
@@ -471,16 +610,39 @@ class Scattered:
         after = [out + r - n - b for out, r, n, b in zip(self.output_hw, reach, spread_hw, before)]
         pads = (before[0], after[0], before[1], after[1])
         axes = _axes(spread_hw, size, (1, 1), self.dilation, pads)
-        arithmetic = _per_axis([_conv_formula(*axis, out) for axis, out in zip(axes, self.output_hw)])
+        arithmetic = _per_axis(
+            [_conv_formula(*axis, out) for axis, out in zip(axes, self.output_hw)]
+        )
         rotated = tuple(tuple(reversed(row)) for row in reversed(self.weights))
-        return Worked("conv", tuple(map(tuple, spread)), size, (1, 1), self.dilation, pads, pads, self.output_hw,
-                      arithmetic, rotated, self.scale, self.offset, name=self.name)
+        return Worked(
+            "conv",
+            tuple(map(tuple, spread)),
+            size,
+            (1, 1),
+            self.dilation,
+            pads,
+            pads,
+            self.output_hw,
+            arithmetic,
+            rotated,
+            self.scale,
+            self.offset,
+            name=self.name,
+        )
 
 
-def by_hand_transposed(image: Sequence[Sequence[float]], weights: Sequence[Sequence[float]], *,
-                       stride: Pair = (1, 1), padding: PaddingSpec = "valid", output_padding: Pair = (0, 0),
-                       dilation: Pair = (1, 1), scale: float = 1.0, offset: float = 0.0,
-                       name: str = "") -> Scattered:
+def by_hand_transposed(
+    image: Sequence[Sequence[float]],
+    weights: Sequence[Sequence[float]],
+    *,
+    stride: Pair = (1, 1),
+    padding: PaddingSpec = "valid",
+    output_padding: Pair = (0, 0),
+    dilation: Pair = (1, 1),
+    scale: float = 1.0,
+    offset: float = 0.0,
+    name: str = "",
+) -> Scattered:
     """A transposed convolution of a small matrix, checked by the engine's rules (``conv --transpose``).
 
     >>> by_hand_transposed([[1, 2], [3, 4]], [[1, 2], [3, 4]]).output()
@@ -493,9 +655,23 @@ def by_hand_transposed(image: Sequence[Sequence[float]], weights: Sequence[Seque
     size = (len(weights), len(weights[0]))
     in_hw = (len(image), len(image[0]))
     crop, out_hw = engine.transposed_plan(in_hw, size, stride, padding, output_padding, dilation)
-    arithmetic = _transposed_formulas(in_hw, size, stride, dilation, padding, output_padding, out_hw)
-    return Scattered(tuple(map(tuple, image)), weights, tuple(stride), tuple(dilation), padding,
-                     tuple(output_padding), tuple(crop), tuple(out_hw), arithmetic, scale, offset, name)
+    arithmetic = _transposed_formulas(
+        in_hw, size, stride, dilation, padding, output_padding, out_hw
+    )
+    return Scattered(
+        tuple(map(tuple, image)),
+        weights,
+        tuple(stride),
+        tuple(dilation),
+        padding,
+        tuple(output_padding),
+        tuple(crop),
+        tuple(out_hw),
+        arithmetic,
+        scale,
+        offset,
+        name,
+    )
 
 
 def default_input_cells(scattered: Scattered) -> list[Pair]:
@@ -530,7 +706,7 @@ def _side_by_side(blocks: Sequence[list[str]], joins: Sequence[str]) -> list[str
     return lines
 
 
-def _tap(value: Optional[float], worked: Worked, inside: bool = True) -> str:
+def _tap(value: float | None, worked: Worked, inside: bool = True) -> str:
     """A window value; padding is marked with a leading dot (``·0``, ``·`` where ignored, or
     ``·2`` for a border value the pad mode reads)."""
     if value is not None:
@@ -555,10 +731,16 @@ def _describe(worked: Worked) -> str:
         what = f"{shape_text(worked.size)} kernel" + (f" {worked.name!r}" if worked.name else "")
     else:
         what = f"{worked.op} pooling, {shape_text(worked.size)} window"
-    pads = f" ({padding_text(worked.pads)})" if isinstance(worked.padding, str) and any(worked.pads) else ""
+    pads = (
+        f" ({padding_text(worked.pads)})"
+        if isinstance(worked.padding, str) and any(worked.pads)
+        else ""
+    )
     mode = f", pad mode {worked.pad_mode}" if worked.pad_mode != "zeros" else ""
-    return (f"{h}x{w} input, {what}, stride {hw_text(worked.stride)}, dilation {hw_text(worked.dilation)}, "
-            f"padding {padding_text(worked.padding)}{pads}{mode}")
+    return (
+        f"{h}x{w} input, {what}, stride {hw_text(worked.stride)}, dilation {hw_text(worked.dilation)}, "
+        f"padding {padding_text(worked.padding)}{pads}{mode}"
+    )
 
 
 def render_by_hand(worked: Worked, cells: Sequence[Pair]) -> str:
@@ -600,8 +782,13 @@ def _worked_lines(worked: Worked, cells: Sequence[Pair]) -> list[str]:
     height, width = len(worked.image), len(worked.image[0])
     if any(worked.pads):
         lines += ["", "input with its padding (· marks padding cells):"]
-        padded = [[_tap(worked.value_at(r, c), worked, worked.inside(r, c)) for c in range(-left, width + right)]
-                  for r in range(-top, height + bottom)]
+        padded = [
+            [
+                _tap(worked.value_at(r, c), worked, worked.inside(r, c))
+                for c in range(-left, width + right)
+            ]
+            for r in range(-top, height + bottom)
+        ]
         lines += ["  " + line for line in _grid(padded)]
     if worked.op == "conv":
         kernel = _grid([[number_text(w) for w in row] for row in worked.weights])
@@ -611,17 +798,28 @@ def _worked_lines(worked: Worked, cells: Sequence[Pair]) -> list[str]:
         cell = worked.cell(i, j)
         rows = sorted({r for r, _ in cell.positions})
         cols = sorted({c for _, c in cell.positions})
-        lines += ["", f"output[{i}, {j}]: window rows {_index_text(rows)}, columns {_index_text(cols)}"]
+        lines += [
+            "",
+            f"output[{i}, {j}]: window rows {_index_text(rows)}, columns {_index_text(cols)}",
+        ]
         taps = [_tap(v, worked, worked.inside(*at)) for v, at in zip(cell.values, cell.positions)]
-        window = _grid([taps[m * kw:(m + 1) * kw] for m in range(kh)])
+        window = _grid([taps[m * kw : (m + 1) * kw] for m in range(kh)])
         if worked.op == "conv":
-            weights = _grid([[number_text(w) for w in cell.weights[m * kw:(m + 1) * kw]] for m in range(kh)])
-            products = _grid([[number_text(p) for p in cell.products[m * kw:(m + 1) * kw]] for m in range(kh)])
-            lines += ["  " + line for line in _side_by_side([window, weights, products], ["x", "="])]
+            weights = _grid(
+                [[number_text(w) for w in cell.weights[m * kw : (m + 1) * kw]] for m in range(kh)]
+            )
+            products = _grid(
+                [[number_text(p) for p in cell.products[m * kw : (m + 1) * kw]] for m in range(kh)]
+            )
+            lines += [
+                "  " + line for line in _side_by_side([window, weights, products], ["x", "="])
+            ]
             result = f"sum: {_sum_text(cell.products)} = {number_text(cell.total)}"
             if worked.scale != 1 or worked.offset != 0:
-                result += (f"; / scale {number_text(worked.scale)} + offset {number_text(worked.offset)}"
-                           f" = {number_text(cell.value)}")
+                result += (
+                    f"; / scale {number_text(worked.scale)} + offset {number_text(worked.offset)}"
+                    f" = {number_text(cell.value)}"
+                )
         else:
             lines += ["  " + line for line in window]
             real = [number_text(v) for v in cell.values if v is not None]
@@ -633,7 +831,9 @@ def _worked_lines(worked: Worked, cells: Sequence[Pair]) -> list[str]:
                     result += f"; argmax input[{r}, {c}], index {r}*{width} + {c} = {r * width + c}"
             else:
                 counted = " (padding counts)" if cell.divisor > len(real) else ""
-                result = (f"({' + '.join(real)}) / {cell.divisor}{counted} = {number_text(cell.value)}")
+                result = (
+                    f"({' + '.join(real)}) / {cell.divisor}{counted} = {number_text(cell.value)}"
+                )
         lines.append("  " + result)
     if worked.op == "max":
         lines += _routing_lines(worked)
@@ -646,20 +846,33 @@ def _worked_lines(worked: Worked, cells: Sequence[Pair]) -> list[str]:
 def _routing_lines(worked: Worked) -> list[str]:
     """Max pooling's argmax indices, and the gradient of ones routed back through them."""
     height, width = _hw(worked.image)
-    indices = _grid([["-" if index is None else str(index) for index in row] for row in worked.indices()])
+    indices = _grid(
+        [["-" if index is None else str(index) for index in row] for row in worked.indices()]
+    )
     routed = worked.routed_ones()
-    lines = ["", f"argmax indices (r*{width} + c in the {height}x{width} input, as return_indices):"]
+    lines = [
+        "",
+        f"argmax indices (r*{width} + c in the {height}x{width} input, as return_indices):",
+    ]
     lines += ["  " + line for line in indices]
-    lines += ["", ("backward: a gradient of ones on the output goes to each window's argmax "
-                   "(d sum / d input):")]
+    lines += [
+        "",
+        (
+            "backward: a gradient of ones on the output goes to each window's argmax "
+            "(d sum / d input):"
+        ),
+    ]
     lines += ["  " + line for line in _grid([[str(count) for count in row] for row in routed])]
     if max(max(row) for row in routed) > 1:
-        lines.append("  (overlapping windows: a cell that wins several windows receives one 1 from each)")
+        lines.append(
+            "  (overlapping windows: a cell that wins several windows receives one 1 from each)"
+        )
     return lines
 
 
-def render_transposed(scattered: Scattered, cells: Sequence[Pair],
-                      input_cells: Optional[Sequence[Pair]] = None) -> str:
+def render_transposed(
+    scattered: Scattered, cells: Sequence[Pair], input_cells: Sequence[Pair] | None = None
+) -> str:
     """Plain text: (a) the scatter of ``input_cells`` and what lands on each of ``cells``;
     (b) the direct convolution of the spread, padded input with the rotated kernel, cell by cell.
 
@@ -671,13 +884,20 @@ def render_transposed(scattered: Scattered, cells: Sequence[Pair],
     h_out, w_out = scattered.output_hw
     for i, j in cells:
         if not (0 <= i < h_out and 0 <= j < w_out):
-            raise ParameterError(f"cell {i},{j} is outside the {h_out}x{w_out} output "
-                                 f"(rows and columns count from 0)")
-    (kh, kw), height, width = (len(scattered.weights), len(scattered.weights[0])), *_hw(scattered.image)
+            raise ParameterError(
+                f"cell {i},{j} is outside the {h_out}x{w_out} output "
+                f"(rows and columns count from 0)"
+            )
+    (kh, kw), height, width = (
+        (len(scattered.weights), len(scattered.weights[0])),
+        *_hw(scattered.image),
+    )
     kernel = f"{kh}x{kw} kernel" + (f" {scattered.name!r}" if scattered.name else "")
-    setup = (f"{height}x{width} input, {kernel}, transposed: stride {hw_text(scattered.stride)}, "
-             f"padding {padding_text(scattered.padding)}, output padding {hw_text(scattered.output_padding)}, "
-             f"dilation {hw_text(scattered.dilation)}")
+    setup = (
+        f"{height}x{width} input, {kernel}, transposed: stride {hw_text(scattered.stride)}, "
+        f"padding {padding_text(scattered.padding)}, output padding {hw_text(scattered.output_padding)}, "
+        f"dilation {hw_text(scattered.dilation)}"
+    )
     lines = [setup]
     lines += [f"output size: {text}" for text in scattered.arithmetic]
     lines += ["", "(a) scatter: each input cell adds value x kernel into the output"]
@@ -687,37 +907,62 @@ def render_transposed(scattered: Scattered, cells: Sequence[Pair],
             raise ParameterError(f"input cell {i},{j} is outside the {height}x{width} input")
         landed = scattered.landings(i, j)
         rows, cols = [r for r, _, _, _ in landed], [c for _, c, _, _ in landed]
-        where = (f"input[{i}, {j}] = {number_text(scattered.image[i][j])} adds to output rows "
-                 f"{_index_text(sorted(set(rows)))}, columns {_index_text(sorted(set(cols)))}:")
+        where = (
+            f"input[{i}, {j}] = {number_text(scattered.image[i][j])} adds to output rows "
+            f"{_index_text(sorted(set(rows)))}, columns {_index_text(sorted(set(cols)))}:"
+        )
         lines += ["", where]
-        products = _grid([[number_text(p) for _, _, _, p in landed[m * kw:(m + 1) * kw]] for m in range(kh)])
-        lines += ["  " + line for line in _side_by_side([[number_text(scattered.image[i][j])], weights, products],
-                                                        ["x", "="])]
+        products = _grid(
+            [[number_text(p) for _, _, _, p in landed[m * kw : (m + 1) * kw]] for m in range(kh)]
+        )
+        lines += [
+            "  " + line
+            for line in _side_by_side(
+                [[number_text(scattered.image[i][j])], weights, products], ["x", "="]
+            )
+        ]
     sums = scattered.sums()
     rows = range(min(0, min(r for r, _ in sums)), max(h_out, max(r for r, _ in sums) + 1))
     cols = range(min(0, min(c for _, c in sums)), max(w_out, max(c for _, c in sums) + 1))
-    kept = [[("" if 0 <= r < h_out and 0 <= c < w_out else "·") + number_text(sums.get((r, c), 0.0))
-             for c in cols] for r in rows]
+    kept = [
+        [
+            ("" if 0 <= r < h_out and 0 <= c < w_out else "·") + number_text(sums.get((r, c), 0.0))
+            for c in cols
+        ]
+        for r in rows
+    ]
     lines += ["", "all products added (· marks the cells the padding crops):"]
     lines += ["  " + line for line in _grid(kept)]
     for r, c in cells:
-        pairs = [(scattered.image[i][j], scattered.weights[m][n], f"input[{i}, {j}] x kernel[{m}, {n}]")
-                 for (i, j), (m, n) in scattered.sources(r, c)]
+        pairs = [
+            (scattered.image[i][j], scattered.weights[m][n], f"input[{i}, {j}] x kernel[{m}, {n}]")
+            for (i, j), (m, n) in scattered.sources(r, c)
+        ]
         named = " + ".join(name for _, _, name in pairs) or "nothing lands here"
         terms = " + ".join(f"{number_text(v)}*{number_text(w)}" for v, w, _ in pairs) or "0"
         total = sum(v * w for v, w, _ in pairs)
         lines += ["", f"output[{r}, {c}] = {named}", f"  = {terms} = {number_text(total)}"]
         if scattered.scale != 1 or scattered.offset != 0:
-            lines[-1] += (f"; / scale {number_text(scattered.scale)} + offset {number_text(scattered.offset)}"
-                          f" = {number_text(scattered.output()[r][c])}")
+            lines[-1] += (
+                f"; / scale {number_text(scattered.scale)} + offset {number_text(scattered.offset)}"
+                f" = {number_text(scattered.output()[r][c])}"
+            )
     direct = scattered.direct()
     spread = [f"{s - 1} zeros" if s != 2 else "1 zero" for s in scattered.stride]
-    pads = _per_axis([f"{d}*({k} - 1) - {crop} = {before}" + (f" (bottom/right {after})" if after != before else "")
-                      for k, d, crop, before, after in zip(direct.size, direct.dilation, scattered.crop,
-                                                           direct.pads[0::2], direct.pads[1::2])])
-    view = (f"(b) the same as a convolution: the input spread by the stride ({', '.join(_per_axis(spread))} "
-            f"between cells), padded by d*(k - 1) - p: {'; '.join(pads)}, and the kernel rotated "
-            f"180 degrees, at stride 1")
+    pads = _per_axis(
+        [
+            f"{d}*({k} - 1) - {crop} = {before}"
+            + (f" (bottom/right {after})" if after != before else "")
+            for k, d, crop, before, after in zip(
+                direct.size, direct.dilation, scattered.crop, direct.pads[0::2], direct.pads[1::2]
+            )
+        ]
+    )
+    view = (
+        f"(b) the same as a convolution: the input spread by the stride ({', '.join(_per_axis(spread))} "
+        f"between cells), padded by d*(k - 1) - p: {'; '.join(pads)}, and the kernel rotated "
+        f"180 degrees, at stride 1"
+    )
     lines += ["", view]
     lines += [f"output size: {text}" for text in direct.arithmetic]
     return "\n".join(lines + _worked_lines(direct, cells))

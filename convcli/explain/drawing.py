@@ -1,9 +1,9 @@
 """GIF frames of worked examples: each output cell with the inputs and taps that made it."""
 
-
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from convcli.errors import ParameterError
 from convcli.explain.byhand import MAX_GIF_CELLS, Cell, Scattered, Worked, _hw, _index_text, _tap
@@ -12,7 +12,12 @@ from convcli.geometry import (
     Pair,
 )
 
-_CURRENT, _PADDING, _KERNEL, _FILLED = (255, 213, 79), (230, 230, 230), (200, 230, 201), (187, 222, 251)
+_CURRENT, _PADDING, _KERNEL, _FILLED = (
+    (255, 213, 79),
+    (230, 230, 230),
+    (200, 230, 201),
+    (187, 222, 251),
+)
 _WINNER = (255, 138, 101)
 #: One drawn cell: its text and its fill (text starting with ``·``: padding, drawn in gray).
 Square = tuple[str, Any]
@@ -32,10 +37,19 @@ def draw_scenes(scenes: Sequence[Scene], cell_px: int = 34) -> list:
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     line = measure.textbbox((0, 0), "Ag", font=font)[3] + 6
     gap, margin = max(2 * line, cell_px), 16
-    widths = [[max(len(row) for row in grid) * cell_px if grid else 0 for _, grid in panels]
-              for _, panels, _ in scenes]
-    titles = [[max(cell_px * len(grid[0]) if grid else 0, int(measure.textlength(title, font=font)) + 4)
-               for title, grid in panels] for _, panels, _ in scenes]
+    widths = [
+        [max(len(row) for row in grid) * cell_px if grid else 0 for _, grid in panels]
+        for _, panels, _ in scenes
+    ]
+    titles = [
+        [
+            max(
+                cell_px * len(grid[0]) if grid else 0, int(measure.textlength(title, font=font)) + 4
+            )
+            for title, grid in panels
+        ]
+        for _, panels, _ in scenes
+    ]
     spans = [[max(w, t) for w, t in zip(ws, ts)] for ws, ts in zip(widths, titles)]
     grids = max(sum(span) + gap * (len(span) - 1) for span in spans)
     caption = max(int(measure.textlength(text, font=font)) + 1 for text, _, _ in scenes)
@@ -53,17 +67,31 @@ def draw_scenes(scenes: Sequence[Scene], cell_px: int = 34) -> list:
             draw.text((x, margin + line), title, fill="black", font=font)
             for r, row in enumerate(grid):
                 for c, (label, fill) in enumerate(row):
-                    box = (x + c * cell_px, y0 + r * cell_px, x + (c + 1) * cell_px, y0 + (r + 1) * cell_px)
+                    box = (
+                        x + c * cell_px,
+                        y0 + r * cell_px,
+                        x + (c + 1) * cell_px,
+                        y0 + (r + 1) * cell_px,
+                    )
                     draw.rectangle(box, fill=fill, outline=(150, 150, 150))
                     left, upper, right, lower = draw.textbbox((0, 0), label, font=font)
-                    centre = ((box[0] + box[2] - right - left) / 2, (box[1] + box[3] - lower - upper) / 2)
-                    draw.text(centre, label, fill="gray" if label.startswith("·") else "black", font=font)
+                    centre = (
+                        (box[0] + box[2] - right - left) / 2,
+                        (box[1] + box[3] - lower - upper) / 2,
+                    )
+                    draw.text(
+                        centre, label, fill="gray" if label.startswith("·") else "black", font=font
+                    )
             x += span[k]
             if k < len(signs):  # on the middle row of the shorter neighbour
                 width = draw.textlength(signs[k], font=font)
                 rows = min(len(grid), len(panels[k + 1][1]))
-                draw.text((x + (gap - width) / 2, y0 + (rows * cell_px - line) / 2), signs[k], fill="black",
-                          font=font)
+                draw.text(
+                    (x + (gap - width) / 2, y0 + (rows * cell_px - line) / 2),
+                    signs[k],
+                    fill="black",
+                    font=font,
+                )
             x += gap
         frames.append(frame)
     return frames
@@ -71,7 +99,9 @@ def draw_scenes(scenes: Sequence[Scene], cell_px: int = 34) -> list:
 
 def _check_animated(cells: int, what: str) -> None:
     if cells > MAX_GIF_CELLS:
-        raise ParameterError(f"{what} has more than {MAX_GIF_CELLS} cells to animate; use a smaller matrix")
+        raise ParameterError(
+            f"{what} has more than {MAX_GIF_CELLS} cells to animate; use a smaller matrix"
+        )
 
 
 def animation_frames(worked: Worked, cell_px: int = 34) -> list:
@@ -96,22 +126,59 @@ def animation_frames(worked: Worked, cell_px: int = 34) -> list:
         winner = current.winner if current else None
         if winner is not None:
             routed[winner[0]][winner[1]] += 1
-        image = [[(_tap(worked.value_at(r, c), worked, worked.inside(r, c)),
-                   _WINNER if (r, c) == winner else _CURRENT if (r, c) in taps
-                   else "white" if worked.inside(r, c) else _PADDING)
-                  for c in range(-left, width + right)] for r in range(-top, height + bottom)]
+        image = [
+            [
+                (
+                    _tap(worked.value_at(r, c), worked, worked.inside(r, c)),
+                    _WINNER
+                    if (r, c) == winner
+                    else _CURRENT
+                    if (r, c) in taps
+                    else "white"
+                    if worked.inside(r, c)
+                    else _PADDING,
+                )
+                for c in range(-left, width + right)
+            ]
+            for r in range(-top, height + bottom)
+        ]
         panels = [("input" + marked, image)]
         if worked.op == "conv":
-            panels.append(("kernel", [[(number_text(w), _KERNEL) for w in row] for row in worked.weights]))
-        filled = [[(number_text(output[i][j]), _CURRENT if (i, j) == cells[min(index, len(cells) - 1)]
-                    and current else _FILLED) if i * w_out + j <= index else ("", "white")
-                   for j in range(w_out)] for i in range(h_out)]
+            panels.append(
+                ("kernel", [[(number_text(w), _KERNEL) for w in row] for row in worked.weights])
+            )
+        filled = [
+            [
+                (
+                    number_text(output[i][j]),
+                    _CURRENT
+                    if (i, j) == cells[min(index, len(cells) - 1)] and current
+                    else _FILLED,
+                )
+                if i * w_out + j <= index
+                else ("", "white")
+                for j in range(w_out)
+            ]
+            for i in range(h_out)
+        ]
         panels.append(("output", filled))
         signs = ["x", "="] if worked.op == "conv" else [f"{worked.op} ="]
         if worked.op == "max":
-            panels.append(("backward: ones to argmax", [[
-                (str(count), _WINNER if (r, c) == winner else _FILLED if count else "white")
-                for c, count in enumerate(row)] for r, row in enumerate(routed)]))
+            panels.append(
+                (
+                    "backward: ones to argmax",
+                    [
+                        [
+                            (
+                                str(count),
+                                _WINNER if (r, c) == winner else _FILLED if count else "white",
+                            )
+                            for c, count in enumerate(row)
+                        ]
+                        for r, row in enumerate(routed)
+                    ],
+                )
+            )
             signs.append("grad")
         scenes.append((_frame_caption(worked, current), panels, signs))
     return draw_scenes(scenes, cell_px)
@@ -136,20 +203,48 @@ def scatter_frames(scattered: Scattered, cell_px: int = 34) -> list:
         for r, c, _, product in landed:
             added[r, c] = added.get((r, c), 0.0) + product
         now = {(r, c) for r, c, _, _ in landed}
-        image = [[(number_text(v), _CURRENT if (i, j) == order[min(index, len(order) - 1)] and landed else "white")
-                  for j, v in enumerate(row)] for i, row in enumerate(scattered.image)]
-        out = [[(("" if 0 <= r < h_out and 0 <= c < w_out else "·") + number_text(added[r, c])
-                 if (r, c) in added else "·" if not (0 <= r < h_out and 0 <= c < w_out) else "",
-                 _CURRENT if (r, c) in now else _PADDING if not (0 <= r < h_out and 0 <= c < w_out)
-                 else _FILLED if (r, c) in added else "white") for c in cols] for r in rows]
+        image = [
+            [
+                (
+                    number_text(v),
+                    _CURRENT if (i, j) == order[min(index, len(order) - 1)] and landed else "white",
+                )
+                for j, v in enumerate(row)
+            ]
+            for i, row in enumerate(scattered.image)
+        ]
+        out = [
+            [
+                (
+                    ("" if 0 <= r < h_out and 0 <= c < w_out else "·") + number_text(added[r, c])
+                    if (r, c) in added
+                    else "·"
+                    if not (0 <= r < h_out and 0 <= c < w_out)
+                    else "",
+                    _CURRENT
+                    if (r, c) in now
+                    else _PADDING
+                    if not (0 <= r < h_out and 0 <= c < w_out)
+                    else _FILLED
+                    if (r, c) in added
+                    else "white",
+                )
+                for c in cols
+            ]
+            for r in rows
+        ]
         if landed:
             i, j = order[index]
             value = number_text(scattered.image[i][j])
-            caption = (f"output[{_index_text(sorted({r for r, _ in now}))}, "
-                       f"{_index_text(sorted({c for _, c in now}))}] += input[{i}, {j}] x kernel = {value} x kernel")
+            caption = (
+                f"output[{_index_text(sorted({r for r, _ in now}))}, "
+                f"{_index_text(sorted({c for _, c in now}))}] += input[{i}, {j}] x kernel = {value} x kernel"
+            )
         else:
             caption = f"output {h_out}x{w_out}: the sums inside the crop"
-        scenes.append((caption, [("input", image), kernel, ("output (· cropped)", out)], ["x", "+="]))
+        scenes.append(
+            (caption, [("input", image), kernel, ("output (· cropped)", out)], ["x", "+="])
+        )
     return draw_scenes(scenes, cell_px)
 
 
@@ -169,7 +264,7 @@ def _joined(terms: Sequence[str], sign: str) -> str:
     return sign.join(terms)
 
 
-def _frame_caption(worked: Worked, cell: Optional[Cell]) -> str:
+def _frame_caption(worked: Worked, cell: Cell | None) -> str:
     """The formula of the current cell in plain characters (a GIF frame's caption).
 
     >>> from convcli.explain.byhand import SEED_IMAGE, by_hand_conv
@@ -181,8 +276,13 @@ def _frame_caption(worked: Worked, cell: Optional[Cell]) -> str:
         return f"output {worked.output_hw[0]}x{worked.output_hw[1]}"
     head = f"output[{cell.row}, {cell.col}] = "
     if worked.op == "conv":
-        terms = _joined([f"{number_text(v or 0.0)}*{number_text(w)}" for v, w in zip(cell.values, cell.weights)],
-                        " + ")
+        terms = _joined(
+            [
+                f"{number_text(v or 0.0)}*{number_text(w)}"
+                for v, w in zip(cell.values, cell.weights)
+            ],
+            " + ",
+        )
         body = f"{terms} = {number_text(cell.total)}"
         if worked.scale != 1 or worked.offset != 0:
             body += f"; / {number_text(worked.scale)} + {number_text(worked.offset)} = {number_text(cell.value)}"

@@ -27,7 +27,7 @@ padding), its centre pixel marked by a small cross. Nothing here imports numba.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from convcli import geometry
 from convcli.errors import ParameterError, ShapeError
@@ -49,7 +49,7 @@ class Span(NamedTuple):
     size: int
 
     @property
-    def inside(self) -> Optional[Pair]:
+    def inside(self) -> Pair | None:
         """The part within the image, or None when the whole window is padding.
 
         >>> Span(-2, 3, 10).inside, Span(-5, -1, 10).inside
@@ -65,8 +65,10 @@ class Span(NamedTuple):
         >>> Span(-2, 3, 3).outside, Span(-5, -4, 10).outside
         ((2, 1), (2, 0))
         """
-        return (max(0, min(self.last, -1) - self.first + 1),
-                max(0, self.last - max(self.first, self.size) + 1))
+        return (
+            max(0, min(self.last, -1) - self.first + 1),
+            max(0, self.last - max(self.first, self.size) + 1),
+        )
 
 
 @dataclass(frozen=True)
@@ -96,12 +98,16 @@ class UnitField:
     def to_dict(self) -> dict:
         inside = (self.rows.inside, self.cols.inside)
         return {
-            "unit": list(self.unit), "output": list(self.output),
-            "rows": [self.rows.first, self.rows.last], "columns": [self.cols.first, self.cols.last],
+            "unit": list(self.unit),
+            "output": list(self.output),
+            "rows": [self.rows.first, self.rows.last],
+            "columns": [self.cols.first, self.cols.last],
             "size": [self.rows.last - self.rows.first + 1, self.cols.last - self.cols.first + 1],
-            "inside": None if None in inside else {"rows": list(inside[0]),
-                                                   "columns": list(inside[1])},
-            "padding": list(self.padding), "centre": list(self.centre),
+            "inside": None
+            if None in inside
+            else {"rows": list(inside[0]), "columns": list(inside[1])},
+            "padding": list(self.padding),
+            "centre": list(self.centre),
         }
 
     def lines(self) -> list[str]:
@@ -117,18 +123,28 @@ class UnitField:
         rows, cols = self.rows, self.cols
         (row, col), (height, width) = self.unit, self.output
         size = f"{rows.last - rows.first + 1}x{cols.last - cols.first + 1}"
-        lines = [(f"field of output unit ({row}, {col}) of the last step ({height}x{width}): "
-                  f"input rows {rows.first}..{rows.last}, columns {cols.first}..{cols.last} "
-                  f"({size})")]
+        lines = [
+            (
+                f"field of output unit ({row}, {col}) of the last step ({height}x{width}): "
+                f"input rows {rows.first}..{rows.last}, columns {cols.first}..{cols.last} "
+                f"({size})"
+            )
+        ]
         if rows.inside and cols.inside:
-            image = (f"rows {rows.inside[0]}..{rows.inside[1]}, "
-                     f"columns {cols.inside[0]}..{cols.inside[1]}")
+            image = (
+                f"rows {rows.inside[0]}..{rows.inside[1]}, "
+                f"columns {cols.inside[0]}..{cols.inside[1]}"
+            )
         else:
             image = "nothing (the whole window is padding)"
-        names = zip(self.padding, ("row", "row", "column", "column"),
-                    ("above", "below", "left", "right"))
-        sides = [f"{count} {name}{'' if count == 1 else 's'} {where}"
-                 for count, name, where in names if count]
+        names = zip(
+            self.padding, ("row", "row", "column", "column"), ("above", "below", "left", "right")
+        )
+        sides = [
+            f"{count} {name}{'' if count == 1 else 's'} {where}"
+            for count, name, where in names
+            if count
+        ]
         padded = f"; in the padding: {', '.join(sides)}" if sides else "; none in the padding"
         lines.append(f"  in the {rows.size}x{cols.size} image: {image}{padded}")
         centre = [f"{value:g}" for value in self.centre]
@@ -149,14 +165,18 @@ def unit_field(trace, unit: Pair) -> UnitField:
     height, width = trace.output[:2]
     row, col = unit
     if not (0 <= row < height and 0 <= col < width):
-        raise ParameterError(f"--field {row},{col} is outside the last step's {height}x{width} "
-                             f"output (rows 0..{height - 1}, columns 0..{width - 1})")
+        raise ParameterError(
+            f"--field {row},{col} is outside the last step's {height}x{width} "
+            f"output (rows 0..{height - 1}, columns 0..{width - 1})"
+        )
     spans, reach = [], []
     for windows, index, out, size in zip(trace.windows, unit, (height, width), trace.input[:2]):
         span = geometry.input_span(windows, index)
         if span is None:
-            raise ShapeError(f"output unit ({row}, {col}) depends on no input pixel: a transposed "
-                             f"step whose kernel is smaller than its stride leaves it empty")
+            raise ShapeError(
+                f"output unit ({row}, {col}) depends on no input pixel: a transposed "
+                f"step whose kernel is smaller than its stride leaves it empty"
+            )
         spans.append(Span(*span, size))
         ends = [geometry.input_span(windows, 0), span, geometry.input_span(windows, out - 1)]
         ends = [end for end in ends if end]
@@ -171,7 +191,7 @@ def canvas_shape(field: UnitField) -> Pair:
     return field.rows.size + top + bottom, field.cols.size + left + right
 
 
-def display_pixels(data, white: Optional[float]):
+def display_pixels(data, white: float | None):
     """8-bit RGB (H, W, 3) of an input's (C, H, W) ``data``: images by their ``white`` level,
     ``.npy`` arrays stretched min..max; three channels as colour, else the first as gray.
 
@@ -210,14 +230,18 @@ def draw_field(pixels, field: UnitField):
     canvas = np.empty(canvas_shape(field) + (3,), np.uint8)
     rows, cols = np.indices(canvas.shape[:2])
     canvas[:] = np.where(((rows + cols) % 6 == 0)[:, :, None], HATCH, PADDING)
-    canvas[top:top + field.rows.size, left:left + field.cols.size] = pixels
-    window = canvas[top + field.rows.first:top + field.rows.last + 1,
-                    left + field.cols.first:left + field.cols.last + 1]
+    canvas[top : top + field.rows.size, left : left + field.cols.size] = pixels
+    window = canvas[
+        top + field.rows.first : top + field.rows.last + 1,
+        left + field.cols.first : left + field.cols.last + 1,
+    ]
     window[:] = (window.astype(np.uint16) + TINT + 1) // 2
-    centre = [(int(np.floor(c)) - first, int(np.ceil(c)) - first)
-              for c, first in zip(field.centre, (field.rows.first, field.cols.first))]
+    centre = [
+        (int(np.floor(c)) - first, int(np.ceil(c)) - first)
+        for c, first in zip(field.centre, (field.rows.first, field.cols.first))
+    ]
     arm = max(window.shape[:2]) // 8
     (r0, r1), (c0, c1) = centre
-    window[r0:r1 + 1, max(c0 - arm, 0):c1 + arm + 1] = MARK
-    window[max(r0 - arm, 0):r1 + arm + 1, c0:c1 + 1] = MARK
+    window[r0 : r1 + 1, max(c0 - arm, 0) : c1 + arm + 1] = MARK
+    window[max(r0 - arm, 0) : r1 + arm + 1, c0 : c1 + 1] = MARK
     return canvas

@@ -1,11 +1,11 @@
 """The step language of ``convcli explain``: one layer as text or as a mapping, validated."""
 
-
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 from convcli.errors import ParameterError
 from convcli.explain.text import hw_text
@@ -15,20 +15,44 @@ from convcli.geometry import (
     padding_text,
 )
 from convcli.layers import rules
-from convcli.layers.values import PAD_MODES, not_one_of, parse_count, parse_pad_mode, parse_padding, parse_pair
+from convcli.layers.values import (
+    PAD_MODES,
+    not_one_of,
+    parse_count,
+    parse_pad_mode,
+    parse_padding,
+    parse_pair,
+)
 
 #: (H, W, C), the order of ``--input 224x224x3``.
 Shape = tuple[int, int, int]
 Pads = tuple[int, int, int, int]
 
 
-
 FIELDS: dict[str, tuple[str, ...]] = {
     "conv": ("filters", "kernel", "stride", "padding", "dilation", "groups", "bias", "pad_mode"),
     "depthwise": ("kernel", "stride", "padding", "dilation", "multiplier", "bias", "pad_mode"),
     "pointwise": ("filters", "stride", "groups", "bias"),
-    "separable": ("filters", "kernel", "stride", "padding", "dilation", "multiplier", "bias", "pad_mode"),
-    "transposed": ("filters", "kernel", "stride", "padding", "output_padding", "dilation", "groups", "bias"),
+    "separable": (
+        "filters",
+        "kernel",
+        "stride",
+        "padding",
+        "dilation",
+        "multiplier",
+        "bias",
+        "pad_mode",
+    ),
+    "transposed": (
+        "filters",
+        "kernel",
+        "stride",
+        "padding",
+        "output_padding",
+        "dilation",
+        "groups",
+        "bias",
+    ),
     "maxpool": ("kernel", "stride", "padding", "dilation", "ceil_mode"),
     "avgpool": ("kernel", "stride", "padding", "ceil_mode"),
     "globalavgpool": (),
@@ -49,40 +73,81 @@ REQUIRED = {
 }
 #: Other spellings of the kinds (compared without ``_`` and ``-``).
 ALIASES = {
-    "conv2d": "conv", "dw": "depthwise", "dwconv": "depthwise", "pw": "pointwise",
-    "conv1x1": "pointwise", "sepconv": "separable", "dwsep": "separable",
-    "deconv": "transposed", "convtranspose": "transposed", "convtranspose2d": "transposed",
-    "upconv": "transposed", "max": "maxpool", "maxpool2d": "maxpool", "avg": "avgpool",
-    "avgpool2d": "avgpool", "gap": "globalavgpool", "globalpool": "globalavgpool",
-    "gmp": "globalmaxpool", "maxunpool": "unpool", "act": "activation", "bn": "batchnorm",
-    "batchnorm2d": "batchnorm", "normalize": "normalise", "norm": "normalise",
+    "conv2d": "conv",
+    "dw": "depthwise",
+    "dwconv": "depthwise",
+    "pw": "pointwise",
+    "conv1x1": "pointwise",
+    "sepconv": "separable",
+    "dwsep": "separable",
+    "deconv": "transposed",
+    "convtranspose": "transposed",
+    "convtranspose2d": "transposed",
+    "upconv": "transposed",
+    "max": "maxpool",
+    "maxpool2d": "maxpool",
+    "avg": "avgpool",
+    "avgpool2d": "avgpool",
+    "gap": "globalavgpool",
+    "globalpool": "globalavgpool",
+    "gmp": "globalmaxpool",
+    "maxunpool": "unpool",
+    "act": "activation",
+    "bn": "batchnorm",
+    "batchnorm2d": "batchnorm",
+    "normalize": "normalise",
+    "norm": "normalise",
 }
 #: Activations that may be written as the kind itself (``relu``) or as ``act relu``.
 ACTIVATIONS = ("relu", "relu6", "leakyrelu", "gelu", "silu", "sigmoid", "tanh", "abs")
 #: Padding of conv-like steps when none is given: ``same``, as ``convcli conv``; pools: ``valid``.
 CONV_KINDS = ("conv", "depthwise", "pointwise", "separable", "transposed")
 
-_SHORT = {"k": "kernel", "s": "stride", "p": "padding", "d": "dilation", "g": "groups",
-          "m": "multiplier", "op": "output_padding"}
+_SHORT = {
+    "k": "kernel",
+    "s": "stride",
+    "p": "padding",
+    "d": "dilation",
+    "g": "groups",
+    "m": "multiplier",
+    "op": "output_padding",
+}
 _SHORT_TOKEN = re.compile(r"(op|k|s|p|d|g|m)([0-9][0-9,x]*)")
-_WORDS = {"valid": ("padding", "valid"), "same": ("padding", "same"), "full": ("padding", "full"),
-          "bias": ("bias", True), "nobias": ("bias", False), "ceil": ("ceil_mode", True),
-          **{mode: ("pad_mode", mode) for mode in PAD_MODES}}
-_TOKEN_HELP = {"filters": "N", "kernel": "kN", "stride": "sN", "padding": "pN|valid|same|full",
-               "dilation": "dN", "groups": "gN", "multiplier": "mN", "output_padding": "opN",
-               "bias": "bias|nobias", "ceil_mode": "ceil", "function": "NAME",
-               "output_size": "output_size=H,W", "pad_mode": "|".join(PAD_MODES)}
+_WORDS = {
+    "valid": ("padding", "valid"),
+    "same": ("padding", "same"),
+    "full": ("padding", "full"),
+    "bias": ("bias", True),
+    "nobias": ("bias", False),
+    "ceil": ("ceil_mode", True),
+    **{mode: ("pad_mode", mode) for mode in PAD_MODES},
+}
+_TOKEN_HELP = {
+    "filters": "N",
+    "kernel": "kN",
+    "stride": "sN",
+    "padding": "pN|valid|same|full",
+    "dilation": "dN",
+    "groups": "gN",
+    "multiplier": "mN",
+    "output_padding": "opN",
+    "bias": "bias|nobias",
+    "ceil_mode": "ceil",
+    "function": "NAME",
+    "output_size": "output_size=H,W",
+    "pad_mode": "|".join(PAD_MODES),
+}
 
 #: The conventions every trace states (also in the JSON output).
 CONVENTIONS = {
     "shape": "H x W x C per step (rows, columns, channels)",
     "params": "weights C_in/groups * C_out * kh * kw, plus C_out biases; batchnorm: 2*C (scale and shift)",
     "macs": "multiply-adds of convolutions, bias excluded: C_out*H_out*W_out*(C_in/groups)*kh*kw; "
-            "transposed: C_in*H_in*W_in*(C_out/groups)*kh*kw; pools and activations 0; FLOPs ~ 2*MACs",
+    "transposed: C_in*H_in*W_in*(C_out/groups)*kh*kw; pools and activations 0; FLOPs ~ 2*MACs",
     "receptive_field": "input pixels one output unit spans (Araujo et al., Distill 2019), the largest "
-                       "over units; jump: input pixels between neighbouring outputs; start: centre of "
-                       "output (0, 0) in input pixel indices (0 = centre of the first pixel, negative = "
-                       "in the padding)",
+    "over units; jump: input pixels between neighbouring outputs; start: centre of "
+    "output (0, 0) in input pixel indices (0 = centre of the first pixel, negative = "
+    "in the padding)",
 }
 SCHEMA_ID = "convcli-explain/1"
 
@@ -90,7 +155,7 @@ SCHEMA_ID = "convcli-explain/1"
 class _FieldError(Exception):
     """A bad value for one field of one step; the caller names the step and the token."""
 
-    def __init__(self, field: Optional[str], message: str):
+    def __init__(self, field: str | None, message: str):
         super().__init__(message)
         self.field = field
         self.message = message
@@ -101,7 +166,7 @@ class Step:
     """One layer, validated. ``stride`` of pools defaults to the window; see the module docstring."""
 
     kind: str
-    filters: Optional[int] = None
+    filters: int | None = None
     kernel: Pair = (1, 1)
     stride: Pair = (1, 1)
     padding: PaddingSpec = "valid"
@@ -112,7 +177,7 @@ class Step:
     output_padding: Pair = (0, 0)
     ceil_mode: bool = False
     function: str = ""
-    output_size: Optional[Pair] = None
+    output_size: Pair | None = None
     pad_mode: str = "zeros"
     number: int = 0
     text: str = ""
@@ -131,7 +196,9 @@ def _kind(word: Any) -> tuple[str, str]:
 
 def _pair(value: Any, name: str, minimum: int = 1) -> Pair:
     """A pair as a token writes it (``k3x3``: ``x`` or ``,`` between rows and columns) or as data."""
-    return parse_pair(value.lower().replace("x", ",") if isinstance(value, str) else value, name, minimum)
+    return parse_pair(
+        value.lower().replace("x", ",") if isinstance(value, str) else value, name, minimum
+    )
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -153,9 +220,18 @@ def _function(value: Any, name: str) -> str:
 
 
 _PARSERS: dict[str, Callable[[Any, str], Any]] = {
-    "filters": parse_count, "kernel": _pair, "stride": _pair, "padding": lambda value, name: parse_padding(value),
-    "dilation": _pair, "groups": parse_count, "multiplier": parse_count, "output_padding": lambda v, n: _pair(v, n, 0),
-    "bias": _flag, "ceil_mode": _flag, "function": _function, "output_size": _pair,
+    "filters": parse_count,
+    "kernel": _pair,
+    "stride": _pair,
+    "padding": lambda value, name: parse_padding(value),
+    "dilation": _pair,
+    "groups": parse_count,
+    "multiplier": parse_count,
+    "output_padding": lambda v, n: _pair(v, n, 0),
+    "bias": _flag,
+    "ceil_mode": _flag,
+    "function": _function,
+    "output_size": _pair,
     "pad_mode": lambda value, name: parse_pad_mode(str(value)),
 }
 
@@ -192,9 +268,14 @@ def _build(spec: Mapping[str, Any], number: int, text: str) -> Step:
     return step
 
 
-_EXAMPLES = {"conv": "conv 64 k3", "depthwise": "depthwise k3", "pointwise": "pointwise 64",
-             "separable": "separable 128 k3", "transposed": "transposed 32 k2 s2",
-             "channels": "channels 1"}
+_EXAMPLES = {
+    "conv": "conv 64 k3",
+    "depthwise": "depthwise k3",
+    "pointwise": "pointwise 64",
+    "separable": "separable 128 k3",
+    "transposed": "transposed 32 k2 s2",
+    "channels": "channels 1",
+}
 
 
 def _check_step(step: Step) -> None:
@@ -255,8 +336,10 @@ def parse_step(text: str, number: int = 1) -> Step:
         for token in words[1:]:
             key, value = _token_field(token, kind)
             if key in tokens:
-                raise ParameterError(f"step {number} {written!r}: token {token!r}: repeats the "
-                                     f"{key.replace('_', ' ')} (already {tokens[key]!r})")
+                raise ParameterError(
+                    f"step {number} {written!r}: token {token!r}: repeats the "
+                    f"{key.replace('_', ' ')} (already {tokens[key]!r})"
+                )
             spec[key], tokens[key] = value, token
         return _build(spec, number, written)
     except _FieldError as exc:
@@ -299,10 +382,14 @@ def step_text(step: Step) -> str:
         words.append(str(step.filters))
     if "kernel" in fields:
         words.append(f"k{hw_text(step.kernel)}")
-    if "stride" in fields and (step.stride != (1, 1) or step.kind in ("maxpool", "avgpool", "unpool")):
+    if "stride" in fields and (
+        step.stride != (1, 1) or step.kind in ("maxpool", "avgpool", "unpool")
+    ):
         words.append(f"s{hw_text(step.stride)}")
     if "padding" in fields:
-        words.append(step.padding if isinstance(step.padding, str) else f"p{padding_text(step.padding)}")
+        words.append(
+            step.padding if isinstance(step.padding, str) else f"p{padding_text(step.padding)}"
+        )
     for field, prefix, default in (("dilation", "d", (1, 1)), ("output_padding", "op", (0, 0))):
         if field in fields and getattr(step, field) != default:
             words.append(f"{prefix}{hw_text(getattr(step, field))}")
@@ -325,9 +412,18 @@ def parse_steps(texts: Sequence[str]) -> list[Step]:
     return [parse_step(text, number) for number, text in enumerate(texts, 1)]
 
 
-def conv_step(weight_shape: Sequence[int], groups: int, *, transposed: bool = False,
-              stride: Pair = (1, 1), padding: PaddingSpec = "same", dilation: Pair = (1, 1),
-              output_padding: Pair = (0, 0), bias: bool = False, pad_mode: str = "zeros") -> Step:
+def conv_step(
+    weight_shape: Sequence[int],
+    groups: int,
+    *,
+    transposed: bool = False,
+    stride: Pair = (1, 1),
+    padding: PaddingSpec = "same",
+    dilation: Pair = (1, 1),
+    output_padding: Pair = (0, 0),
+    bias: bool = False,
+    pad_mode: str = "zeros",
+) -> Step:
     """The step of one ``convcli conv`` run, from its 4-D weight shape as the engine lays it out.
 
     ``(C_out, C_in/groups, kh, kw)``, or ``(C_in, C_out/groups, kh, kw)`` when ``transposed``.
@@ -336,9 +432,19 @@ def conv_step(weight_shape: Sequence[int], groups: int, *, transposed: bool = Fa
     3
     """
     filters = weight_shape[1] * groups if transposed else weight_shape[0]
-    step = Step(kind="transposed" if transposed else "conv", filters=filters, kernel=tuple(weight_shape[2:]),
-                stride=tuple(stride), padding=padding, dilation=tuple(dilation), groups=groups, bias=bias,
-                output_padding=tuple(output_padding), pad_mode=pad_mode, number=1)
+    step = Step(
+        kind="transposed" if transposed else "conv",
+        filters=filters,
+        kernel=tuple(weight_shape[2:]),
+        stride=tuple(stride),
+        padding=padding,
+        dilation=tuple(dilation),
+        groups=groups,
+        bias=bias,
+        output_padding=tuple(output_padding),
+        pad_mode=pad_mode,
+        number=1,
+    )
     try:
         _check_step(step)
     except _FieldError as exc:

@@ -1,10 +1,10 @@
 """How numbers are written in traces and worked examples."""
 
-
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any, Sequence
+from typing import Any
 
 # Text helpers shared with the command
 
@@ -28,7 +28,11 @@ def number_text(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, Fraction):
-        return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+        return (
+            str(value.numerator)
+            if value.denominator == 1
+            else f"{value.numerator}/{value.denominator}"
+        )
     if float(value).is_integer():
         return str(int(value))
     return f"{value:.4g}"

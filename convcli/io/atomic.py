@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from convcli import limits
 from convcli.errors import OutputError

@@ -33,8 +33,14 @@ from convcli.errors import InputError
 #: of every MCU (at most 32x32 pixels) costs at least 1 bit; QOI: a run byte is 62 pixels;
 #: PNM: 8 pixels per byte (1-bit). Formats not listed (TIFF, WebP, BMP, arithmetic-coded
 #: JPEG, ...) compress without such a bound or check their data themselves.
-MAX_PIXELS_PER_BYTE = {"PNG": 1032 * 8, "GIF": 4096 * 8 // 12, "JPEG": 32 * 32 * 8,
-                       "MPO": 32 * 32 * 8, "QOI": 62, "PPM": 8}
+MAX_PIXELS_PER_BYTE = {
+    "PNG": 1032 * 8,
+    "GIF": 4096 * 8 // 12,
+    "JPEG": 32 * 32 * 8,
+    "MPO": 32 * 32 * 8,
+    "QOI": 62,
+    "PPM": 8,
+}
 #: JPEG frame markers whose scans are Huffman coded (the others, C9-CB and CD-CF, arithmetic).
 _HUFFMAN_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7}
 #: A marker that ends a JPEG scan's entropy-coded data (not a stuffed zero, a restart or fill).
@@ -57,9 +63,11 @@ def check_plausible(img, handle, frame: int, what: str) -> None:
         frame_marker, scan_ends = jpeg_layout(data)
         per_byte = per_byte if frame_marker in _HUFFMAN_FRAMES else None
     if per_byte is not None and width * height > size * per_byte:
-        raise InputError(f"{what} is corrupt or truncated (its header claims {height}x{width} "
-                         f"pixels; a {img.format} file of {size:,} bytes holds at most "
-                         f"{size * per_byte:,})")
+        raise InputError(
+            f"{what} is corrupt or truncated (its header claims {height}x{width} "
+            f"pixels; a {img.format} file of {size:,} bytes holds at most "
+            f"{size * per_byte:,})"
+        )
     if img.format in ("JPEG", "MPO") and scan_ends and not frame:
         _check_jpeg_scans(data, scan_ends, what)
     if img.format == "GIF" and img.tile:
@@ -84,7 +92,7 @@ def jpeg_layout(data: bytes) -> tuple[int, list[int]]:
             continue
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             frame_marker = marker
-        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
         if marker == 0xDA:  # the entropy-coded data runs to the next marker
             found = _END_OF_SCAN.search(data, position)
             if found is None:
@@ -116,8 +124,10 @@ def _check_jpeg_scans(data: bytes, scan_ends: list[int], what: str) -> None:
             return img.tobytes()
 
     if dc_image(filled) != dc_image(data):
-        raise InputError(f"{what} is corrupt or truncated (its image data ends before the "
-                         f"pixels its header claims)")
+        raise InputError(
+            f"{what} is corrupt or truncated (its image data ends before the "
+            f"pixels its header claims)"
+        )
 
 
 def _check_gif_frame(img, data: bytes, what: str) -> None:
@@ -125,8 +135,10 @@ def _check_gif_frame(img, data: bytes, what: str) -> None:
     wanted = (right - left) * (bottom - top)
     produced = gif_pixels(data, offset, args[0], wanted)
     if produced < wanted:
-        raise InputError(f"{what} is corrupt or truncated (its image data ends after "
-                         f"{produced:,} of the {wanted:,} pixels of the frame)")
+        raise InputError(
+            f"{what} is corrupt or truncated (its image data ends after "
+            f"{produced:,} of the {wanted:,} pixels of the frame)"
+        )
 
 
 def gif_pixels(data: bytes, start: int, code_size: int, wanted: int) -> int:
@@ -138,7 +150,7 @@ def gif_pixels(data: bytes, start: int, code_size: int, wanted: int) -> int:
     """
     stream, position = bytearray(), start
     while position < len(data) and data[position]:
-        stream += data[position + 1:position + 1 + data[position]]
+        stream += data[position + 1 : position + 1 + data[position]]
         position += 1 + data[position]
     clear = 1 << code_size
     lengths = [1] * clear + [0] * (4096 - clear)

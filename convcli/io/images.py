@@ -22,20 +22,27 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from convcli import limits
+from convcli.errors import (
+    ConvcliError,
+    InputError,
+    LimitError,
+    OutputError,
+    ParameterError,
+    ShapeError,
+)
 from convcli.io import claims as image_claims
-from convcli.render import mapping
 from convcli.io import png
 from convcli.io.atomic import atomic_write_all
-from convcli.errors import ConvcliError, InputError, LimitError, OutputError, ParameterError, ShapeError
-from convcli.layers.values import not_one_of
 from convcli.io.paths import STDIO, require_regular_file
 from convcli.io.urls import is_url
+from convcli.layers.values import not_one_of
+from convcli.render import mapping
 
 #: Image outputs by extension: Pillow's format name and, per depth, the channel counts stored
 #: (2 = gray + alpha, 4 = RGBA). Every PNG is encoded by ``png.write_png``, the rest by Pillow.
@@ -62,10 +69,28 @@ MAX_SIDE = {"PNG": 2**31 - 1, "JPEG": 65500, "WEBP": 16383, "BMP": 2**31 - 1, "T
 MAX_PIXEL_BYTES = {"TIFF": 2**32 - 2**20, "BMP": 2**32 - 2**11}
 
 #: Pillow modes converted on reading, and the white level of each stored mode.
-_CONVERT = {"1": "L", "P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB",
-            "HSV": "RGB", "RGBa": "RGBA", "La": "LA", "RGBX": "RGB"}
-_WHITE = {"L": 255.0, "RGB": 255.0, "I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0,
-          "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+_CONVERT = {
+    "1": "L",
+    "P": "RGB",
+    "PA": "RGBA",
+    "CMYK": "RGB",
+    "YCbCr": "RGB",
+    "LAB": "RGB",
+    "HSV": "RGB",
+    "RGBa": "RGBA",
+    "La": "LA",
+    "RGBX": "RGB",
+}
+_WHITE = {
+    "L": 255.0,
+    "RGB": 255.0,
+    "I;16": 65535.0,
+    "I;16B": 65535.0,
+    "I;16L": 65535.0,
+    "I;16N": 65535.0,
+    "I": 65535.0,
+    "F": 1.0,
+}
 _ALPHA_BASE = {"LA": "L", "RGBA": "RGB"}
 
 
@@ -80,8 +105,8 @@ class Picture:
     """
 
     data: np.ndarray
-    white: Optional[float] = None
-    alpha: Optional[np.ndarray] = None
+    white: float | None = None
+    alpha: np.ndarray | None = None
 
 
 def extension(path: str) -> str:
@@ -97,20 +122,35 @@ class ReadOptions:
     picks the frame of an animated or multi-page file, 0 (the first) by default.
     """
 
-    max_pixels: Optional[int] = None
+    max_pixels: int | None = None
     frame: int = 0
 
 
 #: Image formats read (Pillow's names), recognised by their content whatever the extension:
 #: the common raster formats. Other Pillow plugins are not tried (EPS would run Ghostscript).
-READ_FORMATS = ("PNG", "JPEG", "MPO", "TIFF", "GIF", "WEBP", "BMP", "DIB", "PPM", "QOI", "ICO",
-                "JPEG2000", "AVIF", "TGA")
+READ_FORMATS = (
+    "PNG",
+    "JPEG",
+    "MPO",
+    "TIFF",
+    "GIF",
+    "WEBP",
+    "BMP",
+    "DIB",
+    "PPM",
+    "QOI",
+    "ICO",
+    "JPEG2000",
+    "AVIF",
+    "TGA",
+)
 #: The first bytes of every .npy file: the content, not the extension, says what a file is.
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def read_input(path: str, alpha_as_channel: bool = False,
-               options: Optional[ReadOptions] = None) -> Picture:
+def read_input(
+    path: str, alpha_as_channel: bool = False, options: ReadOptions | None = None
+) -> Picture:
     """Read an image (``READ_FORMATS``) or a ``.npy`` array shaped (H, W) or (H, W, C).
 
     What a file is comes from its first bytes, not its extension (a PNG named ``.jpg`` is read
@@ -201,8 +241,13 @@ def _read_stdin(alpha_as_channel: bool, options: ReadOptions) -> Picture:
             spool.flush()
             spool.seek(0)
             try:
-                return _read_open(spool, spool.name, alpha_as_channel,
-                                  limits.max_pixels(options.max_pixels), options.frame)
+                return _read_open(
+                    spool,
+                    spool.name,
+                    alpha_as_channel,
+                    limits.max_pixels(options.max_pixels),
+                    options.frame,
+                )
             except ConvcliError as exc:
                 raise type(exc)(str(exc).replace(repr(spool.name), _STDIN)) from None
     except OSError as exc:
@@ -223,29 +268,38 @@ def _stdin_allowance(stream, what: str, options: ReadOptions) -> tuple[bytes, in
         _check_npy_input(shape, what, limit)
         data_bytes = math.prod(shape) * dtype.itemsize
         limits.check_memory(2 * data_bytes, f"reading {what} (shape {shape})")
-        return (recorder.taken, len(recorder.taken) + data_bytes, f"holds more data than its .npy "
-                f"header says ({data_bytes:,} bytes for shape {shape})")
+        return (
+            recorder.taken,
+            len(recorder.taken) + data_bytes,
+            f"holds more data than its .npy header says ({data_bytes:,} bytes for shape {shape})",
+        )
     while True:
         size = _image_size(head)
         if size is not None:
             (width, height), bands = size
             limits.check_pixels(height, width, limit, what)
-            limits.check_memory(height * width * (8 + 8 * bands),
-                                f"decoding {what} ({height}x{width})")
+            limits.check_memory(
+                height * width * (8 + 8 * bands), f"decoding {what} ({height}x{width})"
+            )
             allowed = 2 * height * width * bands * 4 + STDIN_SLACK_BYTES
-            return head, allowed, (f"is longer than a {height}x{width} image can be "
-                                   f"(over {allowed:,} bytes)")
+            return (
+                head,
+                allowed,
+                (f"is longer than a {height}x{width} image can be (over {allowed:,} bytes)"),
+            )
         more = _read_up_to(stream, min(max(len(head), 1 << 16), STDIN_HEADER_BYTES - len(head)))
         if not more:  # the whole stream: read_input says what is wrong with it
             if len(head) < STDIN_HEADER_BYTES:
                 return head, len(head), ""
-            raise InputError(f"{what} is not an image convcli reads (PNG, JPEG, TIFF, GIF, WebP, "
-                             f"BMP, PNM, ...) nor a .npy array (no image header in its first "
-                             f"{limits.format_bytes(STDIN_HEADER_BYTES)})")
+            raise InputError(
+                f"{what} is not an image convcli reads (PNG, JPEG, TIFF, GIF, WebP, "
+                f"BMP, PNM, ...) nor a .npy array (no image header in its first "
+                f"{limits.format_bytes(STDIN_HEADER_BYTES)})"
+            )
         head += more
 
 
-def _image_size(head: bytes) -> Optional[tuple[tuple[int, int], int]]:
+def _image_size(head: bytes) -> tuple[tuple[int, int], int] | None:
     """``((width, height), bands)`` of the image whose first bytes are ``head``, if Pillow finds
     its header in them."""
     from PIL import Image
@@ -283,7 +337,7 @@ class _Recorder:
 
     def read(self, count: int = -1) -> bytes:
         if self.position < len(self.taken):
-            part = self.taken[self.position:self.position + count]
+            part = self.taken[self.position : self.position + count]
         else:
             part = _read_up_to(self.stream, count)
             self.taken += part
@@ -300,10 +354,15 @@ def read_npy_header(handle, what: str, error: type = InputError) -> tuple[tuple,
     try:
         version = np.lib.format.read_magic(handle)
         if version not in ((1, 0), (2, 0)):
-            raise error(f"{what}: .npy format version {version[0]}.{version[1]} is not read "
-                        f"(1.0 and 2.0 are)")
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
+            raise error(
+                f"{what}: .npy format version {version[0]}.{version[1]} is not read "
+                f"(1.0 and 2.0 are)"
+            )
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
         shape, fortran, dtype = read_header(handle)
     except ConvcliError:
         raise
@@ -311,8 +370,10 @@ def read_npy_header(handle, what: str, error: type = InputError) -> tuple[tuple,
         raise error(f"{what}: not a readable .npy file ({limits.one_line(exc)})") from None
     _check_npy_shape(shape, dtype, what, error)
     if dtype.hasobject:
-        raise error(f"{what}: not a readable .npy file (Object arrays cannot be loaded: "
-                    f"convcli never unpickles)")
+        raise error(
+            f"{what}: not a readable .npy file (Object arrays cannot be loaded: "
+            f"convcli never unpickles)"
+        )
     if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
         raise error(f"{what}: holds {dtype}; convcli reads real numbers only")
     return shape, dtype, fortran
@@ -333,17 +394,24 @@ def _check_npy_shape(shape, dtype: np.dtype, what: str, error: type) -> None:
     """
     shown = limits.shorten(repr(shape), 80)
     if not isinstance(shape, tuple) or len(shape) > MAX_NPY_DIMENSIONS:
-        raise error(f"{what}: the .npy header declares shape {shown}; at most "
-                    f"{MAX_NPY_DIMENSIONS} dimensions are read")
+        raise error(
+            f"{what}: the .npy header declares shape {shown}; at most "
+            f"{MAX_NPY_DIMENSIONS} dimensions are read"
+        )
     if not all(type(n) is int and n >= 0 for n in shape):
-        raise error(f"{what}: the .npy header declares shape {shown}; sizes must be whole "
-                    f"numbers >= 0")
+        raise error(
+            f"{what}: the .npy header declares shape {shown}; sizes must be whole numbers >= 0"
+        )
     if math.prod(shape) * max(dtype.itemsize, 1) >= 2**63:
         raise error(f"{what}: the .npy header declares shape {shown}, more than 2**63 bytes")
 
 
-def load_npy(path: str, what: str, error: type = InputError,
-             check: Optional[Callable[[tuple, np.dtype], None]] = None) -> np.ndarray:
+def load_npy(
+    path: str,
+    what: str,
+    error: type = InputError,
+    check: Callable[[tuple, np.dtype], None] | None = None,
+) -> np.ndarray:
     """A ``.npy`` array of real numbers, its header checked before any data is read.
 
     Refuses what ``np.load`` would crash or stall on: object, structured or complex dtypes, a
@@ -359,8 +427,12 @@ def load_npy(path: str, what: str, error: type = InputError,
         raise error(f"{what}: not a readable .npy file ({limits.one_line(exc)})") from None
 
 
-def read_npy(handle, what: str, error: type = InputError,
-             check: Optional[Callable[[tuple, np.dtype], None]] = None) -> np.ndarray:
+def read_npy(
+    handle,
+    what: str,
+    error: type = InputError,
+    check: Callable[[tuple, np.dtype], None] | None = None,
+) -> np.ndarray:
     """``load_npy`` of the ``.npy`` file open at its start in ``handle``."""
     try:
         shape, dtype, fortran = read_npy_header(handle, what, error)
@@ -369,8 +441,10 @@ def read_npy(handle, what: str, error: type = InputError,
         count = math.prod(shape)
         stored = os.fstat(handle.fileno()).st_size - handle.tell()
         if count * dtype.itemsize > stored:
-            raise error(f"{what}: truncated: the header promises {count * dtype.itemsize:,} "
-                        f"bytes (shape {shape}), the file holds {stored:,}")
+            raise error(
+                f"{what}: truncated: the header promises {count * dtype.itemsize:,} "
+                f"bytes (shape {shape}), the file holds {stored:,}"
+            )
         limits.check_memory(2 * count * dtype.itemsize, f"reading {what} (shape {shape})")
         data = np.fromfile(handle, dtype=dtype, count=count)
     except (ValueError, OSError, EOFError) as exc:
@@ -388,16 +462,19 @@ def _check_npy_input(shape: tuple, what: str, limit: int) -> None:
 
 
 def _read_npy(handle, what: str, limit: int) -> np.ndarray:
-    array = read_npy(handle, what, InputError,
-                     lambda shape, dtype: _check_npy_input(shape, what, limit))
+    array = read_npy(
+        handle, what, InputError, lambda shape, dtype: _check_npy_input(shape, what, limit)
+    )
     if array.ndim == 2:
         array = array[:, :, None]
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
 def _frame_message(frame: int, what: str, count: int) -> str:
-    return (f"--frame {frame} is out of range: {what} has {count} frame{'s' * (count != 1)} "
-            f"(0 to {count - 1})")
+    return (
+        f"--frame {frame} is out of range: {what} has {count} frame{'s' * (count != 1)} "
+        f"(0 to {count - 1})"
+    )
 
 
 @contextlib.contextmanager
@@ -435,14 +512,18 @@ def _read_image(handle, path: str, alpha_as_channel: bool, limit: int, frame: in
                 limits.check_pixels(height, width, limit, what)
                 # decoded pixels, the EXIF-rotated and mode-converted copies, the arrays
                 bands = len(img.getbands())
-                limits.check_memory(height * width * (8 + 8 * bands),
-                                    f"decoding {what} ({height}x{width} {img.mode})")
+                limits.check_memory(
+                    height * width * (8 + 8 * bands),
+                    f"decoding {what} ({height}x{width} {img.mode})",
+                )
                 image_claims.check_plausible(img, handle, frame, what)
                 img.load()
                 return _picture(_upright(img), alpha_as_channel, what)
     except UnidentifiedImageError:
-        raise InputError(f"{what} is not an image convcli reads (PNG, JPEG, TIFF, GIF, WebP, BMP, "
-                         f"PNM, ...) nor a .npy array") from None
+        raise InputError(
+            f"{what} is not an image convcli reads (PNG, JPEG, TIFF, GIF, WebP, BMP, "
+            f"PNM, ...) nor a .npy array"
+        ) from None
     except ConvcliError:
         raise
     except MemoryError:
@@ -472,7 +553,11 @@ def _upright(img):
 
 def _picture(img, alpha_as_channel: bool, what: str) -> Picture:
     """The Picture of a decoded Pillow image: modes converted, alpha set aside or kept."""
-    target = "RGBA" if img.mode == "P" and "transparency" in img.info else _CONVERT.get(img.mode, img.mode)
+    target = (
+        "RGBA"
+        if img.mode == "P" and "transparency" in img.info
+        else _CONVERT.get(img.mode, img.mode)
+    )
     if target != img.mode:
         img = img.convert(target)
     alpha = None
@@ -507,14 +592,14 @@ class OutputSettings:
     """
 
     map: str = "auto"
-    scale: Optional[float] = None
-    offset: Optional[float] = None
+    scale: float | None = None
+    offset: float | None = None
     joint: bool = False
-    depth: Optional[str] = None
-    colormap: Optional[str] = None
+    depth: str | None = None
+    colormap: str | None = None
     split: bool = False
     montage: bool = False
-    grid: Optional[tuple[int, int]] = None
+    grid: tuple[int, int] | None = None
     rgba: bool = False
     channels_first: bool = False
     legend: bool = False
@@ -525,23 +610,33 @@ class OutputSettings:
             object.__setattr__(self, "map", "offset")
         if self.grid is not None:
             object.__setattr__(self, "montage", True)
-        for option, value, known in (("--map", self.map, mapping.MAP_MODES),
-                                     ("--depth", self.depth, DEPTHS),
-                                     ("--colormap", self.colormap, mapping.COLORMAPS)):
+        for option, value, known in (
+            ("--map", self.map, mapping.MAP_MODES),
+            ("--depth", self.depth, DEPTHS),
+            ("--colormap", self.colormap, mapping.COLORMAPS),
+        ):
             if value is not None and value not in known:
                 raise ParameterError(not_one_of(option, value, known))
         problems = (
-            (shifted and self.map != "offset",
-             f"--scale and --offset apply to --map offset, not --map {self.map}"),
-            (shifted and not np.isfinite([self.scale or 0.0, self.offset or 0.0]).all(),
-             "--scale and --offset must be finite numbers"),
+            (
+                shifted and self.map != "offset",
+                f"--scale and --offset apply to --map offset, not --map {self.map}",
+            ),
+            (
+                shifted and not np.isfinite([self.scale or 0.0, self.offset or 0.0]).all(),
+                "--scale and --offset must be finite numbers",
+            ),
             (self.joint and self.map != "minmax", "--joint applies to --map minmax"),
             (self.split and self.montage, "--split and --montage exclude each other"),
-            (self.rgba and (self.split or self.montage or self.colormap is not None),
-             "--rgba writes 4 maps as one RGBA image; not with --split, --montage or --colormap"),
+            (
+                self.rgba and (self.split or self.montage or self.colormap is not None),
+                "--rgba writes 4 maps as one RGBA image; not with --split, --montage or --colormap",
+            ),
             (self.legend and self.rgba, "--legend goes beside single maps; not with --rgba"),
-            (self.legend and self.map == "none", "--legend shows the range --map puts into pixels; "
-                                                 "--map none keeps raw values"),
+            (
+                self.legend and self.map == "none",
+                "--legend shows the range --map puts into pixels; --map none keeps raw values",
+            ),
         )
         for bad, message in problems:
             if bad:
@@ -562,16 +657,24 @@ def split_names(path: str, count: int) -> list[str]:
 
 
 def check_output_path(
-    output: str, inputs: Sequence[str] = (), settings: Optional[OutputSettings] = None,
-    format: Optional[str] = None,
+    output: str,
+    inputs: Sequence[str] = (),
+    settings: OutputSettings | None = None,
+    format: str | None = None,
 ) -> None:
     """Fail before any work if ``output`` cannot be written safely, or does not suit ``settings``.
 
     ``output`` ``-`` is standard output, in ``format`` (an ``OUTPUT_FORMATS`` name).
     """
     settings = settings or OutputSettings()
-    if output != STDIO and not settings.split and (output.endswith(("/", os.sep)) or os.path.isdir(output)):
-        raise OutputError(f"output {output!r} is a directory: -o names a file (--out-dir a folder of them)")
+    if (
+        output != STDIO
+        and not settings.split
+        and (output.endswith(("/", os.sep)) or os.path.isdir(output))
+    ):
+        raise OutputError(
+            f"output {output!r} is a directory: -o names a file (--out-dir a folder of them)"
+        )
     check_output_format(output, settings, format)
     if output == STDIO or is_url(output):  # an object store has no folders to check
         return
@@ -583,19 +686,29 @@ def check_output_path(
     stem, ext = os.path.splitext(os.path.basename(output))
     split_file = re.compile(re.escape(stem) + r"_\d+" + re.escape(ext))
     for source in inputs:
-        beside = os.path.realpath(os.path.dirname(os.path.abspath(source))) == os.path.realpath(directory)
+        beside = os.path.realpath(os.path.dirname(os.path.abspath(source))) == os.path.realpath(
+            directory
+        )
         if settings.split and beside and split_file.fullmatch(os.path.basename(source)):
-            raise OutputError(f"--split could write over the input {source!r}; "
-                              f"convcli never overwrites an input")
-        if not settings.split and (os.path.realpath(source) == os.path.realpath(output) or (
-            os.path.exists(output) and os.path.exists(source) and os.path.samefile(source, output)
-        )):
-            raise OutputError(f"output {output!r} is the input {source!r}; "
-                              f"convcli never overwrites an input")
+            raise OutputError(
+                f"--split could write over the input {source!r}; convcli never overwrites an input"
+            )
+        if not settings.split and (
+            os.path.realpath(source) == os.path.realpath(output)
+            or (
+                os.path.exists(output)
+                and os.path.exists(source)
+                and os.path.samefile(source, output)
+            )
+        ):
+            raise OutputError(
+                f"output {output!r} is the input {source!r}; convcli never overwrites an input"
+            )
 
 
-def check_output_format(output: str, settings: Optional[OutputSettings] = None,
-                        format: Optional[str] = None) -> None:
+def check_output_format(
+    output: str, settings: OutputSettings | None = None, format: str | None = None
+) -> None:
     """The checks that need no file system: a known extension (or ``format`` for ``-``) that
     suits the settings.
 
@@ -623,13 +736,20 @@ def _check_format(output: str, settings: OutputSettings) -> None:
     ext = extension(output)
     if ext == NPY:
         if settings.depth not in (None, "32f"):
-            raise ParameterError(f"--depth {settings.depth} applies to images; .npy always stores float32")
-        image_only = {"--montage": settings.montage, "--colormap": settings.colormap, "--rgba": settings.rgba,
-                      "--legend": settings.legend}
+            raise ParameterError(
+                f"--depth {settings.depth} applies to images; .npy always stores float32"
+            )
+        image_only = {
+            "--montage": settings.montage,
+            "--colormap": settings.colormap,
+            "--rgba": settings.rgba,
+            "--legend": settings.legend,
+        }
         for name, used in image_only.items():
             if used:
-                raise ParameterError(f"{name} writes images, not .npy "
-                                     f"(.npy takes --split or --channels-first)")
+                raise ParameterError(
+                    f"{name} writes images, not .npy (.npy takes --split or --channels-first)"
+                )
         return
     fmt, depths = IMAGE_FORMATS[ext]
     if settings.channels_first:
@@ -639,16 +759,25 @@ def _check_format(output: str, settings: OutputSettings) -> None:
             f"--depth {settings.depth} is not available for {fmt} (it stores {_depth_list(depths)})"
         )
     if settings.rgba and not any(4 in counts for counts in depths.values()):
-        raise ParameterError(f"--rgba needs a format with alpha (.png, .tif, .webp); {fmt} has none")
+        raise ParameterError(
+            f"--rgba needs a format with alpha (.png, .tif, .webp); {fmt} has none"
+        )
     if settings.map == "none" and ("32f" not in depths or settings.depth not in (None, "32f")):
-        raise ParameterError("--map none keeps values unmapped, which only float outputs hold: "
-                             ".npy or .tif (32-bit float)")
+        raise ParameterError(
+            "--map none keeps values unmapped, which only float outputs hold: "
+            ".npy or .tif (32-bit float)"
+        )
     if settings.colormap and (settings.depth == "32f" or settings.map == "none"):
         raise ParameterError("--colormap makes 8- or 16-bit colour, not a float output")
 
 
-def check_output_shape(output: str, settings: Optional[OutputSettings], shape: Sequence[int],
-                       white: Optional[float] = None, format: Optional[str] = None) -> None:
+def check_output_shape(
+    output: str,
+    settings: OutputSettings | None,
+    shape: Sequence[int],
+    white: float | None = None,
+    format: str | None = None,
+) -> None:
     """Before the work: refuse an output whose planned maps (H, W, C) its format cannot hold
     (too wide or tall, too many bytes), or too many maps to lay out (``limits.check_layout``);
     channel counts are the writer's to refuse, after the steps have said what is wrong with
@@ -677,8 +806,9 @@ def check_output_shape(output: str, settings: Optional[OutputSettings], shape: S
         from convcli.render.montage import canvas_shape
 
         tiles = count if settings.montage else 1
-        height, width = canvas_shape(tiles, height, width, channels, settings.grid, settings.montage,
-                                     settings.legend)[1:]
+        height, width = canvas_shape(
+            tiles, height, width, channels, settings.grid, settings.montage, settings.legend
+        )[1:]
     if not any(channels in counts for counts in depths.values()):
         return  # the writer names the channel counts the format holds
     try:
@@ -688,30 +818,42 @@ def check_output_shape(output: str, settings: Optional[OutputSettings], shape: S
     check_image_size(output, fmt, height, width, channels, depth)
 
 
-def check_image_size(output: str, fmt: str, height: int, width: int, channels: int, depth: str) -> None:
+def check_image_size(
+    output: str, fmt: str, height: int, width: int, channels: int, depth: str
+) -> None:
     """Refuse an image of ``height`` x ``width`` x ``channels`` at ``depth`` that ``fmt`` cannot
     store (``MAX_SIDE``, ``MAX_PIXEL_BYTES``)."""
     shown = limits.shorten(output)
     if max(height, width) > MAX_SIDE[fmt]:
-        raise OutputError(f"output {shown!r} would be {height}x{width} pixels (rows x columns); {fmt} "
-                          f"stores at most {MAX_SIDE[fmt]} per side (use .png, .tif or .npy)")
+        raise OutputError(
+            f"output {shown!r} would be {height}x{width} pixels (rows x columns); {fmt} "
+            f"stores at most {MAX_SIDE[fmt]} per side (use .png, .tif or .npy)"
+        )
     n_bytes = height * width * channels * {"8": 1, "16": 2, "32f": 4}[depth]
     if n_bytes > MAX_PIXEL_BYTES.get(fmt, n_bytes):
-        raise OutputError(f"output {shown!r} would hold {limits.format_bytes(n_bytes)} of pixels; a {fmt} "
-                          f"file holds at most {limits.format_bytes(MAX_PIXEL_BYTES[fmt])} (use .png or .npy)")
+        raise OutputError(
+            f"output {shown!r} would hold {limits.format_bytes(n_bytes)} of pixels; a {fmt} "
+            f"file holds at most {limits.format_bytes(MAX_PIXEL_BYTES[fmt])} (use .png or .npy)"
+        )
 
 
 def _check_channels(fmt: str, count: int, settings: OutputSettings) -> None:
     """The map counts one image of ``fmt`` holds (without --split or --montage)."""
     if settings.colormap and count != 1:
-        raise ShapeError(f"--colormap colours a single map; for {count} maps use --split or --montage")
+        raise ShapeError(
+            f"--colormap colours a single map; for {count} maps use --split or --montage"
+        )
     if settings.legend and count != 1:
-        raise ShapeError(f"--legend goes beside a single map; for {count} maps use --split or --montage")
+        raise ShapeError(
+            f"--legend goes beside a single map; for {count} maps use --split or --montage"
+        )
     if settings.rgba and count != 4:
         raise ShapeError(f"--rgba needs exactly 4 feature maps, got {count}")
     if not settings.rgba and count not in (1, 3):
-        raise ShapeError(f"{count} feature maps do not fit one {fmt} image (1 = gray, 3 = RGB, "
-                         f"4 = RGBA with --rgba); use --split, --montage or a .npy output")
+        raise ShapeError(
+            f"{count} feature maps do not fit one {fmt} image (1 = gray, 3 = RGB, "
+            f"4 = RGBA with --rgba); use --split, --montage or a .npy output"
+        )
 
 
 def _depth_list(depths: dict) -> str:
@@ -721,13 +863,13 @@ def _depth_list(depths: dict) -> str:
 def write_output(
     path: str,
     maps: np.ndarray,
-    white: Optional[float] = None,
-    alpha: Optional[np.ndarray] = None,
-    settings: Optional[OutputSettings] = None,
+    white: float | None = None,
+    alpha: np.ndarray | None = None,
+    settings: OutputSettings | None = None,
     *,
-    signed: Optional[Sequence[bool]] = None,
-    labels: Optional[Sequence[str]] = None,
-    format: Optional[str] = None,
+    signed: Sequence[bool] | None = None,
+    labels: Sequence[str] | None = None,
+    format: str | None = None,
     in_place: bool = False,
 ) -> None:
     """Write ``maps`` (C, H, W) to ``path`` as ``settings`` say; all files or none.
@@ -760,8 +902,10 @@ def write_output(
     if extension(name) == NPY:
         mode = "none" if settings.map == "auto" else settings.map
         values = mapping.map_values(maps, mode, white or 1.0, **_map_options(settings))
-        arrays = [values[i:i + 1] for i in range(len(values))] if settings.split else [values]
-        savers = [_npy_saver(a if settings.channels_first else a.transpose(1, 2, 0)) for a in arrays]
+        arrays = [values[i : i + 1] for i in range(len(values))] if settings.split else [values]
+        savers = [
+            _npy_saver(a if settings.channels_first else a.transpose(1, 2, 0)) for a in arrays
+        ]
     else:
         savers = _image_savers(name, maps, white, alpha, settings, signed, labels, in_place)
     if path == STDIO:
@@ -770,8 +914,9 @@ def write_output(
         atomic_write_all(list(zip(targets, savers)))
 
 
-def _check_writer_memory(name: str, maps, settings: OutputSettings, in_place: bool,
-                         stdout: bool) -> None:
+def _check_writer_memory(
+    name: str, maps, settings: OutputSettings, in_place: bool, stdout: bool
+) -> None:
     """The memory check of ``write_output``, per value of ``maps``: the float32 copy it maps
     (unless ``in_place`` on float32 maps), colours (three float32 planes per map, the
     positions looked up and a float64 plane being interpolated), the transposed ``.npy`` copy
@@ -786,8 +931,12 @@ def _check_writer_memory(name: str, maps, settings: OutputSettings, in_place: bo
         sixteen = settings.depth == "16" or (settings.depth is None and dtype != np.uint8)
         pixel = 2 * colours if sixteen else colours
         per_value = copied + (28 if settings.colormap else 0) + pixel * (1 + stdout)
-    limits.check_arrays(f"writing {limits.shorten(name)!r}", itemsize=per_value, held=getattr(maps, "nbytes", 0),
-                        mapped_and_encoded_maps=np.shape(maps))
+    limits.check_arrays(
+        f"writing {limits.shorten(name)!r}",
+        itemsize=per_value,
+        held=getattr(maps, "nbytes", 0),
+        mapped_and_encoded_maps=np.shape(maps),
+    )
 
 
 def write_stdout(save: Callable) -> None:
@@ -802,11 +951,17 @@ def write_stdout(save: Callable) -> None:
 
 
 def _map_options(settings: OutputSettings) -> dict:
-    return dict(scale=settings.scale, offset=settings.offset, joint=settings.joint,
-                symmetric=settings.colormap in mapping.DIVERGING)
+    return dict(
+        scale=settings.scale,
+        offset=settings.offset,
+        joint=settings.joint,
+        symmetric=settings.colormap in mapping.DIVERGING,
+    )
 
 
-def _image_savers(path, maps, white, alpha, settings, signed, labels, in_place=False) -> list[Callable]:
+def _image_savers(
+    path, maps, white, alpha, settings, signed, labels, in_place=False
+) -> list[Callable]:
     fmt, depths = IMAGE_FORMATS[extension(path)]
     count = len(maps)
     one_image = not (settings.split or settings.montage)
@@ -823,23 +978,37 @@ def _image_savers(path, maps, white, alpha, settings, signed, labels, in_place=F
     if gain != 1.0:
         scaled *= np.float32(gain)
     if settings.legend and mode == "none":
-        raise ParameterError("--legend shows the range --map puts into pixels; a float output keeps "
-                             "raw values (give --map minmax, clip, abs or offset)")
-    values, used = mapping.map_with_range(scaled, mode, out_white, signed=signed, in_place=True,
-                                          **_map_options(settings))
+        raise ParameterError(
+            "--legend shows the range --map puts into pixels; a float output keeps "
+            "raw values (give --map minmax, clip, abs or offset)"
+        )
+    values, used = mapping.map_with_range(
+        scaled, mode, out_white, signed=signed, in_place=True, **_map_options(settings)
+    )
     colour = _colouring(settings.colormap, out_white)
     values = colour(values).swapaxes(0, 1)
     if settings.montage or settings.legend:
         from convcli.render.montage import montage
 
-        legend = _legend(used, gain, out_white, colour, settings.colormap) if settings.legend else None
+        legend = (
+            _legend(used, gain, out_white, colour, settings.colormap) if settings.legend else None
+        )
         check = lambda shape: check_image_size(path, fmt, *shape[1:], shape[0], depth)  # noqa: E731
         if settings.montage:
             names = [str(i) for i in range(count)] if labels is None else list(labels)
             files = [montage(values, names, out_white, settings.grid, check, legend)]
         else:  # one map, or each --split file: a one-tile montage without a label
-            files = [montage(values[i:i + 1], None, out_white, (1, 1), check,
-                             legend and replace(legend, values=legend.values[i:i + 1])) for i in range(count)]
+            files = [
+                montage(
+                    values[i : i + 1],
+                    None,
+                    out_white,
+                    (1, 1),
+                    check,
+                    legend and replace(legend, values=legend.values[i : i + 1]),
+                )
+                for i in range(count)
+            ]
     elif settings.split:
         files = list(values)
     else:
@@ -849,7 +1018,7 @@ def _image_savers(path, maps, white, alpha, settings, signed, labels, in_place=F
     return [_image_saver(fmt, depth, f) for f in files]
 
 
-def _colouring(colormap: Optional[str], white: float) -> Callable[[np.ndarray], np.ndarray]:
+def _colouring(colormap: str | None, white: float) -> Callable[[np.ndarray], np.ndarray]:
     """Levels (any shape) in ``[0, white]`` to colour planes (K, *shape): the colormap's three,
     or the levels themselves as one gray plane."""
     if colormap:
@@ -857,7 +1026,9 @@ def _colouring(colormap: Optional[str], white: float) -> Callable[[np.ndarray], 
     return lambda levels: np.asarray(levels)[None]
 
 
-def _legend(used: mapping.MapRange, gain: float, white: float, colour: Callable, colormap: Optional[str]):
+def _legend(
+    used: mapping.MapRange, gain: float, white: float, colour: Callable, colormap: str | None
+):
     """What white, the middle and black stand for in each map, in the maps' own units (those
     of a ``.npy`` output: ``used`` is in the output's units, ``gain`` times larger). The middle
     is the colormap's centre, or the mid-grey that ``--map offset`` puts 0 on (128 of 255)."""
@@ -869,19 +1040,25 @@ def _legend(used: mapping.MapRange, gain: float, white: float, colour: Callable,
 
 
 def _choose_depth(
-    fmt: str, depths: dict, settings: OutputSettings, white: Optional[float], channels: int
+    fmt: str, depths: dict, settings: OutputSettings, white: float | None, channels: int
 ) -> str:
     """The asked depth (which must store ``channels``), else the input's, or the next lower one
     the format stores for ``channels``: 8-bit in -> 8, 16-bit in -> 16, float in -> 32f."""
     asked = "32f" if settings.map == "none" else settings.depth
     if asked is not None:
         if channels not in depths[asked]:
-            hint = "--split, a 16-bit .png or --depth 8" if asked == "16" else "--split or a .npy output"
-            raise ShapeError(f"a {_depth_list([asked])} {fmt} holds 1 channel, these maps need {channels}; "
-                             f"use {hint}")
+            hint = (
+                "--split, a 16-bit .png or --depth 8"
+                if asked == "16"
+                else "--split or a .npy output"
+            )
+            raise ShapeError(
+                f"a {_depth_list([asked])} {fmt} holds 1 channel, these maps need {channels}; "
+                f"use {hint}"
+            )
         return asked
     derived = "32f" if white == 1.0 else "16" if (white or 0) > 255 else "8"
-    lower = ("32f", "16", "8")[("32f", "16", "8").index(derived):]
+    lower = ("32f", "16", "8")[("32f", "16", "8").index(derived) :]
     return next(depth for depth in lower if channels in depths.get(depth, ()))
 
 
@@ -898,7 +1075,9 @@ def _image_saver(fmt: str, depth: str, values: np.ndarray) -> Callable:
     else:
         bits = 8 if depth == "8" else 16
         pixels = np.empty(values.shape[1:] + values.shape[:1], np.uint8 if bits == 8 else np.uint16)
-        for channel, plane in enumerate(values):  # straight into (H, W, K): no full-size transpose copy
+        for channel, plane in enumerate(
+            values
+        ):  # straight into (H, W, K): no full-size transpose copy
             pixels[:, :, channel] = mapping.to_integers(plane, bits, in_place=True)
         if fmt == "PNG":
             return lambda handle: png.write_png(handle, pixels)

@@ -21,8 +21,12 @@ from convcli.errors import InputError
 #: The path that means standard input (as an input) or standard output (as ``-o -``).
 STDIO = "-"
 #: What each kind of non-regular file is called in messages.
-_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
-          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+_KINDS = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 
 
 def kind(mode: int) -> str:

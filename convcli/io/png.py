@@ -56,8 +56,12 @@ UNFILTER_WORK_PER_BYTE = 100
 
 def colour16(header: bytes) -> bool:
     """Whether a file's first 26 bytes start a 16-bit RGB, gray+alpha or RGBA PNG."""
-    return len(header) >= 26 and header[:8] == SIGNATURE and header[12:16] == b"IHDR" and (
-        header[24] == 16 and header[25] in _SAMPLES)
+    return (
+        len(header) >= 26
+        and header[:8] == SIGNATURE
+        and header[12:16] == b"IHDR"
+        and (header[24] == 16 and header[25] in _SAMPLES)
+    )
 
 
 @dataclass(frozen=True)
@@ -81,15 +85,21 @@ class Header:
 def read_header(handle: BinaryIO, what: str) -> Header:
     """The IHDR of the PNG ``handle`` is at the start of (CRC checked), left after it."""
     head = handle.read(33)
-    if len(head) < 33 or head[:8] != SIGNATURE or head[12:16] != b"IHDR" or (
-            struct.unpack(">I", head[8:12])[0] != 13):
+    if (
+        len(head) < 33
+        or head[:8] != SIGNATURE
+        or head[12:16] != b"IHDR"
+        or (struct.unpack(">I", head[8:12])[0] != 13)
+    ):
         raise InputError(f"{what} is corrupt or truncated (no complete PNG header)")
     if zlib.crc32(head[12:29]) != struct.unpack(">I", head[29:33])[0]:
         raise InputError(f"{what} is corrupt (CRC error in chunk IHDR)")
     width, height, _, colour, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
     if interlace:
-        raise InputError(f"{what} is an interlaced 16-bit colour PNG, which convcli does not read; "
-                         f"save it without interlacing")
+        raise InputError(
+            f"{what} is an interlaced 16-bit colour PNG, which convcli does not read; "
+            f"save it without interlacing"
+        )
     if not width or not height or width > _MAX_CHUNK or height > _MAX_CHUNK:
         raise InputError(f"{what} is corrupt (PNG header says {height}x{width} pixels)")
     return Header(width, height, _SAMPLES[colour])
@@ -113,15 +123,21 @@ def decode(handle: BinaryIO, header: Header, what: str) -> tuple[np.ndarray, byt
             room = header.image_bytes - filled
             out = inflater.decompress(piece, room + 1)  # one byte more tells "too much"
             if len(out) > room:
-                raise InputError(f"{what} is corrupt (its image data inflates to more than the "
-                                 f"{header.image_bytes:,} bytes its header implies)")
-            raw[filled:filled + len(out)] = np.frombuffer(out, np.uint8)
+                raise InputError(
+                    f"{what} is corrupt (its image data inflates to more than the "
+                    f"{header.image_bytes:,} bytes its header implies)"
+                )
+            raw[filled : filled + len(out)] = np.frombuffer(out, np.uint8)
             filled += len(out)
             piece = inflater.unconsumed_tail
 
     try:
-        for name, data in _chunks(handle, what, keep=lambda name, length: (
-                name == b"eXIf" and length <= _MAX_EXIF), each_piece=inflate):
+        for name, data in _chunks(
+            handle,
+            what,
+            keep=lambda name, length: name == b"eXIf" and length <= _MAX_EXIF,
+            each_piece=inflate,
+        ):
             if name == b"eXIf":
                 exif = data
     except zlib.error as exc:
@@ -129,8 +145,10 @@ def decode(handle: BinaryIO, header: Header, what: str) -> tuple[np.ndarray, byt
     if inflater.unused_data:
         raise InputError(f"{what} is corrupt (data after the end of its compressed image data)")
     if not inflater.eof or filled != header.image_bytes:
-        raise InputError(f"{what} is corrupt or truncated (image data has {filled:,} bytes, "
-                         f"expected {header.image_bytes:,})")
+        raise InputError(
+            f"{what} is corrupt or truncated (image data has {filled:,} bytes, "
+            f"expected {header.image_bytes:,})"
+        )
     rows = raw.reshape(header.height, 1 + header.row_bytes)
     if rows[:, 0].max(initial=0) > 4:
         raise InputError(f"{what} is corrupt (unknown PNG row filter {rows[:, 0].max()})")
@@ -145,7 +163,8 @@ def decode(handle: BinaryIO, header: Header, what: str) -> tuple[np.ndarray, byt
         pixels = np.empty((header.height, header.row_bytes), np.uint8)
         _jit.png_unfilter(rows, bpp, pixels)
     return pixels.view(">u2").reshape(header.height, header.width, header.samples).astype(
-        np.uint16), exif
+        np.uint16
+    ), exif
 
 
 def _chunks(handle: BinaryIO, what: str, keep, each_piece):
@@ -158,13 +177,17 @@ def _chunks(handle: BinaryIO, what: str, keep, each_piece):
     while True:
         head = handle.read(8)
         if len(head) < 8:
-            raise InputError(f"{what} is corrupt or truncated (no IEND chunk: the file ends "
-                             f"after {position:,} bytes)")
+            raise InputError(
+                f"{what} is corrupt or truncated (no IEND chunk: the file ends "
+                f"after {position:,} bytes)"
+            )
         length, name = struct.unpack(">I", head[:4])[0], head[4:]
         shown = name.decode("ascii") if name.isalpha() else limits.shorten(repr(name)[1:], 20)
         if length > _MAX_CHUNK or position + 12 + length > end:
-            raise InputError(f"{what} is corrupt or truncated (chunk {shown} of {length:,} bytes "
-                             f"runs past the end of the file)")
+            raise InputError(
+                f"{what} is corrupt or truncated (chunk {shown} of {length:,} bytes "
+                f"runs past the end of the file)"
+            )
         crc, kept = zlib.crc32(name), keep(name, length)
         pieces = []
         for offset in range(0, length, _PIECE):
@@ -205,10 +228,14 @@ def unfilter_numpy(rows: np.ndarray, bpp: int) -> np.ndarray:
         kind = kinds[y][:, None]
         guess = left + up - corner
         to_left, to_up, to_corner = abs(guess - left), abs(guess - up), abs(guess - corner)
-        paeth = np.where((to_left <= to_up) & (to_left <= to_corner), left,
-                         np.where(to_up <= to_corner, up, corner))
-        predicted = np.select([kind == 1, kind == 2, kind == 3, kind == 4],
-                              [left, up, (left + up) >> 1, paeth], 0)
+        paeth = np.where(
+            (to_left <= to_up) & (to_left <= to_corner),
+            left,
+            np.where(to_up <= to_corner, up, corner),
+        )
+        predicted = np.select(
+            [kind == 1, kind == 2, kind == 3, kind == 4], [left, up, (left + up) >> 1, paeth], 0
+        )
         out[y + 1, x + 1] = (filtered[y, x] + predicted) & 255
     return out[1:, 1:].astype(np.uint8).reshape(height, stride)
 
@@ -234,9 +261,15 @@ def upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
     >>> upright(np.array([[1, 2], [3, 4]]), 6).tolist()     # rotate 90 degrees clockwise
     [[3, 1], [4, 2]]
     """
-    turns = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-             5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
-             7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
+    turns = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+        8: lambda a: np.rot90(a, 1),
+    }
     return np.ascontiguousarray(turns[orientation](pixels)) if orientation in turns else pixels
 
 
@@ -247,9 +280,10 @@ def read_colour16(handle: BinaryIO, limit: int, what: str) -> np.ndarray:
     header = read_header(handle, what)
     limits.check_pixels(header.height, header.width, limit, what)
     # the inflated rows, the unfiltered bytes, the uint16 pixels and a turned copy
-    limits.check_memory(2 * header.image_bytes + 4 * header.width * header.height
-                        * header.samples, f"decoding {what} ({header.height}x"
-                        f"{header.width}, 16-bit, {header.samples} samples)")
+    limits.check_memory(
+        2 * header.image_bytes + 4 * header.width * header.height * header.samples,
+        f"decoding {what} ({header.height}x{header.width}, 16-bit, {header.samples} samples)",
+    )
     try:
         pixels, exif = decode(handle, header, what)
     except MemoryError:
@@ -290,15 +324,21 @@ def write_png(handle, pixels: np.ndarray) -> None:
         last = min(height, first + strip)
         filtered = np.empty((last - first, rows.shape[1] + 1), np.uint8)
         filtered[:, 0] = 2  # filter type 2 ("Up"): each byte minus the one above it, mod 256
-        filtered[0, 1:] = rows[first] - rows[first - 1] if first else rows[0]  # zeros above the image
-        np.subtract(rows[first + 1:last], rows[first:last - 1], out=filtered[1:, 1:])
+        filtered[0, 1:] = (
+            rows[first] - rows[first - 1] if first else rows[0]
+        )  # zeros above the image
+        np.subtract(rows[first + 1 : last], rows[first : last - 1], out=filtered[1:, 1:])
         compressor = zlib.compressobj(PNG_LEVEL, zlib.DEFLATED, -15)  # raw: one zlib header for all
-        data = compressor.compress(filtered) + compressor.flush(zlib.Z_FINISH if last == height else zlib.Z_SYNC_FLUSH)
+        data = compressor.compress(filtered) + compressor.flush(
+            zlib.Z_FINISH if last == height else zlib.Z_SYNC_FLUSH
+        )
         return data, zlib.adler32(filtered), filtered.size
 
     colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    handle.write(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, colour_type,
-                                                                      0, 0, 0)))
+    handle.write(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, colour_type, 0, 0, 0))
+    )
     firsts = range(0, height, strip)
     checksum = zlib.adler32(b"")
     with ThreadPoolExecutor(max(1, min(compute_threads(), len(firsts)))) as pool:

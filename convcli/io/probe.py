@@ -1,6 +1,5 @@
 """Input shapes for traces: ``HxWxC`` text, or the header of an image or ``.npy`` file."""
 
-
 from __future__ import annotations
 
 import os
@@ -22,7 +21,9 @@ def parse_shape(text: str) -> Shape:
     parts = str(text).lower().replace(" ", "").split("x")
     if len(parts) not in (2, 3) or not all(re.fullmatch(r"[0-9]+", p, re.ASCII) for p in parts):
         raise ParameterError(f"input {shorten(text)!r} is not HxWxC, HxW or an existing file")
-    values = [parse_whole(p, f"input {shorten(text)!r}: a size") for p in parts] + [1] * (3 - len(parts))
+    values = [parse_whole(p, f"input {shorten(text)!r}: a size") for p in parts] + [1] * (
+        3 - len(parts)
+    )
     if min(values) < 1:
         raise ParameterError(f"input {shorten(text)!r} must have sizes of at least 1")
     return tuple(values)
@@ -55,8 +56,10 @@ def _npy_shape(path: str) -> Shape:
     except OSError as exc:
         raise InputError(f"input {path!r} is not a readable .npy file ({exc})") from None
     if kind not in "biuf" or len(shape) not in (2, 3) or 0 in shape:
-        raise InputError(f"input {path!r} has shape {shape} of kind {kind!r}; "
-                         f"expected real numbers shaped (H, W) or (H, W, C)")
+        raise InputError(
+            f"input {path!r} has shape {shape} of kind {kind!r}; "
+            f"expected real numbers shaped (H, W) or (H, W, C)"
+        )
     return (shape[0], shape[1], shape[2] if len(shape) == 3 else 1)
 
 

@@ -81,8 +81,11 @@ def guard_standard_streams() -> None:
     old = sys.stdout
     if old is not None:
         old.flush()
-    text = dict(encoding=old.encoding, errors=old.errors, line_buffering=old.line_buffering) \
-        if old is not None else dict(encoding="utf-8")
+    text = (
+        dict(encoding=old.encoding, errors=old.errors, line_buffering=old.line_buffering)
+        if old is not None
+        else dict(encoding="utf-8")
+    )
     guarded = _GuardedStdout(STDOUT, "w", closefd=False)
     sys.stdout = io.TextIOWrapper(io.BufferedWriter(guarded), **text)
 

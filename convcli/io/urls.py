@@ -55,8 +55,9 @@ def filesystem(url: str):
         raise ConvcliError(f"{url!r} is not a URL fsspec can open ({exc})") from None
 
 
-def expand(argument: str, recursive: bool, extensions: Sequence[str],
-           out_dir: str | None = None) -> list[tuple[str, str]]:
+def expand(
+    argument: str, recursive: bool, extensions: Sequence[str], out_dir: str | None = None
+) -> list[tuple[str, str]]:
     """``(url, root)`` of each file a URL names: itself, a folder's files with ``extensions``
     (``recursive`` descends) or a glob pattern's files; ``root`` is the folder whose relative
     paths the outputs keep. Nothing below ``out_dir`` is found (a batch's outputs are not its
@@ -70,17 +71,23 @@ def expand(argument: str, recursive: bool, extensions: Sequence[str],
 
     if fs.isdir(path):
         listing = fs.find(path) if recursive else fs.ls(path, detail=False)
-        found = sorted(p for p in listing if kept(p) and p.lower().endswith(tuple(extensions))
-                       and fs.isfile(p))
+        found = sorted(
+            p for p in listing if kept(p) and p.lower().endswith(tuple(extensions)) and fs.isfile(p)
+        )
         if not found:
-            raise InputError(f"directory {argument!r} has no image or .npy files"
-                             + ("" if recursive else " (use --recursive to descend)"))
+            raise InputError(
+                f"directory {argument!r} has no image or .npy files"
+                + ("" if recursive else " (use --recursive to descend)")
+            )
         root = fs.unstrip_protocol(path.rstrip("/"))
         return [(fs.unstrip_protocol(p), root) for p in found]
     if not any(c in path for c in "*?["):
         return [(argument, argument.rsplit("/", 1)[0])]
-    matches = sorted(p for p, info in fs.glob(path, detail=True).items()
-                     if info.get("type") == "file" and kept(p))
+    matches = sorted(
+        p
+        for p, info in fs.glob(path, detail=True).items()
+        if info.get("type") == "file" and kept(p)
+    )
     if not matches:
         raise InputError(f"pattern {argument!r} matches no files")
     return [(fs.unstrip_protocol(p), fs.unstrip_protocol(posixpath.dirname(p))) for p in matches]

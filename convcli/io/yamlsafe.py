@@ -28,7 +28,8 @@ null) and refuses, each with one line naming the file and the line:
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from convcli import limits
 from convcli.errors import ConvcliError, InputError
@@ -62,8 +63,11 @@ def _loader_classes():
                     break
                 if duplicate:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"the key {limits.shorten(key)!r} is given twice",
-                        key_node.start_mark)
+                        None,
+                        None,
+                        f"the key {limits.shorten(key)!r} is given twice",
+                        key_node.start_mark,
+                    )
             return super().construct_mapping(node, deep=deep)
 
         def construct_yaml_int(self, node):
@@ -80,15 +84,18 @@ def _loader_classes():
             try:
                 limits.check_digits(node.value, "the number")
             except ConvcliError as exc:
-                raise yaml.constructor.ConstructorError(None, None, str(exc), node.start_mark) from None
+                raise yaml.constructor.ConstructorError(
+                    None, None, str(exc), node.start_mark
+                ) from None
 
     StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
     StrictLoader.add_constructor("tag:yaml.org,2002:float", StrictLoader.construct_yaml_float)
     return yaml, base, StrictLoader
 
 
-def load_yaml_safely(path: str, what: str, error: type = InputError,
-                     max_bytes: int = limits.MAX_TEXT_BYTES) -> Any:
+def load_yaml_safely(
+    path: str, what: str, error: type = InputError, max_bytes: int = limits.MAX_TEXT_BYTES
+) -> Any:
     """The data of the YAML file ``path`` (one document), refused as the module says.
 
     ``what`` names the file in messages (``"kernel 'box' (kernels/box.yaml)"``); ``error`` is
@@ -111,8 +118,10 @@ def parse_yaml_safely(text: str, what: str, error: type = InputError) -> Any:
         problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
         problem = limits.shorten(problem, 200)
         if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in problem:
-            raise error(f"{what}: {at}unsafe or unknown YAML tag ({problem}); YAML is read with a "
-                        "safe loader: plain data only (mappings, lists, strings, numbers)") from None
+            raise error(
+                f"{what}: {at}unsafe or unknown YAML tag ({problem}); YAML is read with a "
+                "safe loader: plain data only (mappings, lists, strings, numbers)"
+            ) from None
         if isinstance(exc, yaml.constructor.ConstructorError):  # a duplicate or unhashable key
             raise error(f"{what}: {at}{problem}") from None
         raise error(f"{what}: not valid YAML ({at}{problem})") from None
@@ -120,8 +129,9 @@ def parse_yaml_safely(text: str, what: str, error: type = InputError) -> Any:
         raise error(f"{what}: nested too deeply") from None
 
 
-def read_text_limited(path: str, what: str, error: type = InputError,
-                      max_bytes: int = limits.MAX_TEXT_BYTES) -> str:
+def read_text_limited(
+    path: str, what: str, error: type = InputError, max_bytes: int = limits.MAX_TEXT_BYTES
+) -> str:
     """The UTF-8 text of ``path`` (a BOM is dropped), refused beyond ``max_bytes``."""
     try:
         with open(path, "rb") as handle:
@@ -129,8 +139,10 @@ def read_text_limited(path: str, what: str, error: type = InputError,
     except OSError as exc:
         raise error(f"{what}: cannot read the file ({exc.strerror or exc})") from None
     if len(data) > max_bytes:
-        raise error(f"{what}: the file is over the {max_bytes:,}-byte limit of text files "
-                    f"(put large kernels in a .npy file)")
+        raise error(
+            f"{what}: the file is over the {max_bytes:,}-byte limit of text files "
+            f"(put large kernels in a .npy file)"
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -161,8 +173,10 @@ def _walk_events(events: Iterable, yaml, what: str, error: type) -> None:
     for event in events:
         if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
             if len(stack) >= MAX_DEPTH:
-                raise error(f"{what}: line {event.start_mark.line + 1}: nested more than "
-                            f"{MAX_DEPTH} levels deep")
+                raise error(
+                    f"{what}: line {event.start_mark.line + 1}: nested more than "
+                    f"{MAX_DEPTH} levels deep"
+                )
             stack.append([event.anchor, 1])
             continue
         if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
@@ -176,9 +190,11 @@ def _walk_events(events: Iterable, yaml, what: str, error: type) -> None:
                 sizes[event.anchor] = 1
         elif isinstance(event, yaml.AliasEvent):
             if event.anchor not in sizes:
-                raise error(f"{what}: line {event.start_mark.line + 1}: the alias "
-                            f"*{limits.shorten(event.anchor)} refers to a collection that contains "
-                            f"it (or to no anchor)")
+                raise error(
+                    f"{what}: line {event.start_mark.line + 1}: the alias "
+                    f"*{limits.shorten(event.anchor)} refers to a collection that contains "
+                    f"it (or to no anchor)"
+                )
             added = sizes[event.anchor]
         else:
             continue
@@ -187,11 +203,15 @@ def _walk_events(events: Iterable, yaml, what: str, error: type) -> None:
         else:
             total += added
         if total + sum(entry[1] for entry in stack) > MAX_NODES:
-            raise error(f"{what}: line {event.start_mark.line + 1}: more than {MAX_NODES:,} values "
-                        f"once aliases are expanded (a 'billion laughs' document?)")
+            raise error(
+                f"{what}: line {event.start_mark.line + 1}: more than {MAX_NODES:,} values "
+                f"once aliases are expanded (a 'billion laughs' document?)"
+            )
 
 
-def check_keys(mapping: Mapping, known: Iterable[str], where: str, error: type = InputError) -> None:
+def check_keys(
+    mapping: Mapping, known: Iterable[str], where: str, error: type = InputError
+) -> None:
     """Refuse keys of ``mapping`` not in ``known``, naming the field and a close known name.
 
     >>> check_keys({"wieghts": 1}, ("name", "weights"), "kernel file 'k.yaml'")
@@ -204,5 +224,6 @@ def check_keys(mapping: Mapping, known: Iterable[str], where: str, error: type =
     if unknown:
         near = closest(unknown[0], known)
         hint = f"did you mean {near!r}? " if near else ""
-        raise error(f"{where}: unknown key {limits.shorten(unknown[0])!r} "
-                    f"({hint}known: {', '.join(known)})")
+        raise error(
+            f"{where}: unknown key {limits.shorten(unknown[0])!r} ({hint}known: {', '.join(known)})"
+        )

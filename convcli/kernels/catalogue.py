@@ -14,9 +14,9 @@ read or written is rebuilt or skipped, never an error.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
 
 from convcli.errors import ConvcliError
 from convcli.kernels.search import kernel_files, kernel_names, locate, search_path
@@ -69,16 +69,28 @@ def _build(folders: list[tuple[str, Path]], kernel_path: Sequence[str]) -> list[
         except ConvcliError as exc:  # a kernel over a limit is broken too, not the whole list
             rows.append(Row(name, location, error=str(exc)))
             continue
-        rows.append(Row(name, location, list(kernel.weights.shape),
-                        [p.summary() for p in kernel.declared], kernel.description, kernel.source))
+        rows.append(
+            Row(
+                name,
+                location,
+                list(kernel.weights.shape),
+                [p.summary() for p in kernel.declared],
+                kernel.description,
+                kernel.source,
+            )
+        )
     return rows
 
 
 def _well_formed(row: Row) -> bool:
     """Whether a row read back from the cache has the types the listing prints."""
     texts = (row.name, row.location, row.description, row.source, row.error, *row.parameters)
-    return (all(isinstance(t, str) for t in texts) and isinstance(row.parameters, list)
-            and isinstance(row.shape, list) and all(type(n) is int for n in row.shape))
+    return (
+        all(isinstance(t, str) for t in texts)
+        and isinstance(row.parameters, list)
+        and isinstance(row.shape, list)
+        and all(type(n) is int for n in row.shape)
+    )
 
 
 def _cache_key(folders: list[tuple[str, Path]]) -> list:
@@ -100,8 +112,8 @@ def _cache_key(folders: list[tuple[str, Path]]) -> list:
 def _remember(cache: Path, text: str) -> None:
     """Write the cache atomically (concurrent listings each replace it whole); skip it if the
     cache folder cannot be written."""
-    from convcli.io.atomic import atomic_write
     from convcli.errors import OutputError
+    from convcli.io.atomic import atomic_write
 
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)

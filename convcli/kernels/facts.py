@@ -41,8 +41,12 @@ def kernel_facts(weights: np.ndarray) -> dict:
     rank_one = singular.shape[1] < 2 or singular[:, 1] <= RELATIVE_EPS * singular[:, 0]
     separable = bool(np.all(rank_one))
     factors = _factors(weights) if separable and weights.ndim == 2 and weights.any() else None
-    return {"sum": float(weights.sum()), "zero_sum": is_zero_sum(weights),
-            "separable": separable, "factors": factors}
+    return {
+        "sum": float(weights.sum()),
+        "zero_sum": is_zero_sum(weights),
+        "separable": separable,
+        "factors": factors,
+    }
 
 
 def _factors(weights: np.ndarray) -> tuple[list, list]:

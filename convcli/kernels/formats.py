@@ -63,10 +63,13 @@ def parse_grid(text: str, where: str) -> np.ndarray:
         raise KernelError(f"{where}: the kernel is empty")
     for number, row in enumerate(rows, 1):
         if len(row) != len(rows[0]):
-            raise KernelError(f"{where}: rows must all have the same number of values "
-                              f"(row 1 has {len(rows[0])}, row {number} has {len(row)})")
-    return np.array([[_number(v, f"{where}: row {i}") for v in row]
-                     for i, row in enumerate(rows, 1)])
+            raise KernelError(
+                f"{where}: rows must all have the same number of values "
+                f"(row 1 has {len(rows[0])}, row {number} has {len(row)})"
+            )
+    return np.array(
+        [[_number(v, f"{where}: row {i}") for v in row] for i, row in enumerate(rows, 1)]
+    )
 
 
 def grids(raw: Any, where: str, at: str) -> np.ndarray:
@@ -80,8 +83,10 @@ def grids(raw: Any, where: str, at: str) -> np.ndarray:
             raise KernelError(f"{where}: the grids of {at} differ in shape ({' vs '.join(shapes)})")
         return np.stack(parts)
     if raw is None or isinstance(raw, (bool, dict)) or not isinstance(raw, (str, int, float)):
-        raise KernelError(f"{where}: {at} must be a grid of numbers written as text "
-                          "(a YAML '|' block) or a list of grids")
+        raise KernelError(
+            f"{where}: {at} must be a grid of numbers written as text "
+            "(a YAML '|' block) or a list of grids"
+        )
     return parse_grid(str(raw), f"{where}: {at}")
 
 
@@ -96,8 +101,9 @@ def apply_layout(weights: np.ndarray, layout: Any, where: str) -> np.ndarray:
     declared = tuple(str(v) for v in layout) if isinstance(layout, list) else None
     if declared not in LAYOUTS or len(declared) != weights.ndim:
         known = "; ".join(f"[{', '.join(v)}]" for v in LAYOUTS if len(v) == weights.ndim)
-        raise KernelError(f"{where}: weights nested {weights.ndim - 2} list(s) deep "
-                          f"need a layout: {known}")
+        raise KernelError(
+            f"{where}: weights nested {weights.ndim - 2} list(s) deep need a layout: {known}"
+        )
     return weights[:, None] if declared == ("c_out", "kh", "kw") else weights
 
 
@@ -140,23 +146,28 @@ def inline_weights(text: str) -> tuple[np.ndarray, str]:
     if match is None:
         raise KernelError(f"{text!r} is not an inline kernel 'WxH[+X+Y]: values'")
     where = f"inline kernel {limits.shorten(text.partition(':')[0].strip() + ':')!r}"
-    width, height = (limits.parse_whole(n, f"{where}: the {side}", 0, limits.MAX_KERNEL_SIDE,
-                                        KernelError)
-                     for n, side in ((match[1], "width"), (match[2] or match[1], "height")))
+    width, height = (
+        limits.parse_whole(n, f"{where}: the {side}", 0, limits.MAX_KERNEL_SIDE, KernelError)
+        for n, side in ((match[1], "width"), (match[2] or match[1], "height"))
+    )
     if width < 1 or height < 1:
         raise KernelError(f"{where}: width and height must be at least 1")
     cells = _tokens(match[5])
     if len(cells) != width * height:
-        raise KernelError(f"{where}: {width}x{height} needs {width * height} values, "
-                          f"got {len(cells)}")
+        raise KernelError(
+            f"{where}: {width}x{height} needs {width * height} values, got {len(cells)}"
+        )
     values = [0.0 if v == "-" or v.lower() == "nan" else _number(v, where) for v in cells]
     weights = check_weights(np.array(values).reshape(height, width), where)
     if match[3] is not None:
-        column, row = (limits.parse_whole(n, f"{where}: the origin", 0, error=KernelError)
-                       for n in (match[3], match[4]))
+        column, row = (
+            limits.parse_whole(n, f"{where}: the origin", 0, error=KernelError)
+            for n in (match[3], match[4])
+        )
         if column >= width or row >= height:
-            raise KernelError(f"{where}: origin +{column}+{row} is outside the "
-                              f"{width}x{height} kernel")
+            raise KernelError(
+                f"{where}: origin +{column}+{row} is outside the {width}x{height} kernel"
+            )
         weights = centre_origin(weights, (row, column))
     return weights, f"{width}x{height}"
 
@@ -181,25 +192,32 @@ def read_mat(path: Path, where: str) -> tuple[np.ndarray, float, float]:
     lines = [line for line in _read_text(path, where).splitlines() if line.strip()]
     header = _tokens(lines[0]) if lines else []
     try:
-        numbers = [limits.parse_real(v, f"{where}: the first line", KernelError, finite=False)
-                   for v in header]
+        numbers = [
+            limits.parse_real(v, f"{where}: the first line", KernelError, finite=False)
+            for v in header
+        ]
     except KernelError:
         numbers = []
     if not 2 <= len(numbers) <= 4 or not all(v.is_integer() and v >= 1 for v in numbers[:2]):
         first = lines[0].strip() if lines else ""
-        raise KernelError(f"{where}: the first line must be 'width height [scale [offset]]', "
-                          f"got {limits.shorten(first)!r}")
+        raise KernelError(
+            f"{where}: the first line must be 'width height [scale [offset]]', "
+            f"got {limits.shorten(first)!r}"
+        )
     width, height = int(numbers[0]), int(numbers[1])
-    scale, offset = (numbers[2:] + [1.0, 0.0][len(numbers) - 2:])[:2]
+    scale, offset = (numbers[2:] + [1.0, 0.0][len(numbers) - 2 :])[:2]
     if not (math.isfinite(scale) and math.isfinite(offset)) or scale == 0:
-        raise KernelError(f"{where}: scale must be a finite non-zero number and offset finite, "
-                          f"got {scale:g} and {offset:g}")
+        raise KernelError(
+            f"{where}: scale must be a finite non-zero number and offset finite, "
+            f"got {scale:g} and {offset:g}"
+        )
     if len(lines) - 1 != height:
         raise KernelError(f"{where}: the header says {height} rows, the file has {len(lines) - 1}")
     weights = parse_grid("\n".join(lines[1:]), where)
     if weights.shape[1] != width:
-        raise KernelError(f"{where}: the header says {width} columns, "
-                          f"the rows have {weights.shape[1]}")
+        raise KernelError(
+            f"{where}: the header says {width} columns, the rows have {weights.shape[1]}"
+        )
     return weights, scale, offset
 
 
@@ -209,8 +227,9 @@ def read_yaml(path: Path, where: str) -> Any:
 
     text = _read_text(path, where)
     if text.lstrip().startswith("%YAML:1.0"):
-        raise KernelError(f"{where}: OpenCV FileStorage files are not supported; "
-                          "save the matrix as .npy")
+        raise KernelError(
+            f"{where}: OpenCV FileStorage files are not supported; save the matrix as .npy"
+        )
     return parse_yaml_safely(text, where, KernelError)
 
 

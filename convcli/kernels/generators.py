@@ -15,7 +15,6 @@ so the defaults live in one place, the YAML file. ``size=None`` means the defaul
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 
@@ -34,7 +33,7 @@ def gaussian_size(sigma: float) -> int:
     return 2 * int(TRUNCATE * sigma + 0.5) + 1
 
 
-def _size(sigma: float, size: Optional[int]) -> int:
+def _size(sigma: float, size: int | None) -> int:
     return gaussian_size(sigma) if size is None else size
 
 
@@ -65,7 +64,7 @@ def gaussian_1d(sigma: float, size: int) -> np.ndarray:
     return values / values.sum()
 
 
-def gaussian(sigma: float, size: Optional[int]) -> np.ndarray:
+def gaussian(sigma: float, size: int | None) -> np.ndarray:
     """A separable 2-D Gaussian: the outer product of two :func:`gaussian_1d`, summing to 1.
 
     >>> (gaussian(1.0, 3) * 1000).round().astype(int).tolist()
@@ -75,7 +74,7 @@ def gaussian(sigma: float, size: Optional[int]) -> np.ndarray:
     return np.outer(line, line)
 
 
-def unsharp(sigma: float, amount: float, size: Optional[int]) -> np.ndarray:
+def unsharp(sigma: float, amount: float, size: int | None) -> np.ndarray:
     """Unsharp mask ``x + amount * (x - gaussian * x)`` as one kernel; sums to 1.
 
     >>> unsharp(1.0, 1.0, 3).round(3)[1].tolist()
@@ -87,7 +86,7 @@ def unsharp(sigma: float, amount: float, size: Optional[int]) -> np.ndarray:
     return sharp
 
 
-def log(sigma: float, size: Optional[int]) -> np.ndarray:
+def log(sigma: float, size: int | None) -> np.ndarray:
     """Laplacian of Gaussian, as MATLAB's ``fspecial('log')``: sums to 0, negative centre.
 
     The Gaussian normalised to sum 1, times ``(r^2 - 2 sigma^2) / sigma^4``, minus its mean.
@@ -103,7 +102,7 @@ def log(sigma: float, size: Optional[int]) -> np.ndarray:
     return laplacian - laplacian.mean()
 
 
-def dog(sigma1: float, sigma2: float, size: Optional[int]) -> np.ndarray:
+def dog(sigma1: float, sigma2: float, size: int | None) -> np.ndarray:
     """Difference of Gaussians ``G(sigma1) - G(sigma2)`` (ImageMagick ``DoG``); sums to 0.
 
     The default size is the Gaussian rule for the larger sigma.
@@ -141,7 +140,7 @@ def motion_blur(length: int, angle: float) -> np.ndarray:
     weights = np.clip(1.0 - distance, 0.0, None)
     weights[weights < 1e-9] = 0.0  # cos(90 degrees) is 6e-17, not 0
     rows, cols = np.flatnonzero(weights.any(axis=1)), np.flatnonzero(weights.any(axis=0))
-    weights = weights[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    weights = weights[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     return weights / weights.sum()
 
 

@@ -53,8 +53,18 @@ from convcli.kernels.search import NAME, SUFFIXES, find_in, kernel_names, locate
 from convcli.layers.values import closest
 from convcli.models import is_model_file, split_model_spec
 
-YAML_KEYS = ("name", "description", "source", "parameters", "generator", "weights", "layout",
-             "scale", "offset", "alias")
+YAML_KEYS = (
+    "name",
+    "description",
+    "source",
+    "parameters",
+    "generator",
+    "weights",
+    "layout",
+    "scale",
+    "offset",
+    "alias",
+)
 ALIAS_KEYS = ("name", "description", "alias")
 
 
@@ -89,8 +99,12 @@ def inline_kernel(text: str) -> Kernel:
     [[1.0, 2.0, 0.0]]
     """
     weights, size = inline_weights(text)
-    return Kernel(name=f"inline {size}", weights=weights, location="inline",
-                  source="ImageMagick kernel string")
+    return Kernel(
+        name=f"inline {size}",
+        weights=weights,
+        location="inline",
+        source="ImageMagick kernel string",
+    )
 
 
 def resolve_kernel(spec: str, kernel_path: Sequence[str] = ()) -> Kernel:
@@ -107,9 +121,14 @@ def resolve_kernel(spec: str, kernel_path: Sequence[str] = ()) -> Kernel:
         from convcli.models.weights import read_kernel
 
         weights, tensor = read_kernel(*model)
-        return Kernel(name=tensor.name, weights=check_weights(weights, text), spec=text,
-                      location=f"file {model[0]}", source=model[0],
-                      description=f"{tensor.layout}, stored as {tensor.dtype} {tensor.shape}")
+        return Kernel(
+            name=tensor.name,
+            weights=check_weights(weights, text),
+            spec=text,
+            location=f"file {model[0]}",
+            source=model[0],
+            description=f"{tensor.layout}, stored as {tensor.dtype} {tensor.shape}",
+        )
     if text.lower().endswith(SUFFIXES):
         require_regular_file(text, "kernel file", KernelError)
         return replace(_from_file(Path(text), {}, text, f"file {text}"), spec=text)
@@ -136,8 +155,9 @@ def resolve_kernel(spec: str, kernel_path: Sequence[str] = ()) -> Kernel:
     return replace(kernel, spec=text)
 
 
-def _from_file(path: Path, params: dict, where: str, location: str,
-               name: str | None = None) -> Kernel:
+def _from_file(
+    path: Path, params: dict, where: str, location: str, name: str | None = None
+) -> Kernel:
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
         return _yaml_kernel(path, params, where, location, name)
@@ -148,12 +168,19 @@ def _from_file(path: Path, params: dict, where: str, location: str,
         weights = read_npy(path, where)
     else:
         weights, scale, offset = read_mat(path, where)
-    return Kernel(name=name or path.stem, weights=check_weights(weights, where), scale=scale,
-                  offset=offset, location=location, source=str(path))
+    return Kernel(
+        name=name or path.stem,
+        weights=check_weights(weights, where),
+        scale=scale,
+        offset=offset,
+        location=location,
+        source=str(path),
+    )
 
 
-def _yaml_kernel(path: Path, given: dict, where: str, location: str, name: str | None,
-                 alias_ok: bool = True) -> Kernel:
+def _yaml_kernel(
+    path: Path, given: dict, where: str, location: str, name: str | None, alias_ok: bool = True
+) -> Kernel:
     spec = read_yaml(path, where)
     if not isinstance(spec, dict):
         raise KernelError(f"{where}: a kernel file must be a mapping with weights or a generator")
@@ -181,10 +208,15 @@ def _yaml_kernel(path: Path, given: dict, where: str, location: str, name: str |
         weights = apply_layout(grids(chosen, where, "weights"), spec.get("layout"), where)
     weights = check_weights(weights, where)
     return Kernel(
-        name=name, weights=weights, scale=_scale(spec.get("scale", 1), weights, where),
+        name=name,
+        weights=weights,
+        scale=_scale(spec.get("scale", 1), weights, where),
         offset=_finite(spec.get("offset", 0), "offset", where),
-        source=" ".join(str(spec.get("source", "")).split()), description=description,
-        location=location, parameters=values, declared=tuple(parameters.values()),
+        source=" ".join(str(spec.get("source", "")).split()),
+        description=description,
+        location=location,
+        parameters=values,
+        declared=tuple(parameters.values()),
     )
 
 
@@ -193,39 +225,52 @@ def _alias(path, spec, given, where, location, name, description, alias_ok) -> K
     target, _, param_text = (part.strip() for part in str(spec["alias"]).partition(":"))
     target_path = find_in(path.parent, target) if alias_ok and NAME.match(target) else None
     if target_path is None or target_path.suffix.lower() not in (".yaml", ".yml"):
-        raise KernelError(f"{where}: alias {spec['alias']!r} must name a YAML kernel "
-                          f"(not an alias) in {path.parent}")
+        raise KernelError(
+            f"{where}: alias {spec['alias']!r} must name a YAML kernel "
+            f"(not an alias) in {path.parent}"
+        )
     fixed = parse_params(param_text, where)
     for key in set(fixed) & set(given):
         raise KernelError(f"{where}: parameter {key!r} is fixed by the alias {spec['alias']!r}")
     found = _yaml_kernel(target_path, {**fixed, **given}, where, location, target, alias_ok=False)
-    return replace(found, name=name, description=description or found.description,
-                   declared=tuple(p for p in found.declared if p.name not in fixed))
+    return replace(
+        found,
+        name=name,
+        description=description or found.description,
+        declared=tuple(p for p in found.declared if p.name not in fixed),
+    )
 
 
 def _generate(generator: Any, values: dict, where: str) -> np.ndarray:
     function = GENERATORS.get(str(generator))
     if function is None:
-        raise KernelError(f"{where}: unknown generator {generator!r} "
-                          f"(known: {', '.join(GENERATORS)})")
+        raise KernelError(
+            f"{where}: unknown generator {generator!r} (known: {', '.join(GENERATORS)})"
+        )
     takes = list(inspect.signature(function).parameters)
     if sorted(takes) != sorted(values):
-        raise KernelError(f"{where}: generator {generator!r} needs exactly the parameters "
-                          f"{', '.join(takes)}")
+        raise KernelError(
+            f"{where}: generator {generator!r} needs exactly the parameters {', '.join(takes)}"
+        )
     try:
         side = _generated_side(values)
     except (TypeError, ValueError, OverflowError):
-        raise KernelError(f"{where}: generator {generator!r} takes numbers, got "
-                          f"{limits.one_line(values)}") from None
+        raise KernelError(
+            f"{where}: generator {generator!r} takes numbers, got {limits.one_line(values)}"
+        ) from None
     if side > limits.MAX_KERNEL_SIDE:  # refuse before allocating side x side float64
-        raise KernelError(f"{where}: these parameters make a kernel {side} cells wide; a kernel is "
-                          f"at most {limits.MAX_KERNEL_SIDE} cells per side")
+        raise KernelError(
+            f"{where}: these parameters make a kernel {side} cells wide; a kernel is "
+            f"at most {limits.MAX_KERNEL_SIDE} cells per side"
+        )
     try:
         with np.errstate(all="ignore"):  # overflow or 0/0 shows as non-finite weights
             return function(**values)
     except (ArithmeticError, ValueError, TypeError, MemoryError) as exc:
-        raise KernelError(f"{where}: generator {generator!r} failed on "
-                          f"{limits.one_line(values)} ({limits.one_line(exc)})") from None
+        raise KernelError(
+            f"{where}: generator {generator!r} failed on "
+            f"{limits.one_line(values)} ({limits.one_line(exc)})"
+        ) from None
 
 
 def _generated_side(values: dict) -> int:
@@ -244,16 +289,19 @@ def _choose(raw: Any, parameters: dict[str, Parameter], values: dict, where: str
     choice = next(iter(parameters.values())) if len(parameters) == 1 else None
     keys = {str(k) for k in raw}
     if choice is None or choice.type != "choice" or keys != {str(c) for c in choice.choices}:
-        raise KernelError(f"{where}: weights given per value need exactly one choice parameter "
-                          f"with those values as choices (the weights have "
-                          f"{', '.join(sorted(keys))})")
+        raise KernelError(
+            f"{where}: weights given per value need exactly one choice parameter "
+            f"with those values as choices (the weights have "
+            f"{', '.join(sorted(keys))})"
+        )
     return {str(k): v for k, v in raw.items()}[str(values[choice.name])]
 
 
 def _finite(raw: Any, what: str, where: str) -> float:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not is_finite(raw):
-        raise KernelError(f"{where}: {what} must be a finite number, got "
-                          f"{limits.shorten(repr(raw))}")
+        raise KernelError(
+            f"{where}: {what} must be a finite number, got {limits.shorten(repr(raw))}"
+        )
     return float(raw)
 
 

@@ -74,10 +74,14 @@ class Parameter:
             raise KernelError(f"{where}: {self.name}={shown} must be finite")
         above, low, high = self.exclusive_min, self.min, self.max
         rule = (
-            f"greater than {above:g}" if above is not None and value <= above
-            else f"at least {low:g}" if low is not None and value < low
-            else f"at most {high:g}" if high is not None and value > high
-            else "odd" if self.odd and value % 2 == 0
+            f"greater than {above:g}"
+            if above is not None and value <= above
+            else f"at least {low:g}"
+            if low is not None and value < low
+            else f"at most {high:g}"
+            if high is not None and value > high
+            else "odd"
+            if self.odd and value % 2 == 0
             else None
         )
         if rule:
@@ -89,8 +93,13 @@ class Parameter:
         default = "auto" if self.default is None else self.default
         if self.type == "choice":
             return f"{self.name}={default} ({self._choices()})"
-        low = f"({self.exclusive_min:g}" if self.exclusive_min is not None else \
-            f"[{self.min:g}" if self.min is not None else "(-inf"
+        low = (
+            f"({self.exclusive_min:g}"
+            if self.exclusive_min is not None
+            else f"[{self.min:g}"
+            if self.min is not None
+            else "(-inf"
+        )
         high = f"{self.max:g}]" if self.max is not None else "inf)"
         return f"{self.name}={default} {'odd ' if self.odd else ''}{low}, {high}"
 
@@ -122,21 +131,33 @@ def declare_parameters(raw: Any, where: str) -> dict[str, Parameter]:
     declared = {}
     for key, rule in raw.items():
         if isinstance(rule, dict):  # "unknown key 'mx' (did you mean 'max'?" for this parameter
-            check_keys(rule, PARAMETER_KEYS, f"{where}: parameter {limits.shorten(key)!r}",
-                       KernelError)
-        if (not isinstance(rule, dict) or set(rule) - set(PARAMETER_KEYS)
-                or rule.get("type") not in PARAMETER_TYPES):
-            raise KernelError(f"{where}: parameter {key!r} needs a type "
-                              f"({', '.join(PARAMETER_TYPES)}) and only the rules "
-                              f"{', '.join(PARAMETER_KEYS)}")
+            check_keys(
+                rule, PARAMETER_KEYS, f"{where}: parameter {limits.shorten(key)!r}", KernelError
+            )
+        if (
+            not isinstance(rule, dict)
+            or set(rule) - set(PARAMETER_KEYS)
+            or rule.get("type") not in PARAMETER_TYPES
+        ):
+            raise KernelError(
+                f"{where}: parameter {key!r} needs a type "
+                f"({', '.join(PARAMETER_TYPES)}) and only the rules "
+                f"{', '.join(PARAMETER_KEYS)}"
+            )
         if (rule["type"] == "choice") != bool(rule.get("choices")):
-            raise KernelError(f"{where}: parameter {key!r}: choices go with type choice, "
-                              "and only with it")
+            raise KernelError(
+                f"{where}: parameter {key!r}: choices go with type choice, and only with it"
+            )
         bounds = [rule.get(k) for k in ("min", "max", "exclusive_min")]
-        if any(isinstance(b, bool) or not isinstance(b, (int, float, type(None)))
-               or (b is not None and not is_finite(b)) for b in bounds):
-            raise KernelError(f"{where}: parameter {key!r}: min, max and exclusive_min "
-                              "must be finite numbers")
+        if any(
+            isinstance(b, bool)
+            or not isinstance(b, (int, float, type(None)))
+            or (b is not None and not is_finite(b))
+            for b in bounds
+        ):
+            raise KernelError(
+                f"{where}: parameter {key!r}: min, max and exclusive_min must be finite numbers"
+            )
         parameter = Parameter(name=str(key), **{**rule, "choices": tuple(rule.get("choices", ()))})
         parameter.parse(parameter.default, f"{where}: the declared default")
         declared[str(key)] = parameter

@@ -38,14 +38,21 @@ def search_path(kernel_path: Sequence[str] = ()) -> list[tuple[str, Path]]:
     for folder in kernel_path:
         require_directory(str(folder), "kernel folder", KernelError)
     from_env = [Path(p) for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
-    return ([("--kernel-path", Path(p)) for p in kernel_path]
-            + [(ENV_VAR, p) for p in from_env if p.is_dir()] + [("built-in", library_dir())])
+    return (
+        [("--kernel-path", Path(p)) for p in kernel_path]
+        + [(ENV_VAR, p) for p in from_env if p.is_dir()]
+        + [("built-in", library_dir())]
+    )
 
 
 def kernel_names(folders: list[tuple[str, Path]]) -> set[str]:
     """Every kernel name in ``folders``."""
-    return {p.stem for _, folder in folders for p in kernel_files(folder)
-            if p.is_file() and NAME.match(p.stem)}
+    return {
+        p.stem
+        for _, folder in folders
+        for p in kernel_files(folder)
+        if p.is_file() and NAME.match(p.stem)
+    }
 
 
 def find_in(folder: Path, name: str) -> Path | None:
@@ -73,6 +80,7 @@ def kernel_files(folder: Path) -> list[Path]:
     try:
         names = os.listdir(folder)
     except OSError as exc:
-        raise KernelError(f"kernel folder {str(folder)!r} cannot be read "
-                          f"({exc.strerror or exc})") from None
+        raise KernelError(
+            f"kernel folder {str(folder)!r} cannot be read ({exc.strerror or exc})"
+        ) from None
     return [folder / name for name in names if name.lower().endswith(SUFFIXES)]

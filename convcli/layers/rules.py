@@ -48,7 +48,9 @@ class RuleError(FieldError):
 
         subject = got = ""
         if self.value is not None:
-            subject = "" if fields else f"{self.parameter.replace('_', ' ')} {shape_text(self.value)} "
+            subject = (
+                "" if fields else f"{self.parameter.replace('_', ' ')} {shape_text(self.value)} "
+            )
             got = f", got {list(self.value)}" if fields else ""
         word = "" if fields else f"{self.parameter.replace('_', ' ')} "
         pair = "[rows, cols]" if fields else "H,W"
@@ -72,8 +74,12 @@ def pool_padding(padding: PaddingSpec, size: Pair, ceil_mode: bool) -> None:
     """
     if padding == "full" or (padding == "same" and ceil_mode):
         what = "ceil mode with padding 'same'" if padding == "same" else "padding 'full'"
-        raise RuleError("padding", f"pooling takes no {what}; use valid, same (Keras) or counts (PyTorch)")
-    if isinstance(padding, tuple) and (max(padding[:2]) > size[0] // 2 or max(padding[2:]) > size[1] // 2):
+        raise RuleError(
+            "padding", f"pooling takes no {what}; use valid, same (Keras) or counts (PyTorch)"
+        )
+    if isinstance(padding, tuple) and (
+        max(padding[:2]) > size[0] // 2 or max(padding[2:]) > size[1] // 2
+    ):
         raise RuleError(
             "padding",
             f"pooling padding {padding_text(padding)} is more than half the window {shape_text(size)}: at most "
@@ -100,7 +106,9 @@ def cropped_padding(padding: PaddingSpec, layer: str, same: bool = True) -> Pair
     if isinstance(padding, tuple) and len(padding) == 2 and min(padding) >= 0:
         return padding
     accepted = "same, valid" if same else "valid"
-    raise RuleError("padding", f"{layer} takes {{word}}{accepted}, N or {{pair}} (cropped from both sides)")
+    raise RuleError(
+        "padding", f"{layer} takes {{word}}{accepted}, N or {{pair}} (cropped from both sides)"
+    )
 
 
 def output_padding(extra: Pair, stride: Pair, dilation: Pair, padding: PaddingSpec) -> None:
@@ -113,14 +121,24 @@ def output_padding(extra: Pair, stride: Pair, dilation: Pair, padding: PaddingSp
     convcli.layers.rules.RuleError: output padding 1x1 does not apply to padding 'same' (the output is input x stride)
     """
     if any(op < 0 or op >= max(s, d) for op, s, d in zip(extra, stride, dilation)):
-        raise RuleError("output_padding", "{subject}must be smaller than the stride {stride} or the dilation "
-                                          "{dilation}{got}", tuple(extra), stride=stride, dilation=dilation)
+        raise RuleError(
+            "output_padding",
+            "{subject}must be smaller than the stride {stride} or the dilation {dilation}{got}",
+            tuple(extra),
+            stride=stride,
+            dilation=dilation,
+        )
     if padding == "same" and any(extra):
-        raise RuleError("output_padding", "{subject}does not apply to padding 'same' (the output is input x "
-                                          "stride){got}", tuple(extra))
+        raise RuleError(
+            "output_padding",
+            "{subject}does not apply to padding 'same' (the output is input x stride){got}",
+            tuple(extra),
+        )
 
 
-def groups_divide(groups: int, channels: int, outputs: int | None = None, what: str = "the filters") -> None:
+def groups_divide(
+    groups: int, channels: int, outputs: int | None = None, what: str = "the filters"
+) -> None:
     """Groups divide the input channels and, when given, the ``outputs`` (``what`` names them).
 
     >>> groups_divide(4, 6, 8)
@@ -132,5 +150,7 @@ def groups_divide(groups: int, channels: int, outputs: int | None = None, what: 
         return
     if outputs is None:
         raise RuleError("groups", f"groups {groups} must divide the input channels ({channels})")
-    raise RuleError("groups", f"groups {groups} must divide both the input channels ({channels}) and {what} "
-                              f"({outputs})")
+    raise RuleError(
+        "groups",
+        f"groups {groups} must divide both the input channels ({channels}) and {what} ({outputs})",
+    )

@@ -27,7 +27,8 @@ import difflib
 import math
 import operator
 import re
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from convcli.errors import FieldError, ParameterError
 from convcli.geometry import PADDING_RULES, PaddingSpec
@@ -43,7 +44,7 @@ PAD_MODES = ("zeros", "reflect", "replicate", "circular", "symmetric")
 COMBINE_MODES = ("magnitude", "sum", "max")
 
 
-def closest(word: Any, known: Iterable[str]) -> Optional[str]:
+def closest(word: Any, known: Iterable[str]) -> str | None:
     """The known word nearest to ``word`` (difflib's ratio of at least 0.6), or None.
 
     >>> closest("maxpol", ["conv", "maxpool", "avgpool"]), closest("blur", ["conv", "pool"])
@@ -101,7 +102,9 @@ def _ints(text: str, option: str) -> list[int]:
     return values
 
 
-def _given_ints(value: Any, option: str, minimum: int, lengths: tuple[int, ...], form: str) -> list[int]:
+def _given_ints(
+    value: Any, option: str, minimum: int, lengths: tuple[int, ...], form: str
+) -> list[int]:
     """Whole numbers given as data (a YAML number or list): one, or a list of one of ``lengths``
     (``form`` says which), each from ``minimum`` to ``MAX_OPTION_INT``."""
     values = list(value) if isinstance(value, (list, tuple)) else [value]
@@ -169,7 +172,9 @@ def parse_padding(value: Any) -> PaddingSpec:
         return (values[0], values[0], values[1], values[1])
     if len(values) == 4:
         return tuple(values)
-    raise FieldError("padding", f"{shorten(value)!r} is not valid, same, full, N, H,W or top,bottom,left,right")
+    raise FieldError(
+        "padding", f"{shorten(value)!r} is not valid, same, full, N, H,W or top,bottom,left,right"
+    )
 
 
 def parse_pad_mode(text: str) -> str:
@@ -189,7 +194,9 @@ def parse_floats(text: str, option: str) -> tuple[float, ...]:
     """
     parts = str(text).split(",")
     if not all(NUMBER.fullmatch(p) for p in parts):
-        raise ParameterError(f"{option} {shorten(text)!r} is not a number or comma-separated numbers")
+        raise ParameterError(
+            f"{option} {shorten(text)!r} is not a number or comma-separated numbers"
+        )
     values = tuple(parse_real(p, option, finite=False) for p in parts)
     if not all(math.isfinite(v) for v in values):
         raise ParameterError(f"{option} {shorten(text)!r} must be finite")

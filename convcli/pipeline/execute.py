@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 from collections import abc
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 from convcli.errors import ShapeError
 from convcli.pipeline.step import ACTIVATIONS, Step
@@ -79,7 +80,7 @@ class Labels(abc.Sequence):
         self.picked = None if picked is None else np.asarray(picked, dtype=np.int64).reshape(-1)
 
     @classmethod
-    def numbers(cls, count: int) -> "Labels":
+    def numbers(cls, count: int) -> Labels:
         """``0``, ``1``, ... for ``count`` maps that no kernel named."""
         return cls((("", count),))
 
@@ -100,7 +101,7 @@ class Labels(abc.Sequence):
         offset = where - int(self.starts[run])
         return str(offset) if not name else name if count == 1 else f"{name}[{offset}]"
 
-    def select(self, channels: Sequence[int]) -> "Labels":
+    def select(self, channels: Sequence[int]) -> Labels:
         """The labels of the maps ``channels`` picks, in that order."""
         import numpy as np
 
@@ -126,9 +127,9 @@ class Maps:
     (for ``unpool``), and the input's path (for ``stats`` reports)."""
 
     data: Any
-    white: Optional[float] = None
-    signed: Optional[Flags] = None
-    labels: Optional[Labels] = None
+    white: float | None = None
+    signed: Flags | None = None
+    labels: Labels | None = None
     pools: dict = field(default_factory=dict)
     source: str = ""
 
@@ -143,40 +144,68 @@ def _conv(step: Step, maps: Maps) -> Maps:
     """Convolve with each kernel and stack the maps (as ``conv -k a -k b``)."""
     import numpy as np
 
-    from convcli import limits
-    from convcli import engine
+    from convcli import engine, limits
     from convcli.render import mapping
 
     p, transposed = step.params, step.op == "transposed"
     kernels, bias = p["kernel"], p["bias"]
     layout = engine.as_transposed_weight if transposed else engine.as_conv_weight
-    layers = [layout(k.weights / k.scale, maps.data.shape[0], p["groups"], copy=False) for k in kernels]
+    layers = [
+        layout(k.weights / k.scale, maps.data.shape[0], p["groups"], copy=False) for k in kernels
+    ]
     counts = [w.shape[1] * g if transposed else w.shape[0] for w, g in layers]
     if bias is not None and len(kernels) > 1 and len(bias) not in (1, sum(counts)):
-        raise ShapeError(f"bias has {len(bias)} values, the {len(kernels)} kernels give {sum(counts)} "
-                         f"channels (give 1 or {sum(counts)})")
+        raise ShapeError(
+            f"bias has {len(bias)} values, the {len(kernels)} kernels give {sum(counts)} "
+            f"channels (give 1 or {sum(counts)})"
+        )
     if p["combine"]:
         combined_count(kernels, counts)
     starts = np.cumsum([0] + counts)
     stack, signed = [], []
     for kernel, (weight, groups), count, start in zip(kernels, layers, counts, starts):
         if p["combine"] and stack:  # the next kernel's maps beside the combined ones so far
-            limits.check_arrays(f"{step.op} --combine {p['combine']}", held=maps.data.nbytes + stack[0].nbytes,
-                                next_kernel_maps=stack[0].shape)
-        part = bias if bias is None or len(bias) == 1 or len(kernels) == 1 else bias[start:start + count]
+            limits.check_arrays(
+                f"{step.op} --combine {p['combine']}",
+                held=maps.data.nbytes + stack[0].nbytes,
+                next_kernel_maps=stack[0].shape,
+            )
+        part = (
+            bias
+            if bias is None or len(bias) == 1 or len(kernels) == 1
+            else bias[start : start + count]
+        )
         # the layer's 4-D weight and groups, as laid out above (a 2-D kernel is not copied again)
         if transposed:
-            out = engine.conv_transpose2d(maps.data, weight, part, stride=p["stride"],
-                                          padding=p["padding"], output_padding=p["output_padding"],
-                                          dilation=p["dilation"], groups=groups, flip=p["flip"])
+            out = engine.conv_transpose2d(
+                maps.data,
+                weight,
+                part,
+                stride=p["stride"],
+                padding=p["padding"],
+                output_padding=p["output_padding"],
+                dilation=p["dilation"],
+                groups=groups,
+                flip=p["flip"],
+            )
         else:
-            out = engine.conv2d(maps.data, weight, part, stride=p["stride"], padding=p["padding"],
-                                dilation=p["dilation"], groups=groups, pad_mode=p["pad_mode"],
-                                flip=p["flip"])
+            out = engine.conv2d(
+                maps.data,
+                weight,
+                part,
+                stride=p["stride"],
+                padding=p["padding"],
+                dilation=p["dilation"],
+                groups=groups,
+                pad_mode=p["pad_mode"],
+                flip=p["flip"],
+            )
         if stack and out.shape[1:] != stack[0].shape[1:]:
             sizes = [f"{m.shape[1]}x{m.shape[2]}" for m in (stack[0], out)]
-            raise ShapeError(f"kernel {kernels[0].name!r} gives {sizes[0]} maps, {kernel.name!r} gives "
-                             f"{sizes[1]}; stacked kernels must give the same output size")
+            raise ShapeError(
+                f"kernel {kernels[0].name!r} gives {sizes[0]} maps, {kernel.name!r} gives "
+                f"{sizes[1]}; stacked kernels must give the same output size"
+            )
         if kernel.offset:
             out += np.float32(kernel.offset)
         if p["combine"]:
@@ -196,15 +225,24 @@ def _conv(step: Step, maps: Maps) -> Maps:
             np.sqrt(stack[0], out=stack[0])
         # magnitude is never negative (--map auto clips it); a sum or max of maps that are 0
         # on a flat input is 0 there too
-        flags = np.zeros(counts[0], bool) if p["combine"] == "magnitude" else np.logical_and.reduce(signed)
+        flags = (
+            np.zeros(counts[0], bool)
+            if p["combine"] == "magnitude"
+            else np.logical_and.reduce(signed)
+        )
         name = f"{p['combine']}({', '.join(kernel.name for kernel in kernels)})"
         return replace(maps, data=stack[0], signed=Flags(flags), labels=Labels([(name, counts[0])]))
     if len(stack) > 1:
-        limits.check_arrays(f"{step.op} with {len(stack)} kernels", held=sum(a.nbytes for a in stack),
-                            stacked_maps=(sum(counts), *stack[0].shape[1:]))
+        limits.check_arrays(
+            f"{step.op} with {len(stack)} kernels",
+            held=sum(a.nbytes for a in stack),
+            stacked_maps=(sum(counts), *stack[0].shape[1:]),
+        )
     data = stack[0] if len(stack) == 1 else np.concatenate(stack)
     named = f"{step.name}: " if step.name else ""  # a named pipeline step: "features: sobel_x"
-    labels = Labels([(named + (kernel.spec or kernel.name), count) for kernel, count in zip(kernels, counts)])
+    labels = Labels(
+        [(named + (kernel.spec or kernel.name), count) for kernel, count in zip(kernels, counts)]
+    )
     return replace(maps, data=data, signed=Flags(np.concatenate(signed)), labels=labels)
 
 
@@ -216,8 +254,10 @@ def combined_count(kernels: Sequence[Any], counts: Sequence[int]) -> int:
     """
     if len(set(counts)) > 1:
         odd, other = next((k, n) for k, n in zip(kernels, counts) if n != counts[0])
-        raise ShapeError(f"combine needs kernels giving the same number of maps: {kernels[0].name!r} "
-                         f"gives {counts[0]}, {odd.name!r} gives {other}")
+        raise ShapeError(
+            f"combine needs kernels giving the same number of maps: {kernels[0].name!r} "
+            f"gives {counts[0]}, {odd.name!r} gives {other}"
+        )
     return counts[0]
 
 
@@ -264,14 +304,26 @@ def _pool(step: Step, maps: Maps) -> Maps:
 
     p = step.params
     if p["mode"] == "avg":
-        out = engine.avg_pool2d(maps.data, p["size"], p["stride"], p["padding"], p["ceil_mode"],
-                                p["count_include_pad"])
+        out = engine.avg_pool2d(
+            maps.data, p["size"], p["stride"], p["padding"], p["ceil_mode"], p["count_include_pad"]
+        )
         return replace(maps, data=out)
     if not step.name:  # nothing can refer to its indices (unpool names the pool it undoes)
-        return replace(maps, data=engine.max_pool2d(maps.data, p["size"], p["stride"], p["padding"], p["dilation"],
-                                                    p["ceil_mode"]))
-    out, where = engine.max_pool2d(maps.data, p["size"], p["stride"], p["padding"], p["dilation"],
-                                   p["ceil_mode"], return_indices=True)
+        return replace(
+            maps,
+            data=engine.max_pool2d(
+                maps.data, p["size"], p["stride"], p["padding"], p["dilation"], p["ceil_mode"]
+            ),
+        )
+    out, where = engine.max_pool2d(
+        maps.data,
+        p["size"],
+        p["stride"],
+        p["padding"],
+        p["dilation"],
+        p["ceil_mode"],
+        return_indices=True,
+    )
     return replace(maps, data=out, pools={**maps.pools, step.name: (where, maps.data.shape[1:])})
 
 
@@ -299,8 +351,12 @@ def _activation(step: Step, maps: Maps) -> Maps:
     from convcli import limits
 
     leaky = step.op == "leaky_relu"
-    limits.check_arrays(step.op, itemsize=5 if leaky else 4, held=maps.data.nbytes,
-                        **{"output_and_mask" if leaky else "output": maps.data.shape})
+    limits.check_arrays(
+        step.op,
+        itemsize=5 if leaky else 4,
+        held=maps.data.nbytes,
+        **{"output_and_mask" if leaky else "output": maps.data.shape},
+    )
     y = np.array(maps.data, dtype=np.float32)
     if step.op == "relu":
         np.maximum(y, 0, out=y)
@@ -332,9 +388,11 @@ def _normalise(step: Step, maps: Maps) -> Maps:
 
     shape = "x".join(str(n) for n in maps.data.shape)
     # the float64 copy, a float64 temporary of the standard deviation, the float32 result
-    limits.check_memory(20 * math.prod(maps.data.shape), f"normalise: float64 work arrays and "
-                                                         f"the output {shape} (20 bytes per value)",
-                        maps.data.nbytes)
+    limits.check_memory(
+        20 * math.prod(maps.data.shape),
+        f"normalise: float64 work arrays and the output {shape} (20 bytes per value)",
+        maps.data.nbytes,
+    )
     p, x = step.params, np.array(maps.data, dtype=np.float64)
     channels = len(x)
     if p["mode"] == "minmax":
@@ -348,7 +406,9 @@ def _normalise(step: Step, maps: Maps) -> Maps:
     else:
         for key in ("mean", "std"):
             if len(p[key]) not in (1, channels):
-                raise ShapeError(f"{key} has {len(p[key])} values, the input has {channels} channels")
+                raise ShapeError(
+                    f"{key} has {len(p[key])} values, the input has {channels} channels"
+                )
         x /= maps.white or 1.0
         mean, std = (np.asarray(p[key], np.float64)[:, None, None] for key in ("mean", "std"))
     x -= mean
@@ -371,13 +431,20 @@ def _select(step: Step, maps: Maps) -> Maps:
 
     channels, count = step.params["channels"], len(maps.data)
     if max(channels) >= count:
-        raise ShapeError(f"channel {max(channels)} does not exist: the input has {count} "
-                         f"(0 to {count - 1})")
+        raise ShapeError(
+            f"channel {max(channels)} does not exist: the input has {count} (0 to {count - 1})"
+        )
     # counted as float32: the next step or the writer makes that of 8-bit maps anyway
-    limits.check_arrays("select", held=maps.data.nbytes, output=(len(channels), *maps.data.shape[1:]))
+    limits.check_arrays(
+        "select", held=maps.data.nbytes, output=(len(channels), *maps.data.shape[1:])
+    )
     labels = maps.labels or Labels.numbers(count)
-    return replace(maps, data=maps.data[list(channels)], signed=maps.flags[list(channels)],
-                   labels=labels.select(channels))
+    return replace(
+        maps,
+        data=maps.data[list(channels)],
+        signed=maps.flags[list(channels)],
+        labels=labels.select(channels),
+    )
 
 
 def _stats(step: Step, maps: Maps) -> Maps:
@@ -389,20 +456,27 @@ def _stats(step: Step, maps: Maps) -> Maps:
 
     percentiles = step.params["percentiles"]
     lines = [header(percentiles, ("input", "step", "channel"))]
-    lines += text_rows([maps.source or "-", str(step.number)], channel_stats(maps.data, percentiles))
+    lines += text_rows(
+        [maps.source or "-", str(step.number)], channel_stats(maps.data, percentiles)
+    )
     click.echo("\n".join("\t".join(line) for line in lines), err=True)
     return maps
 
 
 _APPLY: dict[str, Callable[[Step, Maps], Maps]] = {
-    "conv": _conv, "transposed": _conv, "pool": _pool, "global_pool": _global_pool, "unpool": _unpool,
-    **{name: _activation for name in ACTIVATIONS}, "normalise": _normalise, "gray": _gray, "select": _select,
+    "conv": _conv,
+    "transposed": _conv,
+    "pool": _pool,
+    "global_pool": _global_pool,
+    "unpool": _unpool,
+    **{name: _activation for name in ACTIVATIONS},
+    "normalise": _normalise,
+    "gray": _gray,
+    "select": _select,
     "stats": _stats,
 }
-
 
 
 def apply(step: Step, maps: Maps) -> Maps:
     """Run one checked step on ``maps``."""
     return _APPLY[step.op](step, maps)
-

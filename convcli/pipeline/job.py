@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
 from convcli.errors import ConvcliError
 from convcli.io.urls import is_url
@@ -32,27 +33,31 @@ class Job:
     pipeline: Pipeline
     settings: Any = None
     alpha: str = "keep"
-    format: Optional[str] = None
+    format: str | None = None
     overwrite: bool = False
-    indices: Optional[str] = None
-    before: Optional[Callable[[Step, Maps], None]] = None
+    indices: str | None = None
+    before: Callable[[Step, Maps], None] | None = None
     read: Any = None
 
-    def __call__(self, source: str, target: Optional[str]) -> dict:
+    def __call__(self, source: str, target: str | None) -> dict:
         """Process ``source`` into ``target``; the input and output shapes, as (H, W, C)."""
         return self.process(source, target)[1]
 
-    def process(self, source: str, target: Optional[str]) -> tuple[Maps, dict]:
+    def process(self, source: str, target: str | None) -> tuple[Maps, dict]:
         """As ``__call__``, and also the final maps; ``target`` None writes nothing."""
         import numpy as np
 
         from convcli.io import images
         from convcli.pipeline.execute import Maps
 
-        picture = images.read_input(source, alpha_as_channel=self.alpha == "channel", options=self.read)
+        picture = images.read_input(
+            source, alpha_as_channel=self.alpha == "channel", options=self.read
+        )
         if target is not None:
             self._check_planned(target, picture)
-        with np.errstate(over="ignore", invalid="ignore"):  # float32 overflows to inf, NaN propagates (PyTorch)
+        with np.errstate(
+            over="ignore", invalid="ignore"
+        ):  # float32 overflows to inf, NaN propagates (PyTorch)
             maps = self.pipeline.run(Maps(picture.data, picture.white, source=source), self.before)
             if target is not None:
                 self._write(target, picture, maps)
@@ -70,7 +75,9 @@ class Job:
         except ConvcliError:  # the steps themselves will say what is wrong
             return
         if planned.error is None and planned.output is not None:
-            images.check_output_shape(target, self.settings, planned.output, picture.white, self.format)
+            images.check_output_shape(
+                target, self.settings, planned.output, picture.white, self.format
+            )
 
     def _write(self, target: str, picture, maps: Maps) -> None:
         import numpy as np
@@ -80,12 +87,27 @@ class Job:
         from convcli.io.paths import STDIO
 
         if target != STDIO:  # checked before its folder is made: a refused output leaves nothing
-            for path in output_files(target, self.settings) + ([self.indices] if self.indices else []):
+            for path in output_files(target, self.settings) + (
+                [self.indices] if self.indices else []
+            ):
                 check_target(path, overwrite=self.overwrite)
             make_folder(folder_of(target))
-        carried = picture.alpha if self.alpha == "keep" and maps.data.shape[1:] == picture.data.shape[1:] else None
-        images.write_output(target, maps.data, maps.white, carried, self.settings, in_place=True, signed=maps.flags,
-                            labels=maps.labels, format=self.format)
+        carried = (
+            picture.alpha
+            if self.alpha == "keep" and maps.data.shape[1:] == picture.data.shape[1:]
+            else None
+        )
+        images.write_output(
+            target,
+            maps.data,
+            maps.white,
+            carried,
+            self.settings,
+            in_place=True,
+            signed=maps.flags,
+            labels=maps.labels,
+            format=self.format,
+        )
         if self.indices is not None:
             where = maps.pools["pool"][0]
             atomic_write(self.indices, lambda f: np.save(f, where.transpose(1, 2, 0)))
@@ -111,9 +133,10 @@ def output_files(target: str, settings) -> list[str]:
     folder = os.path.dirname(target) or "."
     if not os.path.isdir(folder):
         return []
-    return sorted(os.path.join(os.path.dirname(target), f) for f in os.listdir(folder) if pattern.match(f))
+    return sorted(
+        os.path.join(os.path.dirname(target), f) for f in os.listdir(folder) if pattern.match(f)
+    )
 
 
 def _hwc(shape: Sequence[int]) -> list[int]:
     return [int(shape[1]), int(shape[2]), int(shape[0])]
-

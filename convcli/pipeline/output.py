@@ -3,10 +3,10 @@ output options, a pipeline file's ``output:`` section and ``convcli.write_image`
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 
-def output_settings(map_mode: str = "auto", montage_grid: Optional[str] = None, **values: Any):
+def output_settings(map_mode: str = "auto", montage_grid: str | None = None, **values: Any):
     """``images.OutputSettings`` from output option values, by option name (``map_mode``,
     ``montage_grid``, ``depth``, ...); a ``ParameterError`` if they clash."""
     from convcli.io.images import OutputSettings

@@ -29,8 +29,9 @@ import math
 import os
 import re
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
 from convcli.errors import ConvcliError, FieldError, ParameterError
 from convcli.io.paths import require_regular_file
@@ -89,8 +90,12 @@ def _text(value: Any) -> str:
 
 def _number(value: Any) -> float:
     # an int of 400 digits is no float (math.isfinite would overflow on it)
-    if isinstance(value, bool) or not (isinstance(value, float) and math.isfinite(value)
-                                       or isinstance(value, int) and abs(value) <= sys.float_info.max):
+    if isinstance(value, bool) or not (
+        isinstance(value, float)
+        and math.isfinite(value)
+        or isinstance(value, int)
+        and abs(value) <= sys.float_info.max
+    ):
         raise ParameterError(f"must be a finite number, got {_short(value)}")
     return float(value)
 
@@ -103,7 +108,9 @@ def _numbers(value: Any) -> tuple[float, ...]:
     try:
         return tuple(_number(v) for v in values)
     except ParameterError:
-        raise ParameterError(f"must be a finite number or a list of them, got {_short(value)}") from None
+        raise ParameterError(
+            f"must be a finite number or a list of them, got {_short(value)}"
+        ) from None
 
 
 def _bias(value: Any) -> tuple[float, ...] | str:
@@ -129,8 +136,10 @@ def _channels(value: Any) -> tuple[int, ...]:
 
 def _step_name(value: Any) -> str:
     if not isinstance(value, str) or not _NAME.match(value):
-        raise ParameterError(f"must be a name of letters, digits, _ and - (not starting with a digit), "
-                             f"got {_short(value)}")
+        raise ParameterError(
+            f"must be a name of letters, digits, _ and - (not starting with a digit), "
+            f"got {_short(value)}"
+        )
     return value
 
 
@@ -143,45 +152,75 @@ def _percentiles(value: Any) -> tuple[float, ...]:
 def _kernel_specs(value: Any) -> tuple[str, ...]:
     values = value if isinstance(value, list) else [value]
     if not values or not all(isinstance(v, str) and v.strip() for v in values):
-        raise ParameterError(f"must be a kernel (a name, a file or an inline kernel) or a list of them, "
-                             f"got {_short(value)}")
+        raise ParameterError(
+            f"must be a kernel (a name, a file or an inline kernel) or a list of them, "
+            f"got {_short(value)}"
+        )
     return tuple(values)
 
 
-_CONV = {"kernel": (_kernel_specs, REQUIRED), "stride": (_pair(1), (1, 1)), "padding": (parse_padding, "same"),
-         "dilation": (_pair(1), (1, 1)), "groups": (lambda v: parse_count(v, "groups"), 1), "flip": (_flag, False),
-         "bias": (_bias, None), "combine": (_choice(*COMBINE_MODES), None)}
+_CONV = {
+    "kernel": (_kernel_specs, REQUIRED),
+    "stride": (_pair(1), (1, 1)),
+    "padding": (parse_padding, "same"),
+    "dilation": (_pair(1), (1, 1)),
+    "groups": (lambda v: parse_count(v, "groups"), 1),
+    "flip": (_flag, False),
+    "bias": (_bias, None),
+    "combine": (_choice(*COMBINE_MODES), None),
+}
 #: Each op and its fields: (parser, default). Every step also takes ``name``.
 FIELDS: dict[str, dict[str, tuple[Callable, Any]]] = {
     "conv": {**_CONV, "pad_mode": (_choice(*PAD_MODES), "zeros")},
     "transposed": {**_CONV, "output_padding": (_pair(0), (0, 0))},
-    "pool": {"mode": (_choice(*POOL_MODES), "max"), "size": (_pair(1), (2, 2)), "stride": (_pair(1), None),
-             "padding": (parse_padding, "valid"), "dilation": (_pair(1), (1, 1)), "ceil_mode": (_flag, False),
-             "count_include_pad": (_flag, True)},
+    "pool": {
+        "mode": (_choice(*POOL_MODES), "max"),
+        "size": (_pair(1), (2, 2)),
+        "stride": (_pair(1), None),
+        "padding": (parse_padding, "valid"),
+        "dilation": (_pair(1), (1, 1)),
+        "ceil_mode": (_flag, False),
+        "count_include_pad": (_flag, True),
+    },
     "global_pool": {"mode": (_choice(*POOL_MODES), "max")},
     "unpool": {"indices": (_step_name, REQUIRED)},
     **{name: {} for name in ACTIVATIONS},
     "leaky_relu": {"slope": (_number, 0.01)},
-    "normalise": {"mode": (_choice(*NORMALISE_MODES), "minmax"), "mean": (_numbers, None),
-                  "std": (_positive_numbers, None)},
+    "normalise": {
+        "mode": (_choice(*NORMALISE_MODES), "minmax"),
+        "mean": (_numbers, None),
+        "std": (_positive_numbers, None),
+    },
     "gray": {},
     "select": {"channels": (_channels, REQUIRED)},
     "stats": {"percentiles": (_percentiles, DEFAULT_PERCENTILES)},
 }
 #: Other spellings of ops (compared after lower-casing and turning ``-`` into ``_``).
-ALIASES = {"normalize": "normalise", "grey": "gray", "leakyrelu": "leaky_relu", "conv_transpose": "transposed"}
+ALIASES = {
+    "normalize": "normalise",
+    "grey": "gray",
+    "leakyrelu": "leaky_relu",
+    "conv_transpose": "transposed",
+}
 #: The ``output`` section: its keys (the long option names) and the option each one sets.
 #: Names (map, depth, colormap, montage_grid) are checked with the others by OutputSettings.
 OUTPUT_FIELDS = {
-    "map": ("map_mode", _text), "scale": ("scale", _number), "offset": ("offset", _number),
-    "joint": ("joint", _flag), "depth": ("depth", _text), "colormap": ("colormap", _text),
-    "split": ("split", _flag), "montage": ("montage", _flag), "montage_grid": ("montage_grid", _text),
+    "map": ("map_mode", _text),
+    "scale": ("scale", _number),
+    "offset": ("offset", _number),
+    "joint": ("joint", _flag),
+    "depth": ("depth", _text),
+    "colormap": ("colormap", _text),
+    "split": ("split", _flag),
+    "montage": ("montage", _flag),
+    "montage_grid": ("montage_grid", _text),
     "legend": ("legend", _flag),
-    "rgba": ("rgba", _flag), "channels_first": ("channels_first", _flag),
+    "rgba": ("rgba", _flag),
+    "channels_first": ("channels_first", _flag),
 }
 
 
-def make_step(op: str, number: int = 1, name: Optional[str] = None, **params: Any) -> Step:
+def make_step(op: str, number: int = 1, name: str | None = None, **params: Any) -> Step:
     """A step from values the caller has checked (the options of ``conv`` and ``pool``).
 
     >>> make_step("pool", size=(3, 3)).params["mode"]
@@ -200,7 +239,7 @@ class Pipeline:
     source: str = ""
     description: str = ""
 
-    def run(self, maps: Maps, before: Optional[Callable[[Step, Maps], None]] = None) -> Maps:
+    def run(self, maps: Maps, before: Callable[[Step, Maps], None] | None = None) -> Maps:
         """Apply every step; ``before(step, maps)`` is called ahead of each (``conv --explain``).
 
         Errors name the step when the pipeline came from a file.
@@ -235,8 +274,9 @@ def load_pipeline(path: str, kernel_path: Sequence[str] = ()) -> Pipeline:
     return parse_pipeline(document, path, kernel_path, os.path.dirname(path))
 
 
-def parse_pipeline(document: Any, source: str = "pipeline", kernel_path: Sequence[str] = (),
-                   folder: str = "") -> Pipeline:
+def parse_pipeline(
+    document: Any, source: str = "pipeline", kernel_path: Sequence[str] = (), folder: str = ""
+) -> Pipeline:
     """Check a loaded pipeline document (see the module docstring); resolve its kernels.
 
     >>> parse_pipeline({"steps": [{"op": "pool", "kernel": 3}]}, "p.yaml")     # doctest: +ELLIPSIS
@@ -247,8 +287,10 @@ def parse_pipeline(document: Any, source: str = "pipeline", kernel_path: Sequenc
     if isinstance(document, list):
         document = {"steps": document}
     if not isinstance(document, dict):
-        raise ParameterError(f"{source}: a pipeline is a list of steps, or a mapping with 'steps' "
-                             f"(and 'output', 'description'); got {_short(document)}")
+        raise ParameterError(
+            f"{source}: a pipeline is a list of steps, or a mapping with 'steps' "
+            f"(and 'output', 'description'); got {_short(document)}"
+        )
     for key in document:
         if key not in TOP_KEYS:
             raise ParameterError(f"{source}: {not_one_of('key', key, TOP_KEYS)}")
@@ -260,16 +302,26 @@ def parse_pipeline(document: Any, source: str = "pipeline", kernel_path: Sequenc
     steps: list[Step] = []
     for number, spec in enumerate(document["steps"], 1):
         steps.append(_parse_step(spec, number, steps, source, kernel_path, folder))
-    return Pipeline(tuple(steps), _parse_output(document.get("output"), source), source, description)
+    return Pipeline(
+        tuple(steps), _parse_output(document.get("output"), source), source, description
+    )
 
 
-def _parse_step(spec: Any, number: int, earlier: list[Step], source: str, kernel_path: Sequence[str],
-                folder: str) -> Step:
+def _parse_step(
+    spec: Any,
+    number: int,
+    earlier: list[Step],
+    source: str,
+    kernel_path: Sequence[str],
+    folder: str,
+) -> Step:
     if isinstance(spec, str):
         spec = {"op": spec}
     if not isinstance(spec, dict) or "op" not in spec:
-        raise ParameterError(f"{source}: step {number}: expected an op name or a mapping with 'op', "
-                             f"got {_short(spec)}")
+        raise ParameterError(
+            f"{source}: step {number}: expected an op name or a mapping with 'op', "
+            f"got {_short(spec)}"
+        )
     word = str(spec["op"]).strip().lower().replace("-", "_")
     op = ALIASES.get(word, word)
     if op not in FIELDS:
@@ -301,7 +353,9 @@ def _parse_step(spec: Any, number: int, earlier: list[Step], source: str, kernel
         if twin is not None:
             raise ParameterError(f"{where}: name: {name!r} already names step {twin.number}")
     if op in ("conv", "transposed"):
-        params["kernel"] = tuple(_resolve(text, where, kernel_path, folder) for text in params["kernel"])
+        params["kernel"] = tuple(
+            _resolve(text, where, kernel_path, folder) for text in params["kernel"]
+        )
         if isinstance(params["bias"], str):
             params["bias"] = _model_bias(params["bias"], where, folder)
     step = Step(op, params, number, name, frozenset(k for k in spec if k != "op"))
@@ -340,7 +394,9 @@ def _resolve(text: str, where: str, kernel_path: Sequence[str], folder: str):
         kernel = resolve_kernel(spec, kernel_path)
     except ConvcliError as exc:
         raise type(exc)(f"{where}: kernel: {exc}") from None
-    return replace(kernel, spec=kernel.spec and text.strip())  # as written, not joined to the folder
+    return replace(
+        kernel, spec=kernel.spec and text.strip()
+    )  # as written, not joined to the folder
 
 
 class _FieldError(Exception):
@@ -355,7 +411,9 @@ def _check_rules(step: Step, earlier: list[Step]) -> None:
     if step.op in ("conv", "transposed") and p["groups"] != 1:
         flat = next((k for k in p["kernel"] if k.weights.ndim != 4), None)
         if flat is not None:
-            raise _FieldError("groups", f"applies to 4-D kernels; {flat.name!r} is {flat.weights.ndim}-D")
+            raise _FieldError(
+                "groups", f"applies to 4-D kernels; {flat.name!r} is {flat.weights.ndim}-D"
+            )
     if step.op in ("conv", "transposed") and p["combine"] and len(p["kernel"]) < 2:
         raise _FieldError("combine", "needs two or more kernels (a list), whose maps it combines")
     try:
@@ -372,8 +430,11 @@ def _check_rules(step: Step, earlier: list[Step]) -> None:
     if step.op == "unpool":
         pool = next((s for s in earlier if s.name == p["indices"]), None)
         if pool is None or pool.op != "pool" or pool.params["mode"] != "max":
-            raise _FieldError("indices", f"names no earlier max pool step: {p['indices']!r} (give the pool "
-                                         f"step a name: and mode: max)")
+            raise _FieldError(
+                "indices",
+                f"names no earlier max pool step: {p['indices']!r} (give the pool "
+                f"step a name: and mode: max)",
+            )
     if step.op == "normalise":
         fixed = [key for key in ("mean", "std") if p[key] is not None]
         if fixed and p["mode"] != "standard":
@@ -387,7 +448,9 @@ def _parse_output(section: Any, source: str) -> dict[str, Any]:
     if section is None:
         return {}
     if not isinstance(section, dict):
-        raise ParameterError(f"{source}: output: must be a mapping of output options, got {_short(section)}")
+        raise ParameterError(
+            f"{source}: output: must be a mapping of output options, got {_short(section)}"
+        )
     values = {}
     for key, value in section.items():
         if key not in OUTPUT_FIELDS:

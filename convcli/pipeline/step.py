@@ -7,11 +7,18 @@ runs it, ``trace`` turns it into ``explain`` rows).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any
 
 #: Activations and the explain kind each traces as.
-ACTIVATIONS = {"relu": "relu", "leaky_relu": "leakyrelu", "abs": "abs", "sigmoid": "sigmoid", "tanh": "tanh"}
+ACTIVATIONS = {
+    "relu": "relu",
+    "leaky_relu": "leakyrelu",
+    "abs": "abs",
+    "sigmoid": "sigmoid",
+    "tanh": "tanh",
+}
 
 
 @dataclass(frozen=True)
@@ -25,7 +32,7 @@ class Step:
     op: str
     params: Mapping[str, Any]
     number: int = 1
-    name: Optional[str] = None
+    name: str | None = None
     given: frozenset = frozenset()
 
     @property

@@ -33,15 +33,23 @@ def trace(pipeline: Pipeline, shape: tuple[int, int, int], source: str = ""):
         try:
             spec = _explain_spec(step, current, pooled)
         except ConvcliError as exc:
-            error = Row(number=step.number, label=str(step.number), text=step.name or step.op,
-                                kind="channels", input=current, error=str(exc))
+            error = Row(
+                number=step.number,
+                label=str(step.number),
+                text=step.name or step.op,
+                kind="channels",
+                input=current,
+                error=str(exc),
+            )
             return replace(result, rows=result.rows + (error,))
         traced = step_from_dict(spec, step.number)
         steps.append(replace(traced, text=f"{step.name or step.op}: {step_text(traced)}"))
         if step.op in ("conv", "transposed") and step.params["combine"]:  # one map per kernel's map
             maps = spec["filters"] // len(step.params["kernel"])
             combined = step_from_dict({"op": "channels", "filters": maps}, step.number)
-            steps.append(replace(combined, text=f"{step.name or step.op}: combine {step.params['combine']}"))
+            steps.append(
+                replace(combined, text=f"{step.name or step.op}: combine {step.params['combine']}")
+            )
         result = trace_steps(shape, steps, source)
         if result.error:
             return result
@@ -53,8 +61,7 @@ def trace(pipeline: Pipeline, shape: tuple[int, int, int], source: str = ""):
 def _explain_spec(step: Step, shape: tuple[int, int, int], pooled: dict) -> dict:
     """The ``explain.step_from_dict`` mapping of one step, given the (H, W, C) it receives."""
     p, channels = step.params, shape[2]
-    from convcli import geometry
-    from convcli import engine
+    from convcli import engine, geometry
 
     if step.op in ("conv", "transposed"):
         transposed = step.op == "transposed"
@@ -62,20 +69,34 @@ def _explain_spec(step: Step, shape: tuple[int, int, int], pooled: dict) -> dict
         layers = [layout(k.weights, channels, p["groups"], copy=False) for k in p["kernel"]]
         shapes = {(w.shape[2:], g) for w, g in layers}
         if len(shapes) > 1:
-            raise ParameterError("explain traces stacked kernels of one size and channel layout; these "
-                                 "differ (trace each kernel on its own)")
+            raise ParameterError(
+                "explain traces stacked kernels of one size and channel layout; these "
+                "differ (trace each kernel on its own)"
+            )
         filters = sum(w.shape[1] * g if transposed else w.shape[0] for w, g in layers)
-        spec = {"op": step.op, "filters": filters, "kernel": list(layers[0][0].shape[2:]), "groups": layers[0][1],
-                "stride": list(p["stride"]), "padding": _padding_value(p["padding"]),
-                "dilation": list(p["dilation"]), "bias": p["bias"] is not None}
+        spec = {
+            "op": step.op,
+            "filters": filters,
+            "kernel": list(layers[0][0].shape[2:]),
+            "groups": layers[0][1],
+            "stride": list(p["stride"]),
+            "padding": _padding_value(p["padding"]),
+            "dilation": list(p["dilation"]),
+            "bias": p["bias"] is not None,
+        }
         if transposed:
             spec["output_padding"] = list(p["output_padding"])
         else:
             spec["pad_mode"] = p["pad_mode"]
         return spec
     if step.op == "pool":
-        spec = {"op": f"{p['mode']}pool", "kernel": list(p["size"]), "stride": list(p["stride"] or p["size"]),
-                "padding": _padding_value(p["padding"]), "ceil_mode": p["ceil_mode"]}
+        spec = {
+            "op": f"{p['mode']}pool",
+            "kernel": list(p["size"]),
+            "stride": list(p["stride"] or p["size"]),
+            "padding": _padding_value(p["padding"]),
+            "ceil_mode": p["ceil_mode"],
+        }
         if p["mode"] == "max":
             spec["dilation"] = list(p["dilation"])
         return spec
@@ -85,9 +106,16 @@ def _explain_spec(step: Step, shape: tuple[int, int, int], pooled: dict) -> dict
         in_hw, pool = pooled[p["indices"]]
         window = pool.params
         stride = window["stride"] or window["size"]
-        pads = geometry.resolve_padding(window["padding"], in_hw, window["size"], stride, window["dilation"])
-        return {"op": "unpool", "kernel": list(window["size"]), "stride": list(stride),
-                "padding": [pads[0], pads[2]], "output_size": list(in_hw)}
+        pads = geometry.resolve_padding(
+            window["padding"], in_hw, window["size"], stride, window["dilation"]
+        )
+        return {
+            "op": "unpool",
+            "kernel": list(window["size"]),
+            "stride": list(stride),
+            "padding": [pads[0], pads[2]],
+            "output_size": list(in_hw),
+        }
     if step.op in ACTIVATIONS:
         return {"op": ACTIVATIONS[step.op]}
     if step.op == "normalise":
@@ -99,8 +127,10 @@ def _explain_spec(step: Step, shape: tuple[int, int, int], pooled: dict) -> dict
             raise ShapeError(f"gray needs 1 or 3 channels, the input has {channels}")
         return {"op": "channels", "filters": 1}
     if max(p["channels"]) >= channels:
-        raise ShapeError(f"channel {max(p['channels'])} does not exist: the input has {channels} "
-                         f"(0 to {channels - 1})")
+        raise ShapeError(
+            f"channel {max(p['channels'])} does not exist: the input has {channels} "
+            f"(0 to {channels - 1})"
+        )
     return {"op": "channels", "filters": len(p["channels"])}
 
 

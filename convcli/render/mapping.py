@@ -13,9 +13,9 @@ level ``white`` is 255 (8-bit), 65535 (16-bit) or 1.0 (float); ``map_values`` br
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -65,22 +65,38 @@ fde2a3fde3a5fde5a7fde7a9fde9aafdebacfcecaefceeb0fcf0b2fcf2b4fcf4b6fcf6b8fcf7b9fc
 # Moreland's diverging cool-warm map (CoolWarmFloat33.csv, also matplotlib's "coolwarm"):
 # 33 RGB control points at i/32, linearly interpolated as matplotlib does.
 _COOLWARM = (
-    (0.2298057, 0.298717966, 0.753683153), (0.26623388, 0.353094838, 0.801466763),
-    (0.30386891, 0.406535296, 0.84495867), (0.342804478, 0.458757618, 0.883725899),
-    (0.38301334, 0.50941904, 0.917387822), (0.424369608, 0.558148092, 0.945619588),
-    (0.46666708, 0.604562568, 0.968154911), (0.509635204, 0.648280772, 0.98478814),
-    (0.552953156, 0.688929332, 0.995375608), (0.596262162, 0.726149107, 0.999836203),
-    (0.639176211, 0.759599947, 0.998151185), (0.681291281, 0.788964712, 0.990363227),
-    (0.722193294, 0.813952739, 0.976574709), (0.761464949, 0.834302879, 0.956945269),
-    (0.798691636, 0.849786142, 0.931688648), (0.833466556, 0.860207984, 0.901068838),
-    (0.865395197, 0.86541021, 0.865395561), (0.897787179, 0.848937047, 0.820880546),
-    (0.924127593, 0.827384882, 0.774508472), (0.944468518, 0.800927443, 0.726736146),
-    (0.958852946, 0.769767752, 0.678007945), (0.96732803, 0.734132809, 0.628751763),
-    (0.969954137, 0.694266682, 0.579375448), (0.966811177, 0.650421156, 0.530263762),
-    (0.958003065, 0.602842431, 0.481775914), (0.943660866, 0.551750968, 0.434243684),
-    (0.923944917, 0.49730856, 0.387970225), (0.89904617, 0.439559467, 0.343229596),
-    (0.869186849, 0.378313092, 0.300267182), (0.834620542, 0.312874446, 0.259301199),
-    (0.795631745, 0.24128379, 0.220525627), (0.752534934, 0.157246067, 0.184115123),
+    (0.2298057, 0.298717966, 0.753683153),
+    (0.26623388, 0.353094838, 0.801466763),
+    (0.30386891, 0.406535296, 0.84495867),
+    (0.342804478, 0.458757618, 0.883725899),
+    (0.38301334, 0.50941904, 0.917387822),
+    (0.424369608, 0.558148092, 0.945619588),
+    (0.46666708, 0.604562568, 0.968154911),
+    (0.509635204, 0.648280772, 0.98478814),
+    (0.552953156, 0.688929332, 0.995375608),
+    (0.596262162, 0.726149107, 0.999836203),
+    (0.639176211, 0.759599947, 0.998151185),
+    (0.681291281, 0.788964712, 0.990363227),
+    (0.722193294, 0.813952739, 0.976574709),
+    (0.761464949, 0.834302879, 0.956945269),
+    (0.798691636, 0.849786142, 0.931688648),
+    (0.833466556, 0.860207984, 0.901068838),
+    (0.865395197, 0.86541021, 0.865395561),
+    (0.897787179, 0.848937047, 0.820880546),
+    (0.924127593, 0.827384882, 0.774508472),
+    (0.944468518, 0.800927443, 0.726736146),
+    (0.958852946, 0.769767752, 0.678007945),
+    (0.96732803, 0.734132809, 0.628751763),
+    (0.969954137, 0.694266682, 0.579375448),
+    (0.966811177, 0.650421156, 0.530263762),
+    (0.958003065, 0.602842431, 0.481775914),
+    (0.943660866, 0.551750968, 0.434243684),
+    (0.923944917, 0.49730856, 0.387970225),
+    (0.89904617, 0.439559467, 0.343229596),
+    (0.869186849, 0.378313092, 0.300267182),
+    (0.834620542, 0.312874446, 0.259301199),
+    (0.795631745, 0.24128379, 0.220525627),
+    (0.752534934, 0.157246067, 0.184115123),
     (0.705673158, 0.01555616, 0.150232812),
 )
 
@@ -106,7 +122,9 @@ def colormap_table(name: str) -> np.ndarray:
     elif name == "coolwarm":
         points = np.array(_COOLWARM)
         where = np.linspace(0.0, 1.0, len(points))
-        table = np.stack([np.interp(np.linspace(0, 1, 256), where, points[:, k]) for k in range(3)], 1)
+        table = np.stack(
+            [np.interp(np.linspace(0, 1, 256), where, points[:, k]) for k in range(3)], 1
+        )
     else:
         raise ParameterError(not_one_of("colormap", name, COLORMAPS))
     table.setflags(write=False)
@@ -134,8 +152,14 @@ def apply_colormap(values: np.ndarray, white: float, name: str) -> np.ndarray:
     return colours
 
 
-def signed_maps(weight: np.ndarray, groups: int = 1, *, transposed: bool = False,
-                shift: Union[float, Sequence[float]] = 0.0, tolerance: float = 1e-5) -> np.ndarray:
+def signed_maps(
+    weight: np.ndarray,
+    groups: int = 1,
+    *,
+    transposed: bool = False,
+    shift: float | Sequence[float] = 0.0,
+    tolerance: float = 1e-5,
+) -> np.ndarray:
     """Which output maps of a convolution are signed: 0 on a flat input, edges going both ways.
 
     ``weight`` is 4-D as the layer holds it: ``(C_out, C_in/groups, kh, kw)``, or with
@@ -155,7 +179,9 @@ def signed_maps(weight: np.ndarray, groups: int = 1, *, transposed: bool = False
     if transposed:  # regroup to one row per output map: (groups, C_out/groups, C_in/groups, kh*kw)
         c_in, per_group = weight.shape[:2]
         weight = weight.reshape(groups, c_in // groups, per_group, -1).transpose(0, 2, 1, 3)
-    per_map = weight.reshape(-1, int(np.prod(weight.shape[-2:] if transposed else weight.shape[1:])))
+    per_map = weight.reshape(
+        -1, int(np.prod(weight.shape[-2:] if transposed else weight.shape[1:]))
+    )
     zero = np.abs(per_map.sum(axis=1)) <= tolerance * np.abs(per_map).sum(axis=1)
     return zero & (np.broadcast_to(np.asarray(shift, dtype=np.float64), zero.shape) == 0)
 
@@ -221,13 +247,13 @@ def map_with_range(
     mode: str,
     white: float,
     *,
-    signed: Optional[Sequence[bool]] = None,
-    scale: Optional[float] = None,
-    offset: Optional[float] = None,
+    signed: Sequence[bool] | None = None,
+    scale: float | None = None,
+    offset: float | None = None,
     joint: bool = False,
     symmetric: bool = False,
     in_place: bool = False,
-) -> tuple[np.ndarray, Optional[MapRange]]:
+) -> tuple[np.ndarray, MapRange | None]:
     """``map_values``, and the ``MapRange`` it applied (None for ``none``): what ``--legend``
     prints.
 
@@ -277,8 +303,9 @@ def map_with_range(
 STRETCH_VALUES = 1 << 20
 
 
-def _stretch(values: np.ndarray, white: float, symmetric: bool,
-             each: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _stretch(
+    values: np.ndarray, white: float, symmetric: bool, each: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Stretch ``values`` in place: finite min..max (or -m..m) to 0..white; with ``each``,
     every map of ``values`` (N, H, W) by its own range (one finite value: a constant map).
     Returns the range used (float64, one value per map with ``each``).
@@ -314,7 +341,9 @@ def to_integers(values: np.ndarray, bits: int, in_place: bool = False) -> np.nda
     [0, 0, 2, 2, 254, 255, 0]
     """
     top = 255 if bits == 8 else 65535
-    pixels = np.asarray(values, dtype=np.float32) if in_place else np.array(values, dtype=np.float32)
+    pixels = (
+        np.asarray(values, dtype=np.float32) if in_place else np.array(values, dtype=np.float32)
+    )
     np.rint(pixels, out=pixels)
     np.fmax(pixels, 0, out=pixels)  # fmax also turns NaN into 0, with no temporary masks
     np.fmin(pixels, top, out=pixels)

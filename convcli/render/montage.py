@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -55,20 +55,24 @@ def parse_grid(text: str) -> tuple[int, int]:
     parts = str(text).lower().replace(" ", "").split("x")
     if len(parts) != 2 or not all(re.fullmatch(r"[0-9]+", p, re.ASCII) for p in parts):
         raise ParameterError(f"montage grid {shorten(text)!r} is not RxC, e.g. 2x4")
-    rows, cols = (parse_whole(p, f"montage grid {shorten(text)!r}: the {axis}", 0, MAX_GRID_SIDE)
-                  for p, axis in zip(parts, ("rows", "columns")))
+    rows, cols = (
+        parse_whole(p, f"montage grid {shorten(text)!r}: the {axis}", 0, MAX_GRID_SIDE)
+        for p, axis in zip(parts, ("rows", "columns"))
+    )
     if min(rows, cols) < 1:
         raise ParameterError(f"montage grid {shorten(text)!r} needs at least 1 row and 1 column")
     return rows, cols
 
 
-def grid_shape(count: int, grid: Optional[tuple[int, int]] = None) -> tuple[int, int]:
+def grid_shape(count: int, grid: tuple[int, int] | None = None) -> tuple[int, int]:
     """Rows and columns for ``count`` tiles: ``grid`` if given (it must hold them all), else
     ``ceil(sqrt(count))`` columns and as many rows as needed (a near-square, wider than tall)."""
     if grid is not None:
         if grid[0] * grid[1] < count:
-            raise ShapeError(f"montage grid {grid[0]}x{grid[1]} holds {grid[0] * grid[1]} tiles, "
-                             f"there are {count} feature maps")
+            raise ShapeError(
+                f"montage grid {grid[0]}x{grid[1]} holds {grid[0] * grid[1]} tiles, "
+                f"there are {count} feature maps"
+            )
         return grid
     cols = math.ceil(math.sqrt(count))
     return math.ceil(count / cols), cols
@@ -105,8 +109,15 @@ class Layout:
     shape: tuple[int, int, int]
 
 
-def layout(count: int, height: int, width: int, channels: int, grid: Optional[tuple[int, int]] = None,
-           labelled: bool = True, legend: bool = False) -> Layout:
+def layout(
+    count: int,
+    height: int,
+    width: int,
+    channels: int,
+    grid: tuple[int, int] | None = None,
+    labelled: bool = True,
+    legend: bool = False,
+) -> Layout:
     """The layout of ``count`` tiles of ``height`` x ``width`` with ``channels`` colour planes."""
     rows, cols = grid_shape(count, grid)
     size = font_size(height)
@@ -118,8 +129,15 @@ def layout(count: int, height: int, width: int, channels: int, grid: Optional[tu
     return Layout(rows, cols, size, strip, body, (cell_h, cell_w), shape)
 
 
-def canvas_shape(count: int, height: int, width: int, channels: int, grid: Optional[tuple[int, int]] = None,
-                 labelled: bool = True, legend: bool = False) -> tuple[int, int, int]:
+def canvas_shape(
+    count: int,
+    height: int,
+    width: int,
+    channels: int,
+    grid: tuple[int, int] | None = None,
+    labelled: bool = True,
+    legend: bool = False,
+) -> tuple[int, int, int]:
     """(K, rows, cols) of the image ``montage`` draws (see the module for the formula)."""
     return layout(count, height, width, channels, grid, labelled, legend).shape
 
@@ -155,10 +173,14 @@ def fit_text(text: str, font, width: int) -> str:
     return ""
 
 
-def montage(tiles: np.ndarray, labels: Optional[Sequence[str]], white: float,
-            grid: Optional[tuple[int, int]] = None,
-            check: Optional[Callable[[tuple[int, int, int]], None]] = None,
-            legend: Optional[Legend] = None) -> np.ndarray:
+def montage(
+    tiles: np.ndarray,
+    labels: Sequence[str] | None,
+    white: float,
+    grid: tuple[int, int] | None = None,
+    check: Callable[[tuple[int, int, int]], None] | None = None,
+    legend: Legend | None = None,
+) -> np.ndarray:
     """Lay ``tiles`` (N, K, H, W) out on a grid with ``labels`` (None: no label strip) and a
     ``legend`` beside each tile: returns (K, rows, cols) float32. Text is ``white``.
     ``check(shape)`` may refuse the canvas's shape before it is allocated (as does the
@@ -186,15 +208,24 @@ def montage(tiles: np.ndarray, labels: Optional[Sequence[str]], white: float,
         top, left = (index // plan.cols) * (cell_h + GAP), (index % plan.cols) * (cell_w + GAP)
         if labels is not None:
             text = fit_text(str(labels[index]), font, cell_w)
-            _write(canvas[:, top:top + plan.strip, left:left + cell_w], [(text, 0, "la")], font, white)
-        body = canvas[:, top + plan.strip:top + cell_h, left:left + cell_w]
+            _write(
+                canvas[:, top : top + plan.strip, left : left + cell_w],
+                [(text, 0, "la")],
+                font,
+                white,
+            )
+        body = canvas[:, top + plan.strip : top + cell_h, left : left + cell_w]
         body[:, :height, :width] = tile
         if legend is not None:
             bar = width + GAP
-            body[:, :, bar:bar + plan.size] = ramp[:, :, None]
+            body[:, :, bar : bar + plan.size] = ramp[:, :, None]
             numbers = [number_text(v, legend.absolute) for v in legend.values[index]]
-            placed = [(numbers[0], 0, "la"), (numbers[1], plan.body // 2, "lm"), (numbers[2], plan.body, "ld")]
-            _write(body[:, :, bar + plan.size + plan.size // 2:], placed, font, white)
+            placed = [
+                (numbers[0], 0, "la"),
+                (numbers[1], plan.body // 2, "lm"),
+                (numbers[2], plan.body, "ld"),
+            ]
+            _write(body[:, :, bar + plan.size + plan.size // 2 :], placed, font, white)
     return canvas
 
 

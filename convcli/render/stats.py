@@ -16,11 +16,12 @@ numpy is imported by ``channel_stats`` only: pipelines and ``--help`` read the d
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from convcli.errors import ParameterError
-from convcli.limits import check_arrays
 from convcli.layers.values import parse_floats
+from convcli.limits import check_arrays
 
 #: Percentiles reported when none are asked for: the tails, the quartiles and the median.
 DEFAULT_PERCENTILES = (1.0, 25.0, 50.0, 75.0, 99.0)
@@ -69,7 +70,13 @@ def channel_stats(data: Any, percentiles: Sequence[float] = DEFAULT_PERCENTILES)
     channels = len(data)
     size = math.prod(data.shape[1:])
     # a float64 copy of one channel, and the partition that percentiles sort into
-    check_arrays("stats", itemsize=8, held=data.nbytes, channel_copy=data.shape[1:], sorted_copy=data.shape[1:])
+    check_arrays(
+        "stats",
+        itemsize=8,
+        held=data.nbytes,
+        channel_copy=data.shape[1:],
+        sorted_copy=data.shape[1:],
+    )
     rows = []
     for channel in range(channels):
         values = np.asarray(data[channel], dtype=np.float64).reshape(-1)
@@ -80,7 +87,7 @@ def channel_stats(data: Any, percentiles: Sequence[float] = DEFAULT_PERCENTILES)
                 numbers = [values.min(), values.max(), values.mean(), values.std()]
                 numbers += list(np.percentile(values, percentiles))
         numbers = [float(n) for n in numbers]
-        rows.append({**dict(zip(COLUMNS, numbers)), "percentiles": numbers[len(COLUMNS):]})
+        rows.append({**dict(zip(COLUMNS, numbers)), "percentiles": numbers[len(COLUMNS) :]})
     return rows
 
 
@@ -104,5 +111,9 @@ def header(percentiles: Sequence[float], lead: Sequence[str] = ("input", "channe
 
 def text_rows(lead: Sequence[str], rows: Sequence[dict]) -> list[list[str]]:
     """The rows of ``channel_stats`` as text, each after ``lead`` and its channel number."""
-    return [[*lead, str(channel)] + [number_text(row[c]) for c in COLUMNS]
-            + [number_text(v) for v in row["percentiles"]] for channel, row in enumerate(rows)]
+    return [
+        [*lead, str(channel)]
+        + [number_text(row[c]) for c in COLUMNS]
+        + [number_text(v) for v in row["percentiles"]]
+        for channel, row in enumerate(rows)
+    ]
