@@ -262,10 +262,16 @@ class Pipeline:
     source: str = ""
     description: str = ""
 
-    def run(self, maps: Maps, before: Callable[[Step, Maps], None] | None = None) -> Maps:
+    def run(
+        self,
+        maps: Maps,
+        before: Callable[[Step, Maps], None] | None = None,
+        after: Callable[[Step, Maps], None] | None = None,
+    ) -> Maps:
         """Apply every step to the maps it reads; ``before(step, maps)`` is called ahead of each
-        (``conv --explain``) with the (first) maps it reads. The last step's maps are returned;
-        those of other steps are let go once no later step reads them.
+        (``conv --explain``) with the (first) maps it reads, ``after(step, maps)`` with the maps
+        it gives (``run --model --save``). The last step's maps are returned; those of other
+        steps are let go once no later step reads them.
 
         Errors name the step when the pipeline came from a file.
         """
@@ -284,6 +290,8 @@ class Pipeline:
                     result = join(step, inputs, names)
                 else:
                     result = apply(step, inputs[0])
+                if after is not None:
+                    after(step, result)
             except ConvcliError as exc:
                 if not self.source:
                     raise
