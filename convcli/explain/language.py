@@ -107,10 +107,10 @@ ACTIVATIONS = (
     "silu",
     "sigmoid",
     "tanh",
-    "abs",
     "clip",
     "hardsigmoid",
     "hardswish",
+    "abs",
 )
 #: Padding of conv-like steps when none is given: ``same``, as ``convcli conv``; pools: ``valid``.
 CONV_KINDS = ("conv", "depthwise", "pointwise", "separable", "transposed")
