@@ -7,6 +7,8 @@ whose asked-for nodes are outputs too (``onnx.helper``); convcli runs the file a
 
 import json
 import os
+import subprocess
+import sys
 
 import model_zoo
 import numpy as np
@@ -355,3 +357,68 @@ def test_pads_that_crop_more_at_the_end_are_refused(tmp_path):
     path = helper_model(tmp_path, [node], {"w": weight})
     result = run("run", "--model", path, tmp_path / "x.npy", "-o", tmp_path / "y.npy")
     refused(result, 1, "'up' (ConvTranspose)", "crop more at the end")
+
+
+def inferred_shapes(path):
+    """Each node's output (N, C, H, W) as ONNX shape inference gives it, by node name."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    infos = [*model.graph.value_info, *model.graph.output]
+    dims = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in infos}
+    return {n.name: dims[n.output[0]] for n in model.graph.node if n.op_type != "Constant"}
+
+
+def initializer_sizes(path):
+    return sum(int(np.prod(init.dims)) for init in onnx.load(str(path)).graph.initializer)
+
+
+def torch_parameters(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_explain_model_shapes_and_parameters_equal_onnx_and_pytorch(zoo, built):
+    """Shapes are ONNX shape inference's; parameters PyTorch's count (a BatchNorm counts its
+    scale and bias, as torchinfo). PyTorch's exporter folds a BatchNorm that follows a conv into
+    the conv's weights and bias: there the count is the ONNX file's."""
+    from convcli.models.onnx_graph import step_name
+
+    cases = {name: (zoo[name].module, zoo[name].files["onnx"]) for name in zoo if name != "unet"}
+    cases.update(built)
+    for name, (module, path) in cases.items():
+        result = run("explain", "--model", path, "--json")
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["input"]["shape"] == [12, 10, 3]
+        outputs = {row["text"].split(":")[0]: row["output"] for row in report["steps"]}
+        for node, (_, c, h, w) in inferred_shapes(path).items():
+            assert outputs[step_name(node)] == [h, w, c], (name, node)
+        folded = name in ("resnet", "mobilenet")
+        expected = initializer_sizes(path) if folded else torch_parameters(module)
+        assert report["total"]["params"] == expected, name
+    assert torch_parameters(zoo["vgg"].module) == initializer_sizes(zoo["vgg"].files["onnx"])
+
+
+def test_explain_model_takes_another_input_and_the_largest_field_over_branches(built):
+    _, path = built["upstep"]
+    result = run("explain", "--model", path, "--input", "7x5x3", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["steps"]
+    assert [row["output"] for row in rows] == [[14, 10, 4], [14, 10, 2], [14, 10, 6], [14, 10, 4]]
+    # the concat's field is the skip's (a 3x3 transposed kernel), wider than the up step's 2x2
+    fields = [row["receptive_field"]["size"] for row in rows]
+    assert fields[2] == fields[1] != fields[0]
+
+
+def test_explain_model_does_not_import_numba(zoo):
+    script = f"""
+import sys
+from click.testing import CliRunner
+from convcli.cli.main import cli
+result = CliRunner().invoke(cli, ["explain", "--model", {str(zoo["resnet"].files["onnx"])!r}])
+assert result.exit_code == 0, result.output
+assert "numba" not in sys.modules, "numba was imported"
+print("ok")
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

@@ -61,6 +61,19 @@ def step_name(text: str) -> str:
     return name
 
 
+def model_trace_input(graph: ModelGraph) -> str | None:
+    """The ``--input`` of ``explain --model`` when none is given: the model's fixed input
+    size as ``HxWxC``, or None.
+
+    >>> model_trace_input(ModelGraph("m.onnx", [], set(), {}, {"x": (1, 3, 224, 224)}, ["x"], []))
+    '224x224x3'
+    """
+    shape = graph.input_shape
+    if len(shape) != 4 or not all(isinstance(n, int) and n > 0 for n in shape[1:]):
+        return None
+    return f"{shape[2]}x{shape[3]}x{shape[1]}"
+
+
 class _Unsupported(Exception):
     """A node convcli cannot run: the reason."""
 
@@ -128,27 +141,30 @@ class ModelGraph:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         bgr: bool = False,
+        preprocess: bool = True,
     ) -> tuple[dict, list[str]]:
         """The pipeline document that runs the model up to ``until`` (a node or output name;
         default: the node giving the model's first output), and the step names of the layers
         ``save`` names (default: ``until``'s). Weights are ``model_ref:TENSOR`` (default: the
-        model's path)."""
+        model's path). Without ``preprocess`` the model reads the image as it is
+        (``explain --model``)."""
         last = self.find(until) if until else self._output_node()
         saved = [self.find(name) for name in save] or [last]
         needed = self._needed([last, *saved])
         steps: list[dict] = []
         if bgr:
             steps.append({"op": "select", "channels": [2, 1, 0], "name": "bgr"})
-        steps.append(
-            {
-                "op": "normalise",
-                "mode": "standard",
-                "mean": list(mean or [0.0]),
-                "std": list(std or [1.0]),
-                "name": MODEL_INPUT,
-            }
-        )
-        source = {self.input_name: MODEL_INPUT}
+        if preprocess:
+            steps.append(
+                {
+                    "op": "normalise",
+                    "mode": "standard",
+                    "mean": list(mean or [0.0]),
+                    "std": list(std or [1.0]),
+                    "name": MODEL_INPUT,
+                }
+            )
+        source = {self.input_name: MODEL_INPUT if preprocess else IMAGE}
         reached = None
         ref = model_ref or self.path
         for node in self.nodes:
@@ -170,7 +186,7 @@ class ModelGraph:
                     f"{exc}; the last node it can reach is {last_ok}"
                 ) from None
             spec = {"op": spec.pop("op"), "name": node.name, **spec}
-            previous = steps[-1]["name"]
+            previous = steps[-1]["name"] if steps else IMAGE
             if len(reads) > 1:
                 spec["inputs"] = reads
             elif reads[0] != previous:
