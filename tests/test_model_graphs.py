@@ -422,3 +422,20 @@ print("ok")
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_a_saved_layer_past_until_is_refused(zoo, tmp_path):
+    path = zoo["vgg"].files["onnx"]
+    result = run(
+        "run",
+        "--model",
+        path,
+        tmp_path / "x.npy",
+        "--until",
+        "/1/Relu",
+        "--save",
+        "9",
+        "--out-dir",
+        tmp_path / "maps",
+    )
+    refused(result, 1, "--save '/4/MaxPool': the layer is not on the way to --until '/1/Relu'")

@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from convcli.errors import KernelError
+from convcli.errors import KernelError, ParameterError
 from convcli.pipeline.step import IMAGE
 
 #: The step that holds the model's input (the image after preprocessing).
@@ -150,7 +150,13 @@ class ModelGraph:
         (``explain --model``)."""
         last = self.find(until) if until else self._output_node()
         saved = [self.find(name) for name in save] or [last]
-        needed = self._needed([last, *saved])
+        needed = self._needed([last])
+        later = next((node for node in saved if node.name not in needed), None)
+        if later is not None:
+            raise ParameterError(
+                f"--save {later.onnx_name!r}: the layer is not on the way to "
+                f"{'--until ' + repr(until) if until else 'the output'} (save layers up to it)"
+            )
         steps: list[dict] = []
         if bgr:
             steps.append({"op": "select", "channels": [2, 1, 0], "name": "bgr"})
