@@ -439,3 +439,8 @@ def test_a_saved_layer_past_until_is_refused(zoo, tmp_path):
         tmp_path / "maps",
     )
     refused(result, 1, "--save '/4/MaxPool': the layer is not on the way to --until '/1/Relu'")
+
+
+def test_explain_model_takes_no_steps(zoo):
+    path = zoo["vgg"].files["onnx"]
+    refused(run("explain", "--model", path, "relu"), 2, "--model FILE traces the model's layers")

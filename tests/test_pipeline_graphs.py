@@ -223,3 +223,27 @@ def test_explain_traces_a_graph_with_the_largest_field_over_branches(tmp_path):
     assert report["total"]["output"] == [16, 16, 2]
     mismatch = [{"op": "pool", "name": "p"}, {"op": "add", "inputs": ["image", "p"]}]
     assert "add needs maps of one shape" in trace(parse_pipeline(mismatch), (8, 8, 1)).error
+
+
+def test_maps_no_later_step_reads_are_let_go():
+    import gc
+    import weakref
+
+    steps = [
+        {"op": "abs", "name": "a"},
+        {"op": "tanh", "name": "b"},  # reads a: a's maps may go after this step
+        {"op": "relu", "input": "b"},
+        {"op": "add", "inputs": ["b", "image"]},
+    ]
+    made, alive = {}, {}
+
+    def after(step, maps):
+        made[step.number] = weakref.ref(maps.data)
+
+    def before(step, maps):
+        gc.collect()
+        alive[step.number] = sorted(n for n, ref in made.items() if ref() is not None)
+
+    x = picture(2, 1, (4, 4))
+    parse_pipeline(steps).run(Maps(x, 1.0), before=before, after=after)
+    assert alive == {1: [], 2: [1], 3: [2], 4: [2]}

@@ -284,8 +284,10 @@ def explain(
     if given:
         raise click.UsageError(f"{given[0]} applies to --by-hand")
     check_table_or_json(as_json, table)
-    if sum(map(bool, (steps, pipeline_file, model_file))) > 1:
-        raise click.UsageError("give STEPs, --pipeline FILE or --model FILE, not two of them")
+    if steps and pipeline_file:
+        raise click.UsageError("give STEPs or --pipeline FILE, not both")
+    if model_file and (steps or pipeline_file):
+        raise click.UsageError("--model FILE traces the model's layers: no STEPs or --pipeline")
     if model_file:
         from convcli.models.onnx_graph import model_trace_input, read_graph
 

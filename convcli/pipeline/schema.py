@@ -302,6 +302,7 @@ class Pipeline:
                     del held[number]
             if step.number in last_reader or step is self.steps[-1]:
                 held[step.number] = result
+            del result  # maps no step reads (a branch that goes nowhere) go now
         return held[self.steps[-1].number]
 
     def reads(self) -> dict[int, tuple[int, ...]]:
