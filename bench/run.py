@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
+import pathlib
 import shutil
 import statistics
 import subprocess
@@ -409,6 +410,59 @@ def dask_rows(count: int, size: int, repeats: int) -> list[tuple]:
     return rows
 
 
+def free_size_copy(path: str, folder: str) -> str:
+    """A copy of an ONNX model whose input and output sizes are free (for onnxruntime)."""
+    import onnx
+
+    model = onnx.load(path)
+    for value in [*model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        for index, name in ((2, "H"), (3, "W")):
+            dims[index].Clear()
+            dims[index].dim_param = name
+    del model.graph.value_info[:]
+    copy = os.path.join(folder, "free_" + os.path.basename(path))
+    onnx.save(model, copy)
+    return copy
+
+
+def model_rows(size: int, repeats: int) -> list[tuple]:
+    """The forward pass of the test zoo's one-input models (tests/model_zoo.py) on a
+    ``size``^2 RGB input: convcli's pipeline of the ONNX graph (``run --model`` without the
+    files) against onnxruntime on one thread and on all cores."""
+    import onnxruntime
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "tests"))
+    import model_zoo
+
+    from convcli.models.onnx_graph import read_graph
+    from convcli.pipeline import Maps, parse_pipeline
+
+    rows = []
+    x = np.random.default_rng(5).random((3, size, size), dtype=np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = model_zoo.write_torch_models(pathlib.Path(tmp))
+        for name in ("vgg", "resnet", "mobilenet"):
+            path = str(saved[name].files["onnx"])
+            pipeline = parse_pipeline(read_graph(path).document()[0], path)
+            subjects = {"convcli": lambda p=pipeline: p.run(Maps(x, None))}
+            for threads in (1, os.cpu_count()):
+                options = onnxruntime.SessionOptions()
+                options.intra_op_num_threads = threads
+                session = onnxruntime.InferenceSession(
+                    free_size_copy(path, tmp), options, providers=["CPUExecutionProvider"]
+                )
+                feed = {session.get_inputs()[0].name: x[None]}
+                subjects[f"onnxruntime, {threads} thread{'s' * (threads > 1)}"] = (
+                    lambda s=session, f=feed: s.run(None, f)
+                )
+            medians = interleaved_medians(subjects, repeats)
+            case = f"model zoo {name}, forward pass {size}^2x3"
+            for label, seconds in medians.items():
+                rows.append((case, label, seconds, seconds / medians["convcli"], None))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -431,6 +485,7 @@ def main() -> None:
         )
         process_sizes = [64]
         dask_batch = (16, 64)
+        model_size = 32
     else:
         repeats, big = 5, 4096
         cases = (
@@ -445,6 +500,7 @@ def main() -> None:
         )
         process_sizes = [512, 4096]
         dask_batch = (400, 256)
+        model_size = 224
     rows = []
     for case in cases:
         medians = interleaved_medians({"convcli": case.convcli, **case.others}, repeats)
@@ -455,6 +511,8 @@ def main() -> None:
     rows += process_rows(process_sizes, repeats) + startup_rows(repeats)
     if _optional("distributed"):
         rows += dask_rows(*dask_batch, repeats)
+    if _optional("onnxruntime") and _optional("torch") and _optional("onnx"):
+        rows += model_rows(model_size, repeats)
     lines = ["| case | tool | median | time / convcli's | peak RSS |", "|---|---|---|---|---|"]
     for name, tool, seconds, ratio, rss in rows:
         rss_text = f"{rss:.0f} MB" if rss else ""

@@ -15,3 +15,4 @@ def test_bench_quick_mode_runs():
     assert "| depthwise 256^2x3, 3x3 random (full rank) | convcli |" in proc.stdout
     assert "| start-up | convcli --help |" in proc.stdout
     assert "| convcli --executor dask, 2 workers: " in proc.stdout
+    assert "| model zoo resnet, forward pass 32^2x3 | onnxruntime, 1 thread |" in proc.stdout

@@ -167,6 +167,13 @@ def _cells(ctx, param, values):
     metavar="FILE.yaml",
     help="Trace the steps of a pipeline file (as 'convcli run' reads it) instead of STEPs.",
 )
+@click.option(
+    "--model",
+    "model_file",
+    metavar="FILE.onnx",
+    help="Trace the layers of an ONNX model (as 'convcli run --model' runs them); --input "
+    "defaults to the size the model fixes.",
+)
 @kernel_path_option
 def explain(
     steps,
@@ -195,6 +202,7 @@ def explain(
     field_unit,
     field_image,
     pipeline_file,
+    model_file,
     kernel_path,
 ):
     """Trace shapes, parameters, multiply-adds and receptive fields through STEPs; or work a
@@ -215,10 +223,19 @@ def explain(
     if gif_only and not gif:
         raise click.UsageError(f"{gif_only[0]} applies to --gif")
     if by_hand:
-        if steps or input_spec or as_json or table or pipeline_file or field_unit or field_image:
+        if (
+            steps
+            or input_spec
+            or as_json
+            or table
+            or pipeline_file
+            or model_file
+            or field_unit
+            or field_image
+        ):
             raise click.UsageError(
-                "--by-hand takes --matrix and -k or --pool, not STEPs, --pipeline, --input, "
-                "--json, --table, --field or --field-image"
+                "--by-hand takes --matrix and -k or --pool, not STEPs, --pipeline, --model, "
+                "--input, --json, --table, --field or --field-image"
             )
         if overwrite and not gif:
             raise click.UsageError("--overwrite applies to --gif")
@@ -269,7 +286,14 @@ def explain(
     check_table_or_json(as_json, table)
     if steps and pipeline_file:
         raise click.UsageError("give STEPs or --pipeline FILE, not both")
-    if not input_spec or not (steps or pipeline_file):
+    if model_file and (steps or pipeline_file):
+        raise click.UsageError("--model FILE traces the model's layers: no STEPs or --pipeline")
+    if model_file:
+        from convcli.models.onnx_graph import model_trace_input, read_graph
+
+        graph = read_graph(model_file)
+        input_spec = input_spec or model_trace_input(graph)
+    if not input_spec or not (steps or pipeline_file or model_file):
         raise click.UsageError(
             "a trace needs --input and at least one STEP or --pipeline FILE (or use --by-hand)"
         )
@@ -277,10 +301,13 @@ def explain(
         _check_field_image(field_image, field_unit, input_spec, overwrite)
     from convcli import explain as library
 
-    if pipeline_file:
-        from convcli.pipeline import load_pipeline, trace
+    if pipeline_file or model_file:
+        from convcli.pipeline import load_pipeline, parse_pipeline, trace
 
-        pipeline = load_pipeline(pipeline_file, kernel_path)
+        if model_file:
+            pipeline = parse_pipeline(graph.document(preprocess=False)[0], model_file)
+        else:
+            pipeline = load_pipeline(pipeline_file, kernel_path)
     else:
         try:
             parsed_steps = library.parse_steps(steps)
@@ -290,7 +317,7 @@ def explain(
         shape = library.input_shape(input_spec)
     except ParameterError as exc:
         raise click.BadParameter(str(exc), param_hint="--input") from None
-    if pipeline_file:
+    if pipeline_file or model_file:
         result = trace(pipeline, shape, source=input_spec)
     else:
         result = library.trace(shape, parsed_steps, source=input_spec)

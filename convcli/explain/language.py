@@ -99,7 +99,19 @@ ALIASES = {
     "norm": "normalise",
 }
 #: Activations that may be written as the kind itself (``relu``) or as ``act relu``.
-ACTIVATIONS = ("relu", "relu6", "leakyrelu", "gelu", "silu", "sigmoid", "tanh", "abs")
+ACTIVATIONS = (
+    "relu",
+    "relu6",
+    "leakyrelu",
+    "gelu",
+    "silu",
+    "sigmoid",
+    "tanh",
+    "clip",
+    "hardsigmoid",
+    "hardswish",
+    "abs",
+)
 #: Padding of conv-like steps when none is given: ``same``, as ``convcli conv``; pools: ``valid``.
 CONV_KINDS = ("conv", "depthwise", "pointwise", "separable", "transposed")
 

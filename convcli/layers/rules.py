@@ -19,6 +19,7 @@ output_padding: must be smaller than the stride [2, 2] or the dilation [1, 1], g
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from convcli.errors import FieldError
@@ -154,3 +155,71 @@ def groups_divide(
         "groups",
         f"groups {groups} must divide both the input channels ({channels}) and {what} ({outputs})",
     )
+
+
+def clip_bounds(low: float | None, high: float | None) -> None:
+    """Clipping keeps values in [min, max] (ONNX ``Clip``; ReLU6 is 0..6): min is not above max.
+
+    >>> clip_bounds(6.0, 0.0)
+    Traceback (most recent call last):
+    ...
+    convcli.layers.rules.RuleError: clip min 6.0 is above max 0.0
+    """
+    if low is not None and high is not None and low > high:
+        raise RuleError("min", f"clip {{word}}{low} is above max {high}")
+
+
+def batchnorm_values(
+    scale: tuple[float, ...],
+    bias: tuple[float, ...],
+    mean: tuple[float, ...],
+    var: tuple[float, ...],
+    epsilon: float,
+) -> int | None:
+    """Batch normalisation (inference) takes 1 value, or one per channel, for each of scale,
+    bias, mean and var, all of one count, and divides by ``sqrt(var + epsilon)``, which must be
+    above 0. Returns the channel count they fix (None: any).
+
+    >>> batchnorm_values((1.0,), (0.0,), (0.0, 1.0), (1.0, 1.0), 1e-5)
+    2
+    >>> batchnorm_values((1.0,), (0.0,), (0.0,), (-1.0,), 1e-5)
+    Traceback (most recent call last):
+    ...
+    convcli.layers.rules.RuleError: batchnorm var -1.0 + epsilon 1e-05 must be above 0
+    """
+    values = {"scale": scale, "bias": bias, "mean": mean, "var": var}
+    counts = {len(v) for v in values.values()} - {1}
+    if len(counts) > 1:
+        sizes = ", ".join(f"{key} {len(v)}" for key, v in values.items())
+        raise RuleError(
+            "var" if len(var) != 1 else "mean",
+            f"batchnorm values must be 1 or one per channel, the same count for all ({sizes})",
+        )
+    low = min(var)
+    if not low + epsilon > 0:
+        raise RuleError("var", f"batchnorm {{word}}{low} + epsilon {epsilon} must be above 0")
+    return counts.pop() if counts else None
+
+
+def joined_shapes(
+    op: str, shapes: Sequence[tuple[str, tuple[int, int, int]]]
+) -> tuple[int, int, int]:
+    """The (H, W, C) of joining maps, given as (name of the step giving them, shape): ``add``
+    needs one shape, ``concat`` (on channels) one size and adds up the channels.
+
+    >>> joined_shapes("concat", [("up", (24, 20, 4)), ("image", (24, 20, 3))])
+    (24, 20, 7)
+    >>> joined_shapes("add", [("conv2", (12, 10, 8)), ("image", (12, 10, 3))])
+    Traceback (most recent call last):
+    ...
+    convcli.layers.rules.RuleError: add needs maps of one shape (rows x columns x channels): conv2 gives 12x10x8, image gives 12x10x3
+    """
+    first = shapes[0][1]
+    kept = 3 if op == "add" else 2
+    if any(shape[:kept] != first[:kept] for _, shape in shapes):
+        what = (
+            "one shape (rows x columns x channels)" if op == "add" else "one size (rows x columns)"
+        )
+        given = ", ".join(f"{name} gives {shape_text(shape)}" for name, shape in shapes)
+        raise RuleError("inputs", f"{op} needs maps of {what}: {given}")
+    return first if op == "add" else (*first[:2], sum(shape[2] for _, shape in shapes))

@@ -27,6 +27,7 @@ any data is read. Every problem (missing package, unknown tensor, malformed file
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import io
 import json
@@ -215,7 +216,15 @@ class _Model:
 
 
 def _open(path: str) -> _Model:
+    """The model file at ``path``, opened once while it stays the same file (a model's layers
+    each read their tensors from it)."""
     require_regular_file(path, "model file", KernelError)
+    status = os.stat(path)
+    return _open_unchanged(path, os.path.realpath(path), status.st_mtime_ns, status.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _open_unchanged(path: str, real_path: str, mtime_ns: int, size: int) -> _Model:
     suffix = os.path.splitext(path)[1].lower()
     opener = {
         ".safetensors": _safetensors,

@@ -341,27 +341,28 @@ def _unpool(step: Step, maps: Maps) -> Maps:
 
 
 def _activation(step: Step, maps: Maps) -> Maps:
-    """relu, leaky_relu (slope), abs, sigmoid, tanh: each value on its own, as PyTorch's.
+    """relu, leaky_relu (slope), abs, sigmoid, tanh, clip (min, max), hardsigmoid (alpha,
+    beta), hardswish: each value on its own, as PyTorch's and ONNX's.
 
     Computed in place on one float32 copy of the input (leaky_relu also needs a mask of the
-    negative values).
+    negative values, hardswish a float32 factor).
     """
     import numpy as np
 
     from convcli import limits
 
-    leaky = step.op == "leaky_relu"
+    p, extra = step.params, {"leaky_relu": 1, "hardswish": 4}.get(step.op, 0)
     limits.check_arrays(
         step.op,
-        itemsize=5 if leaky else 4,
+        itemsize=4 + extra,
         held=maps.data.nbytes,
-        **{"output_and_mask" if leaky else "output": maps.data.shape},
+        **{"output_and_work" if extra else "output": maps.data.shape},
     )
     y = np.array(maps.data, dtype=np.float32)
     if step.op == "relu":
         np.maximum(y, 0, out=y)
-    elif leaky:
-        np.multiply(y, np.float32(step.params["slope"]), out=y, where=y < 0)
+    elif step.op == "leaky_relu":
+        np.multiply(y, np.float32(p["slope"]), out=y, where=y < 0)
     elif step.op == "abs":
         np.abs(y, out=y)
     elif step.op == "sigmoid":  # = 1 / (1 + exp(-x)), without overflow
@@ -369,10 +370,113 @@ def _activation(step: Step, maps: Maps) -> Maps:
         np.tanh(y, out=y)
         y *= 0.5
         y += 0.5
+    elif step.op == "clip":
+        if p["min"] is not None or p["max"] is not None:
+            np.clip(y, p["min"], p["max"], out=y)
+    elif step.op == "hardsigmoid":  # max(0, min(1, alpha * x + beta))
+        y *= np.float32(p["alpha"])
+        y += np.float32(p["beta"])
+        np.clip(y, 0, 1, out=y)
+    elif step.op == "hardswish":  # x * max(0, min(1, x / 6 + 1 / 2))
+        factor = y / np.float32(6)
+        factor += np.float32(0.5)
+        y *= np.clip(factor, 0, 1, out=factor)
     else:
         np.tanh(y, out=y)
-    keeps_sign = step.op in ("leaky_relu", "tanh")
+    keeps_sign = step.op in ("leaky_relu", "tanh", "hardswish") or (
+        step.op == "clip" and (p["min"] is None or p["min"] < 0)
+    )
     return replace(maps, data=y, signed=maps.flags if keeps_sign else None)
+
+
+def _per_channel(values: Sequence[float], maps: Maps, what: str):
+    """One value for every channel, or one per channel, as a float64 (C, 1, 1) array."""
+    import numpy as np
+
+    channels = len(maps.data)
+    if len(values) not in (1, channels):
+        raise ShapeError(
+            f"{what} has {len(values)} values, the input has {channels} channels "
+            f"(give 1 or {channels})"
+        )
+    return np.broadcast_to(np.asarray(values, np.float64), (channels,))[:, None, None]
+
+
+def _mul(step: Step, maps: Maps) -> Maps:
+    """Multiply by a constant: one value, or one per channel (ONNX ``Mul`` by an initializer)."""
+    import numpy as np
+
+    from convcli import limits
+
+    factor = _per_channel(step.params["value"], maps, "value").astype(np.float32)
+    limits.check_arrays("mul", held=maps.data.nbytes, output=maps.data.shape)
+    return replace(maps, data=np.multiply(maps.data, factor, dtype=np.float32))
+
+
+def _batchnorm(step: Step, maps: Maps) -> Maps:
+    """Batch normalisation at inference, per channel: ``scale * (x - mean) / sqrt(var +
+    epsilon) + bias`` (PyTorch ``BatchNorm2d`` in eval mode, ONNX ``BatchNormalization``),
+    applied as ``x * a + b`` with ``a`` and ``b`` worked out in float64."""
+    import numpy as np
+
+    from convcli import limits
+
+    p = step.params
+    scale, bias, mean, var = (
+        _per_channel(p[key], maps, key) for key in ("scale", "bias", "mean", "var")
+    )
+    factor = scale / np.sqrt(var + p["epsilon"])
+    shift = bias - mean * factor
+    limits.check_arrays("batchnorm", held=maps.data.nbytes, output=maps.data.shape)
+    y = np.multiply(maps.data, factor.astype(np.float32), dtype=np.float32)
+    y += shift.astype(np.float32)
+    return replace(maps, data=y, signed=maps.flags if not shift.any() else None)
+
+
+def join(step: Step, inputs: Sequence[Maps], names: Sequence[str]) -> Maps:
+    """Run an ``add`` or ``concat`` step on the maps of the steps it reads (``names`` say which,
+    for messages): ``add`` sums maps of one shape (a residual connection), ``concat`` stacks
+    maps of one size on channels (a U-Net skip). The white level is the first input's.
+
+    >>> import numpy as np
+    >>> a, b = Maps(np.ones((1, 2, 2), np.float32), 255.0), Maps(np.zeros((2, 2, 2), np.float32))
+    >>> join(Step("concat", {}), [a, b], ["image", "conv"]).labels == ["image", "conv[0]", "conv[1]"]
+    True
+    >>> join(Step("add", {}), [a, b], ["image", "conv"])     # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    convcli.errors.ShapeError: add needs maps of one shape (rows x columns x channels): image gives 2x2x1, ...
+    """
+    import numpy as np
+
+    from convcli import limits
+    from convcli.layers import rules
+
+    try:
+        shape = rules.joined_shapes(
+            step.op, [(name, _hwc_of(m.data)) for name, m in zip(names, inputs)]
+        )
+    except rules.RuleError as exc:
+        raise ShapeError(str(exc)) from None
+    first = inputs[0]
+    limits.check_arrays(
+        step.op, held=sum(m.data.nbytes for m in inputs), output=(shape[2], *shape[:2])
+    )
+    pools = {key: value for m in inputs for key, value in m.pools.items()}
+    if step.op == "add":
+        data = np.array(first.data, dtype=np.float32)
+        for more in inputs[1:]:
+            data += more.data
+        signed = Flags(np.logical_and.reduce([m.flags.array for m in inputs]))
+        return replace(first, data=data, signed=signed, pools=pools)
+    data = np.concatenate([m.data for m in inputs], dtype=np.float32)
+    signed = Flags(np.concatenate([m.flags.array for m in inputs]))
+    labels = Labels([(name, len(m.data)) for name, m in zip(names, inputs)])
+    return replace(first, data=data, signed=signed, labels=labels, pools=pools)
+
+
+def _hwc_of(data: Any) -> tuple[int, int, int]:
+    return (int(data.shape[1]), int(data.shape[2]), int(data.shape[0]))
 
 
 def _normalise(step: Step, maps: Maps) -> Maps:
@@ -470,6 +574,8 @@ _APPLY: dict[str, Callable[[Step, Maps], Maps]] = {
     "global_pool": _global_pool,
     "unpool": _unpool,
     **{name: _activation for name in ACTIVATIONS},
+    "mul": _mul,
+    "batchnorm": _batchnorm,
     "normalise": _normalise,
     "gray": _gray,
     "select": _select,
@@ -478,5 +584,5 @@ _APPLY: dict[str, Callable[[Step, Maps], Maps]] = {
 
 
 def apply(step: Step, maps: Maps) -> Maps:
-    """Run one checked step on ``maps``."""
+    """Run one checked step that reads one step's maps on ``maps`` (``join`` runs the others)."""
     return _APPLY[step.op](step, maps)

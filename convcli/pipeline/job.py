@@ -113,6 +113,86 @@ class Job:
             atomic_write(self.indices, lambda f: np.save(f, where.transpose(1, 2, 0)))
 
 
+@dataclass(frozen=True)
+class LayersJob(Job):
+    """The work on one file for ``run --model``: the maps of each saved layer to a file of its
+    own (``layer_target``), written once every step has run.
+
+    ``layers`` holds (step number, layer name) of the saved steps; ``channels`` the channels the
+    model takes (None: any), ``model`` its path, for messages.
+    """
+
+    layers: tuple[tuple[int, str], ...] = ()
+    channels: int | None = None
+    model: str = ""
+
+    def process(self, source: str, target: str | None) -> tuple[Maps, dict]:
+        import numpy as np
+
+        from convcli.errors import ShapeError
+        from convcli.io import images
+        from convcli.io.atomic import check_target
+        from convcli.pipeline.execute import Maps
+
+        picture = images.read_input(
+            source, alpha_as_channel=self.alpha == "channel", options=self.read
+        )
+        count = len(picture.data)
+        if self.channels is not None and count != self.channels:
+            raise ShapeError(
+                f"the image has {count} channel{'s' * (count != 1)}, the model {self.model!r} "
+                f"takes {self.channels}"
+            )
+        targets = {}
+        if target is not None:
+            targets = {
+                number: layer_target(target, name, len(self.layers)) for number, name in self.layers
+            }
+            self._check_planned(target, picture)
+            for path in targets.values():
+                for existing in output_files(path, self.settings):
+                    check_target(existing, overwrite=self.overwrite)
+        kept = {}
+
+        def keep(step: Step, maps: Maps) -> None:
+            if step.number in dict(self.layers):
+                kept[step.number] = maps
+
+        with np.errstate(over="ignore", invalid="ignore"):
+            maps = self.pipeline.run(Maps(picture.data, picture.white, source=source), after=keep)
+            for number, path in targets.items():
+                self._write(path, picture, kept[number])
+        shapes = {"input_shape": _hwc(picture.data.shape), "output_shape": _hwc(maps.data.shape)}
+        return maps, shapes
+
+    def _check_planned(self, target: str, picture) -> None:
+        """Before the steps run: the trace of the pipeline on this image's shape has no error
+        (so that no layer is written before a later one fails)."""
+        from convcli.errors import ShapeError
+        from convcli.pipeline.trace import trace
+
+        planned = trace(self.pipeline, tuple(_hwc(picture.data.shape)))
+        if planned.error is not None:
+            raise ShapeError(planned.error)
+
+
+def layer_target(target: str, layer: str, count: int) -> str:
+    """The file of one saved layer: ``{layer}`` in ``target`` replaced by its name; else
+    ``target`` itself for one layer, or ``stem_layer.ext`` beside it for several.
+
+    >>> layer_target("maps/cat_{layer}.npy", "conv1", 2), layer_target("out.npy", "conv1", 1)
+    ('maps/cat_conv1.npy', 'out.npy')
+    >>> layer_target("out.png", "relu", 2)
+    'out_relu.png'
+    """
+    if "{layer}" in target:
+        return target.replace("{layer}", layer)
+    if count == 1:
+        return target
+    stem, ext = os.path.splitext(target)
+    return f"{stem}_{layer}{ext}"
+
+
 def output_files(target: str, settings) -> list[str]:
     """The files writing to ``target`` may create: ``target``, or with ``--split`` the
     ``stem_NN.ext`` files already there (their count depends on the image).

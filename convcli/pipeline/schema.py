@@ -47,7 +47,7 @@ from convcli.layers.values import (
 )
 from convcli.limits import short_repr as _short
 from convcli.pipeline.output import output_settings
-from convcli.pipeline.step import ACTIVATIONS, Step
+from convcli.pipeline.step import ACTIVATIONS, IMAGE, JOINS, Step
 from convcli.render.stats import DEFAULT_PERCENTILES
 
 if TYPE_CHECKING:
@@ -114,7 +114,8 @@ def _numbers(value: Any) -> tuple[float, ...]:
 
 
 def _bias(value: Any) -> tuple[float, ...] | str:
-    """Numbers (one or one per channel), or ``FILE:TENSOR`` kept as text (read with the kernels)."""
+    """Numbers (one or one per channel), or ``FILE:TENSOR`` kept as text (read with the kernels;
+    also batchnorm's values)."""
     from convcli.models import split_model_spec
 
     return value if isinstance(value, str) and split_model_spec(value) else _numbers(value)
@@ -186,6 +187,20 @@ FIELDS: dict[str, dict[str, tuple[Callable, Any]]] = {
     "unpool": {"indices": (_step_name, REQUIRED)},
     **{name: {} for name in ACTIVATIONS},
     "leaky_relu": {"slope": (_number, 0.01)},
+    # ONNX Clip (ReLU6 is min 0, max 6); HardSigmoid max(0, min(1, alpha*x + beta))
+    "clip": {"min": (_number, None), "max": (_number, None)},
+    "hardsigmoid": {"alpha": (_number, 0.2), "beta": (_number, 0.5)},
+    "add": {},
+    "concat": {},
+    "mul": {"value": (_numbers, REQUIRED)},
+    # inference: scale * (x - mean) / sqrt(var + epsilon) + bias, per channel
+    "batchnorm": {
+        "scale": (_bias, (1.0,)),
+        "bias": (_bias, (0.0,)),
+        "mean": (_bias, REQUIRED),
+        "var": (_bias, REQUIRED),
+        "epsilon": (_number, 1e-5),
+    },
     "normalise": {
         "mode": (_choice(*NORMALISE_MODES), "minmax"),
         "mean": (_numbers, None),
@@ -201,7 +216,15 @@ ALIASES = {
     "grey": "gray",
     "leakyrelu": "leaky_relu",
     "conv_transpose": "transposed",
+    "relu6": "clip",
+    "hard_sigmoid": "hardsigmoid",
+    "hard_swish": "hardswish",
+    "batch_norm": "batchnorm",
+    "batchnormalization": "batchnorm",
+    "multiply": "mul",
 }
+#: Every step may also name the step(s) it reads (by default the one before it).
+STEP_KEYS = ("op", "name", "input", "inputs")
 #: The ``output`` section: its keys (the long option names) and the option each one sets.
 #: Names (map, depth, colormap, montage_grid) are checked with the others by OutputSettings.
 OUTPUT_FIELDS = {
@@ -239,23 +262,66 @@ class Pipeline:
     source: str = ""
     description: str = ""
 
-    def run(self, maps: Maps, before: Callable[[Step, Maps], None] | None = None) -> Maps:
-        """Apply every step; ``before(step, maps)`` is called ahead of each (``conv --explain``).
+    def run(
+        self,
+        maps: Maps,
+        before: Callable[[Step, Maps], None] | None = None,
+        after: Callable[[Step, Maps], None] | None = None,
+    ) -> Maps:
+        """Apply every step to the maps it reads; ``before(step, maps)`` is called ahead of each
+        (``conv --explain``) with the (first) maps it reads, ``after(step, maps)`` with the maps
+        it gives (``run --model --save``). The last step's maps are returned; those of other
+        steps are let go once no later step reads them.
 
         Errors name the step when the pipeline came from a file.
         """
-        from convcli.pipeline.execute import apply
+        from convcli.pipeline.execute import apply, join
 
+        reads = self.reads()
+        last_reader = {number: step.number for step in self.steps for number in reads[step.number]}
+        held = {0: maps}
         for step in self.steps:
             try:
+                inputs = [held[number] for number in reads[step.number]]
                 if before is not None:
-                    before(step, maps)
-                maps = apply(step, maps)
+                    before(step, inputs[0])
+                if step.op in JOINS:
+                    names = [self.source_name(number) for number in reads[step.number]]
+                    result = join(step, inputs, names)
+                else:
+                    result = apply(step, inputs[0])
+                if after is not None:
+                    after(step, result)
             except ConvcliError as exc:
                 if not self.source:
                     raise
                 raise type(exc)(f"{step.label}: {exc}") from None
-        return maps
+            del inputs
+            for number in set(reads[step.number]):
+                if last_reader[number] == step.number:
+                    del held[number]
+            if step.number in last_reader or step is self.steps[-1]:
+                held[step.number] = result
+            del result  # maps no step reads (a branch that goes nowhere) go now
+        return held[self.steps[-1].number]
+
+    def reads(self) -> dict[int, tuple[int, ...]]:
+        """Per step number, the numbers of the steps it reads (0: the input).
+
+        >>> Pipeline((Step("gray", {}, 2), Step("add", {}, 3, sources=(0, 2)))).reads()
+        {2: (0,), 3: (0, 2)}
+        """
+        previous = [0] + [step.number for step in self.steps]
+        return {step.number: step.reads(before) for step, before in zip(self.steps, previous)}
+
+    def source_name(self, number: int) -> str:
+        """How messages name the maps of step ``number`` (0: the input).
+
+        >>> Pipeline((Step("relu", {}, 1, "act"), Step("abs", {}, 2))).source_name(2)
+        'step 2'
+        """
+        step = next((step for step in self.steps if step.number == number), None)
+        return IMAGE if step is None else step.name or f"step {number}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,8 +395,9 @@ def _parse_step(
     where = f"{source}: step {number} ({op})"
     fields = FIELDS[op]
     for key in spec:
-        if key not in fields and key not in ("op", "name"):
-            raise ParameterError(f"{where}: {not_one_of('field', key, list(fields) + ['name'])}")
+        if key not in fields and key not in STEP_KEYS:
+            known = list(fields) + list(STEP_KEYS[1:])
+            raise ParameterError(f"{where}: {not_one_of('field', key, known)}")
     params = {}
     for key, (parse, default) in fields.items():
         if key in spec:
@@ -349,16 +416,21 @@ def _parse_step(
             name = _step_name(spec["name"])
         except ParameterError as exc:
             raise ParameterError(f"{where}: name: {exc}") from None
+        if name == IMAGE:
+            raise ParameterError(f"{where}: name: {IMAGE!r} names the pipeline's input")
         twin = next((s for s in earlier if s.name == name), None)
         if twin is not None:
             raise ParameterError(f"{where}: name: {name!r} already names step {twin.number}")
+    sources = _sources(spec, op, earlier, where)
     if op in ("conv", "transposed"):
         params["kernel"] = tuple(
             _resolve(text, where, kernel_path, folder) for text in params["kernel"]
         )
-        if isinstance(params["bias"], str):
-            params["bias"] = _model_bias(params["bias"], where, folder)
-    step = Step(op, params, number, name, frozenset(k for k in spec if k != "op"))
+    for key, value in params.items():
+        if key in ("bias", "scale", "mean", "var") and isinstance(value, str):
+            params[key] = _model_values(value, where, key, folder)
+    given = frozenset(k for k in spec if k not in ("op", "input", "inputs"))
+    step = Step(op, params, number, name, given, sources)
     try:
         _check_rules(step, earlier)
     except _FieldError as exc:
@@ -376,14 +448,69 @@ def _beside(text: str, folder: str) -> str:
     return os.path.join(folder, spec) if is_file and not os.path.isabs(spec) else spec
 
 
-def _model_bias(text: str, where: str, folder: str) -> tuple[float, ...]:
-    """``bias: FILE:TENSOR``, the file relative to the pipeline."""
+def _model_values(text: str, where: str, key: str, folder: str) -> tuple[float, ...]:
+    """``bias: FILE:TENSOR`` (and batchnorm's ``scale``, ``mean``, ``var``), the file relative
+    to the pipeline."""
     from convcli.models.weights import read_bias
 
     try:
         return read_bias(_beside(text, folder))
     except ConvcliError as exc:
-        raise type(exc)(f"{where}: bias: {exc}") from None
+        raise type(exc)(f"{where}: {key}: {exc}") from None
+
+
+def _sources(spec: dict, op: str, earlier: list[Step], where: str) -> tuple[int, ...]:
+    """The numbers of the steps named by ``input: NAME`` or ``inputs: [A, B]`` (0 for
+    ``image``); empty when neither is given (the step reads the one before it)."""
+    given = [key for key in ("input", "inputs") if key in spec]
+    if len(given) == 2:
+        raise ParameterError(f"{where}: inputs: give input (one step) or inputs (a list), not both")
+    if not given:
+        if op in JOINS:
+            raise ParameterError(
+                f"{where}: inputs: required: the 2 or more earlier steps (or {IMAGE}) it joins"
+            )
+        return ()
+    key, value = given[0], spec[given[0]]
+    if key == "inputs" and (not isinstance(value, list) or not value):
+        raise ParameterError(f"{where}: inputs: must be a list of step names, got {_short(value)}")
+    numbers = []
+    for text in value if key == "inputs" else [value]:
+        try:
+            name = _step_name(text)
+        except ParameterError as exc:
+            raise ParameterError(f"{where}: {key}: {exc}") from None
+        source = next((s for s in earlier if s.name == name), None)
+        if name != IMAGE and source is None:
+            named = [s.name for s in earlier if s.name] + [IMAGE]
+            raise ParameterError(
+                f"{where}: {key}: names no earlier step: {name!r} (steps read by name: "
+                f"{', '.join(named)})"
+            )
+        numbers.append(0 if source is None else source.number)
+    if op in JOINS and len(numbers) < 2:
+        raise ParameterError(f"{where}: {key}: {op} reads 2 or more steps, got {len(numbers)}")
+    if op not in JOINS and len(numbers) > 1:
+        raise ParameterError(f"{where}: {key}: {op} reads one step, got {len(numbers)}")
+    return tuple(numbers)
+
+
+def ancestors(step: Step, steps: Sequence[Step]) -> set[int]:
+    """The numbers of every step whose maps reach ``step`` (0: the input), ``steps`` being the
+    pipeline's steps before it.
+
+    >>> chain = [Step("relu", {}, 1), Step("abs", {}, 2, sources=(0,))]
+    >>> sorted(ancestors(Step("add", {}, 3, sources=(1, 2)), chain))
+    [0, 1, 2]
+    """
+    seen, todo = set(), list(step.reads(step.number - 1))
+    while todo:
+        number = todo.pop()
+        if number not in seen:
+            seen.add(number)
+            if number:
+                todo.extend(steps[number - 1].reads(number - 1))
+    return seen
 
 
 def _resolve(text: str, where: str, kernel_path: Sequence[str], folder: str):
@@ -435,6 +562,17 @@ def _check_rules(step: Step, earlier: list[Step]) -> None:
                 f"names no earlier max pool step: {p['indices']!r} (give the pool "
                 f"step a name: and mode: max)",
             )
+        if pool.number not in ancestors(step, earlier):
+            raise _FieldError(
+                "indices", f"pool step {p['indices']!r} is not on the path to this step"
+            )
+    try:
+        if step.op == "clip":
+            rules.clip_bounds(p["min"], p["max"])
+        if step.op == "batchnorm":
+            rules.batchnorm_values(p["scale"], p["bias"], p["mean"], p["var"], p["epsilon"])
+    except rules.RuleError as exc:
+        raise _FieldError(exc.parameter, exc.detail) from None
     if step.op == "normalise":
         fixed = [key for key in ("mean", "std") if p[key] is not None]
         if fixed and p["mode"] != "standard":

@@ -18,7 +18,14 @@ ACTIVATIONS = {
     "abs": "abs",
     "sigmoid": "sigmoid",
     "tanh": "tanh",
+    "clip": "clip",
+    "hardsigmoid": "hardsigmoid",
+    "hardswish": "hardswish",
 }
+#: Ops that read two or more earlier steps (``inputs: [a, b]``).
+JOINS = ("add", "concat")
+#: The name by which a step reads the pipeline's input.
+IMAGE = "image"
 
 
 @dataclass(frozen=True)
@@ -26,7 +33,8 @@ class Step:
     """One checked step: its op, its number in the file (from 1), its name, and its field values.
 
     ``given`` lists the fields written in the file (the others hold defaults). A conv step's
-    ``kernel`` holds the resolved ``kernel_library.Kernel`` objects.
+    ``kernel`` holds the resolved ``kernel_library.Kernel`` objects. ``sources`` holds the
+    numbers of the steps it reads (0: the pipeline's input); empty, it reads the step before.
     """
 
     op: str
@@ -34,6 +42,16 @@ class Step:
     number: int = 1
     name: str | None = None
     given: frozenset = frozenset()
+    sources: tuple[int, ...] = ()
+
+    def reads(self, previous: int) -> tuple[int, ...]:
+        """The numbers of the steps whose maps this step reads (0: the pipeline's input), the
+        step before it being number ``previous``.
+
+        >>> Step("relu", {}, 3).reads(2), Step("add", {}, 4, sources=(0, 2)).reads(3)
+        ((2,), (0, 2))
+        """
+        return self.sources or (previous,)
 
     @property
     def label(self) -> str:

@@ -5,15 +5,18 @@ from __future__ import annotations
 from dataclasses import replace
 
 from convcli.errors import ConvcliError, ParameterError, ShapeError
+from convcli.layers import rules
 from convcli.pipeline.schema import Pipeline
-from convcli.pipeline.step import ACTIVATIONS, Step
+from convcli.pipeline.step import ACTIVATIONS, JOINS, Step
 
 
 def trace(pipeline: Pipeline, shape: tuple[int, int, int], source: str = ""):
     """The ``explain.Trace`` of ``pipeline`` from an (H, W, C) input, using the real kernels.
 
     Each step becomes ``explain`` steps (``step_from_dict``); a step that cannot run on the
-    shape it gets (channels that do not fit) ends the trace with an error row.
+    shape it gets (channels that do not fit, joined maps that differ) ends the trace with an
+    error row. A step's receptive field is along the path to it; where branches join
+    (``add``, ``concat``), along the branch whose field is the largest.
 
     >>> from convcli.pipeline.schema import parse_pipeline
     >>> t = trace(parse_pipeline(["gray", {"op": "conv", "kernel": ["sobel_x", "sobel_y"]}, "relu",
@@ -21,41 +24,61 @@ def trace(pipeline: Pipeline, shape: tuple[int, int, int], source: str = ""):
     >>> [(row.text, row.output) for row in t.rows]     # doctest: +NORMALIZE_WHITESPACE
     [('gray: channels 1', (32, 32, 1)), ('conv: conv 2 k3 same nobias', (32, 32, 2)),
      ('relu: relu', (32, 32, 2)), ('pool: maxpool k2 s2 valid', (16, 16, 2))]
+    >>> block = parse_pipeline([{"op": "conv", "kernel": "box:size=5", "name": "blur"},
+    ...                         {"op": "concat", "inputs": ["image", "blur"]}])
+    >>> [(row.output, row.receptive_field[0].size) for row in trace(block, (8, 8, 1)).rows]
+    [((8, 8, 1), 5), ((8, 8, 2), 5)]
     """
     from convcli.explain.language import step_from_dict, step_text
     from convcli.explain.trace import Row
     from convcli.explain.trace import trace as trace_steps
 
-    steps, pooled = [], {}
-    result = trace_steps(shape, [], source)
+    start = trace_steps(shape, [], source)
+    # per step number (0: the input): the explain steps along its path, and its trace
+    paths, traces = {0: []}, {0: start}
+    rows, pooled, sources = [], {}, pipeline.reads()
     for step in pipeline.steps:
-        current = result.output
+        reads = sources[step.number]
         try:
-            spec = _explain_spec(step, current, pooled)
+            if step.op in JOINS:
+                joined = [(pipeline.source_name(n), traces[n].output) for n in reads]
+                spec = {"op": "channels", "filters": rules.joined_shapes(step.op, joined)[2]}
+                base = max(reads, key=lambda n: _field_size(traces[n]))
+            else:
+                base = reads[0]
+                spec = _explain_spec(step, traces[base].output, pooled)
         except ConvcliError as exc:
             error = Row(
                 number=step.number,
                 label=str(step.number),
                 text=step.name or step.op,
                 kind="channels",
-                input=current,
+                input=traces[reads[0]].output,
                 error=str(exc),
             )
-            return replace(result, rows=result.rows + (error,))
+            return replace(start, rows=tuple(rows) + (error,), windows=traces[reads[0]].windows)
         traced = step_from_dict(spec, step.number)
-        steps.append(replace(traced, text=f"{step.name or step.op}: {step_text(traced)}"))
+        path = paths[base] + [replace(traced, text=f"{step.name or step.op}: {step_text(traced)}")]
         if step.op in ("conv", "transposed") and step.params["combine"]:  # one map per kernel's map
             maps = spec["filters"] // len(step.params["kernel"])
             combined = step_from_dict({"op": "channels", "filters": maps}, step.number)
-            steps.append(
+            path.append(
                 replace(combined, text=f"{step.name or step.op}: combine {step.params['combine']}")
             )
-        result = trace_steps(shape, steps, source)
+        result = trace_steps(shape, path, source)
+        rows.extend(result.rows[len(paths[base]) :])
         if result.error:
-            return result
+            return replace(result, rows=tuple(rows))
+        paths[step.number], traces[step.number] = path, result
         if step.op == "pool" and step.name:
-            pooled[step.name] = (current[:2], step)
-    return result
+            pooled[step.name] = (traces[base].output[:2], step)
+    return replace(traces[pipeline.steps[-1].number], rows=tuple(rows))
+
+
+def _field_size(result) -> int:
+    """The area of the receptive field at the end of a trace (1 for the input)."""
+    fields = [row.receptive_field for row in result.rows if row.receptive_field]
+    return fields[-1][0].size * fields[-1][1].size if fields else 1
 
 
 def _explain_spec(step: Step, shape: tuple[int, int, int], pooled: dict) -> dict:
@@ -120,6 +143,10 @@ def _explain_spec(step: Step, shape: tuple[int, int, int], pooled: dict) -> dict
         return {"op": ACTIVATIONS[step.op]}
     if step.op == "normalise":
         return {"op": "normalise"}
+    if step.op == "batchnorm":
+        return {"op": "batchnorm"}
+    if step.op == "mul":
+        return {"op": "channels", "filters": channels}
     if step.op == "stats":  # reports; the maps go on as they are
         return {"op": "channels", "filters": channels}
     if step.op == "gray":
