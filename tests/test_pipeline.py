@@ -399,7 +399,9 @@ def test_the_schema_checks_a_pipeline_before_any_array_library_loads():
     script = (
         "import sys\n"
         "from convcli.pipeline.schema import parse_pipeline\n"
-        "pipe = parse_pipeline(['gray', {'op': 'pool', 'size': 3, 'padding': 1}, 'relu'], 'p.yaml')\n"
+        "pipe = parse_pipeline(\n"
+        "    ['gray', {'op': 'pool', 'size': 3, 'padding': 1}, 'relu'], 'p.yaml'\n"
+        ")\n"
         "assert [s.op for s in pipe.steps] == ['gray', 'pool', 'relu']\n"
         "loaded = [m for m in ('numpy', 'numba', 'PIL') if m in sys.modules]\n"
         "assert not loaded, loaded\n"

@@ -94,7 +94,8 @@ class DaskExecutor:
     def execute(
         self, pairs: Sequence[tuple[str, str]], task: Callable[[str, str], Record]
     ) -> Iterator[Record]:
-        """``task(source, target)`` of every pair, on the cluster; the records as chunks complete."""
+        """``task(source, target)`` of every pair, on the cluster; the records as chunks
+        complete."""
         from distributed import as_completed
 
         name = f"convcli-batch-{uuid.uuid4().hex}"

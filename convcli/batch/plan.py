@@ -179,10 +179,11 @@ def check_template(template: str) -> None:
     Raises ValueError, which ``output_name`` reports.
 
     >>> check_template("{stem:>8}_{kernel}.{ext}")
-    >>> check_template("{stem:>2000000}.png")
+    >>> check_template("{stem:>2000000}.png")     # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: the width or precision 2000000 in '{stem:>2000000}' is more than a file name may hold (255 bytes)
+    ValueError: the width or precision 2000000 in '{stem:>2000000}' is more than a file name
+    may hold (255 bytes)
     """
     for _, field_name, spec, conversion in string.Formatter().parse(template):
         if field_name is None:

@@ -96,7 +96,10 @@ def summary(records: Sequence[Record], seconds: float) -> str:
     '1 done, 0 skipped, 0 failed in 1.2 s'
     """
     done = counts(records)
-    return f"{done['done']} done, {done['skipped']} skipped, {done['failed']} failed in {seconds:.1f} s"
+    return (
+        f"{done['done']} done, {done['skipped']} skipped, {done['failed']} failed "
+        f"in {seconds:.1f} s"
+    )
 
 
 def json_report(records: Sequence[Record]) -> dict:

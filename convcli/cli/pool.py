@@ -273,7 +273,8 @@ def _print_values(values, mode: str, as_json: bool, table: bool) -> None:
 def unpool(
     input_path, indices, output, output_size, size, stride, padding, overwrite, out, reading
 ):
-    """Put every value of INPUT back where max pooling found it, zeros elsewhere (PyTorch max_unpool2d)."""
+    """Put every value of INPUT back where max pooling found it, zeros elsewhere (PyTorch
+    max_unpool2d)."""
     from convcli import engine, geometry
     from convcli.cli.batch import BatchOptions
     from convcli.io import images
@@ -306,7 +307,8 @@ def _read_indices(path: str):
         raise InputError(f"indices {path!r} is not a readable .npy file ({exc})") from None
     if array.dtype.kind not in "iu" or array.ndim not in (2, 3):
         raise InputError(
-            f"indices {path!r} must be integers shaped (H, W) or (H, W, C), got {array.dtype} {array.shape}"
+            f"indices {path!r} must be integers shaped (H, W) or (H, W, C), "
+            f"got {array.dtype} {array.shape}"
         )
     array = array[:, :, None] if array.ndim == 2 else array
     return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.int64)

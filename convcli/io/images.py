@@ -388,9 +388,11 @@ def _check_npy_shape(shape, dtype: np.dtype, what: str, error: type) -> None:
     in 2**63 bytes (numpy's header parser lets negative sizes and booleans through).
 
     >>> _check_npy_shape((-2, 4), np.dtype("<f4"), "input 'a.npy'", ValueError)
+    ... # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: input 'a.npy': the .npy header declares shape (-2, 4); sizes must be whole numbers >= 0
+    ValueError: input 'a.npy': the .npy header declares shape (-2, 4); sizes must be whole numbers
+    >= 0
     """
     shown = limits.shorten(repr(shape), 80)
     if not isinstance(shape, tuple) or len(shape) > MAX_NPY_DIMENSIONS:
@@ -786,10 +788,11 @@ def check_output_shape(
     A montage or a legend is checked at its size (``montage.canvas_shape``); the writer
     checks every image again at its exact size, before encoding it.
 
-    >>> check_output_shape("wide.webp", None, (10, 20000, 1))
+    >>> check_output_shape("wide.webp", None, (10, 20000, 1))     # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    convcli.errors.OutputError: output 'wide.webp' would be 10x20000 pixels (rows x columns); WEBP stores at most 16383 per side (use .png, .tif or .npy)
+    convcli.errors.OutputError: output 'wide.webp' would be 10x20000 pixels (rows x columns);
+    WEBP stores at most 16383 per side (use .png, .tif or .npy)
     """
     settings = settings or OutputSettings()
     height, width, count = (int(n) for n in shape)
