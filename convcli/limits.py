@@ -204,9 +204,10 @@ def short_message(message: str) -> str:
     return shorten(message, MAX_MESSAGE)
 
 
-def check_path_length(path: str, what: str = "output") -> None:
+def check_path_length(path: str, what: str = "output", names: tuple[str, ...] = ()) -> None:
     """Refuse a path longer than ``MAX_PATH_BYTES`` or with a component longer than
-    ``MAX_NAME_BYTES`` (in the file system's encoding), before any work.
+    ``MAX_NAME_BYTES`` (in the file system's encoding), before any work. ``names``: the
+    parameters ``what`` names (``ConvcliError.names``).
 
     >>> check_path_length("out/" + "a" * 300 + ".png")   # doctest: +ELLIPSIS, +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
@@ -220,14 +221,16 @@ def check_path_length(path: str, what: str = "output") -> None:
     if len(encoded) > MAX_PATH_BYTES:
         raise OutputError(
             f"{what} {shorten(path)!r} is {len(encoded):,} bytes, more than the "
-            f"{MAX_PATH_BYTES:,} a path may have"
+            f"{MAX_PATH_BYTES:,} a path may have",
+            names=names,
         )
     for part in encoded.split(b"/"):
         if len(part) > MAX_NAME_BYTES:
             name = os.fsdecode(part)
             raise OutputError(
                 f"{what} {shorten(path, 20)!r}: the name {shorten(name, 20)!r} is "
-                f"{len(part):,} bytes, more than the {MAX_NAME_BYTES} a file name may have"
+                f"{len(part):,} bytes, more than the {MAX_NAME_BYTES} a file name may have",
+                names=names,
             )
 
 

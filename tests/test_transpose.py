@@ -231,7 +231,7 @@ def test_transpose_is_the_adjoint_of_conv(case):
         (dict(padding=(0, 1, 0, 0)), ParameterError, "cropped from both sides"),
         (dict(padding=(3, 3)), ShapeError, "crops away the whole transposed output"),
         (dict(stride=(0, 1)), ParameterError, "stride must be at least 1"),
-        (dict(groups=2), ParameterError, "--groups applies to 4-D kernels"),
+        (dict(groups=2), ParameterError, "^groups applies to 4-D kernels"),
     ],
 )
 def test_rejects_bad_parameters(kwargs, error, message):

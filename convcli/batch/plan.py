@@ -163,10 +163,13 @@ def output_name(source: str, template: str, ext: str | None = None, **fields: st
     except (KeyError, IndexError, ValueError, AttributeError) as exc:
         known = ", ".join("{" + k + "}" for k in values)
         raise OutputError(
-            f"--name template {limits.shorten(template)!r} is not valid "
-            f"({limits.shorten(exc, 160)}); fields: {known}"
+            f"template {limits.shorten(template)!r} is not valid "
+            f"({limits.shorten(exc, 160)}); fields: {known}",
+            names=("template",),
         ) from None
-    limits.check_path_length(filled, f"--name {limits.shorten(template)!r} gives")
+    limits.check_path_length(
+        filled, f"template {limits.shorten(template)!r} gives", names=("template",)
+    )
     return filled
 
 
@@ -342,7 +345,7 @@ def check_outputs(
         and os.path.exists(out_dir)
         and not os.path.isdir(out_dir)
     ):
-        raise OutputError(f"--out-dir {out_dir!r} is a file, not a directory")
+        raise OutputError(f"out_dir {out_dir!r} is a file, not a directory", names=("out_dir",))
     if out_dir is not None:
         check_folder(out_dir)
     for source, target in pairs:
@@ -368,15 +371,17 @@ def check_outputs(
         if present and missing:
             raise OutputError(
                 f"output {present[0]!r} exists but {missing[0]!r} does not; "
-                f"--skip-existing keeps only complete outputs (use --overwrite to "
-                f"make them again)"
+                f"skip_existing keeps only complete outputs (use overwrite to "
+                f"make them again)",
+                names=("skip_existing", "overwrite"),
             )
     existing += extra_existing
     if existing and not (overwrite or skip_existing):
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise OutputError(
-            f"output {existing[0]!r} exists{more}; use --overwrite to replace or "
-            f"--skip-existing to keep"
+            f"output {existing[0]!r} exists{more}; use overwrite to replace or "
+            f"skip_existing to keep",
+            names=("overwrite", "skip_existing"),
         )
     return set(existing) if skip_existing else set()
 

@@ -57,15 +57,17 @@ def as_conv_weight(
     if kernel.ndim == 2:
         if groups != 1:
             raise ParameterError(
-                "--groups applies to 4-D kernels; "
-                "a 2-D kernel already filters each channel on its own"
+                "groups applies to 4-D kernels; "
+                "a 2-D kernel already filters each channel on its own",
+                names=("groups",),
             )
         weight = np.broadcast_to(kernel, (channels, 1) + kernel.shape)
         return (_laid_out(weight, "conv2d", held) if copy else weight), channels
     if kernel.ndim == 3:
         if groups != 1:
             raise ParameterError(
-                "--groups applies to 4-D kernels; a 3-D kernel sums over all channels"
+                "groups applies to 4-D kernels; a 3-D kernel sums over all channels",
+                names=("groups",),
             )
         if kernel.shape[0] != channels:
             raise ShapeError(
@@ -481,7 +483,9 @@ def luma(image: np.ndarray) -> np.ndarray:
     if image.shape[0] == 1:
         return image
     if image.shape[0] != 3:
-        raise ShapeError(f"--gray needs 1 or 3 channels, the input has {image.shape[0]}")
+        raise ShapeError(
+            f"gray needs 1 or 3 channels, the input has {image.shape[0]}", names=("gray",)
+        )
     limits.check_arrays(
         "gray", held=image.nbytes, input_as_float32=image.shape, output=(1, *image.shape[1:])
     )
