@@ -874,8 +874,10 @@ def write_output(
     labels: Sequence[str] | None = None,
     format: str | None = None,
     in_place: bool = False,
+    replace: bool = True,
 ) -> None:
-    """Write ``maps`` (C, H, W) to ``path`` as ``settings`` say; all files or none.
+    """Write ``maps`` (C, H, W) to ``path`` as ``settings`` say; all files or none; unless
+    ``replace``, none over a file that exists (``atomic.atomic_write_all``).
 
     With ``in_place`` the caller is done with a float32 ``maps``, which is then mapped where
     it lies instead of in a copy (a 4096x4096 RGB map is 200 MB).
@@ -914,7 +916,7 @@ def write_output(
     if path == STDIO:
         write_stdout(savers[0])
     else:
-        atomic_write_all(list(zip(targets, savers)))
+        atomic_write_all(list(zip(targets, savers)), replace)
 
 
 def _check_writer_memory(
