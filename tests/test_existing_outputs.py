@@ -135,3 +135,34 @@ def test_without_hard_links_the_write_looks_then_renames(tmp_path, monkeypatch):
     atomic.atomic_write(str(tmp_path / "new"), lambda f: f.write(b"ours"), replace=False)
     assert sorted(os.listdir(tmp_path)) == ["new", "there"]
     assert (tmp_path / "there").read_bytes() == b"theirs"
+
+
+def test_unpool_checks_its_output_once_and_never_over_its_indices(inputs, looks, monkeypatch):
+    from convcli.io import images
+
+    checked = Counter()
+    check = images.check_output_path
+
+    def counting(output, *args, **kwargs):
+        checked[output] += 1
+        return check(output, *args, **kwargs)
+
+    monkeypatch.setattr(images, "check_output_path", counting)
+    assert run("pool", "a.npy", "-o", "p.npy", "--indices", "i.npy").exit_code == 0
+    checked.clear(), looks.clear()
+    result = run("unpool", "p.npy", "--indices", "i.npy", "-o", "u.npy")
+    assert result.exit_code == 0, result.output
+    assert (checked, looks) == ({"u.npy": 1}, {"u.npy": 1})
+    assert np.load("u.npy")[..., 0].tolist() == [
+        [0, 0, 0, 0],
+        [0, 5, 0, 7],
+        [0] * 4,
+        [0, 13, 0, 15],
+    ]
+    before = (inputs / "i.npy").read_bytes()
+    refused(
+        run("unpool", "p.npy", "--indices", "i.npy", "-o", "i.npy", "--overwrite"),
+        1,
+        "Error: output 'i.npy' is the input 'i.npy'; convcli never overwrites an input",
+    )
+    assert (inputs / "i.npy").read_bytes() == before

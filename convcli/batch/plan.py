@@ -326,12 +326,14 @@ def check_outputs(
     overwrite: bool = False,
     skip_existing: bool = False,
     extra_outputs: Sequence[str] = (),
+    extra_inputs: Sequence[str] = (),
 ) -> set:
     """Check every output before any work; return the outputs to skip (``skip_existing``).
 
     ``settings`` are the ``images.OutputSettings``; ``out_dir`` the folder the outputs go to
     (made when written); ``out_format`` the format of ``-o -``; ``extra_outputs`` more files
-    the job writes (``pool --indices``), checked like outputs. An existing output is an error
+    the job writes (``pool --indices``), checked like outputs; ``extra_inputs`` more files it
+    reads (``unpool --indices``), which no output may write over. An existing output is an error
     unless ``overwrite`` or ``skip_existing``; the message names the first and counts the
     others.
     """
@@ -354,7 +356,7 @@ def check_outputs(
         if out_dir is not None and (is_url(target) or not os.path.isdir(folder_of(target))):
             images.check_output_format(target, settings)  # a folder in --out-dir: made when written
         else:
-            images.check_output_path(target, [source], settings, out_format)
+            images.check_output_path(target, [source, *extra_inputs], settings, out_format)
     for path in extra_outputs:
         check_target(path)
     existing = [

@@ -221,6 +221,7 @@ def check_outputs(
     settings,
     batch: BatchOptions,
     extra_outputs: Sequence[str] = (),
+    extra_inputs: Sequence[str] = (),
 ) -> set:
     """``batch.plan.check_outputs`` with the command line's batch options."""
     from convcli.batch.plan import check_outputs as check
@@ -233,6 +234,7 @@ def check_outputs(
         overwrite=batch.overwrite,
         skip_existing=batch.skip_existing,
         extra_outputs=extra_outputs,
+        extra_inputs=extra_inputs,
     )
 
 

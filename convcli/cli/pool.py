@@ -279,15 +279,23 @@ def unpool(
     from convcli.cli.batch import BatchOptions
     from convcli.io import images
 
-    images.check_output_path(output, [input_path, indices], out)
-    check_outputs([(input_path, output)], out, BatchOptions(output=output, overwrite=overwrite))
+    check_outputs(
+        [(input_path, output)],
+        out,
+        BatchOptions(output=output, overwrite=overwrite),
+        extra_inputs=(indices,),
+    )
     picture = images.read_input(input_path, options=reading)
     where = _read_indices(indices)
     in_hw = picture.data.shape[1:]
     out_hw = geometry.unpool_output_shape(in_hw, size, stride or size, padding, output_size)
     images.check_output_shape(output, out, (*out_hw, len(picture.data)), picture.white)
     images.write_output(
-        output, engine.max_unpool2d(picture.data, where, out_hw), picture.white, settings=out
+        output,
+        engine.max_unpool2d(picture.data, where, out_hw),
+        picture.white,
+        settings=out,
+        replace=overwrite,
     )
 
 
