@@ -385,18 +385,21 @@ def check_arrays(operation: str, itemsize: int = 4, held: int = 0, **arrays: Seq
     check_memory(total, f"{operation}: {' and '.join(parts)} ({kind})", held)
 
 
-def check_layout(count: int, what: str) -> None:
-    """Refuse to lay ``count`` maps out as ``what`` (files or tiles) beyond ``MAX_LAYOUT_MAPS``.
+def check_layout(count: int, layout: str) -> None:
+    """Refuse to lay ``count`` maps out as ``layout`` (``split`` files or ``montage`` tiles)
+    beyond ``MAX_LAYOUT_MAPS``.
 
-    >>> check_layout(300_000, "--split files")  # doctest: +ELLIPSIS
+    >>> check_layout(300_000, "split")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    convcli.errors.LimitError: 300,000 feature maps are more --split files than the limit of ...
+    convcli.errors.LimitError: 300,000 feature maps are more split files than the limit of ...
     """
     if count > MAX_LAYOUT_MAPS:
+        units = "files" if layout == "split" else "tiles"
         raise LimitError(
-            f"{count:,} feature maps are more {what} than the limit of "
-            f"{MAX_LAYOUT_MAPS:,}; write them as one .npy (-o maps.npy)"
+            f"{count:,} feature maps are more {layout} {units} than the limit of "
+            f"{MAX_LAYOUT_MAPS:,}; write them as one .npy (output maps.npy)",
+            names=(layout, "output"),
         )
 
 

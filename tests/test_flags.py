@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import refused, run
 
-from convcli import engine
+from convcli import engine, limits
 from convcli.batch import RunOptions, make_executor
 from convcli.batch.plan import check_outputs, plan_outputs
 from convcli.cli.flags import in_flags, message_in_flags
@@ -21,6 +21,8 @@ from convcli.errors import ConvcliError, OutputError, ParameterError, ShapeError
 from convcli.explain.field import unit_field
 from convcli.explain.language import parse_steps
 from convcli.explain.trace import trace
+from convcli.io import images
+from convcli.io.images import OutputSettings
 
 
 def raised(call) -> ConvcliError:
@@ -149,3 +151,55 @@ def test_a_batch_says_the_flags_its_workers_send_back(tmp_path):
     said = "--groups applies to 4-D kernels; a 2-D kernel already filters each channel on its own"
     assert sorted(proc.stderr.splitlines()[:2]) == [f"Error: {n}.npy: {said}" for n in "ab"]
     assert proc.stdout.count(f'"error": "{said}"') == 2
+
+
+@pytest.mark.parametrize(
+    "call, library, cli",
+    [
+        (
+            lambda: OutputSettings(split=True, montage=True),
+            "split and montage exclude each other",
+            "--split and --montage exclude each other",
+        ),
+        (
+            lambda: OutputSettings(map="clip", scale=2.0),
+            "scale and offset apply to map offset, not map clip",
+            "--scale and --offset apply to --map offset, not --map clip",
+        ),
+        (
+            lambda: OutputSettings(legend=True, map="none"),
+            "legend shows the range map puts into pixels; map none keeps raw values",
+            "--legend shows the range --map puts into pixels; --map none keeps raw values",
+        ),
+        (
+            lambda: images.check_output_format("o.npy", OutputSettings(colormap="gray")),
+            "colormap writes images, not .npy (.npy takes split or channels_first)",
+            "--colormap writes images, not .npy (.npy takes --split or --channels-first)",
+        ),
+        (
+            lambda: images.check_output_format("-", OutputSettings(split=True), "png"),
+            "split writes one file per map; output - (stdout) takes one",
+            "--split writes one file per map; -o - (stdout) takes one",
+        ),
+        (
+            lambda: images.check_output_format("-"),
+            "output - (stdout) needs format, one of ",
+            "-o - (stdout) needs --format, one of ",
+        ),
+        (
+            lambda: limits.check_layout(limits.MAX_LAYOUT_MAPS + 1, "montage"),
+            "feature maps are more montage tiles than the limit of",
+            "feature maps are more --montage tiles than the limit of",
+        ),
+        (
+            lambda: limits.check_layout(limits.MAX_LAYOUT_MAPS + 1, "split"),
+            "; write them as one .npy (output maps.npy)",
+            "more --split files than the limit of "
+            f"{limits.MAX_LAYOUT_MAPS:,}; write them as one .npy (-o maps.npy)",
+        ),
+    ],
+)
+def test_output_errors_name_parameters_and_the_cli_says_its_flags(call, library, cli):
+    error = raised(call)
+    assert library in str(error) and "--" not in str(error)
+    assert cli in in_flags(error)

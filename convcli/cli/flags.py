@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from convcli.batch.report import Record
 
 #: Parameters whose flag is not ``--`` and their name with dashes.
-FLAGS = {"template": "--name template"}
+FLAGS = {"output": "-o", "template": "--name template"}
 
 
 def flag(parameter: str) -> str:

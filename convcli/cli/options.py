@@ -144,12 +144,13 @@ def command_line_output_values(ctx: click.Context) -> dict:
 
 def usage_output_settings(**values):
     """``pipeline.output_settings`` of the parsed output options (a usage error if they clash)."""
+    from convcli.cli.flags import in_flags
     from convcli.pipeline.output import output_settings
 
     try:
         return output_settings(**values)
     except ParameterError as exc:
-        raise click.UsageError(str(exc), click.get_current_context(silent=True)) from None
+        raise click.UsageError(in_flags(exc), click.get_current_context(silent=True)) from None
 
 
 def _max_pixels(ctx, param, value):
