@@ -2,13 +2,31 @@
 
 Every error a user can cause is a ``ConvcliError`` whose message names the parameter or file,
 the value and what is allowed. The CLI catches them in one place and prints one line.
+
+Messages speak of parameters as the library names them (``groups``); ``names`` lists the ones a
+message names, so that a front-end can write them its own way (the CLI as its flags, ``--groups``:
+``convcli.cli.flags``).
+
+>>> error = ParameterError("groups applies to 4-D kernels", names=("groups",))
+>>> str(error), error.names
+('groups applies to 4-D kernels', ('groups',))
 """
 
 
 class ConvcliError(Exception):
-    """Base class: a problem with the user's input; the CLI exits 1 with one line."""
+    """Base class: a problem with the user's input; the CLI exits 1 with one line.
+
+    ``names``: the parameters the message names, in the order it first names each, written as
+    the library calls them (a word of the message, ``out_dir``); empty for most errors.
+    """
 
     exit_code = 1
+    names: tuple[str, ...] = ()
+
+    def __init__(self, *args, names: tuple[str, ...] = ()):
+        super().__init__(*args)
+        if names:  # kept in __dict__, which pickling carries to and from a batch's workers
+            self.names = tuple(names)
 
 
 class ParameterError(ConvcliError):

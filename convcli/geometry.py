@@ -225,7 +225,8 @@ def unpool_output_shape(
     padding_hw: Pair = (0, 0),
     requested: Pair | None = None,
 ) -> Pair:
-    """``(H, W)`` of PyTorch ``max_unpool2d``: the default, or ``requested`` if within ``s - 1`` of it.
+    """``(H, W)`` of PyTorch ``max_unpool2d``: the default, or ``requested`` if within ``s - 1``
+    of it.
 
     PyTorch (``functional._unpool_output_size``) accepts ``default - s < size < default + s``:
     every input size that pools to ``in_hw``.
@@ -242,7 +243,8 @@ def unpool_output_shape(
     high = [d + s - 1 for d, s in zip(default, stride_hw)]
     if not all(lo <= r <= hi for lo, r, hi in zip(low, requested, high)):
         raise ParameterError(
-            f"output size {requested[0]}x{requested[1]} cannot come from unpooling {in_hw[0]}x{in_hw[1]} "
+            f"output size {requested[0]}x{requested[1]} cannot come from unpooling "
+            f"{in_hw[0]}x{in_hw[1]} "
             f"(window {kernel_hw[0]}x{kernel_hw[1]}, stride {stride_hw[0]}x{stride_hw[1]}, "
             f"padding {padding_hw[0]}x{padding_hw[1]}): rows {low[0]} to {high[0]}, "
             f"columns {low[1]} to {high[1]}"
@@ -432,8 +434,8 @@ def window_too_large(
     reach = tuple(effective_kernel_size(k, d) for k, d in zip(kernel_hw, dilation_hw))
     dilated = f" (dilated to {shape_text(reach)})" if reach != tuple(kernel_hw) else ""
     return (
-        f"{what} {shape_text(kernel_hw)}{dilated} is larger than the padded input {shape_text(padded)} "
-        f"(input {shape_text(in_hw)}, padding {padding_text(padding)})"
+        f"{what} {shape_text(kernel_hw)}{dilated} is larger than the padded input "
+        f"{shape_text(padded)} (input {shape_text(in_hw)}, padding {padding_text(padding)})"
     )
 
 
@@ -455,7 +457,13 @@ def border_shortfall(in_hw: Pair, pads: tuple[int, int, int, int], pad_mode: str
     ):
         widest = max(before, after)
         if pad_mode == "reflect" and widest >= size:
-            return f"reflect padding of {widest} needs more than {widest} input {axis}, the input has {size}"
+            return (
+                f"reflect padding of {widest} needs more than {widest} input {axis}, "
+                f"the input has {size}"
+            )
         if pad_mode == "circular" and widest > size:
-            return f"circular padding of {widest} needs at least {widest} input {axis}, the input has {size}"
+            return (
+                f"circular padding of {widest} needs at least {widest} input {axis}, "
+                f"the input has {size}"
+            )
     return None

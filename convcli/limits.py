@@ -106,10 +106,11 @@ def parse_whole(
 def check_digits(text: str, what: str, error: type = ParameterError) -> None:
     """Refuse a number written with more than ``MAX_NUMBER_DIGITS`` digits, before converting it.
 
-    >>> check_digits("9" * 5000, "stride")     # doctest: +ELLIPSIS
+    >>> check_digits("9" * 5000, "stride")     # doctest: +ELLIPSIS, +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    convcli.errors.ParameterError: stride '999...' has 5,000 digits, more than the 1,000 a number may have
+    convcli.errors.ParameterError: stride '999...' has 5,000 digits, more than the 1,000 a number
+    may have
     """
     digits = sum(map(str.isdigit, str(text)))
     if digits > MAX_NUMBER_DIGITS:
@@ -145,10 +146,11 @@ def parse_bytes(text: str, what: str) -> int:
     """A size in bytes: a number with an optional K, M, G or T suffix (powers of 1024), at most
     2**63 bytes.
 
-    >>> parse_bytes("9" * 400, "budget")
+    >>> parse_bytes("9" * 400, "budget")     # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    convcli.errors.ParameterError: budget '999999999999999999999999999999999999999999999999999999999...' is more than 2**63 bytes
+    convcli.errors.ParameterError: budget
+    '999999999999999999999999999999999999999999999999999999999...' is more than 2**63 bytes
     """
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)i?B?\s*", str(text), re.ASCII | re.I)
     if match is None:
@@ -202,14 +204,16 @@ def short_message(message: str) -> str:
     return shorten(message, MAX_MESSAGE)
 
 
-def check_path_length(path: str, what: str = "output") -> None:
+def check_path_length(path: str, what: str = "output", names: tuple[str, ...] = ()) -> None:
     """Refuse a path longer than ``MAX_PATH_BYTES`` or with a component longer than
-    ``MAX_NAME_BYTES`` (in the file system's encoding), before any work.
+    ``MAX_NAME_BYTES`` (in the file system's encoding), before any work. ``names``: the
+    parameters ``what`` names (``ConvcliError.names``).
 
-    >>> check_path_length("out/" + "a" * 300 + ".png")     # doctest: +ELLIPSIS
+    >>> check_path_length("out/" + "a" * 300 + ".png")   # doctest: +ELLIPSIS, +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    convcli.errors.OutputError: output 'out/aaa...': the name 'aaa...' is 304 bytes, more than the 255 a file name may have
+    convcli.errors.OutputError: output 'out/aaa...': the name 'aaa...' is 304 bytes, more than
+    the 255 a file name may have
     """
     from convcli.errors import OutputError
 
@@ -217,14 +221,16 @@ def check_path_length(path: str, what: str = "output") -> None:
     if len(encoded) > MAX_PATH_BYTES:
         raise OutputError(
             f"{what} {shorten(path)!r} is {len(encoded):,} bytes, more than the "
-            f"{MAX_PATH_BYTES:,} a path may have"
+            f"{MAX_PATH_BYTES:,} a path may have",
+            names=names,
         )
     for part in encoded.split(b"/"):
         if len(part) > MAX_NAME_BYTES:
             name = os.fsdecode(part)
             raise OutputError(
                 f"{what} {shorten(path, 20)!r}: the name {shorten(name, 20)!r} is "
-                f"{len(part):,} bytes, more than the {MAX_NAME_BYTES} a file name may have"
+                f"{len(part):,} bytes, more than the {MAX_NAME_BYTES} a file name may have",
+                names=names,
             )
 
 
@@ -245,9 +251,12 @@ def check_pixels(height: int, width: int, limit: int, what: str) -> None:
     """Refuse an input of ``height`` x ``width`` pixels over ``limit`` (0: no limit).
 
     >>> check_pixels(20000, 10000, 100_000_000, "input 'big.png'")
+    ... # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    convcli.errors.LimitError: input 'big.png' is 20000x10000 (rows x columns) = 200,000,000 pixels, over the limit of 100,000,000 (raise it with --max-pixels N or $CONVCLI_MAX_PIXELS; 0 turns it off)
+    convcli.errors.LimitError: input 'big.png' is 20000x10000 (rows x columns) = 200,000,000
+    pixels, over the limit of 100,000,000 (raise it with --max-pixels N or $CONVCLI_MAX_PIXELS;
+    0 turns it off)
     """
     if limit and height * width > limit:
         raise LimitError(
@@ -334,9 +343,12 @@ def check_memory(n_bytes: int, what: str, held: int = 0) -> None:
 
     >>> import os; os.environ["CONVCLI_MAX_MEMORY"] = "1M"
     >>> check_memory(600_000, "x: the output 150000 (float32)", held=600_000)
+    ... # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    convcli.errors.LimitError: x: the output 150000 (float32) needs about 585.9 KiB of memory, more than the 438.1 KiB left of the 1.0 MiB available beside the 585.9 KiB its inputs hold ($CONVCLI_MAX_MEMORY sets the budget, e.g. 16G, or 0 to skip this check)
+    convcli.errors.LimitError: x: the output 150000 (float32) needs about 585.9 KiB of memory,
+    more than the 438.1 KiB left of the 1.0 MiB available beside the 585.9 KiB its inputs hold
+    ($CONVCLI_MAX_MEMORY sets the budget, e.g. 16G, or 0 to skip this check)
     >>> del os.environ["CONVCLI_MAX_MEMORY"]
     """
     total = n_bytes + held
@@ -373,18 +385,21 @@ def check_arrays(operation: str, itemsize: int = 4, held: int = 0, **arrays: Seq
     check_memory(total, f"{operation}: {' and '.join(parts)} ({kind})", held)
 
 
-def check_layout(count: int, what: str) -> None:
-    """Refuse to lay ``count`` maps out as ``what`` (files or tiles) beyond ``MAX_LAYOUT_MAPS``.
+def check_layout(count: int, layout: str) -> None:
+    """Refuse to lay ``count`` maps out as ``layout`` (``split`` files or ``montage`` tiles)
+    beyond ``MAX_LAYOUT_MAPS``.
 
-    >>> check_layout(300_000, "--split files")  # doctest: +ELLIPSIS
+    >>> check_layout(300_000, "split")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    convcli.errors.LimitError: 300,000 feature maps are more --split files than the limit of ...
+    convcli.errors.LimitError: 300,000 feature maps are more split files than the limit of ...
     """
     if count > MAX_LAYOUT_MAPS:
+        units = "files" if layout == "split" else "tiles"
         raise LimitError(
-            f"{count:,} feature maps are more {what} than the limit of "
-            f"{MAX_LAYOUT_MAPS:,}; write them as one .npy (-o maps.npy)"
+            f"{count:,} feature maps are more {layout} {units} than the limit of "
+            f"{MAX_LAYOUT_MAPS:,}; write them as one .npy (output maps.npy)",
+            names=(layout, "output"),
         )
 
 

@@ -77,7 +77,8 @@ def available_cores() -> int:
 
 
 def compute_threads() -> int:
-    """Threads for one computation: a batch worker's share (``NUMBA_NUM_THREADS``), else all cores."""
+    """Threads for one computation: a batch worker's share (``NUMBA_NUM_THREADS``), else all
+    cores."""
     share = os.environ.get("NUMBA_NUM_THREADS", "").strip()
     # ASCII digits only, and few of them: "²".isdigit() is true, and int() refuses 4,300 digits
     if share.isascii() and share.isdigit() and 0 < len(share) <= 6 and int(share) > 0:

@@ -96,7 +96,8 @@ def build_torch_models() -> dict:
 
 
 def example_inputs(name: str) -> tuple:
-    """The example input(s) of model ``name`` (the U-Net step also takes a skip at twice the size)."""
+    """The example input(s) of model ``name`` (the U-Net step also takes a skip at twice the
+    size)."""
     import torch
 
     generator = torch.Generator().manual_seed(1)

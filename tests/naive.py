@@ -47,7 +47,8 @@ def tf_same_pads(size, kernel, stride=1, dilation=1):
 
 
 def explicit_pads(padding, in_hw, k_hw, stride=(1, 1), dilation=(1, 1)):
-    """(top, bottom, left, right) for 'valid', 'same' (TensorFlow's split), 'full' or explicit pads."""
+    """(top, bottom, left, right) for 'valid', 'same' (TensorFlow's split), 'full' or explicit
+    pads."""
     if padding == "valid":
         return (0, 0, 0, 0)
     if padding == "same":
@@ -64,7 +65,8 @@ def conv2d(
 ):
     """PyTorch conv2d on one image: x (C, H, W), w (C_out, C/groups, kh, kw), explicit pads.
 
-    y[o, i, j] = b[o] + sum_{c, m, n} x_pad[g*C/groups + c, i*sh + m*dh, j*sw + n*dw] * w[o, c, m, n]
+    y[o, i, j] = b[o]
+        + sum_{c, m, n} x_pad[g*C/groups + c, i*sh + m*dh, j*sw + n*dw] * w[o, c, m, n]
     """
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
@@ -180,7 +182,8 @@ def max_unpool2d(x, indices, out_hw):
 def conv_transpose2d(
     x, w, bias=None, stride=(1, 1), padding=(0, 0), output_padding=(0, 0), dilation=(1, 1), groups=1
 ):
-    """PyTorch conv_transpose2d on x (C_in, H, W), w (C_in, C_out/groups, kh, kw): scatter-add, then crop.
+    """PyTorch conv_transpose2d on x (C_in, H, W), w (C_in, C_out/groups, kh, kw): scatter-add,
+    then crop.
 
     Input (i, j) through tap (m, n) adds x*w at (i*sh + m*dh, j*sw + n*dw) of the full output.
     Explicit (ph, pw) crops p from the start and keeps (H-1)*s - 2p + d*(k-1) + op + 1 cells;

@@ -365,8 +365,8 @@ def test_by_hand_numbers_equal_torch(relationship, tmp_path):
     "relationship", [r for r in GUIDE if r.kind == "transposed"], ids=lambda r: str(r.number)
 )
 def test_transposed_equals_the_papers_direct_convolution(relationship):
-    # the stretched input i~' = s(i' - 1) + 1, padded by p' = k - p - 1 (plus a at the bottom/right),
-    # convolved at stride 1 with the kernel rotated: the by-hand view (b)
+    # the stretched input i~' = s(i' - 1) + 1, padded by p' = k - p - 1 (plus a at the
+    # bottom/right), convolved at stride 1 with the kernel rotated: the by-hand view (b)
     i, k, s, p, a = (
         relationship.size,
         relationship.kernel,

@@ -173,7 +173,7 @@ def test_run_batch_runs_on_the_executor_named_and_keeps_the_planned_order(tmp_pa
 
 
 def test_an_unknown_executor_is_refused_with_the_known_ones():
-    with pytest.raises(ParameterError, match="--executor.*local"):
+    with pytest.raises(ParameterError, match="^executor .*local"):
         batch.run_batch([("a", "b")], reverse_job, batch.RunOptions(executor="nowhere"))
 
 

@@ -254,11 +254,12 @@ from click.testing import CliRunner
 from convcli.cli.main import cli
 runner = CliRunner()
 for args in (["explain", "--input", "224x224x3", "conv 64 k7 s2 p3", "maxpool k3 s2 p1", "--json"],
-             ["explain", "--input", {str(tmp_path / "photo.png")!r}, "transposed 4 k2 s2", "--table"],
+             ["explain", "--input", {str(tmp_path / "photo.png")!r}, "transposed 4 k2 s2",
+              "--table"],
              ["explain", "--by-hand", "--matrix", "{SEED}", "-k", {str(tmp_path / "k.npy")!r}],
              ["explain", "--by-hand", "--matrix", "{SEED_POOL}", "--pool", "max"],
-             ["explain", "--by-hand", "--transpose", "--matrix", "{SEED}", "-k", "vertical_edge", "--stride", "2",
-              "--gif", {str(tmp_path / "up.gif")!r}],
+             ["explain", "--by-hand", "--transpose", "--matrix", "{SEED}", "-k", "vertical_edge",
+              "--stride", "2", "--gif", {str(tmp_path / "up.gif")!r}],
              ["explain", "--help"]):
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, (args, result.output)
@@ -717,7 +718,10 @@ def test_conv_explain_prints_the_trace_and_still_runs(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
-    row = "1\t-k vertical_edge: conv 1 k3 valid nobias\t3x3x1\tfloor((5 + 0 + 0 - 3) / 1) + 1 = 3\t9\t81"
+    row = (
+        "1\t-k vertical_edge: conv 1 k3 valid nobias\t3x3x1\t"
+        "floor((5 + 0 + 0 - 3) / 1) + 1 = 3\t9\t81"
+    )
     assert row in result.stderr
     assert np.load(out)[..., 0].tolist() == [[1, 3, -2], [-1, 0, 3], [-1, -1, 2]]
 

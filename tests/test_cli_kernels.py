@@ -184,11 +184,14 @@ BAD_KERNELS = {
     "{tmp}/inf.npy": "{tmp}/inf.npy: weights must be finite, found inf at [0, 1]",
     "{tmp}/empty.yaml": "{tmp}/empty.yaml: weights: the kernel is empty",
     "{tmp}/none.npy": "{tmp}/none.npy: the kernel is empty (shape (0, 3))",
-    "{tmp}/blank.mat": "{tmp}/blank.mat: the first line must be 'width height [scale [offset]]', got ''",
+    "{tmp}/blank.mat": "{tmp}/blank.mat: the first line must be 'width height [scale [offset]]', "
+    "got ''",
     "{tmp}/flat.npy": "{tmp}/flat.npy: a kernel must be 2-D, 3-D or 4-D, got shape (3,)",
-    "{tmp}/objects.npy": "{tmp}/objects.npy: not a readable .npy file (Object arrays cannot be loaded",
-    "{tmp}/unsafe.yaml": "{tmp}/unsafe.yaml: line 1: unsafe or unknown YAML tag (could not determine a "
-    "constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system')",
+    "{tmp}/objects.npy": "{tmp}/objects.npy: not a readable .npy file "
+    "(Object arrays cannot be loaded",
+    "{tmp}/unsafe.yaml": "{tmp}/unsafe.yaml: line 1: unsafe or unknown YAML tag "
+    "(could not determine a constructor for the tag "
+    "'tag:yaml.org,2002:python/object/apply:os.system')",
     "{tmp}/typo.yaml": "{tmp}/typo.yaml: unknown key 'weight'",
     "{tmp}/list.yaml": "{tmp}/list.yaml: a kernel file must be a mapping",
     "{tmp}/broken.yaml": "{tmp}/broken.yaml: not valid YAML (line 2:",
@@ -197,12 +200,12 @@ BAD_KERNELS = {
     "got '3 x 1'",
     "{tmp}/rows.mat": "{tmp}/rows.mat: the header says 3 rows, the file has 1",
     "{tmp}/zero.mat": "{tmp}/zero.mat: scale must be a finite non-zero number",
-    "{tmp}/bank.yaml": "{tmp}/bank.yaml: weights nested 1 list(s) deep need a layout: [c_in, kh, kw]; "
-    "[c_out, kh, kw]",
+    "{tmp}/bank.yaml": "{tmp}/bank.yaml: weights nested 1 list(s) deep need a layout: "
+    "[c_in, kh, kw]; [c_out, kh, kw]",
     "{tmp}/shapes.yaml": "{tmp}/shapes.yaml: the grids of weights differ in shape (1x1 vs 1x2)",
     "{tmp}/param.yaml": "{tmp}/param.yaml: the declared default: size=2 must be odd",
-    "{tmp}/alias.yaml": "{tmp}/alias.yaml: alias 'sobel:dir=x' must name a YAML kernel (not an alias) "
-    "in {tmp}",
+    "{tmp}/alias.yaml": "{tmp}/alias.yaml: alias 'sobel:dir=x' must name a YAML kernel "
+    "(not an alias) in {tmp}",
     "{tmp}/missing.yaml": "kernel file '{tmp}/missing.yaml' does not exist",
     "{tmp}/notes.txt": "'{tmp}/notes.txt' is not a kernel name, a kernel file or an inline kernel "
     "(kernel files end in .yaml, .yml, .mat, .npy)",
@@ -226,7 +229,8 @@ BAD_KERNELS = {
     "2x1+2+0: 1 2": "inline kernel '2x1+2+0:': origin +2+0 is outside the 2x1 kernel",
     "2x1: 1 two": "inline kernel '2x1:': 'two' is not a number",
     "0x3:": "inline kernel '0x3:': width and height must be at least 1",
-    "2x1: 1 1e300": "inline kernel '2x1:': weights must be within float32's range (3.4e38), found 1e+300",
+    "2x1: 1 1e300": "inline kernel '2x1:': weights must be within float32's range (3.4e38), "
+    "found 1e+300",
 }
 
 
@@ -276,11 +280,14 @@ def test_kernels_commands_never_import_numba_or_the_engine():
         assert "rich" not in sys.modules, "kernel_library imported rich"
         from convcli.cli.main import cli
         for args in (["kernels", "list"], ["kernels", "list", "--json"],
-                     ["kernels", "show", "gaussian:sigma=2"], ["kernels", "show", "rgb_sobel", "--json"],
+                     ["kernels", "show", "gaussian:sigma=2"],
+                     ["kernels", "show", "rgb_sobel", "--json"],
                      ["kernels", "show", "3: 1 2 1 2 4 2 1 2 1"]):
             result = CliRunner().invoke(cli, args)
             assert result.exit_code == 0, (args, result.output)
-        heavy = sorted(m for m in ("numba", "convcli.engine._jit", "convcli.engine") if m in sys.modules)
+        heavy = sorted(
+            m for m in ("numba", "convcli.engine._jit", "convcli.engine") if m in sys.modules
+        )
         assert not heavy, heavy
     """)
     proc = subprocess.run(

@@ -156,8 +156,8 @@ def test_explain_pipeline_does_not_import_numba():
         import sys
         from click.testing import CliRunner
         from convcli.cli.main import cli
-        result = CliRunner().invoke(cli, ["explain", "--pipeline", {str(ROOT / "examples" / "cnn_block.yaml")!r},
-                                          "--input", "32x32x3"])
+        pipeline = {str(ROOT / "examples" / "cnn_block.yaml")!r}
+        result = CliRunner().invoke(cli, ["explain", "--pipeline", pipeline, "--input", "32x32x3"])
         assert result.exit_code == 0, result.output
         assert "numba" not in sys.modules
     """)

@@ -73,16 +73,20 @@ def test_a_step_kind_typo_suggests_the_kind():
 
 PIPELINES = {  # YAML: the refusal
     "[gray, maxpol]": "p.yaml: step 2: op 'maxpol' is not one of conv, transposed, pool,",
-    "[{op: pool, sise: 3}]": "p.yaml: step 1 (pool): field 'sise' is not one of mode, size, stride,",
-    "[{op: conv, kernel: box, pad_mode: replicat}]": "p.yaml: step 1 (conv): pad_mode: 'replicat' is not one of zeros, reflect, replicate, "
-    "circular, symmetric (did you mean 'replicate'?)",
-    "[{op: conv, kernel: box, padding: sam}]": "p.yaml: step 1 (conv): padding: 'sam' is not one of valid, same, full "
-    "(did you mean 'same'?)",
-    "[{op: global_pool, mode: mx}]": "step 1 (global_pool): mode: 'mx' is not one of max, avg (did you mean 'max'?)",
-    "{steps: [relu], output: {map: minmx}}": "p.yaml: output: --map 'minmx' is not one of auto, clip, abs, minmax, offset, none "
-    "(did you mean 'minmax'?)",
-    "{steps: [relu], output: {colourmap: gray}}": "p.yaml: output: option 'colourmap' is not one of map, scale, offset",
-    "{stpes: [relu]}": "p.yaml: key 'stpes' is not one of steps, output, description (did you mean 'steps'?)",
+    "[{op: pool, sise: 3}]": "p.yaml: step 1 (pool): field 'sise' "
+    "is not one of mode, size, stride,",
+    "[{op: conv, kernel: box, pad_mode: replicat}]": "p.yaml: step 1 (conv): pad_mode: 'replicat' "
+    "is not one of zeros, reflect, replicate, circular, symmetric (did you mean 'replicate'?)",
+    "[{op: conv, kernel: box, padding: sam}]": "p.yaml: step 1 (conv): padding: 'sam' "
+    "is not one of valid, same, full (did you mean 'same'?)",
+    "[{op: global_pool, mode: mx}]": "step 1 (global_pool): mode: 'mx' is not one of max, avg "
+    "(did you mean 'max'?)",
+    "{steps: [relu], output: {map: minmx}}": "p.yaml: output: --map 'minmx' "
+    "is not one of auto, clip, abs, minmax, offset, none (did you mean 'minmax'?)",
+    "{steps: [relu], output: {colourmap: gray}}": "p.yaml: output: option 'colourmap' "
+    "is not one of map, scale, offset",
+    "{stpes: [relu]}": "p.yaml: key 'stpes' is not one of steps, output, description "
+    "(did you mean 'steps'?)",
 }
 
 

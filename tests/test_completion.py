@@ -1,4 +1,5 @@
-"""Shell completion through Click's protocol, in real processes: the scripts, and -k kernel names."""
+"""Shell completion through Click's protocol, in real processes: the scripts, and -k kernel
+names."""
 
 import os
 import subprocess

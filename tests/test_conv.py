@@ -640,7 +640,8 @@ depthwise = np.random.default_rng(5).normal(size=(2, 1, 3, 3)).astype(np.float32
 separable = np.einsum("ci,cj->cij", [[1, 2, 1], [1, 0, -1]], [[1, 0, -1], [1, 2, 1]])[:, None]
 np.savez(sys.argv[1],
          dense=engine.conv2d(x, dense, padding="valid", stride=(1, 2), method="numba"),
-         depthwise=engine.conv2d(x, depthwise, padding=(1, 1, 1, 1), pad_mode="reflect", groups=2, method="numba"),
+         depthwise=engine.conv2d(x, depthwise, padding=(1, 1, 1, 1), pad_mode="reflect", groups=2,
+                                 method="numba"),
          separable=engine.conv2d(x, separable.astype(np.float32), padding="valid", groups=2,
                                  method="separable"))
 """

@@ -1,8 +1,9 @@
 """Every console example of the README and docs/ runs, as written, with the output it states.
 
 Each ```console block is a session in one folder holding the files its commands name
-(``photo.png``, ``x.npy``, ``weights.npy``, ``sample_images/``, ``models/``...): every ``$ convcli ...`` line is run through a
-real process and must exit 0 without a traceback; the lines printed under it in the block
+(``photo.png``, ``x.npy``, ``weights.npy``, ``sample_images/``, ``models/``...): every
+``$ convcli ...`` line is run through a real process and must exit 0 without a traceback; the
+lines printed under it in the block
 (``...`` standing for lines left out) must appear in its output, stdout then stderr, in that
 order (a table drawn as on a terminal is asked for with ``--table``); and a trailing
 ``# ... -> [[...]]`` comment states the values of the ``-o`` array it writes.

@@ -397,7 +397,8 @@ def test_transposed_receptive_fields():
 
 
 def evaluate(text):
-    """Evaluate 'rows: floor((5 + 1 + 1 - 3) / 2) + 1 = 3 (...)': (expression value, stated result)."""
+    """Evaluate 'rows: floor((5 + 1 + 1 - 3) / 2) + 1 = 3 (...)': (expression value, stated
+    result)."""
     text = re.sub(r"^(rows|cols): ", "", text)
     expression, _, stated = text.partition(" = ")
     value = eval(expression, {"floor": math.floor, "ceil": math.ceil, "__builtins__": {}})
@@ -458,7 +459,8 @@ def test_stride_that_does_not_fit_says_how_many_rows_are_dropped():
     # rows: (28 - 3) % 3 = 1 dropped; columns: (29 - 3) % 3 = 2 dropped
     assert row.warnings == (
         "stride 3 does not fit: the last row of the input is never read ((28 + 0 + 0 - 3) % 3 = 1)",
-        "stride 3 does not fit: the last 2 columns of the input are never read ((29 + 0 + 0 - 3) % 3 = 2)",
+        "stride 3 does not fit: the last 2 columns of the input are never read "
+        "((29 + 0 + 0 - 3) % 3 = 2)",
     )
     both = trace((8, 8, 1), [parse_step("conv 8 k3 s2 valid")]).rows[0]
     assert both.warnings == (
@@ -765,8 +767,8 @@ def test_by_hand_pooling_equals_the_engine(
 
 
 def test_seed_max_pool_routing_by_hand():
-    # seeds: "in forward pass, store index that took the max; backprop gradient is the input gradient
-    # at that index"; the tied 2s of window (0, 1) go to the first in row-major order
+    # seeds: "in forward pass, store index that took the max; backprop gradient is the input
+    # gradient at that index"; the tied 2s of window (0, 1) go to the first in row-major order
     worked = explain.by_hand_pool(SEED_POOL, "max")
     assert worked.indices() == [[5, 2], [9, 10]]
     assert worked.routed_ones() == [[0, 0, 1, 0], [0, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
@@ -897,7 +899,8 @@ def torch_transposed(matrix, weights, stride, padding, output_padding, dilation)
 
 
 def test_the_seeds_up_convolution_doubles_the_size():
-    # seeds: "transpose of a stride-2 conv -> doubles spatial dimensions"; each cell becomes value x kernel
+    # seeds: "transpose of a stride-2 conv -> doubles spatial dimensions"; each cell becomes
+    # value x kernel
     up = explain.by_hand_transposed([[1, 2], [3, 4]], [[1, 2], [3, 4]], stride=(2, 2))
     assert up.output_hw == (4, 4)
     assert up.output() == [[1, 2, 2, 4], [3, 4, 6, 8], [3, 6, 4, 8], [9, 12, 12, 16]]
@@ -913,7 +916,8 @@ def test_transposed_views_by_hand():
         padding=(1, 1, 1, 1),
         output_padding=(1, 1),
     )
-    # full output 4x4 (above), padding 1 crops a row and a column each side, output padding adds one back
+    # full output 4x4 (above), padding 1 crops a row and a column each side, output padding adds
+    # one back
     assert up.output() == [[4, 6, 8], [6, 4, 8], [12, 12, 16]]
     direct = up.direct()
     assert direct.image == ((1, 0, 2), (0, 0, 0), (3, 0, 4))  # spread by the stride

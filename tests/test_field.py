@@ -21,7 +21,8 @@ from convcli.explain.field import HATCH, MARK, PADDING, canvas_shape, draw_field
 
 
 def conv(k, s=1, d=1, pads=(0, 0, 0, 0)):
-    """A one-channel torch convolution, random nonzero weights, explicit (top, bottom, left, right) pads."""
+    """A one-channel torch convolution, random nonzero weights, explicit (top, bottom, left,
+    right) pads."""
     weight = torch.from_numpy(
         np.random.default_rng(k * 100 + s * 10 + d).normal(size=(1, 1, k, k)) + 3.0
     )
@@ -33,7 +34,8 @@ def maxpool(k, s):
     return lambda x: F.max_pool2d(x, k, s)
 
 
-#: (steps, torch layers with the pads written out by hand, input HxW, conv only: the gradient fills the window)
+#: (steps, torch layers with the pads written out by hand, input HxW, conv only: the gradient
+#: fills the window)
 STACKS = {
     "conv k3 s1": (["conv 1 k3 valid"], [conv(3)], (9, 11), True),
     "conv k3 s2 p1 twice": (
@@ -63,7 +65,8 @@ STACKS = {
         False,
     ),
     "dilation alone (holes)": (["conv 1 k3 d2 valid"], [conv(3, d=2)], (9, 9), False),
-    # same on 10: k4 pads 3 = 1 + 2 (the odd pixel bottom/right); k3 s2 pads (5-1)*2 + 3 - 10 = 1 = 0 + 1
+    # same on 10: k4 pads 3 = 1 + 2 (the odd pixel bottom/right);
+    # k3 s2 pads (5-1)*2 + 3 - 10 = 1 = 0 + 1
     "same with odd totals": (
         ["conv 1 k4 same", "conv 1 k3 s2 same"],
         [conv(4, pads=(1, 2, 1, 2)), conv(3, 2, pads=(0, 1, 0, 1))],
@@ -227,7 +230,8 @@ def test_field_prints_the_window_under_the_trace():
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-3:] == [
         "field of output unit (0, 2) of the last step (4x3): input rows -3..3, columns 5..11 (7x7)",
-        "  in the 13x10 image: rows 0..3, columns 5..9; in the padding: 3 rows above, 2 columns right",
+        "  in the 13x10 image: rows 0..3, columns 5..9; "
+        "in the padding: 3 rows above, 2 columns right",
         "  centre: row 0, column 8",
     ]
 

@@ -253,11 +253,11 @@ def test_count_errors_before_writing(tmp_path):
     out = str(tmp_path / "o.png")
     with pytest.raises(ShapeError, match="2 feature maps do not fit one PNG image"):
         write_output(out, np.zeros((2, 3, 3), np.float32), 255.0)
-    with pytest.raises(ShapeError, match="--colormap colours a single map"):
+    with pytest.raises(ShapeError, match="^colormap colours a single map"):
         write_output(
             out, np.zeros((3, 3, 3), np.float32), 255.0, settings=OutputSettings(colormap="magma")
         )
-    with pytest.raises(ShapeError, match="--rgba needs exactly 4"):
+    with pytest.raises(ShapeError, match="^rgba needs exactly 4"):
         write_output(
             out, np.zeros((3, 3, 3), np.float32), 255.0, settings=OutputSettings(rgba=True)
         )
@@ -302,13 +302,13 @@ def test_atomic_write_replaces_existing(tmp_path):
 
 SETTINGS_ERRORS = [
     (dict(split=True, montage=True), "exclude each other"),
-    (dict(map="clip", scale=2.0), "apply to --map offset"),
+    (dict(map="clip", scale=2.0), "^scale and offset apply to map offset"),
     (dict(offset=float("nan")), "finite"),
-    (dict(joint=True), "--joint applies to --map minmax"),
-    (dict(rgba=True, split=True), "--rgba"),
-    (dict(map="wrap"), "--map 'wrap'"),
-    (dict(depth="12"), "--depth '12'"),
-    (dict(colormap="jet"), "--colormap 'jet'"),
+    (dict(joint=True), "^joint applies to map minmax"),
+    (dict(rgba=True, split=True), "^rgba"),
+    (dict(map="wrap"), "^map 'wrap'"),
+    (dict(depth="12"), "^depth '12'"),
+    (dict(colormap="jet"), "^colormap 'jet'"),
 ]
 
 
@@ -330,8 +330,8 @@ FORMAT_ERRORS = [
     ("o.png", dict(depth="32f"), "not available for PNG"),
     ("o.png", dict(channels_first=True), "applies to .npy"),
     ("o.npy", dict(depth="8"), "always stores float32"),
-    ("o.npy", dict(montage=True), "--montage writes images"),
-    ("o.npy", dict(colormap="gray"), "--colormap writes images"),
+    ("o.npy", dict(montage=True), "^montage writes images"),
+    ("o.npy", dict(colormap="gray"), "^colormap writes images"),
     ("o.jpg", dict(rgba=True), "needs a format with alpha"),
     ("o.tif", dict(colormap="gray", depth="32f"), "float output"),
 ]

@@ -1,4 +1,5 @@
-"""convcli.render.mapping: value modes, rounding, signed-map detection, colormaps (hand-checked values)."""
+"""convcli.render.mapping: value modes, rounding, signed-map detection, colormaps (hand-checked
+values)."""
 
 import numpy as np
 import pytest

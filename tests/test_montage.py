@@ -1,4 +1,5 @@
-"""Montage labels, their font, and --legend: sizes by docs/outputs.md's formula, numbers from the data."""
+"""Montage labels, their font, and --legend: sizes by docs/outputs.md's formula, numbers from the
+data."""
 
 import numpy as np
 import pytest
@@ -17,8 +18,9 @@ def ok(*args):
 
 
 def expected_size(count, height, width, grid=None, labelled=True, legend=False):
-    """The formula of docs/outputs.md, written out here: font s = clamp(h // 16, 10, 32), strip s + s//2,
-    legend 4 + s + s//2 + 6s, cell max(w + legend, 4s) x (strip + body), gaps of 4."""
+    """The formula of docs/outputs.md, written out here: font s = clamp(h // 16, 10, 32),
+    strip s + s//2, legend 4 + s + s//2 + 6s, cell max(w + legend, 4s) x (strip + body),
+    gaps of 4."""
     s = min(32, max(10, height // 16))
     strip = s + s // 2 if labelled else 0
     body = max(height, 3 * (s + s // 2)) if legend else height

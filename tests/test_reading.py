@@ -1,4 +1,5 @@
-"""Reading an input opens its file once, whatever its format (issue 19: it was opened three times)."""
+"""Reading an input opens its file once, whatever its format (issue 19: it was opened three
+times)."""
 
 import os
 import sys

@@ -108,7 +108,8 @@ def test_groups_read_the_same_from_the_engine_and_a_trace():
         == "groups 4 must divide both the input channels (6) and the kernel's output channels (8)"
     )
     assert explain.trace((4, 4, 6), [explain.parse_step("conv 8 k1 g4")]).error == (
-        "step 1 'conv 8 k1 g4': groups 4 must divide both the input channels (6) and the filters (8)"
+        "step 1 'conv 8 k1 g4': groups 4 must divide both the input channels (6) "
+        "and the filters (8)"
     )
     with pytest.raises(rules.RuleError, match=r"^groups 4 must divide the input channels \(6\)$"):
         engine.conv_transpose2d(

@@ -1,4 +1,5 @@
-"""conv_transpose2d against the scatter-add reference, as the adjoint of conv2d, and against PyTorch."""
+"""conv_transpose2d against the scatter-add reference, as the adjoint of conv2d, and against
+PyTorch."""
 
 import contextlib
 from unittest import mock
@@ -175,7 +176,8 @@ def test_small_work_with_many_channels_takes_the_matrix_product(
 
 @given(transpose_cases())
 def test_transpose_is_the_adjoint_of_conv(case):
-    """<conv(x), y> == <x, conv_transpose(y)> with the same kernel, stride, padding, dilation, groups."""
+    """<conv(x), y> == <x, conv_transpose(y)> with the same kernel, stride, padding, dilation,
+    groups."""
     y, w, _, stride, padding, _, dilation, groups = case
     rng = np.random.default_rng(y.size)
     if padding == "same":  # Keras: the adjoint of TF SAME on an input stride times larger
@@ -229,7 +231,7 @@ def test_transpose_is_the_adjoint_of_conv(case):
         (dict(padding=(0, 1, 0, 0)), ParameterError, "cropped from both sides"),
         (dict(padding=(3, 3)), ShapeError, "crops away the whole transposed output"),
         (dict(stride=(0, 1)), ParameterError, "stride must be at least 1"),
-        (dict(groups=2), ParameterError, "--groups applies to 4-D kernels"),
+        (dict(groups=2), ParameterError, "^groups applies to 4-D kernels"),
     ],
 )
 def test_rejects_bad_parameters(kwargs, error, message):
@@ -304,7 +306,8 @@ def test_conv_transpose2d_equals_torch(F, case):
 
 @pytest.mark.parametrize("k, crop, padding", [(3, 0, 0), (4, 1, 1)])
 def test_same_aligns_as_keras(F, k, crop, padding):
-    """semantics.md 5.6: Keras 'same' at stride 2 keeps full[0:2i] for k=3 and equals torch p=1 for k=4."""
+    """semantics.md 5.6: Keras 'same' at stride 2 keeps full[0:2i] for k=3 and equals torch p=1
+    for k=4."""
     import torch
 
     x = np.random.default_rng(k).standard_normal((1, 5, 5)).astype(np.float32)

@@ -66,7 +66,9 @@ def make_executor(options: RunOptions) -> Executor:
     if options.executor not in EXECUTORS:
         from convcli.layers.values import not_one_of
 
-        raise ParameterError(not_one_of("--executor", options.executor, EXECUTORS))
+        raise ParameterError(
+            not_one_of("executor", options.executor, EXECUTORS), names=("executor",)
+        )
     module, _, name = EXECUTORS[options.executor].partition(":")
     return getattr(importlib.import_module(module), name)(options)
 

@@ -61,7 +61,9 @@ class DaskExecutor:
 
     def __init__(self, options):
         if WorkerPlugin is object:
-            raise ConvcliError(f"--executor dask needs Dask distributed: {INSTALL}") from None
+            raise ConvcliError(
+                f"executor dask needs Dask distributed: {INSTALL}", names=("executor",)
+            ) from None
         self.scheduler = options.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
         self.jobs = options.jobs or runtime.available_cores()
         self.cluster = None
@@ -94,7 +96,8 @@ class DaskExecutor:
     def execute(
         self, pairs: Sequence[tuple[str, str]], task: Callable[[str, str], Record]
     ) -> Iterator[Record]:
-        """``task(source, target)`` of every pair, on the cluster; the records as chunks complete."""
+        """``task(source, target)`` of every pair, on the cluster; the records as chunks
+        complete."""
         from distributed import as_completed
 
         name = f"convcli-batch-{uuid.uuid4().hex}"

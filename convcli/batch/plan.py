@@ -163,10 +163,13 @@ def output_name(source: str, template: str, ext: str | None = None, **fields: st
     except (KeyError, IndexError, ValueError, AttributeError) as exc:
         known = ", ".join("{" + k + "}" for k in values)
         raise OutputError(
-            f"--name template {limits.shorten(template)!r} is not valid "
-            f"({limits.shorten(exc, 160)}); fields: {known}"
+            f"template {limits.shorten(template)!r} is not valid "
+            f"({limits.shorten(exc, 160)}); fields: {known}",
+            names=("template",),
         ) from None
-    limits.check_path_length(filled, f"--name {limits.shorten(template)!r} gives")
+    limits.check_path_length(
+        filled, f"template {limits.shorten(template)!r} gives", names=("template",)
+    )
     return filled
 
 
@@ -179,10 +182,11 @@ def check_template(template: str) -> None:
     Raises ValueError, which ``output_name`` reports.
 
     >>> check_template("{stem:>8}_{kernel}.{ext}")
-    >>> check_template("{stem:>2000000}.png")
+    >>> check_template("{stem:>2000000}.png")     # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: the width or precision 2000000 in '{stem:>2000000}' is more than a file name may hold (255 bytes)
+    ValueError: the width or precision 2000000 in '{stem:>2000000}' is more than a file name
+    may hold (255 bytes)
     """
     for _, field_name, spec, conversion in string.Formatter().parse(template):
         if field_name is None:
@@ -322,12 +326,14 @@ def check_outputs(
     overwrite: bool = False,
     skip_existing: bool = False,
     extra_outputs: Sequence[str] = (),
+    extra_inputs: Sequence[str] = (),
 ) -> set:
     """Check every output before any work; return the outputs to skip (``skip_existing``).
 
     ``settings`` are the ``images.OutputSettings``; ``out_dir`` the folder the outputs go to
     (made when written); ``out_format`` the format of ``-o -``; ``extra_outputs`` more files
-    the job writes (``pool --indices``), checked like outputs. An existing output is an error
+    the job writes (``pool --indices``), checked like outputs; ``extra_inputs`` more files it
+    reads (``unpool --indices``), which no output may write over. An existing output is an error
     unless ``overwrite`` or ``skip_existing``; the message names the first and counts the
     others.
     """
@@ -341,7 +347,7 @@ def check_outputs(
         and os.path.exists(out_dir)
         and not os.path.isdir(out_dir)
     ):
-        raise OutputError(f"--out-dir {out_dir!r} is a file, not a directory")
+        raise OutputError(f"out_dir {out_dir!r} is a file, not a directory", names=("out_dir",))
     if out_dir is not None:
         check_folder(out_dir)
     for source, target in pairs:
@@ -350,7 +356,7 @@ def check_outputs(
         if out_dir is not None and (is_url(target) or not os.path.isdir(folder_of(target))):
             images.check_output_format(target, settings)  # a folder in --out-dir: made when written
         else:
-            images.check_output_path(target, [source], settings, out_format)
+            images.check_output_path(target, [source, *extra_inputs], settings, out_format)
     for path in extra_outputs:
         check_target(path)
     existing = [
@@ -367,15 +373,17 @@ def check_outputs(
         if present and missing:
             raise OutputError(
                 f"output {present[0]!r} exists but {missing[0]!r} does not; "
-                f"--skip-existing keeps only complete outputs (use --overwrite to "
-                f"make them again)"
+                f"skip_existing keeps only complete outputs (use overwrite to "
+                f"make them again)",
+                names=("skip_existing", "overwrite"),
             )
     existing += extra_existing
     if existing and not (overwrite or skip_existing):
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise OutputError(
-            f"output {existing[0]!r} exists{more}; use --overwrite to replace or "
-            f"--skip-existing to keep"
+            f"output {existing[0]!r} exists{more}; use overwrite to replace or "
+            f"skip_existing to keep",
+            names=("overwrite", "skip_existing"),
         )
     return set(existing) if skip_existing else set()
 

@@ -23,7 +23,11 @@ STATUSES = ("done", "skipped", "failed")
 
 @dataclass
 class Record:
-    """What happened to one input (one line of the ``--json`` report)."""
+    """What happened to one input (one line of the ``--json`` report).
+
+    ``error_names``, not a field of the report: the parameters ``error`` names
+    (``ConvcliError.names``), for a front-end that writes them its own way.
+    """
 
     input: str
     output: str
@@ -32,6 +36,7 @@ class Record:
     input_shape: list | None = None
     output_shape: list | None = None
     error: str | None = None
+    error_names = ()  # no annotation: not a dataclass field, set per failed record
 
 
 def run_one(
@@ -52,7 +57,7 @@ def run_one(
             shapes.get("output_shape"),
         )
     except ConvcliError as exc:
-        record.status, record.error = "failed", str(exc)
+        record.status, record.error, record.error_names = "failed", str(exc), exc.names
     except MemoryError:
         record.status, record.error = "failed", OUT_OF_MEMORY
     except Exception as exc:
@@ -96,7 +101,10 @@ def summary(records: Sequence[Record], seconds: float) -> str:
     '1 done, 0 skipped, 0 failed in 1.2 s'
     """
     done = counts(records)
-    return f"{done['done']} done, {done['skipped']} skipped, {done['failed']} failed in {seconds:.1f} s"
+    return (
+        f"{done['done']} done, {done['skipped']} skipped, {done['failed']} failed "
+        f"in {seconds:.1f} s"
+    )
 
 
 def json_report(records: Sequence[Record]) -> dict:

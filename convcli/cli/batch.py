@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from convcli.cli.flags import record_in_flags
 from convcli.cli.options import Choice, parsed
 from convcli.cli.tables import print_json
 from convcli.io.paths import STDIO
@@ -210,7 +211,7 @@ def run_files(
     if len(pairs) > 1 and not batch.quiet:
         click.echo(report.summary(records, time.perf_counter() - start), err=True)
     if batch.as_json:
-        print_json("batch", report.json_report(records))
+        print_json("batch", report.json_report([record_in_flags(r) for r in records]))
     if any(record.status == "failed" for record in records):
         ctx.exit(1)
 
@@ -220,6 +221,7 @@ def check_outputs(
     settings,
     batch: BatchOptions,
     extra_outputs: Sequence[str] = (),
+    extra_inputs: Sequence[str] = (),
 ) -> set:
     """``batch.plan.check_outputs`` with the command line's batch options."""
     from convcli.batch.plan import check_outputs as check
@@ -232,6 +234,7 @@ def check_outputs(
         overwrite=batch.overwrite,
         skip_existing=batch.skip_existing,
         extra_outputs=extra_outputs,
+        extra_inputs=extra_inputs,
     )
 
 
@@ -301,7 +304,7 @@ class Reporter:
         if record.status == "failed":
             from convcli.batch.report import error_line
 
-            line = error_line(record.input, record.error, self.batch)
+            line = error_line(record.input, record_in_flags(record).error, self.batch)
             if self.progress is not None:
                 self.progress.console.print(line, markup=False, highlight=False)
             else:

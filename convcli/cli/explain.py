@@ -24,11 +24,13 @@ from convcli.limits import parse_whole
 
 STEP_HELP = (
     "STEP: KIND then tokens, e.g. 'conv 64 k7 s2 p3 nobias'. Kinds: conv, depthwise, pointwise, "
-    "separable, transposed, maxpool, avgpool, globalavgpool, globalmaxpool, unpool, relu (and other "
-    "activations), batchnorm, normalise, channels. Tokens: N (filters), kN or kHxW, sN, pN | p1,2 | p0,1,0,1 | "
-    "valid | same | full, dN, gN, mN (depth multiplier), opN (output padding), bias | nobias, ceil, "
+    "separable, transposed, maxpool, avgpool, globalavgpool, globalmaxpool, unpool, relu (and "
+    "other activations), batchnorm, normalise, channels. Tokens: N (filters), kN or kHxW, sN, "
+    "pN | p1,2 | p0,1,0,1 | valid | same | full, dN, gN, mN (depth multiplier), "
+    "opN (output padding), bias | nobias, ceil, "
     "zeros | reflect | replicate | circular | symmetric (pad mode). "
-    "Defaults: conv-like steps pad 'same' (as conv) and have a bias; pools are 2x2, 'valid', stride = window."
+    "Defaults: conv-like steps pad 'same' (as conv) and have a bias; pools are 2x2, 'valid', "
+    "stride = window."
 )
 
 
@@ -158,8 +160,8 @@ def _cells(ctx, param, values):
 @click.option(
     "--field-image",
     metavar="FILE",
-    help="Trace, --field, --input IMAGE: draw that field on the picture (.png, .jpg, ...): the window "
-    "tinted, its centre marked, the canvas grown by the padding (hatched).",
+    help="Trace, --field, --input IMAGE: draw that field on the picture (.png, .jpg, ...): "
+    "the window tinted, its centre marked, the canvas grown by the padding (hatched).",
 )
 @click.option(
     "--pipeline",
@@ -211,8 +213,10 @@ def explain(
     \b
     convcli explain --input 224x224x3 "conv 64 k7 s2 p3 nobias" "maxpool k3 s2 p1"
     convcli explain --input photo.png --pipeline examples/cnn_block.yaml
-    convcli explain --input photo.png "conv 8 k3 s2" "conv 8 k3 s2" --field 5,9 --field-image field.png
-    convcli explain --by-hand --matrix "1,2,0,1,3;4,1,1,0,2;0,2,3,1,1;1,0,2,2,0;3,1,0,1,2" -k vertical_edge
+    convcli explain --input photo.png "conv 8 k3 s2" "conv 8 k3 s2" --field 5,9 \\
+        --field-image field.png
+    convcli explain --by-hand --matrix "1,2,0,1,3;4,1,1,0,2;0,2,3,1,1;1,0,2,2,0;3,1,0,1,2" \\
+        -k vertical_edge
     """
     source = click.get_current_context().get_parameter_source
     gif_only = [
@@ -334,7 +338,8 @@ def explain(
 
 
 def _check_field_image(path: str, field_unit, input_spec: str, overwrite: bool) -> None:
-    """``--field-image``'s rules, before any work: a field, a picture to draw on, an image output."""
+    """``--field-image``'s rules, before any work: a field, a picture to draw on, an image
+    output."""
     from convcli.io import images
     from convcli.io.atomic import check_target
 

@@ -16,6 +16,7 @@ import click
 
 from convcli.batch import Terminated, raise_on_sigterm
 from convcli.batch.report import OUT_OF_MEMORY
+from convcli.cli.flags import in_flags
 from convcli.errors import ConvcliError
 from convcli.io.streams import flush_stdout, guard_standard_streams
 from convcli.runtime import configure_process
@@ -36,7 +37,7 @@ class ConvcliGroup(click.Group):
         try:  # what is still buffered for stdout fails here, not in Python's own flush at exit
             flush_stdout()
         except ConvcliError as exc:
-            code = code or _fail(str(exc), exc.exit_code)  # an error already said is the one
+            code = code or _fail(in_flags(exc), exc.exit_code)  # an error already said is the one
         sys.exit(code)
 
     def _run(self, args: list, prog_name, extra: dict) -> int:
@@ -56,7 +57,7 @@ class ConvcliGroup(click.Group):
         except ConvcliError as exc:
             if debug:
                 raise
-            return _fail(str(exc), exc.exit_code)
+            return _fail(in_flags(exc), exc.exit_code)
         except MemoryError:
             if debug:
                 raise

@@ -11,7 +11,8 @@ from convcli.layers.values import not_one_of, parse_count, parse_number
 
 
 def parsed(parse, *args):
-    """A Click callback running ``parse(value, *args)``; its ParameterError becomes a usage error."""
+    """A Click callback running ``parse(value, *args)``; its ParameterError becomes a usage
+    error."""
 
     def callback(ctx, param, value):
         if value is None:
@@ -35,8 +36,8 @@ class Choice(click.Choice):
             self.fail(not_one_of("", value, self.choices), param, ctx)
 
 
-# The same names as convcli.render.mapping.MAP_MODES / COLORMAPS and convcli.io.images.DEPTHS, repeated
-# here so that --help does not import numpy (a test keeps them equal).
+# The same names as convcli.render.mapping.MAP_MODES / COLORMAPS and convcli.io.images.DEPTHS,
+# repeated here so that --help does not import numpy (a test keeps them equal).
 MAP_MODES = ("auto", "clip", "abs", "minmax", "offset", "none")
 COLORMAPS = ("gray", "viridis", "magma", "coolwarm")
 DEPTHS = ("8", "16", "32f")
@@ -143,12 +144,13 @@ def command_line_output_values(ctx: click.Context) -> dict:
 
 def usage_output_settings(**values):
     """``pipeline.output_settings`` of the parsed output options (a usage error if they clash)."""
+    from convcli.cli.flags import in_flags
     from convcli.pipeline.output import output_settings
 
     try:
         return output_settings(**values)
     except ParameterError as exc:
-        raise click.UsageError(str(exc), click.get_current_context(silent=True)) from None
+        raise click.UsageError(in_flags(exc), click.get_current_context(silent=True)) from None
 
 
 def _max_pixels(ctx, param, value):

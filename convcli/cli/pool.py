@@ -273,20 +273,29 @@ def _print_values(values, mode: str, as_json: bool, table: bool) -> None:
 def unpool(
     input_path, indices, output, output_size, size, stride, padding, overwrite, out, reading
 ):
-    """Put every value of INPUT back where max pooling found it, zeros elsewhere (PyTorch max_unpool2d)."""
+    """Put every value of INPUT back where max pooling found it, zeros elsewhere (PyTorch
+    max_unpool2d)."""
     from convcli import engine, geometry
     from convcli.cli.batch import BatchOptions
     from convcli.io import images
 
-    images.check_output_path(output, [input_path, indices], out)
-    check_outputs([(input_path, output)], out, BatchOptions(output=output, overwrite=overwrite))
+    check_outputs(
+        [(input_path, output)],
+        out,
+        BatchOptions(output=output, overwrite=overwrite),
+        extra_inputs=(indices,),
+    )
     picture = images.read_input(input_path, options=reading)
     where = _read_indices(indices)
     in_hw = picture.data.shape[1:]
     out_hw = geometry.unpool_output_shape(in_hw, size, stride or size, padding, output_size)
     images.check_output_shape(output, out, (*out_hw, len(picture.data)), picture.white)
     images.write_output(
-        output, engine.max_unpool2d(picture.data, where, out_hw), picture.white, settings=out
+        output,
+        engine.max_unpool2d(picture.data, where, out_hw),
+        picture.white,
+        settings=out,
+        replace=overwrite,
     )
 
 
@@ -306,7 +315,8 @@ def _read_indices(path: str):
         raise InputError(f"indices {path!r} is not a readable .npy file ({exc})") from None
     if array.dtype.kind not in "iu" or array.ndim not in (2, 3):
         raise InputError(
-            f"indices {path!r} must be integers shaped (H, W) or (H, W, C), got {array.dtype} {array.shape}"
+            f"indices {path!r} must be integers shaped (H, W) or (H, W, C), "
+            f"got {array.dtype} {array.shape}"
         )
     array = array[:, :, None] if array.ndim == 2 else array
     return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.int64)

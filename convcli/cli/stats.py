@@ -74,7 +74,8 @@ def _document(found, percentiles) -> dict:
 
 
 def _finite(row: dict):
-    """A row with NaN and infinities as the strings "nan", "inf", "-inf" (JSON has no such numbers)."""
+    """A row with NaN and infinities as the strings "nan", "inf", "-inf" (JSON has no such
+    numbers)."""
     import math
 
     def number(value: float):

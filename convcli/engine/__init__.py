@@ -57,14 +57,17 @@ def as_conv_weight(
     if kernel.ndim == 2:
         if groups != 1:
             raise ParameterError(
-                "--groups applies to 4-D kernels; a 2-D kernel already filters each channel on its own"
+                "groups applies to 4-D kernels; "
+                "a 2-D kernel already filters each channel on its own",
+                names=("groups",),
             )
         weight = np.broadcast_to(kernel, (channels, 1) + kernel.shape)
         return (_laid_out(weight, "conv2d", held) if copy else weight), channels
     if kernel.ndim == 3:
         if groups != 1:
             raise ParameterError(
-                "--groups applies to 4-D kernels; a 3-D kernel sums over all channels"
+                "groups applies to 4-D kernels; a 3-D kernel sums over all channels",
+                names=("groups",),
             )
         if kernel.shape[0] != channels:
             raise ShapeError(
@@ -77,8 +80,8 @@ def as_conv_weight(
         rules.groups_divide(groups, channels, c_out, "the kernel's output channels")
         if c_per_group != channels // groups:
             raise ShapeError(
-                f"4-D kernel {shape_text(kernel.shape)} expects {c_per_group * groups} input channels "
-                f"with groups={groups}, the input has {channels}"
+                f"4-D kernel {shape_text(kernel.shape)} expects {c_per_group * groups} "
+                f"input channels with groups={groups}, the input has {channels}"
             )
         return (_laid_out(kernel, "conv2d", held) if copy else kernel), groups
     raise ShapeError(f"kernel must be 2-D, 3-D or 4-D, got shape {shape_text(kernel.shape)}")
@@ -186,8 +189,8 @@ def as_transposed_weight(
         raise ShapeError(f"kernel must be 2-D, 3-D or 4-D, got shape {shape_text(kernel.shape)}")
     if kernel.shape[0] != channels:
         raise ShapeError(
-            f"4-D transposed kernel {shape_text(kernel.shape)} (C_in, C_out/groups, kh, kw) expects "
-            f"{kernel.shape[0]} input channels, the input has {channels}"
+            f"4-D transposed kernel {shape_text(kernel.shape)} (C_in, C_out/groups, kh, kw) "
+            f"expects {kernel.shape[0]} input channels, the input has {channels}"
         )
     rules.groups_divide(groups, channels)
     return (_laid_out(kernel, "transposed conv2d", held) if copy else kernel), groups
@@ -271,7 +274,8 @@ def transposed_plan(
         if min(out_hw) < 1:
             raise ShapeError(
                 f"padding {shape_text(padding)} crops away the whole transposed output "
-                f"(size {shape_text(out_hw)} from input {shape_text(in_hw)}, kernel {shape_text(k_hw)})"
+                f"(size {shape_text(out_hw)} from input {shape_text(in_hw)}, "
+                f"kernel {shape_text(k_hw)})"
             )
     return crop, out_hw
 
@@ -433,7 +437,8 @@ def max_unpool2d(image: np.ndarray, indices: np.ndarray, output_hw: Pair) -> np.
     ``max_pool2d(..., return_indices=True)`` records them; every other cell is 0. Sizes:
     ``geometry.unpool_output_shape``.
 
-    >>> values, where = max_pool2d(np.arange(16, dtype=np.float32).reshape(1, 4, 4), return_indices=True)
+    >>> image = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    >>> values, where = max_pool2d(image, return_indices=True)
     >>> max_unpool2d(values, where, (4, 4))[0]
     array([[ 0.,  0.,  0.,  0.],
            [ 0.,  5.,  0.,  7.],
@@ -478,7 +483,9 @@ def luma(image: np.ndarray) -> np.ndarray:
     if image.shape[0] == 1:
         return image
     if image.shape[0] != 3:
-        raise ShapeError(f"--gray needs 1 or 3 channels, the input has {image.shape[0]}")
+        raise ShapeError(
+            f"gray needs 1 or 3 channels, the input has {image.shape[0]}", names=("gray",)
+        )
     limits.check_arrays(
         "gray", held=image.nbytes, input_as_float32=image.shape, output=(1, *image.shape[1:])
     )
@@ -495,6 +502,7 @@ def _bias_vector(bias: Sequence[float] | None, channels: int) -> np.ndarray | No
         return np.full(channels, values[0], dtype=np.float32)
     if values.size != channels:
         raise ShapeError(
-            f"bias has {values.size} values, the output has {channels} channels (give 1 or {channels})"
+            f"bias has {values.size} values, the output has {channels} channels "
+            f"(give 1 or {channels})"
         )
     return values

@@ -121,7 +121,8 @@ def padded_band(
     ``buffer``, a flat float32 array at least that large, is reused instead of allocating
     (fresh memory costs a page fault per 4 KiB on first touch).
 
-    >>> padded_band(np.arange(1, 5, dtype=np.float32).reshape(1, 1, 4), 0, 3, (1, 1, 2, 1), "replicate")[0]
+    >>> row = np.arange(1, 5, dtype=np.float32).reshape(1, 1, 4)
+    >>> padded_band(row, 0, 3, (1, 1, 2, 1), "replicate")[0]
     array([[1., 1., 1., 2., 3., 4., 4.],
            [1., 1., 1., 2., 3., 4., 4.],
            [1., 1., 1., 2., 3., 4., 4.]], dtype=float32)
@@ -218,7 +219,8 @@ def has_depthwise_kernel(weight, stride, dilation) -> bool:
     """Whether the engine's depthwise SIMD kernel (``_jit._depthwise``: two output rows per
     pass) takes this work: one input channel per map, stride 1, no dilation, any size.
 
-    >>> has_depthwise_kernel(np.ones((3, 1, 9, 9)), (1, 1), (1, 1)), has_depthwise_kernel(np.ones((3, 1, 9, 9)), (2, 2), (1, 1))
+    >>> weight = np.ones((3, 1, 9, 9))
+    >>> has_depthwise_kernel(weight, (1, 1), (1, 1)), has_depthwise_kernel(weight, (2, 2), (1, 1))
     (True, False)
     """
     return weight.shape[1] == 1 and tuple(stride) == (1, 1) == tuple(dilation)
@@ -318,7 +320,8 @@ def _pointwise(image, weight, groups, out) -> None:
     unfolded).
 
     >>> out = np.empty((1, 1, 2), np.float32)
-    >>> _pointwise(np.array([[[1, 2]], [[3, 4]]], np.float32), np.array([[[[1]], [[10]]]], np.float32), 1, out)
+    >>> image = np.array([[[1, 2]], [[3, 4]]], np.float32)
+    >>> _pointwise(image, np.array([[[[1]], [[10]]]], np.float32), 1, out)
     >>> out
     array([[[31., 42.]]], dtype=float32)
     """

@@ -19,7 +19,8 @@ cell (y + crop_top, z + crop_left), and full cells outside ``out`` are dropped.
   group when the work is too small to be worth loading Numba (``correlation.numpy_takes``).
 
 >>> x = np.array([[[1, 2], [3, 4]]], np.float32)
->>> conv_transpose(x, np.ones((1, 1, 2, 2), np.float32), 1, (2, 2), (1, 1), (0, 0), (4, 4), "gemm")[0]
+>>> ones = np.ones((1, 1, 2, 2), np.float32)
+>>> conv_transpose(x, ones, 1, (2, 2), (1, 1), (0, 0), (4, 4), "gemm")[0]
 array([[1., 1., 2., 2.],
        [1., 1., 2., 2.],
        [3., 3., 4., 4.],
@@ -42,7 +43,8 @@ GEMM_CHANNELS = 8
 def conv_transpose(
     image, weight, groups, stride, dilation, crop, out_hw, method: str | None = None
 ) -> np.ndarray:
-    """Transposed convolution of ``image`` (C_in, H, W) float32 with ``weight`` (C_in, C_out/g, kh, kw).
+    """Transposed convolution of ``image`` (C_in, H, W) float32 with ``weight``
+    (C_in, C_out/g, kh, kw).
 
     Arguments are checked and resolved by ``engine.conv_transpose2d``; returns
     ``(C_out, *out_hw)`` float32 without bias.

@@ -42,7 +42,8 @@ def parse_matrix(text: str) -> list[list[float]]:
 
 
 def parse_planes(text: str) -> list[list[list[float]]]:
-    """A matrix of several channels, as planes (C, H, W): each value ``a|b|c`` holds a cell's channels.
+    """A matrix of several channels, as planes (C, H, W): each value ``a|b|c`` holds a cell's
+    channels.
 
     >>> parse_planes("1|10, 2|20; 3|30, 4|40")
     [[[1.0, 2.0], [3.0, 4.0]], [[10.0, 20.0], [30.0, 40.0]]]
@@ -63,7 +64,8 @@ def parse_planes(text: str) -> list[list[list[float]]]:
 
 
 def load_matrix(spec: str) -> list[list[float]]:
-    """A small 2-D matrix from inline text (``parse_matrix``) or a ``.npy`` file ((H, W) or (H, W, 1))."""
+    """A small 2-D matrix from inline text (``parse_matrix``) or a ``.npy`` file ((H, W) or
+    (H, W, 1))."""
     return one_plane(
         load_planes(spec),
         f"matrix file {spec!r}"
@@ -80,7 +82,8 @@ def one_plane(planes: list, where: str) -> list[list[float]]:
 
 
 def load_planes(spec: str) -> list[list[list[float]]]:
-    """Small planes (C, H, W) from inline text (``parse_planes``) or a ``.npy`` file ((H, W) or (H, W, C))."""
+    """Small planes (C, H, W) from inline text (``parse_planes``) or a ``.npy`` file ((H, W) or
+    (H, W, C))."""
     if not str(spec).lower().endswith(".npy"):
         return parse_planes(spec)
     require_regular_file(spec, "matrix file")
@@ -172,7 +175,9 @@ class Worked:
         """The input value at (row, col); in the padding, the value the pad mode reads there
         (``correlation.source_index``), None for zeros.
 
-        >>> worked = by_hand_conv([[1, 2, 3]], [[1, 1, 1]], padding=(0, 0, 2, 2), pad_mode="symmetric")
+        >>> worked = by_hand_conv(
+        ...     [[1, 2, 3]], [[1, 1, 1]], padding=(0, 0, 2, 2), pad_mode="symmetric"
+        ... )
         >>> [worked.value_at(0, c) for c in range(-2, 5)]      # b a | a b c | c b
         [2.0, 1.0, 1.0, 2.0, 3.0, 3.0, 2.0]
         """
@@ -267,13 +272,14 @@ class Worked:
         return [[None if at is None else at[0] * width + at[1] for at in row] for row in winners]
 
     def routed_ones(self) -> list[list[int]]:
-        """Max pooling's backward pass for a gradient of ones on the output (``d sum(output) / d input``):
-        each window's 1 goes to its argmax, every other cell gets 0; a cell that wins several
-        overlapping windows gets their count; a window of only padding routes nothing.
+        """Max pooling's backward pass for a gradient of ones on the output
+        (``d sum(output) / d input``): each window's 1 goes to its argmax, every other cell gets 0;
+        a cell that wins several overlapping windows gets their count; a window of only padding
+        routes nothing.
 
         >>> by_hand_pool([[1, 2, 3]], "max", (1, 2), stride=(1, 1)).routed_ones()   # 2, then 3 win
         [[0, 1, 1]]
-        >>> by_hand_pool([[1, 5, 3]], "max", (1, 2), stride=(1, 1)).routed_ones()   # 5 wins both windows
+        >>> by_hand_pool([[1, 5, 3]], "max", (1, 2), stride=(1, 1)).routed_ones()   # 5 wins both
         [[0, 2, 0]]
         """
         if self.op != "max":
@@ -447,7 +453,8 @@ def by_hand_channels(
 def render_channels(channels: Channels, cells: Sequence[Pair]) -> str:
     """Plain text: each chosen cell worked channel by channel, then summed over the channels.
 
-    >>> print(render_channels(by_hand_channels([[[1, 2]], [[10, 20]]], [[[1, 1]], [[1, -1]]]), [(0, 0)]))
+    >>> channels = by_hand_channels([[[1, 2]], [[10, 20]]], [[[1, 1]], [[1, -1]]])
+    >>> print(render_channels(channels, [(0, 0)]))
     1x2x2 input, 2x1x2 kernel (C_in x kh x kw), stride 1, dilation 1, padding valid
     output size: rows: floor((1 + 0 + 0 - 1) / 1) + 1 = 1
     output size: cols: floor((2 + 0 + 0 - 2) / 1) + 1 = 1
@@ -548,7 +555,8 @@ class Scattered:
         )
 
     def landings(self, i: int, j: int) -> tuple[tuple[int, int, float, float], ...]:
-        """Where input cell (i, j) adds: (output row, output column, weight, value x weight) per tap.
+        """Where input cell (i, j) adds: (output row, output column, weight, value x weight) per
+        tap.
 
         >>> up = by_hand_transposed([[1, 2], [3, 4]], [[1, 1], [1, 1]], stride=(2, 2))
         >>> up.landings(0, 1)[:2], up.output()[0]
@@ -583,7 +591,8 @@ class Scattered:
         return sums
 
     def output(self) -> list[list[float]]:
-        """The scatter's sums inside the output (0 where nothing lands), then ``/ scale + offset``."""
+        """The scatter's sums inside the output (0 where nothing lands), then
+        ``/ scale + offset``."""
         sums = self.sums()
         return [
             [sums.get((r, c), 0.0) / self.scale + self.offset for c in range(self.output_hw[1])]
@@ -643,7 +652,8 @@ def by_hand_transposed(
     offset: float = 0.0,
     name: str = "",
 ) -> Scattered:
-    """A transposed convolution of a small matrix, checked by the engine's rules (``conv --transpose``).
+    """A transposed convolution of a small matrix, checked by the engine's rules
+    (``conv --transpose``).
 
     >>> by_hand_transposed([[1, 2], [3, 4]], [[1, 2], [3, 4]]).output()
     [[1.0, 4.0, 4.0], [6.0, 20.0, 16.0], [9.0, 24.0, 16.0]]
@@ -675,7 +685,8 @@ def by_hand_transposed(
 
 
 def default_input_cells(scattered: Scattered) -> list[Pair]:
-    """The input cells whose scatter is shown: the first and its right neighbour (or the one below)."""
+    """The input cells whose scatter is shown: the first and its right neighbour (or the one
+    below)."""
     h, w = len(scattered.image), len(scattered.image[0])
     return [(0, 0)] + ([(0, 1)] if w > 1 else [(1, 0)] if h > 1 else [])
 
@@ -692,7 +703,8 @@ def _grid(rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _side_by_side(blocks: Sequence[list[str]], joins: Sequence[str]) -> list[str]:
-    """Blocks of lines next to each other; ``joins[k]`` sits on the middle line between k and k+1."""
+    """Blocks of lines next to each other; ``joins[k]`` sits on the middle line between k and
+    k+1."""
     height = max(len(b) for b in blocks)
     widths = [max(len(line) for line in b) for b in blocks]
     lines = []
@@ -738,7 +750,8 @@ def _describe(worked: Worked) -> str:
     )
     mode = f", pad mode {worked.pad_mode}" if worked.pad_mode != "zeros" else ""
     return (
-        f"{h}x{w} input, {what}, stride {hw_text(worked.stride)}, dilation {hw_text(worked.dilation)}, "
+        f"{h}x{w} input, {what}, stride {hw_text(worked.stride)}, "
+        f"dilation {hw_text(worked.dilation)}, "
         f"padding {padding_text(worked.padding)}{pads}{mode}"
     )
 
@@ -746,8 +759,8 @@ def _describe(worked: Worked) -> str:
 def render_by_hand(worked: Worked, cells: Sequence[Pair]) -> str:
     """Plain text: the setup, the padded input, each chosen cell worked out, then the output.
 
-    >>> print(render_by_hand(by_hand_pool([[1, 3, 2, 0], [4, 6, 1, 2], [0, 2, 5, 3], [1, 2, 2, 4]], "max"),
-    ...                      [(0, 0)]))                            # doctest: +NORMALIZE_WHITESPACE
+    >>> pooled = by_hand_pool([[1, 3, 2, 0], [4, 6, 1, 2], [0, 2, 5, 3], [1, 2, 2, 4]], "max")
+    >>> print(render_by_hand(pooled, [(0, 0)]))                    # doctest: +NORMALIZE_WHITESPACE
     4x4 input, max pooling, 2x2 window, stride 2, dilation 1, padding valid
     output size: floor((4 + 0 + 0 - 2) / 2) + 1 = 2
     <BLANKLINE>
@@ -878,7 +891,9 @@ def render_transposed(
 
     >>> text = render_transposed(by_hand_transposed([[1, 2], [3, 4]], [[1, 2], [3, 4]]), [(1, 1)])
     >>> print("\\n".join(text[text.index("output[1, 1] ="):].splitlines()[:2]))
-    output[1, 1] = input[0, 0] x kernel[1, 1] + input[0, 1] x kernel[1, 0] + input[1, 0] x kernel[0, 1] + input[1, 1] x kernel[0, 0]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    output[1, 1] = input[0, 0] x kernel[1, 1] + input[0, 1] x kernel[1, 0]
+      + input[1, 0] x kernel[0, 1] + input[1, 1] x kernel[0, 0]
       = 1*4 + 2*3 + 3*2 + 4*1 = 20
     """
     h_out, w_out = scattered.output_hw
@@ -895,7 +910,8 @@ def render_transposed(
     kernel = f"{kh}x{kw} kernel" + (f" {scattered.name!r}" if scattered.name else "")
     setup = (
         f"{height}x{width} input, {kernel}, transposed: stride {hw_text(scattered.stride)}, "
-        f"padding {padding_text(scattered.padding)}, output padding {hw_text(scattered.output_padding)}, "
+        f"padding {padding_text(scattered.padding)}, "
+        f"output padding {hw_text(scattered.output_padding)}, "
         f"dilation {hw_text(scattered.dilation)}"
     )
     lines = [setup]
@@ -959,9 +975,10 @@ def render_transposed(
         ]
     )
     view = (
-        f"(b) the same as a convolution: the input spread by the stride ({', '.join(_per_axis(spread))} "
-        f"between cells), padded by d*(k - 1) - p: {'; '.join(pads)}, and the kernel rotated "
-        f"180 degrees, at stride 1"
+        "(b) the same as a convolution: the input spread by the stride "
+        f"({', '.join(_per_axis(spread))} between cells), "
+        f"padded by d*(k - 1) - p: {'; '.join(pads)}, and the kernel rotated 180 degrees, "
+        "at stride 1"
     )
     lines += ["", view]
     lines += [f"output size: {text}" for text in direct.arithmetic]
@@ -979,4 +996,5 @@ def _index_text(indices: Sequence[int]) -> str:
     return ", ".join(str(i) for i in indices)
 
 
-#: GIF colours: the cells read or written now, padding, kernel, output filled so far, a max's argmax.
+#: GIF colours: the cells read or written now, padding, kernel, output filled so far, a max's
+#: argmax.

@@ -238,7 +238,8 @@ def scatter_frames(scattered: Scattered, cell_px: int = 34) -> list:
             value = number_text(scattered.image[i][j])
             caption = (
                 f"output[{_index_text(sorted({r for r, _ in now}))}, "
-                f"{_index_text(sorted({c for _, c in now}))}] += input[{i}, {j}] x kernel = {value} x kernel"
+                f"{_index_text(sorted({c for _, c in now}))}] += input[{i}, {j}] x kernel "
+                f"= {value} x kernel"
             )
         else:
             caption = f"output {h_out}x{w_out}: the sums inside the crop"
@@ -285,7 +286,10 @@ def _frame_caption(worked: Worked, cell: Cell | None) -> str:
         )
         body = f"{terms} = {number_text(cell.total)}"
         if worked.scale != 1 or worked.offset != 0:
-            body += f"; / {number_text(worked.scale)} + {number_text(worked.offset)} = {number_text(cell.value)}"
+            body += (
+                f"; / {number_text(worked.scale)} + {number_text(worked.offset)} "
+                f"= {number_text(cell.value)}"
+            )
     elif worked.op == "max":
         real = _joined([number_text(v) for v in cell.values if v is not None], ", ")
         body = f"max({real}) = {number_text(cell.value)}"

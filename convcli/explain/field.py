@@ -160,14 +160,15 @@ def unit_field(trace, unit: Pair) -> UnitField:
     >>> unit_field(trace((8, 8, 1), parse_steps(["conv 1 k3 s2 p1"])), (4, 0))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    convcli.errors.ParameterError: --field 4,0 is outside the last step's 4x4 output (rows 0..3, ...
+    convcli.errors.ParameterError: field 4,0 is outside the last step's 4x4 output (rows 0..3, ...
     """
     height, width = trace.output[:2]
     row, col = unit
     if not (0 <= row < height and 0 <= col < width):
         raise ParameterError(
-            f"--field {row},{col} is outside the last step's {height}x{width} "
-            f"output (rows 0..{height - 1}, columns 0..{width - 1})"
+            f"field {row},{col} is outside the last step's {height}x{width} "
+            f"output (rows 0..{height - 1}, columns 0..{width - 1})",
+            names=("field",),
         )
     spans, reach = [], []
     for windows, index, out, size in zip(trace.windows, unit, (height, width), trace.input[:2]):

@@ -153,11 +153,12 @@ _TOKEN_HELP = {
 #: The conventions every trace states (also in the JSON output).
 CONVENTIONS = {
     "shape": "H x W x C per step (rows, columns, channels)",
-    "params": "weights C_in/groups * C_out * kh * kw, plus C_out biases; batchnorm: 2*C (scale and shift)",
+    "params": "weights C_in/groups * C_out * kh * kw, plus C_out biases; "
+    "batchnorm: 2*C (scale and shift)",
     "macs": "multiply-adds of convolutions, bias excluded: C_out*H_out*W_out*(C_in/groups)*kh*kw; "
     "transposed: C_in*H_in*W_in*(C_out/groups)*kh*kw; pools and activations 0; FLOPs ~ 2*MACs",
-    "receptive_field": "input pixels one output unit spans (Araujo et al., Distill 2019), the largest "
-    "over units; jump: input pixels between neighbouring outputs; start: centre of "
+    "receptive_field": "input pixels one output unit spans (Araujo et al., Distill 2019), "
+    "the largest over units; jump: input pixels between neighbouring outputs; start: centre of "
     "output (0, 0) in input pixel indices (0 = centre of the first pixel, negative = "
     "in the padding)",
 }
@@ -175,7 +176,8 @@ class _FieldError(Exception):
 
 @dataclass(frozen=True)
 class Step:
-    """One layer, validated. ``stride`` of pools defaults to the window; see the module docstring."""
+    """One layer, validated. ``stride`` of pools defaults to the window; see the module
+    docstring."""
 
     kind: str
     filters: int | None = None
@@ -207,7 +209,8 @@ def _kind(word: Any) -> tuple[str, str]:
 
 
 def _pair(value: Any, name: str, minimum: int = 1) -> Pair:
-    """A pair as a token writes it (``k3x3``: ``x`` or ``,`` between rows and columns) or as data."""
+    """A pair as a token writes it (``k3x3``: ``x`` or ``,`` between rows and columns) or as
+    data."""
     return parse_pair(
         value.lower().replace("x", ",") if isinstance(value, str) else value, name, minimum
     )
@@ -332,10 +335,11 @@ def parse_step(text: str, number: int = 1) -> Step:
     ('conv', 64, (7, 7), (2, 2), (3, 3, 3, 3), False)
     >>> parse_step("maxpool k3 s2 p1").stride, parse_step("avgpool").stride
     ((2, 2), (2, 2))
-    >>> parse_step("conv 64 k0", 2)
+    >>> parse_step("conv 64 k0", 2)     # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    convcli.errors.ParameterError: step 2 'conv 64 k0': token 'k0': kernel must be at least 1, got '0'
+    convcli.errors.ParameterError: step 2 'conv 64 k0': token 'k0': kernel must be at least 1,
+    got '0'
     """
     words = str(text).split()
     if not words:
@@ -366,10 +370,12 @@ def step_from_dict(spec: Mapping[str, Any], number: int = 1) -> Step:
     >>> step_from_dict({"op": "conv", "filters": 64, "kernel": 7, "stride": 2, "padding": 3,
     ...                 "bias": False}) == replace(parse_step("conv 64 k7 s2 p3 nobias"), text="")
     True
-    >>> step_from_dict({"op": "maxpool", "groups": 2}, 4)     # doctest: +ELLIPSIS
+    >>> step_from_dict({"op": "maxpool", "groups": 2}, 4)
+    ... # doctest: +ELLIPSIS, +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    convcli.errors.ParameterError: step 4: field 'groups': maxpool takes no groups (it takes kernel, ...)
+    convcli.errors.ParameterError: step 4: field 'groups': maxpool takes no groups
+    (it takes kernel, ...)
     """
     if not isinstance(spec, Mapping):
         raise ParameterError(f"step {number}: expected a mapping with 'op', got {spec!r}")
@@ -383,9 +389,12 @@ def step_from_dict(spec: Mapping[str, Any], number: int = 1) -> Step:
 def step_text(step: Step) -> str:
     """A step written back in the step language (for steps that came from a mapping).
 
-    >>> step_text(step_from_dict({"op": "transposed", "filters": 32, "kernel": [2, 2], "stride": 2}))
+    >>> step_text(
+    ...     step_from_dict({"op": "transposed", "filters": 32, "kernel": [2, 2], "stride": 2})
+    ... )
     'transposed 32 k2 s2 same'
-    >>> step_text(step_from_dict({"op": "maxpool", "kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True}))
+    >>> maxpool = {"op": "maxpool", "kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True}
+    >>> step_text(step_from_dict(maxpool))
     'maxpool k3 s2 p1 ceil'
     """
     fields = FIELDS[step.kind]

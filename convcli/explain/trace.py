@@ -137,13 +137,19 @@ def trace(input_shape: Shape, steps: Sequence[Step], source: str = "") -> Trace:
     """Trace ``steps`` from an ``(H, W, C)`` input; stops at the first step that cannot run.
 
     >>> from convcli.explain.language import parse_steps
-    >>> distill = parse_steps(["conv 1 k3 s1 p1", "conv 1 k3 s2 p1", "maxpool k2 s2", "conv 1 k3 d2 p2"])
+    >>> distill = parse_steps(
+    ...     ["conv 1 k3 s1 p1", "conv 1 k3 s2 p1", "maxpool k2 s2", "conv 1 k3 d2 p2"]
+    ... )
     >>> [(row.output[0], row.receptive_field[0]) for row in trace((32, 32, 1), distill).rows]
     ... # doctest: +NORMALIZE_WHITESPACE
-    [(32, ReceptiveField(size=3, jump=1, start=0.0)), (16, ReceptiveField(size=5, jump=2, start=0.0)),
-     (8, ReceptiveField(size=7, jump=4, start=1.0)), (8, ReceptiveField(size=23, jump=4, start=1.0))]
-    >>> trace((5, 5, 1), parse_steps(["conv 8 k7 valid"])).error
-    "step 1 'conv 8 k7 valid': kernel 7x7 is larger than the padded input 5x5 (input 5x5, padding valid)"
+    [(32, ReceptiveField(size=3, jump=1, start=0.0)),
+     (16, ReceptiveField(size=5, jump=2, start=0.0)),
+     (8, ReceptiveField(size=7, jump=4, start=1.0)),
+     (8, ReceptiveField(size=23, jump=4, start=1.0))]
+    >>> print(trace((5, 5, 1), parse_steps(["conv 8 k7 valid"])).error)
+    ... # doctest: +NORMALIZE_WHITESPACE
+    step 1 'conv 8 k7 valid': kernel 7x7 is larger than the padded input 5x5
+    (input 5x5, padding valid)
     """
     rows: list[Row] = []
     windows: tuple[list[Window], list[Window]] = ([], [])
@@ -245,7 +251,10 @@ def _reach(kernel: int, dilation: int) -> str:
 
 
 def _conv_formula(size, kernel, stride, dilation, before, after, out, rounding="floor") -> str:
-    return f"{rounding}(({size} + {before} + {after} - {_reach(kernel, dilation)}) / {stride}) + 1 = {out}"
+    return (
+        f"{rounding}(({size} + {before} + {after} - {_reach(kernel, dilation)}) / {stride}) "
+        f"+ 1 = {out}"
+    )
 
 
 _PLURALS = {"row": "rows", "column": "columns", "row and column": "rows and columns"}

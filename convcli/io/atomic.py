@@ -2,12 +2,18 @@
 every output follows before any work (``check_target``, ``taken``). An output named by a URL
 (``io.urls``) is encoded in memory and written as one whole object.
 
+Whether an output exists is checked once, before any work (``check_target``, or a batch's
+plan); after it, a write that must not replace (``replace=False``) puts each file in place
+with a hard link, which the file system refuses where a file has appeared since: nothing is
+ever replaced unasked, and no second look is needed.
+
 No numpy here: the kernel catalogue's cache uses it too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Callable, Sequence
 
@@ -16,12 +22,13 @@ from convcli.errors import OutputError
 from convcli.io.urls import is_url
 
 
-def atomic_write(path: str, save: Callable) -> None:
-    """Call ``save(file)`` on a temporary file beside ``path``, then rename it into place."""
-    atomic_write_all([(path, save)])
+def atomic_write(path: str, save: Callable, replace: bool = True) -> None:
+    """Call ``save(file)`` on a temporary file beside ``path``, then rename it into place
+    (never over an existing file unless ``replace``: ``atomic_write_all``)."""
+    atomic_write_all([(path, save)], replace)
 
 
-def atomic_write_all(items: Sequence[tuple[str, Callable]]) -> None:
+def atomic_write_all(items: Sequence[tuple[str, Callable]], replace: bool = True) -> None:
     """Write every ``(path, save)`` to a temporary beside its path, then rename them all.
 
     No target changes unless every file was written; only the renames themselves (one
@@ -29,11 +36,14 @@ def atomic_write_all(items: Sequence[tuple[str, Callable]]) -> None:
     listed before it is created, so an interrupt at any point removes it (``remove_temporaries``
     too, for a process that must exit at once). Outputs named by URLs are all encoded first,
     then written, each as one object, after the files.
+
+    Unless ``replace``, a path that exists when its file is put in place is refused
+    (``exists_error``), and the files this call had already put in place are removed.
     """
     if any(is_url(path) for path, _ in items):
-        _write_objects(items)
+        _write_objects(items, replace)
         return
-    temporaries = []
+    temporaries, placed = [], []
     current = None
     try:
         for current, save in items:
@@ -46,21 +56,52 @@ def atomic_write_all(items: Sequence[tuple[str, Callable]]) -> None:
                 os.fsync(handle.fileno())
             os.chmod(temporary, 0o666 & ~_umask())
         for (current, _), temporary in zip(items, temporaries):
-            os.replace(temporary, current)
+            _place(temporary, current, replace)
+            placed.append(current)
             _live.discard(temporary)
     except BaseException as exc:
         for temporary in temporaries:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             _live.discard(temporary)
+        for path in placed if not replace else ():  # new files of this call: all or none
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         if isinstance(exc, OSError):
             raise OutputError(f"cannot write {current!r} ({exc.strerror or exc})") from None
         raise
 
 
-def _write_objects(items: Sequence[tuple[str, Callable]]) -> None:
+#: ``os.link`` failures that mean the file system has no hard links (not that the path exists).
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
+
+
+def _place(temporary: str, path: str, replace: bool) -> None:
+    """Rename ``temporary`` to ``path``; unless ``replace``, only where nothing is at ``path``:
+    a hard link, which fails if ``path`` exists (dangling links included), then the temporary
+    removed. A file system without hard links gets a look at ``path``, then the rename."""
+    if replace:
+        os.replace(temporary, path)
+        return
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise exists_error(path) from None
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        if taken(path):
+            raise exists_error(path) from None
+        os.replace(temporary, path)
+        return
+    os.unlink(temporary)
+
+
+def _write_objects(items: Sequence[tuple[str, Callable]], replace: bool) -> None:
     """``atomic_write_all`` of items some of which are URLs: those encoded in memory, the
-    others written as files, then each URL as one whole object."""
+    others written as files, then each URL as one whole object. Unless ``replace``, an object
+    that exists is refused before anything is written (an object store has no refusing
+    rename)."""
     import io
 
     from convcli.io import urls
@@ -68,10 +109,12 @@ def _write_objects(items: Sequence[tuple[str, Callable]]) -> None:
     encoded = []
     for path, save in items:
         if is_url(path):
+            if not replace and taken(path):
+                raise exists_error(path)
             buffer = io.BytesIO()
             save(buffer)
             encoded.append((path, buffer.getvalue()))
-    atomic_write_all([(path, save) for path, save in items if not is_url(path)])
+    atomic_write_all([(path, save) for path, save in items if not is_url(path)], replace)
     for path, data in encoded:
         urls.write_whole(path, data)
 
@@ -118,6 +161,18 @@ def taken(path: str) -> bool:
     return os.path.lexists(path)
 
 
+def exists_error(path: str, what: str = "output") -> OutputError:
+    """The refusal of an output that exists, which only ``overwrite`` may replace.
+
+    >>> print(exists_error("a.png"))
+    output 'a.png' exists (use overwrite to replace it)
+    """
+    shown = limits.shorten(path)
+    return OutputError(
+        f"{what} {shown!r} exists (use overwrite to replace it)", names=("overwrite",)
+    )
+
+
 def check_target(path: str, what: str = "output", overwrite: bool = True) -> None:
     """The checks every file convcli writes goes through before any work: a path within the
     file-name limits, whose nearest existing folder really is a folder (``file.png/x.png``
@@ -133,7 +188,7 @@ def check_target(path: str, what: str = "output", overwrite: bool = True) -> Non
     shown = limits.shorten(path)
     if is_url(path):  # no folders to check on an object store
         if not overwrite and taken(path):
-            raise OutputError(f"{what} {shown!r} exists (use --overwrite to replace it)")
+            raise exists_error(path, what)
         return
     ancestor = _nearest_existing(os.path.dirname(os.path.abspath(path)))
     if not os.path.isdir(ancestor):
@@ -141,7 +196,7 @@ def check_target(path: str, what: str = "output", overwrite: bool = True) -> Non
     if os.path.isdir(path):
         raise OutputError(f"{what} {shown!r} is a directory")
     if not overwrite and taken(path):
-        raise OutputError(f"{what} {shown!r} exists (use --overwrite to replace it)")
+        raise exists_error(path, what)
 
 
 def check_folder(path: str) -> None:

@@ -195,7 +195,7 @@ def _read_open(handle, path: str, alpha_as_channel: bool, limit: int, frame: int
         raise InputError(f"{what} is empty (0 bytes)")
     if head.startswith(NPY_MAGIC):
         if frame:
-            raise InputError(_frame_message(frame, f"{what} (a .npy array)", 1))
+            raise InputError(_frame_message(frame, f"{what} (a .npy array)", 1), names=("frame",))
         return Picture(_read_npy(handle, what, limit))
     if not frame and png.colour16(head):
         return _picture16(png.read_colour16(handle, limit, what), alpha_as_channel)
@@ -388,9 +388,11 @@ def _check_npy_shape(shape, dtype: np.dtype, what: str, error: type) -> None:
     in 2**63 bytes (numpy's header parser lets negative sizes and booleans through).
 
     >>> _check_npy_shape((-2, 4), np.dtype("<f4"), "input 'a.npy'", ValueError)
+    ... # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    ValueError: input 'a.npy': the .npy header declares shape (-2, 4); sizes must be whole numbers >= 0
+    ValueError: input 'a.npy': the .npy header declares shape (-2, 4); sizes must be whole numbers
+    >= 0
     """
     shown = limits.shorten(repr(shape), 80)
     if not isinstance(shape, tuple) or len(shape) > MAX_NPY_DIMENSIONS:
@@ -472,7 +474,7 @@ def _read_npy(handle, what: str, limit: int) -> np.ndarray:
 
 def _frame_message(frame: int, what: str, count: int) -> str:
     return (
-        f"--frame {frame} is out of range: {what} has {count} frame{'s' * (count != 1)} "
+        f"frame {frame} is out of range: {what} has {count} frame{'s' * (count != 1)} "
         f"(0 to {count - 1})"
     )
 
@@ -506,7 +508,7 @@ def _read_image(handle, path: str, alpha_as_channel: bool, limit: int, frame: in
                 if frame:
                     count = getattr(img, "n_frames", 1)
                     if frame >= count:
-                        raise InputError(_frame_message(frame, what, count))
+                        raise InputError(_frame_message(frame, what, count), names=("frame",))
                     img.seek(frame)
                 width, height = img.size
                 limits.check_pixels(height, width, limit, what)
@@ -588,7 +590,7 @@ class OutputSettings:
     >>> OutputSettings(split=True, montage=True)
     Traceback (most recent call last):
     ...
-    convcli.errors.ParameterError: --split and --montage exclude each other
+    convcli.errors.ParameterError: split and montage exclude each other
     """
 
     map: str = "auto"
@@ -611,36 +613,52 @@ class OutputSettings:
         if self.grid is not None:
             object.__setattr__(self, "montage", True)
         for option, value, known in (
-            ("--map", self.map, mapping.MAP_MODES),
-            ("--depth", self.depth, DEPTHS),
-            ("--colormap", self.colormap, mapping.COLORMAPS),
+            ("map", self.map, mapping.MAP_MODES),
+            ("depth", self.depth, DEPTHS),
+            ("colormap", self.colormap, mapping.COLORMAPS),
         ):
             if value is not None and value not in known:
-                raise ParameterError(not_one_of(option, value, known))
-        problems = (
+                raise ParameterError(not_one_of(option, value, known), names=(option,))
+        problems = (  # (broken, message, the parameters it names in order)
             (
                 shifted and self.map != "offset",
-                f"--scale and --offset apply to --map offset, not --map {self.map}",
+                f"scale and offset apply to map offset, not map {self.map}",
+                ("scale", "offset", "map", "map"),
             ),
             (
                 shifted and not np.isfinite([self.scale or 0.0, self.offset or 0.0]).all(),
-                "--scale and --offset must be finite numbers",
+                "scale and offset must be finite numbers",
+                ("scale", "offset"),
             ),
-            (self.joint and self.map != "minmax", "--joint applies to --map minmax"),
-            (self.split and self.montage, "--split and --montage exclude each other"),
+            (
+                self.joint and self.map != "minmax",
+                "joint applies to map minmax",
+                ("joint", "map"),
+            ),
+            (
+                self.split and self.montage,
+                "split and montage exclude each other",
+                ("split", "montage"),
+            ),
             (
                 self.rgba and (self.split or self.montage or self.colormap is not None),
-                "--rgba writes 4 maps as one RGBA image; not with --split, --montage or --colormap",
+                "rgba writes 4 maps as one RGBA image; not with split, montage or colormap",
+                ("rgba", "split", "montage", "colormap"),
             ),
-            (self.legend and self.rgba, "--legend goes beside single maps; not with --rgba"),
+            (
+                self.legend and self.rgba,
+                "legend goes beside single maps; not with rgba",
+                ("legend", "rgba"),
+            ),
             (
                 self.legend and self.map == "none",
-                "--legend shows the range --map puts into pixels; --map none keeps raw values",
+                "legend shows the range map puts into pixels; map none keeps raw values",
+                ("legend", "map", "map"),
             ),
         )
-        for bad, message in problems:
+        for bad, message, names in problems:
             if bad:
-                raise ParameterError(message)
+                raise ParameterError(message, names=names)
 
 
 def split_names(path: str, count: int) -> list[str]:
@@ -691,7 +709,8 @@ def check_output_path(
         )
         if settings.split and beside and split_file.fullmatch(os.path.basename(source)):
             raise OutputError(
-                f"--split could write over the input {source!r}; convcli never overwrites an input"
+                f"split could write over the input {source!r}; convcli never overwrites an input",
+                names=("split",),
             )
         if not settings.split and (
             os.path.realpath(source) == os.path.realpath(output)
@@ -715,14 +734,20 @@ def check_output_format(
     >>> check_output_format("-", OutputSettings(split=True), "png")
     Traceback (most recent call last):
     ...
-    convcli.errors.OutputError: --split writes one file per map; -o - (stdout) takes one
+    convcli.errors.OutputError: split writes one file per map; output - (stdout) takes one
     """
     settings = settings or OutputSettings()
     if output == STDIO:
         if format not in OUTPUT_FORMATS:
-            raise OutputError(f"-o - (stdout) needs --format, one of {', '.join(OUTPUT_FORMATS)}")
+            raise OutputError(
+                f"output - (stdout) needs format, one of {', '.join(OUTPUT_FORMATS)}",
+                names=("output", "format"),
+            )
         if settings.split:
-            raise OutputError("--split writes one file per map; -o - (stdout) takes one")
+            raise OutputError(
+                "split writes one file per map; output - (stdout) takes one",
+                names=("split", "output"),
+            )
         output = f"stdout.{format}"
     ext = extension(output)
     if ext != NPY and ext not in IMAGE_FORMATS:
@@ -737,38 +762,45 @@ def _check_format(output: str, settings: OutputSettings) -> None:
     if ext == NPY:
         if settings.depth not in (None, "32f"):
             raise ParameterError(
-                f"--depth {settings.depth} applies to images; .npy always stores float32"
+                f"depth {settings.depth} applies to images; .npy always stores float32",
+                names=("depth",),
             )
         image_only = {
-            "--montage": settings.montage,
-            "--colormap": settings.colormap,
-            "--rgba": settings.rgba,
-            "--legend": settings.legend,
+            "montage": settings.montage,
+            "colormap": settings.colormap,
+            "rgba": settings.rgba,
+            "legend": settings.legend,
         }
         for name, used in image_only.items():
             if used:
                 raise ParameterError(
-                    f"{name} writes images, not .npy (.npy takes --split or --channels-first)"
+                    f"{name} writes images, not .npy (.npy takes split or channels_first)",
+                    names=(name, "split", "channels_first"),
                 )
         return
     fmt, depths = IMAGE_FORMATS[ext]
     if settings.channels_first:
-        raise ParameterError("--channels-first applies to .npy outputs")
+        raise ParameterError("channels_first applies to .npy outputs", names=("channels_first",))
     if settings.depth is not None and settings.depth not in depths:
         raise ParameterError(
-            f"--depth {settings.depth} is not available for {fmt} (it stores {_depth_list(depths)})"
+            f"depth {settings.depth} is not available for {fmt} (it stores {_depth_list(depths)})",
+            names=("depth",),
         )
     if settings.rgba and not any(4 in counts for counts in depths.values()):
         raise ParameterError(
-            f"--rgba needs a format with alpha (.png, .tif, .webp); {fmt} has none"
+            f"rgba needs a format with alpha (.png, .tif, .webp); {fmt} has none",
+            names=("rgba",),
         )
     if settings.map == "none" and ("32f" not in depths or settings.depth not in (None, "32f")):
         raise ParameterError(
-            "--map none keeps values unmapped, which only float outputs hold: "
-            ".npy or .tif (32-bit float)"
+            "map none keeps values unmapped, which only float outputs hold: "
+            ".npy or .tif (32-bit float)",
+            names=("map",),
         )
     if settings.colormap and (settings.depth == "32f" or settings.map == "none"):
-        raise ParameterError("--colormap makes 8- or 16-bit colour, not a float output")
+        raise ParameterError(
+            "colormap makes 8- or 16-bit colour, not a float output", names=("colormap",)
+        )
 
 
 def check_output_shape(
@@ -786,15 +818,16 @@ def check_output_shape(
     A montage or a legend is checked at its size (``montage.canvas_shape``); the writer
     checks every image again at its exact size, before encoding it.
 
-    >>> check_output_shape("wide.webp", None, (10, 20000, 1))
+    >>> check_output_shape("wide.webp", None, (10, 20000, 1))     # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    convcli.errors.OutputError: output 'wide.webp' would be 10x20000 pixels (rows x columns); WEBP stores at most 16383 per side (use .png, .tif or .npy)
+    convcli.errors.OutputError: output 'wide.webp' would be 10x20000 pixels (rows x columns);
+    WEBP stores at most 16383 per side (use .png, .tif or .npy)
     """
     settings = settings or OutputSettings()
     height, width, count = (int(n) for n in shape)
     if settings.split or settings.montage:
-        limits.check_layout(count, "--split files" if settings.split else "--montage tiles")
+        limits.check_layout(count, "split" if settings.split else "montage")
     name = f"stdout.{format}" if output == STDIO else output
     if extension(name) == NPY:
         return
@@ -841,18 +874,21 @@ def _check_channels(fmt: str, count: int, settings: OutputSettings) -> None:
     """The map counts one image of ``fmt`` holds (without --split or --montage)."""
     if settings.colormap and count != 1:
         raise ShapeError(
-            f"--colormap colours a single map; for {count} maps use --split or --montage"
+            f"colormap colours a single map; for {count} maps use split or montage",
+            names=("colormap", "split", "montage"),
         )
     if settings.legend and count != 1:
         raise ShapeError(
-            f"--legend goes beside a single map; for {count} maps use --split or --montage"
+            f"legend goes beside a single map; for {count} maps use split or montage",
+            names=("legend", "split", "montage"),
         )
     if settings.rgba and count != 4:
-        raise ShapeError(f"--rgba needs exactly 4 feature maps, got {count}")
+        raise ShapeError(f"rgba needs exactly 4 feature maps, got {count}", names=("rgba",))
     if not settings.rgba and count not in (1, 3):
         raise ShapeError(
             f"{count} feature maps do not fit one {fmt} image (1 = gray, 3 = RGB, "
-            f"4 = RGBA with --rgba); use --split, --montage or a .npy output"
+            f"4 = RGBA with rgba); use split, montage or a .npy output",
+            names=("rgba", "split", "montage"),
         )
 
 
@@ -871,8 +907,10 @@ def write_output(
     labels: Sequence[str] | None = None,
     format: str | None = None,
     in_place: bool = False,
+    replace: bool = True,
 ) -> None:
-    """Write ``maps`` (C, H, W) to ``path`` as ``settings`` say; all files or none.
+    """Write ``maps`` (C, H, W) to ``path`` as ``settings`` say; all files or none; unless
+    ``replace``, none over a file that exists (``atomic.atomic_write_all``).
 
     With ``in_place`` the caller is done with a float32 ``maps``, which is then mapped where
     it lies instead of in a copy (a 4096x4096 RGB map is 200 MB).
@@ -891,7 +929,7 @@ def write_output(
         raise ShapeError(f"feature maps must be (C, H, W) with C >= 1, got shape {shape}")
     check_output_format(path, settings, format)
     if settings.split or settings.montage:
-        limits.check_layout(shape[0], "--split files" if settings.split else "--montage tiles")
+        limits.check_layout(shape[0], "split" if settings.split else "montage")
     name = f"stdout.{format}" if path == STDIO else path  # its extension says the format
     _check_writer_memory(name, maps, settings, in_place, path == STDIO)
     maps = np.asarray(maps, dtype=np.float32)
@@ -911,7 +949,7 @@ def write_output(
     if path == STDIO:
         write_stdout(savers[0])
     else:
-        atomic_write_all(list(zip(targets, savers)))
+        atomic_write_all(list(zip(targets, savers)), replace)
 
 
 def _check_writer_memory(
@@ -979,8 +1017,9 @@ def _image_savers(
         scaled *= np.float32(gain)
     if settings.legend and mode == "none":
         raise ParameterError(
-            "--legend shows the range --map puts into pixels; a float output keeps "
-            "raw values (give --map minmax, clip, abs or offset)"
+            "legend shows the range map puts into pixels; a float output keeps "
+            "raw values (give map minmax, clip, abs or offset)",
+            names=("legend", "map", "map"),
         )
     values, used = mapping.map_with_range(
         scaled, mode, out_white, signed=signed, in_place=True, **_map_options(settings)
@@ -1047,14 +1086,15 @@ def _choose_depth(
     asked = "32f" if settings.map == "none" else settings.depth
     if asked is not None:
         if channels not in depths[asked]:
-            hint = (
-                "--split, a 16-bit .png or --depth 8"
+            hint, names = (
+                ("split, a 16-bit .png or depth 8", ("split", "depth"))
                 if asked == "16"
-                else "--split or a .npy output"
+                else ("split or a .npy output", ("split",))
             )
             raise ShapeError(
                 f"a {_depth_list([asked])} {fmt} holds 1 channel, these maps need {channels}; "
-                f"use {hint}"
+                f"use {hint}",
+                names=names,
             )
         return asked
     derived = "32f" if white == 1.0 else "16" if (white or 0) > 255 else "8"

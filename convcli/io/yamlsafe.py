@@ -215,9 +215,11 @@ def check_keys(
     """Refuse keys of ``mapping`` not in ``known``, naming the field and a close known name.
 
     >>> check_keys({"wieghts": 1}, ("name", "weights"), "kernel file 'k.yaml'")
+    ... # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    convcli.errors.InputError: kernel file 'k.yaml': unknown key 'wieghts' (did you mean 'weights'? known: name, weights)
+    convcli.errors.InputError: kernel file 'k.yaml': unknown key 'wieghts'
+    (did you mean 'weights'? known: name, weights)
     """
     known = list(known)
     unknown = sorted(str(key) for key in mapping if str(key) not in known)

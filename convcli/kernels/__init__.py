@@ -1,1 +1,2 @@
-"""Kernels: the built-in catalogue (``catalogue``), generators, and loading by name or file (``library``)."""
+"""Kernels: the built-in catalogue (``catalogue``), generators, and loading by name or file
+(``library``)."""

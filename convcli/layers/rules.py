@@ -6,10 +6,11 @@ rule raises ``RuleError``, which names the parameter it blames. Its message is o
 written in the notation of whoever reports it: in words (``str()``: the engine, ``explain``,
 the CLI) or after a ``field:`` prefix with values as YAML lists (``detail``: pipeline files).
 
->>> output_padding((2, 2), (2, 2), (1, 1), (1, 1, 1, 1))
+>>> output_padding((2, 2), (2, 2), (1, 1), (1, 1, 1, 1))     # doctest: +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
 ...
-convcli.layers.rules.RuleError: output padding 2x2 must be smaller than the stride (2x2) or the dilation (1x1)
+convcli.layers.rules.RuleError: output padding 2x2 must be smaller than the stride (2x2)
+or the dilation (1x1)
 >>> try:
 ...     output_padding((2, 2), (2, 2), (1, 1), (1, 1, 1, 1))
 ... except RuleError as exc:
@@ -31,8 +32,8 @@ class RuleError(FieldError):
     ``str()`` is the message in words, ``detail`` the same after a field prefix.
 
     ``template`` may hold ``{subject}`` (the parameter and its pair ``value``, in words only),
-    ``{got}`` (that value after the message, in a field only), ``{word}`` (the parameter's name where a
-    field prefix does not already say it), ``{pair}`` (how a pair is written) and one
+    ``{got}`` (that value after the message, in a field only), ``{word}`` (the parameter's name
+    where a field prefix does not already say it), ``{pair}`` (how a pair is written) and one
     placeholder per entry of ``values`` (pairs, written inline).
     """
 
@@ -68,10 +69,11 @@ def pool_padding(padding: PaddingSpec, size: Pair, ceil_mode: bool) -> None:
     """Pooling takes ``valid``, ``same`` (Keras, not with ceil mode) or counts of at most half the
     window per side (PyTorch's limit).
 
-    >>> pool_padding((2, 2, 0, 0), (3, 3), False)     # doctest: +ELLIPSIS
+    >>> pool_padding((2, 2, 0, 0), (3, 3), False)     # doctest: +ELLIPSIS, +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    convcli.layers.rules.RuleError: pooling padding 2,0 is more than half the window 3x3: at most 1 rows ...
+    convcli.layers.rules.RuleError: pooling padding 2,0 is more than half the window 3x3:
+    at most 1 rows ...
     """
     if padding == "full" or (padding == "same" and ceil_mode):
         what = "ceil mode with padding 'same'" if padding == "same" else "padding 'full'"
@@ -83,8 +85,9 @@ def pool_padding(padding: PaddingSpec, size: Pair, ceil_mode: bool) -> None:
     ):
         raise RuleError(
             "padding",
-            f"pooling padding {padding_text(padding)} is more than half the window {shape_text(size)}: at most "
-            f"{size[0] // 2} rows and {size[1] // 2} columns per side (PyTorch's limit)",
+            f"pooling padding {padding_text(padding)} is more than half the window "
+            f"{shape_text(size)}: at most {size[0] // 2} rows and {size[1] // 2} columns per side "
+            "(PyTorch's limit)",
         )
 
 
@@ -95,10 +98,11 @@ def cropped_padding(padding: PaddingSpec, layer: str, same: bool = True) -> Pair
 
     >>> cropped_padding((1, 1, 2, 2), "transposed"), cropped_padding("valid", "unpool", same=False)
     ((1, 2), (0, 0))
-    >>> cropped_padding("full", "transposed")
+    >>> cropped_padding("full", "transposed")     # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    convcli.layers.rules.RuleError: transposed takes padding same, valid, N or H,W (cropped from both sides)
+    convcli.layers.rules.RuleError: transposed takes padding same, valid, N or H,W
+    (cropped from both sides)
     """
     if padding == "valid" or (padding == "same" and same):
         return (0, 0) if padding == "valid" else padding
@@ -116,10 +120,11 @@ def output_padding(extra: Pair, stride: Pair, dilation: Pair, padding: PaddingSp
     """A transposed convolution's output padding is smaller than the stride or the dilation on
     each axis (PyTorch), and none with padding ``same`` (Keras: the output is input x stride).
 
-    >>> output_padding((1, 1), (2, 2), (1, 1), "same")
+    >>> output_padding((1, 1), (2, 2), (1, 1), "same")     # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    convcli.layers.rules.RuleError: output padding 1x1 does not apply to padding 'same' (the output is input x stride)
+    convcli.layers.rules.RuleError: output padding 1x1 does not apply to padding 'same'
+    (the output is input x stride)
     """
     if any(op < 0 or op >= max(s, d) for op, s, d in zip(extra, stride, dilation)):
         raise RuleError(
@@ -142,10 +147,11 @@ def groups_divide(
 ) -> None:
     """Groups divide the input channels and, when given, the ``outputs`` (``what`` names them).
 
-    >>> groups_divide(4, 6, 8)
+    >>> groups_divide(4, 6, 8)     # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    convcli.layers.rules.RuleError: groups 4 must divide both the input channels (6) and the filters (8)
+    convcli.layers.rules.RuleError: groups 4 must divide both the input channels (6)
+    and the filters (8)
     """
     if groups >= 1 and not channels % groups and (outputs is None or not outputs % groups):
         return

@@ -268,7 +268,8 @@ def combine_maps(combined: Any, maps: Any, mode: str) -> Any:
 
     >>> import numpy as np
     >>> gx, gy = np.array([3.0, -1.0], np.float32), np.array([-4.0, 2.0], np.float32)
-    >>> np.sqrt(combine_maps(combine_maps(None, gx.copy(), "magnitude"), gy.copy(), "magnitude")).tolist()
+    >>> squares = combine_maps(combine_maps(None, gx.copy(), "magnitude"), gy.copy(), "magnitude")
+    >>> np.sqrt(squares).tolist()
     [5.0, 2.2360680103302]
     >>> combine_maps(combine_maps(None, gx.copy(), "max"), gy.copy(), "max").tolist()
     [3.0, 2.0]

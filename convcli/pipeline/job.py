@@ -26,7 +26,9 @@ class Job:
     send it to worker processes. ``read`` holds the ``images.ReadOptions`` (``--max-pixels``,
     ``--frame``); ``alpha`` is ``keep`` (carried through when the size is unchanged), ``drop``
     or ``channel``; ``format`` names the output format for ``-o -``;
-    ``overwrite`` allows replacing an existing output; ``indices`` also writes the argmax of the
+    ``overwrite`` allows replacing an existing output (the plan, ``batch.plan.check_outputs``,
+    has checked the outputs before any work; a file that appears since is refused when the
+    output is put in place, never replaced); ``indices`` also writes the argmax of the
     max pool step named ``pool`` to that ``.npy`` file; ``before`` is called ahead of each step.
     """
 
@@ -83,14 +85,10 @@ class Job:
         import numpy as np
 
         from convcli.io import images
-        from convcli.io.atomic import atomic_write, check_target, folder_of, make_folder
+        from convcli.io.atomic import atomic_write, folder_of, make_folder
         from convcli.io.paths import STDIO
 
-        if target != STDIO:  # checked before its folder is made: a refused output leaves nothing
-            for path in output_files(target, self.settings) + (
-                [self.indices] if self.indices else []
-            ):
-                check_target(path, overwrite=self.overwrite)
+        if target != STDIO:
             make_folder(folder_of(target))
         carried = (
             picture.alpha
@@ -107,10 +105,13 @@ class Job:
             signed=maps.flags,
             labels=maps.labels,
             format=self.format,
+            replace=self.overwrite,
         )
         if self.indices is not None:
             where = maps.pools["pool"][0]
-            atomic_write(self.indices, lambda f: np.save(f, where.transpose(1, 2, 0)))
+            atomic_write(
+                self.indices, lambda f: np.save(f, where.transpose(1, 2, 0)), self.overwrite
+            )
 
 
 @dataclass(frozen=True)

@@ -601,5 +601,5 @@ def _parse_output(section: Any, source: str) -> dict[str, Any]:
     try:
         output_settings(**values)
     except ParameterError as exc:
-        raise ParameterError(f"{source}: output: {exc}") from None
+        raise ParameterError(f"{source}: output: {exc}", names=exc.names) from None
     return values

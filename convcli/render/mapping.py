@@ -187,7 +187,8 @@ def signed_maps(
 
 
 def mid_level(white: float) -> float:
-    """The grey that 0 maps to with ``--map offset``: 128 for 8-bit, 32768 for 16-bit, 0.5 for float.
+    """The grey that 0 maps to with ``--map offset``: 128 for 8-bit, 32768 for 16-bit, 0.5 for
+    float.
 
     >>> mid_level(255.0), mid_level(65535.0), mid_level(1.0)
     (128.0, 32768.0, 0.5)

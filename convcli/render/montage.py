@@ -156,8 +156,10 @@ class Legend:
 def number_text(value: float, absolute: bool = False) -> str:
     """A legend number: 4 significant digits; ``±`` for a value of ``|y|``.
 
-    >>> number_text(-127.5), number_text(1234567.0), number_text(255.0, absolute=True), number_text(-0.0)
-    ('-127.5', '1.235e+06', '±255', '0')
+    >>> number_text(-127.5), number_text(1234567.0), number_text(255.0, absolute=True)
+    ('-127.5', '1.235e+06', '±255')
+    >>> number_text(-0.0)
+    '0'
     """
     text = f"{value + 0.0:.4g}"  # + 0.0: no "-0"
     return f"±{text}" if absolute and value != 0 else text

@@ -9,7 +9,8 @@ numpy is imported by ``channel_stats`` only: pipelines and ``--help`` read the d
 
 >>> import numpy as np
 >>> rows = channel_stats(np.array([[[1.0, 2.0], [3.0, 4.0]]]), (50,))
->>> rows[0]["min"], rows[0]["max"], rows[0]["mean"], round(rows[0]["std"], 4), rows[0]["percentiles"]
+>>> row = rows[0]
+>>> row["min"], row["max"], row["mean"], round(row["std"], 4), row["percentiles"]
 (1.0, 4.0, 2.5, 1.118, [2.5])
 """
 
