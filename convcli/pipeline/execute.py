@@ -441,12 +441,12 @@ def join(step: Step, inputs: Sequence[Maps], names: Sequence[str]) -> Maps:
 
     >>> import numpy as np
     >>> a, b = Maps(np.ones((1, 2, 2), np.float32), 255.0), Maps(np.zeros((2, 2, 2), np.float32))
-    >>> join(Step("concat", {}), [a, b], ["image", "conv"]).labels == ["image", "conv[0]", "conv[1]"]
-    True
+    >>> list(join(Step("concat", {}), [a, b], ["image", "conv"]).labels)
+    ['image', 'conv[0]', 'conv[1]']
     >>> join(Step("add", {}), [a, b], ["image", "conv"])     # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    convcli.errors.ShapeError: add needs maps of one shape (rows x columns x channels): image gives 2x2x1, ...
+    convcli.errors.ShapeError: add needs maps of one shape (...): image gives 2x2x1, ...
     """
     import numpy as np
 
