@@ -267,6 +267,98 @@ def process_rows(sizes, repeats: int) -> list[tuple]:
     return rows
 
 
+def write_test_images(folder: str, size: int) -> dict:
+    """The inputs of ``command_rows``: a ``size``^2 8-bit RGB PNG (``rgb``), a 16-bit one
+    (``rgb16``, encoded by convcli: Pillow writes no 16-bit colour), and the 2x2 max pooling of
+    ``rgb`` (``pooled``) with its ``indices``; and 3x3 and 7x7 box kernels as vips matrices."""
+    from convcli.io import png
+
+    rng = np.random.default_rng(size)
+    paths = {name: os.path.join(folder, name) for name in ("rgb.png", "rgb16.png", "pooled.png")}
+    with open(paths["rgb.png"], "wb") as handle:
+        png.write_png(handle, (rng.random((size, size, 3)) * 255).astype(np.uint8))
+    with open(paths["rgb16.png"], "wb") as handle:
+        png.write_png(handle, (rng.random((size, size, 3)) * 65535).astype(np.uint16))
+    paths["indices"] = os.path.join(folder, "indices.npy")
+    pool = ["pool", paths["rgb.png"], "--indices", paths["indices"], "-o", paths["pooled.png"]]
+    run_process([sys.executable, "-m", "convcli", *pool])
+    for k in (3, 7):
+        paths[f"box{k}"] = os.path.join(folder, f"box{k}.mat")
+        with open(paths[f"box{k}"], "w") as handle:
+            handle.write(f"{k} {k} {k * k} 0\n" + f"{' '.join(['1'] * k)}\n" * k)
+    return paths
+
+
+def command_jobs(paths: dict, out: str) -> dict:
+    """Each command on its job, and the nearest job ``vips`` does in one command."""
+    rgb, edges = paths["rgb.png"], os.path.join(os.path.dirname(__file__), "..", "examples")
+    return {
+        "conv -k box (3x3)": (
+            ["conv", rgb, "-k", "box"],
+            ["conv", rgb, out, paths["box3"], "--precision", "integer"],
+        ),
+        "conv -k box:size=7": (
+            ["conv", rgb, "-k", "box:size=7"],
+            ["conv", rgb, out, paths["box7"], "--precision", "integer"],
+        ),
+        "conv --transpose -k box:size=2 --stride 2 (vips zoom 2)": (
+            ["conv", "--transpose", rgb, "-k", "box:size=2", "--stride", "2"],
+            ["zoom", rgb, out, "2", "2"],
+        ),
+        "pool --mode max (vips rank 2x2 max, every pixel)": (
+            ["pool", rgb, "--mode", "max"],
+            ["rank", rgb, out, "2", "2", "3"],
+        ),
+        "pool --mode avg (vips shrink 2)": (
+            ["pool", rgb, "--mode", "avg"],
+            ["shrink", rgb, out, "2", "2"],
+        ),
+        "unpool (vips zoom 2)": (
+            ["unpool", paths["pooled.png"], "--indices", paths["indices"]],
+            ["zoom", paths["pooled.png"], out, "2", "2"],
+        ),
+        "run examples/edges.yaml (vips sobel)": (
+            ["run", os.path.join(edges, "edges.yaml"), rgb],
+            ["sobel", rgb, out],
+        ),
+        "conv -k box on a 16-bit RGB PNG": (
+            ["conv", paths["rgb16.png"], "-k", "box"],
+            ["conv", paths["rgb16.png"], out, paths["box3"], "--precision", "integer"],
+        ),
+    }
+
+
+def command_rows(size: int, repeats: int) -> list[tuple]:
+    """Every command as a whole process on a ``size``^2 RGB PNG (warm JIT and page caches),
+    each beside the nearest ``vips`` command, the two alternating: convcli's time as a
+    multiple of vips's in the tool column, with peak RSS."""
+    rows = []
+    vips = shutil.which("vips")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_test_images(tmp, size)
+        out = os.path.join(tmp, "out.png")
+        for job, (ours, theirs) in command_jobs(paths, out).items():
+            commands = {
+                "convcli": [sys.executable, "-m", "convcli", *ours, "-o", out, "--overwrite"]
+            }
+            if vips:
+                commands["vips"] = [vips, *theirs]
+            for command in commands.values():
+                run_process(command)  # warm: JIT cache, page cache
+            results = {
+                label: (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
+                for label, runs in interleaved_rounds(commands, repeats, run_process).items()
+            }
+            base = results["convcli"][0]
+            for label, (seconds, rss) in results.items():
+                if label == "convcli" and vips:
+                    label += f" ({base / results['vips'][0]:.1f}x vips)"
+                rows.append(
+                    (f"command {size}^2 RGB PNG: {job}", label, seconds, seconds / base, rss)
+                )
+    return rows
+
+
 def startup_rows(repeats: int) -> list[tuple]:
     rows = []
     for args in (
@@ -409,51 +501,69 @@ def dask_rows(count: int, size: int, repeats: int) -> list[tuple]:
     return rows
 
 
+def engine_cases(quick: bool) -> list[Case]:
+    """The in-process cases: small sizes with ``quick``."""
+    if quick:
+        return (
+            depthwise_cases(256, (3, 7))
+            + depthwise_cases(256, (15,), separable=True)
+            + dense_cases([(3, 8, 64)])
+            + pool_cases(256)
+            + transposed_cases(16)
+        )
+    return (
+        depthwise_cases(4096, (3, 7))
+        + depthwise_cases(4096, (15, 31), separable=True)
+        + depthwise_cases(4096, (15, 31))
+        + dense_cases([(3, 16, 1024), (16, 16, 512), (64, 64, 256)])
+        + dense_cases([(16, 16, 512)], stride=2)
+        + dense_cases([(16, 16, 512)], dilation=2)
+        + pool_cases(4096)
+        + transposed_cases(256)
+    )
+
+
+#: The sections of a run, in order (``--only``).
+SECTIONS = ("engine", "commands", "processes", "start-up", "dask")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    parser.add_argument(
+        "--only",
+        choices=SECTIONS,
+        action="append",
+        help="run these sections only (repeatable); the table is printed, not written",
+    )
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results.md"))
     args = parser.parse_args()
+    sections = args.only or SECTIONS
     _jit.warm_up()
     # Byte-compile convcli as `pip install` does: an editable checkout run with
     # PYTHONDONTWRITEBYTECODE would otherwise recompile changed modules in every timed process.
-    compileall.compile_dir(os.path.dirname(engine.__file__), quiet=1)
+    compileall.compile_dir(os.path.dirname(os.path.dirname(engine.__file__)), quiet=1)
     if args.quick:
-        repeats, big, mid = 1, 256, 64
-        cases = (
-            depthwise_cases(big, (3, 7))
-            + depthwise_cases(big, (15,), separable=True)
-            + dense_cases([(3, 8, mid)])
-            + pool_cases(big)
-            + transposed_cases(16)
-        )
-        process_sizes = [64]
-        dask_batch = (16, 64)
+        repeats, process_sizes, command_size, dask_batch = 1, [64], 64, (16, 64)
     else:
-        repeats, big = 5, 4096
-        cases = (
-            depthwise_cases(big, (3, 7))
-            + depthwise_cases(big, (15, 31), separable=True)
-            + depthwise_cases(big, (15, 31))
-            + dense_cases([(3, 16, 1024), (16, 16, 512), (64, 64, 256)])
-            + dense_cases([(16, 16, 512)], stride=2)
-            + dense_cases([(16, 16, 512)], dilation=2)
-            + pool_cases(big)
-            + transposed_cases(256)
-        )
-        process_sizes = [512, 4096]
-        dask_batch = (400, 256)
+        repeats, process_sizes, command_size, dask_batch = 5, [512, 4096], 512, (400, 256)
     rows = []
-    for case in cases:
-        medians = interleaved_medians({"convcli": case.convcli, **case.others}, repeats)
-        base = medians["convcli"]
-        for label, seconds in medians.items():
-            rows.append((case.name, label, seconds, seconds / base, None))
-        print(f"{case.name}: convcli {base * 1e3:.1f} ms", flush=True)
-    rows += process_rows(process_sizes, repeats) + startup_rows(repeats)
-    if _optional("distributed"):
+    if "engine" in sections:
+        for case in engine_cases(args.quick):
+            medians = interleaved_medians({"convcli": case.convcli, **case.others}, repeats)
+            base = medians["convcli"]
+            for label, seconds in medians.items():
+                rows.append((case.name, label, seconds, seconds / base, None))
+            print(f"{case.name}: convcli {base * 1e3:.1f} ms", flush=True)
+    if "commands" in sections:
+        rows += command_rows(command_size, repeats)
+    if "processes" in sections:
+        rows += process_rows(process_sizes, repeats)
+    if "start-up" in sections:
+        rows += startup_rows(repeats)
+    if "dask" in sections and _optional("distributed"):
         rows += dask_rows(*dask_batch, repeats)
     lines = ["| case | tool | median | time / convcli's | peak RSS |", "|---|---|---|---|---|"]
     for name, tool, seconds, ratio, rss in rows:
@@ -461,7 +571,7 @@ def main() -> None:
         lines.append(f"| {name} | {tool} | {seconds * 1e3:.1f} ms | {ratio:.2f} | {rss_text} |")
     table = "\n".join(lines)
     print(table)
-    if not args.quick:
+    if not args.quick and not args.only:
         with open(args.output, "w") as handle:
             handle.write(
                 f"Measured with `python bench/run.py` on {os.cpu_count()} cores.\n\n{table}\n"
