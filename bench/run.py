@@ -31,6 +31,7 @@ import numpy as np
 
 from convcli import engine
 from convcli.engine import _jit  # noqa: F401  (in-process figures are for a warm engine, Numba loaded)
+from convcli.io import png
 
 
 def _optional(name):
@@ -271,8 +272,6 @@ def write_test_images(folder: str, size: int) -> dict:
     """The inputs of ``command_rows``: a ``size``^2 8-bit RGB PNG (``rgb``), a 16-bit one
     (``rgb16``, encoded by convcli: Pillow writes no 16-bit colour), and the 2x2 max pooling of
     ``rgb`` (``pooled``) with its ``indices``; and 3x3 and 7x7 box kernels as vips matrices."""
-    from convcli.io import png
-
     rng = np.random.default_rng(size)
     paths = {name: os.path.join(folder, name) for name in ("rgb.png", "rgb16.png", "pooled.png")}
     with open(paths["rgb.png"], "wb") as handle:
@@ -356,6 +355,57 @@ def command_rows(size: int, repeats: int) -> list[tuple]:
                 rows.append(
                     (f"command {size}^2 RGB PNG: {job}", label, seconds, seconds / base, rss)
                 )
+    return rows
+
+
+def loop_rows(count: int, size: int, repeats: int) -> list[tuple]:
+    """``count`` 512^2-like RGB PNGs, 3x3 box: a shell loop of ``convcli conv`` calls and one
+    ``convcli conv DIR --out-dir`` call, each against a shell loop of ``vips conv`` calls."""
+    vips = shutil.which("vips")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        images, out = os.path.join(tmp, "in"), os.path.join(tmp, "out")
+        os.mkdir(images)
+        os.mkdir(out)
+        rng = np.random.default_rng(5)
+        for index in range(count):
+            pixels = (rng.random((size, size, 3)) * 255).astype(np.uint8)
+            with open(os.path.join(images, f"{index:03d}.png"), "wb") as handle:
+                png.write_png(handle, pixels)
+        mat = os.path.join(tmp, "box.mat")
+        with open(mat, "w") as handle:
+            handle.write("3 3 9 0\n1 1 1\n1 1 1\n1 1 1\n")
+        each = f"for f in {images}/*.png; do {{}}; done"
+        convcli = (
+            f'"{sys.executable}" -m convcli conv "$f" -k box -o {out}/"${{f##*/}}" --overwrite'
+        )
+        commands = {"convcli conv, a shell loop": ["sh", "-c", each.format(convcli)]}
+        commands["convcli conv DIR --out-dir, one call"] = [
+            sys.executable,
+            "-m",
+            "convcli",
+            "conv",
+            images,
+            "-k",
+            "box",
+            "--out-dir",
+            out,
+            "--overwrite",
+            "-q",
+        ]
+        if vips:
+            vips_conv = f'{vips} conv "$f" {out}/"${{f##*/}}" {mat} --precision integer'
+            commands["vips conv, a shell loop"] = ["sh", "-c", each.format(vips_conv)]
+        for command in commands.values():
+            run_process(command)  # warm: JIT cache, page cache
+        measured = interleaved_rounds(commands, repeats, lambda command: run_process(command)[0])
+    base = statistics.median(measured["convcli conv, a shell loop"])
+    vips_loop = statistics.median(measured["vips conv, a shell loop"]) if vips else None
+    for label, values in measured.items():
+        seconds = statistics.median(values)
+        if vips and not label.startswith("vips"):
+            label += f" ({seconds / vips_loop:.2f}x the vips loop)"
+        rows.append((f"{count} {size}^2 RGB PNGs, 3x3", label, seconds, seconds / base, None))
     return rows
 
 
@@ -524,7 +574,7 @@ def engine_cases(quick: bool) -> list[Case]:
 
 
 #: The sections of a run, in order (``--only``).
-SECTIONS = ("engine", "commands", "processes", "start-up", "dask")
+SECTIONS = ("engine", "commands", "loops", "processes", "start-up", "dask")
 
 
 def main() -> None:
@@ -547,8 +597,10 @@ def main() -> None:
     compileall.compile_dir(os.path.dirname(os.path.dirname(engine.__file__)), quiet=1)
     if args.quick:
         repeats, process_sizes, command_size, dask_batch = 1, [64], 64, (16, 64)
+        loop_batch = (3, 64)
     else:
         repeats, process_sizes, command_size, dask_batch = 5, [512, 4096], 512, (400, 256)
+        loop_batch = (40, 512)
     rows = []
     if "engine" in sections:
         for case in engine_cases(args.quick):
@@ -559,6 +611,8 @@ def main() -> None:
             print(f"{case.name}: convcli {base * 1e3:.1f} ms", flush=True)
     if "commands" in sections:
         rows += command_rows(command_size, repeats)
+    if "loops" in sections:
+        rows += loop_rows(*loop_batch, repeats)
     if "processes" in sections:
         rows += process_rows(process_sizes, repeats)
     if "start-up" in sections:
