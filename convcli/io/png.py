@@ -46,6 +46,8 @@ PNG_LEVEL = 1
 #: (the same size within 0.01%, a smooth image 1% smaller). Fixed, so the bytes written do not
 #: depend on the machine's cores.
 PNG_STRIP_BYTES = 256 << 10
+#: Bytes at the start of a strip that both zlib strategies compress to choose one (``_strategy``).
+SAMPLE_BYTES = 16 << 10
 #: The largest chunk length the PNG spec allows (section 5.3).
 _MAX_CHUNK = 2**31 - 1
 #: Chunks are read and checked in pieces of this many bytes, whatever their declared length.
@@ -367,7 +369,9 @@ def write_png(handle, pixels: np.ndarray) -> None:
             rows[first] - rows[first - 1] if first else rows[0]
         )  # zeros above the image
         np.subtract(rows[first + 1 : last], rows[first : last - 1], out=filtered[1:, 1:])
-        compressor = zlib.compressobj(PNG_LEVEL, zlib.DEFLATED, -15)  # raw: one zlib header for all
+        compressor = zlib.compressobj(  # raw: one zlib header for all
+            PNG_LEVEL, zlib.DEFLATED, -15, 9, _strategy(filtered)
+        )
         data = compressor.compress(filtered) + compressor.flush(
             zlib.Z_FINISH if last == height else zlib.Z_SYNC_FLUSH
         )
@@ -386,6 +390,26 @@ def write_png(handle, pixels: np.ndarray) -> None:
             ending = struct.pack(">I", checksum) if first + strip >= height else b""
             handle.write(_png_chunk(b"IDAT", (b"" if first else b"\x78\x01") + data + ending))
     handle.write(_png_chunk(b"IEND", b""))
+
+
+def _strategy(filtered: np.ndarray) -> int:
+    """zlib's strategy for a strip: Huffman coding only if it codes the strip's first
+    ``SAMPLE_BYTES`` at most as long as the default search for repeated strings does.
+
+    On noise-like rows (a noisy photo, the feature maps of one) the search finds little and
+    costs most of the time: measured on a 512^2 RGB box-blurred noise image, 15 ms -> 5 ms
+    and 2% smaller; a photo whose rows repeat keeps the search (a third of the size).
+
+    >>> noise = np.random.default_rng(0).integers(0, 256, 1 << 16, dtype=np.uint8)
+    >>> _strategy(noise) == zlib.Z_HUFFMAN_ONLY, _strategy(np.zeros(1 << 16, np.uint8)) == zlib.Z_HUFFMAN_ONLY
+    (True, False)
+    """
+    sample = filtered.reshape(-1)[:SAMPLE_BYTES].tobytes()
+    sizes = []
+    for strategy in (zlib.Z_HUFFMAN_ONLY, zlib.Z_DEFAULT_STRATEGY):
+        compressor = zlib.compressobj(PNG_LEVEL, zlib.DEFLATED, -15, 9, strategy)
+        sizes.append(len(compressor.compress(sample) + compressor.flush()))
+    return zlib.Z_HUFFMAN_ONLY if sizes[0] <= sizes[1] else zlib.Z_DEFAULT_STRATEGY
 
 
 def adler32_combine(first: int, second: int, second_length: int) -> int:
