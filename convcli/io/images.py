@@ -558,13 +558,16 @@ def _picture16(pixels: np.ndarray, alpha_as_channel: bool) -> Picture:
 
 
 def _upright(img):
-    """``img`` turned as its EXIF orientation says (tag removed); as stored if that is corrupt."""
+    """``img`` turned as its EXIF orientation says (tag removed); as stored if that is corrupt.
+
+    Turned in place: no copy of an image that is already upright (Pillow's default copies
+    it, 40 ms and 50 MB for a 4096^2 RGB image).
+    """
     from PIL import ImageOps
 
-    try:
-        return ImageOps.exif_transpose(img)
-    except Exception:  # a broken EXIF block: the pixels themselves are fine
-        return img
+    with contextlib.suppress(Exception):  # a broken EXIF block: the pixels themselves are fine
+        ImageOps.exif_transpose(img, in_place=True)
+    return img
 
 
 def _picture(img, alpha_as_channel: bool, what: str) -> Picture:
