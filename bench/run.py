@@ -32,6 +32,7 @@ import numpy as np
 
 from convcli import engine
 from convcli.engine import _jit  # noqa: F401  (in-process figures are for a warm engine, Numba loaded)
+from convcli.io import png
 
 
 def _optional(name):
@@ -52,6 +53,8 @@ class Case:
     name: str
     convcli: Callable[[], object]
     others: dict = field(default_factory=dict)
+    #: Floating-point operations of one call (2 per multiply-add), for GFLOP/s; 0: not shown.
+    flops: int = 0
 
 
 def seconds_of(fn: Callable[[], object]) -> float:
@@ -144,6 +147,7 @@ def dense_cases(specs, stride=1, dilation=1) -> list[Case]:
             + (f" s{stride}" if stride > 1 else "")
             + (f" d{dilation}" if dilation > 1 else "")
         )
+        out_side = (size - 1) // stride + 1
         case = Case(
             label,
             lambda image=image, weight=weight: engine.conv2d(
@@ -153,6 +157,7 @@ def dense_cases(specs, stride=1, dilation=1) -> list[Case]:
                 dilation=(dilation, dilation),
                 padding=(dilation,) * 4,
             ),
+            flops=2 * weight.size * out_side**2,
         )
         if torch:
             t_image, t_weight = torch.from_numpy(image)[None], torch.from_numpy(weight)
@@ -185,6 +190,7 @@ def transposed_cases(size: int) -> list[Case]:
     case = Case(
         f"transposed 16->16 {size}^2 4x4 s2 (2x up)",
         lambda: engine.conv_transpose2d(image, weight, stride=(2, 2), padding=(1, 1)),
+        flops=2 * weight.size * size**2,  # every input pixel meets every tap once
     )
     if torch:
         t_image, t_weight = torch.from_numpy(image)[None], torch.from_numpy(weight)
@@ -265,6 +271,147 @@ def process_rows(sizes, repeats: int) -> list[tuple]:
                 rows.append(
                     (f"process {size}^2 RGB PNG -> PNG, 3x3", label, seconds, seconds / base, rss)
                 )
+    return rows
+
+
+def write_test_images(folder: str, size: int) -> dict:
+    """The inputs of ``command_rows``: a ``size``^2 8-bit RGB PNG (``rgb``), a 16-bit one
+    (``rgb16``, encoded by convcli: Pillow writes no 16-bit colour), and the 2x2 max pooling of
+    ``rgb`` (``pooled``) with its ``indices``; and 3x3 and 7x7 box kernels as vips matrices."""
+    rng = np.random.default_rng(size)
+    paths = {name: os.path.join(folder, name) for name in ("rgb.png", "rgb16.png", "pooled.png")}
+    with open(paths["rgb.png"], "wb") as handle:
+        png.write_png(handle, (rng.random((size, size, 3)) * 255).astype(np.uint8))
+    with open(paths["rgb16.png"], "wb") as handle:
+        png.write_png(handle, (rng.random((size, size, 3)) * 65535).astype(np.uint16))
+    paths["indices"] = os.path.join(folder, "indices.npy")
+    pool = ["pool", paths["rgb.png"], "--indices", paths["indices"], "-o", paths["pooled.png"]]
+    run_process([sys.executable, "-m", "convcli", *pool])
+    for k in (3, 7):
+        paths[f"box{k}"] = os.path.join(folder, f"box{k}.mat")
+        with open(paths[f"box{k}"], "w") as handle:
+            handle.write(f"{k} {k} {k * k} 0\n" + f"{' '.join(['1'] * k)}\n" * k)
+    return paths
+
+
+def command_jobs(paths: dict, out: str) -> dict:
+    """Each command on its job, and the nearest job ``vips`` does in one command."""
+    rgb, edges = paths["rgb.png"], os.path.join(os.path.dirname(__file__), "..", "examples")
+    return {
+        "conv -k box (3x3)": (
+            ["conv", rgb, "-k", "box"],
+            ["conv", rgb, out, paths["box3"], "--precision", "integer"],
+        ),
+        "conv -k box:size=7": (
+            ["conv", rgb, "-k", "box:size=7"],
+            ["conv", rgb, out, paths["box7"], "--precision", "integer"],
+        ),
+        "conv --transpose -k box:size=2 --stride 2 (vips zoom 2)": (
+            ["conv", "--transpose", rgb, "-k", "box:size=2", "--stride", "2"],
+            ["zoom", rgb, out, "2", "2"],
+        ),
+        "pool --mode max (vips rank 2x2 max, every pixel)": (
+            ["pool", rgb, "--mode", "max"],
+            ["rank", rgb, out, "2", "2", "3"],
+        ),
+        "pool --mode avg (vips shrink 2)": (
+            ["pool", rgb, "--mode", "avg"],
+            ["shrink", rgb, out, "2", "2"],
+        ),
+        "unpool (vips zoom 2)": (
+            ["unpool", paths["pooled.png"], "--indices", paths["indices"]],
+            ["zoom", paths["pooled.png"], out, "2", "2"],
+        ),
+        "run examples/edges.yaml (vips sobel)": (
+            ["run", os.path.join(edges, "edges.yaml"), rgb],
+            ["sobel", rgb, out],
+        ),
+        "conv -k box on a 16-bit RGB PNG": (
+            ["conv", paths["rgb16.png"], "-k", "box"],
+            ["conv", paths["rgb16.png"], out, paths["box3"], "--precision", "integer"],
+        ),
+    }
+
+
+def command_rows(size: int, repeats: int) -> list[tuple]:
+    """Every command as a whole process on a ``size``^2 RGB PNG (warm JIT and page caches),
+    each beside the nearest ``vips`` command, the two alternating: convcli's time as a
+    multiple of vips's in the tool column, with peak RSS."""
+    rows = []
+    vips = shutil.which("vips")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_test_images(tmp, size)
+        out = os.path.join(tmp, "out.png")
+        for job, (ours, theirs) in command_jobs(paths, out).items():
+            commands = {
+                "convcli": [sys.executable, "-m", "convcli", *ours, "-o", out, "--overwrite"]
+            }
+            if vips:
+                commands["vips"] = [vips, *theirs]
+            for command in commands.values():
+                run_process(command)  # warm: JIT cache, page cache
+            results = {
+                label: (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
+                for label, runs in interleaved_rounds(commands, repeats, run_process).items()
+            }
+            base = results["convcli"][0]
+            for label, (seconds, rss) in results.items():
+                if label == "convcli" and vips:
+                    label += f" ({base / results['vips'][0]:.1f}x vips)"
+                rows.append(
+                    (f"command {size}^2 RGB PNG: {job}", label, seconds, seconds / base, rss)
+                )
+    return rows
+
+
+def loop_rows(count: int, size: int, repeats: int) -> list[tuple]:
+    """``count`` 512^2-like RGB PNGs, 3x3 box: a shell loop of ``convcli conv`` calls and one
+    ``convcli conv DIR --out-dir`` call, each against a shell loop of ``vips conv`` calls."""
+    vips = shutil.which("vips")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        images, out = os.path.join(tmp, "in"), os.path.join(tmp, "out")
+        os.mkdir(images)
+        os.mkdir(out)
+        rng = np.random.default_rng(5)
+        for index in range(count):
+            pixels = (rng.random((size, size, 3)) * 255).astype(np.uint8)
+            with open(os.path.join(images, f"{index:03d}.png"), "wb") as handle:
+                png.write_png(handle, pixels)
+        mat = os.path.join(tmp, "box.mat")
+        with open(mat, "w") as handle:
+            handle.write("3 3 9 0\n1 1 1\n1 1 1\n1 1 1\n")
+        each = f"for f in {images}/*.png; do {{}}; done"
+        convcli = (
+            f'"{sys.executable}" -m convcli conv "$f" -k box -o {out}/"${{f##*/}}" --overwrite'
+        )
+        commands = {"convcli conv, a shell loop": ["sh", "-c", each.format(convcli)]}
+        commands["convcli conv DIR --out-dir, one call"] = [
+            sys.executable,
+            "-m",
+            "convcli",
+            "conv",
+            images,
+            "-k",
+            "box",
+            "--out-dir",
+            out,
+            "--overwrite",
+            "-q",
+        ]
+        if vips:
+            vips_conv = f'{vips} conv "$f" {out}/"${{f##*/}}" {mat} --precision integer'
+            commands["vips conv, a shell loop"] = ["sh", "-c", each.format(vips_conv)]
+        for command in commands.values():
+            run_process(command)  # warm: JIT cache, page cache
+        measured = interleaved_rounds(commands, repeats, lambda command: run_process(command)[0])
+    base = statistics.median(measured["convcli conv, a shell loop"])
+    vips_loop = statistics.median(measured["vips conv, a shell loop"]) if vips else None
+    for label, values in measured.items():
+        seconds = statistics.median(values)
+        if vips and not label.startswith("vips"):
+            label += f" ({seconds / vips_loop:.2f}x the vips loop)"
+        rows.append((f"{count} {size}^2 RGB PNGs, 3x3", label, seconds, seconds / base, None))
     return rows
 
 
@@ -463,55 +610,93 @@ def model_rows(size: int, repeats: int) -> list[tuple]:
     return rows
 
 
+def dense_parity_cases() -> list[Case]:
+    """The dense layers of the ``engine`` section that issue 20 holds against PyTorch (the
+    ``dense`` section: ``--only dense``)."""
+    return (
+        dense_cases([(64, 64, 256)])
+        + dense_cases([(16, 16, 512)], stride=2)
+        + transposed_cases(256)
+    )
+
+
+def engine_cases(quick: bool) -> list[Case]:
+    """The in-process cases: small sizes with ``quick``."""
+    if quick:
+        return (
+            depthwise_cases(256, (3, 7))
+            + depthwise_cases(256, (15,), separable=True)
+            + dense_cases([(3, 8, 64)])
+            + pool_cases(256)
+            + transposed_cases(16)
+        )
+    return (
+        depthwise_cases(4096, (3, 7))
+        + depthwise_cases(4096, (15, 31), separable=True)
+        + depthwise_cases(4096, (15, 31))
+        + dense_cases([(3, 16, 1024), (16, 16, 512), (64, 64, 256)])
+        + dense_cases([(16, 16, 512)], stride=2)
+        + dense_cases([(16, 16, 512)], dilation=2)
+        + pool_cases(4096)
+        + transposed_cases(256)
+    )
+
+
+#: The calls the in-process cases declare (``engine.repeated``).
+REPEATED_CALLS = 1000
+#: The sections of a run, in order (``--only``).
+SECTIONS = ("engine", "dense", "commands", "loops", "processes", "start-up", "dask", "models")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    parser.add_argument(
+        "--only",
+        choices=SECTIONS,
+        action="append",
+        help="run these sections only (repeatable); the table is printed, not written",
+    )
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results.md"))
     args = parser.parse_args()
+    sections = args.only or SECTIONS
     _jit.warm_up()
     # Byte-compile convcli as `pip install` does: an editable checkout run with
     # PYTHONDONTWRITEBYTECODE would otherwise recompile changed modules in every timed process.
-    compileall.compile_dir(os.path.dirname(engine.__file__), quiet=1)
+    compileall.compile_dir(os.path.dirname(os.path.dirname(engine.__file__)), quiet=1)
     if args.quick:
-        repeats, big, mid = 1, 256, 64
-        cases = (
-            depthwise_cases(big, (3, 7))
-            + depthwise_cases(big, (15,), separable=True)
-            + dense_cases([(3, 8, mid)])
-            + pool_cases(big)
-            + transposed_cases(16)
-        )
-        process_sizes = [64]
-        dask_batch = (16, 64)
-        model_size = 32
+        repeats, process_sizes, command_size, dask_batch = 1, [64], 64, (16, 64)
+        loop_batch, model_size = (3, 64), 32
     else:
-        repeats, big = 5, 4096
-        cases = (
-            depthwise_cases(big, (3, 7))
-            + depthwise_cases(big, (15, 31), separable=True)
-            + depthwise_cases(big, (15, 31))
-            + dense_cases([(3, 16, 1024), (16, 16, 512), (64, 64, 256)])
-            + dense_cases([(16, 16, 512)], stride=2)
-            + dense_cases([(16, 16, 512)], dilation=2)
-            + pool_cases(big)
-            + transposed_cases(256)
-        )
-        process_sizes = [512, 4096]
-        dask_batch = (400, 256)
-        model_size = 224
+        repeats, process_sizes, command_size, dask_batch = 5, [512, 4096], 512, (400, 256)
+        loop_batch, model_size = (40, 512), 224
     rows = []
-    for case in cases:
-        medians = interleaved_medians({"convcli": case.convcli, **case.others}, repeats)
-        base = medians["convcli"]
-        for label, seconds in medians.items():
-            rows.append((case.name, label, seconds, seconds / base, None))
-        print(f"{case.name}: convcli {base * 1e3:.1f} ms", flush=True)
-    rows += process_rows(process_sizes, repeats) + startup_rows(repeats)
-    if _optional("distributed"):
+    if "engine" in sections or "dense" in sections:
+        chosen = engine_cases(args.quick) if "engine" in sections else dense_parity_cases()
+        for case in chosen:
+            # a warm engine called again and again, as a library user's loop declares it: the
+            # method is then chosen for repeated work (Numba's kernels), not for one call
+            with engine.repeated(REPEATED_CALLS):
+                medians = interleaved_medians({"convcli": case.convcli, **case.others}, repeats)
+            base = medians["convcli"]
+            for label, seconds in medians.items():
+                if case.flops:
+                    label += f": {case.flops / seconds / 1e9:.0f} GFLOP/s"
+                rows.append((case.name, label, seconds, seconds / base, None))
+            print(f"{case.name}: convcli {base * 1e3:.1f} ms", flush=True)
+    if "commands" in sections:
+        rows += command_rows(command_size, repeats)
+    if "loops" in sections:
+        rows += loop_rows(*loop_batch, repeats)
+    if "processes" in sections:
+        rows += process_rows(process_sizes, repeats)
+    if "start-up" in sections:
+        rows += startup_rows(repeats)
+    if "dask" in sections and _optional("distributed"):
         rows += dask_rows(*dask_batch, repeats)
-    if _optional("onnxruntime") and _optional("torch") and _optional("onnx"):
+    if "models" in sections and all(map(_optional, ("onnxruntime", "torch", "onnx"))):
         rows += model_rows(model_size, repeats)
     lines = ["| case | tool | median | time / convcli's | peak RSS |", "|---|---|---|---|---|"]
     for name, tool, seconds, ratio, rss in rows:
@@ -519,7 +704,7 @@ def main() -> None:
         lines.append(f"| {name} | {tool} | {seconds * 1e3:.1f} ms | {ratio:.2f} | {rss_text} |")
     table = "\n".join(lines)
     print(table)
-    if not args.quick:
+    if not args.quick and not args.only:
         with open(args.output, "w") as handle:
             handle.write(
                 f"Measured with `python bench/run.py` on {os.cpu_count()} cores.\n\n{table}\n"

@@ -148,8 +148,13 @@ def test_configure_process_reaches_the_processes_it_starts(tmp_path):
     not mapped one by one (glibc's default maps each until the first is freed)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "MALLOC_"))}
     env["CONVCLI_CACHE_DIR"] = str(tmp_path)
+    assert _worker_of_a_configured_process(MAPPED_BLOCKS, env) == [str(tmp_path / "numba"), "0"]
+
+
+def _worker_of_a_configured_process(script: str, env: dict) -> list[str]:
+    """The words ``script`` prints, run by a process that ``runtime.configure_process`` set up."""
     proc = subprocess.run(
-        [sys.executable, "-c", CONFIGURED, MAPPED_BLOCKS],
+        [sys.executable, "-c", CONFIGURED, script],
         env=env,
         capture_output=True,
         text=True,
@@ -157,7 +162,27 @@ def test_configure_process_reaches_the_processes_it_starts(tmp_path):
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == [str(tmp_path / "numba"), "0"]
+    return proc.stdout.split()
+
+
+BLAS_THREADS = textwrap.dedent("""
+    import os, numpy
+    print(os.environ["OPENBLAS_NUM_THREADS"], len(os.listdir("/proc/self/task")))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/task")
+@pytest.mark.parametrize("given", [None, "2"])
+def test_configure_process_gives_numpy_one_blas_thread_unless_told(given):
+    """numpy's OpenBLAS starts no thread per core in convcli's processes and their workers
+    (starting them doubled what importing numpy costs); an explicit setting is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given:
+        env["OPENBLAS_NUM_THREADS"] = given
+    setting, threads = _worker_of_a_configured_process(BLAS_THREADS, env)
+    assert setting == (given or "1")
+    if not given:
+        assert threads == "1"
 
 
 WITHOUT_FCNTL = textwrap.dedent("""

@@ -1,5 +1,6 @@
 """Start-up cost and the JIT cache: light commands never import numba; cold starts do not clash."""
 
+import ast
 import os
 import subprocess
 import sys
@@ -88,6 +89,42 @@ def test_small_jobs_do_not_import_numba(tmp_path, command):
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
+
+
+PLUGINS_LOADED = textwrap.dedent("""
+    import sys
+    from convcli.io.images import read_input
+    for path in sys.argv[1:]:
+        print(path.rsplit(".", 1)[1], read_input(path).data.shape)
+    print(sorted(m for m in sys.modules if m.endswith("ImagePlugin")))
+""")
+
+
+def test_reading_png_and_jpeg_loads_only_pillows_common_plugins(tmp_path):
+    """Pillow's other plugins (a tenth of a small command's time) load only for other formats;
+    a TIFF, after them in ``READ_FORMATS``, still opens."""
+    from PIL import Image
+
+    pixels = Image.fromarray(np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3))
+    for ext in ("png", "jpg", "tif"):
+        pixels.save(tmp_path / f"x.{ext}")
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", PLUGINS_LOADED, *(str(tmp_path / f"x.{e}") for e in exts)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        for exts in (("png", "jpg"), ("png", "tif"))
+    ]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr + runs[1].stderr
+    common = {"PIL.BmpImagePlugin", "PIL.GifImagePlugin", "PIL.JpegImagePlugin"}
+    common |= {"PIL.PngImagePlugin", "PIL.PpmImagePlugin"}
+    *shapes, plugins = runs[0].stdout.splitlines()
+    assert shapes == ["png (3, 4, 6)", "jpg (3, 4, 6)"]
+    assert set(ast.literal_eval(plugins)) <= common
+    assert runs[1].stdout.splitlines()[1] == "tif (3, 4, 6)"
+    assert "PIL.TiffImagePlugin" in runs[1].stdout
 
 
 REPEATED_CALLS = textwrap.dedent("""

@@ -174,6 +174,17 @@ def test_small_work_with_many_channels_takes_the_matrix_product(
     )
 
 
+def test_small_work_on_large_planes_takes_the_matrix_product(rng):
+    """A depthwise 2x upsampling of an RGB image scatters each pixel (no spread-out input with
+    three zeros in four)."""
+    x = rng.uniform(-1, 1, (3, 130, 129)).astype(np.float32)
+    w = rng.uniform(-1, 1, (3, 1, 3, 2)).astype(np.float32)
+    with mock.patch.object(scatter, "_scatter_group", wraps=scatter._scatter_group) as spy:
+        out = engine.conv_transpose2d(x, w, stride=(2, 2), padding=(1, 0), groups=3)
+    assert spy.call_count == 3
+    assert_matches(out, naive.conv_transpose2d(x, w, None, (2, 2), (1, 0), (0, 0), (1, 1), 3))
+
+
 @given(transpose_cases())
 def test_transpose_is_the_adjoint_of_conv(case):
     """<conv(x), y> == <x, conv_transpose(y)> with the same kernel, stride, padding, dilation,
