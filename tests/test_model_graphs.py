@@ -444,3 +444,37 @@ def test_a_saved_layer_past_until_is_refused(zoo, tmp_path):
 def test_explain_model_takes_no_steps(zoo):
     path = zoo["vgg"].files["onnx"]
     refused(run("explain", "--model", path, "relu"), 2, "--model FILE traces the model's layers")
+
+
+def test_existing_layer_files_are_checked_before_any_work_and_skip_existing_resumes(zoo, tmp_path):
+    """The files of every saved layer are the outputs the batch plans: existing ones are refused
+    before any image is read, ``--skip-existing`` skips an image whose layers are all there and
+    refuses one whose layers are there in part."""
+    path = zoo["vgg"].files["onnx"]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, seed in (("a", 1), ("b", 2)):
+        np.save(folder / f"{name}.npy", picture((12, 10), seed).transpose(1, 2, 0))
+    out = tmp_path / "maps"
+    save = ("--save", "/1/Relu", "--save", "/2/Conv")
+    assert run("run", "--model", path, folder, "--out-dir", out, *save).exit_code == 0
+    made = sorted(os.listdir(out))
+    assert made == [
+        "a_node_1_Relu.npy",
+        "a_node_2_Conv.npy",
+        "b_node_1_Relu.npy",
+        "b_node_2_Conv.npy",
+    ]
+    first = {name: (out / name).stat().st_mtime_ns for name in made}
+    refused(run("run", "--model", path, folder, "--out-dir", out, *save), 1, "exists")
+    (out / "b_node_2_Conv.npy").unlink()
+    message = refused(
+        run("run", "--model", path, folder, "--out-dir", out, *save, "--skip-existing"), 1
+    )
+    assert "b_" in message and "complete" in message
+    (out / "b_node_1_Relu.npy").unlink()
+    result = run("run", "--model", path, folder, "--out-dir", out, *save, "--skip-existing")
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(out)) == made
+    for name in ("a_node_1_Relu.npy", "a_node_2_Conv.npy"):  # skipped: not written again
+        assert (out / name).stat().st_mtime_ns == first[name]

@@ -327,13 +327,16 @@ def check_outputs(
     skip_existing: bool = False,
     extra_outputs: Sequence[str] = (),
     extra_inputs: Sequence[str] = (),
+    written: Callable[[str], Sequence[str]] = lambda target: [target],
 ) -> set:
     """Check every output before any work; return the outputs to skip (``skip_existing``).
 
     ``settings`` are the ``images.OutputSettings``; ``out_dir`` the folder the outputs go to
     (made when written); ``out_format`` the format of ``-o -``; ``extra_outputs`` more files
     the job writes (``pool --indices``), checked like outputs; ``extra_inputs`` more files it
-    reads (``unpool --indices``), which no output may write over. An existing output is an error
+    reads (``unpool --indices``), which no output may write over; ``written(target)`` the files
+    a planned target stands for (one per saved layer for ``run --model``). An existing output is
+    an error
     unless ``overwrite`` or ``skip_existing``; the message names the first and counts the
     others.
     """
@@ -359,11 +362,19 @@ def check_outputs(
             images.check_output_path(target, [source, *extra_inputs], settings, out_format)
     for path in extra_outputs:
         check_target(path)
-    existing = [
-        target
-        for _, target in pairs
-        if target != STDIO and any(taken(f) for f in output_files(target, settings))
-    ]
+    existing = []
+    for _, target in pairs:
+        if target == STDIO:
+            continue
+        made = [[taken(f) for f in output_files(path, settings)] for path in written(target)]
+        if any(map(any, made)):
+            if skip_existing and not all(map(any, made)):
+                raise OutputError(
+                    f"output {target!r} is there for some layers, not all; skip_existing keeps "
+                    f"only complete outputs (use overwrite to make them again)",
+                    names=("skip_existing", "overwrite"),
+                )
+            existing.append(target)
     extra_existing = [path for path in extra_outputs if taken(path)]
     if skip_existing and extra_outputs:  # one input, whose outputs are kept all or none
         present = existing + extra_existing

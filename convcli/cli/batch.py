@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,7 +190,7 @@ def run_files(
         batch.out_format,
         **fields,
     )
-    skip = check_outputs(pairs, job.settings, batch, extra_outputs)
+    skip = check_outputs(pairs, job.settings, batch, extra_outputs, written=job.targets)
     if batch.executor == "dask":  # a task retried on another worker replaces what it wrote
         job = dataclasses.replace(job, overwrite=True)
     todo = len(pairs) - len(skip)
@@ -222,6 +222,7 @@ def check_outputs(
     batch: BatchOptions,
     extra_outputs: Sequence[str] = (),
     extra_inputs: Sequence[str] = (),
+    written: Callable[[str], Sequence[str]] = lambda target: [target],
 ) -> set:
     """``batch.plan.check_outputs`` with the command line's batch options."""
     from convcli.batch.plan import check_outputs as check
@@ -235,6 +236,7 @@ def check_outputs(
         skip_existing=batch.skip_existing,
         extra_outputs=extra_outputs,
         extra_inputs=extra_inputs,
+        written=written,
     )
 
 

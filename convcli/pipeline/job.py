@@ -45,6 +45,10 @@ class Job:
         """Process ``source`` into ``target``; the input and output shapes, as (H, W, C)."""
         return self.process(source, target)[1]
 
+    def targets(self, target: str) -> list[str]:
+        """The files this job writes for the planned ``target`` (one, for this job)."""
+        return [target]
+
     def process(self, source: str, target: str | None) -> tuple[Maps, dict]:
         """As ``__call__``, and also the final maps; ``target`` None writes nothing."""
         import numpy as np
@@ -127,12 +131,19 @@ class LayersJob(Job):
     channels: int | None = None
     model: str = ""
 
+    def targets(self, target: str) -> list[str]:
+        """One file per saved layer.
+
+        >>> LayersJob(None, layers=((2, "conv1"), (5, "relu"))).targets("maps/cat_{layer}.png")
+        ['maps/cat_conv1.png', 'maps/cat_relu.png']
+        """
+        return [layer_target(target, name, len(self.layers)) for _, name in self.layers]
+
     def process(self, source: str, target: str | None) -> tuple[Maps, dict]:
         import numpy as np
 
         from convcli.errors import ShapeError
         from convcli.io import images
-        from convcli.io.atomic import check_target
         from convcli.pipeline.execute import Maps
 
         picture = images.read_input(
@@ -145,14 +156,10 @@ class LayersJob(Job):
                 f"takes {self.channels}"
             )
         targets = {}
-        if target is not None:
-            targets = {
-                number: layer_target(target, name, len(self.layers)) for number, name in self.layers
-            }
+        if target is not None:  # the files were checked when the batch was planned
+            layer_files = self.targets(target)
+            targets = {number: path for (number, _), path in zip(self.layers, layer_files)}
             self._check_planned(target, picture)
-            for path in targets.values():
-                for existing in output_files(path, self.settings):
-                    check_target(existing, overwrite=self.overwrite)
         kept = {}
 
         def keep(step: Step, maps: Maps) -> None:
