@@ -19,6 +19,7 @@ from PIL import Image
 from convcli import engine, explain, geometry
 from convcli.errors import InputError, ParameterError, ShapeError
 from convcli.explain import SEED_IMAGE, drawing, parse_step, parse_steps, step_from_dict, trace
+from convcli.explain.language import field_values
 from convcli.geometry import ReceptiveField, Window
 
 SEED_POOL = [[1, 3, 2, 0], [4, 6, 1, 2], [0, 2, 5, 3], [1, 2, 2, 4]]
@@ -80,7 +81,8 @@ VERTICAL_EDGE = [[1, 0, -1]] * 3
 )
 def test_parse_step(text, fields):
     step = parse_step(text)
-    assert {key: getattr(step, key) for key in fields} == fields
+    values = {"kind": step.kind, **field_values(step)}
+    assert {key: values[key] for key in fields} == fields
     assert step.text == text and step.number == 1
 
 

@@ -13,8 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convcli.errors import ParameterError, ShapeError
-from convcli.pipeline import Maps, parse_pipeline
-from convcli.pipeline.trace import trace
+from convcli.pipeline import Maps, parse_pipeline, trace
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

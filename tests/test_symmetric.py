@@ -164,11 +164,10 @@ def test_bad_pad_mode_names_symmetric(tmp_path):
 
 def test_step_language_takes_pad_modes():
     step = explain.parse_step("conv 8 k3 symmetric")
-    assert step.pad_mode == "symmetric" and explain.step_text(step) == "conv 8 k3 same symmetric"
-    assert (
-        explain.step_from_dict({"op": "depthwise", "kernel": 3, "pad_mode": "Reflect"}).pad_mode
-        == "reflect"
-    )
+    assert step.params["pad_mode"] == "symmetric"
+    assert explain.step_text(step) == "conv 8 k3 same symmetric"
+    depthwise = explain.step_from_dict({"op": "depthwise", "kernel": 3, "pad_mode": "Reflect"})
+    assert depthwise.params["pad_mode"] == "reflect"
     # a border the mode cannot fill ends the trace, as the engine refuses it
     shapes = explain.trace(
         (4, 4, 1), explain.parse_steps(["conv 8 k9 symmetric", "conv 8 k9 reflect"])

@@ -60,7 +60,6 @@ from convcli.explain.byhand import (
 )
 from convcli.explain.drawing import animation_frames, scatter_frames
 from convcli.explain.language import (
-    Step,
     conv_step,
     parse_step,
     parse_steps,
@@ -71,6 +70,10 @@ from convcli.explain.text import hw_text, number_text
 from convcli.explain.trace import Row, Trace, trace
 from convcli.geometry import shape_text
 from convcli.io.probe import input_shape, parse_shape
+from convcli.layers.spec import Layer
+
+#: The layer type the step language builds (``layers.spec.Layer``), under its old name.
+Step = Layer
 
 __all__ = [
     "SEED_IMAGE",

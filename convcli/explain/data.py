@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from convcli.errors import ParameterError
-from convcli.explain.language import Step, parse_step, step_from_dict
+from convcli.explain.language import parse_step, step_from_dict
 from convcli.explain.trace import trace
+from convcli.layers.spec import Layer
 from convcli.layers.values import numbers_text
 
 
@@ -42,20 +43,19 @@ def explain(input_shape: Any, layers: Any = ()):
     11
     """
     from convcli.pipeline.schema import Pipeline
-    from convcli.pipeline.trace import trace as pipeline_trace
 
     shape = _input_shape(input_shape)
     source = os.fspath(input_shape) if isinstance(input_shape, (str, os.PathLike)) else ""
     checked = getattr(layers, "checked", layers)  # ``convcli.Pipeline`` holds the checked one
     if isinstance(checked, Pipeline):
-        return pipeline_trace(checked, shape, source)
+        return checked.trace(shape, source)
     steps = []
     for number, layer in enumerate([layers] if isinstance(layers, str) else layers, 1):
         if isinstance(layer, str):
             steps.append(parse_step(layer, number))
         elif isinstance(layer, Mapping):
             steps.append(step_from_dict(layer, number))
-        elif isinstance(layer, Step):
+        elif isinstance(layer, Layer):
             steps.append(layer)
         else:
             raise ParameterError(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from convcli.errors import ParameterError
@@ -15,6 +14,8 @@ from convcli.geometry import (
     padding_text,
 )
 from convcli.layers import rules
+from convcli.layers.spec import ACTIVATIONS as LAYER_ACTIVATIONS
+from convcli.layers.spec import Layer
 from convcli.layers.values import (
     PAD_MODES,
     not_one_of,
@@ -174,27 +175,80 @@ class _FieldError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class Step:
-    """One layer, validated. ``stride`` of pools defaults to the window; see the module
-    docstring."""
+#: The explain language's defaults, by its field names.
+_DEFAULTS: dict[str, Any] = {
+    "filters": None,
+    "kernel": (1, 1),
+    "stride": (1, 1),
+    "padding": "valid",
+    "dilation": (1, 1),
+    "groups": 1,
+    "multiplier": 1,
+    "bias": True,
+    "output_padding": (0, 0),
+    "ceil_mode": False,
+    "output_size": None,
+    "pad_mode": "zeros",
+}
+#: The conv kinds' fields as a layer holds them (a conv window is its ``kernel_size``).
+_CONV_FIELDS = ("filters", "kernel", "stride", "padding", "dilation", "groups", "multiplier")
+#: The activation op of each way the language writes it (``leakyrelu``: ``leaky_relu``).
+_ACTIVATION_OPS = {word: op for op, word in LAYER_ACTIVATIONS.items()}
 
-    kind: str
-    filters: int | None = None
-    kernel: Pair = (1, 1)
-    stride: Pair = (1, 1)
-    padding: PaddingSpec = "valid"
-    dilation: Pair = (1, 1)
-    groups: int = 1
-    multiplier: int = 1
-    bias: bool = True
-    output_padding: Pair = (0, 0)
-    ceil_mode: bool = False
-    function: str = ""
-    output_size: Pair | None = None
-    pad_mode: str = "zeros"
-    number: int = 0
-    text: str = ""
+
+def _field_name(kind: str, name: str) -> str:
+    """A field of the language as the layer names it: a conv's ``kernel`` is its
+    ``kernel_size``, a pool's its ``size``."""
+    if name != "kernel":
+        return name
+    return "kernel_size" if kind in CONV_KINDS else "size"
+
+
+def _layer(
+    kind: str, function: str, values: Mapping[str, Any], number: int, text: str, given
+) -> Layer:
+    """The layer a validated step of ``kind`` describes (``values`` by the language's names)."""
+
+    def value(name: str) -> Any:
+        return values.get(name, _DEFAULTS[name])
+
+    if kind in CONV_KINDS:
+        extra = ("output_padding",) if kind == "transposed" else ("pad_mode",)
+        params = {_field_name(kind, n): value(n) for n in _CONV_FIELDS + ("bias",) + extra}
+        op = kind
+    elif kind in ("maxpool", "avgpool"):
+        op, params = "pool", {"mode": kind[:3]}
+        for name in ("kernel", "stride", "padding", "dilation", "ceil_mode"):
+            params[_field_name(kind, name)] = value(name)
+    elif kind in ("globalavgpool", "globalmaxpool"):
+        op, params = "global_pool", {"mode": kind[6:9]}
+    elif kind == "unpool":
+        op = "unpool"
+        params = {_field_name(kind, n): value(n) for n in ("kernel", "stride", "padding")}
+        params["output_size"] = value("output_size")
+    elif kind == "activation":
+        op, params = _ACTIVATION_OPS.get(values.get("function", ""), "activation"), {}
+    elif kind == "channels":
+        op, params = kind, {"filters": values["filters"]}
+    else:
+        op, params = kind, {}
+    named = frozenset(_field_name(kind, name) for name in given)
+    return Layer(op, params, number, given=named, text=text)
+
+
+def field_values(layer: Layer) -> dict[str, Any]:
+    """A layer's fields by the language's names (``kernel`` for a conv's size or a pool's
+    window), defaults filled in: what a trace row and ``step_text`` read.
+
+    >>> field_values(parse_step("maxpool k3 s2"))["kernel"]
+    (3, 3)
+    """
+    p, values = layer.params, dict(_DEFAULTS)
+    values.update({key: p[key] for key in _DEFAULTS if key in p})
+    values["kernel"] = p.get("kernel_size", p.get("size", (1, 1)))
+    if layer.op in LAYER_ACTIVATIONS:
+        values["function"] = LAYER_ACTIVATIONS[layer.op]
+    return values
 
 
 def _kind(word: Any) -> tuple[str, str]:
@@ -251,8 +305,8 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
 }
 
 
-def _build(spec: Mapping[str, Any], number: int, text: str) -> Step:
-    """Validate a step mapping (``op`` plus fields) into a ``Step``; raises ``_FieldError``."""
+def _build(spec: Mapping[str, Any], number: int, text: str) -> Layer:
+    """Validate a step mapping (``op`` plus fields) into a ``Layer``; raises ``_FieldError``."""
     kind, function = _kind(spec.get("op", ""))
     allowed = FIELDS[kind]
     for key in spec:
@@ -278,9 +332,9 @@ def _build(spec: Mapping[str, Any], number: int, text: str) -> Step:
         values.setdefault("stride", values["kernel"])
     elif kind in CONV_KINDS:
         values.setdefault("padding", "same")
-    step = Step(kind=kind, number=number, text=text, **values)
-    _check_step(step)
-    return step
+    layer = _layer(kind, function, values, number, text, [k for k in spec if k != "op"])
+    _check_step(layer)
+    return layer
 
 
 _EXAMPLES = {
@@ -293,17 +347,28 @@ _EXAMPLES = {
 }
 
 
-def _check_step(step: Step) -> None:
+def _check_step(layer: Layer) -> None:
     """Rules between fields, the engine's own (``layers.rules``), so a trace never promises more."""
     try:
-        if step.kind in ("maxpool", "avgpool"):
-            rules.pool_padding(step.padding, step.kernel, step.ceil_mode)
-        if step.kind in ("transposed", "unpool"):
-            rules.cropped_padding(step.padding, step.kind, same=step.kind == "transposed")
-        if step.kind == "transposed":
-            rules.output_padding(step.output_padding, step.stride, step.dilation, step.padding)
+        rules.check(layer)
     except rules.RuleError as exc:
         raise _FieldError(exc.parameter, str(exc)) from None
+
+
+def check_layer(layer: Layer) -> None:
+    """The rules of ``layers.rules`` on a layer built elsewhere (a pipeline's conv, once its
+    kernels are sized), with the message ``step_from_dict`` gives.
+
+    >>> check_layer(Layer("transposed", {"padding": "full"}, 2))     # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    convcli.errors.ParameterError: step 2: field 'padding': transposed takes padding same, ...
+    """
+    try:
+        _check_step(layer)
+    except _FieldError as exc:
+        where = f" field {exc.field!r}:" if exc.field else ""
+        raise ParameterError(f"step {layer.number}:{where} {exc.message}") from None
 
 
 def _token_field(token: str, kind: str) -> tuple[str, Any]:
@@ -325,15 +390,15 @@ def _token_field(token: str, kind: str) -> tuple[str, Any]:
     raise _FieldError(None, f"unknown token {token!r} ({kind} takes {accepted})")
 
 
-def parse_step(text: str, number: int = 1) -> Step:
+def parse_step(text: str, number: int = 1) -> Layer:
     """One step of the step language (module docstring), e.g. ``"conv 64 k3 s2 same"``.
 
     Errors are ``ParameterError`` naming the step number, the step and the token.
 
-    >>> step = parse_step("conv 64 k7 s2 p3 nobias")
-    >>> step.kind, step.filters, step.kernel, step.stride, step.padding, step.bias
-    ('conv', 64, (7, 7), (2, 2), (3, 3, 3, 3), False)
-    >>> parse_step("maxpool k3 s2 p1").stride, parse_step("avgpool").stride
+    >>> p = parse_step("conv 64 k7 s2 p3 nobias").params
+    >>> p["filters"], p["kernel_size"], p["stride"], p["padding"], p["bias"]
+    (64, (7, 7), (2, 2), (3, 3, 3, 3), False)
+    >>> parse_step("maxpool k3 s2 p1").params["stride"], parse_step("avgpool").params["stride"]
     ((2, 2), (2, 2))
     >>> parse_step("conv 64 k0", 2)     # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
@@ -363,7 +428,7 @@ def parse_step(text: str, number: int = 1) -> Step:
         raise ParameterError(f"step {number} {written!r}:{where} {exc.message}") from None
 
 
-def step_from_dict(spec: Mapping[str, Any], number: int = 1) -> Step:
+def step_from_dict(spec: Mapping[str, Any], number: int = 1) -> Layer:
     """The same step from a mapping, as a pipeline file holds it: ``op`` plus field names.
 
     >>> from dataclasses import replace
@@ -386,7 +451,7 @@ def step_from_dict(spec: Mapping[str, Any], number: int = 1) -> Step:
         raise ParameterError(f"step {number}:{where} {exc.message}") from None
 
 
-def step_text(step: Step) -> str:
+def step_text(layer: Layer) -> str:
     """A step written back in the step language (for steps that came from a mapping).
 
     >>> step_text(
@@ -397,38 +462,37 @@ def step_text(step: Step) -> str:
     >>> step_text(step_from_dict(maxpool))
     'maxpool k3 s2 p1 ceil'
     """
-    fields = FIELDS[step.kind]
-    words = [step.function or step.kind]
-    if step.filters is not None:
-        words.append(str(step.filters))
+    kind = layer.kind
+    fields = FIELDS[kind]
+    v = field_values(layer)
+    words = [v.get("function") or kind]
+    if v["filters"] is not None:
+        words.append(str(v["filters"]))
     if "kernel" in fields:
-        words.append(f"k{hw_text(step.kernel)}")
-    if "stride" in fields and (
-        step.stride != (1, 1) or step.kind in ("maxpool", "avgpool", "unpool")
-    ):
-        words.append(f"s{hw_text(step.stride)}")
+        words.append(f"k{hw_text(v['kernel'])}")
+    if "stride" in fields and (v["stride"] != (1, 1) or kind in ("maxpool", "avgpool", "unpool")):
+        words.append(f"s{hw_text(v['stride'])}")
     if "padding" in fields:
-        words.append(
-            step.padding if isinstance(step.padding, str) else f"p{padding_text(step.padding)}"
-        )
+        padding = v["padding"]
+        words.append(padding if isinstance(padding, str) else f"p{padding_text(padding)}")
     for field, prefix, default in (("dilation", "d", (1, 1)), ("output_padding", "op", (0, 0))):
-        if field in fields and getattr(step, field) != default:
-            words.append(f"{prefix}{hw_text(getattr(step, field))}")
+        if field in fields and v[field] != default:
+            words.append(f"{prefix}{hw_text(v[field])}")
     for field, prefix in (("groups", "g"), ("multiplier", "m")):
-        if field in fields and getattr(step, field) != 1:
-            words.append(f"{prefix}{getattr(step, field)}")
-    if "bias" in fields and not step.bias:
+        if field in fields and v[field] != 1:
+            words.append(f"{prefix}{v[field]}")
+    if "bias" in fields and not v["bias"]:
         words.append("nobias")
-    if step.ceil_mode:
+    if v["ceil_mode"]:
         words.append("ceil")
-    if step.pad_mode != "zeros":
-        words.append(step.pad_mode)
-    if step.output_size is not None:
-        words.append(f"output_size={step.output_size[0]},{step.output_size[1]}")
+    if v["pad_mode"] != "zeros":
+        words.append(v["pad_mode"])
+    if v["output_size"] is not None:
+        words.append(f"output_size={v['output_size'][0]},{v['output_size'][1]}")
     return " ".join(words)
 
 
-def parse_steps(texts: Sequence[str]) -> list[Step]:
+def parse_steps(texts: Sequence[str]) -> list[Layer]:
     """Steps numbered from 1."""
     return [parse_step(text, number) for number, text in enumerate(texts, 1)]
 
@@ -444,30 +508,29 @@ def conv_step(
     output_padding: Pair = (0, 0),
     bias: bool = False,
     pad_mode: str = "zeros",
-) -> Step:
-    """The step of one ``convcli conv`` run, from its 4-D weight shape as the engine lays it out.
+) -> Layer:
+    """The layer of one ``convcli conv`` run, from its 4-D weight shape as the engine lays it out.
 
     ``(C_out, C_in/groups, kh, kw)``, or ``(C_in, C_out/groups, kh, kw)`` when ``transposed``.
 
-    >>> conv_step((3, 1, 3, 3), 3, padding="valid").filters
+    >>> conv_step((3, 1, 3, 3), 3, padding="valid").params["filters"]
     3
     """
     filters = weight_shape[1] * groups if transposed else weight_shape[0]
-    step = Step(
-        kind="transposed" if transposed else "conv",
-        filters=filters,
-        kernel=tuple(weight_shape[2:]),
-        stride=tuple(stride),
-        padding=padding,
-        dilation=tuple(dilation),
-        groups=groups,
-        bias=bias,
-        output_padding=tuple(output_padding),
-        pad_mode=pad_mode,
-        number=1,
-    )
+    values = {
+        "filters": filters,
+        "kernel": tuple(weight_shape[2:]),
+        "stride": tuple(stride),
+        "padding": padding,
+        "dilation": tuple(dilation),
+        "groups": groups,
+        "bias": bias,
+        "output_padding": tuple(output_padding),
+        "pad_mode": pad_mode,
+    }
+    layer = _layer("transposed" if transposed else "conv", "", values, 1, "", ())
     try:
-        _check_step(step)
+        _check_step(layer)
     except _FieldError as exc:
         raise ParameterError(exc.message) from None
-    return step
+    return layer

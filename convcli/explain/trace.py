@@ -7,8 +7,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from convcli import geometry
-from convcli.errors import ParameterError
-from convcli.explain.language import CONVENTIONS, SCHEMA_ID, Pads, Shape, Step, step_text
+from convcli.errors import ConvcliError, ParameterError, ShapeError
+from convcli.explain.language import (
+    CONVENTIONS,
+    SCHEMA_ID,
+    Pads,
+    Shape,
+    check_layer,
+    field_values,
+    step_text,
+)
 from convcli.explain.text import hw_text
 from convcli.geometry import (
     PaddingSpec,
@@ -20,6 +28,7 @@ from convcli.geometry import (
     window_too_large,
 )
 from convcli.layers import rules
+from convcli.layers.spec import IMAGE, JOINS, Layer
 
 # Traces
 
@@ -133,8 +142,33 @@ class Trace:
         }
 
 
-def trace(input_shape: Shape, steps: Sequence[Step], source: str = "") -> Trace:
-    """Trace ``steps`` from an ``(H, W, C)`` input; stops at the first step that cannot run.
+@dataclass(frozen=True)
+class _Branch:
+    """Where a path through the layers has got to: its maps' shape, its layers' windows, and
+    whether it has warned of a receptive field larger than the input."""
+
+    shape: Shape
+    windows: tuple[tuple[Window, ...], tuple[Window, ...]] = ((), ())
+    warned: bool = False
+
+    @property
+    def field_area(self) -> int:
+        """The area of the receptive field at this point (1 at the input)."""
+        rows, cols = (geometry.receptive_field(list(axis)) for axis in self.windows)
+        return rows.size * cols.size
+
+
+def trace(
+    input_shape: Shape, layers: Sequence[Layer], source: str = "", *, named: bool = False
+) -> Trace:
+    """Trace ``layers`` (``layers.spec.Layer``) from an ``(H, W, C)`` input; stops at the first
+    layer that cannot run.
+
+    A layer reads the one before it, or the layers its ``sources`` number (0: the input); a
+    conv layer holding resolved kernels takes its kernel size and filters from them and the
+    channels it gets. A layer's receptive field is along the path to it; where branches join
+    (``add``, ``concat``), along the branch whose field is the largest. ``named`` (pipelines)
+    writes each row as ``NAME: step`` (the layer's name, or its op).
 
     >>> from convcli.explain.language import parse_steps
     >>> distill = parse_steps(
@@ -151,57 +185,173 @@ def trace(input_shape: Shape, steps: Sequence[Step], source: str = "") -> Trace:
     step 1 'conv 8 k7 valid': kernel 7x7 is larger than the padded input 5x5
     (input 5x5, padding valid)
     """
+    input_shape = tuple(input_shape)
+    last = _Branch(input_shape)
+    branches, names, pooled = {0: last}, {0: IMAGE}, {}
     rows: list[Row] = []
-    windows: tuple[list[Window], list[Window]] = ([], [])
-    shape, warned_rf = tuple(input_shape), False
-    for step in steps:
-        for label, layer in _layers(step):
-            row, pair = _row(layer, label, shape)
+    for layer in layers:
+        reads = [branches[n] for n in layer.sources] if layer.sources else [last]
+        try:
+            base, sized = _sized(layer, reads, [names[n] for n in layer.sources], pooled)
+        except ConvcliError as exc:
+            error = Row(
+                number=layer.number,
+                label=str(layer.number),
+                text=layer.name or layer.op,
+                kind="channels",
+                input=reads[0].shape,
+                error=str(exc),
+            )
+            return Trace(input_shape, tuple(rows) + (error,), source, reads[0].windows)
+        if sized is not layer and sized.op in ("conv", "transposed"):
+            check_layer(sized)  # the engine's rules, with its sizes
+        branch = base
+        for label, part in _parts(layer, sized, named):
+            row, pair = _row(part, label, branch.shape)
             if row.error:
-                return Trace(tuple(input_shape), tuple(rows) + (row,), source, _frozen(windows))
+                return Trace(input_shape, tuple(rows) + (row,), source, branch.windows)
+            windows = branch.windows
             if pair is not None:
-                windows[0].append(pair[0])
-                windows[1].append(pair[1])
-            rf = (geometry.receptive_field(windows[0]), geometry.receptive_field(windows[1]))
-            notes = list(row.warnings)
-            if not warned_rf and (rf[0].size > input_shape[0] or rf[1].size > input_shape[1]):
-                warned_rf = True
+                windows = (windows[0] + (pair[0],), windows[1] + (pair[1],))
+            rf = (
+                geometry.receptive_field(list(windows[0])),
+                geometry.receptive_field(list(windows[1])),
+            )
+            notes, warned = list(row.warnings), branch.warned
+            if not warned and (rf[0].size > input_shape[0] or rf[1].size > input_shape[1]):
+                warned = True
                 notes.append(
                     f"the receptive field ({shape_text((rf[0].size, rf[1].size))}) is larger than "
                     f"the {shape_text(input_shape[:2])} input: outer units see padding"
                 )
             rows.append(replace(row, receptive_field=rf, warnings=tuple(notes)))
-            shape = row.output
-    return Trace(tuple(input_shape), tuple(rows), source, _frozen(windows))
+            branch = _Branch(row.output, windows, warned)
+        if layer.op == "pool" and layer.name:
+            pooled[layer.name] = (base.shape[:2], sized)
+        branches[layer.number] = last = branch
+        names[layer.number] = layer.name or f"step {layer.number}"
+    return Trace(input_shape, tuple(rows), source, last.windows)
 
 
-def _frozen(
-    windows: tuple[list[Window], list[Window]],
-) -> tuple[tuple[Window, ...], tuple[Window, ...]]:
-    return tuple(windows[0]), tuple(windows[1])
+def _sized(
+    layer: Layer, reads: Sequence[_Branch], read_names: Sequence[str], pooled: dict
+) -> tuple[_Branch, Layer]:
+    """The branch a layer extends, and the layer with the sizes its trace row needs at the
+    shape it gets (a conv's filters and kernel size from its kernels, a pool's stride, an
+    unpool's window from its pool, the channels of ``gray``, ``select``, joins ...)."""
+    shape, p = reads[0].shape, layer.params
+    channels = shape[2]
+    if layer.op in JOINS:
+        joined = rules.joined_shapes(layer.op, [(n, b.shape) for n, b in zip(read_names, reads)])
+        base = max(reads, key=lambda b: b.field_area)
+        return base, Layer("channels", {"filters": joined[2]}, layer.number)
+    if layer.op in ("conv", "transposed") and "kernel" in p:
+        return reads[0], replace(layer, params=_kernel_sizes(layer, channels))
+    if layer.op == "pool" and p["stride"] is None:
+        return reads[0], replace(layer, params={**p, "stride": p["size"]})
+    if layer.op == "unpool" and "indices" in p:
+        in_hw, pool = pooled[p["indices"]]
+        window = pool.params
+        pads = geometry.resolve_padding(
+            window["padding"], in_hw, window["size"], window["stride"], window["dilation"]
+        )
+        params = {
+            "size": window["size"],
+            "stride": window["stride"],
+            "padding": (pads[0], pads[0], pads[2], pads[2]),
+            "output_size": tuple(in_hw),
+        }
+        return reads[0], replace(layer, params=params)
+    if layer.op == "gray":
+        if channels not in (1, 3):
+            raise ShapeError(f"gray needs 1 or 3 channels, the input has {channels}")
+        return reads[0], Layer("channels", {"filters": 1}, layer.number)
+    if layer.op == "select":
+        if max(p["channels"]) >= channels:
+            raise ShapeError(
+                f"channel {max(p['channels'])} does not exist: the input has {channels} "
+                f"(0 to {channels - 1})"
+            )
+        return reads[0], Layer("channels", {"filters": len(p["channels"])}, layer.number)
+    if layer.op in ("mul", "stats"):  # stats reports; the maps go on as they are
+        return reads[0], Layer("channels", {"filters": channels}, layer.number)
+    return reads[0], layer
 
 
-def _layers(step: Step) -> list[tuple[str, Step]]:
-    """A separable step is two layers: depthwise (no bias, as Keras) then pointwise."""
-    if step.kind != "separable":
-        return [(str(step.number), step)]
+def _kernel_sizes(layer: Layer, channels: int) -> dict:
+    """A conv layer's fields with the filter count, kernel size and groups its resolved kernels
+    have on ``channels`` input channels, laid out as the engine lays them."""
+    from convcli import engine
+
+    p, transposed = layer.params, layer.op == "transposed"
+    layout = engine.as_transposed_weight if transposed else engine.as_conv_weight
+    weights = [layout(k.weights, channels, p["groups"], copy=False) for k in p["kernel"]]
+    if len({(w.shape[2:], g) for w, g in weights}) > 1:
+        raise ParameterError(
+            "explain traces stacked kernels of one size and channel layout; these "
+            "differ (trace each kernel on its own)"
+        )
+    first, groups = weights[0]
+    sized = {
+        "filters": sum(w.shape[1] * g if transposed else w.shape[0] for w, g in weights),
+        "kernel_size": tuple(first.shape[2:]),
+        "stride": p["stride"],
+        "padding": p["padding"],
+        "dilation": p["dilation"],
+        "groups": groups,
+        "multiplier": 1,
+        "bias": p["bias"] is not None,
+    }
+    if transposed:
+        sized["output_padding"] = p["output_padding"]
+    else:
+        sized["pad_mode"] = p["pad_mode"]
+    return sized
+
+
+def _parts(layer: Layer, sized: Layer, named: bool) -> list[tuple[str, Layer]]:
+    """The trace rows of one layer, each (label, layer as traced): a separable layer is two,
+    depthwise (no bias, as Keras) then pointwise; a conv that combines its kernels' maps is
+    the conv, then its channel count after the combining."""
+    if named:
+        title = f"{layer.name or layer.op}: "
+        parts = [(str(layer.number), replace(sized, text=title + step_text(sized)))]
+        if layer.op in ("conv", "transposed") and layer.params.get("combine"):
+            maps = sized.params["filters"] // len(layer.params["kernel"])
+            combined = Layer("channels", {"filters": maps}, layer.number)
+            parts.append(
+                (
+                    str(layer.number),
+                    replace(combined, text=f"{title}combine {layer.params['combine']}"),
+                )
+            )
+        return parts
+    if layer.op != "separable":
+        return [(str(layer.number), sized)]
+    p = layer.params
     depthwise = replace(
-        step, kind="depthwise", bias=False, filters=None, text=f"{step.text} (depthwise)"
+        layer,
+        op="depthwise",
+        params={**p, "bias": False, "filters": None},
+        text=f"{layer.text} (depthwise)",
     )
     pointwise = replace(
-        step,
-        kind="pointwise",
-        kernel=(1, 1),
-        stride=(1, 1),
-        padding="valid",
-        dilation=(1, 1),
-        multiplier=1,
-        text=f"{step.text} (pointwise)",
+        layer,
+        op="pointwise",
+        params={
+            **p,
+            "kernel_size": (1, 1),
+            "stride": (1, 1),
+            "padding": "valid",
+            "dilation": (1, 1),
+            "multiplier": 1,
+        },
+        text=f"{layer.text} (pointwise)",
     )
-    return [(f"{step.number}a", depthwise), (f"{step.number}b", pointwise)]
+    return [(f"{layer.number}a", depthwise), (f"{layer.number}b", pointwise)]
 
 
-def _row(step: Step, label: str, shape: Shape) -> tuple[Row, tuple[Window, Window] | None]:
+def _row(step: Layer, label: str, shape: Shape) -> tuple[Row, tuple[Window, Window] | None]:
     base = Row(
         number=step.number,
         label=label,
@@ -223,10 +373,11 @@ def _row(step: Step, label: str, shape: Shape) -> tuple[Row, tuple[Window, Windo
         arithmetic = (f"{height}x{width} -> 1x1 per channel",)
         return replace(base, output=(1, 1, channels), arithmetic=arithmetic), windows
     if step.kind == "channels":
+        filters = step.params["filters"]
         return replace(
             base,
-            output=(height, width, step.filters),
-            arithmetic=(f"{channels} -> {step.filters} channels",),
+            output=(height, width, filters),
+            arithmetic=(f"{channels} -> {filters} channels",),
         ), None
     params = 2 * channels if step.kind == "batchnorm" else 0
     return replace(base, output=shape, arithmetic=("shape kept",), params=params), None
@@ -290,106 +441,108 @@ def _fit_warnings(
     return notes
 
 
-def _conv_row(step: Step, base: Row) -> tuple[Row, tuple[Window, Window] | None]:
+def _conv_row(layer: Layer, base: Row) -> tuple[Row, tuple[Window, Window] | None]:
+    v = field_values(layer)
     height, width, channels = base.input
-    if step.kind == "depthwise":
-        groups, c_out = channels, channels * step.multiplier
+    if layer.kind == "depthwise":
+        groups, c_out = channels, channels * v["multiplier"]
     else:
-        groups, c_out = step.groups, step.filters
+        groups, c_out = v["groups"], v["filters"]
     base = replace(
         base,
-        kernel=step.kernel,
-        stride=step.stride,
-        dilation=step.dilation,
+        kernel=v["kernel"],
+        stride=v["stride"],
+        dilation=v["dilation"],
         groups=groups,
-        bias=step.bias,
+        bias=v["bias"],
     )
     try:
         rules.groups_divide(groups, channels, c_out)
     except rules.RuleError as exc:
         return replace(base, error=str(exc)), None
     pads = geometry.resolve_padding(
-        step.padding, (height, width), step.kernel, step.stride, step.dilation
+        v["padding"], (height, width), v["kernel"], v["stride"], v["dilation"]
     )
     out_hw = geometry.conv2d_output_shape(
-        (height, width), step.kernel, step.stride, step.dilation, pads
+        (height, width), v["kernel"], v["stride"], v["dilation"], pads
     )
-    axes = _axes((height, width), step.kernel, step.stride, step.dilation, pads)
+    axes = _axes((height, width), v["kernel"], v["stride"], v["dilation"], pads)
     arithmetic = _per_axis([_conv_formula(*axis, out) for axis, out in zip(axes, out_hw)])
     base = replace(base, padding=pads, arithmetic=arithmetic)
     if min(out_hw) < 1:
         return replace(
             base,
             error=window_too_large(
-                "kernel", (height, width), step.kernel, step.dilation, pads, step.padding
+                "kernel", (height, width), v["kernel"], v["dilation"], pads, v["padding"]
             ),
         ), None
-    shortfall = geometry.border_shortfall((height, width), pads, step.pad_mode)
+    shortfall = geometry.border_shortfall((height, width), pads, v["pad_mode"])
     if shortfall:
         return replace(base, error=shortfall), None
-    kh, kw = step.kernel
+    kh, kw = v["kernel"]
     per_output = (channels // groups) * kh * kw
     row = replace(
         base,
         output=out_hw + (c_out,),
-        params=c_out * per_output + (c_out if step.bias else 0),
+        params=c_out * per_output + (c_out if v["bias"] else 0),
         macs=c_out * out_hw[0] * out_hw[1] * per_output,
-        warnings=tuple(_fit_warnings(axes, step.padding, pads)),
+        warnings=tuple(_fit_warnings(axes, v["padding"], pads)),
     )
     return row, tuple(Window(k, s, d, before) for _, k, s, d, before, _ in axes)
 
 
-def _transposed_row(step: Step, base: Row) -> tuple[Row, tuple[Window, Window] | None]:
+def _transposed_row(layer: Layer, base: Row) -> tuple[Row, tuple[Window, Window] | None]:
+    v = field_values(layer)
     height, width, channels = base.input
-    groups, c_out = step.groups, step.filters
+    groups, c_out = v["groups"], v["filters"]
     base = replace(
         base,
-        kernel=step.kernel,
-        stride=step.stride,
-        dilation=step.dilation,
+        kernel=v["kernel"],
+        stride=v["stride"],
+        dilation=v["dilation"],
         groups=groups,
-        bias=step.bias,
-        output_padding=step.output_padding,
+        bias=v["bias"],
+        output_padding=v["output_padding"],
     )
     try:
         rules.groups_divide(groups, channels, c_out)
     except rules.RuleError as exc:
         return replace(base, error=str(exc)), None
-    axes = list(zip((height, width), step.kernel, step.stride, step.dilation))
-    if step.padding == "same":  # Keras Conv2DTranspose: input x stride, aligned by a TF SAME crop
+    axes = list(zip((height, width), v["kernel"], v["stride"], v["dilation"]))
+    if v["padding"] == "same":  # Keras Conv2DTranspose: input x stride, aligned by a TF SAME crop
         crops = [geometry.transposed_same_crop(*axis) for axis in axes]
-        out_hw = (height * step.stride[0], width * step.stride[1])
+        out_hw = (height * v["stride"][0], width * v["stride"][1])
     else:
-        pad = (0, 0) if step.padding == "valid" else step.padding[0::2]
-        crops = [(p, p - op) for p, op in zip(pad, step.output_padding)]
+        pad = (0, 0) if v["padding"] == "valid" else v["padding"][0::2]
+        crops = [(p, p - op) for p, op in zip(pad, v["output_padding"])]
         out_hw = tuple(
             geometry.transposed_output_size(*axis, p, op)
-            for axis, p, op in zip(axes, pad, step.output_padding)
+            for axis, p, op in zip(axes, pad, v["output_padding"])
         )
     pads = (crops[0][0], crops[0][1], crops[1][0], crops[1][1])
     texts = _transposed_formulas(
         (height, width),
-        step.kernel,
-        step.stride,
-        step.dilation,
-        step.padding,
-        step.output_padding,
+        v["kernel"],
+        v["stride"],
+        v["dilation"],
+        v["padding"],
+        v["output_padding"],
         out_hw,
     )
     base = replace(base, padding=pads, arithmetic=texts)
     if min(out_hw) < 1:
         return replace(
             base,
-            error=f"padding {padding_text(step.padding)} crops away the whole transposed "
+            error=f"padding {padding_text(v['padding'])} crops away the whole transposed "
             f"output (input {shape_text((height, width))}, kernel "
-            f"{shape_text(step.kernel)})",
+            f"{shape_text(v['kernel'])})",
         ), None
-    kh, kw = step.kernel
+    kh, kw = v["kernel"]
     per_input = (c_out // groups) * kh * kw
     row = replace(
         base,
         output=out_hw + (c_out,),
-        params=channels * per_input + (c_out if step.bias else 0),
+        params=channels * per_input + (c_out if v["bias"] else 0),
         macs=channels * height * width * per_input,
     )
     return row, tuple(
@@ -422,23 +575,24 @@ def _transposed_formulas(
     )
 
 
-def _pool_row(step: Step, base: Row) -> tuple[Row, tuple[Window, Window] | None]:
+def _pool_row(layer: Layer, base: Row) -> tuple[Row, tuple[Window, Window] | None]:
+    v = field_values(layer)
     height, width, channels = base.input
-    base = replace(base, kernel=step.kernel, stride=step.stride, dilation=step.dilation)
+    base = replace(base, kernel=v["kernel"], stride=v["stride"], dilation=v["dilation"])
     pads = geometry.resolve_padding(
-        step.padding, (height, width), step.kernel, step.stride, step.dilation
+        v["padding"], (height, width), v["kernel"], v["stride"], v["dilation"]
     )
-    axes = _axes((height, width), step.kernel, step.stride, step.dilation, pads)
-    out_hw = tuple(geometry.pool_output_size(*axis, step.ceil_mode) for axis in axes)
+    axes = _axes((height, width), v["kernel"], v["stride"], v["dilation"], pads)
+    out_hw = tuple(geometry.pool_output_size(*axis, v["ceil_mode"]) for axis in axes)
     texts = []
     for (size, kernel, stride, dilation, before, after), out in zip(axes, out_hw):
-        rounding = "ceil" if step.ceil_mode else "floor"
+        rounding = "ceil" if v["ceil_mode"] else "floor"
         text = _conv_formula(size, kernel, stride, dilation, before, after, out, rounding)
         # ceil((x)/s) is floor((x + s - 1)/s): the count before PyTorch drops a last window
         unruled = geometry.pool_output_size(
             size, kernel, stride, dilation, before, after + stride - 1
         )
-        if step.ceil_mode and out < unruled:
+        if v["ceil_mode"] and out < unruled:
             text = text.replace(
                 f" = {out}", f" - 1 = {out} (a last window may not start in the padding)"
             )
@@ -446,27 +600,28 @@ def _pool_row(step: Step, base: Row) -> tuple[Row, tuple[Window, Window] | None]
     base = replace(base, padding=pads, arithmetic=_per_axis(texts))
     if min(out_hw) < 1:
         error = window_too_large(
-            "pooling window", (height, width), step.kernel, step.dilation, pads, step.padding
+            "pooling window", (height, width), v["kernel"], v["dilation"], pads, v["padding"]
         )
         return replace(base, error=error), None
     row = replace(
         base,
         output=out_hw + (channels,),
-        warnings=tuple(_fit_warnings(axes, step.padding, pads, check_fit=not step.ceil_mode)),
+        warnings=tuple(_fit_warnings(axes, v["padding"], pads, check_fit=not v["ceil_mode"])),
     )
     return row, tuple(Window(k, s, d, before) for _, k, s, d, before, _ in axes)
 
 
-def _unpool_row(step: Step, base: Row) -> tuple[Row, tuple[Window, Window] | None]:
+def _unpool_row(layer: Layer, base: Row) -> tuple[Row, tuple[Window, Window] | None]:
+    v = field_values(layer)
     height, width, channels = base.input
-    pad = (0, 0) if step.padding == "valid" else step.padding[0::2]
+    pad = (0, 0) if v["padding"] == "valid" else v["padding"][0::2]
     base = replace(
-        base, kernel=step.kernel, stride=step.stride, padding=(pad[0], pad[0], pad[1], pad[1])
+        base, kernel=v["kernel"], stride=v["stride"], padding=(pad[0], pad[0], pad[1], pad[1])
     )
-    axes = list(zip((height, width), step.kernel, step.stride, pad))
+    axes = list(zip((height, width), v["kernel"], v["stride"], pad))
     try:
         out_hw = geometry.unpool_output_shape(
-            (height, width), step.kernel, step.stride, pad, step.output_size
+            (height, width), v["kernel"], v["stride"], pad, v["output_size"]
         )
     except ParameterError as exc:
         return replace(base, error=str(exc)), None
@@ -478,7 +633,7 @@ def _unpool_row(step: Step, base: Row) -> tuple[Row, tuple[Window, Window] | Non
     ]
     base = replace(base, arithmetic=_per_axis(texts))
     if min(out_hw) < 1:
-        return replace(base, error=f"padding {padding_text(step.padding)} leaves no output"), None
+        return replace(base, error=f"padding {padding_text(v['padding'])} leaves no output"), None
     return replace(base, output=out_hw + (channels,)), tuple(
         Window(k, s, 1, p, transposed=True) for _, k, s, p in axes
     )

@@ -230,3 +230,29 @@ def joined_shapes(
         given = ", ".join(f"{name} gives {shape_text(shape)}" for name, shape in shapes)
         raise RuleError("inputs", f"{op} needs maps of {what}: {given}")
     return first if op == "add" else (*first[:2], sum(shape[2] for _, shape in shapes))
+
+
+def check(layer: Any) -> None:
+    """Every rule between the fields of one ``layers.spec.Layer`` that needs no image (the
+    pipeline schema, the explain language and the CLI all check their layers here).
+
+    >>> from convcli.layers.spec import Layer
+    >>> check(Layer("pool", {"mode": "max", "size": (2, 2), "padding": "full", "ceil_mode": False}))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    ...
+    convcli.layers.rules.RuleError: pooling takes no padding 'full'; use valid, same (Keras)
+    or counts (PyTorch)
+    """
+    p = layer.params
+    if layer.op == "pool":
+        pool_padding(p["padding"], p["size"], p["ceil_mode"])
+    if layer.op == "transposed":
+        cropped_padding(p["padding"], "transposed")
+        output_padding(p["output_padding"], p["stride"], p["dilation"], p["padding"])
+    if layer.op == "unpool" and "padding" in p:
+        cropped_padding(p["padding"], "unpool", same=False)
+    if layer.op == "clip":
+        clip_bounds(p.get("min"), p.get("max"))
+    if layer.op == "batchnorm" and "mean" in p:
+        batchnorm_values(p["scale"], p["bias"], p["mean"], p["var"], p["epsilon"])

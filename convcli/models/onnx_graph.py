@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convcli.errors import KernelError, ParameterError
-from convcli.pipeline.step import IMAGE
+from convcli.layers.spec import IMAGE
 
 #: The step that holds the model's input (the image after preprocessing).
 MODEL_INPUT = "model_input"

@@ -3,8 +3,8 @@
 ``schema`` reads a pipeline file or mapping into checked steps (``parse_pipeline``,
 ``load_pipeline``); ``execute`` applies them to a picture's values (``Pipeline.run`` on
 ``Maps``); ``job`` is the work on one file (read, run, write) that ``conv``, ``pool`` and ``run``
-all use, picklable for worker processes; ``trace`` turns a pipeline into ``convcli explain``
-rows.
+all use, picklable for worker processes. A pipeline's layers are ``layers.spec.Layer``s, which
+``explain.trace`` traces (``trace``: ``Pipeline.trace``).
 """
 
 from convcli.pipeline.execute import Flags, Labels, Maps, combine_maps, combined_count
@@ -21,7 +21,12 @@ from convcli.pipeline.schema import (
     make_step,
     parse_pipeline,
 )
-from convcli.pipeline.trace import trace
+
+
+def trace(pipeline: Pipeline, shape: tuple[int, int, int], source: str = ""):
+    """``pipeline.trace(shape, source)``: its ``explain.Trace`` from an (H, W, C) input."""
+    return pipeline.trace(shape, source)
+
 
 __all__ = [
     "ACTIVATIONS",

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from convcli.errors import ShapeError
-from convcli.pipeline.step import ACTIVATIONS, Step
+from convcli.layers.spec import RUN_ACTIVATIONS
+from convcli.layers.spec import Layer as Step
 
 
 class Flags(abc.Sequence):
@@ -574,7 +575,7 @@ _APPLY: dict[str, Callable[[Step, Maps], Maps]] = {
     "pool": _pool,
     "global_pool": _global_pool,
     "unpool": _unpool,
-    **{name: _activation for name in ACTIVATIONS},
+    **{name: _activation for name in RUN_ACTIVATIONS},
     "mul": _mul,
     "batchnorm": _batchnorm,
     "normalise": _normalise,

@@ -74,10 +74,9 @@ class Job:
         """Before the steps run: the output shape ``trace`` plans must suit the output's format
         (a 20000-pixel-wide WebP is refused now, not after the work)."""
         from convcli.io import images
-        from convcli.pipeline.trace import trace
 
         try:
-            planned = trace(self.pipeline, tuple(_hwc(picture.data.shape)))
+            planned = self.pipeline.trace(tuple(_hwc(picture.data.shape)))
         except ConvcliError:  # the steps themselves will say what is wrong
             return
         if planned.error is None and planned.output is not None:
@@ -177,9 +176,8 @@ class LayersJob(Job):
         """Before the steps run: the trace of the pipeline on this image's shape has no error
         (so that no layer is written before a later one fails)."""
         from convcli.errors import ShapeError
-        from convcli.pipeline.trace import trace
 
-        planned = trace(self.pipeline, tuple(_hwc(picture.data.shape)))
+        planned = self.pipeline.trace(tuple(_hwc(picture.data.shape)))
         if planned.error is not None:
             raise ShapeError(planned.error)
 

@@ -36,6 +36,9 @@ from typing import TYPE_CHECKING, Any
 from convcli.errors import ConvcliError, FieldError, ParameterError
 from convcli.io.paths import require_regular_file
 from convcli.layers import rules
+from convcli.layers.spec import ACTIVATIONS as LAYER_ACTIVATIONS
+from convcli.layers.spec import IMAGE, JOINS, RUN_ACTIVATIONS
+from convcli.layers.spec import Layer as Step
 from convcli.layers.values import (
     COMBINE_MODES,
     PAD_MODES,
@@ -47,7 +50,6 @@ from convcli.layers.values import (
 )
 from convcli.limits import short_repr as _short
 from convcli.pipeline.output import output_settings
-from convcli.pipeline.step import ACTIVATIONS, IMAGE, JOINS, Step
 from convcli.render.stats import DEFAULT_PERCENTILES
 
 if TYPE_CHECKING:
@@ -55,6 +57,8 @@ if TYPE_CHECKING:
 
 REQUIRED = object()
 POOL_MODES = ("max", "avg")
+#: The activations a pipeline runs, and how the explain language writes each.
+ACTIVATIONS = {op: LAYER_ACTIVATIONS[op] for op in RUN_ACTIVATIONS}
 NORMALISE_MODES = ("minmax", "standard")
 TOP_KEYS = ("steps", "output", "description")
 _NAME = re.compile(r"[A-Za-z_][\w-]*\Z")
@@ -305,6 +309,24 @@ class Pipeline:
             del result  # maps no step reads (a branch that goes nowhere) go now
         return held[self.steps[-1].number]
 
+    def trace(self, shape: tuple[int, int, int], source: str = ""):
+        """The ``explain.Trace`` of these layers from an (H, W, C) input (``explain.trace``
+        with each row named by its step), using the real kernels.
+
+        >>> t = parse_pipeline(["gray", {"op": "conv", "kernel": ["sobel_x", "sobel_y"]}, "relu",
+        ...                     {"op": "pool", "size": 2}]).trace((32, 32, 3))
+        >>> [(row.text, row.output) for row in t.rows]     # doctest: +NORMALIZE_WHITESPACE
+        [('gray: channels 1', (32, 32, 1)), ('conv: conv 2 k3 same nobias', (32, 32, 2)),
+         ('relu: relu', (32, 32, 2)), ('pool: maxpool k2 s2 valid', (16, 16, 2))]
+        >>> block = parse_pipeline([{"op": "conv", "kernel": "box:size=5", "name": "blur"},
+        ...                         {"op": "concat", "inputs": ["image", "blur"]}])
+        >>> [(row.output, row.receptive_field[0].size) for row in block.trace((8, 8, 1)).rows]
+        [((8, 8, 1), 5), ((8, 8, 2), 5)]
+        """
+        from convcli.explain.trace import trace
+
+        return trace(shape, self.steps, source, named=True)
+
     def reads(self) -> dict[int, tuple[int, ...]]:
         """Per step number, the numbers of the steps it reads (0: the input).
 
@@ -543,15 +565,12 @@ def _check_rules(step: Step, earlier: list[Step]) -> None:
             )
     if step.op in ("conv", "transposed") and p["combine"] and len(p["kernel"]) < 2:
         raise _FieldError("combine", "needs two or more kernels (a list), whose maps it combines")
+    if step.op == "pool":
+        other = {"max": "count_include_pad", "avg": "dilation"}[p["mode"]]
+        if other in step.given:
+            raise _FieldError(other, f"does not apply to mode {p['mode']}")
     try:
-        if step.op == "transposed":
-            rules.cropped_padding(p["padding"], "transposed")
-            rules.output_padding(p["output_padding"], p["stride"], p["dilation"], p["padding"])
-        if step.op == "pool":
-            other = {"max": "count_include_pad", "avg": "dilation"}[p["mode"]]
-            if other in step.given:
-                raise _FieldError(other, f"does not apply to mode {p['mode']}")
-            rules.pool_padding(p["padding"], p["size"], p["ceil_mode"])
+        rules.check(step)
     except rules.RuleError as exc:
         raise _FieldError(exc.parameter, exc.detail) from None
     if step.op == "unpool":
@@ -566,13 +585,6 @@ def _check_rules(step: Step, earlier: list[Step]) -> None:
             raise _FieldError(
                 "indices", f"pool step {p['indices']!r} is not on the path to this step"
             )
-    try:
-        if step.op == "clip":
-            rules.clip_bounds(p["min"], p["max"])
-        if step.op == "batchnorm":
-            rules.batchnorm_values(p["scale"], p["bias"], p["mean"], p["var"], p["epsilon"])
-    except rules.RuleError as exc:
-        raise _FieldError(exc.parameter, exc.detail) from None
     if step.op == "normalise":
         fixed = [key for key in ("mean", "std") if p[key] is not None]
         if fixed and p["mode"] != "standard":
