@@ -90,7 +90,7 @@ def run_in_bands(job: Job, picture: Any, source: str, target: str) -> dict | Non
     channels, height, width = picture.data.shape
     out_channels, out_rows, out_width = shapes[-1]
     dtype = np.uint8 if depth == "8" else np.uint16
-    rows = _band_rows(max(4 * c * w for c, _, w in shapes), windows)
+    rows = min(out_rows, _band_rows(max(4 * c * w for c, _, w in shapes), windows))
     limits.check_arrays(
         f"writing {limits.shorten(target)!r} in bands of {rows} rows",
         itemsize=np.dtype(dtype).itemsize,
