@@ -587,11 +587,35 @@ def _picture(img, alpha_as_channel: bool, what: str) -> Picture:
         img = img.convert(_ALPHA_BASE[img.mode])
     if img.mode not in _WHITE:
         raise InputError(f"{what} has pixel mode {img.mode!r}, which convcli does not read")
-    data = np.asarray(img)  # the stored dtype: converted to float32 band by band downstream
-    data = data[None] if data.ndim == 2 else data.transpose(2, 0, 1)
+    data = _planes(img)  # the stored dtype: converted to float32 band by band downstream
     if alpha is not None and alpha_as_channel:
         data, alpha = np.concatenate([data, alpha[None]]), None
     return Picture(np.ascontiguousarray(data), _WHITE[img.mode], alpha)
+
+
+def _planes(img) -> np.ndarray:
+    """The values of a decoded Pillow image as (C, H, W) in their stored dtype, copied out in
+    strips of about ``PLANE_STRIP_BYTES``: a 4096^2 RGB image peaks at Pillow's pixels and the
+    planes (112 MB), not also a whole (H, W, C) copy and Pillow's bytes of it (208 MB).
+
+    >>> from PIL import Image
+    >>> _planes(Image.new("RGB", (2, 1), (1, 2, 3))).tolist()
+    [[[1, 1]], [[2, 2]], [[3, 3]]]
+    """
+    width, height = img.size
+    rows = max(1, PLANE_STRIP_BYTES // max(1, width * len(img.getbands()) * 4))
+    planes = None
+    for first in range(0, height, rows):
+        strip = np.asarray(img.crop((0, first, width, min(height, first + rows))))
+        strip = strip[None] if strip.ndim == 2 else strip.transpose(2, 0, 1)
+        if planes is None:
+            planes = np.empty((len(strip), height, width), strip.dtype)
+        planes[:, first : first + strip.shape[1]] = strip
+    return planes if planes is not None else np.asarray(img)[None]
+
+
+#: Bytes of a decoded image copied out at a time (``_planes``).
+PLANE_STRIP_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
