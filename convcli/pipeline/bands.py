@@ -48,7 +48,8 @@ class Window:
     """How one step reads rows: output row ``r`` reads padded rows ``r * stride`` to
     ``r * stride + span - 1``, padded row ``p`` being input row ``p - top`` with the border
     filled as ``mode`` says, of an input of ``rows`` rows; ``out_rows`` rows come out.
-    Row-local steps read their own row (stride 1, span 1, top 0).
+    Row-local steps read their own row (stride 1, span 1, top 0). ``jit``: the whole map's
+    method runs Numba's kernels (already spread over the cores).
 
     >>> Window(8, 8).reads(2, 5).tolist()
     [2, 3, 4]
@@ -62,6 +63,7 @@ class Window:
     span: int = 1
     top: int = 0
     mode: str = "zeros"
+    jit: bool = False
 
     def reads(self, first: int, last: int) -> np.ndarray:
         """The input row each padded row of output rows ``first:last`` reads (-1: a zero)."""
@@ -112,32 +114,41 @@ def run_in_bands(job: Job, picture: Any, source: str, target: str) -> dict | Non
 
 
 def _run(picture, source, steps, windows, rows, pixels, depth, settings) -> None:
-    """The steps on each band of ``rows`` output rows, mapped into its rows of ``pixels``."""
+    """The steps on each band of ``rows`` output rows, mapped into its rows of ``pixels``; bands
+    on the cores side by side when no step runs Numba's kernels (numpy's work is on one core),
+    each in a copy of the caller's context (``runtime.repeated``, numpy's error state)."""
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
     from convcli.io import images
     from convcli.pipeline.execute import Maps, apply
+    from convcli.runtime import compute_threads
 
-    out_rows = len(pixels)
+    def band(first: int) -> None:
+        last = min(len(pixels), first + rows)
+        spans = _spans(windows, first, last)
+        maps = Maps(_rows_of(picture.data, windows[0], *spans[0], 0), picture.white, source=source)
+        for number, (step, window) in enumerate(zip(steps, windows)):
+            with _declared(step, window):
+                maps = apply(step, maps)
+            if number + 1 < len(steps):
+                start = spans[number][0]
+                wanted = _rows_of(maps.data, windows[number + 1], *spans[number + 1], start)
+                maps = replace(maps, data=wanted)
+        levels, _, _ = images.mapped_levels(
+            np.asarray(maps.data, np.float32), maps.white, settings, depth, maps.flags, True
+        )
+        images.integer_pixels(levels, 8 if depth == "8" else 16, pixels[first:last])
+
+    firsts = range(0, len(pixels), rows)
+    threads = 1 if any(window.jit for window in windows) else compute_threads()
     with np.errstate(over="ignore", invalid="ignore"):  # as the whole-image path
-        for first in range(0, out_rows, rows):
-            last = min(out_rows, first + rows)
-            spans = _spans(windows, first, last)
-            maps = Maps(
-                _rows_of(picture.data, windows[0], *spans[0], 0), picture.white, source=source
-            )
-            for number, (step, window) in enumerate(zip(steps, windows)):
-                with _declared(step, window):
-                    maps = apply(step, maps)
-                if number + 1 < len(steps):
-                    start = spans[number][0]
-                    wanted = _rows_of(maps.data, windows[number + 1], *spans[number + 1], start)
-                    maps = replace(maps, data=wanted)
-            levels, _, _ = images.mapped_levels(
-                np.asarray(maps.data, np.float32), maps.white, settings, depth, maps.flags, True
-            )
-            images.integer_pixels(levels, 8 if depth == "8" else 16, pixels[first:last])
-            del maps, levels
+        caller = contextvars.copy_context()
+        with ThreadPoolExecutor(max(1, min(threads, len(firsts)))) as pool:
+            for _ in pool.map(lambda first: caller.copy().run(band, first), firsts):
+                pass
 
 
 def _plan(job: Job, picture: Any, target: str) -> tuple[list, list, list, str] | None:
@@ -212,12 +223,13 @@ def _step_window(step, channels: int, rows: int, width: int):
         pads = geometry.resolve_padding(p["padding"], (rows, width), k_hw, stride, dilation)
         out_hw = geometry.conv2d_output_shape((rows, width), k_hw, stride, dilation, pads)
         engine.check_border((rows, width), pads, p["pad_mode"])
-        count = 0
+        count, methods = 0, set()
         for kernel in kernels:
             weight, groups = engine.as_conv_weight(
                 kernel.weights / kernel.scale, channels, p["groups"], copy=False
             )
-            if choose_method(weight, groups, out_hw, stride, dilation) == "fft":
+            methods.add(choose_method(weight, groups, out_hw, stride, dilation))
+            if "fft" in methods:
                 return None  # its tiles and its checks for large values are the whole map's
             count += weight.shape[0]
     except Exception:  # noqa: BLE001 - the whole-image path says what is wrong
@@ -227,7 +239,8 @@ def _step_window(step, channels: int, rows: int, width: int):
     if p["combine"]:
         count = weight.shape[0]
     span = geometry.effective_kernel_size(k_hw[0], dilation[0])
-    window = Window(rows, out_hw[0], stride[0], span, pads[0], p["pad_mode"])
+    jit = not methods <= {"numpy", "gemm"}
+    window = Window(rows, out_hw[0], stride[0], span, pads[0], p["pad_mode"], jit)
     banded = replace(step, params={**p, "padding": (0, 0, pads[2], pads[3])})
     return banded, window, (count, *out_hw)
 
