@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 BANDED_BYTES = 64 << 20
 #: Float32 bytes of the widest maps of one band: bands of a few megabytes keep both cores busy
 #: and the memory at the image, the pixels and a few bands.
-BAND_BYTES = 8 << 20
+BAND_BYTES = 4 << 20
 #: Band heights are multiples of this (the engine's kernels work on pairs of rows, its bands
 #: from multiples of 8 rows).
 BAND_ROW_MULTIPLE = 8
