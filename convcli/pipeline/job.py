@@ -150,7 +150,8 @@ class LayersJob(Job):
         """
         return [layer_target(target, name, len(self.layers)) for _, name in self.layers]
 
-    def process(self, source: str, target: str | None) -> tuple[Maps, dict]:
+    def process(self, source: str, target: str | None, banded: bool = False) -> tuple[Maps, dict]:
+        """As ``Job.process``; the saved layers never go in bands (``banded`` is ignored)."""
         import numpy as np
 
         from convcli.errors import ShapeError
