@@ -26,8 +26,6 @@ from convcli.pipeline.step import ACTIVATIONS
 if TYPE_CHECKING:
     import numpy as np
 
-    from convcli.pipeline.job import Job
-
 #: The whole-image path goes in bands when its float32 maps (the input's and the largest
 #: step's) would take more than this.
 BANDED_BYTES = 64 << 20
@@ -75,7 +73,7 @@ class Window:
         return source_index(positions - self.top, self.rows, self.mode)
 
 
-def run_in_bands(job: Job, picture: Any, source: str, target: str) -> dict | None:
+def run_in_bands(job: Any, picture: Any, source: str, target: str) -> dict | None:
     """Run ``job`` on the decoded ``picture`` into the PNG ``target`` band by band, and return
     the input and output shapes (H, W, C) as ``Job.process`` does; None, and nothing done,
     when the job is not one to band (see the module docstring)."""
@@ -151,7 +149,7 @@ def _run(picture, source, steps, windows, rows, pixels, depth, settings) -> None
                 pass
 
 
-def _plan(job: Job, picture: Any, target: str) -> tuple[list, list, list, str] | None:
+def _plan(job: Any, picture: Any, target: str) -> tuple[list, list, list, str] | None:
     """The steps (convolutions with their border rows made explicit), each step's ``Window``
     and output shape (C, H, W), and the PNG's depth, if ``job`` on ``picture`` into ``target``
     goes in bands; else None."""
