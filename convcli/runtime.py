@@ -70,6 +70,34 @@ def declared_calls() -> int:
     return _declared_calls.get()
 
 
+#: The rows of the whole map whose bands the convolutions compute (``band_of``).
+_map_rows = contextvars.ContextVar("convcli_map_rows", default=None)
+
+
+@contextlib.contextmanager
+def band_of(rows: int):
+    """Declare that the convolutions inside compute a band of a map of ``rows`` output rows
+    (``pipeline.bands``): the engine chooses the method for the whole map's work, so each band
+    takes the method, and gives the bytes, that the whole map would.
+
+    >>> with band_of(4096):
+    ...     map_rows()
+    4096
+    >>> map_rows() is None
+    True
+    """
+    token = _map_rows.set(int(rows))
+    try:
+        yield
+    finally:
+        _map_rows.reset(token)
+
+
+def map_rows() -> int | None:
+    """The rows declared by the innermost ``band_of`` (None outside any)."""
+    return _map_rows.get()
+
+
 def available_cores() -> int:
     """The cores this process may run on."""
     try:

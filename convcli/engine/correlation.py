@@ -236,10 +236,13 @@ def correlate(
 
     Arguments are already checked and resolved by ``engine.conv2d``: ``weight`` is
     ``(C_out, C_in/groups, kh, kw)`` float32, ``pads`` explicit, ``out_hw`` from ``geometry``.
+    Inside ``runtime.band_of(rows)`` the call is a band of a map of ``rows`` rows, and the
+    method is the one the whole map takes.
     A depthwise kernel (one map per channel) runs channel by channel, so that every band is
     computed straight into its place in the output.
     """
-    method = method or choose_method(weight, groups, out_hw, stride, dilation)
+    whole_hw = (runtime.map_rows() or out_hw[0], out_hw[1])  # a band: the whole map's method
+    method = method or choose_method(weight, groups, whole_hw, stride, dilation)
     factors = rank_one_factors(weight) if method == "separable" else None  # one SVD per call
     if method == "separable" and factors is None:
         raise ValueError("the separable method needs depthwise kernels of rank 1")

@@ -587,11 +587,35 @@ def _picture(img, alpha_as_channel: bool, what: str) -> Picture:
         img = img.convert(_ALPHA_BASE[img.mode])
     if img.mode not in _WHITE:
         raise InputError(f"{what} has pixel mode {img.mode!r}, which convcli does not read")
-    data = np.asarray(img)  # the stored dtype: converted to float32 band by band downstream
-    data = data[None] if data.ndim == 2 else data.transpose(2, 0, 1)
+    data = _planes(img)  # the stored dtype: converted to float32 band by band downstream
     if alpha is not None and alpha_as_channel:
         data, alpha = np.concatenate([data, alpha[None]]), None
     return Picture(np.ascontiguousarray(data), _WHITE[img.mode], alpha)
+
+
+def _planes(img) -> np.ndarray:
+    """The values of a decoded Pillow image as (C, H, W) in their stored dtype, copied out in
+    strips of about ``PLANE_STRIP_BYTES``: a 4096^2 RGB image peaks at Pillow's pixels and the
+    planes (112 MB), not also a whole (H, W, C) copy and Pillow's bytes of it (208 MB).
+
+    >>> from PIL import Image
+    >>> _planes(Image.new("RGB", (2, 1), (1, 2, 3))).tolist()
+    [[[1, 1]], [[2, 2]], [[3, 3]]]
+    """
+    width, height = img.size
+    rows = max(1, PLANE_STRIP_BYTES // max(1, width * len(img.getbands()) * 4))
+    planes = None
+    for first in range(0, height, rows):
+        strip = np.asarray(img.crop((0, first, width, min(height, first + rows))))
+        strip = strip[None] if strip.ndim == 2 else strip.transpose(2, 0, 1)
+        if planes is None:
+            planes = np.empty((len(strip), height, width), strip.dtype)
+        planes[:, first : first + strip.shape[1]] = strip
+    return planes if planes is not None else np.asarray(img)[None]
+
+
+#: Bytes of a decoded image copied out at a time (``_planes``).
+PLANE_STRIP_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -1029,20 +1053,7 @@ def _image_savers(
     if not (settings.montage or settings.legend):  # checked at their exact size before drawing
         check_image_size(path, fmt, *maps.shape[1:], channels, depth)
     out_white = DEPTHS[depth]
-    gain = out_white / white if white else 1.0
-    mode = "none" if settings.map == "auto" and depth == "32f" else settings.map
-    scaled = maps if in_place else maps.copy()  # mapped where it lies
-    if gain != 1.0:
-        scaled *= np.float32(gain)
-    if settings.legend and mode == "none":
-        raise ParameterError(
-            "legend shows the range map puts into pixels; a float output keeps "
-            "raw values (give map minmax, clip, abs or offset)",
-            names=("legend", "map", "map"),
-        )
-    values, used = mapping.map_with_range(
-        scaled, mode, out_white, signed=signed, in_place=True, **_map_options(settings)
-    )
+    values, used, gain = mapped_levels(maps, white, settings, depth, signed, in_place)
     colour = _colouring(settings.colormap, out_white)
     values = colour(values).swapaxes(0, 1)
     if settings.montage or settings.legend:
@@ -1074,6 +1085,74 @@ def _image_savers(
         if alpha is not None and channels + 1 in depths[depth]:
             files[0] = np.concatenate([files[0], np.clip(alpha * gain, 0, out_white)[None]])
     return [_image_saver(fmt, depth, f) for f in files]
+
+
+def mapped_levels(
+    maps: np.ndarray,
+    white: float | None,
+    settings: OutputSettings,
+    depth: str,
+    signed: Sequence[bool] | None,
+    in_place: bool = False,
+) -> tuple[np.ndarray, mapping.MapRange | None, float]:
+    """Float32 ``maps`` (C, H, W) in the input's units (white ``white``) as levels of an image
+    of ``depth``: scaled to its white level, then ``settings.map`` applied (``mapping``).
+    Returns the levels, the range the map mode used and the gain; with ``in_place`` ``maps``
+    is overwritten (a band of rows gives the same levels as the whole map for the modes that
+    look at one value at a time: ``auto``, ``clip``, ``abs``, ``offset``).
+
+    >>> maps = np.array([[[-1.0, 0.0, 300.0]]], np.float32)
+    >>> mapped_levels(maps, 255.0, OutputSettings(), "16", [True])[0].tolist()
+    [[[32511.0, 32768.0, 65535.0]]]
+    """
+    out_white = DEPTHS[depth]
+    gain = out_white / white if white else 1.0
+    mode = "none" if settings.map == "auto" and depth == "32f" else settings.map
+    scaled = maps if in_place else maps.copy()  # mapped where it lies
+    if gain != 1.0:
+        scaled *= np.float32(gain)
+    if settings.legend and mode == "none":
+        raise ParameterError(
+            "legend shows the range map puts into pixels; a float output keeps "
+            "raw values (give map minmax, clip, abs or offset)",
+            names=("legend", "map", "map"),
+        )
+    values, used = mapping.map_with_range(
+        scaled, mode, out_white, signed=signed, in_place=True, **_map_options(settings)
+    )
+    return values, used, gain
+
+
+def integer_pixels(levels: np.ndarray, bits: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Levels (K, H, W) as 8- or 16-bit pixels (H, W, K), into ``out`` if given; ``levels``
+    is overwritten (``mapping.to_integers`` in place).
+
+    >>> integer_pixels(np.array([[[0.4, 254.6]], [[-3.0, 300.0]]], np.float32), 8).tolist()
+    [[[0, 0], [255, 255]]]
+    """
+    if out is None:
+        out = np.empty(levels.shape[1:] + levels.shape[:1], np.uint8 if bits == 8 else np.uint16)
+    for channel, plane in enumerate(levels):  # straight into (H, W, K): no full-size transpose
+        out[:, :, channel] = mapping.to_integers(plane, bits, in_place=True)
+    return out
+
+
+def single_image_depth(
+    path: str, settings: OutputSettings, shape: Sequence[int], white: float | None
+) -> str:
+    """The depth of the one image ``write_output`` makes of maps of ``shape`` (C, H, W) at
+    ``path`` (no split, montage or colormap), after the checks it makes on the format, the
+    channels and the size.
+
+    >>> single_image_depth("out.png", OutputSettings(), (3, 64, 64), 65535.0)
+    '16'
+    """
+    check_output_format(path, settings, None)
+    fmt, depths = IMAGE_FORMATS[extension(path)]
+    _check_channels(fmt, shape[0], settings)
+    depth = _choose_depth(fmt, depths, settings, white, shape[0])
+    check_image_size(path, fmt, *shape[1:], shape[0], depth)
+    return depth
 
 
 def _colouring(colormap: str | None, white: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -1132,12 +1211,7 @@ def _image_saver(fmt: str, depth: str, values: np.ndarray) -> Callable:
     if depth == "32f":
         pixels = np.ascontiguousarray(values[0], dtype=np.float32)
     else:
-        bits = 8 if depth == "8" else 16
-        pixels = np.empty(values.shape[1:] + values.shape[:1], np.uint8 if bits == 8 else np.uint16)
-        for channel, plane in enumerate(
-            values
-        ):  # straight into (H, W, K): no full-size transpose copy
-            pixels[:, :, channel] = mapping.to_integers(plane, bits, in_place=True)
+        pixels = integer_pixels(values, 8 if depth == "8" else 16)
         if fmt == "PNG":
             return lambda handle: png.write_png(handle, pixels)
         pixels = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels

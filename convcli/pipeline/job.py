@@ -43,14 +43,17 @@ class Job:
 
     def __call__(self, source: str, target: str | None) -> dict:
         """Process ``source`` into ``target``; the input and output shapes, as (H, W, C)."""
-        return self.process(source, target)[1]
+        return self.process(source, target, banded=True)[1]
 
     def targets(self, target: str) -> list[str]:
         """The files this job writes for the planned ``target`` (one, for this job)."""
         return [target]
 
-    def process(self, source: str, target: str | None) -> tuple[Maps, dict]:
-        """As ``__call__``, and also the final maps; ``target`` None writes nothing."""
+    def process(
+        self, source: str, target: str | None, banded: bool = False
+    ) -> tuple[Maps | None, dict]:
+        """As ``__call__``, and also the final maps; ``target`` None writes nothing. With
+        ``banded`` a big image may go band by band (``bands``), and then no maps come back."""
         import numpy as np
 
         from convcli.io import images
@@ -61,6 +64,14 @@ class Job:
         )
         if target is not None:
             self._check_planned(target, picture)
+            # --- big images in bounded memory (issue 20): the job band by band, if it goes so
+            if banded:
+                from convcli.pipeline.bands import run_in_bands
+
+                shapes = run_in_bands(self, picture, source, target)
+                if shapes is not None:
+                    return None, shapes
+            # --- end of the banded path
         with np.errstate(
             over="ignore", invalid="ignore"
         ):  # float32 overflows to inf, NaN propagates (PyTorch)
@@ -138,7 +149,8 @@ class LayersJob(Job):
         """
         return [layer_target(target, name, len(self.layers)) for _, name in self.layers]
 
-    def process(self, source: str, target: str | None) -> tuple[Maps, dict]:
+    def process(self, source: str, target: str | None, banded: bool = False) -> tuple[Maps, dict]:
+        """As ``Job.process``; the saved layers never go in bands (``banded`` is ignored)."""
         import numpy as np
 
         from convcli.errors import ShapeError
