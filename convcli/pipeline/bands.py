@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from convcli.errors import ConvcliError
-from convcli.pipeline.step import ACTIVATIONS
+from convcli.layers.spec import RUN_ACTIVATIONS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,7 +36,7 @@ BAND_BYTES = 4 << 20
 #: from multiples of 8 rows).
 BAND_ROW_MULTIPLE = 8
 #: Steps that compute each output value from the values at its own position.
-ROW_LOCAL = frozenset(ACTIVATIONS) | {"gray", "select"}
+ROW_LOCAL = frozenset(RUN_ACTIVATIONS) | {"gray", "select"}
 #: ``--map`` modes that map each value on its own.
 LOCAL_MAPS = ("auto", "clip", "abs", "offset")
 
