@@ -36,6 +36,7 @@ from convcli.layers.values import (
     as_pair,
     one_of,
 )
+from convcli.render import OUTPUT_OPTIONS
 from convcli.render.stats import DEFAULT_PERCENTILES
 
 # --------------------------------------------------------------------------------------------
@@ -468,22 +469,6 @@ def read_image(
     return data if channels_first else np.ascontiguousarray(data.transpose(1, 2, 0))
 
 
-#: write_image's output options, by the name the pipeline files' ``output`` section uses.
-_OUTPUT_OPTIONS = (
-    "map_mode",
-    "scale",
-    "offset",
-    "joint",
-    "depth",
-    "colormap",
-    "split",
-    "montage",
-    "montage_grid",
-    "legend",
-    "rgba",
-)
-
-
 def write_image(
     path: Any,
     array: Any,
@@ -525,7 +510,7 @@ def write_image(
 
     values = dict(
         zip(
-            _OUTPUT_OPTIONS,
+            OUTPUT_OPTIONS,
             (
                 map_mode,
                 scale,

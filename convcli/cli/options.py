@@ -8,6 +8,7 @@ import click
 
 from convcli.errors import ParameterError
 from convcli.layers.values import not_one_of, parse_count, parse_number
+from convcli.render import OUTPUT_OPTIONS
 
 
 def parsed(parse, *args):
@@ -96,20 +97,6 @@ _OUTPUT_OPTIONS = (
         "--channels-first", is_flag=True, help=".npy output shaped (C, H, W) instead of (H, W, C)."
     ),
 )
-_OUTPUT_NAMES = (
-    "map_mode",
-    "scale",
-    "offset",
-    "joint",
-    "depth",
-    "colormap",
-    "split",
-    "montage",
-    "montage_grid",
-    "legend",
-    "rgba",
-    "channels_first",
-)
 
 
 def output_options(command):
@@ -121,7 +108,7 @@ def output_options(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        values = {name: kwargs.pop(name) for name in _OUTPUT_NAMES}
+        values = {name: kwargs.pop(name) for name in OUTPUT_OPTIONS}
         kwargs["out"] = usage_output_settings(**values)
         return command(*args, **kwargs)
 
@@ -137,7 +124,7 @@ def command_line_output_values(ctx: click.Context) -> dict:
 
     return {
         name: ctx.params[name]
-        for name in _OUTPUT_NAMES
+        for name in OUTPUT_OPTIONS
         if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
     }
 
