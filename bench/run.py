@@ -228,6 +228,17 @@ def run_process(command: list[str]) -> tuple[float, float]:
     return elapsed, rss
 
 
+def process_figures(commands: dict, repeats: int) -> dict:
+    """Each command run once to warm (JIT cache, page cache), then in interleaved rounds: its
+    median wall seconds and largest peak RSS (MB), by label."""
+    for command in commands.values():
+        run_process(command)
+    return {
+        label: (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
+        for label, runs in interleaved_rounds(commands, repeats, run_process).items()
+    }
+
+
 def process_rows(sizes, repeats: int) -> list[tuple]:
     """Whole-process `convcli conv` (warm JIT cache) against vips and ImageMagick, with peak RSS."""
     from PIL import Image
@@ -260,12 +271,7 @@ def process_rows(sizes, repeats: int) -> list[tuple]:
                     out,
                 ]
             run_process(commands["convcli conv"][:3] + ["--help"])
-            for command in commands.values():
-                run_process(command)  # warm: JIT cache, page cache
-            results = {
-                label: (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
-                for label, runs in interleaved_rounds(commands, repeats, run_process).items()
-            }
+            results = process_figures(commands, repeats)
             base = results["convcli conv"][0]
             for label, (seconds, rss) in results.items():
                 rows.append(
@@ -348,12 +354,7 @@ def command_rows(size: int, repeats: int) -> list[tuple]:
             }
             if vips:
                 commands["vips"] = [vips, *theirs]
-            for command in commands.values():
-                run_process(command)  # warm: JIT cache, page cache
-            results = {
-                label: (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
-                for label, runs in interleaved_rounds(commands, repeats, run_process).items()
-            }
+            results = process_figures(commands, repeats)
             base = results["convcli"][0]
             for label, (seconds, rss) in results.items():
                 if label == "convcli" and vips:
