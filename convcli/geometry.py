@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from fractions import Fraction
 from typing import NamedTuple
 
 from convcli.errors import ParameterError
@@ -388,9 +387,12 @@ def receptive_field(windows: Sequence[Window]) -> ReceptiveField:
     up = math.prod(w.stride for w in windows if w.transposed)
     spans = [input_span(windows, unit) for unit in range(min(up, MAX_PHASES))]
     size = max((hi - lo + 1 for lo, hi in filter(None, spans)), default=0)
-    jump = Fraction(down, up)
     start = None if spans[0] is None else (spans[0][0] + spans[0][1]) / 2
-    return ReceptiveField(size, int(jump) if jump.denominator == 1 else jump, start)
+    if down % up == 0:
+        return ReceptiveField(size, down // up, start)
+    from fractions import Fraction  # upsampling past the input: a jump below one pixel
+
+    return ReceptiveField(size, Fraction(down, up), start)
 
 
 def shape_text(shape: Sequence[int] | None) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import ctypes
 import os
 
 #: glibc ``mallopt`` parameters (``malloc.h``).
@@ -127,6 +126,8 @@ def keep_freed_blocks() -> bool:
     8.1-9.9 ms). Arrays of 32 MiB and more are still mapped and given back when freed; up
     to 64 MiB of freed heap is kept. A no-op without glibc.
     """
+    import ctypes
+
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):

@@ -359,8 +359,10 @@ def test_list_without_a_usable_cache_still_lists(tmp_path, monkeypatch):
     result = run("kernels", "list", "--json")
     assert result.exit_code == 0 and "gaussian" in result.stdout
     assert json.loads((tmp_path / "kernel-catalogue.json").read_text())["rows"]
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "kernel-catalogue.json"]
+    kept = ("kernel-catalogue.json", "yaml")  # the listing and the kernel files' documents
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name not in kept]
     assert leftovers == ["file"]
+    assert all(p.suffix == ".json" for p in (tmp_path / "yaml").iterdir())  # no temporaries
     cache = json.loads((tmp_path / "kernel-catalogue.json").read_text())  # current key, bad rows
     for damage in ({"parameters": [1]}, {"shape": ["7"]}, {"description": None}):
         cache["rows"][0].update(damage)

@@ -198,3 +198,103 @@ def test_the_engine_keeps_freed_blocks_for_reuse():
     from convcli import runtime
 
     assert runtime.keep_freed_blocks() is True
+
+
+COMMAND_MODULES = textwrap.dedent("""
+    import atexit, sys
+    from convcli.cli.main import main
+    unwanted = sys.argv.pop().split(",")
+    sys.argv[0] = "convcli"
+    atexit.register(lambda: print([m for m in unwanted if m in sys.modules], file=sys.stderr))
+    main()
+""")
+
+
+def _modules_after(args: list[str], env: dict) -> list[str]:
+    """The modules of ``NOT_FOR_CONV`` that a real ``convcli ARGS`` process had imported."""
+    proc = subprocess.run(
+        [sys.executable, "-c", COMMAND_MODULES, *args, ",".join(NOT_FOR_CONV)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    *_, loaded = proc.stderr.splitlines()
+    assert proc.returncode == 0, proc.stderr
+    return ast.literal_eval(loaded)
+
+
+#: What ``convcli conv`` on a PNG with a built-in kernel does not need: the other commands, the
+#: worked examples of ``explain``, Pillow's other plugins, and (its document cached) PyYAML.
+NOT_FOR_CONV = (
+    "convcli.cli.run",
+    "convcli.cli.pool",
+    "convcli.cli.explain",
+    "convcli.cli.stats",
+    "convcli.explain.byhand",
+    "convcli.explain.drawing",
+    "convcli.render.montage",
+    "PIL.JpegImagePlugin",
+    "PIL.BmpImagePlugin",
+    "yaml",
+)
+
+
+def test_conv_imports_only_what_it_uses(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
+    env = {**os.environ, "CONVCLI_CACHE_DIR": str(tmp_path / "cache")}
+    args = ["conv", str(tmp_path / "x.png"), "-k", "sobel_x", "--gray"]
+    first = _modules_after([*args, "-o", str(tmp_path / "1.png")], env)
+    second = _modules_after([*args, "-o", str(tmp_path / "2.png")], env)
+    assert first == ["yaml"]  # the first read of sobel_x.yaml parses it
+    assert second == []
+    assert (tmp_path / "1.png").read_bytes() == (tmp_path / "2.png").read_bytes()
+
+
+EXIT = textwrap.dedent("""
+    import atexit, sys, threading, time
+    marks = sys.argv.pop(1)
+    atexit.register(lambda: open(marks + ".atexit", "w").close())
+    if sys.argv.pop(1) == "thread":
+        def late():
+            time.sleep(0.5)
+            open(marks + ".thread", "w").close()
+        threading.Thread(target=late).start()
+    sys.argv[0] = "convcli"
+    from convcli.cli.main import main
+    main()
+""")
+
+
+@pytest.mark.parametrize("thread", ["thread", "none"])
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        (["kernels", "list", "--json"], 0),
+        (["conv", "missing.png", "-k", "box", "-o", "y.png"], 1),
+        (["conv"], 2),
+    ],
+)
+def test_the_command_line_exits_with_its_code_after_atexit_and_threads(
+    tmp_path, args, code, thread
+):
+    """The console script ends without the interpreter's teardown (``main.exit_now``), yet the
+    exit code, the whole of stdout, ``atexit`` functions and running threads are as in an
+    ordinary exit."""
+    marks = str(tmp_path / "mark")
+    proc = subprocess.run(
+        [sys.executable, "-c", EXIT, marks, thread, *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == code, proc.stderr
+    assert os.path.exists(marks + ".atexit")
+    assert os.path.exists(marks + ".thread") == (thread == "thread")
+    if code == 0:
+        assert proc.stdout.rstrip().endswith("}") and '"gaussian"' in proc.stdout
+    else:
+        assert proc.stderr.count("Error:") == 1

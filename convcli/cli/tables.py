@@ -8,7 +8,6 @@ which names its schema (``convcli-NAME/1``). rich is imported only to draw a tab
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -75,4 +74,6 @@ def show_table(
 
 def print_json(schema: str, body: dict, *, err: bool = False) -> None:
     """``body`` as indented JSON, led by ``"schema": "convcli-SCHEMA/1"``."""
+    import json
+
     click.echo(json.dumps({"schema": f"convcli-{schema}/1", **body}, indent=2), err=err)

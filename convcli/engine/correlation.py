@@ -37,7 +37,6 @@ array([[15., 30.],
 from __future__ import annotations
 
 import functools
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -543,6 +542,8 @@ def _fft(band, weight, groups, stride, dilation, out) -> None:
         for down in fft_spans(rows, step_h, taps.shape[1])
         for across in fft_spans(cols, side - taps.shape[2] + 1, taps.shape[2])
     ]
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(min(compute_threads(), len(tiles))) as pool:
         for _ in pool.map(tile, tiles):
             pass

@@ -36,29 +36,10 @@ Every size comes from ``convcli.geometry``; nothing here imports numba.
 [(7, 2, 0.0), (11, 4, 0.0)]
 """
 
+import importlib
 import sys
 import types
 
-from convcli.explain.byhand import (
-    SEED_IMAGE,
-    Channels,
-    Scattered,
-    Worked,
-    by_hand_channels,
-    by_hand_conv,
-    by_hand_pool,
-    by_hand_transposed,
-    default_cells,
-    load_matrix,
-    load_planes,
-    one_plane,
-    parse_matrix,
-    parse_planes,
-    render_by_hand,
-    render_channels,
-    render_transposed,
-)
-from convcli.explain.drawing import animation_frames, scatter_frames
 from convcli.explain.language import (
     conv_step,
     parse_step,
@@ -69,8 +50,50 @@ from convcli.explain.language import (
 from convcli.explain.text import hw_text, number_text
 from convcli.explain.trace import Row, Trace, trace
 from convcli.geometry import shape_text
-from convcli.io.probe import input_shape, parse_shape
 from convcli.layers.spec import Layer
+
+#: Names imported from their module on first use: every command traces its layers (above),
+#: only ``explain`` works by hand, draws or reads shapes.
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "SEED_IMAGE",
+            "Channels",
+            "Scattered",
+            "Worked",
+            "by_hand_channels",
+            "by_hand_conv",
+            "by_hand_pool",
+            "by_hand_transposed",
+            "default_cells",
+            "load_matrix",
+            "load_planes",
+            "one_plane",
+            "parse_matrix",
+            "parse_planes",
+            "render_by_hand",
+            "render_channels",
+            "render_transposed",
+        ),
+        "convcli.explain.byhand",
+    ),
+    "animation_frames": "convcli.explain.drawing",
+    "scatter_frames": "convcli.explain.drawing",
+    "input_shape": "convcli.io.probe",
+    "parse_shape": "convcli.io.probe",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'convcli.explain' has no attribute {name!r}")
+    module = _LAZY[name]
+    value = getattr(
+        importlib.import_module(module if "." in module else f"{__name__}.{module}"), name
+    )
+    globals()[name] = value
+    return value
+
 
 #: The layer type the step language builds (``layers.spec.Layer``), under its old name.
 Step = Layer

@@ -76,6 +76,16 @@ def atomic_write_all(items: Sequence[tuple[str, Callable]], replace: bool = True
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
 
 
+def write_cache(path: str, text: str) -> None:
+    """Write a file of convcli's cache folder atomically (concurrent processes each replace it
+    whole); skip it if the folder cannot be written: a cache only saves work."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    except (OSError, OutputError):
+        pass
+
+
 def _place(temporary: str, path: str, replace: bool) -> None:
     """Rename ``temporary`` to ``path``; unless ``replace``, only where nothing is at ``path``:
     a hard link, which fails if ``path`` exists (dangling links included), then the temporary

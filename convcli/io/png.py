@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -384,6 +383,8 @@ def write_png(handle, pixels: np.ndarray) -> None:
     )
     firsts = range(0, height, strip)
     checksum = zlib.adler32(b"")
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max(1, min(compute_threads(), len(firsts)))) as pool:
         for first, (data, adler, size) in zip(firsts, pool.map(deflate, firsts)):
             checksum = adler32_combine(checksum, adler, size)

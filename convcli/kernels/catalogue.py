@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from convcli.errors import ConvcliError
+from convcli.io.atomic import write_cache
 from convcli.kernels.search import kernel_files, kernel_names, locate, search_path
 from convcli.runtime import cache_dir
 
@@ -54,7 +55,7 @@ def catalogue(kernel_path: Sequence[str] = ()) -> list[Row]:
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no cache yet, or an unreadable one: build it
     rows = _build(folders, kernel_path)
-    _remember(cache, json.dumps({"key": key, "rows": [asdict(row) for row in rows]}))
+    write_cache(str(cache), json.dumps({"key": key, "rows": [asdict(row) for row in rows]}))
     return rows
 
 
@@ -107,16 +108,3 @@ def _cache_key(folders: list[tuple[str, Path]]) -> list:
             continue
         key.append([str(path), stat.st_size, stat.st_mtime_ns])
     return key
-
-
-def _remember(cache: Path, text: str) -> None:
-    """Write the cache atomically (concurrent listings each replace it whole); skip it if the
-    cache folder cannot be written."""
-    from convcli.errors import OutputError
-    from convcli.io.atomic import atomic_write
-
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(str(cache), lambda handle: handle.write(text.encode("utf-8")))
-    except (OSError, OutputError):
-        pass

@@ -230,7 +230,7 @@ def read_yaml(path: Path, where: str) -> Any:
         raise KernelError(
             f"{where}: OpenCV FileStorage files are not supported; save the matrix as .npy"
         )
-    return parse_yaml_safely(text, where, KernelError)
+    return parse_yaml_safely(text, where, KernelError, str(path))
 
 
 def _read_text(path: Path, where: str) -> str:

@@ -23,7 +23,6 @@ convcli.errors.ParameterError: pad mode 'Replicat' is not one of ... (did you me
 
 from __future__ import annotations
 
-import difflib
 import math
 import operator
 import re
@@ -50,6 +49,8 @@ def closest(word: Any, known: Iterable[str]) -> str | None:
     >>> closest("maxpol", ["conv", "maxpool", "avgpool"]), closest("blur", ["conv", "pool"])
     ('maxpool', None)
     """
+    import difflib
+
     lowered = {str(name).lower(): name for name in known}
     found = difflib.get_close_matches(str(word).strip().lower(), list(lowered), n=1)
     return lowered[found[0]] if found else None

@@ -10,7 +10,10 @@ def output_settings(map_mode: str = "auto", montage_grid: str | None = None, **v
     """``images.OutputSettings`` from output option values, by option name (``map_mode``,
     ``montage_grid``, ``depth``, ...); a ``ParameterError`` if they clash."""
     from convcli.io.images import OutputSettings
-    from convcli.render.montage import parse_grid
 
-    grid = None if montage_grid is None else parse_grid(montage_grid)
+    grid = None
+    if montage_grid is not None:
+        from convcli.render.montage import parse_grid
+
+        grid = parse_grid(montage_grid)
     return OutputSettings(map=map_mode, grid=grid, **values)
