@@ -6,7 +6,10 @@ import json
 import signal
 import subprocess
 import sys
+import textwrap
+import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -294,6 +297,45 @@ def test_progress_bar_and_summary(tmp_path):
     assert Reporter(3, 3, quiet=False).progress is None  # stderr is not a terminal here
 
 
+def test_the_progress_bar_starts_its_thread_with_the_first_file_done():
+    """Workers are forked before it: a process with one thread (``batch.local.start_method``)."""
+    console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    before = threading.active_count()
+    reporter = Reporter(3, 3, quiet=False, console=console)
+    assert threading.active_count() == before
+    reporter.update(Record("a", "a.png"))
+    assert threading.active_count() == before + 1
+    reporter.close()
+    assert "1/3" in console.file.getvalue()
+
+
+def test_workers_are_forked_only_from_a_process_without_threads_or_numba(monkeypatch):
+    from convcli.batch.local import start_method
+
+    monkeypatch.delitem(sys.modules, "numba", raising=False)
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    assert start_method() == "fork"
+    monkeypatch.setitem(sys.modules, "numba", types.ModuleType("numba"))
+    assert start_method() == "forkserver"
+    monkeypatch.delitem(sys.modules, "numba")
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    assert start_method() == "forkserver"
+
+
+AFTER_NUMBA = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from convcli import engine
+    from convcli.cli.main import cli
+    x = np.ones((2, 64, 64), np.float32)
+    engine.conv2d(x, np.ones((3, 3), np.float32), method="numba")  # Numba's threads run
+    try:
+        cli.main(sys.argv[1:])
+    except SystemExit as exc:
+        sys.exit(exc.code)
+""")
+
+
 # ---- real processes ---------------------------------------------------------------------------
 
 
@@ -330,6 +372,16 @@ def test_jobs_two_gives_the_same_bytes_as_jobs_one(tmp_path):
         assert proc.stdout == "" and proc.stderr.startswith("6 done, 0 skipped, 0 failed")
         outputs[jobs] = {p.name: p.read_bytes() for p in out.iterdir()}
     assert len(outputs[1]) == 6 and outputs[1] == outputs[2]
+    again = tmp_path / "again"  # a process that ran a Numba kernel first: forkserver workers
+    proc = subprocess.run(
+        [sys.executable, "-c", AFTER_NUMBA, "conv", str(tmp_path / "in"), "-k", "sobel_x"]
+        + ["-k", "box:size=5", "--montage", "--out-dir", str(again), "-j", "2", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert {p.name: p.read_bytes() for p in again.iterdir()} == outputs[1]
 
 
 @pytest.fixture

@@ -30,11 +30,15 @@ def test_a_file_read_again_is_not_parsed_again(tmp_path, parses):
     path.write_text("steps: [gray, {op: conv, kernel: box, bias: 0.5}]\nflag: true\nn: 3\n")
     first = yamlsafe.load_yaml_safely(str(path), "pipeline")
     second = yamlsafe.load_yaml_safely(str(path), "pipeline")
-    assert first == second == {
-        "steps": ["gray", {"op": "conv", "kernel": "box", "bias": 0.5}],
-        "flag": True,
-        "n": 3,
-    }
+    assert (
+        first
+        == second
+        == {
+            "steps": ["gray", {"op": "conv", "kernel": "box", "bias": 0.5}],
+            "flag": True,
+            "n": 3,
+        }
+    )
     assert [type(v) for v in second.values()] == [list, bool, int]
     assert len(parses) == 1
     path.write_text("n: 4\n")  # the same path, another text: parsed, and cached anew

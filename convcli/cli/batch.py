@@ -294,7 +294,11 @@ def _check_usage(ctx: click.Context, inputs: Sequence[str], batch: BatchOptions)
 
 class Reporter:
     """Failures on stderr as they happen, and a progress bar (files, rate, ETA) on stderr when
-    it is a terminal, the batch has more than one file to do, and not ``quiet``."""
+    it is a terminal, the batch has more than one file to do, and not ``quiet``.
+
+    The bar (and its refreshing thread) starts with the first file done: the workers are
+    started by then, forked from a process with one thread (``batch.local.start_method``).
+    """
 
     def __init__(self, total: int, todo: int, quiet: bool, console: Any = None):
         self.batch = total > 1
@@ -312,6 +316,7 @@ class Reporter:
             else:
                 click.echo(line, err=True)
         if self.progress is not None:
+            self.progress.start()  # the first time only: later calls do nothing
             self.progress.advance(self.task)
 
     def close(self) -> None:
@@ -342,6 +347,4 @@ def _progress_bar(total: int, console: Any):
         console=console or Console(stderr=True),
         transient=False,
     )
-    task = progress.add_task("files", total=total)
-    progress.start()
-    return progress, task
+    return progress, progress.add_task("files", total=total)
