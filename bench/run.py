@@ -19,6 +19,7 @@ import argparse
 import compileall
 import os
 import pathlib
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -41,6 +42,11 @@ def _optional(name):
     except ImportError:
         return None
 
+
+#: How the processes run convcli: the console script beside this Python, as users run it
+#: (``python -m convcli`` adds ``runpy``), if installed; else the module.
+_SCRIPT = os.path.join(os.path.dirname(sys.executable), "convcli")
+CONVCLI = [_SCRIPT] if os.access(_SCRIPT, os.X_OK) else [sys.executable, "-m", "convcli"]
 
 cv2, torch = _optional("cv2"), _optional("torch")
 ndimage = _optional("scipy.ndimage") and sys.modules["scipy.ndimage"]
@@ -244,7 +250,7 @@ def process_rows(sizes, repeats: int) -> list[tuple]:
     from PIL import Image
 
     rows = []
-    convcli = [sys.executable, "-m", "convcli"]
+    convcli = CONVCLI
     vips = shutil.which("vips")
     magick = imagemagick()
     with tempfile.TemporaryDirectory() as tmp:
@@ -292,7 +298,7 @@ def write_test_images(folder: str, size: int) -> dict:
         png.write_png(handle, (rng.random((size, size, 3)) * 65535).astype(np.uint16))
     paths["indices"] = os.path.join(folder, "indices.npy")
     pool = ["pool", paths["rgb.png"], "--indices", paths["indices"], "-o", paths["pooled.png"]]
-    run_process([sys.executable, "-m", "convcli", *pool])
+    run_process([*CONVCLI, *pool])
     for k in (3, 7):
         paths[f"box{k}"] = os.path.join(folder, f"box{k}.mat")
         with open(paths[f"box{k}"], "w") as handle:
@@ -349,9 +355,7 @@ def command_rows(size: int, repeats: int) -> list[tuple]:
         paths = write_test_images(tmp, size)
         out = os.path.join(tmp, "out.png")
         for job, (ours, theirs) in command_jobs(paths, out).items():
-            commands = {
-                "convcli": [sys.executable, "-m", "convcli", *ours, "-o", out, "--overwrite"]
-            }
+            commands = {"convcli": [*CONVCLI, *ours, "-o", out, "--overwrite"]}
             if vips:
                 commands["vips"] = [vips, *theirs]
             results = process_figures(commands, repeats)
@@ -383,14 +387,10 @@ def loop_rows(count: int, size: int, repeats: int) -> list[tuple]:
         with open(mat, "w") as handle:
             handle.write("3 3 9 0\n1 1 1\n1 1 1\n1 1 1\n")
         each = f"for f in {images}/*.png; do {{}}; done"
-        convcli = (
-            f'"{sys.executable}" -m convcli conv "$f" -k box -o {out}/"${{f##*/}}" --overwrite'
-        )
+        convcli = f'{shlex.join(CONVCLI)} conv "$f" -k box -o {out}/"${{f##*/}}" --overwrite'
         commands = {"convcli conv, a shell loop": ["sh", "-c", each.format(convcli)]}
         commands["convcli conv DIR --out-dir, one call"] = [
-            sys.executable,
-            "-m",
-            "convcli",
+            *CONVCLI,
             "conv",
             images,
             "-k",
@@ -423,7 +423,7 @@ def startup_rows(repeats: int) -> list[tuple]:
         ["kernels", "list"],
         ["explain", "--input", "224x224x3", "conv 64 k7 s2 p3"],
     ):
-        command = [sys.executable, "-m", "convcli"] + args
+        command = CONVCLI + args
         run_process(command)  # warm: page cache, kernel catalogue
         seconds = statistics.median(run_process(command)[0] for _ in range(3 * repeats))
         rows.append(("start-up", "convcli " + " ".join(args[:2]), seconds, 1.0, None))
@@ -513,9 +513,7 @@ def dask_rows(count: int, size: int, repeats: int) -> list[tuple]:
             pixels = (rng.random((size, size, 3)) * 255).astype(np.uint8)
             Image.fromarray(pixels).save(os.path.join(images, f"{index:05d}.png"))
         batch = [
-            sys.executable,
-            "-m",
-            "convcli",
+            *CONVCLI,
             "conv",
             images,
             "-k",
