@@ -77,7 +77,7 @@ def test_keras_same_max_never_picks_padding():
 
 
 @pytest.mark.parametrize(
-    "return_indices, method", [(True, "numba"), (False, "numba"), (False, "numpy")]
+    "return_indices, method", [(True, "numba"), (True, "numpy"), (False, "numba"), (False, "numpy")]
 )
 def test_nan_propagates_and_pad_cells_never_win(return_indices, method):
     x = np.full((1, 5, 6), -np.inf, np.float32)
@@ -91,11 +91,13 @@ def test_nan_propagates_and_pad_cells_never_win(return_indices, method):
     )
 
 
-def test_ties_take_the_first_index_and_nan_propagates():
-    _, indices = engine.max_pool2d(np.full((1, 2, 2), 5, np.float32), return_indices=True)
+@pytest.mark.parametrize("method", ["numpy", "numba"])
+def test_ties_take_the_first_index_and_nan_propagates(method):
+    x = np.full((1, 2, 2), 5, np.float32)
+    _, indices = engine.max_pool2d(x, return_indices=True, method=method)
     assert indices.tolist() == [[[0]]]
     x = np.array([[[np.nan, 1, np.nan, 0]]], np.float32)
-    out, indices = engine.max_pool2d(x, (1, 4), return_indices=True)
+    out, indices = engine.max_pool2d(x, (1, 4), return_indices=True, method=method)
     assert np.isnan(out).all() and indices.tolist() == [[[2]]]  # PyTorch: the last NaN
 
 
@@ -373,6 +375,9 @@ def test_numpy_pooling_in_bands_of_one_row_matches_naive(band_bytes, case, count
     saved, pooling.BAND_BYTES = pooling.BAND_BYTES, band_bytes
     try:
         values = engine.max_pool2d(x, size, stride, padding, dilation, ceil_mode, method="numpy")
+        _, where = engine.max_pool2d(
+            x, size, stride, padding, dilation, ceil_mode, return_indices=True, method="numpy"
+        )
         flat_pads = naive.explicit_pads(padding, x.shape[1:], size, stride, (1, 1))
         mean = None
         if _fits(x, size, stride, flat_pads, (1, 1), ceil_mode):
@@ -381,7 +386,26 @@ def test_numpy_pooling_in_bands_of_one_row_matches_naive(band_bytes, case, count
             )
     finally:
         pooling.BAND_BYTES = saved
-    assert np.array_equal(values, naive.max_pool2d(x, size, stride, pads, dilation, ceil_mode)[0])
+    expected, expected_where = naive.max_pool2d(x, size, stride, pads, dilation, ceil_mode)
+    assert np.array_equal(values, expected) and np.array_equal(where, expected_where)
     if mean is not None:
         include = count_include_pad and padding != "same"
         assert_matches(mean, naive.avg_pool2d(x, size, stride, flat_pads, ceil_mode, include))
+
+
+@given(case=pool_cases(), specials=st.lists(st.sampled_from([np.nan, -np.inf, np.inf]), max_size=4))
+def test_both_methods_give_naive_indices_with_nan_and_infinities(case, specials):
+    x, size, stride, dilation, padding, ceil_mode = case
+    pads = naive.explicit_pads(padding, x.shape[1:], size, stride, dilation)
+    if not _fits(x, size, stride, pads, dilation, ceil_mode):
+        return
+    x = x.copy()
+    for number, value in enumerate(specials):  # spread over the plane, NaN among them
+        x.flat[(number * 7) % x.size] = value
+    expected, expected_where = naive.max_pool2d(x, size, stride, pads, dilation, ceil_mode)
+    for method in ("numpy", "numba"):
+        out, where = engine.max_pool2d(
+            x, size, stride, padding, dilation, ceil_mode, return_indices=True, method=method
+        )
+        assert np.array_equal(out, expected, equal_nan=True), method
+        assert np.array_equal(where, expected_where), method

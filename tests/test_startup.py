@@ -78,12 +78,14 @@ def test_kernels_list_from_its_cache_imports_neither_numpy_nor_yaml(tmp_path):
         ["conv", "--transpose", "-k", "box:size=2", "--stride", "2"],
         ["pool", "--mode", "max", "--size", "2"],
         ["pool", "--mode", "avg", "--size", "3", "--stride", "2"],
+        ["pool", "--mode", "max", "--indices", "{tmp}/where.npy"],
     ],
 )
 def test_small_jobs_do_not_import_numba(tmp_path, command):
     """A 512x512 RGB image: every operation's numpy method, no Numba start-up."""
     np.save(tmp_path / "x.npy", np.ones((512, 512, 3), np.float32))
-    args = [command[0], str(tmp_path / "x.npy"), *command[1:], "-o", str(tmp_path / "y.npy")]
+    rest = [word.format(tmp=tmp_path) for word in command[1:]]
+    args = [command[0], str(tmp_path / "x.npy"), *rest, "-o", str(tmp_path / "y.npy")]
     script = NO_NUMBA.replace("sys.argv[1:]", repr(args))
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120

@@ -8,7 +8,9 @@ same rule as convolutions (``correlation.numpy_takes``):
   zeros for average pooling, which the divisor then leaves out or counts as PyTorch does), then
   one vectorised pass per window row and one per window column. No Numba import: a 512x512
   image is pooled in milliseconds in a process that never pays Numba's start-up.
-- ``numba``: ``_jit``'s kernels; always for max pooling with indices.
+  Max pooling with indices goes tap by tap over every window of a band at once, keeping the
+  best value and its flat index as ``_jit`` does.
+- ``numba``: ``_jit``'s kernels.
 
 Both give PyTorch's values: pad cells never win a max, NaN propagates, average sums are
 float64 with PyTorch's divisor (``AvgPoolKernel.cpp``).
@@ -31,28 +33,27 @@ BAND_BYTES = 4 << 20
 METHODS = ("numpy", "numba")
 
 
-def choose_method(channels: int, out_hw, size, indices: bool = False) -> str:
+def choose_method(channels: int, out_hw, size) -> str:
     """``numpy`` for work numpy takes (one compare or add per window cell), else ``numba``.
 
-    >>> choose_method(3, (256, 256), (2, 2)), choose_method(3, (256, 256), (2, 2), indices=True)
+    >>> choose_method(3, (256, 256), (2, 2)), choose_method(64, (4096, 4096), (3, 3))
     ('numpy', 'numba')
     """
     work = channels * out_hw[0] * out_hw[1] * size[0] * size[1]
-    return "numpy" if not indices and numpy_takes(work) else "numba"
+    return "numpy" if numpy_takes(work) else "numba"
 
 
 def max_pool(image, out, indices, size, stride, dilation, pads, method: str | None = None) -> None:
-    """Fill ``out`` (and ``indices``, when not ``None``: Numba only) with window maxima."""
-    method = _checked(
-        method or choose_method(image.shape[0], out.shape[1:], size, indices is not None)
-    )
+    """Fill ``out`` (and ``indices``, when not ``None``) with window maxima."""
+    method = _checked(method or choose_method(image.shape[0], out.shape[1:], size))
     if method == "numba":
         from convcli.engine import _jit
 
         _jit.max_pool2d(image, out, indices, size, stride, dilation, pads)
         return
     if indices is not None:
-        raise ValueError("max pooling with indices takes the numba method")
+        _max_with_indices(image, out, indices, size, stride, dilation, pads)
+        return
     for first, last, band in _bands(
         image, out.shape[1:], size, stride, dilation, pads, -np.inf, np.float32
     ):
@@ -81,6 +82,46 @@ def avg_pool(image, out, size, stride, pads, count_include_pad, method: str | No
         _reduce_columns(rows, size[1], stride[1], 1, np.add, sums)
         sums /= row_counts[first:last, None] * column_counts
         out[:, first:last] = sums
+
+
+def _max_with_indices(image, out, indices, size, stride, dilation, pads) -> None:
+    """Max pooling with PyTorch's flat indices ``r*W + q``: the taps in row-major order, each
+    over every window of a band at once, winning where ``v > best or isnan(v)`` (the first
+    maximum, the last NaN), as ``_jit._max_pool2d``; a window with no winner keeps its first
+    input-aligned tap."""
+    width, w_out = image.shape[2], out.shape[2]
+    (kh, kw), (sh, sw), (dh, dw) = size, stride, dilation
+    columns = np.arange(w_out) * sw - pads[2]  # each window's first column, padded ones < 0
+    for first, last, band in _bands(
+        image, out.shape[1:], size, stride, dilation, pads, -np.inf, np.float32
+    ):
+        rows = np.arange(first, last) * sh - pads[0]
+        best, where = out[:, first:last], indices[:, first:last]
+        best[:] = -np.inf
+        where[:] = _first_inside(rows, dh)[:, None] * width + _first_inside(columns, dw)
+        wins = np.empty(best.shape, bool)
+        for m in range(kh):
+            for n in range(kw):
+                values = band[
+                    :,
+                    m * dh : m * dh + sh * (last - first - 1) + 1 : sh,
+                    n * dw : n * dw + sw * (w_out - 1) + 1 : sw,
+                ]
+                np.greater(values, best, out=wins)
+                wins |= np.isnan(values)
+                np.copyto(best, values, where=wins)
+                tap = (rows + m * dh)[:, None] * width + (columns + n * dw)
+                np.copyto(where, np.broadcast_to(tap, where.shape), where=wins)
+
+
+def _first_inside(starts: np.ndarray, dilation: int) -> np.ndarray:
+    """The first tap at or after each of ``starts`` (a window's first row or column, negative
+    in the padding) that falls on the input, ``dilation`` apart.
+
+    >>> _first_inside(np.array([-3, -1, 0, 2]), 2).tolist()
+    [1, 1, 0, 2]
+    """
+    return starts + np.maximum(0, (dilation - 1 - starts) // dilation) * dilation
 
 
 def _checked(method: str) -> str:
