@@ -6,7 +6,7 @@ from unittest import mock
 import naive
 import numpy as np
 import pytest
-from conftest import assert_matches
+from conftest import WITH_IMPORTS, assert_matches, python_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -650,18 +650,9 @@ np.savez(sys.argv[1],
 def test_numba_kernels_run_as_plain_python_with_the_jit_disabled(tmp_path):
     """``NUMBA_DISABLE_JIT=1`` (debugging): the SIMD kernels run as Python, vectors as arrays."""
     import os
-    import subprocess
-    import sys
 
     env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-c", PLAIN_PYTHON_KERNELS, str(tmp_path / "out.npz")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = python_process(PLAIN_PYTHON_KERNELS, tmp_path / "out.npz", env=env)
     assert proc.returncode == 0, proc.stderr
     out = np.load(tmp_path / "out.npz")
     x = np.random.default_rng(3).normal(size=(2, 7, 70))
@@ -674,3 +665,33 @@ def test_numba_kernels_run_as_plain_python_with_the_jit_disabled(tmp_path):
         naive.conv2d(x.astype(np.float32), depthwise, pads=(1, 1, 1, 1), groups=2, mode="reflect"),
     )
     assert_matches(out["separable"], naive.conv2d(x.astype(np.float32), separable, groups=2))
+
+
+def test_one_big_depthwise_call_goes_by_fft_rather_than_loading_numba():
+    """Issue 20: a 15x15 full-rank kernel on 4096^2x3 takes 0.2 s longer by FFT than in the
+    SIMD kernel, and loading Numba costs 0.3 s more than loading the FFT: one call goes by
+    FFT; declared twice (a batch of two files), or on 8000^2x3, Numba's kernel pays off."""
+    weight = np.random.default_rng(9).uniform(-1, 1, (3, 1, 15, 15)).astype(np.float32)
+    assert correlation.choose_method(weight, 3, (4096, 4096)) == "fft"
+    with engine.repeated(2):
+        assert correlation.choose_method(weight, 3, (4096, 4096)) == "numba"
+    assert correlation.choose_method(weight, 3, (8000, 8000)) == "numba"
+    assert correlation.choose_method(weight, 3, (4096, 4096), stride=(2, 2)) == "numba"
+
+
+def test_a_conv_process_that_the_fft_spares_loading_numba(tmp_path):
+    """A whole ``convcli conv`` process on a 2200x2200 .npy with a 15x15 random kernel (1.1e9
+    multiply-adds, past what numpy takes) never imports Numba, and matches SciPy's
+    correlation with a zero border."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(10)
+    x = rng.uniform(-1, 1, (2200, 2200)).astype(np.float32)
+    kernel = rng.uniform(-1, 1, (15, 15)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "k.npy", kernel)
+    proc = python_process(WITH_IMPORTS, "conv", "x.npy", "-k", "k.npy", "-o", "y.npy", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "numba imported" not in proc.stderr
+    expected = ndimage.correlate(x.astype(np.float64), kernel.astype(np.float64), mode="constant")
+    assert_matches(np.load(tmp_path / "y.npy")[:, :, 0], expected)

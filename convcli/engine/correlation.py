@@ -18,6 +18,9 @@ megabytes. The method is chosen once per call (``choose_method``):
 - ``fft``: a depthwise kernel of full rank, 22x22 and up (19x19 when dilated), at stride 1,
   by FFT (``scipy.fft``) in tiles (overlap-save), the tiles spread over the cores.
   Its float32 rounding is relative to the largest values in a tile, not to each output.
+  Smaller depthwise kernels at stride 1 go by FFT too where loading Numba would cost more
+  than the FFT's extra time (``fft_spares_numba``: one 15x15 call on 4096^2x3, not a batch
+  of them), by the same rule of the declared calls as ``numpy``.
 - ``numba``: SIMD kernels (``_jit``): one for depthwise kernels at stride 1
   (``has_depthwise_kernel``), one for everything else. They pad a float32 image block by
   block themselves instead of going through bands.
@@ -79,6 +82,10 @@ SEPARABLE_SIDES_FFT = 200
 #: take the dense kernel, slower than the FFT from 19x19 (2048^2x3, dilation 2: 15x15 98 ms
 #: in the dense kernel, 130 ms by FFT; 19x19 163 and 150 ms).
 FFT_TAPS, FFT_TAPS_DENSE = 484, 361
+#: What loading Numba and its cached kernels costs a fresh process more than importing
+#: ``scipy.fft`` does (measured: 0.41 s and 0.14 s), in taps of the depthwise SIMD kernel
+#: (7e10 multiply-adds a second here; 4096^2x3 by FFT takes what 484-528 taps do).
+NUMBA_LOAD_WORK = 20_000_000_000
 #: The smallest side of an FFT tile: scipy's float32 FFT costs about the same per pixel from
 #: 288 to 512 here (1.2-1.7 ms for 384, forward and back); tiles grow for kernels larger than
 #: a quarter of it.
@@ -194,7 +201,28 @@ def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1), dilati
         return "fft" if fft and kh + kw >= SEPARABLE_SIDES_FFT else "separable"
     if kh * kw >= (FFT_TAPS if direct else FFT_TAPS_DENSE) and fft:
         return "fft"
+    if direct and fft_spares_numba(c_out * out_hw[0] * out_hw[1], kh * kw):
+        return "fft"
     return "numba"
+
+
+def fft_spares_numba(values: int, taps: int) -> bool:
+    """Whether a depthwise kernel of fewer than ``FFT_TAPS`` taps at stride 1 goes by FFT
+    because loading Numba would cost more than the FFT's extra time on ``values`` outputs.
+
+    Per output the FFT costs about what ``FFT_TAPS`` taps of the SIMD kernel cost, so it is
+    slower by ``FFT_TAPS - taps`` taps; loading Numba costs ``NUMBA_LOAD_WORK`` taps once per
+    process. The calls the caller declared (``runtime.repeated``) share that load, and nothing
+    else counts: the same call takes the same method in a fresh process and deep inside a
+    batch.
+
+    >>> fft_spares_numba(3 * 4096 * 4096, 15 * 15), fft_spares_numba(3 * 8000 * 8000, 13 * 13)
+    (True, False)
+    >>> with runtime.repeated(2):
+    ...     fft_spares_numba(3 * 4096 * 4096, 15 * 15)
+    False
+    """
+    return values * max(0, FFT_TAPS - taps) * runtime.declared_calls() < NUMBA_LOAD_WORK
 
 
 def numpy_takes(work: int) -> bool:
