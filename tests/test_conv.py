@@ -247,6 +247,24 @@ def test_separable_method_matches_naive(hw, k, stride, dilation, mode, banded, s
     assert_matches(out, expected)
 
 
+def centred_pads(hw, k, dilation, mode):
+    """The pads that keep the size of ``hw`` for a (dilated) ``k`` kernel at stride 1, the
+    extra one bottom/right; None where the border ``mode`` cannot make them."""
+    pads = tuple(
+        p
+        for kk, d in zip(k, dilation)
+        for p in (d * (kk - 1) // 2, d * (kk - 1) - d * (kk - 1) // 2)
+    )
+    if (
+        mode == "reflect"
+        and (max(pads[:2]) >= hw[0] or max(pads[2:]) >= hw[1])
+        or mode == "circular"
+        and (max(pads[:2]) > hw[0] or max(pads[2:]) > hw[1])
+    ):
+        return None
+    return pads
+
+
 @given(
     hw=st.tuples(st.integers(1, 40), st.integers(1, 40)),
     k=st.tuples(st.integers(1, 6), st.integers(1, 6)),
@@ -261,17 +279,8 @@ def test_fft_method_matches_naive(hw, k, dilation, multiplier, mode, banded, see
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (2,) + hw).astype(np.float32)
     kernel = rng.uniform(-1, 1, (2 * multiplier, 1) + k).astype(np.float32)
-    pads = tuple(
-        p
-        for kk, d in zip(k, dilation)
-        for p in (d * (kk - 1) // 2, d * (kk - 1) - d * (kk - 1) // 2)
-    )
-    if (
-        mode == "reflect"
-        and (max(pads[:2]) >= hw[0] or max(pads[2:]) >= hw[1])
-        or mode == "circular"
-        and (max(pads[:2]) > hw[0] or max(pads[2:]) > hw[1])
-    ):
+    pads = centred_pads(hw, k, dilation, mode)
+    if pads is None:
         return
     expected = naive.conv2d(x, kernel, None, (1, 1), pads, dilation, 2, mode)
     with (
@@ -282,6 +291,41 @@ def test_fft_method_matches_naive(hw, k, dilation, multiplier, mode, banded, see
             x, kernel, groups=2, padding=pads, dilation=dilation, pad_mode=mode, method="fft"
         )
     assert_matches(out, expected)
+
+
+@given(
+    hw=st.tuples(st.integers(1, 90), st.integers(1, 50)),
+    k=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    mode=st.sampled_from(naive.PAD_MODES),
+    spoiled=st.sampled_from([None, np.nan, -np.inf, 1e31]),
+    threads=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_fft_bands_side_by_side_match_naive(hw, k, dilation, mode, spoiled, threads, seed):
+    """One map in bands of one row of 20x20 tiles, the bands on several threads, each padding
+    its own; a band holding a NaN, an infinity or a huge value goes through the SIMD kernel
+    afterwards, the others stay on the FFT."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (1,) + hw).astype(np.float32)
+    if spoiled is not None:
+        x[0, rng.integers(hw[0]), rng.integers(hw[1])] = spoiled
+    kernel = rng.uniform(-1, 1, (1, 1) + k).astype(np.float32)
+    pads = centred_pads(hw, k, dilation, mode)
+    if pads is None:
+        return
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, as in the engine
+        expected = naive.conv2d(x, kernel, None, (1, 1), pads, dilation, 1, mode)
+    with (
+        mock.patch.object(correlation, "FFT_TILE", 20),
+        mock.patch.object(correlation, "compute_threads", lambda: threads),
+        one_row_bands(),
+    ):
+        out = engine.conv2d(x, kernel, padding=pads, dilation=dilation, pad_mode=mode, method="fft")
+    assert_matches(
+        np.nan_to_num(out, posinf=9, neginf=-9),
+        np.nan_to_num(expected.astype(np.float32), posinf=9, neginf=-9),
+    )
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, 3e38])

@@ -390,15 +390,21 @@ def _correlate_bands(
     )
     band_rows = (rows_per_band - 1) * stride_h + dil_h * (kh - 1) + 1
     buffer = np.empty(image.shape[0] * band_rows * width, np.float32)
+
+    def band_at(first: int, buffer: np.ndarray) -> tuple[int, np.ndarray]:
+        """The last output row (exclusive) of the band from ``first`` and its padded input."""
+        last = min(h_out, first + rows_per_band)
+        stop = (last - 1) * stride_h + dil_h * (kh - 1) + 1
+        return last, padded_band(image, first * stride_h, stop, pads, pad_mode, buffer)
+
     # one map, or all rows in one band: the band's rows of the output are contiguous
     contiguous = c_out == 1 or rows_per_band == h_out
+    if method == "fft" and contiguous:
+        _fft_bands(band_at, range(0, h_out, rows_per_band), weight, groups, dilation, out, buffer)
+        return
     target = None if contiguous else np.empty(c_out * rows_per_band * w_out, np.float32)
     for first in range(0, h_out, rows_per_band):
-        last = min(h_out, first + rows_per_band)
-        start = first * stride_h
-        band = padded_band(
-            image, start, (last - 1) * stride_h + dil_h * (kh - 1) + 1, pads, pad_mode, buffer
-        )
+        last, band = band_at(first, buffer)
         if target is None:
             compute(band, weight, groups, stride, dilation, out[:, first:last])
         else:
@@ -545,9 +551,53 @@ def _fft(band, weight, groups, stride, dilation, out) -> None:
     holding one (or values large enough to overflow a sum) go through the SIMD kernels, so
     they stay where the windows that meet them are, as in PyTorch.
     """
-    if not (np.abs(band).max(initial=0.0) <= FFT_SAFE_MAGNITUDE >= np.abs(weight).max()):
+    if fft_takes(band, weight):
+        _fft_tiles(band, weight, groups, dilation, out, compute_threads())
+    else:
         _numba(band, weight, groups, stride, dilation, out)
-        return
+
+
+def fft_takes(band: np.ndarray, weight: np.ndarray) -> bool:
+    """Whether every value of ``band`` and ``weight`` is finite and within
+    ``FFT_SAFE_MAGNITUDE`` (see ``_fft``).
+
+    >>> fft_takes(np.ones((1, 2, 2), np.float32), np.ones((1, 1, 1, 1), np.float32))
+    True
+    >>> fft_takes(np.array([[[1.0, np.nan]]], np.float32), np.ones((1, 1, 1, 1), np.float32))
+    False
+    """
+    low, high = band.min(initial=0.0), band.max(initial=0.0)  # NaN propagates: False below
+    return bool(-low <= FFT_SAFE_MAGNITUDE and high <= FFT_SAFE_MAGNITUDE >= np.abs(weight).max())
+
+
+def _fft_bands(band_at, starts, weight, groups, dilation, out, buffer) -> None:
+    """``_fft`` of every band (``band_at(first, buffer)``: its last row and padded input),
+    the bands side by side on the cores, each thread padding its own: no serial copying
+    between the tiles. Bands the FFT does not take go through the SIMD kernels afterwards,
+    one at a time (Numba's threads are entered from one thread)."""
+    threads = min(compute_threads(), len(starts))
+    buffers = [buffer] + [np.empty_like(buffer) for _ in range(threads - 1)]
+
+    def transform(first: int) -> int | None:
+        own = buffers.pop()
+        try:
+            last, band = band_at(first, own)
+            if not fft_takes(band, weight):
+                return first
+            _fft_tiles(band, weight, groups, dilation, out[:, first:last], 1)
+            return None
+        finally:
+            buffers.append(own)
+
+    with ThreadPoolExecutor(threads) as pool:
+        declined = [first for first in pool.map(transform, starts) if first is not None]
+    for first in declined:
+        last, band = band_at(first, buffer)
+        _numba(band, weight, groups, (1, 1), dilation, out[:, first:last])
+
+
+def _fft_tiles(band, weight, groups, dilation, out, threads: int) -> None:
+    """The FFT's tiles of ``band`` into ``out``, on up to ``threads`` threads."""
     import scipy.fft
 
     c_out, _, kh, kw = weight.shape
@@ -571,7 +621,11 @@ def _fft(band, weight, groups, stride, dilation, out) -> None:
         for down in fft_spans(rows, step_h, taps.shape[1])
         for across in fft_spans(cols, side - taps.shape[2] + 1, taps.shape[2])
     ]
-    with ThreadPoolExecutor(min(compute_threads(), len(tiles))) as pool:
+    if min(threads, len(tiles)) <= 1:
+        for where in tiles:
+            tile(where)
+        return
+    with ThreadPoolExecutor(min(threads, len(tiles))) as pool:
         for _ in pool.map(tile, tiles):
             pass
 
