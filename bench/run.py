@@ -286,6 +286,42 @@ def process_rows(sizes, repeats: int) -> list[tuple]:
     return rows
 
 
+#: The OpenCV script a ``.npy`` process is held against (issue 20): ``filter2D`` per channel,
+#: zero border, then ``np.save``.
+OPENCV_NPY_SCRIPT = """
+import sys
+import cv2
+import numpy as np
+x = np.load(sys.argv[1]); k = np.load(sys.argv[2])
+y = np.stack([cv2.filter2D(x[..., c], -1, k, borderType=cv2.BORDER_CONSTANT)
+              for c in range(x.shape[2])], -1)
+np.save(sys.argv[3], y)
+"""
+
+
+def npy_process_rows(size: int, repeats: int) -> list[tuple]:
+    """Whole-process ``convcli conv`` of a ``size``^2x3 float32 ``.npy`` with a 15x15 random
+    kernel, to ``.npy``, against the same work in a Python script with OpenCV (issue 20: at
+    most its time), with peak RSS."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        x, k, out = (os.path.join(tmp, name) for name in ("x.npy", "k.npy", "y.npy"))
+        rng = np.random.default_rng(size)
+        np.save(x, rng.random((size, size, 3), dtype=np.float32))
+        np.save(k, rng.uniform(-1, 1, (15, 15)).astype(np.float32))
+        convcli = [sys.executable, "-m", "convcli", "conv", x, "-k", k, "-o", out]
+        commands = {"convcli conv": convcli + ["--overwrite"]}
+        if cv2 is not None:
+            opencv = [sys.executable, "-c", OPENCV_NPY_SCRIPT, x, k, out]
+            commands["OpenCV filter2D script"] = opencv
+        results = process_figures(commands, repeats)
+        base = results["convcli conv"][0]
+        for label, (seconds, rss) in results.items():
+            case = f"process {size}^2x3 float32 .npy -> .npy, 15x15 random"
+            rows.append((case, label, seconds, seconds / base, rss))
+    return rows
+
+
 def write_test_images(folder: str, size: int) -> dict:
     """The inputs of ``command_rows``: a ``size``^2 8-bit RGB PNG (``rgb``), a 16-bit one
     (``rgb16``, encoded by convcli: Pillow writes no 16-bit colour), and the 2x2 max pooling of
@@ -667,10 +703,10 @@ def main() -> None:
     compileall.compile_dir(os.path.dirname(os.path.dirname(engine.__file__)), quiet=1)
     if args.quick:
         repeats, process_sizes, command_size, dask_batch = 1, [64], 64, (16, 64)
-        loop_batch, model_size = (3, 64), 32
+        loop_batch, model_size, npy_size = (3, 64), 32, 64
     else:
         repeats, process_sizes, command_size, dask_batch = 5, [512, 4096], 512, (400, 256)
-        loop_batch, model_size = (40, 512), 224
+        loop_batch, model_size, npy_size = (40, 512), 224, 4096
     rows = []
     if "engine" in sections or "dense" in sections:
         chosen = engine_cases(args.quick) if "engine" in sections else dense_parity_cases()
@@ -691,6 +727,7 @@ def main() -> None:
         rows += loop_rows(*loop_batch, repeats)
     if "processes" in sections:
         rows += process_rows(process_sizes, repeats)
+        rows += npy_process_rows(npy_size, repeats)
     if "start-up" in sections:
         rows += startup_rows(repeats)
     if "dask" in sections and _optional("distributed"):

@@ -1,4 +1,7 @@
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -26,6 +29,28 @@ def assert_matches(actual, expected):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+#: Runs convcli's entry point, then says on stderr whether Numba was imported.
+WITH_IMPORTS = textwrap.dedent("""
+    import atexit, sys
+    atexit.register(lambda: sys.stderr.write("numba imported" if "numba" in sys.modules else ""))
+    from convcli.cli.main import main
+    main()
+""")
+
+
+def python_process(script: str, *args, **kwargs) -> subprocess.CompletedProcess:
+    """``python -c SCRIPT ARGS...`` in a fresh process (``kwargs``: ``cwd``, ``env``, ...),
+    its output as text; five minutes at most."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        **kwargs,
+    )
 
 
 def run(*args, **kwargs):

@@ -14,5 +14,8 @@ def test_bench_quick_mode_runs():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| depthwise 256^2x3, 3x3 random (full rank) | convcli |" in proc.stdout
     assert "| start-up | convcli --help |" in proc.stdout
+    npy_case = "| process 64^2x3 float32 .npy -> .npy, 15x15 random |"
+    assert f"{npy_case} convcli conv |" in proc.stdout
+    assert f"{npy_case} OpenCV filter2D script |" in proc.stdout
     assert "| convcli --executor dask, 2 workers: " in proc.stdout
     assert "| model zoo resnet, forward pass 32^2x3 | onnxruntime, 1 thread |" in proc.stdout

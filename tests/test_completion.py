@@ -4,17 +4,9 @@ names."""
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
-
-#: Runs convcli's entry point, then says on stderr whether numba was imported.
-WITH_IMPORTS = textwrap.dedent("""
-    import atexit, sys
-    atexit.register(lambda: sys.stderr.write("numba imported" if "numba" in sys.modules else ""))
-    from convcli.cli.main import main
-    main()
-""")
+from conftest import WITH_IMPORTS
 
 
 def complete(*words, **env):

@@ -6,7 +6,7 @@ from unittest import mock
 import naive
 import numpy as np
 import pytest
-from conftest import assert_matches
+from conftest import WITH_IMPORTS, assert_matches, python_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -247,6 +247,24 @@ def test_separable_method_matches_naive(hw, k, stride, dilation, mode, banded, s
     assert_matches(out, expected)
 
 
+def centred_pads(hw, k, dilation, mode):
+    """The pads that keep the size of ``hw`` for a (dilated) ``k`` kernel at stride 1, the
+    extra one bottom/right; None where the border ``mode`` cannot make them."""
+    pads = tuple(
+        p
+        for kk, d in zip(k, dilation)
+        for p in (d * (kk - 1) // 2, d * (kk - 1) - d * (kk - 1) // 2)
+    )
+    if (
+        mode == "reflect"
+        and (max(pads[:2]) >= hw[0] or max(pads[2:]) >= hw[1])
+        or mode == "circular"
+        and (max(pads[:2]) > hw[0] or max(pads[2:]) > hw[1])
+    ):
+        return None
+    return pads
+
+
 @given(
     hw=st.tuples(st.integers(1, 40), st.integers(1, 40)),
     k=st.tuples(st.integers(1, 6), st.integers(1, 6)),
@@ -261,17 +279,8 @@ def test_fft_method_matches_naive(hw, k, dilation, multiplier, mode, banded, see
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (2,) + hw).astype(np.float32)
     kernel = rng.uniform(-1, 1, (2 * multiplier, 1) + k).astype(np.float32)
-    pads = tuple(
-        p
-        for kk, d in zip(k, dilation)
-        for p in (d * (kk - 1) // 2, d * (kk - 1) - d * (kk - 1) // 2)
-    )
-    if (
-        mode == "reflect"
-        and (max(pads[:2]) >= hw[0] or max(pads[2:]) >= hw[1])
-        or mode == "circular"
-        and (max(pads[:2]) > hw[0] or max(pads[2:]) > hw[1])
-    ):
+    pads = centred_pads(hw, k, dilation, mode)
+    if pads is None:
         return
     expected = naive.conv2d(x, kernel, None, (1, 1), pads, dilation, 2, mode)
     with (
@@ -282,6 +291,41 @@ def test_fft_method_matches_naive(hw, k, dilation, multiplier, mode, banded, see
             x, kernel, groups=2, padding=pads, dilation=dilation, pad_mode=mode, method="fft"
         )
     assert_matches(out, expected)
+
+
+@given(
+    hw=st.tuples(st.integers(1, 90), st.integers(1, 50)),
+    k=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    mode=st.sampled_from(naive.PAD_MODES),
+    spoiled=st.sampled_from([None, np.nan, -np.inf, 1e31]),
+    threads=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_fft_bands_side_by_side_match_naive(hw, k, dilation, mode, spoiled, threads, seed):
+    """One map in bands of one row of 20x20 tiles, the bands on several threads, each padding
+    its own; a band holding a NaN, an infinity or a huge value goes through the SIMD kernel
+    afterwards, the others stay on the FFT."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (1,) + hw).astype(np.float32)
+    if spoiled is not None:
+        x[0, rng.integers(hw[0]), rng.integers(hw[1])] = spoiled
+    kernel = rng.uniform(-1, 1, (1, 1) + k).astype(np.float32)
+    pads = centred_pads(hw, k, dilation, mode)
+    if pads is None:
+        return
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, as in the engine
+        expected = naive.conv2d(x, kernel, None, (1, 1), pads, dilation, 1, mode)
+    with (
+        mock.patch.object(correlation, "FFT_TILE", 20),
+        mock.patch.object(correlation, "compute_threads", lambda: threads),
+        one_row_bands(),
+    ):
+        out = engine.conv2d(x, kernel, padding=pads, dilation=dilation, pad_mode=mode, method="fft")
+    assert_matches(
+        np.nan_to_num(out, posinf=9, neginf=-9),
+        np.nan_to_num(expected.astype(np.float32), posinf=9, neginf=-9),
+    )
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, 3e38])
@@ -650,18 +694,9 @@ np.savez(sys.argv[1],
 def test_numba_kernels_run_as_plain_python_with_the_jit_disabled(tmp_path):
     """``NUMBA_DISABLE_JIT=1`` (debugging): the SIMD kernels run as Python, vectors as arrays."""
     import os
-    import subprocess
-    import sys
 
     env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-c", PLAIN_PYTHON_KERNELS, str(tmp_path / "out.npz")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = python_process(PLAIN_PYTHON_KERNELS, tmp_path / "out.npz", env=env)
     assert proc.returncode == 0, proc.stderr
     out = np.load(tmp_path / "out.npz")
     x = np.random.default_rng(3).normal(size=(2, 7, 70))
@@ -674,3 +709,33 @@ def test_numba_kernels_run_as_plain_python_with_the_jit_disabled(tmp_path):
         naive.conv2d(x.astype(np.float32), depthwise, pads=(1, 1, 1, 1), groups=2, mode="reflect"),
     )
     assert_matches(out["separable"], naive.conv2d(x.astype(np.float32), separable, groups=2))
+
+
+def test_one_big_depthwise_call_goes_by_fft_rather_than_loading_numba():
+    """Issue 20: a 15x15 full-rank kernel on 4096^2x3 takes 0.2 s longer by FFT than in the
+    SIMD kernel, and loading Numba costs 0.3 s more than loading the FFT: one call goes by
+    FFT; declared twice (a batch of two files), or on 8000^2x3, Numba's kernel pays off."""
+    weight = np.random.default_rng(9).uniform(-1, 1, (3, 1, 15, 15)).astype(np.float32)
+    assert correlation.choose_method(weight, 3, (4096, 4096)) == "fft"
+    with engine.repeated(2):
+        assert correlation.choose_method(weight, 3, (4096, 4096)) == "numba"
+    assert correlation.choose_method(weight, 3, (8000, 8000)) == "numba"
+    assert correlation.choose_method(weight, 3, (4096, 4096), stride=(2, 2)) == "numba"
+
+
+def test_a_conv_process_that_the_fft_spares_loading_numba(tmp_path):
+    """A whole ``convcli conv`` process on a 2200x2200 .npy with a 15x15 random kernel (1.1e9
+    multiply-adds, past what numpy takes) never imports Numba, and matches SciPy's
+    correlation with a zero border."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(10)
+    x = rng.uniform(-1, 1, (2200, 2200)).astype(np.float32)
+    kernel = rng.uniform(-1, 1, (15, 15)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "k.npy", kernel)
+    proc = python_process(WITH_IMPORTS, "conv", "x.npy", "-k", "k.npy", "-o", "y.npy", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "numba imported" not in proc.stderr
+    expected = ndimage.correlate(x.astype(np.float64), kernel.astype(np.float64), mode="constant")
+    assert_matches(np.load(tmp_path / "y.npy")[:, :, 0], expected)

@@ -358,3 +358,55 @@ def test_split_never_overwrites_an_input(tmp_path):
     images.check_output_path(
         str(tmp_path / "o.png"), [str(tmp_path / "o_x.png")], OutputSettings(split=True)
     )
+
+
+@pytest.mark.parametrize(
+    "shape, dtype",
+    [((37, 5, 3), np.float32), ((6, 7, 1), ">f8"), ((9, 4, 2), np.uint8), ((5, 6), np.int16)],
+)
+def test_npy_inputs_read_in_row_chunks_as_numpy_loads_them(shape, dtype, tmp_path, monkeypatch):
+    """An (H, W, C) input goes into its (C, H, W) places a few rows at a time; here chunks of
+    two rows and a short last one, byte orders and integer dtypes kept."""
+    stored = (np.random.default_rng(5).uniform(-9, 99, shape)).astype(dtype)
+    np.save(tmp_path / "x.npy", stored)
+    monkeypatch.setattr(images, "NPY_ROW_BYTES", 2 * stored[0].nbytes)
+    data = images.read_input(str(tmp_path / "x.npy")).data
+    expected = np.load(tmp_path / "x.npy")
+    expected = expected[:, :, None] if expected.ndim == 2 else expected
+    assert data.dtype == expected.dtype and data.flags.c_contiguous
+    assert np.array_equal(data, expected.transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_npy_outputs_are_the_bytes_numpy_saves(split, tmp_path, monkeypatch):
+    maps = np.random.default_rng(6).normal(size=(3, 41, 7)).astype(np.float32)
+    monkeypatch.setattr(images, "NPY_ROW_BYTES", 3 * maps[:, 0].nbytes)
+    write_output(str(tmp_path / "y.npy"), maps, settings=OutputSettings(split=split))
+    for name, expected in (
+        [(f"y_0{i}.npy", maps[i : i + 1]) for i in range(3)] if split else [("y.npy", maps)]
+    ):
+        saved = tmp_path / f"saved_{name}"
+        np.save(saved, expected.transpose(1, 2, 0))
+        assert (tmp_path / name).read_bytes() == saved.read_bytes()
+
+
+def test_npy_inputs_and_outputs_hold_no_second_copy(tmp_path):
+    """Reading an (H, W, C) .npy and writing maps as one hold the array and a few megabytes,
+    not a transposed whole-size copy beside it (a 4096x4096 RGB float32 array is 200 MB)."""
+    import tracemalloc
+
+    rgb = np.random.default_rng(8).random((1500, 1500, 3), np.float32)  # 27 MB
+    np.save(tmp_path / "x.npy", rgb)
+    tracemalloc.start()
+    try:
+        data = images.read_input(str(tmp_path / "x.npy")).data
+        read_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        write_output(str(tmp_path / "y.npy"), data, in_place=True)
+        write_peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(np.load(tmp_path / "y.npy"), rgb)
+    assert read_peak < rgb.nbytes + images.NPY_ROW_BYTES + (1 << 20), read_peak
+    assert write_peak < images.NPY_ROW_BYTES + (1 << 20), write_peak

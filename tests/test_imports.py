@@ -9,6 +9,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import python_process
 
 import convcli
 
@@ -110,14 +111,7 @@ IMPORT_EVERYTHING = textwrap.dedent("""
 
 def test_importing_every_module_leaves_the_environment_alone():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "MALLOC_"))}
-    proc = subprocess.run(
-        [sys.executable, "-c", IMPORT_EVERYTHING],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = python_process(IMPORT_EVERYTHING, env=env)
     assert proc.returncode == 0, proc.stderr
     count, changed = proc.stdout.split(maxsplit=1)
     assert int(count) > 40 and changed.strip() == "[]"

@@ -18,6 +18,9 @@ megabytes. The method is chosen once per call (``choose_method``):
 - ``fft``: a depthwise kernel of full rank, 22x22 and up (19x19 when dilated), at stride 1,
   by FFT (``scipy.fft``) in tiles (overlap-save), the tiles spread over the cores.
   Its float32 rounding is relative to the largest values in a tile, not to each output.
+  Smaller depthwise kernels at stride 1 go by FFT too where loading Numba would cost more
+  than the FFT's extra time (``fft_spares_numba``: one 15x15 call on 4096^2x3, not a batch
+  of them), by the same rule of the declared calls as ``numpy``.
 - ``numba``: SIMD kernels (``_jit``): one for depthwise kernels at stride 1
   (``has_depthwise_kernel``), one for everything else. They pad a float32 image block by
   block themselves instead of going through bands.
@@ -78,6 +81,10 @@ SEPARABLE_SIDES_FFT = 200
 #: take the dense kernel, slower than the FFT from 19x19 (2048^2x3, dilation 2: 15x15 98 ms
 #: in the dense kernel, 130 ms by FFT; 19x19 163 and 150 ms).
 FFT_TAPS, FFT_TAPS_DENSE = 484, 361
+#: What loading Numba and its cached kernels costs a fresh process more than importing
+#: ``scipy.fft`` does (measured: 0.41 s and 0.14 s), in taps of the depthwise SIMD kernel
+#: (7e10 multiply-adds a second here; 4096^2x3 by FFT takes what 484-528 taps do).
+NUMBA_LOAD_WORK = 20_000_000_000
 #: The smallest side of an FFT tile: scipy's float32 FFT costs about the same per pixel from
 #: 288 to 512 here (1.2-1.7 ms for 384, forward and back); tiles grow for kernels larger than
 #: a quarter of it.
@@ -193,7 +200,28 @@ def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1), dilati
         return "fft" if fft and kh + kw >= SEPARABLE_SIDES_FFT else "separable"
     if kh * kw >= (FFT_TAPS if direct else FFT_TAPS_DENSE) and fft:
         return "fft"
+    if direct and fft_spares_numba(c_out * out_hw[0] * out_hw[1], kh * kw):
+        return "fft"
     return "numba"
+
+
+def fft_spares_numba(values: int, taps: int) -> bool:
+    """Whether a depthwise kernel of fewer than ``FFT_TAPS`` taps at stride 1 goes by FFT
+    because loading Numba would cost more than the FFT's extra time on ``values`` outputs.
+
+    Per output the FFT costs about what ``FFT_TAPS`` taps of the SIMD kernel cost, so it is
+    slower by ``FFT_TAPS - taps`` taps; loading Numba costs ``NUMBA_LOAD_WORK`` taps once per
+    process. The calls the caller declared (``runtime.repeated``) share that load, and nothing
+    else counts: the same call takes the same method in a fresh process and deep inside a
+    batch.
+
+    >>> fft_spares_numba(3 * 4096 * 4096, 15 * 15), fft_spares_numba(3 * 8000 * 8000, 13 * 13)
+    (True, False)
+    >>> with runtime.repeated(2):
+    ...     fft_spares_numba(3 * 4096 * 4096, 15 * 15)
+    False
+    """
+    return values * max(0, FFT_TAPS - taps) * runtime.declared_calls() < NUMBA_LOAD_WORK
 
 
 def numpy_takes(work: int) -> bool:
@@ -361,15 +389,21 @@ def _correlate_bands(
     )
     band_rows = (rows_per_band - 1) * stride_h + dil_h * (kh - 1) + 1
     buffer = np.empty(image.shape[0] * band_rows * width, np.float32)
+
+    def band_at(first: int, buffer: np.ndarray) -> tuple[int, np.ndarray]:
+        """The last output row (exclusive) of the band from ``first`` and its padded input."""
+        last = min(h_out, first + rows_per_band)
+        stop = (last - 1) * stride_h + dil_h * (kh - 1) + 1
+        return last, padded_band(image, first * stride_h, stop, pads, pad_mode, buffer)
+
     # one map, or all rows in one band: the band's rows of the output are contiguous
     contiguous = c_out == 1 or rows_per_band == h_out
+    if method == "fft" and contiguous:
+        _fft_bands(band_at, range(0, h_out, rows_per_band), weight, groups, dilation, out, buffer)
+        return
     target = None if contiguous else np.empty(c_out * rows_per_band * w_out, np.float32)
     for first in range(0, h_out, rows_per_band):
-        last = min(h_out, first + rows_per_band)
-        start = first * stride_h
-        band = padded_band(
-            image, start, (last - 1) * stride_h + dil_h * (kh - 1) + 1, pads, pad_mode, buffer
-        )
+        last, band = band_at(first, buffer)
         if target is None:
             compute(band, weight, groups, stride, dilation, out[:, first:last])
         else:
@@ -516,9 +550,55 @@ def _fft(band, weight, groups, stride, dilation, out) -> None:
     holding one (or values large enough to overflow a sum) go through the SIMD kernels, so
     they stay where the windows that meet them are, as in PyTorch.
     """
-    if not (np.abs(band).max(initial=0.0) <= FFT_SAFE_MAGNITUDE >= np.abs(weight).max()):
+    if fft_takes(band, weight):
+        _fft_tiles(band, weight, groups, dilation, out, compute_threads())
+    else:
         _numba(band, weight, groups, stride, dilation, out)
-        return
+
+
+def fft_takes(band: np.ndarray, weight: np.ndarray) -> bool:
+    """Whether every value of ``band`` and ``weight`` is finite and within
+    ``FFT_SAFE_MAGNITUDE`` (see ``_fft``).
+
+    >>> fft_takes(np.ones((1, 2, 2), np.float32), np.ones((1, 1, 1, 1), np.float32))
+    True
+    >>> fft_takes(np.array([[[1.0, np.nan]]], np.float32), np.ones((1, 1, 1, 1), np.float32))
+    False
+    """
+    low, high = band.min(initial=0.0), band.max(initial=0.0)  # NaN propagates: False below
+    return bool(-low <= FFT_SAFE_MAGNITUDE and high <= FFT_SAFE_MAGNITUDE >= np.abs(weight).max())
+
+
+def _fft_bands(band_at, starts, weight, groups, dilation, out, buffer) -> None:
+    """``_fft`` of every band (``band_at(first, buffer)``: its last row and padded input),
+    the bands side by side on the cores, each thread padding its own: no serial copying
+    between the tiles. Bands the FFT does not take go through the SIMD kernels afterwards,
+    one at a time (Numba's threads are entered from one thread)."""
+    threads = min(compute_threads(), len(starts))
+    buffers = [buffer] + [np.empty_like(buffer) for _ in range(threads - 1)]
+
+    def transform(first: int) -> int | None:
+        own = buffers.pop()
+        try:
+            last, band = band_at(first, own)
+            if not fft_takes(band, weight):
+                return first
+            _fft_tiles(band, weight, groups, dilation, out[:, first:last], 1)
+            return None
+        finally:
+            buffers.append(own)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        declined = [first for first in pool.map(transform, starts) if first is not None]
+    for first in declined:
+        last, band = band_at(first, buffer)
+        _numba(band, weight, groups, (1, 1), dilation, out[:, first:last])
+
+
+def _fft_tiles(band, weight, groups, dilation, out, threads: int) -> None:
+    """The FFT's tiles of ``band`` into ``out``, on up to ``threads`` threads."""
     import scipy.fft
 
     c_out, _, kh, kw = weight.shape
@@ -542,9 +622,13 @@ def _fft(band, weight, groups, stride, dilation, out) -> None:
         for down in fft_spans(rows, step_h, taps.shape[1])
         for across in fft_spans(cols, side - taps.shape[2] + 1, taps.shape[2])
     ]
+    if min(threads, len(tiles)) <= 1:
+        for where in tiles:
+            tile(where)
+        return
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(min(compute_threads(), len(tiles))) as pool:
+    with ThreadPoolExecutor(min(threads, len(tiles))) as pool:
         for _ in pool.map(tile, tiles):
             pass
 

@@ -468,22 +468,68 @@ def read_npy(
     check: Callable[[tuple, np.dtype], None] | None = None,
 ) -> np.ndarray:
     """``load_npy`` of the ``.npy`` file open at its start in ``handle``."""
+    with _npy_errors(what, error):
+        return _npy_data(handle, *_checked_npy_header(handle, what, error, check))
+
+
+def _npy_data(handle, shape: tuple, dtype: np.dtype, fortran: bool) -> np.ndarray:
+    """The data of a ``.npy`` file at ``handle``, whose header said ``shape``, ``dtype``, order."""
+    return np.fromfile(handle, dtype=dtype, count=math.prod(shape)).reshape(
+        shape, order="F" if fortran else "C"
+    )
+
+
+@contextlib.contextmanager
+def _npy_errors(what: str, error: type):
+    """A failed read of a ``.npy`` file as one line of class ``error``."""
     try:
-        shape, dtype, fortran = read_npy_header(handle, what, error)
-        if check is not None:
-            check(shape, dtype)
-        count = math.prod(shape)
-        stored = os.fstat(handle.fileno()).st_size - handle.tell()
-        if count * dtype.itemsize > stored:
-            raise error(
-                f"{what}: truncated: the header promises {count * dtype.itemsize:,} "
-                f"bytes (shape {shape}), the file holds {stored:,}"
-            )
-        limits.check_memory(2 * count * dtype.itemsize, f"reading {what} (shape {shape})")
-        data = np.fromfile(handle, dtype=dtype, count=count)
+        yield
     except (ValueError, OSError, EOFError) as exc:
         raise error(f"{what}: not a readable .npy file ({limits.one_line(exc)})") from None
-    return data.reshape(shape, order="F" if fortran else "C")
+
+
+def _checked_npy_header(handle, what: str, error: type, check) -> tuple[tuple, np.dtype, bool]:
+    """``read_npy_header``, then ``check(shape, dtype)``, the data's size against the file's
+    and its memory (the array and a copy) against the machine's."""
+    shape, dtype, fortran = read_npy_header(handle, what, error)
+    if check is not None:
+        check(shape, dtype)
+    count = math.prod(shape)
+    stored = os.fstat(handle.fileno()).st_size - handle.tell()
+    if count * dtype.itemsize > stored:
+        raise error(
+            f"{what}: truncated: the header promises {count * dtype.itemsize:,} "
+            f"bytes (shape {shape}), the file holds {stored:,}"
+        )
+    limits.check_memory(2 * count * dtype.itemsize, f"reading {what} (shape {shape})")
+    return shape, dtype, fortran
+
+
+#: Bytes of a ``.npy`` input's rows read at a time and put in their (C, H, W) places.
+NPY_ROW_BYTES = 4 << 20
+
+
+def _read_channels_first(handle, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """The C-order ``(H, W, C)`` data at ``handle`` as ``(C, H, W)``, read a few rows at a
+    time straight into place: no whole ``(H, W, C)`` copy beside the result (a 4096x4096 RGB
+    float32 array is 200 MB, and fresh memory costs a page fault per 4 KiB).
+
+    >>> stored = io.BytesIO(np.arange(12, dtype=np.float32).tobytes())
+    >>> _read_channels_first(stored, (2, 2, 3), np.dtype(np.float32))[0].tolist()
+    [[0.0, 3.0], [6.0, 9.0]]
+    """
+    height, width, channels = shape
+    row_values = width * channels
+    rows = min(height, max(1, NPY_ROW_BYTES // (row_values * dtype.itemsize)))
+    out = np.empty((channels, height, width), dtype)
+    buffer = np.empty(rows * row_values, dtype)
+    for first in range(0, height, rows):
+        count = min(rows, height - first)
+        part = buffer[: count * row_values]
+        if handle.readinto(part.view(np.uint8)) != part.nbytes:
+            raise EOFError("the file ended before its data did")
+        out[:, first : first + count] = part.reshape(count, width, channels).transpose(2, 0, 1)
+    return out
 
 
 def _check_npy_input(shape: tuple, what: str, limit: int) -> None:
@@ -496,9 +542,14 @@ def _check_npy_input(shape: tuple, what: str, limit: int) -> None:
 
 
 def _read_npy(handle, what: str, limit: int) -> np.ndarray:
-    array = read_npy(
-        handle, what, InputError, lambda shape, dtype: _check_npy_input(shape, what, limit)
-    )
+    """A ``.npy`` input as ``(C, H, W)`` in its stored dtype."""
+    with _npy_errors(what, InputError):
+        shape, dtype, fortran = _checked_npy_header(
+            handle, what, InputError, lambda shape, dtype: _check_npy_input(shape, what, limit)
+        )
+        if len(shape) == 3 and not fortran:
+            return _read_channels_first(handle, shape, dtype)
+        array = _npy_data(handle, shape, dtype, fortran)
     if array.ndim == 2:
         array = array[:, :, None]
     return np.ascontiguousarray(array.transpose(2, 0, 1))
@@ -1215,9 +1266,36 @@ def _choose_depth(
 
 
 def _npy_saver(array: np.ndarray) -> Callable:
-    """A saver of ``array`` as float32 ``.npy``: made contiguous when it is written (a file of
-    ``--split`` at a time, not all of them at once)."""
-    return lambda handle: np.save(handle, np.ascontiguousarray(array, dtype=np.float32))
+    """A saver of ``array`` as float32 ``.npy``, the bytes ``np.save`` writes for it: a
+    float32 C-contiguous array as it is, any other (the ``(H, W, C)`` view of the maps) a few
+    rows at a time through one small buffer, never a whole-size copy (a 4096x4096 RGB map is
+    200 MB).
+
+    >>> maps = np.arange(12, dtype=np.float32).reshape(3, 2, 2)
+    >>> written, saved = io.BytesIO(), io.BytesIO()
+    >>> _npy_saver(maps.transpose(1, 2, 0))(written)
+    >>> np.save(saved, maps.transpose(1, 2, 0)); written.getvalue() == saved.getvalue()
+    True
+    """
+
+    def save(handle) -> None:
+        if array.dtype == np.float32 and array.flags.c_contiguous:
+            np.save(handle, array)
+            return
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32))}
+        np.lib.format.write_array_header_1_0(
+            handle, header | {"fortran_order": False, "shape": array.shape}
+        )
+        row_values = math.prod(array.shape[1:])
+        rows = min(len(array), max(1, NPY_ROW_BYTES // max(1, 4 * row_values)))
+        buffer = np.empty(rows * row_values, np.float32)
+        for first in range(0, len(array), rows):
+            part = array[first : first + rows]
+            chunk = buffer[: part.size].reshape(part.shape)
+            chunk[...] = part
+            handle.write(chunk.data)
+
+    return save
 
 
 def _image_saver(fmt: str, depth: str, values: np.ndarray) -> Callable:
