@@ -21,6 +21,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import zlib
@@ -383,10 +384,14 @@ def write_png(handle, pixels: np.ndarray) -> None:
     )
     firsts = range(0, height, strip)
     checksum = zlib.adler32(b"")
-    from concurrent.futures import ThreadPoolExecutor
+    threads = min(compute_threads(), len(firsts))
+    with contextlib.ExitStack() as held:
+        strips = map(deflate, firsts)  # one strip, or one core (a batch worker's): here
+        if threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max(1, min(compute_threads(), len(firsts)))) as pool:
-        for first, (data, adler, size) in zip(firsts, pool.map(deflate, firsts)):
+            strips = held.enter_context(ThreadPoolExecutor(threads)).map(deflate, firsts)
+        for first, (data, adler, size) in zip(firsts, strips):
             checksum = adler32_combine(checksum, adler, size)
             ending = struct.pack(">I", checksum) if first + strip >= height else b""
             handle.write(_png_chunk(b"IDAT", (b"" if first else b"\x78\x01") + data + ending))
