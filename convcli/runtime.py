@@ -69,32 +69,47 @@ def declared_calls() -> int:
     return _declared_calls.get()
 
 
-#: The rows of the whole map whose bands the convolutions compute (``band_of``).
-_map_rows = contextvars.ContextVar("convcli_map_rows", default=None)
+#: The whole map whose band the engine computes (``band_of``): its output rows, its input's
+#: rows and the band's first input row.
+_whole_map = contextvars.ContextVar("convcli_whole_map", default=None)
 
 
 @contextlib.contextmanager
-def band_of(rows: int):
+def band_of(rows: int, input_rows: int | None = None, first_input_row: int = 0):
     """Declare that the convolutions inside compute a band of a map of ``rows`` output rows
     (``pipeline.bands``): the engine chooses the method for the whole map's work, so each band
-    takes the method, and gives the bytes, that the whole map would.
+    takes the method, and gives the bytes, that the whole map would. A transposed convolution
+    also declares its whole input's rows and the first of them the band reads: the engine
+    chooses from the whole input, and adds up its products in the whole map's order.
 
     >>> with band_of(4096):
-    ...     map_rows()
-    4096
+    ...     map_rows(), map_input()
+    (4096, None)
+    >>> with band_of(4096, 2048, 512):
+    ...     map_input()
+    (2048, 512)
     >>> map_rows() is None
     True
     """
-    token = _map_rows.set(int(rows))
+    whole = (int(rows), None if input_rows is None else int(input_rows), int(first_input_row))
+    token = _whole_map.set(whole)
     try:
         yield
     finally:
-        _map_rows.reset(token)
+        _whole_map.reset(token)
 
 
 def map_rows() -> int | None:
     """The rows declared by the innermost ``band_of`` (None outside any)."""
-    return _map_rows.get()
+    whole = _whole_map.get()
+    return None if whole is None else whole[0]
+
+
+def map_input() -> tuple[int, int] | None:
+    """The whole input's rows and the band's first input row declared by the innermost
+    ``band_of`` (None outside any, or if it declared no input)."""
+    whole = _whole_map.get()
+    return None if whole is None or whole[1] is None else (whole[1], whole[2])
 
 
 def available_cores() -> int:

@@ -324,10 +324,27 @@ def _pool_window(
 ) -> tuple[np.ndarray, Pair, tuple[int, int, int, int], Pair]:
     """Check a pooling call; return the image, the stride, the pads and the output (H, W)."""
     image = _check_image(image, what="pooling")
+    return (image, *pool_plan(image.shape[1:], size, stride, padding, dilation, ceil_mode))
+
+
+def pool_plan(
+    in_hw: Pair,
+    size: Pair,
+    stride: Pair | None,
+    padding: PaddingSpec,
+    dilation: Pair,
+    ceil_mode: bool,
+) -> tuple[Pair, tuple[int, int, int, int], Pair]:
+    """Check a pooling window on an ``in_hw`` input; return the stride (``size`` if None), the
+    pads (top, bottom, left, right) and the output (H, W). The pooling functions and
+    ``pipeline.bands`` use it.
+
+    >>> pool_plan((5, 5), (3, 3), (2, 2), "same", (1, 1), False)
+    ((2, 2), (1, 1, 1, 1), (3, 3))
+    """
     stride = size if stride is None else stride
     _check_at_least_one(size=size, stride=stride, dilation=dilation)
     rules.pool_padding(padding, size, ceil_mode)
-    in_hw = image.shape[1:]
     pads = geometry.resolve_padding(padding, in_hw, size, stride, dilation)
     out_hw = tuple(
         geometry.pool_output_size(n, k, s, d, before, after, ceil_mode)
@@ -335,7 +352,17 @@ def _pool_window(
     )
     if min(out_hw) < 1:
         raise ShapeError(window_too_large("pooling window", in_hw, size, dilation, pads, padding))
-    return image, stride, pads, out_hw
+    return stride, pads, out_hw
+
+
+def counts_pad_cells(padding: PaddingSpec, count_include_pad: bool) -> bool:
+    """Whether average pooling divides by pad cells too: PyTorch's ``count_include_pad`` for
+    counts, never with ``same`` (Keras).
+
+    >>> counts_pad_cells((1, 1, 1, 1), True), counts_pad_cells("same", True)
+    (True, False)
+    """
+    return count_include_pad and padding != "same"
 
 
 def max_pool2d(
@@ -405,7 +432,7 @@ def avg_pool2d(
     limits.check_arrays("average pooling", held=image.nbytes, output=(image.shape[0], *out_hw))
     out = np.empty((image.shape[0],) + out_hw, dtype=np.float32)
     pooling.avg_pool(
-        image, out, size, stride, pads, count_include_pad and padding != "same", method
+        image, out, size, stride, pads, counts_pad_cells(padding, count_include_pad), method
     )
     return out
 

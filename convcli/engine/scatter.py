@@ -19,6 +19,10 @@ cell (y + crop_top, z + crop_left), and full cells outside ``out`` are dropped.
   worth loading Numba (``correlation.numpy_takes``) for 8 or more input channels per group
   or input planes of 128^2 and more (``GEMM_CHANNELS``, ``GEMM_PIXELS``).
 
+A band of a big image's map (``runtime.band_of`` with the whole input's rows) takes the method
+the whole input would, and ``gemm`` keeps the whole input's bands of rows, so that each output
+value adds its products in the same order and the band has the whole map's bytes.
+
 >>> x = np.array([[[1, 2], [3, 4]]], np.float32)
 >>> ones = np.ones((1, 1, 2, 2), np.float32)
 >>> conv_transpose(x, ones, 1, (2, 2), (1, 1), (0, 0), (4, 4), "gemm")[0]
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convcli import limits
+from convcli import limits, runtime
 from convcli.engine.correlation import numpy_takes
 
 #: Bytes of tap planes per band of input rows in the ``gemm`` method.
@@ -54,10 +58,8 @@ def conv_transpose(
     ``(C_out, *out_hw)`` float32 without bias.
     """
     in_per_group = weight.shape[0] // groups
-    if method is None:
-        small = numpy_takes(image[0].size * weight.size)
-        planes = in_per_group >= GEMM_CHANNELS or image[0].size >= GEMM_PIXELS
-        method = "gemm" if small and planes else "spread"
+    whole_rows, first_row = runtime.map_input() or (image.shape[1], 0)  # a band: the whole's
+    method = method or choose_method(weight, groups, (whole_rows, image.shape[2]))
     if method in ("spread", "numpy", "numba"):
         return _spread(
             image,
@@ -76,8 +78,37 @@ def conv_transpose(
     for g in range(groups):
         inputs = slice(g * in_per_group, (g + 1) * in_per_group)
         outputs = slice(g * weight.shape[1], (g + 1) * weight.shape[1])
-        _scatter_group(image[inputs], weight[inputs], stride, dilation, crop, out[outputs])
+        _scatter_group(
+            image[inputs], weight[inputs], stride, dilation, crop, out[outputs], first_row
+        )
     return out
+
+
+def choose_method(weight, groups: int, in_hw) -> str:
+    """``gemm`` for work numpy takes with 8 or more input channels per group or input planes
+    of 128^2 and more, else ``spread``; ``weight`` (C_in, C_out/g, kh, kw), ``in_hw`` the
+    input's size.
+
+    >>> ones = np.ones((3, 1, 2, 2), np.float32)
+    >>> choose_method(ones, 3, (64, 64)), choose_method(ones, 3, (512, 512))
+    ('spread', 'gemm')
+    """
+    plane = in_hw[0] * in_hw[1]
+    small = numpy_takes(plane * weight.size)
+    planes = weight.shape[0] // groups >= GEMM_CHANNELS or plane >= GEMM_PIXELS
+    return "gemm" if small and planes else "spread"
+
+
+def spread_weight(weight, groups: int) -> np.ndarray:
+    """The kernel that ``spread`` correlates the spread-out input with: ``weight`` (C_in,
+    C_out/g, kh, kw) rotated 180 degrees, its channel axes swapped per group.
+
+    >>> spread_weight(np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2), 2)[:, 0].tolist()
+    [[[3.0, 2.0], [1.0, 0.0]], [[7.0, 6.0], [5.0, 4.0]]]
+    """
+    in_per_group, out_per_group, kh, kw = weight.shape[0] // groups, *weight.shape[1:]
+    flipped = weight.reshape(groups, in_per_group, out_per_group, kh, kw)[..., ::-1, ::-1]
+    return np.ascontiguousarray(flipped.transpose(0, 2, 1, 3, 4).reshape(-1, in_per_group, kh, kw))
 
 
 def _spread(image, weight, groups, stride, dilation, crop, out_hw, method=None) -> np.ndarray:
@@ -87,15 +118,8 @@ def _spread(image, weight, groups, stride, dilation, crop, out_hw, method=None) 
     from convcli.engine.correlation import correlate
 
     c_in, height, width = image.shape
-    in_per_group, out_per_group, kh, kw = (
-        weight.shape[0] // groups,
-        weight.shape[1],
-        *weight.shape[2:],
-    )
-    flipped = weight.reshape(groups, in_per_group, out_per_group, kh, kw)[..., ::-1, ::-1]
-    flipped = np.ascontiguousarray(
-        flipped.transpose(0, 2, 1, 3, 4).reshape(-1, in_per_group, kh, kw)
-    )
+    kh, kw = weight.shape[2:]
+    flipped = spread_weight(weight, groups)
     spread_hw = [(n - 1) * s + 1 for n, s in zip((height, width), stride)]
     limits.check_arrays(
         "transposed conv2d",
@@ -123,15 +147,19 @@ def _spread(image, weight, groups, stride, dilation, crop, out_hw, method=None) 
     )
 
 
-def _scatter_group(image, weight, stride, dilation, crop, out) -> None:
+def _scatter_group(image, weight, stride, dilation, crop, out, first_row: int = 0) -> None:
+    """Add one group's products onto ``out``, per band of input rows; ``image`` starts at row
+    ``first_row`` of the whole input, whose bands of rows (and so the order in which each
+    output value adds its products) a band keeps."""
     c_in, c_out, kh, kw = weight.shape
     height, width = image.shape[1:]
     (s_h, s_w), (d_h, d_w) = stride, dilation
     taps = np.ascontiguousarray(weight.reshape(c_in, -1).T)  # (C_out * kh * kw, C_in)
     rows_per_band = max(1, BAND_BYTES // (4 * taps.shape[0] * width))
     columns = [tap_span(n * d_w - crop[1], s_w, width, out.shape[2]) for n in range(kw)]
-    for first in range(0, height, rows_per_band):
-        rows = min(height, first + rows_per_band) - first
+    for start in range(-(first_row % rows_per_band), height, rows_per_band):
+        first = max(0, start)
+        rows = min(height, start + rows_per_band) - first
         planes = (taps @ image[:, first : first + rows].reshape(c_in, -1)).reshape(
             c_out, kh, kw, rows, width
         )

@@ -1,15 +1,28 @@
 """Big images in bounded memory: a file job run band by band, from the decoded image to the PNG.
 
 The whole-image path holds a float32 copy of the input and one of every step's maps (192 MB
-each for a 4096^2 RGB image). For a job whose steps are row-local (``conv`` with any padding
-and the border modes but ``circular``, activations, ``gray``, ``select``) and whose ``--map``
-looks at one value at a time (``auto``, ``clip``, ``abs``, ``offset``), written to one 8- or
-16-bit PNG, ``run_in_bands`` keeps only the decoded image (Pillow decodes it whole) and the
-output's pixels whole: per band of output rows it takes the input rows the band needs (halo
-and border rows from ``geometry`` and the pad mode, as the whole image would have them), runs
-the steps on them, maps the result into its rows of the pixels, then the PNG encoder writes
-them. Each convolution takes the method the whole map would (``runtime.band_of``), so the
-file is byte for byte the whole-image path's.
+each for a 4096^2 RGB image). For a job whose steps each read a few input rows per output
+row (``conv`` with any padding and the border modes but ``circular``, ``transposed``, max and
+average ``pool``, activations, ``gray``, ``select``) and whose ``--map`` looks at one value
+at a time (``auto``, ``clip``, ``abs``, ``offset``), written to one 8- or 16-bit PNG,
+``run_in_bands`` keeps only the decoded image (Pillow decodes it whole) and the output's
+pixels whole: per band of output rows it takes the input rows the band needs, runs the steps
+on them, maps the result into its rows of the pixels, then the PNG encoder writes them. Each
+step's ``Window`` says which rows a band reads and runs the step on them as the whole map
+would:
+
+- a convolution reads its halo and border rows (from ``geometry`` and the pad mode, as the
+  whole image would have them) and runs without row padding;
+- a pool (``PoolWindow``) reads the rows its windows cover and pools them with the whole
+  map's pads where the band meets the image's edge, none elsewhere: the same windows, ceil
+  mode's too, and the same average divisors;
+- a transposed convolution (``TransposedWindow``) reads every input row that adds onto its
+  output rows, runs as the whole map does, and keeps its rows.
+
+Each convolution, transposed convolution and pool takes the method the whole map would
+(``runtime.band_of``), so the file is byte for byte the whole-image path's. A max pool whose
+indices are written (``--indices``: flat indices into the whole plane, written whole as
+int64) takes the whole-image path.
 
 Whether a job goes in bands depends on its own arguments only: the image's size and the float32
 maps the whole path would hold (``BANDED_BYTES``).
@@ -25,6 +38,8 @@ from convcli.layers.spec import RUN_ACTIVATIONS
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from convcli.pipeline.execute import Maps
 
 #: The whole-image path goes in bands when its float32 maps (the input's and the largest
 #: step's) would take more than this.
@@ -71,6 +86,121 @@ class Window:
 
         positions = np.arange(first * self.stride, (last - 1) * self.stride + self.span)
         return source_index(positions - self.top, self.rows, self.mode)
+
+    @property
+    def rows_per_row(self) -> int:
+        """Input rows a band reads per output row, at most (its halo aside)."""
+        return self.stride
+
+    def run(self, step, maps: Maps, first: int, last: int) -> Maps:
+        """``step`` on ``maps`` holding the rows that ``reads(first, last)`` names: output rows
+        ``first:last``; a convolution as ``runtime.band_of`` its whole map's rows."""
+        from convcli import runtime
+        from convcli.pipeline.execute import apply
+
+        if step.op != "conv":
+            return apply(step, maps)
+        with runtime.band_of(self.out_rows):
+            return apply(step, maps)
+
+
+@dataclass(frozen=True)
+class PoolWindow(Window):
+    """A pooling step's ``Window``: a band reads the input rows its windows cover, and is
+    pooled with its own top and bottom pads (the whole map's where the band meets the image's
+    edge, else none), so that each window sits where it does in the whole map, and its
+    divisor is the whole map's. ``bottom``: the bottom pad; ``width``: the output's columns;
+    ``method``: the whole map's (``pooling.choose_method``).
+
+    >>> window = PoolWindow(9, 5, stride=2, span=3, top=1, bottom=1, width=5)  # 3x3, stride 2
+    >>> window.reads(0, 2).tolist(), window.pads(0, 2)
+    ([0, 1, 2, 3], (1, 0))
+    >>> window.reads(2, 5).tolist(), window.pads(2, 5)
+    ([3, 4, 5, 6, 7, 8], (0, 1))
+    """
+
+    bottom: int = 0
+    width: int = 1
+    method: str = "numpy"
+
+    def reads(self, first: int, last: int) -> np.ndarray:
+        import numpy as np
+
+        return np.arange(*self._inside(first, last))
+
+    def pads(self, first: int, last: int) -> tuple[int, int]:
+        """The band's top and bottom pads."""
+        low, high = self._inside(first, last)
+        return low + self.top - first * self.stride, self.bottom if high == self.rows else 0
+
+    def _inside(self, first: int, last: int) -> tuple[int, int]:
+        low = min(self.rows, max(0, first * self.stride - self.top))
+        return low, max(low, min(self.rows, (last - 1) * self.stride - self.top + self.span))
+
+    def run(self, step, maps: Maps, first: int, last: int) -> Maps:
+        import numpy as np
+
+        from convcli import limits
+        from convcli.engine import pooling
+
+        p = step.params
+        shape = (len(maps.data), last - first, self.width)
+        limits.check_arrays(
+            f"{p['mode']} pooling",
+            held=maps.data.nbytes,
+            input_as_float32=maps.data.shape,
+            output=shape,
+        )
+        image = np.ascontiguousarray(maps.data, np.float32)
+        pads = (*self.pads(first, last), *p["padding"][2:])
+        out = np.empty(shape, np.float32)
+        if p["mode"] == "max":
+            pooling.max_pool(
+                image, out, None, p["size"], p["stride"], p["dilation"], pads, self.method
+            )
+        else:
+            pooling.avg_pool(
+                image, out, p["size"], p["stride"], pads, p["count_include_pad"], self.method
+            )
+        return replace(maps, data=out)
+
+
+@dataclass(frozen=True)
+class TransposedWindow(Window):
+    """A transposed convolution's ``Window``: input row ``i`` adds onto output rows
+    ``i * stride - top`` to ``i * stride - top + span - 1`` (``top``: the rows cropped). A
+    band reads every input row that adds onto its output rows, from a row ``low`` with
+    ``low * stride`` at or before its first; the step as the whole map has it then gives
+    output rows from ``low * stride`` on, as many as the band needs or to the end, and the
+    band keeps its own.
+
+    >>> window = TransposedWindow(8, 16, stride=2, span=3, top=0)   # 3x3, stride 2, same
+    >>> window.reads(0, 8).tolist(), window.reads(8, 16).tolist()
+    ([0, 1, 2, 3], [3, 4, 5, 6, 7])
+    """
+
+    @property
+    def rows_per_row(self) -> int:
+        return 1
+
+    def reads(self, first: int, last: int) -> np.ndarray:
+        import numpy as np
+
+        stride, rows = self.stride, self.rows
+        low = max(0, min(first // stride, (first + self.top - self.span + 1) // stride, rows - 1))
+        # every row adding onto row last - 1, and enough rows for the step to reach it
+        high = max((last - 1 + self.top) // stride + 1, -(-(last - self.out_rows) // stride) + rows)
+        return np.arange(low, min(rows, max(high, low + 1)))
+
+    def run(self, step, maps: Maps, first: int, last: int) -> Maps:
+        from convcli import runtime
+        from convcli.pipeline.execute import apply
+
+        low = int(self.reads(first, last)[0])
+        with runtime.band_of(self.out_rows, self.rows, low):
+            maps = apply(step, maps)
+        start = low * self.stride
+        return replace(maps, data=maps.data[:, first - start : last - start])
 
 
 def run_in_bands(job: Any, picture: Any, source: str, target: str) -> dict | None:
@@ -121,7 +251,7 @@ def _run(picture, source, steps, windows, rows, pixels, depth, settings) -> None
     import numpy as np
 
     from convcli.io import images
-    from convcli.pipeline.execute import Maps, apply
+    from convcli.pipeline.execute import Maps
     from convcli.runtime import compute_threads
 
     def band(first: int) -> None:
@@ -129,8 +259,7 @@ def _run(picture, source, steps, windows, rows, pixels, depth, settings) -> None
         spans = _spans(windows, first, last)
         maps = Maps(_rows_of(picture.data, windows[0], *spans[0], 0), picture.white, source=source)
         for number, (step, window) in enumerate(zip(steps, windows)):
-            with _declared(step, window):
-                maps = apply(step, maps)
+            maps = window.run(step, maps, *spans[number])
             if number + 1 < len(steps):
                 start = spans[number][0]
                 wanted = _rows_of(maps.data, windows[number + 1], *spans[number + 1], start)
@@ -199,39 +328,46 @@ def _plan(job: Any, picture: Any, target: str) -> tuple[list, list, list, str] |
 def _step_window(step, channels: int, rows: int, width: int):
     """``step`` as each band runs it, its ``Window`` and its output shape (C, H, W), for an
     input of ``channels`` x ``rows`` x ``width``; None if it cannot run in bands."""
-    from convcli import engine, geometry
-    from convcli.engine.correlation import choose_method
-
     if step.op in ROW_LOCAL:
         if step.op == "select" and max(step.params["channels"]) >= channels:
             return None  # the whole-image path says what is wrong
         count = 1 if step.op == "gray" else channels
         count = len(step.params["channels"]) if step.op == "select" else count
         return step, Window(rows, rows), (count, rows, width)
-    if step.op != "conv":
+    planners = {"conv": _conv_window, "transposed": _transposed_window, "pool": _pool_window}
+    if step.op not in planners or len({k.weights.shape[-2:] for k in _kernels(step)}) > 1:
         return None
-    p = step.params
-    kernels = p["kernel"]
-    sizes = {k.weights.shape[-2:] for k in kernels}
-    if len(sizes) != 1:
-        return None
-    k_hw = sizes.pop()
-    stride, dilation = tuple(p["stride"]), tuple(p["dilation"])
     try:
-        pads = geometry.resolve_padding(p["padding"], (rows, width), k_hw, stride, dilation)
-        out_hw = geometry.conv2d_output_shape((rows, width), k_hw, stride, dilation, pads)
-        engine.check_border((rows, width), pads, p["pad_mode"])
-        count, methods = 0, set()
-        for kernel in kernels:
-            weight, groups = engine.as_conv_weight(
-                kernel.weights / kernel.scale, channels, p["groups"], copy=False
-            )
-            methods.add(choose_method(weight, groups, out_hw, stride, dilation))
-            if "fft" in methods:
-                return None  # its tiles and its checks for large values are the whole map's
-            count += weight.shape[0]
+        return planners[step.op](step, channels, rows, width)
     except Exception:  # noqa: BLE001 - the whole-image path says what is wrong
         return None
+
+
+def _kernels(step) -> tuple:
+    return step.params["kernel"] if step.op in ("conv", "transposed") else ()
+
+
+def _conv_window(step, channels: int, rows: int, width: int):
+    """As ``_step_window``, for a convolution: its padding rows made explicit, read with the
+    border the pad mode gives."""
+    from convcli import engine, geometry
+    from convcli.engine.correlation import choose_method
+
+    p = step.params
+    k_hw = p["kernel"][0].weights.shape[-2:]
+    stride, dilation = tuple(p["stride"]), tuple(p["dilation"])
+    pads = geometry.resolve_padding(p["padding"], (rows, width), k_hw, stride, dilation)
+    out_hw = geometry.conv2d_output_shape((rows, width), k_hw, stride, dilation, pads)
+    engine.check_border((rows, width), pads, p["pad_mode"])
+    count, methods = 0, set()
+    for kernel in p["kernel"]:
+        weight, groups = engine.as_conv_weight(
+            kernel.weights / kernel.scale, channels, p["groups"], copy=False
+        )
+        methods.add(choose_method(weight, groups, out_hw, stride, dilation))
+        if "fft" in methods:
+            return None  # its tiles and its checks for large values are the whole map's
+        count += weight.shape[0]
     if min(out_hw) < 1 or (p["pad_mode"] == "circular" and (pads[0] or pads[1])):
         return None
     if p["combine"]:
@@ -243,12 +379,73 @@ def _step_window(step, channels: int, rows: int, width: int):
     return banded, window, (count, *out_hw)
 
 
+def _transposed_window(step, channels: int, rows: int, width: int):
+    """As ``_step_window``, for a transposed convolution: the step as it is, on each band's
+    input rows (``TransposedWindow``)."""
+    from convcli import engine, geometry
+    from convcli.engine import scatter
+    from convcli.engine.correlation import choose_method
+
+    p = step.params
+    k_hw = p["kernel"][0].weights.shape[-2:]
+    stride, dilation = tuple(p["stride"]), tuple(p["dilation"])
+    crop, out_hw = engine.transposed_plan(
+        (rows, width), k_hw, stride, p["padding"], p["output_padding"], dilation
+    )
+    count, jit = 0, False
+    for kernel in p["kernel"]:
+        weight, groups = engine.as_transposed_weight(
+            kernel.weights / kernel.scale, channels, p["groups"], copy=False
+        )
+        if scatter.choose_method(weight, groups, (rows, width)) == "spread":
+            spread = scatter.spread_weight(weight, groups)
+            method = choose_method(spread, groups, out_hw, (1, 1), dilation)
+            if method == "fft":
+                return None  # as for a convolution
+            jit = jit or method not in ("numpy", "gemm")
+        count += weight.shape[1] * groups
+    if p["combine"]:
+        count = weight.shape[1] * groups
+    span = geometry.effective_kernel_size(k_hw[0], dilation[0])
+    window = TransposedWindow(rows, out_hw[0], stride[0], span, crop[0], jit=jit)
+    return step, window, (count, *out_hw)
+
+
+def _pool_window(step, channels: int, rows: int, width: int):
+    """As ``_step_window``, for max or average pooling: its stride, pads and divisor rule
+    resolved (``PoolWindow``)."""
+    from convcli import engine, geometry
+    from convcli.engine import pooling
+
+    p = step.params
+    dilation = tuple(p["dilation"]) if p["mode"] == "max" else (1, 1)
+    stride, pads, out_hw = engine.pool_plan(
+        (rows, width), p["size"], p["stride"], p["padding"], dilation, p["ceil_mode"]
+    )
+    method = pooling.choose_method(channels, out_hw, p["size"])
+    counts = engine.counts_pad_cells(p["padding"], p["count_include_pad"])
+    params = {"stride": stride, "padding": pads, "dilation": dilation, "count_include_pad": counts}
+    span = geometry.effective_kernel_size(p["size"][0], dilation[0])
+    window = PoolWindow(
+        rows,
+        out_hw[0],
+        stride[0],
+        span,
+        pads[0],
+        jit=method == "numba",
+        bottom=pads[1],
+        width=out_hw[1],
+        method=method,
+    )
+    return replace(step, params={**p, **params}), window, (channels, *out_hw)
+
+
 def _band_rows(bytes_per_row: int, windows: list[Window]) -> int:
     """Output rows per band: ``BAND_BYTES`` of the widest maps, a multiple of
     ``BAND_ROW_MULTIPLE`` (strides make the first step's band taller)."""
     taller = 1
     for window in windows:
-        taller *= window.stride
+        taller *= window.rows_per_row
     rows = BAND_BYTES // max(1, bytes_per_row * taller)
     return max(BAND_ROW_MULTIPLE, rows - rows % BAND_ROW_MULTIPLE)
 
@@ -278,12 +475,3 @@ def _rows_of(data: np.ndarray, window: Window, first: int, last: int, start: int
     band = np.zeros((data.shape[0], len(reads), data.shape[2]), data.dtype)
     band[:, inside] = data[:, reads[inside] - start]
     return band
-
-
-def _declared(step, window: Window):
-    """For a convolution, ``runtime.band_of`` its whole map's rows; else nothing."""
-    import contextlib
-
-    from convcli import runtime
-
-    return runtime.band_of(window.out_rows) if step.op == "conv" else contextlib.nullcontext()
