@@ -25,6 +25,7 @@ import numpy as np
 from llvmlite import binding as _llvm
 from llvmlite import ir as _ir
 from numba.core import cgutils as _cgutils
+from numba.core import codegen as _codegen
 from numba.extending import intrinsic as _intrinsic
 from numba.extending import models as _models
 from numba.extending import register_model as _register_model
@@ -36,10 +37,44 @@ _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 _SERIAL = dict(cache=True, nogil=True, fastmath=_FASTMATH)
 _PARALLEL = dict(_SERIAL, parallel=True)
 
-#: Floats in one SIMD register of this CPU: 16 with AVX-512, else 8 (AVX2; elsewhere LLVM
-#: splits a vector over narrower registers). Numba's cache is kept per CPU, so a kernel
-#: compiled with another width is never loaded here.
-LANES = 16 if _llvm.get_host_cpu_features().get("avx512f") else 8
+#: A function that adds two vectors of 16 floats, allowed 512-bit registers (LLVM otherwise
+#: splits such vectors where the CPU prefers 256-bit ones).
+_WIDE_ADD = """
+define <16 x float> @add(<16 x float> %a, <16 x float> %b) #0 {
+  %sum = fadd <16 x float> %a, %b
+  ret <16 x float> %sum
+}
+attributes #0 = { "min-legal-vector-width"="512" }
+"""
+
+
+def simd_lanes(cpu_name: str | None, cpu_features: str | None) -> int:
+    """Floats in one SIMD register of the CPU Numba compiles for: 16 with AVX-512, else 8
+    (AVX2; elsewhere LLVM splits a vector over narrower registers).
+
+    Numba compiles for ``$NUMBA_CPU_NAME`` (``cpu_name``; unset: the host's CPU) with the
+    features ``$NUMBA_CPU_FEATURES`` lists (``cpu_features``; unset: the host's, every one
+    named on or off; empty: the named CPU's own), so ``NUMBA_CPU_NAME=haswell`` alone still
+    gets the host's AVX-512. Set features are left to LLVM, which is asked whether it
+    compiles 16 floats into one register.
+
+    >>> simd_lanes("haswell", ""), simd_lanes("skylake-avx512", "")
+    (8, 16)
+    """
+    if cpu_features is None:
+        return 16 if "+avx512f" in _codegen.get_host_cpu_features().split(",") else 8
+    _llvm.initialize_native_target()
+    _llvm.initialize_native_asmprinter()
+    machine = _llvm.Target.from_default_triple().create_target_machine(
+        cpu=cpu_name or _llvm.get_host_cpu_name(), features=cpu_features
+    )
+    return 16 if "zmm" in machine.emit_assembly(_llvm.parse_assembly(_WIDE_ADD)) else 8
+
+
+#: Floats in one SIMD register of the CPU Numba compiles for (``simd_lanes``). Numba's cache
+#: is kept per target CPU and features, so a kernel compiled with another width is never
+#: loaded here.
+LANES = simd_lanes(numba.core.config.CPU_NAME, numba.core.config.CPU_FEATURES)
 #: Output columns a convolution kernel makes per pass: four vectors per map.
 TILE = 4 * LANES
 
