@@ -475,7 +475,10 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
     Pads the block's rows of every input channel, then makes each output row four maps and
     ``TILE`` columns per pass: the 16 vector sums stay in registers across all input
     channels and taps, each input vector loaded feeds four multiply-adds, and each output
-    is stored once. Input channels are the innermost loop: their rows and weights lie a
+    is stored once. With 8 lanes (AVX2: 16 registers, which 16 sums, their inputs and
+    weights overflow) the four maps are made two at a time (``_two_maps``): 8 sums, each
+    input vector feeding two multiply-adds (bench/results.md, "Dense layers on an AVX2
+    machine"). Input channels are the innermost loop: their rows and weights lie a
     fixed stride apart, so the loop is a few pointer increments (12-29% faster than taps
     innermost, whose phase and shift lookups cost as much as the multiply-adds). With a
     column stride s, each padded row is filled as its s phases (columns q*s + p for p < s,
@@ -531,6 +534,13 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
                     phase,
                     shift,
                 )
+            elif LANES == 8:  # AVX2's 16 registers hold the sums of two maps, not four
+                a, b = _two_maps(
+                    phases, weight, g * c_per_group, o0, o1, i * stride_h, dil_h, j, phase, shift
+                )
+                c, d = _two_maps(
+                    phases, weight, g * c_per_group, o2, o3, i * stride_h, dil_h, j, phase, shift
+                )
             else:  # four maps of one group: each input vector loaded feeds all four
                 a = b = c = d = (zero, zero, zero, zero)
                 for m in range(kh):
@@ -547,6 +557,24 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
             _store4(target[o3, row_0 + i], j, d)
     if narrow:
         out[:, first : first + rows] = target[:, :, :w_out]
+
+
+@numba.njit(**_SERIAL)
+def _two_maps(phases, weight, first, o, u, top, dil_h, j, phase, shift):
+    """``_dense_block``'s sums for a tile of maps ``o`` and ``u`` of one group, whose input
+    channels start at ``first``, from padded row ``top`` and column ``j`` (taps' ``phase`` and
+    ``shift`` as there): each input vector loaded feeds two multiply-adds."""
+    zero = _vzero()
+    a = b = (zero, zero, zero, zero)
+    for m in range(weight.shape[2]):
+        r = top + m * dil_h
+        for n in range(weight.shape[3]):
+            p, at = phase[n], j + shift[n]
+            for k in range(weight.shape[1]):
+                a, b = _fma4x2(
+                    phases[first + k, r, p], at, weight[o, k, m, n], weight[u, k, m, n], a, b
+                )
+    return a, b
 
 
 @numba.njit(**_SERIAL)
