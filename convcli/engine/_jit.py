@@ -284,17 +284,18 @@ def _fma4x2(row, start, w, u, acc, other):
 
 
 @numba.njit(inline="always", **_SERIAL)
-def _store4(row, start, acc):
-    """``row[start:start + TILE]`` = the four vectors ``acc``."""
-    for k in range(4):
+def _store_tile(row, start, acc):
+    """``row[start:start + len(acc) * LANES]`` = the vectors ``acc``."""
+    for k in range(len(acc)):
         _vstore(row, start + k * LANES, acc[k])
 
 
 @numba.njit(inline="always", **_SERIAL)
-def _tile_start(tile, width):
-    """Where tile ``tile`` of a row of ``width >= TILE`` outputs starts: the last tile ends
-    with the row, overlapping the one before (whose columns it stores again)."""
-    return min(tile * TILE, width - TILE)
+def _tile_start(tile, width, size=TILE):
+    """Where tile ``tile`` of a row of ``width >= size`` outputs, in tiles of ``size``,
+    starts: the last tile ends with the row, overlapping the one before (whose columns it
+    stores again)."""
+    return min(tile * size, width - size)
 
 
 @numba.njit(**_SERIAL)
@@ -319,8 +320,8 @@ def _depthwise_rows(source, taps, out, column, width):
                     )
             for n in range(kw):
                 lower = _fma4(source[i + kh], j + n, taps[kh - 1, n], lower)
-            _store4(out[i], column + j, upper)
-            _store4(out[i + 1], column + j, lower)
+            _store_tile(out[i], column + j, upper)
+            _store_tile(out[i + 1], column + j, lower)
 
 
 @numba.njit(inline="always", **_SERIAL)
@@ -476,9 +477,8 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
     ``TILE`` columns per pass: the 16 vector sums stay in registers across all input
     channels and taps, each input vector loaded feeds four multiply-adds, and each output
     is stored once. With 8 lanes (AVX2: 16 registers, which 16 sums, their inputs and
-    weights overflow) the four maps are made two at a time (``_two_maps``): 8 sums, each
-    input vector feeding two multiply-adds (bench/results.md, "Dense layers on an AVX2
-    machine"). Input channels are the innermost loop: their rows and weights lie a
+    weights overflow) a tile is three vectors of the four maps (``_four_maps_of_three``; see
+    bench/results.md, "Dense layers on an AVX2 machine"). Input channels are the innermost loop: their rows and weights lie a
     fixed stride apart, so the loop is a few pointer increments (12-29% faster than taps
     innermost, whose phase and shift lookups cost as much as the multiply-adds). With a
     column stride s, each padded row is filled as its s phases (columns q*s + p for p < s,
@@ -513,6 +513,8 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
             _fill_padded_rows(x[c], rowmap, colmap, left, first * stride_h, phases[c, :, 0, :width])
         else:
             _fill_phase_rows(x[c], rowmap, colmap, left, first * stride_h, phases[c, :, :, :count])
+    # with 8 lanes, four maps of one group take three vectors each (``_four_maps_of_three``)
+    size = 3 * LANES if LANES == 8 and not one_channel else TILE
     zero = _vzero()
     for task in range(spans * quads * rows):
         i = task % rows
@@ -520,8 +522,8 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
         last = (g + 1) * span - 1
         o0 = max(g * span, min(g * span + 4 * (task // rows % quads), last - 3))
         o1, o2, o3 = min(o0 + 1, last), min(o0 + 2, last), min(o0 + 3, last)
-        for tile in range((target.shape[2] + TILE - 1) // TILE):
-            j = _tile_start(tile, target.shape[2])
+        for tile in range((target.shape[2] + size - 1) // size):
+            j = _tile_start(tile, target.shape[2], size)
             if one_channel:
                 a, b, c, d = _four_depthwise_maps(
                     phases,
@@ -534,13 +536,20 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
                     phase,
                     shift,
                 )
-            elif LANES == 8:  # AVX2's 16 registers hold the sums of two maps, not four
-                a, b = _two_maps(
-                    phases, weight, g * c_per_group, o0, o1, i * stride_h, dil_h, j, phase, shift
+            elif LANES == 8:
+                _four_maps_of_three(
+                    phases[g * c_per_group : (g + 1) * c_per_group],
+                    weight,
+                    (o0, o1, o2, o3),
+                    i * stride_h,
+                    dil_h,
+                    j,
+                    phase,
+                    shift,
+                    target,
+                    row_0 + i,
                 )
-                c, d = _two_maps(
-                    phases, weight, g * c_per_group, o2, o3, i * stride_h, dil_h, j, phase, shift
-                )
+                continue
             else:  # four maps of one group: each input vector loaded feeds all four
                 a = b = c = d = (zero, zero, zero, zero)
                 for m in range(kh):
@@ -551,30 +560,52 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
                             line = phases[g * c_per_group + k, top, p]
                             a, b = _fma4x2(line, at, weight[o0, k, m, n], weight[o1, k, m, n], a, b)
                             c, d = _fma4x2(line, at, weight[o2, k, m, n], weight[o3, k, m, n], c, d)
-            _store4(target[o0, row_0 + i], j, a)
-            _store4(target[o1, row_0 + i], j, b)
-            _store4(target[o2, row_0 + i], j, c)
-            _store4(target[o3, row_0 + i], j, d)
+            _store_tile(target[o0, row_0 + i], j, a)
+            _store_tile(target[o1, row_0 + i], j, b)
+            _store_tile(target[o2, row_0 + i], j, c)
+            _store_tile(target[o3, row_0 + i], j, d)
     if narrow:
         out[:, first : first + rows] = target[:, :, :w_out]
 
 
 @numba.njit(**_SERIAL)
-def _two_maps(phases, weight, first, o, u, top, dil_h, j, phase, shift):
-    """``_dense_block``'s sums for a tile of maps ``o`` and ``u`` of one group, whose input
-    channels start at ``first``, from padded row ``top`` and column ``j`` (taps' ``phase`` and
-    ``shift`` as there): each input vector loaded feeds two multiply-adds."""
+def _four_maps_of_three(inputs, weight, maps, top, dil_h, j, phase, shift, target, row):
+    """``_dense_block``'s tile with 8 lanes, stored in row ``row`` of the four ``maps`` of
+    ``target``: four maps of one group (input channels ``inputs``) and three vectors of
+    columns from ``j``, from padded row ``top`` (taps' ``phase`` and ``shift`` as there).
+    The 12 sums, three input vectors and a weight fill AVX2's 16 registers; each input
+    vector loaded feeds four multiply-adds. Channels are counted from 0 within ``inputs``,
+    so that no index can be negative and a channel's next row is one pointer increment
+    away."""
     zero = _vzero()
-    a = b = (zero, zero, zero, zero)
+    a = b = c = d = (zero, zero, zero)
+    o0, o1, o2, o3 = maps
     for m in range(weight.shape[2]):
         r = top + m * dil_h
         for n in range(weight.shape[3]):
             p, at = phase[n], j + shift[n]
             for k in range(weight.shape[1]):
-                a, b = _fma4x2(
-                    phases[first + k, r, p], at, weight[o, k, m, n], weight[u, k, m, n], a, b
-                )
-    return a, b
+                line = inputs[k, r, p]
+                v = (_vload(line, at), _vload(line, at + LANES), _vload(line, at + 2 * LANES))
+                a = _fma3(v, weight[o0, k, m, n], a)
+                b = _fma3(v, weight[o1, k, m, n], b)
+                c = _fma3(v, weight[o2, k, m, n], c)
+                d = _fma3(v, weight[o3, k, m, n], d)
+    _store_tile(target[o0, row], j, a)
+    _store_tile(target[o1, row], j, b)
+    _store_tile(target[o2, row], j, c)
+    _store_tile(target[o3, row], j, d)
+
+
+@numba.njit(inline="always", **_SERIAL)
+def _fma3(values, w, acc):
+    """``acc`` (three vectors) plus ``w`` times the three vectors ``values``."""
+    scale = _vsplat(w)
+    return (
+        _vfma(scale, values[0], acc[0]),
+        _vfma(scale, values[1], acc[1]),
+        _vfma(scale, values[2], acc[2]),
+    )
 
 
 @numba.njit(**_SERIAL)
