@@ -478,10 +478,10 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
     channels and taps, each input vector loaded feeds four multiply-adds, and each output
     is stored once. With 8 lanes (AVX2: 16 registers, which 16 sums, their inputs and
     weights overflow) a tile is three vectors of the four maps (``_four_maps_of_three``; see
-    bench/results.md, "Dense layers on an AVX2 machine"). Input channels are the innermost loop: their rows and weights lie a
-    fixed stride apart, so the loop is a few pointer increments (12-29% faster than taps
-    innermost, whose phase and shift lookups cost as much as the multiply-adds). With a
-    column stride s, each padded row is filled as its s phases (columns q*s + p for p < s,
+    bench/results.md, "Dense layers on an AVX2 machine"). Input channels are the innermost
+    loop: their rows and weights lie a fixed stride apart, so the loop is a few pointer
+    increments (12-29% faster than taps innermost, whose phase and shift lookups cost as
+    much as the multiply-adds). With a column stride s, each padded row is filled as its s phases (columns q*s + p for p < s,
     ``_fill_phase_rows``), so that every tap reads a contiguous run. A last group of fewer
     than four maps overlaps the one before (maps are stored, not added to, so making one
     twice is harmless). Rows narrower than a tile are made in a scratch block a tile wide.
