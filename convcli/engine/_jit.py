@@ -474,17 +474,17 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
     """Output rows ``first:first + block_rows`` of ``_dense`` (fewer at the bottom).
 
     Pads the block's rows of every input channel, then makes each output row four maps and
-    ``TILE`` columns per pass: the 16 vector sums stay in registers across all input
-    channels and taps, each input vector loaded feeds four multiply-adds, and each output
-    is stored once. With 8 lanes (AVX2: 16 registers, which 16 sums, their inputs and
-    weights overflow) a tile is three vectors of the four maps (``_four_maps_of_three``; see
-    bench/results.md, "Dense layers on an AVX2 machine"). Input channels are the innermost
-    loop: their rows and weights lie a fixed stride apart, so the loop is a few pointer
-    increments (12-29% faster than taps innermost, whose phase and shift lookups cost as
-    much as the multiply-adds). With a column stride s, each padded row is filled as its s phases (columns q*s + p for p < s,
-    ``_fill_phase_rows``), so that every tap reads a contiguous run. A last group of fewer
-    than four maps overlaps the one before (maps are stored, not added to, so making one
-    twice is harmless). Rows narrower than a tile are made in a scratch block a tile wide.
+    ``TILE`` columns per pass: the 16 vector sums stay in registers across all input channels
+    and taps, each input vector loaded feeds four multiply-adds, and each output is stored once.
+    With 8 lanes (AVX2: 16 registers, which 16 sums, their inputs and weights overflow) a tile
+    is three vectors of the four maps (``_four_maps_of_three``; see bench/results.md, "Dense
+    layers on an AVX2 machine"). Input channels are the innermost loop: their rows and weights
+    lie a fixed stride apart, so the loop is a few pointer increments (12-29% faster than taps
+    innermost, whose phase and shift lookups cost as much as the multiply-adds). With a column
+    stride s, each padded row is filled as its s phases (columns q*s + p for p < s,
+    ``_fill_phase_rows``), so that every tap reads a contiguous run. A last group of fewer than
+    four maps overlaps the one before (maps are stored, not added to, so making one twice is
+    harmless). Rows narrower than a tile are made in a scratch block a tile wide.
     """
     (stride_h, stride_w), (dil_h, dil_w) = stride, dilation
     c_out, c_per_group = weight.shape[:2]
