@@ -8,6 +8,7 @@ file (default ``bench/results.md``) that docs/performance.md quotes.
 
     python bench/run.py                 # the full suite (several minutes on 2 cores)
     python bench/run.py --quick         # small sizes, one repeat: checks the suite still runs
+    python bench/run.py --only dense --cpu avx2   # as an AVX2+FMA machine without AVX-512
 
 With ``convcli[dask]`` installed, a batch is also timed with ``--executor dask`` on a cluster
 of 1 and 2 workers started here (docs/scale-out.md quotes it).
@@ -309,7 +310,7 @@ def npy_process_rows(size: int, repeats: int) -> list[tuple]:
         rng = np.random.default_rng(size)
         np.save(x, rng.random((size, size, 3), dtype=np.float32))
         np.save(k, rng.uniform(-1, 1, (15, 15)).astype(np.float32))
-        convcli = [sys.executable, "-m", "convcli", "conv", x, "-k", k, "-o", out]
+        convcli = [*CONVCLI, "conv", x, "-k", k, "-o", out]
         commands = {"convcli conv": convcli + ["--overwrite"]}
         if cv2 is not None:
             opencv = [sys.executable, "-c", OPENCV_NPY_SCRIPT, x, k, out]
@@ -645,6 +646,46 @@ def model_rows(size: int, repeats: int) -> list[tuple]:
     return rows
 
 
+def peak_gflops() -> float:
+    """This machine's peak float32 GFLOP/s for the SIMD width the engine's kernels are built for:
+    cores x 2 FMA units x ``_jit.LANES`` x 2 flops x the clock of ``/proc/cpuinfo`` (0 where
+    there is none: the share of peak is then not shown)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            mhz = next(float(line.split(":")[1]) for line in handle if line.startswith("cpu MHz"))
+    except (OSError, StopIteration):
+        return 0.0
+    return (os.cpu_count() or 1) * 2 * _jit.LANES * 2 * mhz / 1e3
+
+
+#: The variables that make this machine compile and compute as an AVX2+FMA one without
+#: AVX-512 (``--cpu avx2``): Numba for Haswell with Haswell's own features (``NUMBA_CPU_NAME``
+#: alone keeps the host's, AVX-512 included), PyTorch's ATen kernels and its oneDNN
+#: convolutions (which ``ATEN_CPU_CAPABILITY`` alone leaves on AVX-512), and OpenBLAS.
+AVX2_MACHINE = {
+    "NUMBA_CPU_NAME": "haswell",
+    "NUMBA_CPU_FEATURES": "",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "OPENBLAS_CORETYPE": "Haswell",
+}
+
+
+def rerun_as_avx2_machine() -> int:
+    """Run this command again in a child process with ``AVX2_MACHINE``'s variables, Numba's
+    kernels for that CPU cached in a folder of their own; the child's exit status."""
+    from convcli.runtime import cache_dir
+
+    cache = os.path.join(cache_dir(), "avx2")
+    env = {
+        **os.environ,
+        **AVX2_MACHINE,
+        "CONVCLI_CACHE_DIR": cache,
+        "NUMBA_CACHE_DIR": os.path.join(cache, "numba"),
+    }
+    return subprocess.run([sys.executable, *sys.argv], env=env, check=False).returncode
+
+
 def dense_parity_cases() -> list[Case]:
     """The dense layers of the ``engine`` section that issue 20 holds against PyTorch (the
     ``dense`` section: ``--only dense``)."""
@@ -694,8 +735,17 @@ def main() -> None:
         action="append",
         help="run these sections only (repeatable); the table is printed, not written",
     )
+    parser.add_argument(
+        "--cpu",
+        choices=("host", "avx2"),
+        default="host",
+        help="avx2: run as an AVX2+FMA machine without AVX-512, in a child process with "
+        "AVX2_MACHINE's variables (the table is printed, not written)",
+    )
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results.md"))
     args = parser.parse_args()
+    if args.cpu == "avx2" and any(os.environ.get(k) != v for k, v in AVX2_MACHINE.items()):
+        sys.exit(rerun_as_avx2_machine())
     sections = args.only or SECTIONS
     _jit.warm_up()
     # Byte-compile convcli as `pip install` does: an editable checkout run with
@@ -707,7 +757,8 @@ def main() -> None:
     else:
         repeats, process_sizes, command_size, dask_batch = 5, [512, 4096], 512, (400, 256)
         loop_batch, model_size, npy_size = (40, 512), 224, 4096
-    rows = []
+    rows, peak = [], peak_gflops()
+    print(f"Numba's kernels {_jit.LANES} floats wide; peak {peak:.0f} GFLOP/s", flush=True)
     if "engine" in sections or "dense" in sections:
         chosen = engine_cases(args.quick) if "engine" in sections else dense_parity_cases()
         for case in chosen:
@@ -718,7 +769,10 @@ def main() -> None:
             base = medians["convcli"]
             for label, seconds in medians.items():
                 if case.flops:
-                    label += f": {case.flops / seconds / 1e9:.0f} GFLOP/s"
+                    gflops = case.flops / seconds / 1e9
+                    label += f": {gflops:.0f} GFLOP/s" + (
+                        f" ({gflops / peak:.0%} of {peak:.0f})" if peak else ""
+                    )
                 rows.append((case.name, label, seconds, seconds / base, None))
             print(f"{case.name}: convcli {base * 1e3:.1f} ms", flush=True)
     if "commands" in sections:
@@ -740,7 +794,7 @@ def main() -> None:
         lines.append(f"| {name} | {tool} | {seconds * 1e3:.1f} ms | {ratio:.2f} | {rss_text} |")
     table = "\n".join(lines)
     print(table)
-    if not args.quick and not args.only:
+    if not args.quick and not args.only and args.cpu == "host":
         with open(args.output, "w") as handle:
             handle.write(
                 f"Measured with `python bench/run.py` on {os.cpu_count()} cores.\n\n{table}\n"

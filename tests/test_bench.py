@@ -19,3 +19,18 @@ def test_bench_quick_mode_runs():
     assert f"{npy_case} OpenCV filter2D script |" in proc.stdout
     assert "| convcli --executor dask, 2 workers: " in proc.stdout
     assert "| model zoo resnet, forward pass 32^2x3 | onnxruntime, 1 thread |" in proc.stdout
+
+
+def test_bench_runs_the_dense_section_as_an_avx2_machine():
+    """``--cpu avx2``: the dense section is measured in a child process whose Numba kernels are
+    8 floats wide, GFLOP/s given as a share of that width's peak."""
+    proc = subprocess.run(
+        [sys.executable, BENCH, "--quick", "--only", "dense", "--cpu", "avx2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Numba's kernels 8 floats wide" in proc.stdout
+    assert "| dense 64->64 256^2 3x3 | convcli: " in proc.stdout
+    assert "% of " in proc.stdout

@@ -674,6 +674,16 @@ def test_numpy_depthwise_maps_in_chunks_match_naive(chunk, multiplier, rng):
     assert_matches(out, naive.conv2d(x, w, None, (1, 1), pads, (1, 1), 4, "zeros"))
 
 
+def arrays_from_a_child(script, tmp_path, **variables):
+    """The arrays ``script`` saves to the ``.npz`` file named by its argument, run by a fresh
+    Python with ``variables`` added to the environment."""
+    import os
+
+    proc = python_process(script, tmp_path / "out.npz", env={**os.environ, **variables})
+    assert proc.returncode == 0, proc.stderr
+    return np.load(tmp_path / "out.npz")
+
+
 PLAIN_PYTHON_KERNELS = """
 import sys
 import numpy as np
@@ -693,12 +703,7 @@ np.savez(sys.argv[1],
 
 def test_numba_kernels_run_as_plain_python_with_the_jit_disabled(tmp_path):
     """``NUMBA_DISABLE_JIT=1`` (debugging): the SIMD kernels run as Python, vectors as arrays."""
-    import os
-
-    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
-    proc = python_process(PLAIN_PYTHON_KERNELS, tmp_path / "out.npz", env=env)
-    assert proc.returncode == 0, proc.stderr
-    out = np.load(tmp_path / "out.npz")
+    out = arrays_from_a_child(PLAIN_PYTHON_KERNELS, tmp_path, NUMBA_DISABLE_JIT="1")
     x = np.random.default_rng(3).normal(size=(2, 7, 70))
     dense = np.random.default_rng(4).normal(size=(3, 2, 3, 2)).astype(np.float32)
     depthwise = np.random.default_rng(5).normal(size=(2, 1, 3, 3)).astype(np.float32)
@@ -739,3 +744,43 @@ def test_a_conv_process_that_the_fft_spares_loading_numba(tmp_path):
     assert "numba imported" not in proc.stderr
     expected = ndimage.correlate(x.astype(np.float64), kernel.astype(np.float64), mode="constant")
     assert_matches(np.load(tmp_path / "y.npy")[:, :, 0], expected)
+
+
+EMULATED_AVX2_KERNELS = """
+import sys
+import numpy as np
+from convcli import engine
+from convcli.engine import _jit
+rng = np.random.default_rng(6)
+x = rng.normal(size=(6, 9, 75)).astype(np.float32)  # more than two 8-lane tiles wide
+dense = rng.normal(size=(5, 6, 3, 3)).astype(np.float32)  # a last group of maps overlapping
+depthwise = rng.normal(size=(6, 1, 3, 3)).astype(np.float32)
+transposed = rng.normal(size=(6, 4, 4, 4)).astype(np.float32)
+np.savez(sys.argv[1],
+         lanes=_jit.LANES,
+         dense=engine.conv2d(x, dense, padding=(1, 1, 1, 1), method="numba"),
+         strided=engine.conv2d(x, dense, padding=(1, 1, 1, 1), stride=(2, 2), method="numba"),
+         depthwise=engine.conv2d(x, depthwise, padding=(1, 1, 1, 1), groups=6, method="numba"),
+         transposed=engine.conv_transpose2d(x, transposed, stride=(2, 2), padding=(1, 1),
+                                            method="numba"))
+"""
+
+
+def test_kernels_compiled_for_an_avx2_cpu_take_its_8_lanes_and_match_naive(tmp_path):
+    """``NUMBA_CPU_NAME=haswell`` with its own features (AVX2 and FMA, no AVX-512): the SIMD
+    kernels are built 8 floats wide whatever the host, and give the naive results."""
+    out = arrays_from_a_child(
+        EMULATED_AVX2_KERNELS, tmp_path, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=""
+    )
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(6, 9, 75)).astype(np.float32)
+    dense = rng.normal(size=(5, 6, 3, 3)).astype(np.float32)
+    depthwise = rng.normal(size=(6, 1, 3, 3)).astype(np.float32)
+    transposed = rng.normal(size=(6, 4, 4, 4)).astype(np.float32)
+    assert out["lanes"] == 8
+    assert_matches(out["dense"], naive.conv2d(x, dense, pads=(1, 1, 1, 1)))
+    assert_matches(out["strided"], naive.conv2d(x, dense, stride=(2, 2), pads=(1, 1, 1, 1)))
+    assert_matches(out["depthwise"], naive.conv2d(x, depthwise, pads=(1, 1, 1, 1), groups=6))
+    assert_matches(
+        out["transposed"], naive.conv_transpose2d(x, transposed, stride=(2, 2), padding=(1, 1))
+    )

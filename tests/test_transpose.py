@@ -348,3 +348,22 @@ def test_a_crop_that_leaves_the_spread_input_no_rows(method):
     )
     assert out.shape == (1, 1, 2)
     assert_matches(out, expected)
+
+
+def test_every_phase_takes_the_whole_maps_method_and_a_full_rank_phase_no_two_passes():
+    """By phases, the method of output cell (0, 0)'s phase serves every phase (a band of the
+    map takes it too); a phase whose taps are not of rank 1 is not run as two passes, even
+    where that phase's taps are."""
+    rng = np.random.default_rng(12)
+    weight = rng.normal(size=(1, 1, 14, 14)).astype(np.float32)
+    weight[0, 0, ::2, ::2] = np.outer(rng.normal(size=7), rng.normal(size=7))  # rank 1
+    x = rng.normal(size=(1, 200, 200)).astype(np.float32)
+    with engine.repeated(1000):  # work past numpy's: the phase of (0, 0) goes in two passes
+        method = scatter.spread_method(weight, 1, (2, 2), (1, 1), (0, 0), (412, 412))
+        out = engine.conv_transpose2d(x, weight, stride=(2, 2))
+    assert method == "separable"
+    torch = pytest.importorskip("torch")
+    expected = torch.nn.functional.conv_transpose2d(
+        torch.from_numpy(x)[None], torch.from_numpy(weight), stride=2
+    )
+    assert_matches(out, expected[0].numpy())

@@ -25,6 +25,7 @@ import numpy as np
 from llvmlite import binding as _llvm
 from llvmlite import ir as _ir
 from numba.core import cgutils as _cgutils
+from numba.core import codegen as _codegen
 from numba.extending import intrinsic as _intrinsic
 from numba.extending import models as _models
 from numba.extending import register_model as _register_model
@@ -36,10 +37,44 @@ _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 _SERIAL = dict(cache=True, nogil=True, fastmath=_FASTMATH)
 _PARALLEL = dict(_SERIAL, parallel=True)
 
-#: Floats in one SIMD register of this CPU: 16 with AVX-512, else 8 (AVX2; elsewhere LLVM
-#: splits a vector over narrower registers). Numba's cache is kept per CPU, so a kernel
-#: compiled with another width is never loaded here.
-LANES = 16 if _llvm.get_host_cpu_features().get("avx512f") else 8
+#: A function that adds two vectors of 16 floats, allowed 512-bit registers (LLVM otherwise
+#: splits such vectors where the CPU prefers 256-bit ones).
+_WIDE_ADD = """
+define <16 x float> @add(<16 x float> %a, <16 x float> %b) #0 {
+  %sum = fadd <16 x float> %a, %b
+  ret <16 x float> %sum
+}
+attributes #0 = { "min-legal-vector-width"="512" }
+"""
+
+
+def simd_lanes(cpu_name: str | None, cpu_features: str | None) -> int:
+    """Floats in one SIMD register of the CPU Numba compiles for: 16 with AVX-512, else 8
+    (AVX2; elsewhere LLVM splits a vector over narrower registers).
+
+    Numba compiles for ``$NUMBA_CPU_NAME`` (``cpu_name``; unset: the host's CPU) with the
+    features ``$NUMBA_CPU_FEATURES`` lists (``cpu_features``; unset: the host's, every one
+    named on or off; empty: the named CPU's own), so ``NUMBA_CPU_NAME=haswell`` alone still
+    gets the host's AVX-512. Set features are left to LLVM, which is asked whether it
+    compiles 16 floats into one register.
+
+    >>> simd_lanes("haswell", ""), simd_lanes("skylake-avx512", "")
+    (8, 16)
+    """
+    if cpu_features is None:
+        return 16 if "+avx512f" in _codegen.get_host_cpu_features().split(",") else 8
+    _llvm.initialize_native_target()
+    _llvm.initialize_native_asmprinter()
+    machine = _llvm.Target.from_default_triple().create_target_machine(
+        cpu=cpu_name or _llvm.get_host_cpu_name(), features=cpu_features
+    )
+    return 16 if "zmm" in machine.emit_assembly(_llvm.parse_assembly(_WIDE_ADD)) else 8
+
+
+#: Floats in one SIMD register of the CPU Numba compiles for (``simd_lanes``). Numba's cache
+#: is kept per target CPU and features, so a kernel compiled with another width is never
+#: loaded here.
+LANES = simd_lanes(numba.core.config.CPU_NAME, numba.core.config.CPU_FEATURES)
 #: Output columns a convolution kernel makes per pass: four vectors per map.
 TILE = 4 * LANES
 
@@ -249,17 +284,18 @@ def _fma4x2(row, start, w, u, acc, other):
 
 
 @numba.njit(inline="always", **_SERIAL)
-def _store4(row, start, acc):
-    """``row[start:start + TILE]`` = the four vectors ``acc``."""
-    for k in range(4):
+def _store_tile(row, start, acc):
+    """``row[start:start + len(acc) * LANES]`` = the vectors ``acc``."""
+    for k in range(len(acc)):
         _vstore(row, start + k * LANES, acc[k])
 
 
 @numba.njit(inline="always", **_SERIAL)
-def _tile_start(tile, width):
-    """Where tile ``tile`` of a row of ``width >= TILE`` outputs starts: the last tile ends
-    with the row, overlapping the one before (whose columns it stores again)."""
-    return min(tile * TILE, width - TILE)
+def _tile_start(tile, width, size=TILE):
+    """Where tile ``tile`` of a row of ``width >= size`` outputs, in tiles of ``size``,
+    starts: the last tile ends with the row, overlapping the one before (whose columns it
+    stores again)."""
+    return min(tile * size, width - size)
 
 
 @numba.njit(**_SERIAL)
@@ -284,8 +320,8 @@ def _depthwise_rows(source, taps, out, column, width):
                     )
             for n in range(kw):
                 lower = _fma4(source[i + kh], j + n, taps[kh - 1, n], lower)
-            _store4(out[i], column + j, upper)
-            _store4(out[i + 1], column + j, lower)
+            _store_tile(out[i], column + j, upper)
+            _store_tile(out[i + 1], column + j, lower)
 
 
 @numba.njit(inline="always", **_SERIAL)
@@ -438,15 +474,17 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
     """Output rows ``first:first + block_rows`` of ``_dense`` (fewer at the bottom).
 
     Pads the block's rows of every input channel, then makes each output row four maps and
-    ``TILE`` columns per pass: the 16 vector sums stay in registers across all input
-    channels and taps, each input vector loaded feeds four multiply-adds, and each output
-    is stored once. Input channels are the innermost loop: their rows and weights lie a
-    fixed stride apart, so the loop is a few pointer increments (12-29% faster than taps
-    innermost, whose phase and shift lookups cost as much as the multiply-adds). With a
-    column stride s, each padded row is filled as its s phases (columns q*s + p for p < s,
-    ``_fill_phase_rows``), so that every tap reads a contiguous run. A last group of fewer
-    than four maps overlaps the one before (maps are stored, not added to, so making one
-    twice is harmless). Rows narrower than a tile are made in a scratch block a tile wide.
+    ``TILE`` columns per pass: the 16 vector sums stay in registers across all input channels
+    and taps, each input vector loaded feeds four multiply-adds, and each output is stored once.
+    With 8 lanes (AVX2: 16 registers, which 16 sums, their inputs and weights overflow) a tile
+    is three vectors of the four maps (``_four_maps_of_three``; see bench/results.md, "Dense
+    layers on an AVX2 machine"). Input channels are the innermost loop: their rows and weights
+    lie a fixed stride apart, so the loop is a few pointer increments (12-29% faster than taps
+    innermost, whose phase and shift lookups cost as much as the multiply-adds). With a column
+    stride s, each padded row is filled as its s phases (columns q*s + p for p < s,
+    ``_fill_phase_rows``), so that every tap reads a contiguous run. A last group of fewer than
+    four maps overlaps the one before (maps are stored, not added to, so making one twice is
+    harmless). Rows narrower than a tile are made in a scratch block a tile wide.
     """
     (stride_h, stride_w), (dil_h, dil_w) = stride, dilation
     c_out, c_per_group = weight.shape[:2]
@@ -475,6 +513,8 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
             _fill_padded_rows(x[c], rowmap, colmap, left, first * stride_h, phases[c, :, 0, :width])
         else:
             _fill_phase_rows(x[c], rowmap, colmap, left, first * stride_h, phases[c, :, :, :count])
+    # with 8 lanes, four maps of one group take three vectors each (``_four_maps_of_three``)
+    size = 3 * LANES if LANES == 8 and not one_channel else TILE
     zero = _vzero()
     for task in range(spans * quads * rows):
         i = task % rows
@@ -482,8 +522,8 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
         last = (g + 1) * span - 1
         o0 = max(g * span, min(g * span + 4 * (task // rows % quads), last - 3))
         o1, o2, o3 = min(o0 + 1, last), min(o0 + 2, last), min(o0 + 3, last)
-        for tile in range((target.shape[2] + TILE - 1) // TILE):
-            j = _tile_start(tile, target.shape[2])
+        for tile in range((target.shape[2] + size - 1) // size):
+            j = _tile_start(tile, target.shape[2], size)
             if one_channel:
                 a, b, c, d = _four_depthwise_maps(
                     phases,
@@ -496,6 +536,20 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
                     phase,
                     shift,
                 )
+            elif LANES == 8:
+                _four_maps_of_three(
+                    phases[g * c_per_group : (g + 1) * c_per_group],
+                    weight,
+                    (o0, o1, o2, o3),
+                    i * stride_h,
+                    dil_h,
+                    j,
+                    phase,
+                    shift,
+                    target,
+                    row_0 + i,
+                )
+                continue
             else:  # four maps of one group: each input vector loaded feeds all four
                 a = b = c = d = (zero, zero, zero, zero)
                 for m in range(kh):
@@ -506,12 +560,52 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
                             line = phases[g * c_per_group + k, top, p]
                             a, b = _fma4x2(line, at, weight[o0, k, m, n], weight[o1, k, m, n], a, b)
                             c, d = _fma4x2(line, at, weight[o2, k, m, n], weight[o3, k, m, n], c, d)
-            _store4(target[o0, row_0 + i], j, a)
-            _store4(target[o1, row_0 + i], j, b)
-            _store4(target[o2, row_0 + i], j, c)
-            _store4(target[o3, row_0 + i], j, d)
+            _store_tile(target[o0, row_0 + i], j, a)
+            _store_tile(target[o1, row_0 + i], j, b)
+            _store_tile(target[o2, row_0 + i], j, c)
+            _store_tile(target[o3, row_0 + i], j, d)
     if narrow:
         out[:, first : first + rows] = target[:, :, :w_out]
+
+
+@numba.njit(**_SERIAL)
+def _four_maps_of_three(inputs, weight, maps, top, dil_h, j, phase, shift, target, row):
+    """``_dense_block``'s tile with 8 lanes, stored in row ``row`` of the four ``maps`` of
+    ``target``: four maps of one group (input channels ``inputs``) and three vectors of
+    columns from ``j``, from padded row ``top`` (taps' ``phase`` and ``shift`` as there).
+    The 12 sums, three input vectors and a weight fill AVX2's 16 registers; each input
+    vector loaded feeds four multiply-adds. Channels are counted from 0 within ``inputs``,
+    so that no index can be negative and a channel's next row is one pointer increment
+    away."""
+    zero = _vzero()
+    a = b = c = d = (zero, zero, zero)
+    o0, o1, o2, o3 = maps
+    for m in range(weight.shape[2]):
+        r = top + m * dil_h
+        for n in range(weight.shape[3]):
+            p, at = phase[n], j + shift[n]
+            for k in range(weight.shape[1]):
+                line = inputs[k, r, p]
+                v = (_vload(line, at), _vload(line, at + LANES), _vload(line, at + 2 * LANES))
+                a = _fma3(v, weight[o0, k, m, n], a)
+                b = _fma3(v, weight[o1, k, m, n], b)
+                c = _fma3(v, weight[o2, k, m, n], c)
+                d = _fma3(v, weight[o3, k, m, n], d)
+    _store_tile(target[o0, row], j, a)
+    _store_tile(target[o1, row], j, b)
+    _store_tile(target[o2, row], j, c)
+    _store_tile(target[o3, row], j, d)
+
+
+@numba.njit(inline="always", **_SERIAL)
+def _fma3(values, w, acc):
+    """``acc`` (three vectors) plus ``w`` times the three vectors ``values``."""
+    scale = _vsplat(w)
+    return (
+        _vfma(scale, values[0], acc[0]),
+        _vfma(scale, values[1], acc[1]),
+        _vfma(scale, values[2], acc[2]),
+    )
 
 
 @numba.njit(**_SERIAL)

@@ -384,7 +384,6 @@ def _transposed_window(step, channels: int, rows: int, width: int):
     input rows (``TransposedWindow``)."""
     from convcli import engine, geometry
     from convcli.engine import scatter
-    from convcli.engine.correlation import choose_method
 
     p = step.params
     k_hw = p["kernel"][0].weights.shape[-2:]
@@ -398,8 +397,7 @@ def _transposed_window(step, channels: int, rows: int, width: int):
             kernel.weights / kernel.scale, channels, p["groups"], copy=False
         )
         if scatter.choose_method(weight, groups, (rows, width)) == "spread":
-            spread = scatter.spread_weight(weight, groups)
-            method = choose_method(spread, groups, out_hw, (1, 1), dilation)
+            method = scatter.spread_method(weight, groups, stride, dilation, crop, out_hw)
             if method == "fft":
                 return None  # as for a convolution
             jit = jit or method not in ("numpy", "gemm")
