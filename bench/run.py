@@ -671,9 +671,10 @@ AVX2_MACHINE = {
 }
 
 
-def rerun_as_avx2_machine() -> int:
-    """Run this command again in a child process with ``AVX2_MACHINE``'s variables, Numba's
-    kernels for that CPU cached in a folder of their own; the child's exit status."""
+def rerun_as_avx2_machine(argv: list[str] | None = None, capture: bool = False):
+    """Run this command (or ``argv``) again in a child process with ``AVX2_MACHINE``'s
+    variables, Numba's kernels for that CPU cached in a folder of their own; the child's exit
+    status, or with ``capture`` its finished process (output as text)."""
     from convcli.runtime import cache_dir
 
     cache = os.path.join(cache_dir(), "avx2")
@@ -683,7 +684,51 @@ def rerun_as_avx2_machine() -> int:
         "CONVCLI_CACHE_DIR": cache,
         "NUMBA_CACHE_DIR": os.path.join(cache, "numba"),
     }
-    return subprocess.run([sys.executable, *sys.argv], env=env, check=False).returncode
+    command = [sys.executable, *(sys.argv if argv is None else argv)]
+    proc = subprocess.run(command, env=env, check=False, capture_output=capture, text=True)
+    return proc if capture else proc.returncode
+
+
+def machine_facts() -> list[str]:
+    """What a reader needs to compare figures: the CPU and its SIMD width, the peak, the load,
+    the versions of convcli's dependencies and of the tools it is held against."""
+    from importlib import metadata
+
+    try:
+        with open("/proc/cpuinfo") as handle:
+            info = handle.read()
+        model = next(
+            line.split(":", 1)[1].strip() for line in info.splitlines() if "model name" in line
+        )
+        flags = next(line for line in info.splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        model, flags = "an unknown CPU", []
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    versions = []
+    for package in (
+        "convcli",
+        "numpy",
+        "numba",
+        "scipy",
+        "pillow",
+        "torch",
+        "opencv-python-headless",
+        "onnxruntime",
+    ):
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            pass
+    for tool, flag in (("vips", "--version"), (imagemagick(), "-version")):
+        if tool and shutil.which(tool):
+            first = subprocess.run([tool, flag], capture_output=True, text=True).stdout
+            versions.append(first.splitlines()[0] if first else tool)
+    return [
+        f"- CPU: {model}, {os.cpu_count()} cores, {simd} (Numba's kernels {_jit.LANES} floats "
+        f"wide), peak {peak_gflops():.0f} GFLOP/s (cores x 2 FMA units x lanes x 2 x clock)",
+        f"- load average at the start: {os.getloadavg()[0]:.2f}",
+        f"- {'; '.join(versions)}",
+    ]
 
 
 def dense_parity_cases() -> list[Case]:
@@ -757,7 +802,7 @@ def main() -> None:
     else:
         repeats, process_sizes, command_size, dask_batch = 5, [512, 4096], 512, (400, 256)
         loop_batch, model_size, npy_size = (40, 512), 224, 4096
-    rows, peak = [], peak_gflops()
+    rows, peak, facts = [], peak_gflops(), machine_facts()
     print(f"Numba's kernels {_jit.LANES} floats wide; peak {peak:.0f} GFLOP/s", flush=True)
     if "engine" in sections or "dense" in sections:
         chosen = engine_cases(args.quick) if "engine" in sections else dense_parity_cases()
@@ -795,10 +840,31 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if not args.quick and not args.only and args.cpu == "host":
+        child = rerun_as_avx2_machine([__file__, "--only", "dense", "--cpu", "avx2"], True)
+        avx2 = "\n".join(line for line in child.stdout.splitlines() if line.startswith("|"))
+        text = [
+            f"# Benchmarks: `python bench/run.py`, {time.strftime('%Y-%m-%d')}",
+            "",
+            "Written whole by `python bench/run.py` (after `bash bench/setup.sh`); every ratio",
+            "is against convcli in the same interleaved rounds (medians of 5).",
+            "",
+            *facts,
+            f"- load average at the end: {os.getloadavg()[0]:.2f}",
+            "",
+            "## This machine",
+            "",
+            table,
+            "",
+            "## Dense layers as an AVX2+FMA machine without AVX-512 (emulated on this one)",
+            "",
+            "`python bench/run.py --only dense --cpu avx2`, run by the full run: Numba's kernels",
+            "built for Haswell (8 lanes), PyTorch's ATen and oneDNN at AVX2, OpenBLAS Haswell;",
+            "the share of peak is of the 8-lane peak.",
+            "",
+            avx2 or f"(the child failed: {child.stderr.strip()[-300:]})",
+        ]
         with open(args.output, "w") as handle:
-            handle.write(
-                f"Measured with `python bench/run.py` on {os.cpu_count()} cores.\n\n{table}\n"
-            )
+            handle.write("\n".join(text) + "\n")
 
 
 if __name__ == "__main__":
