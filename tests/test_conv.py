@@ -619,21 +619,51 @@ def test_dense_numba_kernel_on_rows_of_several_tiles(
     height, w_out, k, c_per_group, out_per_group, stride, dilation, seed
 ):
     """The dense kernel across tiles of columns, with groups of maps short of four."""
+    check_same_padded_dense(height, w_out, k, 2, c_per_group, out_per_group, stride, dilation, seed)
+
+
+def check_same_padded_dense(
+    height, w_out, k, groups, c_per_group, out_per_group, stride, dilation, seed
+):
+    """The numba dense kernel with 'same' pads (``w_out`` columns of output) against naive."""
     rng = np.random.default_rng(seed)
     width = (w_out - 1) * stride[1] + 1  # with the 'same' pads below, w_out columns of output
-    x = rng.uniform(-1, 1, (2 * c_per_group, height, width)).astype(np.float32)
-    kernel = rng.uniform(-1, 1, (2 * out_per_group, c_per_group) + k).astype(np.float32)
+    x = rng.uniform(-1, 1, (groups * c_per_group, height, width)).astype(np.float32)
+    kernel = rng.uniform(-1, 1, (groups * out_per_group, c_per_group) + k).astype(np.float32)
     pads = tuple(
         p
         for d, kk in zip(dilation, k)
         for p in (d * (kk - 1) // 2, d * (kk - 1) - d * (kk - 1) // 2)
     )
     out = engine.conv2d(
-        x, kernel, groups=2, stride=stride, padding=pads, dilation=dilation, method="numba"
+        x, kernel, groups=groups, stride=stride, padding=pads, dilation=dilation, method="numba"
     )
     assert out.shape[2] == w_out
     assert_matches(
-        out, naive.conv2d(x, kernel, stride=stride, pads=pads, dilation=dilation, groups=2)
+        out, naive.conv2d(x, kernel, stride=stride, pads=pads, dilation=dilation, groups=groups)
+    )
+
+
+@settings(max_examples=12)
+@given(
+    height=st.integers(1, 3),
+    w_out=st.integers(_jit.TILE - 2, 4 * _jit.TILE + 3),
+    k=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    groups=st.integers(1, 2),
+    c_per_group=st.integers(2, 3),
+    out_per_group=st.integers(8, 19),
+    stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    seed=st.integers(0, 2**16),
+)
+def test_dense_numba_kernel_with_eight_maps_or_more_per_group(
+    height, w_out, k, groups, c_per_group, out_per_group, stride, dilation, seed
+):
+    """Groups of eight maps or more (eight at a time with 16 lanes, a last eight overlapping
+    the one before), across rows of whole tiles of three vectors and a rest of single vectors
+    (the last overlapping the one before)."""
+    check_same_padded_dense(
+        height, w_out, k, groups, c_per_group, out_per_group, stride, dilation, seed
     )
 
 
