@@ -87,13 +87,25 @@ def warm(fn: Callable[[], object]) -> None:
 def interleaved_medians(fns: dict, repeats: int) -> dict:
     """The median seconds of each of ``fns`` over ``repeats`` rounds, each round calling every
     tool once in turn: a slow spell of the machine then hits all tools alike, rather than
-    whichever tool it was timing (one repeat and no warm-up with ``repeats`` of 1)."""
+    whichever tool it was timing (one repeat and no warm-up with ``repeats`` of 1).
+
+    In a round each tool is called once untimed, then timed: the first call after another
+    tool's long one ran 2-10x slow here, for every tool (convcli's 3x3 on 4096^2x3: 30 ms
+    after OpenCV's call, 110-320 ms after SciPy's or PyTorch's second-long ones), which
+    ranked tools by what ran before them."""
     if repeats > 1:
         for fn in fns.values():
             warm(fn)
     return {
-        name: statistics.median(values) for name, values in interleaved_rounds(fns, repeats).items()
+        name: statistics.median(values)
+        for name, values in interleaved_rounds(fns, repeats, settled_seconds_of).items()
     }
+
+
+def settled_seconds_of(fn: Callable[[], object]) -> float:
+    """``seconds_of`` a second call of ``fn``, the first untimed (``interleaved_medians``)."""
+    fn()
+    return seconds_of(fn)
 
 
 def interleaved_rounds(subjects: dict, repeats: int, measure=seconds_of) -> dict:
