@@ -165,10 +165,8 @@ def start_method() -> str:
     import sys
     import threading
 
-    if sys.platform.startswith("linux") and threading.active_count() == 1:
-        if "numba" not in sys.modules:
-            return "fork"
-    return "forkserver"
+    alone = threading.active_count() == 1 and "numba" not in sys.modules
+    return "fork" if sys.platform.startswith("linux") and alone else "forkserver"
 
 
 def _stop_workers() -> None:
