@@ -132,7 +132,9 @@ def conv_cases(draw):
 def one_row_bands():
     """Every output row its own band, so band edges and their padding are exercised, and every
     map its own chunk in the numpy method's depthwise loop."""
-    return mock.patch.multiple(correlation, BAND_BYTES=1, MIN_BAND_ROWS=1, TAP_CHUNK_VALUES=1)
+    return mock.patch.multiple(
+        correlation, BAND_BYTES=1, NUMPY_BAND_BYTES=1, MIN_BAND_ROWS=1, TAP_CHUNK_VALUES=1
+    )
 
 
 @given(conv_cases(), st.booleans())
@@ -216,8 +218,11 @@ def test_tiny_inputs():
     mode=st.sampled_from(naive.PAD_MODES),
     banded=st.booleans(),
     seed=st.integers(0, 2**16),
+    method=st.sampled_from(["separable", "numpy"]),
 )
-def test_separable_method_matches_naive(hw, k, stride, dilation, mode, banded, seed):
+def test_separable_method_matches_naive(hw, k, stride, dilation, mode, banded, seed, method):
+    """Kernels of rank 1 as two passes: the separable method, and the numpy method's passes
+    (here on channels of any size), each checked to have run as passes."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (2,) + hw).astype(np.float32)
     kernel = np.outer(rng.uniform(-1, 1, k[0]), rng.uniform(-1, 1, k[1])).astype(np.float32)
@@ -234,7 +239,12 @@ def test_separable_method_matches_naive(hw, k, stride, dilation, mode, banded, s
     expected = naive.conv2d(
         x, np.broadcast_to(kernel, (2, 1) + k), None, stride, pads, dilation, 2, mode
     )
-    with one_row_bands() if banded else contextlib.nullcontext():
+    with (
+        one_row_bands() if banded else contextlib.nullcontext(),
+        mock.patch.object(correlation, "CHANNEL_BY_CHANNEL_PIXELS", 1),
+        mock.patch.object(correlation, "_separable", wraps=correlation._separable) as passes,
+        mock.patch.object(_jit, "separable_padding", wraps=_jit.separable_padding) as padding,
+    ):
         out = engine.conv2d(
             x,
             kernel,
@@ -242,9 +252,11 @@ def test_separable_method_matches_naive(hw, k, stride, dilation, mode, banded, s
             padding=pads,
             dilation=dilation,
             pad_mode=mode,
-            method="separable",
+            method=method,
         )
     assert_matches(out, expected)
+    as_passes = passes.called or padding.called
+    assert as_passes == (method == "separable" or min(k) > 1)
 
 
 def centred_pads(hw, k, dilation, mode):

@@ -5,9 +5,11 @@ padded input is never built whole: each band of output rows gets its own padded 
 input (border values from the pad mode), so memory stays at the input, the output and a few
 megabytes. The method is chosen once per call (``choose_method``):
 
-- ``numpy``: one vectorised multiply-add per kernel tap. No compilation and no Numba import,
-  which costs about 0.5 s, so it wins end to end for small work (``numpy_takes``: the work
-  of one call times the calls declared by ``runtime.repeated``, never the process's history).
+- ``numpy``: one vectorised multiply-add per kernel tap, in bands small enough for the cache;
+  a depthwise kernel of rank 1 on large channels as a row pass and a column pass (as
+  ``separable``). No compilation and no Numba import, which costs about 0.5 s, so it wins
+  end to end for small work (``numpy_takes``: the work of one call times the calls declared
+  by ``runtime.repeated``, never the process's history).
 - ``gemm``: dense layers (many channels): each band is unfolded (im2col) and multiplied by
   the weights with one BLAS matrix product per group. Chosen for work too small to be worth
   loading Numba (the SIMD kernel is 1.1-9x faster at every size and depth measured).
@@ -63,6 +65,13 @@ TAP_CHUNK_VALUES = 1 << 18
 #: both cores busy.
 BAND_BYTES = 4 << 20
 MIN_BAND_ROWS = 8
+#: Bytes of padded input per band in the numpy method, whose every tap is a pass over the
+#: band: its products and sums then stay in the core's cache (measured: box 3x3 on a 512^2
+#: channel 1.6 ms in one band, 1.0 ms in bands of 128 rows; 0.54 ms in two passes). Not for
+#: a band of a larger map (``runtime.band_of``): ``pipeline.bands`` runs those side by side
+#: on the cores, where numpy calls this small wait on each other for the GIL (measured: 8
+#: bands of 128x4096x3 on 2 threads, 84 ms in these bands, 45 ms in ``BAND_BYTES``).
+NUMPY_BAND_BYTES = 256 << 10
 #: Depthwise kernels of rank 1 with at least this many taps go as a row pass and a column
 #: pass; with fewer, the depthwise kernel (``has_depthwise_kernel``) is as fast (measured on
 #: 4096^2x3: Gaussian 5x5 49 ms direct, 51 ms in two passes; 7x7 71 and 59 ms; 15x15 191 and
@@ -270,7 +279,9 @@ def correlate(
     """
     whole_hw = (runtime.map_rows() or out_hw[0], out_hw[1])  # a band: the whole map's method
     method = method or choose_method(weight, groups, whole_hw, stride, dilation)
-    factors = rank_one_factors(weight) if method == "separable" else None  # one SVD per call
+    factors = None
+    if method == "separable" or method == "numpy" and _passes_pay(weight, image.shape):
+        factors = rank_one_factors(weight)  # one SVD per call
     if method == "separable" and factors is None:
         raise ValueError("the separable method needs depthwise kernels of rank 1")
     if method == "fft" and (weight.shape[1] != 1 or tuple(stride) != (1, 1)):
@@ -372,8 +383,11 @@ def _correlate_bands(
     (stride_h, _), (dil_h, _) = stride, dilation
     h_out, w_out = out.shape[1:]
     width = image.shape[2] + pads[2] + pads[3]
+    band_bytes = (
+        NUMPY_BAND_BYTES if method == "numpy" and runtime.map_rows() is None else BAND_BYTES
+    )
     rows_per_band = min(
-        h_out, max(MIN_BAND_ROWS, BAND_BYTES // (4 * width * image.shape[0] * stride_h))
+        h_out, max(MIN_BAND_ROWS, band_bytes // (4 * width * image.shape[0] * stride_h))
     )
     if method == "gemm":  # bound the unfolded band too
         rows_per_band = max(
@@ -383,8 +397,10 @@ def _correlate_bands(
         step = fft_tile(dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)[0]
         rows_per_band = min(h_out, step * max(1, rows_per_band // step))
     compute = (
-        functools.partial(_separable, factors=factors)
-        if method == "separable"
+        functools.partial(
+            _separable, factors=factors, taps=_numpy_taps if method == "numpy" else _numba
+        )
+        if factors is not None
         else _COMPUTE[method]
     )
     band_rows = (rows_per_band - 1) * stride_h + dil_h * (kh - 1) + 1
@@ -485,14 +501,39 @@ def _numba(band, weight, groups, stride, dilation, out) -> None:
     )
 
 
-def _separable(band, weight, groups, stride, dilation, out, factors) -> None:
-    """Row pass with the row factors, then column pass with the column factors (the method is
-    chosen only for work that numpy does not take, so both passes are Numba's)."""
+def _separable(band, weight, groups, stride, dilation, out, factors, taps) -> None:
+    """Row pass with the row factors, then column pass with the column factors, each by
+    ``taps`` (``_numba``, or ``_numpy_taps`` for the numpy method).
+
+    >>> band = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    >>> out = np.empty((1, 2, 2), np.float32)
+    >>> factors = rank_one_factors(np.ones((1, 1, 3, 3), np.float32))
+    >>> _separable(band, None, 1, (1, 1), (1, 1), out, factors, _numpy_taps)
+    >>> np.round(out)  # each output: the sum of its 3x3 window
+    array([[[45., 54.],
+            [81., 90.]]], dtype=float32)
+    """
     column, row = factors
-    c_out, _, kh, kw = weight.shape
+    (c_out, kh), kw = column.shape, row.shape[1]
     across = np.empty((c_out, band.shape[1], out.shape[2]), np.float32)
-    _numba(band, row.reshape(c_out, 1, 1, kw), groups, (1, stride[1]), (1, dilation[1]), across)
-    _numba(across, column.reshape(c_out, 1, kh, 1), c_out, (stride[0], 1), (dilation[0], 1), out)
+    taps(band, row.reshape(c_out, 1, 1, kw), groups, (1, stride[1]), (1, dilation[1]), across)
+    taps(across, column.reshape(c_out, 1, kh, 1), c_out, (stride[0], 1), (dilation[0], 1), out)
+
+
+def _passes_pay(weight: np.ndarray, image_shape) -> bool:
+    """Whether the numpy method tries a depthwise kernel as two passes (``rank_one_factors``
+    decides whether it can): kernels at least 2 taps high and wide, on channels large enough
+    that the saved taps outweigh one SVD per kernel.
+
+    >>> shape = (3, 512, 512)
+    >>> _passes_pay(np.ones((3, 1, 3, 3)), shape), _passes_pay(np.ones((3, 1, 1, 3)), shape)
+    (True, False)
+    """
+    return (
+        weight.shape[1] == 1
+        and min(weight.shape[2:]) > 1
+        and image_shape[1] * image_shape[2] >= CHANNEL_BY_CHANNEL_PIXELS
+    )
 
 
 def fft_tile(kh: int, kw: int) -> tuple[int, int]:
