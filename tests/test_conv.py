@@ -798,11 +798,16 @@ x = rng.normal(size=(6, 9, 75)).astype(np.float32)  # more than two 8-lane tiles
 dense = rng.normal(size=(5, 6, 3, 3)).astype(np.float32)  # a last group of maps overlapping
 depthwise = rng.normal(size=(6, 1, 3, 3)).astype(np.float32)
 transposed = rng.normal(size=(6, 4, 4, 4)).astype(np.float32)
+grouped = rng.normal(size=(10, 3, 3, 3)).astype(np.float32)  # 5 maps a group: overlapping
+narrow = rng.normal(size=(6, 2, 3, 3)).astype(np.float32)  # 2 maps a group, fewer than a pass
 np.savez(sys.argv[1],
          lanes=_jit.LANES,
          dense=engine.conv2d(x, dense, padding=(1, 1, 1, 1), method="numba"),
          strided=engine.conv2d(x, dense, padding=(1, 1, 1, 1), stride=(2, 2), method="numba"),
          depthwise=engine.conv2d(x, depthwise, padding=(1, 1, 1, 1), groups=6, method="numba"),
+         grouped=engine.conv2d(x, grouped, padding=(1, 1, 1, 1), groups=2, method="numba"),
+         narrow=engine.conv2d(x, narrow, padding=(2, 2, 2, 2), dilation=(2, 2), groups=3,
+                              method="numba"),
          transposed=engine.conv_transpose2d(x, transposed, stride=(2, 2), padding=(1, 1),
                                             method="numba"))
 """
@@ -819,10 +824,16 @@ def test_kernels_compiled_for_an_avx2_cpu_take_its_8_lanes_and_match_naive(tmp_p
     dense = rng.normal(size=(5, 6, 3, 3)).astype(np.float32)
     depthwise = rng.normal(size=(6, 1, 3, 3)).astype(np.float32)
     transposed = rng.normal(size=(6, 4, 4, 4)).astype(np.float32)
+    grouped = rng.normal(size=(10, 3, 3, 3)).astype(np.float32)
+    narrow = rng.normal(size=(6, 2, 3, 3)).astype(np.float32)
     assert out["lanes"] == 8
     assert_matches(out["dense"], naive.conv2d(x, dense, pads=(1, 1, 1, 1)))
     assert_matches(out["strided"], naive.conv2d(x, dense, stride=(2, 2), pads=(1, 1, 1, 1)))
     assert_matches(out["depthwise"], naive.conv2d(x, depthwise, pads=(1, 1, 1, 1), groups=6))
+    assert_matches(out["grouped"], naive.conv2d(x, grouped, pads=(1, 1, 1, 1), groups=2))
+    assert_matches(
+        out["narrow"], naive.conv2d(x, narrow, pads=(2, 2, 2, 2), dilation=(2, 2), groups=3)
+    )
     assert_matches(
         out["transposed"], naive.conv_transpose2d(x, transposed, stride=(2, 2), padding=(1, 1))
     )
