@@ -70,28 +70,34 @@ def declared_calls() -> int:
 
 
 #: The whole map whose band the engine computes (``band_of``): its output rows, its input's
-#: rows and the band's first input row.
+#: rows, the band's first input row and its first output row.
 _whole_map = contextvars.ContextVar("convcli_whole_map", default=None)
 
 
 @contextlib.contextmanager
-def band_of(rows: int, input_rows: int | None = None, first_input_row: int = 0):
+def band_of(rows: int, input_rows: int | None = None, first_input_row: int = 0, first_row: int = 0):
     """Declare that the convolutions inside compute a band of a map of ``rows`` output rows
-    (``pipeline.bands``): the engine chooses the method for the whole map's work, so each band
-    takes the method, and gives the bytes, that the whole map would. A transposed convolution
-    also declares its whole input's rows and the first of them the band reads: the engine
-    chooses from the whole input, and adds up its products in the whole map's order.
+    (``pipeline.bands``), from its output row ``first_row``: the engine chooses the method for
+    the whole map's work, so each band takes the method, and gives the bytes, that the whole
+    map would (Winograd's blocks of two rows start where the whole map's do). A transposed
+    convolution also declares its whole input's rows and the first of them the band reads:
+    the engine chooses from the whole input, and adds up its products in the whole map's order.
 
-    >>> with band_of(4096):
-    ...     map_rows(), map_input()
-    (4096, None)
+    >>> with band_of(4096, first_row=8):
+    ...     map_rows(), map_input(), map_first_row()
+    (4096, None, 8)
     >>> with band_of(4096, 2048, 512):
     ...     map_input()
     (2048, 512)
-    >>> map_rows() is None
-    True
+    >>> map_rows() is None, map_first_row()
+    (True, 0)
     """
-    whole = (int(rows), None if input_rows is None else int(input_rows), int(first_input_row))
+    whole = (
+        int(rows),
+        None if input_rows is None else int(input_rows),
+        int(first_input_row),
+        int(first_row),
+    )
     token = _whole_map.set(whole)
     try:
         yield
@@ -103,6 +109,13 @@ def map_rows() -> int | None:
     """The rows declared by the innermost ``band_of`` (None outside any)."""
     whole = _whole_map.get()
     return None if whole is None else whole[0]
+
+
+def map_first_row() -> int:
+    """The band's first output row in its whole map, declared by the innermost ``band_of``
+    (0 outside any)."""
+    whole = _whole_map.get()
+    return 0 if whole is None else whole[3]
 
 
 def map_input() -> tuple[int, int] | None:

@@ -10,7 +10,7 @@ from conftest import WITH_IMPORTS, assert_matches, python_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convcli import engine
+from convcli import engine, runtime
 from convcli.engine import _jit, correlation
 from convcli.errors import ParameterError, ShapeError
 
@@ -257,6 +257,71 @@ def test_separable_method_matches_naive(hw, k, stride, dilation, mode, banded, s
     assert_matches(out, expected)
     as_passes = passes.called or padding.called
     assert as_passes == (method == "separable" or min(k) > 1)
+
+
+@given(
+    hw=st.tuples(st.integers(1, 13), st.integers(1, 13)),
+    channels=st.integers(1, 5),
+    maps=st.integers(8, 11),  # 16 lanes take 8 maps a pass
+    groups=st.sampled_from([1, 2]),
+    pads=st.tuples(*[st.integers(0, 2)] * 4),
+    mode=st.sampled_from(naive.PAD_MODES),
+    seed=st.integers(0, 2**16),
+)
+def test_winograd_method_matches_naive(hw, channels, maps, groups, pads, mode, seed):
+    """Winograd's F(2x2, 3x3), with any border, odd sizes (blocks past the edge) and groups."""
+    rng = np.random.default_rng(seed)
+    if any(n + a + b < 3 for n, a, b in zip(hw, pads[::2], pads[1::2])):
+        return  # the kernel does not fit: covered by the shape tests
+    if mode == "reflect" and max(pads) >= min(hw) or mode == "circular" and max(pads) > min(hw):
+        return
+    x = rng.uniform(-1, 1, (channels * groups,) + hw).astype(np.float32)
+    weight = rng.uniform(-1, 1, (maps * groups, channels, 3, 3)).astype(np.float32)
+    out = engine.conv2d(x, weight, padding=pads, groups=groups, pad_mode=mode, method="winograd")
+    assert_matches(out, naive.conv2d(x, weight, None, (1, 1), pads, (1, 1), groups, mode))
+
+
+def test_winograd_keeps_nan_and_infinity_where_direct_sums_put_them(rng):
+    """An output whose window holds a NaN or an infinity is the direct sum's (the transforms
+    would make inf - inf NaN); the others are Winograd's, untouched by them."""
+    x = rng.normal(size=(4, 10, 9)).astype(np.float32)
+    x[1, 3, 4], x[2, 7, 1], x[0, 0, 8] = np.inf, np.nan, -np.inf
+    weight = rng.normal(size=(8, 4, 3, 3)).astype(np.float32)
+    out = engine.conv2d(x, weight, padding="same", method="winograd")
+    expected = naive.conv2d(x, weight, pads=(1, 1, 1, 1))
+    assert np.array_equal(np.isnan(out), np.isnan(expected))
+    assert np.array_equal(np.isposinf(out), np.isposinf(expected))
+    assert np.array_equal(np.isneginf(out), np.isneginf(expected))
+    finite = np.isfinite(expected)
+    assert_matches(out[finite], expected[finite])
+
+
+@pytest.mark.parametrize("first", [0, 1, 5])
+def test_winograd_band_gives_the_whole_maps_bytes(first):
+    """A band from an odd row of its map (``runtime.band_of``) starts its blocks of two rows
+    where the whole map's start: its rows are the whole map's, byte for byte."""
+    rng = np.random.default_rng(first)
+    x = rng.normal(size=(3, 15, 11)).astype(np.float32)
+    weight = rng.normal(size=(8, 3, 3, 3)).astype(np.float32)
+    whole = engine.conv2d(x, weight, padding=(1, 1, 1, 1), method="winograd")
+    last = first + 7
+    rows = x[:, max(0, first - 1) : last + 1]  # the input rows the band's outputs read
+    pads = (1 if first == 0 else 0, 0, 1, 1)
+    with runtime.band_of(15, first_row=first):
+        band = engine.conv2d(rows, weight, padding=pads, method="winograd")
+    assert band.tobytes() == whole[:, first:last].tobytes()
+
+
+def test_winograd_takes_wide_dense_3x3_layers_only():
+    layer = np.ones((64, 64, 3, 3), np.float32)
+    assert correlation.choose_method(layer, 1, (256, 256)) == "winograd"
+    assert correlation.choose_method(layer, 1, (256, 256), stride=(2, 2)) != "winograd"
+    assert correlation.choose_method(layer[:32, :32], 1, (256, 256)) != "winograd"
+    assert correlation.choose_method(np.ones((64, 64, 5, 5), np.float32), 1, (256, 256)) != (
+        "winograd"
+    )
+    with pytest.raises(ValueError, match="winograd method needs 3x3 kernels"):
+        engine.conv2d(np.ones((2, 8, 8), np.float32), np.ones((8, 2, 5, 5)), method="winograd")
 
 
 def centred_pads(hw, k, dilation, mode):
@@ -806,6 +871,7 @@ np.savez(sys.argv[1],
          strided=engine.conv2d(x, dense, padding=(1, 1, 1, 1), stride=(2, 2), method="numba"),
          depthwise=engine.conv2d(x, depthwise, padding=(1, 1, 1, 1), groups=6, method="numba"),
          grouped=engine.conv2d(x, grouped, padding=(1, 1, 1, 1), groups=2, method="numba"),
+         winograd=engine.conv2d(x, grouped, padding=(1, 1, 1, 1), groups=2, method="winograd"),
          narrow=engine.conv2d(x, narrow, padding=(2, 2, 2, 2), dilation=(2, 2), groups=3,
                               method="numba"),
          transposed=engine.conv_transpose2d(x, transposed, stride=(2, 2), padding=(1, 1),
@@ -831,6 +897,7 @@ def test_kernels_compiled_for_an_avx2_cpu_take_its_8_lanes_and_match_naive(tmp_p
     assert_matches(out["strided"], naive.conv2d(x, dense, stride=(2, 2), pads=(1, 1, 1, 1)))
     assert_matches(out["depthwise"], naive.conv2d(x, depthwise, pads=(1, 1, 1, 1), groups=6))
     assert_matches(out["grouped"], naive.conv2d(x, grouped, pads=(1, 1, 1, 1), groups=2))
+    assert_matches(out["winograd"], naive.conv2d(x, grouped, pads=(1, 1, 1, 1), groups=2))
     assert_matches(
         out["narrow"], naive.conv2d(x, narrow, pads=(2, 2, 2, 2), dilation=(2, 2), groups=3)
     )

@@ -17,6 +17,9 @@ megabytes. The method is chosen once per call (``choose_method``):
   column pass, ``kh + kw`` instead of ``kh * kw`` taps per pixel; only for kernels of 7x7
   and up (17x17 and up when strided or dilated). At stride 1 both passes run block by block
   in one kernel (``_jit._depthwise``), the row pass's output staying in cache.
+- ``winograd``: a dense 3x3 layer at stride 1 without dilation, with many channels
+  (``winograd_takes``), by Winograd's F(2x2, 3x3) (``_jit._winograd``): 16 multiply-adds per
+  2x2 block of outputs, input channel and map instead of 36.
 - ``fft``: a depthwise kernel of full rank, 22x22 and up (19x19 when dilated), at stride 1,
   by FFT (``scipy.fft``) in tiles (overlap-save), the tiles spread over the cores.
   Its float32 rounding is relative to the largest values in a tile, not to each output.
@@ -90,6 +93,12 @@ SEPARABLE_SIDES_FFT = 200
 #: take the dense kernel, slower than the FFT from 19x19 (2048^2x3, dilation 2: 15x15 98 ms
 #: in the dense kernel, 130 ms by FFT; 19x19 163 and 150 ms).
 FFT_TAPS, FFT_TAPS_DENSE = 484, 361
+#: Dense 3x3 layers at stride 1 without dilation with at least this many input channels and
+#: maps per group go by Winograd's F(2x2, 3x3) (``winograd_takes``); with fewer, its
+#: transforms cost more than the multiply-adds it saves (measured, 2 threads, Winograd
+#: against the dense SIMD kernel with 16 and 8 lanes: 64->64 at 256^2 17/21 and 21/29 ms,
+#: 32->32 at 256^2 5.9/5.1 and 7.2/7.7 ms, 16->16 at 512^2 9.5/6.1 and 10.2/9.5 ms).
+WINOGRAD_CHANNELS = 64
 #: What loading Numba and its cached kernels costs a fresh process more than importing
 #: ``scipy.fft`` does (measured: 0.41 s and 0.14 s), in taps of the depthwise SIMD kernel
 #: (7e10 multiply-adds a second here; 4096^2x3 by FFT takes what 484-528 taps do).
@@ -192,6 +201,8 @@ def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1), dilati
     'fft'
     >>> choose_method(np.ones((1, 1, 301, 301), np.float32), 1, (2048, 2048))  # rank 1, but large
     'fft'
+    >>> choose_method(np.ones((64, 64, 3, 3), np.float32), 1, (256, 256))
+    'winograd'
     """
     c_out, c_per_group, kh, kw = weight.shape
     small = numpy_takes(c_out * out_hw[0] * out_hw[1] * c_per_group * kh * kw)
@@ -199,6 +210,8 @@ def choose_method(weight: np.ndarray, groups: int, out_hw, stride=(1, 1), dilati
         return "gemm"
     if small:
         return "numpy"
+    if winograd_takes(weight, groups, stride, dilation):
+        return "winograd"
     direct = has_depthwise_kernel(weight, stride, dilation)
     fft = c_per_group == 1 and tuple(stride) == (1, 1)
     if (
@@ -262,6 +275,42 @@ def has_depthwise_kernel(weight, stride, dilation) -> bool:
     return weight.shape[1] == 1 and tuple(stride) == (1, 1) == tuple(dilation)
 
 
+def winograd_fits(weight, groups, stride, dilation) -> bool:
+    """Whether ``_jit._winograd`` can take the layer: a 3x3 kernel at stride 1 without
+    dilation, and with 16 lanes (AVX-512) at least 8 maps per group (its tile of maps).
+
+    >>> winograd_fits(np.ones((8, 4, 3, 3)), 1, (1, 1), (1, 1))
+    True
+    >>> winograd_fits(np.ones((8, 4, 3, 3)), 1, (2, 2), (1, 1))
+    False
+    """
+    from convcli.engine._jit import LANES
+
+    return (
+        weight.shape[2:] == (3, 3)
+        and tuple(stride) == (1, 1) == tuple(dilation)
+        and weight.shape[0] // groups >= (8 if LANES == 16 else 1)
+    )
+
+
+def winograd_takes(weight, groups, stride, dilation) -> bool:
+    """Whether a layer goes by Winograd's F(2x2, 3x3) (``_jit._winograd``) rather than the
+    dense SIMD kernel: one it fits (``winograd_fits``) with ``WINOGRAD_CHANNELS`` input
+    channels and maps per group or more, where its 2.25x fewer multiply-adds outweigh the
+    transforms of each 4x4 block of input and 4x4 block of products.
+
+    >>> winograd_takes(np.ones((64, 64, 3, 3)), 1, (1, 1), (1, 1))
+    True
+    >>> winograd_takes(np.ones((64, 8, 3, 3)), 8, (1, 1), (1, 1))  # 8 channels a group
+    False
+    """
+    return (
+        weight.shape[1] >= WINOGRAD_CHANNELS
+        and weight.shape[0] // groups >= WINOGRAD_CHANNELS
+        and winograd_fits(weight, groups, stride, dilation)
+    )
+
+
 @np.errstate(
     over="ignore", invalid="ignore"
 )  # float32 overflows to inf and NaN propagates, as in PyTorch
@@ -286,6 +335,13 @@ def correlate(
         raise ValueError("the separable method needs depthwise kernels of rank 1")
     if method == "fft" and (weight.shape[1] != 1 or tuple(stride) != (1, 1)):
         raise ValueError("the fft method needs depthwise kernels at stride 1")
+    if method == "winograd":
+        if not winograd_fits(weight, groups, stride, dilation):
+            raise ValueError(
+                "the winograd method needs 3x3 kernels at stride 1 without dilation "
+                "(and 8 or more maps per group with 16 lanes)"
+            )
+        return _winograd(image, weight, groups, pads, pad_mode, out_hw)
     out = np.empty((weight.shape[0],) + tuple(out_hw), np.float32)
     if method == "separable" and has_depthwise_kernel(weight, stride, dilation):
         # the two-pass kernel reads float32 (an 8-bit image in bands went through the dense
@@ -374,6 +430,23 @@ def _pointwise(image, weight, groups, out) -> None:
             pixels[g * c_per_group : (g + 1) * c_per_group].astype(np.float32, copy=False),
             out=out[g * out_per_group : (g + 1) * out_per_group].reshape(out_per_group, -1),
         )
+
+
+def _winograd(image, weight, groups, pads, pad_mode, out_hw) -> np.ndarray:
+    """The ``winograd`` method on the whole image, padding as it goes (one float32 copy of a
+    non-float32 image); a band of a bigger map (``runtime.band_of``) starts its blocks of two
+    rows where the whole map's start."""
+    from convcli.engine import _jit
+
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    (height, width), (top, bottom, left, right) = image.shape[1:], pads
+    rowmap = source_index(np.arange(-top, height + bottom), height, pad_mode)
+    colmap = source_index(np.arange(-left, width + right), width, pad_mode)
+    out = np.empty((weight.shape[0],) + tuple(out_hw), np.float32)
+    _jit.winograd_padding(
+        image, weight, rowmap, colmap, left, runtime.map_first_row() % 2, groups, out
+    )
+    return out
 
 
 def _correlate_bands(

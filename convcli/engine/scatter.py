@@ -138,11 +138,13 @@ def spread_method(weight, groups: int, stride, dilation, crop, out_hw) -> str:
     from convcli.engine.correlation import choose_method
 
     if tuple(dilation) != (1, 1) or tuple(stride) == (1, 1):
-        return choose_method(spread_weight(weight, groups), groups, out_hw, (1, 1), dilation)
-    first = [c % s for c, s in zip(crop, stride)]
-    taps = swapped_weight(weight, groups)[:, :, first[0] :: stride[0], first[1] :: stride[1]]
-    counts = [max(1, -(-n // s)) for n, s in zip(out_hw, stride)]
-    return choose_method(np.ascontiguousarray(taps[..., ::-1, ::-1]), groups, counts)
+        method = choose_method(spread_weight(weight, groups), groups, out_hw, (1, 1), dilation)
+    else:
+        first = [c % s for c, s in zip(crop, stride)]
+        taps = swapped_weight(weight, groups)[:, :, first[0] :: stride[0], first[1] :: stride[1]]
+        counts = [max(1, -(-n // s)) for n, s in zip(out_hw, stride)]
+        method = choose_method(np.ascontiguousarray(taps[..., ::-1, ::-1]), groups, counts)
+    return "numba" if method == "winograd" else method  # Winograd's blocks: correlations only
 
 
 def _spread(image, weight, groups, stride, dilation, crop, out_hw, method=None) -> np.ndarray:

@@ -100,7 +100,7 @@ class Window:
 
         if step.op != "conv":
             return apply(step, maps)
-        with runtime.band_of(self.out_rows):
+        with runtime.band_of(self.out_rows, first_row=first):
             return apply(step, maps)
 
 
