@@ -904,3 +904,20 @@ def test_kernels_compiled_for_an_avx2_cpu_take_its_8_lanes_and_match_naive(tmp_p
     assert_matches(
         out["transposed"], naive.conv_transpose2d(x, transposed, stride=(2, 2), padding=(1, 1))
     )
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_wide_layers_by_winograd_equal_torch(groups):
+    """A 128->128 3x3 layer as a network's loop runs it (``engine.repeated``): the Winograd
+    method, against PyTorch's conv2d."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(groups)
+    x = rng.normal(size=(128, 33, 30)).astype(np.float32)
+    weight = rng.normal(size=(128, 128 // groups, 3, 3)).astype(np.float32) / 30
+    with engine.repeated(1000):
+        assert correlation.choose_method(weight, groups, (33, 30)) == "winograd"
+        out = engine.conv2d(x, weight, padding="same", groups=groups)
+    expected = torch.nn.functional.conv2d(
+        torch.from_numpy(x)[None], torch.from_numpy(weight), padding=1, groups=groups
+    )[0].numpy()
+    assert_matches(out, expected)
