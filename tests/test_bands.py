@@ -404,3 +404,27 @@ def test_a_budget_the_whole_image_exceeds_holds_in_bands(tmp_path, monkeypatch, 
     banded = runner.invoke(cli, [*args, "in.png", "-o", "bands.png"])
     assert banded.exit_code == 0, banded.output
     assert (tmp_path / "bands.png").read_bytes() == (tmp_path / "whole.png").read_bytes()
+
+
+@pytest.mark.parametrize("height", [37, 40])
+def test_bands_through_winograd_layers_give_the_whole_images_bytes(tmp_path, monkeypatch, height):
+    """A wide 3x3 layer by Winograd before another 3x3 layer, so that its bands start at odd
+    rows of its map: the whole image's bytes. (Rounding to 8 bits hides a float's last bits:
+    ``test_conv.test_winograd_band_gives_the_whole_maps_bytes`` checks the floats.)"""
+    rng = np.random.default_rng(height)
+    np.save(tmp_path / "a.npy", rng.normal(size=(64, 3, 3, 3)).astype(np.float32) / 8)
+    np.save(tmp_path / "b.npy", rng.normal(size=(64, 64, 3, 3)).astype(np.float32) / 24)
+    np.save(tmp_path / "c.npy", rng.normal(size=(3, 64, 3, 3)).astype(np.float32) / 24)
+    steps = [
+        {"op": "conv", "kernel": str(tmp_path / "a.npy"), "padding": 1},
+        {"op": "relu"},
+        {"op": "conv", "kernel": str(tmp_path / "b.npy"), "padding": 1},
+        {"op": "conv", "kernel": str(tmp_path / "c.npy"), "padding": 1},
+    ]
+    pixels = rng.integers(0, 256, (height, 30, 3), np.uint8)
+    with runtime.repeated(10_000):  # the work of a big batch: the layer goes by Winograd
+        from convcli.engine.correlation import choose_method
+
+        assert choose_method(np.load(tmp_path / "b.npy"), 1, (height, 30)) == "winograd"
+    banded, whole = _both(tmp_path, monkeypatch, steps, pixels, OutputSettings(), calls=10_000)
+    assert banded == whole
