@@ -907,7 +907,7 @@ def main() -> None:
             "Written whole by `python bench/run.py` (after `bash bench/setup.sh`); every ratio",
             "is against convcli in the same interleaved rounds (medians of 5). GFLOP/s count",
             "the direct sum's multiply-adds (2 x kh x kw x C_in/groups per output) for every",
-            "tool; convcli's Winograd method (dense 3x3 layers of 64+ channels) does 2.25x fewer,",
+            "tool; convcli's Winograd method (dense 3x3 layers of 32+ channels) does 2.25x fewer,",
             "so its share of peak can pass 100%.",
             "",
             *facts,

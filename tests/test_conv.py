@@ -316,7 +316,8 @@ def test_winograd_takes_wide_dense_3x3_layers_only():
     layer = np.ones((64, 64, 3, 3), np.float32)
     assert correlation.choose_method(layer, 1, (256, 256)) == "winograd"
     assert correlation.choose_method(layer, 1, (256, 256), stride=(2, 2)) != "winograd"
-    assert correlation.choose_method(layer[:32, :32], 1, (256, 256)) != "winograd"
+    assert correlation.choose_method(layer[:32, :32], 1, (1024, 1024)) == "winograd"
+    assert correlation.choose_method(layer[:16, :16], 1, (1024, 1024)) == "numba"
     assert correlation.choose_method(np.ones((64, 64, 5, 5), np.float32), 1, (256, 256)) != (
         "winograd"
     )

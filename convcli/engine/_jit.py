@@ -753,9 +753,9 @@ def _fill_columns(src, colmap, left, start, line):
     for q in range(inner_start):
         u = colmap[start + q]
         line[q] = src[u] if u >= 0 else 0.0
-    shift = start - left
-    for q in range(inner_start, inner_stop):
-        line[q] = src[q + shift]
+    inner, source = line[inner_start:inner_stop], src[inner_start + start - left :]
+    for q in range(inner.shape[0]):  # views from 0: no index can be negative, LLVM vectorises
+        inner[q] = source[q]
     for q in range(inner_stop, count):
         column = start + q
         u = colmap[column] if column < colmap.shape[0] else -1
@@ -771,7 +771,8 @@ def _winograd_tiles(x, weight, transformed, rowmap, colmap, left, top, first, la
     c_per_group, span = c_in // groups, c_out // groups
     count = last - first
     width = max(count, 3 * LANES)  # a row of products at least one tile of the kernels wide
-    cells = np.zeros((16, c_in, 1, 1, width), np.float32)
+    cells = np.empty((16, c_in, 1, 1, width), np.float32)
+    cells[:, :, :, :, count:] = 0.0  # a row narrower than a tile: its padding is multiplied too
     rows = np.empty((4, 2 * count + 2), np.float32)
     even = np.empty((4, count + 1), np.float32)  # B^T d, its even and odd columns apart
     odd = np.empty((4, count + 1), np.float32)
@@ -807,27 +808,29 @@ def _winograd_tiles(x, weight, transformed, rowmap, colmap, left, top, first, la
                     _four_maps_of_three(
                         inputs, transformed[cell], maps, 0, 1, j, zero, zero, products[cell], 0
                     )
+    p = products  # indexed whole (C order): LLVM vectorises the loop over t
     height, columns = out.shape[1], out.shape[2]
     rows_kept = range(max(0, -top), min(2, height - top))
     start, stop = 2 * first, min(columns, 2 * last)
     blocks = np.empty((2, 2 * count), np.float32)
     for o in range(c_out):
-        m = products[:, o, 0]
         for t in range(count):  # Y = A^T M A, the two rows of outputs side by side
-            upper_0 = m[0, t] + m[4, t] + m[8, t]
-            upper_1 = m[1, t] + m[5, t] + m[9, t]
-            upper_2 = m[2, t] + m[6, t] + m[10, t]
-            upper_3 = m[3, t] + m[7, t] + m[11, t]
-            lower_0 = m[4, t] - m[8, t] - m[12, t]
-            lower_1 = m[5, t] - m[9, t] - m[13, t]
-            lower_2 = m[6, t] - m[10, t] - m[14, t]
-            lower_3 = m[7, t] - m[11, t] - m[15, t]
+            upper_0 = p[0, o, 0, t] + p[4, o, 0, t] + p[8, o, 0, t]
+            upper_1 = p[1, o, 0, t] + p[5, o, 0, t] + p[9, o, 0, t]
+            upper_2 = p[2, o, 0, t] + p[6, o, 0, t] + p[10, o, 0, t]
+            upper_3 = p[3, o, 0, t] + p[7, o, 0, t] + p[11, o, 0, t]
+            lower_0 = p[4, o, 0, t] - p[8, o, 0, t] - p[12, o, 0, t]
+            lower_1 = p[5, o, 0, t] - p[9, o, 0, t] - p[13, o, 0, t]
+            lower_2 = p[6, o, 0, t] - p[10, o, 0, t] - p[14, o, 0, t]
+            lower_3 = p[7, o, 0, t] - p[11, o, 0, t] - p[15, o, 0, t]
             blocks[0, 2 * t] = upper_0 + upper_1 + upper_2
             blocks[0, 2 * t + 1] = upper_1 - upper_2 - upper_3
             blocks[1, 2 * t] = lower_0 + lower_1 + lower_2
             blocks[1, 2 * t + 1] = lower_1 - lower_2 - lower_3
         for i in rows_kept:
-            out[o, top + i, start:stop] = blocks[i, : stop - start]
+            kept, block = out[o, top + i, start:stop], blocks[i]
+            for q in range(kept.shape[0]):  # views from 0: LLVM vectorises the copy
+                kept[q] = block[q]
     seen = np.float32(0.0)
     for i in range(4):
         for q in range(finite.shape[1]):

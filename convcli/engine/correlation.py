@@ -96,9 +96,10 @@ FFT_TAPS, FFT_TAPS_DENSE = 484, 361
 #: Dense 3x3 layers at stride 1 without dilation with at least this many input channels and
 #: maps per group go by Winograd's F(2x2, 3x3) (``winograd_takes``); with fewer, its
 #: transforms cost more than the multiply-adds it saves (measured, 2 threads, Winograd
-#: against the dense SIMD kernel with 16 and 8 lanes: 64->64 at 256^2 17/21 and 21/29 ms,
-#: 32->32 at 256^2 5.9/5.1 and 7.2/7.7 ms, 16->16 at 512^2 9.5/6.1 and 10.2/9.5 ms).
-WINOGRAD_CHANNELS = 64
+#: against the dense SIMD kernel with 16 and with 8 lanes: 64->64 at 256^2 13.8/20.2 and
+#: 18.2/31.8 ms, 32->32 at 256^2 4.4/5.0 and 5.1/7.7 ms, 16->16 at 512^2 6.0/5.7 and
+#: 7.2/9.1 ms, 16->16 at 128^2 0.70/0.42 and 0.70/0.68 ms).
+WINOGRAD_CHANNELS = 32
 #: What loading Numba and its cached kernels costs a fresh process more than importing
 #: ``scipy.fft`` does (measured: 0.41 s and 0.14 s), in taps of the depthwise SIMD kernel
 #: (7e10 multiply-adds a second here; 4096^2x3 by FFT takes what 484-528 taps do).
