@@ -242,9 +242,13 @@ def _fill_phase_rows(plane, rowmap, colmap, left, first, phases):
             q_in = max(0, (left - p + stride - 1) // stride)  # first q with q*s + p >= left
             q_out = min(count, (left + width - p + stride - 1) // stride)
             shift = q_in * stride + p - left
-            inner = src[shift:]
-            for q in range(q_out - q_in):
-                line[q_in + q] = inner[q * stride]
+            inner, own = src[shift:], line[q_in:q_out]
+            if stride == 2:  # a constant stride: LLVM vectorises the copy with shuffles
+                for q in range(q_out - q_in):
+                    own[q] = inner[2 * q]
+            else:
+                for q in range(q_out - q_in):
+                    line[q_in + q] = inner[q * stride]
             for q in range(q_in):
                 u = colmap[q * stride + p]
                 line[q] = src[u] if u >= 0 else 0.0
