@@ -530,7 +530,7 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
         i = task % rows
         g = task // rows // passes
         last = (g + 1) * span - 1
-        o0 = max(g * span, min(g * span + per_pass * (task // rows % passes), last - per_pass + 1))
+        o0 = _first_map(g, span, per_pass, task // rows % passes)
         inputs, top, row = phases[g * c_per_group : (g + 1) * c_per_group], i * stride_h, row_0 + i
         if eight:
             _eight_maps(inputs, weight, o0, top, dil_h, phase, shift, target, row)
@@ -571,6 +571,15 @@ def _dense_block(x, weight, rowmap, colmap, left, first, block_rows, stride, dil
             _store_tile(target[o3, row_0 + i], j, d)
     if narrow:
         out[:, first : first + rows] = target[:, :, :w_out]
+
+
+@numba.njit(inline="always", **_SERIAL)
+def _first_map(group, span, per_pass, number):
+    """The first of the ``per_pass`` maps that pass ``number`` of a group of ``span`` maps
+    makes: a last pass of fewer maps overlaps the one before (maps are stored, not added to,
+    so making one twice is harmless); a group of fewer maps than a pass starts at its own."""
+    first = group * span
+    return max(first, min(first + per_pass * number, first + span - per_pass))
 
 
 @numba.njit(**_SERIAL)
@@ -802,7 +811,7 @@ def _winograd_tiles(x, weight, transformed, rowmap, colmap, left, top, first, la
             inputs = cells[cell, g * c_per_group : (g + 1) * c_per_group]
             last_map = (g + 1) * span - 1
             for number in range(passes):
-                o0 = max(g * span, min(g * span + per_pass * number, last_map - per_pass + 1))
+                o0 = _first_map(g, span, per_pass, number)
                 if LANES == 16:
                     _eight_maps(inputs, transformed[cell], o0, 0, 1, zero, zero, products[cell], 0)
                     continue
