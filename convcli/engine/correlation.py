@@ -138,6 +138,20 @@ def source_index(positions: np.ndarray, size: int, mode: str) -> np.ndarray:
     return np.where(folded < size, folded, period - folded)
 
 
+def padding_maps(hw, pads, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """The source row and column of every padded row and column of an ``hw`` image (-1: a
+    zero), as the SIMD kernels read them (``source_index``).
+
+    >>> [m.tolist() for m in padding_maps((2, 3), (1, 0, 0, 1), "replicate")]
+    [[0, 0, 1], [0, 1, 2, 2]]
+    """
+    (height, width), (top, bottom, left, right) = hw, pads
+    return (
+        source_index(np.arange(-top, height + bottom), height, mode),
+        source_index(np.arange(-left, width + right), width, mode),
+    )
+
+
 def padded_band(
     image: np.ndarray, start: int, stop: int, pads, mode: str, buffer=None
 ) -> np.ndarray:
@@ -367,9 +381,8 @@ def correlate(
     ):  # no bands: the kernel pads as it goes
         from convcli.engine import _jit
 
-        (height, width), (top, bottom, left, right) = image.shape[1:], pads
-        rowmap = source_index(np.arange(-top, height + bottom), height, pad_mode)
-        colmap = source_index(np.arange(-left, width + right), width, pad_mode)
+        rowmap, colmap = padding_maps(image.shape[1:], pads, pad_mode)
+        left = pads[2]
         if method == "numba":
             _jit.conv2d_padding(
                 image,
@@ -440,12 +453,10 @@ def _winograd(image, weight, groups, pads, pad_mode, out_hw) -> np.ndarray:
     from convcli.engine import _jit
 
     image = np.ascontiguousarray(image, dtype=np.float32)
-    (height, width), (top, bottom, left, right) = image.shape[1:], pads
-    rowmap = source_index(np.arange(-top, height + bottom), height, pad_mode)
-    colmap = source_index(np.arange(-left, width + right), width, pad_mode)
+    rowmap, colmap = padding_maps(image.shape[1:], pads, pad_mode)
     out = np.empty((weight.shape[0],) + tuple(out_hw), np.float32)
     _jit.winograd_padding(
-        image, weight, rowmap, colmap, left, runtime.map_first_row() % 2, groups, out
+        image, weight, rowmap, colmap, pads[2], runtime.map_first_row() % 2, groups, out
     )
     return out
 
